@@ -1,0 +1,61 @@
+/**
+ * Domain errors: plain classes with a stable code, a message for humans and typed details.
+ * They know nothing of HTTP; `src/http/errors.ts` and the CLI map them to status codes and exit codes.
+ */
+export type ErrorCode =
+  | 'NOT_FOUND'
+  | 'FORBIDDEN'
+  | 'UNAUTHENTICATED'
+  | 'CONFLICT'
+  | 'VALIDATION'
+  | 'POLICY_VIOLATION'
+  | 'SUSPENDED'
+  | 'CONFIG_INVALID';
+
+export class DomainError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+export class NotFoundError extends DomainError {
+  constructor(what: string, details: Record<string, unknown> = {}) {
+    super('NOT_FOUND', `${what} not found`, details);
+  }
+}
+
+/** Refused by policy. Cross-tier refusals use NotFoundError instead, so existence is not revealed. */
+export class ForbiddenError extends DomainError {
+  constructor(message = 'you are not allowed to do this') {
+    super('FORBIDDEN', message);
+  }
+}
+
+export class UnauthenticatedError extends DomainError {
+  constructor(message = 'log in first: this needs a valid session') {
+    super('UNAUTHENTICATED', message);
+  }
+}
+
+export class ConflictError extends DomainError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('CONFLICT', message, details);
+  }
+}
+
+export class ValidationError extends DomainError {
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super('VALIDATION', message, details);
+  }
+}
+
+export class SuspendedError extends DomainError {
+  constructor() {
+    super('SUSPENDED', 'this tenant is suspended; ask your reseller or the operator to resume it');
+  }
+}
