@@ -1,0 +1,2 @@
+export { createIdentityService, type IdentityService, type Clock } from './identity.service.js';
+export { createPasswordHasher, type PasswordHasher, type Argon2Params } from './passwords.js';

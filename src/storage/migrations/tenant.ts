@@ -1,0 +1,14 @@
+import type { Kysely, Migration } from 'kysely';
+
+/** Migrations applied to every tenant database: forward only. */
+export const tenantMigrations: Record<string, Migration> = {
+  '0001_tenant_meta': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('tenant_meta')
+        .addColumn('key', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
+};

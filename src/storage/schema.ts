@@ -1,0 +1,80 @@
+/**
+ * Kysely table types. Each module owns its tables; this file only gathers the types so that one
+ * Kysely instance can be typed. Times are ISO 8601 strings (UTC) on both engines, so that no
+ * dialect-specific date handling leaks into repositories.
+ */
+import type { Kysely } from 'kysely';
+
+export interface ResellerTable {
+  id: string;
+  name: string;
+  status: 'active' | 'suspended';
+  created_at: string;
+}
+
+export interface TenantTable {
+  id: string;
+  name: string;
+  reseller_id: string | null;
+  status: 'active' | 'suspended';
+  licence_ends_at: string | null;
+  database_name: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** PostgreSQL only: the per-tenant role and its password, sealed under the master key. */
+export interface TenantDbCredentialTable {
+  tenant_id: string;
+  role_name: string;
+  sealed_password: string;
+}
+
+export interface AccountTable {
+  id: string;
+  login: string;
+  tier: 'operator' | 'reseller';
+  reseller_id: string | null;
+  password_hash: string;
+  must_change_password: number;
+  status: 'active' | 'disabled';
+  created_at: string;
+}
+
+export interface SessionTable {
+  id_hash: string;
+  account_id: string;
+  created_at: string;
+  expires_at: string;
+  last_seen_at: string;
+}
+
+export interface DeletionReportTable {
+  id: string;
+  tenant_id: string;
+  reason: 'licence-expired' | 'deleted-by-command' | 'deleted-by-api';
+  report: string;
+  created_at: string;
+}
+
+export interface ControlSchema {
+  resellers: ResellerTable;
+  tenants: TenantTable;
+  tenant_db_credentials: TenantDbCredentialTable;
+  accounts: AccountTable;
+  sessions: SessionTable;
+  deletion_reports: DeletionReportTable;
+}
+
+export interface TenantMetaTable {
+  key: string;
+  value: string;
+}
+
+export interface TenantSchema {
+  tenant_meta: TenantMetaTable;
+}
+
+export type ControlDb = Kysely<ControlSchema>;
+export type TenantDb = Kysely<TenantSchema>;
+export type Engine = 'sqlite' | 'postgres';
