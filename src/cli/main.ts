@@ -1,0 +1,325 @@
+#!/usr/bin/env node
+import { createInterface } from 'node:readline/promises';
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
+import { ensureFirstOperator, migrateEverything, openCore } from '../core.js';
+import { ensureLocalPki } from '../crypto/pki.js';
+import { startServer } from '../http/server.js';
+import { createLogger } from '../ops/logger.js';
+import type { DeletionReport, ResellerView, TenantView } from '../platform/index.js';
+import { DomainError, type ErrorCode } from '../shared/errors.js';
+import { callApi, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
+import { join } from 'node:path';
+
+/** Exit codes, documented in the README: scripts can tell failures apart. */
+export const EXIT: Record<ErrorCode | 'OK' | 'INTERNAL' | 'USAGE', number> = {
+  OK: 0,
+  INTERNAL: 1,
+  USAGE: 2,
+  NOT_FOUND: 3,
+  FORBIDDEN: 4,
+  UNAUTHENTICATED: 4,
+  CONFLICT: 5,
+  VALIDATION: 6,
+  POLICY_VIOLATION: 6,
+  CONFIG_INVALID: 7,
+  SUSPENDED: 8,
+};
+
+interface GlobalOptions {
+  config?: string;
+  json?: boolean;
+  url?: string;
+  token?: string;
+  cacert?: string;
+}
+
+const out = (line: string): void => void process.stdout.write(`${line}\n`);
+
+function config(program: Command): Readonly<TresorConfig> {
+  const opts = program.opts<GlobalOptions>();
+  return loadConfig({ cwd: process.cwd(), file: opts.config, env: process.env });
+}
+
+/** CLI logs go to stderr so that stdout stays clean for --json. */
+const cliLogger = (cfg: Readonly<TresorConfig>) => createLogger(cfg.log.level === 'info' ? 'warn' : cfg.log.level, process.stderr as never);
+
+/** Runs `work` with a platform client: over HTTP when --url/TRESOR_URL is given, else locally as the platform owner. */
+async function withPlatform<T>(program: Command, work: (client: PlatformClient) => Promise<T>): Promise<T> {
+  const opts = program.opts<GlobalOptions>();
+  if (opts.url) {
+    if (!opts.token) throw new DomainError('UNAUTHENTICATED', 'remote mode needs a token: run `tresor login` and set TRESOR_TOKEN, or pass --token');
+    return work(remotePlatformClient({ url: opts.url, token: opts.token, caFile: opts.cacert }));
+  }
+  const cfg = config(program);
+  const core = await openCore(cfg, { log: cliLogger(cfg) });
+  try {
+    return await work(localPlatformClient(core.platform));
+  } finally {
+    await core.close();
+  }
+}
+
+function emit(program: Command, value: unknown, human: () => void): void {
+  if (program.opts<GlobalOptions>().json) out(JSON.stringify(value, null, 2));
+  else human();
+}
+
+function table(rows: Record<string, string>[]): void {
+  if (rows.length === 0) return out('(none)');
+  const keys = Object.keys(rows[0]!);
+  const widths = keys.map((k) => Math.max(k.length, ...rows.map((r) => (r[k] ?? '').length)));
+  out(keys.map((k, i) => k.toUpperCase().padEnd(widths[i]!)).join('  '));
+  for (const row of rows) out(keys.map((k, i) => (row[k] ?? '').padEnd(widths[i]!)).join('  ').trimEnd());
+}
+
+const tenantRow = (t: TenantView) => ({
+  id: t.id,
+  name: t.name,
+  status: t.status,
+  reseller: t.resellerId ?? '(operator)',
+  licence_ends: t.licenceEndsAt ?? '-',
+});
+const resellerRow = (r: ResellerView) => ({ id: r.id, name: r.name, status: r.status, created: r.createdAt });
+
+function printReport(report: DeletionReport): void {
+  out(`Deleted tenant ${report.tenantName} (${report.tenantId}); report ${report.id}`);
+  for (const item of report.removed) out(`  removed ${item}`);
+}
+
+async function confirm(question: string): Promise<string> {
+  if (!process.stdin.isTTY) return '';
+  return (await ask(question)).trim();
+}
+
+export function buildCli(): Command {
+  const program = new Command('tresor')
+    .description('Tresor: receive, keep and pass on sensitive personal data')
+    .version('0.1.0')
+    .option('-c, --config <file>', 'configuration file (default: ./tresor.toml, or $TRESOR_CONFIG)')
+    .option('--json', 'print machine-readable JSON on stdout')
+    .addOption(new Option('--url <url>', 'act through the HTTP API of this server instead of the local data directory').env('TRESOR_URL'))
+    .addOption(new Option('--token <token>', 'bearer token from `tresor login` (remote mode)').env('TRESOR_TOKEN'))
+    .addOption(new Option('--cacert <file>', 'CA certificate to trust for --url (e.g. data/pki/ca.pem)').env('TRESOR_CACERT'))
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('init')
+    .description('create the data directory, master key, local CA and certificate, control database and first operator; then exit')
+    .action(async () => {
+      const cfg = config(program);
+      const core = await openCore(cfg, { log: cliLogger(cfg) });
+      try {
+        const pki = cfg.tls.cert_file === '' ? await ensureLocalPki(join(cfg.data_dir, 'pki'), [...cfg.tls.hostnames]) : undefined;
+        const operator = await ensureFirstOperator(core);
+        emit(program, { dataDir: cfg.data_dir, caCertPath: pki?.caCertPath ?? null, operator: operator ?? null }, () => {
+          out(`Data directory: ${cfg.data_dir}`);
+          if (pki) out(`Local CA certificate: ${pki.caCertPath}`);
+          if (operator) {
+            out('First operator account created. This password is shown only once:');
+            out(`  login:    ${operator.login}`);
+            out(`  password: ${operator.oneTimePassword}`);
+          } else out('Already initialised; nothing to do.');
+        });
+      } finally {
+        await core.close();
+      }
+    });
+
+  program
+    .command('serve')
+    .description('run the server (HTTPS API, redirect port, metrics listener, scheduler)')
+    .action(async () => {
+      const cfg = config(program);
+      const log = createLogger(cfg.log.level);
+      const server = await startServer(cfg, log, out);
+      await new Promise<void>((resolve) => {
+        const shutdown = () => {
+          log.info('stopping');
+          void server.stop().then(resolve);
+        };
+        process.once('SIGINT', shutdown);
+        process.once('SIGTERM', shutdown);
+      });
+    });
+
+  program
+    .command('migrate')
+    .description('apply pending forward-only migrations to the control database and every tenant database')
+    .action(async () => {
+      const cfg = config(program);
+      const core = await openCore(cfg, { log: cliLogger(cfg), migrate: false });
+      try {
+        const applied = await migrateEverything(core.storage);
+        emit(program, { applied }, () => out(applied.length === 0 ? 'Everything is up to date.' : applied.map((m) => `applied ${m}`).join('\n')));
+      } finally {
+        await core.close();
+      }
+    });
+
+  const configCmd = program.command('config').description('show the configuration');
+  configCmd
+    .command('print')
+    .description('print the effective configuration (file + TRESOR_* environment), secrets masked')
+    .addOption(new Option('--format <format>', 'output format').choices(['toml', 'json']).default('toml'))
+    .action((opts: { format: 'toml' | 'json' }) => {
+      const cfg = config(program);
+      out(renderConfig(cfg, program.opts<GlobalOptions>().json ? 'json' : opts.format).trimEnd());
+    });
+
+  program
+    .command('login')
+    .description('log in to a server (with --url) and print a bearer token for TRESOR_TOKEN; the password is read from TRESOR_PASSWORD or the terminal')
+    .requiredOption('--login <login>', 'account login')
+    .action(async (opts: { login: string }) => {
+      const global = program.opts<GlobalOptions>();
+      if (!global.url) throw new DomainError('VALIDATION', 'login needs --url (or TRESOR_URL) naming the server');
+      const password = process.env.TRESOR_PASSWORD ?? (await ask('Password: '));
+      const result = await callApi<{ sessionToken: string; expiresAt: string }>(
+        { url: global.url, caFile: global.cacert },
+        'POST',
+        '/api/v1/auth/login',
+        { login: opts.login, password, mode: 'token' },
+      );
+      emit(program, result, () => {
+        out(`export TRESOR_URL=${global.url}`);
+        out(`export TRESOR_TOKEN=${result.sessionToken}`);
+        out(`# valid until ${result.expiresAt}`);
+      });
+    });
+
+  const reseller = program.command('reseller').description('manage resellers (operator)');
+  reseller
+    .command('create')
+    .description('create a reseller and its first admin account (one-time password printed once)')
+    .requiredOption('--name <name>', 'reseller name')
+    .requiredOption('--admin-login <login>', 'login (e-mail) of the reseller admin')
+    .action(async (opts: { name: string; adminLogin: string }) => {
+      const created = await withPlatform(program, (c) => c.createReseller({ name: opts.name, adminLogin: opts.adminLogin }));
+      emit(program, created, () => {
+        out(`Created reseller ${created.reseller.name} (${created.reseller.id})`);
+        out(`  admin login:        ${created.adminLogin}`);
+        out(`  one-time password:  ${created.oneTimePassword}   (shown once)`);
+      });
+    });
+  reseller
+    .command('list')
+    .description('list resellers')
+    .action(async () => {
+      const list = await withPlatform(program, (c) => c.listResellers());
+      emit(program, list, () => table(list.map(resellerRow)));
+    });
+  reseller
+    .command('show')
+    .description('show one reseller')
+    .argument('<id>', 'reseller id')
+    .action(async (id: string) => {
+      const r = await withPlatform(program, (c) => c.getReseller(id));
+      emit(program, r, () => table([resellerRow(r)]));
+    });
+
+  const tenant = program.command('tenant').description('manage tenants (operator, or a reseller for its own tenants via --url)');
+  tenant
+    .command('create')
+    .description('create a tenant with its own database')
+    .requiredOption('--name <name>', 'tenant (customer) name')
+    .option('--reseller <id>', 'reseller that manages the tenant (operator only; default: the operator itself)')
+    .option('--licence-end <date>', 'licence end, YYYY-MM-DD')
+    .action(async (opts: { name: string; reseller?: string; licenceEnd?: string }) => {
+      const t = await withPlatform(program, (c) =>
+        c.createTenant({ name: opts.name, resellerId: opts.reseller ?? null, licenceEndsAt: opts.licenceEnd ?? null }),
+      );
+      emit(program, t, () => out(`Created tenant ${t.name} (${t.id})`));
+    });
+  tenant
+    .command('list')
+    .description('list the tenants you manage')
+    .action(async () => {
+      const list = await withPlatform(program, (c) => c.listTenants());
+      emit(program, list, () => table(list.map(tenantRow)));
+    });
+  tenant
+    .command('show')
+    .description('show one tenant')
+    .argument('<id>', 'tenant id')
+    .action(async (id: string) => {
+      const t = await withPlatform(program, (c) => c.getTenant(id));
+      emit(program, t, () => table([tenantRow(t)]));
+    });
+  tenant
+    .command('suspend')
+    .description("suspend a tenant: its users and partner clients are refused until it is resumed")
+    .argument('<id>', 'tenant id')
+    .action(async (id: string) => {
+      const t = await withPlatform(program, (c) => c.suspendTenant(id));
+      emit(program, t, () => out(`Suspended tenant ${t.name} (${t.id})`));
+    });
+  tenant
+    .command('resume')
+    .description('resume a suspended tenant')
+    .argument('<id>', 'tenant id')
+    .action(async (id: string) => {
+      const t = await withPlatform(program, (c) => c.resumeTenant(id));
+      emit(program, t, () => out(`Resumed tenant ${t.name} (${t.id})`));
+    });
+  tenant
+    .command('set-licence')
+    .description('set the licence end (YYYY-MM-DD) or "none"; after the end plus the grace period the tenant is deleted')
+    .argument('<id>', 'tenant id')
+    .argument('<end>', 'YYYY-MM-DD, an ISO 8601 time, or none')
+    .action(async (id: string, end: string) => {
+      const t = await withPlatform(program, (c) => c.setLicence(id, end === 'none' ? null : end));
+      emit(program, t, () => out(`Licence of ${t.name} now ends ${t.licenceEndsAt ?? 'never'}`));
+    });
+  tenant
+    .command('delete')
+    .description('delete a tenant completely and at once: database (or file), role, blobs; prints the deletion report')
+    .argument('<id>', 'tenant id')
+    .option('-y, --yes', 'do not ask for confirmation (for scripts)')
+    .action(async (id: string, opts: { yes?: boolean }) => {
+      const report = await withPlatform(program, async (c) => {
+        if (!opts.yes) {
+          const t = await c.getTenant(id);
+          const answer = await confirm(`Delete tenant "${t.name}" and all its data for good? Type its name to confirm: `);
+          if (answer !== t.name) throw new DomainError('VALIDATION', 'not confirmed; nothing was deleted (use --yes in scripts)');
+        }
+        return c.deleteTenant(id);
+      });
+      emit(program, report, () => printReport(report));
+    });
+
+  return program;
+}
+
+async function ask(question: string): Promise<string> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  try {
+    return await rl.question(question);
+  } finally {
+    rl.close();
+  }
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  const program = buildCli();
+  try {
+    await program.parseAsync(argv);
+    return EXIT.OK;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      return error.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+    }
+    const json = program.opts<GlobalOptions>().json;
+    if (error instanceof DomainError) {
+      if (json) process.stderr.write(`${JSON.stringify({ code: error.code, message: error.message })}\n`);
+      else process.stderr.write(`tresor: ${error.message}\n`);
+      return EXIT[error.code] ?? EXIT.INTERNAL;
+    }
+    const message = (error as { code?: string }).code === 'ECONNREFUSED' ? 'cannot reach the server (connection refused)' : String((error as Error).message ?? error);
+    process.stderr.write(`tresor: unexpected error: ${message}\n`);
+    return EXIT.INTERNAL;
+  }
+}
+
+process.exitCode = await runCli(process.argv);

@@ -1,0 +1,98 @@
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
+import type { Actor } from '../access/index.js';
+import type { PlatformService } from '../platform/index.js';
+import type { DeletionReport, ResellerView, TenantView } from '../platform/index.js';
+import { DomainError, type ErrorCode } from '../shared/errors.js';
+
+/** What the CLI's reseller and tenant commands need: served locally (operator) or over the HTTP API (any tier). */
+export interface PlatformClient {
+  createReseller(input: { name: string; adminLogin: string }): Promise<{ reseller: ResellerView; adminLogin: string; oneTimePassword: string }>;
+  listResellers(): Promise<ResellerView[]>;
+  getReseller(id: string): Promise<ResellerView>;
+  createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null }): Promise<TenantView>;
+  listTenants(): Promise<TenantView[]>;
+  getTenant(id: string): Promise<TenantView>;
+  suspendTenant(id: string): Promise<TenantView>;
+  resumeTenant(id: string): Promise<TenantView>;
+  setLicence(id: string, licenceEndsAt: string | null): Promise<TenantView>;
+  deleteTenant(id: string): Promise<DeletionReport>;
+}
+
+/** Local mode: whoever holds the data directory and master key acts as the platform owner. */
+export function localPlatformClient(platform: PlatformService): PlatformClient {
+  const actor: Actor = { kind: 'system', name: 'cli' };
+  return {
+    createReseller: (input) => platform.createReseller(actor, input),
+    listResellers: () => platform.listResellers(actor),
+    getReseller: (id) => platform.getReseller(actor, id),
+    createTenant: (input) => platform.createTenant(actor, input),
+    listTenants: () => platform.listTenants(actor),
+    getTenant: (id) => platform.getTenant(actor, id),
+    suspendTenant: (id) => platform.suspendTenant(actor, id),
+    resumeTenant: (id) => platform.resumeTenant(actor, id),
+    setLicence: (id, end) => platform.setLicence(actor, id, end),
+    deleteTenant: (id) => platform.deleteTenant(actor, id, 'deleted-by-command'),
+  };
+}
+
+export interface RemoteOptions {
+  url: string;
+  token?: string | undefined;
+  caFile?: string | undefined;
+}
+
+/** Calls the HTTP API over TLS; the server's `{ code, message }` errors come back as DomainErrors. */
+export async function callApi<T>(opts: RemoteOptions, method: string, path: string, body?: unknown): Promise<T> {
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  const target = new URL(path, opts.url);
+  if (target.protocol !== 'https:') throw new DomainError('VALIDATION', `--url must be an https:// URL, not ${target.protocol}`);
+  return new Promise<T>((resolve, reject) => {
+    const req = request(
+      target,
+      {
+        method,
+        ...(opts.caFile ? { ca: readFileSync(opts.caFile) } : {}),
+        headers: {
+          accept: 'application/json',
+          ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
+          ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          const parsed = text === '' ? undefined : (JSON.parse(text) as unknown);
+          if ((res.statusCode ?? 500) >= 400) {
+            const error = parsed as { code?: string; message?: string } | undefined;
+            const code = (error?.code ?? 'INTERNAL') as ErrorCode;
+            reject(new DomainError(code, error?.message ?? `server answered ${res.statusCode}`));
+          } else {
+            resolve(parsed as T);
+          }
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+export function remotePlatformClient(opts: RemoteOptions): PlatformClient {
+  const call = <T>(method: string, path: string, body?: unknown) => callApi<T>(opts, method, path, body);
+  const tenant = (id: string) => `/api/v1/tenants/${encodeURIComponent(id)}`;
+  return {
+    createReseller: (input) => call('POST', '/api/v1/resellers', input),
+    listResellers: () => call('GET', '/api/v1/resellers'),
+    getReseller: (id) => call('GET', `/api/v1/resellers/${encodeURIComponent(id)}`),
+    createTenant: (input) => call('POST', '/api/v1/tenants', input),
+    listTenants: () => call('GET', '/api/v1/tenants'),
+    getTenant: (id) => call('GET', tenant(id)),
+    suspendTenant: (id) => call('POST', `${tenant(id)}/suspend`),
+    resumeTenant: (id) => call('POST', `${tenant(id)}/resume`),
+    setLicence: (id, licenceEndsAt) => call('PUT', `${tenant(id)}/licence`, { licenceEndsAt }),
+    deleteTenant: (id) => call('DELETE', tenant(id)),
+  };
+}

@@ -1,0 +1,92 @@
+import { mkdirSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { TresorConfig } from './config/index.js';
+import { loadOrCreateMasterKey } from './crypto/master-key.js';
+import { createIdentityService, createPasswordHasher, type Clock, type IdentityService } from './identity/index.js';
+import { createBlobFolders, createPlatformRepo, createPlatformService, type PlatformService } from './platform/index.js';
+import { openStorage, type Storage } from './storage/index.js';
+
+/** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
+export interface Core {
+  config: Readonly<TresorConfig>;
+  storage: Storage;
+  identity: IdentityService;
+  platform: PlatformService;
+  clock: Clock;
+  masterKeyCreated: boolean;
+  /** Migrations applied while opening: `control:<name>` and `tenant:<id>:<name>`. */
+  appliedMigrations: string[];
+  close(): Promise<void>;
+}
+
+export const systemClock: Clock = { now: () => new Date() };
+
+export async function openCore(
+  config: Readonly<TresorConfig>,
+  opts: { log: Logger; clock?: Clock; migrate?: boolean },
+): Promise<Core> {
+  mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
+  const clock = opts.clock ?? systemClock;
+  const masterKey = loadOrCreateMasterKey({ file: config.master_key.file, value: config.master_key.value });
+  if (masterKey.created) opts.log.info({ file: config.master_key.file }, 'created a new master key file (mode 0600); back it up apart from the data');
+  const storage = await openStorage({
+    dataDir: config.data_dir,
+    databaseUrl: config.database.url,
+    poolMax: config.database.pool_max,
+    masterKey: masterKey.ring,
+  });
+  const appliedMigrations: string[] = [];
+  try {
+    if (opts.migrate !== false) appliedMigrations.push(...(await migrateEverything(storage)));
+  } catch (error) {
+    await storage.close();
+    throw error;
+  }
+  const hasher = createPasswordHasher({
+    memoryKib: config.argon2.memory_kib,
+    iterations: config.argon2.iterations,
+    parallelism: config.argon2.parallelism,
+  });
+  const identity = createIdentityService({ control: storage.control, hasher, clock });
+  const platform = createPlatformService({
+    repo: createPlatformRepo(storage.control),
+    storage,
+    blobs: createBlobFolders(config.data_dir),
+    identity,
+    clock,
+    deletionGraceDays: config.lifecycle.deletion_grace_days,
+  });
+  return {
+    config,
+    storage,
+    identity,
+    platform,
+    clock,
+    masterKeyCreated: masterKey.created,
+    appliedMigrations,
+    close: () => storage.close(),
+  };
+}
+
+/** Forward-only migrations of the control database and then every tenant database. */
+export async function migrateEverything(storage: Storage): Promise<string[]> {
+  const applied = (await storage.migrateControl()).map((m) => `control:${m}`);
+  const tenants = await storage.control.selectFrom('tenants').select(['id', 'database_name']).execute();
+  for (const t of tenants) {
+    for (const m of await storage.migrateTenant({ tenantId: t.id, databaseName: t.database_name })) {
+      applied.push(`tenant:${t.id}:${m}`);
+    }
+  }
+  return applied;
+}
+
+/**
+ * Creates the first operator account if there is none. Returns its one-time password, which the
+ * caller prints once; it is never stored or logged.
+ */
+export async function ensureFirstOperator(core: Core): Promise<{ login: string; oneTimePassword: string } | undefined> {
+  if (await core.identity.hasOperator()) return undefined;
+  const login = 'operator';
+  const { oneTimePassword } = await core.identity.createAccount({ login, tier: 'operator', resellerId: null });
+  return { login, oneTimePassword };
+}

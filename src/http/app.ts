@@ -1,0 +1,112 @@
+import cookie from '@fastify/cookie';
+import helmet from '@fastify/helmet';
+import swagger from '@fastify/swagger';
+import type { ServerOptions as HttpsServerOptions } from 'node:https';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Core } from '../core.js';
+import { registerIdentityRoutes } from '../identity/identity.routes.js';
+import { registerPlatformRoutes } from '../platform/platform.routes.js';
+import { requireActor } from './auth.js';
+import { registerErrorHandling } from './errors.js';
+
+export interface AppOptions {
+  logger: Logger;
+  /** Node `https` options; absent in `app.inject()` tests. */
+  https?: HttpsServerOptions;
+  metrics?: Registry;
+}
+
+const VERSION = '0.1.0';
+
+/** Assembles the Fastify app: security headers, error mapping, OpenAPI, health, metrics hooks and every module's routes. */
+export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: opts.logger,
+    ...(opts.https ? { https: opts.https } : {}),
+    trustProxy: core.config.server.trust_proxy,
+    bodyLimit: 1024 * 1024,
+    requestIdHeader: false,
+    genReqId: () => crypto.randomUUID(),
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  }) as unknown as FastifyInstance;
+
+  registerErrorHandling(app);
+  await app.register(helmet, {
+    // BSI / OWASP: HSTS for a year, no framing, a strict CSP (the web app ships no inline script).
+    hsts: { maxAge: 31_536_000, includeSubDomains: true, preload: false },
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'"],
+        imgSrc: ["'self'", 'data:'],
+        connectSrc: ["'self'"],
+        frameAncestors: ["'none'"],
+        formAction: ["'self'"],
+        baseUri: ["'none'"],
+        objectSrc: ["'none'"],
+      },
+    },
+    referrerPolicy: { policy: 'no-referrer' },
+  });
+  await app.register(cookie);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Tresor API', version: VERSION, description: 'Operator, reseller and tenant administration of a Tresor server.' },
+      components: {
+        securitySchemes: {
+          session: { type: 'apiKey', in: 'cookie', name: '__Host-tresor_session' },
+          bearer: { type: 'http', scheme: 'bearer' },
+        },
+      },
+      security: [{ session: [] }, { bearer: [] }],
+    },
+  });
+
+  if (opts.metrics) registerMetricsHooks(app, opts.metrics);
+
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: { hide: true } }, async (request, reply) => {
+    try {
+      await core.storage.ping();
+      return { status: 'ready' };
+    } catch (error) {
+      request.log.warn({ err: error }, 'readiness check failed');
+      return reply.status(503).send({ status: 'database unreachable' });
+    }
+  });
+  app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  const authenticate = requireActor(core.identity);
+  registerIdentityRoutes(app, { identity: core.identity, authenticate });
+  registerPlatformRoutes(app, { platform: core.platform, authenticate });
+
+  await app.ready();
+  return app;
+}
+
+function registerMetricsHooks(app: FastifyInstance, registry: Registry): void {
+  collectDefaultMetrics({ register: registry, prefix: 'tresor_' });
+  const requests = new Counter({
+    name: 'tresor_http_requests_total',
+    help: 'HTTP requests answered, by method, route pattern and status',
+    labelNames: ['method', 'route', 'status'],
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'tresor_http_request_duration_seconds',
+    help: 'HTTP request duration by route pattern',
+    labelNames: ['method', 'route'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    // The route pattern, never the concrete URL: ids stay out of metric labels.
+    const route = request.routeOptions.url ?? 'unmatched';
+    requests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    duration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+  });
+}

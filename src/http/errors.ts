@@ -1,0 +1,59 @@
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { DomainError, type ErrorCode } from '../shared/errors.js';
+
+const STATUS: Record<ErrorCode, number> = {
+  NOT_FOUND: 404,
+  FORBIDDEN: 403,
+  UNAUTHENTICATED: 401,
+  CONFLICT: 409,
+  VALIDATION: 400,
+  POLICY_VIOLATION: 422,
+  SUSPENDED: 403,
+  CONFIG_INVALID: 500,
+};
+
+export const errorResponseSchema = {
+  type: 'object',
+  properties: {
+    requestId: { type: 'string' },
+    code: { type: 'string' },
+    message: { type: 'string' },
+  },
+  required: ['requestId', 'code', 'message'],
+} as const;
+
+/**
+ * One mapping from domain errors to `{ requestId, code, message }`. Database, crypto and unknown
+ * errors become a generic 500 that carries only the request id, so nothing internal leaks.
+ */
+export function registerErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error: FastifyError | DomainError | Error, request, reply) => {
+    if (error instanceof DomainError) {
+      return reply.status(STATUS[error.code]).send({ requestId: request.id, code: error.code, message: error.message });
+    }
+    const fastifyError = error as FastifyError;
+    if (fastifyError.validation) {
+      return reply.status(400).send({
+        requestId: request.id,
+        code: 'VALIDATION',
+        message: `request ${fastifyError.validationContext ?? ''} is invalid: ${fastifyError.message}`.replace('  ', ' '),
+      });
+    }
+    if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+      return reply.status(fastifyError.statusCode).send({
+        requestId: request.id,
+        code: fastifyError.statusCode === 413 ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST',
+        message: fastifyError.message,
+      });
+    }
+    request.log.error({ err: error }, 'unhandled error');
+    return reply.status(500).send({
+      requestId: request.id,
+      code: 'INTERNAL',
+      message: `something went wrong on the server; quote request id ${request.id} to your operator`,
+    });
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply.status(404).send({ requestId: request.id, code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` }),
+  );
+}

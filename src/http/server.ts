@@ -1,0 +1,139 @@
+
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { TresorConfig } from '../config/index.js';
+import { ensureFirstOperator, openCore, type Core } from '../core.js';
+import { ensureLocalPki } from '../crypto/pki.js';
+import { startScheduler } from '../ops/scheduler.js';
+import { buildApp } from './app.js';
+import { tlsServerOptions } from './tls.js';
+
+export interface RunningServer {
+  core: Core;
+  app: FastifyInstance;
+  /** The URL the server answers on (real port, also when configured as 0). */
+  url: string;
+  metricsUrl: string | undefined;
+  redirectPort: number | undefined;
+  caCertPath: string | undefined;
+  stop(): Promise<void>;
+}
+
+/**
+ * `tresor serve`: opens storage (running migrations), creates the first operator, the local PKI if no
+ * certificate is configured, then serves HTTPS, the optional redirect port, the metrics listener and
+ * the scheduler. `print` receives the lines meant for the person who started the server.
+ */
+export async function startServer(config: Readonly<TresorConfig>, log: Logger, print: (line: string) => void): Promise<RunningServer> {
+  const core = await openCore(config, { log });
+  const stops: (() => Promise<void>)[] = [() => core.close()];
+  const stop = async () => {
+    for (const fn of stops.reverse()) await fn().catch((error: unknown) => log.error({ err: error }, 'error while stopping'));
+  };
+  try {
+    let caCertPath: string | undefined;
+    let tlsFiles: { certPath: string; keyPath: string };
+    if (config.tls.cert_file === '') {
+      const pki = await ensureLocalPki(join(config.data_dir, 'pki'), [...config.tls.hostnames]);
+      caCertPath = pki.caCertPath;
+      tlsFiles = pki;
+      if (pki.createdCa) log.info('created a local certificate authority');
+    } else {
+      tlsFiles = { certPath: config.tls.cert_file, keyPath: config.tls.key_file };
+    }
+
+    const metrics = config.metrics.enabled ? new Registry() : undefined;
+    const app = await buildApp(core, { logger: log, https: tlsServerOptions(tlsFiles), ...(metrics ? { metrics } : {}) });
+    stops.push(() => app.close());
+    await app.listen({ host: config.server.host, port: config.server.port });
+    const port = (app.server.address() as { port: number }).port;
+    const publicUrl = new URL(config.server.public_url);
+    // With port 0 (tests) or the default URL, report the port actually bound.
+    if (config.server.port === 0 || publicUrl.port === String(config.server.port)) publicUrl.port = String(port);
+    const url = publicUrl.origin;
+
+    let redirectPort: number | undefined;
+    if (config.server.http_redirect_port !== 0) {
+      const redirect = await listen(
+        createHttpServer((req, res) => {
+          // Redirect only: nothing is served in clear text.
+          const target = new URL(req.url ?? '/', url);
+          res.writeHead(308, { location: target.toString(), 'content-length': '0' }).end();
+        }),
+        config.server.host,
+        config.server.http_redirect_port,
+      );
+      redirectPort = (redirect.address() as { port: number }).port;
+      stops.push(() => closeServer(redirect));
+    }
+
+    let metricsUrl: string | undefined;
+    if (metrics) {
+      const metricsServer = await listen(
+        createHttpServer((req, res) => {
+          if (req.url !== '/metrics') return void res.writeHead(404).end();
+          metrics
+            .metrics()
+            .then((body) => res.writeHead(200, { 'content-type': metrics.contentType }).end(body))
+            .catch(() => res.writeHead(500).end());
+        }),
+        config.metrics.host,
+        config.metrics.port,
+      );
+      metricsUrl = `http://${config.metrics.host}:${(metricsServer.address() as { port: number }).port}/metrics`;
+      stops.push(() => closeServer(metricsServer));
+    }
+
+    const scheduler = startScheduler(
+      [
+        {
+          name: 'tenant-licence-expiry',
+          intervalMs: config.lifecycle.scheduler_interval_seconds * 1000,
+          run: async () => {
+            for (const report of await core.platform.deleteExpiredTenants()) {
+              log.warn({ tenantId: report.tenantId, reportId: report.id, removed: report.removed.length }, 'tenant deleted after licence end and grace period');
+              print(`Deleted tenant ${report.tenantId} (licence ended ${report.licenceEndedAt ?? '?'}); report ${report.id}: ${report.removed.join(', ')}`);
+            }
+          },
+        },
+      ],
+      log,
+    );
+    stops.splice(1, 0, () => scheduler.stop());
+
+    const operator = await ensureFirstOperator(core);
+    print(`Tresor is running at ${url}`);
+    if (caCertPath) {
+      print(`Local CA certificate: ${caCertPath}`);
+      print(`  try: curl --cacert ${caCertPath} ${url}/healthz`);
+    }
+    if (metricsUrl) print(`Metrics: ${metricsUrl}`);
+    if (operator) {
+      print('');
+      print('First operator account created. This password is shown only once; change it at first login:');
+      print(`  login:    ${operator.login}`);
+      print(`  password: ${operator.oneTimePassword}`);
+      print('');
+    }
+    log.info({ url, migrations: core.appliedMigrations.length }, 'tresor started');
+    return { core, app, url, metricsUrl, redirectPort, caCertPath, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+function listen(server: Server, host: string, port: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
