@@ -1,0 +1,73 @@
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+
+/** Runs the built `tresor` CLI to completion (npm test builds it first). */
+export function tresor(args: string[], opts: { cwd: string; env?: Record<string, string>; input?: string }) {
+  const result = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: opts.cwd,
+    env: { PATH: process.env.PATH ?? '', HOME: opts.cwd, ...opts.env },
+    input: opts.input ?? '',
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface ServeProcess {
+  child: ChildProcessWithoutNullStreams;
+  output: () => string;
+  url: string;
+  stop(): Promise<number | null>;
+}
+
+/** Starts `tresor serve` and waits until it prints its URL. */
+export async function startServe(opts: { cwd: string; env: Record<string, string> }): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [CLI, 'serve'], {
+    cwd: opts.cwd,
+    env: { PATH: process.env.PATH ?? '', HOME: opts.cwd, ...opts.env },
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start in time:\n${output}`)), 30_000);
+    const check = () => {
+      const match = /Tresor is running at (https:\/\/\S+)/.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        // Give the banner lines that follow a moment to arrive.
+        setTimeout(() => resolve(match[1]!), 200);
+      }
+    };
+    child.stdout.on('data', check);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}:\n${output}`));
+    });
+  });
+  return {
+    child,
+    output: () => output,
+    url,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        child.once('exit', (code) => resolve(code));
+        child.kill('SIGTERM');
+      }),
+  };
+}

@@ -1,0 +1,148 @@
+import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dropPgInstallation, engines } from './helpers.js';
+import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
+
+interface Tenant {
+  id: string;
+  name: string;
+  status: string;
+  resellerId: string | null;
+  licenceEndsAt: string | null;
+}
+
+describe.each(engines)('the tresor CLI (%s)', (engine) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tresor-cli-'));
+  const pgName = `tresor_test_${Math.random().toString(36).slice(2, 10)}`;
+  const env: Record<string, string> = {};
+  const run = (...args: string[]) => tresor(args, { cwd: dir, env });
+  const json = <T>(...args: string[]): T => {
+    const r = run('--json', ...args);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as T;
+  };
+
+  beforeAll(() => {
+    if (engine === 'postgres') {
+      const url = new URL(process.env.TRESOR_TEST_PG!);
+      url.pathname = `/${pgName}`;
+      env.TRESOR_DATABASE_URL = url.toString();
+    }
+  });
+  afterAll(async () => {
+    if (engine === 'postgres') await dropPgInstallation(pgName);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('prints help for every command', () => {
+    for (const cmd of [[], ['init'], ['serve'], ['migrate'], ['config', 'print'], ['login'], ['reseller', 'create'], ['reseller', 'list'], ['reseller', 'show'],
+      ['tenant', 'create'], ['tenant', 'list'], ['tenant', 'show'], ['tenant', 'suspend'], ['tenant', 'resume'], ['tenant', 'set-licence'], ['tenant', 'delete']]) {
+      const r = run(...cmd, '--help');
+      expect(r.code, cmd.join(' ')).toBe(0);
+      expect(r.stdout).toMatch(/Usage: tresor/);
+    }
+    expect(run('tenant', 'explode').code).toBe(2);
+  });
+
+  it('initialises once, prints the operator password once, and migrates idempotently', () => {
+    const first = json<{ operator: { login: string; oneTimePassword: string } | null; caCertPath: string }>('init');
+    expect(first.operator?.login).toBe('operator');
+    expect(first.operator?.oneTimePassword).toMatch(/^[A-Za-z0-9]{24}$/);
+    expect(existsSync(first.caCertPath)).toBe(true);
+    const second = json<{ operator: null }>('init');
+    expect(second.operator).toBeNull();
+    expect(json<{ applied: string[] }>('migrate').applied).toEqual([]);
+  });
+
+  it('manages the tenant lifecycle with --json output and meaningful exit codes', () => {
+    const tenant = json<Tenant>('tenant', 'create', '--name', 'Stadtwerke Musterstadt', '--licence-end', '2030-06-30');
+    expect(tenant).toMatchObject({ status: 'active', resellerId: null, licenceEndsAt: '2030-06-30T23:59:59.999Z' });
+    expect(json<Tenant[]>('tenant', 'list').map((t) => t.id)).toContain(tenant.id);
+    expect(json<Tenant>('tenant', 'show', tenant.id).name).toBe('Stadtwerke Musterstadt');
+    expect(json<Tenant>('tenant', 'suspend', tenant.id).status).toBe('suspended');
+    expect(json<Tenant>('tenant', 'resume', tenant.id).status).toBe('active');
+    expect(json<Tenant>('tenant', 'set-licence', tenant.id, 'none').licenceEndsAt).toBeNull();
+
+    const human = run('tenant', 'list');
+    expect(human.stdout).toMatch(/^ID\s+NAME\s+STATUS/m);
+
+    expect(run('tenant', 'show', '00000000-0000-4000-8000-000000000000').code).toBe(3);
+    const dup = run('tenant', 'create', '--name', 'Stadtwerke Musterstadt');
+    expect(dup.code).toBe(5);
+    expect(dup.stderr).toMatch(/exists already/);
+    const badDate = run('tenant', 'set-licence', tenant.id, '31.12.2030');
+    expect(badDate.code).toBe(6);
+    expect(badDate.stderr).toMatch(/YYYY-MM-DD/);
+
+    // Without --yes and without a terminal, nothing is deleted.
+    const refused = run('tenant', 'delete', tenant.id);
+    expect(refused.code).toBe(6);
+    expect(refused.stderr).toMatch(/--yes/);
+    expect(json<Tenant>('tenant', 'show', tenant.id).id).toBe(tenant.id);
+
+    const report = json<{ removed: string[]; reason: string }>('tenant', 'delete', tenant.id, '--yes');
+    expect(report.reason).toBe('deleted-by-command');
+    expect(report.removed.length).toBeGreaterThanOrEqual(2);
+    expect(run('tenant', 'show', tenant.id).code).toBe(3);
+  });
+
+  it('explains a bad configuration and exits with 7', () => {
+    const r = tresor(['tenant', 'list'], { cwd: dir, env: { ...env, TRESOR_SERVER_PORT: 'eighty' } });
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/server\.port/);
+    expect(r.stderr).toMatch(/TRESOR_SERVER_PORT/);
+    expect(r.stderr).toMatch(/eighty/);
+  });
+
+  it('prints the effective configuration with secrets masked', () => {
+    const r = tresor(['config', 'print'], { cwd: dir, env: { ...env, TRESOR_REDIS_URL: 'redis://:s3cret-redis@127.0.0.1:6379' } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/port = 8443/);
+    expect(r.stdout).not.toContain('s3cret-redis');
+    expect(r.stdout).toContain('127.0.0.1:6379');
+  });
+
+  describe('remote mode as a reseller', () => {
+    let server: ServeProcess;
+    const remoteEnv: Record<string, string> = {};
+    beforeAll(async () => {
+      const port = await freePort();
+      server = await startServe({ cwd: dir, env: { ...env, TRESOR_SERVER_PORT: String(port), TRESOR_METRICS_ENABLED: 'false' } });
+      remoteEnv.TRESOR_URL = server.url;
+      remoteEnv.TRESOR_CACERT = join(dir, 'data', 'pki', 'ca.pem');
+    });
+    afterAll(async () => {
+      await server?.stop();
+    });
+
+    it('logs in and sees and manages only its own tenants', () => {
+      const resA = json<{ reseller: { id: string }; oneTimePassword: string }>('reseller', 'create', '--name', 'Partner Nord', '--admin-login', 'nord@example.test');
+      const resB = json<{ reseller: { id: string }; oneTimePassword: string }>('reseller', 'create', '--name', 'Partner Süd', '--admin-login', 'sued@example.test');
+      const foreign = json<Tenant>('tenant', 'create', '--name', 'Kunde Süd', '--reseller', resB.reseller.id);
+
+      const login = tresor(['--json', 'login', '--login', 'nord@example.test'], {
+        cwd: dir,
+        env: { ...remoteEnv, TRESOR_PASSWORD: resA.oneTimePassword },
+      });
+      expect(login.code, login.stderr).toBe(0);
+      const token = (JSON.parse(login.stdout) as { sessionToken: string }).sessionToken;
+      const asNord = (...args: string[]) => tresor(['--json', ...args], { cwd: dir, env: { ...remoteEnv, TRESOR_TOKEN: token } });
+
+      const own = asNord('tenant', 'create', '--name', 'Kunde Nord');
+      expect(own.code, own.stderr).toBe(0);
+      expect((JSON.parse(own.stdout) as Tenant).resellerId).toBe(resA.reseller.id);
+      const list = JSON.parse(asNord('tenant', 'list').stdout) as Tenant[];
+      expect(list.map((t) => t.name)).toEqual(['Kunde Nord']);
+      expect(asNord('tenant', 'show', foreign.id).code).toBe(3);
+      expect(asNord('tenant', 'delete', foreign.id, '--yes').code).toBe(3);
+      expect(asNord('reseller', 'list').code).toBe(4);
+      expect(json<Tenant>('tenant', 'show', foreign.id).status).toBe('active');
+
+      const badLogin = tresor(['login', '--login', 'nord@example.test'], { cwd: dir, env: { ...remoteEnv, TRESOR_PASSWORD: 'wrong' } });
+      expect(badLogin.code).toBe(4);
+      expect(readFileSync(join(dir, 'data', 'pki', 'ca.pem'), 'utf8')).toMatch(/BEGIN CERTIFICATE/);
+    });
+  });
+});

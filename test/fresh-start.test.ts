@@ -1,0 +1,147 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, startServe, type ServeProcess } from './cli-process.js';
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+function get(url: string, ca: Buffer, init: { method?: string; body?: object } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const payload = init.body ? JSON.stringify(init.body) : undefined;
+    const req = httpsRequest(url, {
+      ca,
+      method: init.method ?? 'GET',
+      headers: payload ? { 'content-type': 'application/json' } : {},
+    }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/**
+ * The README's promise: a fresh directory, `tresor serve` (what `npm start` runs), and a working HTTPS
+ * server with a local CA, a master key, a control database and a first operator whose password is
+ * printed once. A second start reuses everything and prints no password.
+ */
+describe('fresh start of the real CLI', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tresor-fresh-'));
+  let server: ServeProcess;
+  let ca: Buffer;
+  let caPath: string;
+  let password: string;
+  let redirectPort: number;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    redirectPort = await freePort();
+    env = {
+      TRESOR_SERVER_PORT: String(await freePort()),
+      TRESOR_SERVER_HTTP_REDIRECT_PORT: String(redirectPort),
+      TRESOR_METRICS_PORT: String(await freePort()),
+      TRESOR_ARGON2_MEMORY_KIB: '19456',
+    };
+    server = await startServe({ cwd: dir, env });
+    const out = server.output();
+    caPath = /Local CA certificate: (\S+)/.exec(out)![1]!;
+    password = /password: (\S+)/.exec(out)![1]!;
+    ca = readFileSync(caPath);
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('creates the data directory, a private master key outside it, the control database and the CA', () => {
+    expect(caPath).toBe(join(dir, 'data', 'pki', 'ca.pem'));
+    expect(statSync(join(dir, 'data')).isDirectory()).toBe(true);
+    expect(statSync(join(dir, 'keys', 'master.key')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, 'data', 'control.db')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, 'data', 'pki', 'server-key.pem')).mode & 0o777).toBe(0o600);
+  });
+
+  it('serves /healthz over TLS trusted through the printed CA, with HSTS', async () => {
+    const res = await get(`${server.url}/healthz`, ca);
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({ status: 'ok' });
+    expect(res.headers['strict-transport-security']).toMatch(/max-age=31536000/);
+    expect((await get(`${server.url}/readyz`, ca)).status).toBe(200);
+    // The same with curl, as the README tells users to do.
+    const curl = spawnSync('curl', ['-sS', '--cacert', caPath, `${server.url}/healthz`], { encoding: 'utf8', timeout: 20_000 });
+    expect(curl.stdout).toBe('{"status":"ok"}');
+  });
+
+  it('is refused by a client that does not trust the CA', async () => {
+    await expect(get(`${server.url}/healthz`, Buffer.from(''))).rejects.toThrow(/certificate/);
+  });
+
+  it('lets the first operator log in with the printed password', async () => {
+    const res = await get(`${server.url}/api/v1/auth/login`, ca, { method: 'POST', body: { login: 'operator', password, mode: 'token' } });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toMatchObject({ actor: { kind: 'operator' } });
+  });
+
+  it('redirects the plain-HTTP port to HTTPS and serves nothing there', async () => {
+    const res = await new Promise<Reply>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port: redirectPort, path: '/api/v1/tenants?x=1' }, (r) => {
+        let body = '';
+        r.on('data', (c: Buffer) => (body += c.toString()));
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, headers: r.headers, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(res.status).toBe(308);
+    expect(res.headers.location).toBe(`${server.url}/api/v1/tenants?x=1`);
+    expect(res.body).toBe('');
+  });
+
+  it('publishes the OpenAPI document and Prometheus metrics on the loopback listener', async () => {
+    const openapi = JSON.parse((await get(`${server.url}/api/openapi.json`, ca)).body) as { openapi: string; paths: Record<string, unknown> };
+    expect(openapi.openapi).toMatch(/^3\./);
+    expect(Object.keys(openapi.paths)).toEqual(expect.arrayContaining(['/api/v1/tenants', '/api/v1/tenants/{tenantId}', '/api/v1/resellers']));
+    const metricsUrl = /Metrics: (\S+)/.exec(server.output())![1]!;
+    expect(metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:/);
+    const metrics = await new Promise<string>((resolve, reject) => {
+      httpRequest(metricsUrl, (r) => {
+        let body = '';
+        r.on('data', (c: Buffer) => (body += c.toString()));
+        r.on('end', () => resolve(body));
+      }).on('error', reject).end();
+    });
+    expect(metrics).toMatch(/tresor_http_requests_total\{method="GET",route="\/healthz",status="200"\} \d+/);
+  });
+
+  it('never writes the password or the session token into its log output', async () => {
+    const login = await get(`${server.url}/api/v1/auth/login`, ca, { method: 'POST', body: { login: 'operator', password, mode: 'token' } });
+    const token = (JSON.parse(login.body) as { sessionToken: string }).sessionToken;
+    await get(`${server.url}/api/v1/tenants`, ca);
+    const out = server.output();
+    expect(out.split(password).length - 1).toBe(1); // only the one-time banner line
+    expect(out).not.toContain(token);
+  });
+
+  it('reuses everything on a second start and prints no password', async () => {
+    const caBefore = readFileSync(caPath, 'utf8');
+    const keyBefore = readFileSync(join(dir, 'keys', 'master.key'), 'utf8');
+    expect(await server.stop()).toBe(0);
+    server = await startServe({ cwd: dir, env });
+    expect(server.output()).not.toMatch(/password:/);
+    expect(readFileSync(caPath, 'utf8')).toBe(caBefore);
+    expect(readFileSync(join(dir, 'keys', 'master.key'), 'utf8')).toBe(keyBefore);
+    const res = await get(`${server.url}/api/v1/auth/login`, ca, { method: 'POST', body: { login: 'operator', password, mode: 'token' } });
+    expect(res.status).toBe(200);
+  });
+});
