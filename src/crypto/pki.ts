@@ -3,7 +3,7 @@ import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { domainToASCII } from 'node:url';
-import * as x509 from '@peculiar/x509';
+import type { X509Certificate } from '@peculiar/x509';
 
 /** Files of the self-generated local PKI (all PEM). */
 export interface PkiFiles {
@@ -12,17 +12,21 @@ export interface PkiFiles {
   keyPath: string;
 }
 
+// @peculiar/x509 registers its algorithms in a tsyringe container, which needs the Reflect metadata API
+// while it is evaluated: load the polyfill first.
+await import('reflect-metadata');
+const x509 = await import('@peculiar/x509');
 // Node's WebCrypto is the only crypto provider: no other crypto library is involved.
 x509.cryptoProvider.set(webcrypto);
 
-// BSI TR-02102-1 §3.3 / TR-02102-2: ECDSA on P-256 with SHA-256.
+// ECDSA on P-256 with SHA-256 (FIPS 186-4, RFC 5758 §3.2), a curve and hash BSI TR-02102-1 accepts.
 const EC_KEY_ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const SIGNING_ALGORITHM = { name: 'ECDSA', hash: 'SHA-256' } as const;
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const CA_VALIDITY_MS = 10 * 365 * DAY_MS + 3 * DAY_MS; // ten years including leap days
-// CA/Browser Forum Baseline Requirements §6.3.2: at most 397 days, so browsers accept the certificate
-// once the local CA is trusted.
+// CA/Browser Forum Baseline Requirements §6.3.2 cap leaf certificates at 398 days; 397 stays below every
+// client's validity policy.
 const SERVER_VALIDITY_MS = 397 * DAY_MS;
 // Tolerates clients whose clocks run a little behind.
 const SERVER_BACKDATE_MS = 60 * 60 * 1000;
@@ -74,7 +78,7 @@ export async function ensureLocalPki(
 }
 
 interface LocalCa {
-  cert: x509.X509Certificate;
+  cert: X509Certificate;
   keys: { privateKey: webcrypto.CryptoKey };
 }
 
@@ -122,7 +126,7 @@ async function createCa(): Promise<LocalCa & { keys: webcrypto.CryptoKeyPair }> 
   return { cert, keys };
 }
 
-async function issueServerCert(ca: LocalCa, names: AltNames, now: Date): Promise<{ cert: x509.X509Certificate; privateKey: webcrypto.CryptoKey }> {
+async function issueServerCert(ca: LocalCa, names: AltNames, now: Date): Promise<{ cert: X509Certificate; privateKey: webcrypto.CryptoKey }> {
   const keys = await webcrypto.subtle.generateKey(EC_KEY_ALGORITHM, true, ['sign', 'verify']);
   const notBefore = new Date(now.getTime() - SERVER_BACKDATE_MS);
   // A certificate must not outlive its issuer (RFC 5280 §6.1.3 checks every certificate in the path).
@@ -138,7 +142,7 @@ async function issueServerCert(ca: LocalCa, names: AltNames, now: Date): Promise
     signingKey: ca.keys.privateKey,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      // RFC 8813 §3 / RFC 5480: an ECDSA key for TLS signs; it never enciphers.
+      // RFC 5480 §3 / RFC 8813: an ECDSA key for TLS signs; it never enciphers.
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       // RFC 6125 §6.4.4: clients match names against the SAN only.
@@ -156,11 +160,11 @@ async function issueServerCert(ca: LocalCa, names: AltNames, now: Date): Promise
   return { cert, privateKey: keys.privateKey };
 }
 
-async function serverCertIsUsable(certPath: string, keyPath: string, caCert: x509.X509Certificate, wanted: AltNames, now: Date): Promise<boolean> {
+async function serverCertIsUsable(certPath: string, keyPath: string, caCert: X509Certificate, wanted: AltNames, now: Date): Promise<boolean> {
   const certPem = await readIfExists(certPath);
   const keyPem = await readIfExists(keyPath);
   if (certPem === undefined || keyPem === undefined) return false;
-  let cert: x509.X509Certificate;
+  let cert: X509Certificate;
   try {
     cert = new x509.X509Certificate(certPem);
     if (!sameKeyPair(keyPem, cert)) return false;
@@ -175,7 +179,7 @@ async function serverCertIsUsable(certPath: string, keyPath: string, caCert: x50
   return wanted.dns.every((name) => present.dns.has(name)) && wanted.ip.every((ip) => present.ip.has(ip));
 }
 
-function certAltNames(cert: x509.X509Certificate): { dns: Set<string>; ip: Set<string> } {
+function certAltNames(cert: X509Certificate): { dns: Set<string>; ip: Set<string> } {
   const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
   const dns = new Set<string>();
   const ip = new Set<string>();
@@ -227,7 +231,7 @@ function randomSerial(): string {
   return serial.toString('hex');
 }
 
-function sameKeyPair(privateKeyPem: string, cert: x509.X509Certificate): boolean {
+function sameKeyPair(privateKeyPem: string, cert: X509Certificate): boolean {
   const fromKey = createPublicKey(privateKeyPem).export({ type: 'spki', format: 'der' });
   return fromKey.equals(Buffer.from(cert.publicKey.rawData));
 }
@@ -258,3 +262,4 @@ async function writeAtomically(path: string, content: string, mode: number): Pro
     throw error;
   }
 }
+
