@@ -140,7 +140,13 @@ function openSqliteStorage(opts: StorageOptions): Storage {
 // that can connect to nothing else (CONNECT is revoked from PUBLIC on every Tresor database).
 
 function pgPool(url: URL, max: number): pg.Pool {
-  return new pg.Pool({ connectionString: url.toString(), max, idleTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({ connectionString: url.toString(), max, idleTimeoutMillis: 30_000 });
+  // An idle client can be cut off by the server (restart, or a tenant database dropped WITH (FORCE));
+  // without a listener that would crash the process. The pool discards the client; the next query
+  // opens a new connection or fails with its own error. The error object carries the connection
+  // password, so it is deliberately not logged.
+  pool.on('error', () => undefined);
+  return pool;
 }
 
 async function ensureControlDatabase(url: URL): Promise<void> {
