@@ -83,6 +83,28 @@ describe('fresh start of the real CLI', () => {
     expect(curl.stdout).toBe('{"status":"ok"}');
   });
 
+  it('speaks only the BSI TLS profile on its real port (openssl s_client)', () => {
+    const { port } = new URL(server.url);
+    const sClient = (...args: string[]) =>
+      spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-CAfile', caPath, ...args], {
+        input: '',
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+    const tls13 = sClient('-tls1_3');
+    expect(tls13.stdout).toMatch(/Protocol\s*:\s*TLSv1\.3/);
+    expect(tls13.stdout).toMatch(/Cipher\s*:\s*TLS_AES_256_GCM_SHA384/);
+    expect(tls13.stdout).toMatch(/Verify return code: 0 \(ok\)/);
+    const chacha = sClient('-tls1_3', '-ciphersuites', 'TLS_CHACHA20_POLY1305_SHA256');
+    expect(chacha.status).not.toBe(0);
+    expect(chacha.stderr).toMatch(/alert handshake failure|alert number 40/);
+    const cbc = sClient('-tls1_2', '-cipher', 'ECDHE-ECDSA-AES256-SHA');
+    expect(cbc.status).not.toBe(0);
+    const tls11 = sClient('-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0');
+    expect(tls11.status).not.toBe(0);
+    expect(tls11.stderr).toMatch(/protocol version|alert number 70/);
+  });
+
   it('is refused by a client that does not trust the CA', async () => {
     await expect(get(`${server.url}/healthz`, Buffer.from(''))).rejects.toThrow(/certificate/);
   });
