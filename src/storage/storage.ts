@@ -1,6 +1,6 @@
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { SqliteDatabase } from './sqlite-driver.js';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type Migration } from 'kysely';
 import pg from 'pg';
 import type { MasterKeyRing } from '../crypto/master-key.js';
@@ -70,7 +70,7 @@ function openSqliteFile<T>(file: string): Kysely<T> {
     closeSync(openSync(file, 'a', 0o600));
   }
   chmodSync(file, 0o600);
-  const database = new Database(file);
+  const database = new SqliteDatabase(file);
   database.pragma('journal_mode = WAL');
   database.pragma('foreign_keys = ON');
   database.pragma('busy_timeout = 5000');
