@@ -4,6 +4,7 @@ import type { TresorConfig } from './config/index.js';
 import { loadOrCreateMasterKey } from './crypto/master-key.js';
 import { createIdentityService, createPasswordHasher, type Clock, type IdentityService } from './identity/index.js';
 import { createBlobFolders, createPlatformRepo, createPlatformService, type PlatformService } from './platform/index.js';
+import { createLedgers, type Ledgers } from './ledger/index.js';
 import { openStorage, type Storage } from './storage/index.js';
 
 /** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
@@ -12,6 +13,7 @@ export interface Core {
   storage: Storage;
   identity: IdentityService;
   platform: PlatformService;
+  ledgers: Ledgers;
   clock: Clock;
   masterKeyCreated: boolean;
   /** Migrations applied while opening: `control:<name>` and `tenant:<id>:<name>`. */
@@ -47,12 +49,29 @@ export async function openCore(
     iterations: config.argon2.iterations,
     parallelism: config.argon2.parallelism,
   });
-  const identity = createIdentityService({ control: storage.control, hasher, clock });
+  const ledgers = createLedgers({
+    storage,
+    masterKey: masterKey.ring,
+    publicUrl: config.server.public_url,
+    retentionDays: config.ledger.retention_days,
+    clock,
+  });
+  if (appliedMigrations.length > 0) {
+    await ledgers.platform.append({
+      actor: { tier: 'system', role: 'migrate', id: 'migrate' },
+      action: 'technical.migration',
+      resource: { type: 'database', id: 'all' },
+      outcome: 'success',
+      details: { applied: appliedMigrations.length },
+    });
+  }
+  const identity = createIdentityService({ control: storage.control, hasher, clock, ledger: ledgers.platform });
   const platform = createPlatformService({
     repo: createPlatformRepo(storage.control),
     storage,
     blobs: createBlobFolders(config.data_dir),
     identity,
+    ledgers,
     clock,
     deletionGraceDays: config.lifecycle.deletion_grace_days,
   });
@@ -61,6 +80,7 @@ export async function openCore(
     storage,
     identity,
     platform,
+    ledgers,
     clock,
     masterKeyCreated: masterKey.created,
     appliedMigrations,

@@ -70,6 +70,7 @@ describe('loadConfig: sources and precedence', () => {
       redis: { url: '' },
       metrics: { enabled: true, host: '127.0.0.1', port: 9464 },
       lifecycle: { deletion_grace_days: 30, scheduler_interval_seconds: 3600 },
+      ledger: { retention_days: 90, checkpoint_interval_seconds: 300 },
       log: { level: 'info' },
       argon2: { memory_kib: 19456, iterations: 2, parallelism: 1 },
     });

@@ -126,6 +126,21 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {}, description: 'tenant lifecycle' },
     ),
+    ledger: Type.Object(
+      {
+        retention_days: Type.Integer({
+          minimum: 1,
+          default: 90,
+          description: 'days a ledger payload (details, source address) is kept; the leaf hash stays and the tree still verifies',
+        }),
+        checkpoint_interval_seconds: Type.Integer({
+          minimum: 5,
+          default: 300,
+          description: 'how often a signed checkpoint is written for every ledger that grew',
+        }),
+      },
+      { additionalProperties: false, default: {}, description: 'tamper-evident ledger' },
+    ),
     log: Type.Object(
       {
         level: Type.Union(

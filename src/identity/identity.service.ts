@@ -1,4 +1,5 @@
 import type { Actor } from '../access/index.js';
+import { ledgerActor, type Ledger } from '../ledger/index.js';
 import { newId, randomPassword, randomToken, sha256Hex } from '../crypto/random.js';
 import { ConflictError, UnauthenticatedError } from '../shared/errors.js';
 import type { ControlDb } from '../storage/index.js';
@@ -26,8 +27,13 @@ export interface IdentityService {
 
 const SESSION_ABSOLUTE_MS = 12 * 60 * 60 * 1000;
 
-export function createIdentityService(deps: { control: ControlDb; hasher: PasswordHasher; clock: Clock }): IdentityService {
-  const { control, hasher, clock } = deps;
+export function createIdentityService(deps: {
+  control: ControlDb;
+  hasher: PasswordHasher;
+  clock: Clock;
+  ledger: Pick<Ledger, 'append'>;
+}): IdentityService {
+  const { control, hasher, clock, ledger } = deps;
   const normaliseLogin = (login: string) => login.normalize('NFC').trim().toLowerCase();
 
   const actorOf = (account: { id: string; tier: 'operator' | 'reseller'; reseller_id: string | null }): Actor =>
@@ -55,6 +61,13 @@ export function createIdentityService(deps: { control: ControlDb; hasher: Passwo
           created_at: clock.now().toISOString(),
         })
         .execute();
+      await ledger.append({
+        actor: { tier: 'system', role: 'identity', id: 'identity' },
+        action: 'account.create',
+        resource: { type: 'account', id: accountId },
+        outcome: 'success',
+        details: { tier: input.tier },
+      });
       return { accountId, oneTimePassword };
     },
 
@@ -73,6 +86,13 @@ export function createIdentityService(deps: { control: ControlDb; hasher: Passwo
       // Unknown accounts cost the same work and get the same answer as a wrong password.
       const ok = account ? await hasher.verify(account.password_hash, password) : await hasher.verifyDummy(password);
       if (!account || !ok || account.status !== 'active' || account.reseller_status === 'suspended') {
+        // The login name may be an e-mail address: only a known account's id is recorded.
+        await ledger.append({
+          actor: { tier: 'anonymous', role: 'anonymous', id: account?.id ?? 'unknown' },
+          action: 'auth.login',
+          resource: { type: 'account', id: account?.id },
+          outcome: 'failure',
+        });
         throw new UnauthenticatedError('login failed: wrong login or password');
       }
       const sessionToken = randomToken(32);
@@ -88,7 +108,9 @@ export function createIdentityService(deps: { control: ControlDb; hasher: Passwo
           last_seen_at: now.toISOString(),
         })
         .execute();
-      return { sessionToken, expiresAt, actor: actorOf(account) };
+      const actor = actorOf(account);
+      await ledger.append({ actor: ledgerActor(actor), action: 'auth.login', resource: { type: 'account', id: account.id }, outcome: 'success' });
+      return { sessionToken, expiresAt, actor };
     },
 
     async authenticate(sessionToken) {

@@ -1,4 +1,5 @@
-import { authorize, type Actor } from '../access/index.js';
+import { authorize, type Actor, type PlatformAction } from '../access/index.js';
+import { ledgerActor, type Ledgers, type LedgerEvent } from '../ledger/index.js';
 import { newId } from '../crypto/random.js';
 import type { Clock, IdentityService } from '../identity/index.js';
 import { ConflictError, NotFoundError, SuspendedError, ValidationError, DomainError } from '../shared/errors.js';
@@ -17,6 +18,7 @@ export interface PlatformDeps {
   storage: Pick<Storage, 'provisionTenant' | 'dropTenant' | 'databaseNameFor'>;
   blobs: BlobFolders;
   identity: Pick<IdentityService, 'createAccount'>;
+  ledgers: Pick<Ledgers, 'platform' | 'tenant'>;
   clock: Clock;
   /** Days between the licence end and the tenant's deletion. */
   deletionGraceDays: number;
@@ -52,14 +54,24 @@ export function parseLicenceEnd(input: string | null): string | null {
 export type PlatformService = ReturnType<typeof createPlatformService>;
 
 export function createPlatformService(deps: PlatformDeps) {
-  const { repo, storage, blobs, identity, clock } = deps;
+  const { repo, storage, blobs, identity, clock, ledgers } = deps;
+
+  /** Records a platform event; awaited, so it is durable before the action is acknowledged. */
+  const record = (actor: Actor, action: string, resource: LedgerEvent['resource'], outcome: LedgerEvent['outcome'] = 'success', details?: LedgerEvent['details']) =>
+    ledgers.platform.append({ actor: ledgerActor(actor), action, resource, outcome, ...(details ? { details } : {}) });
 
   /** Loads a tenant and checks the policy; a tenant outside the actor's tier is reported as missing. */
-  const loadTenant = async (actor: Actor, action: Parameters<typeof authorize>[1], tenantId: string) => {
+  const loadTenant = async (actor: Actor, action: PlatformAction, tenantId: string) => {
     const found = await repo.findTenantById(tenantId);
-    if (!found) throw new NotFoundError('tenant', { id: tenantId });
-    authorize(actor, action, { type: 'tenant', tenantId, resellerId: found.view.resellerId });
-    return found;
+    try {
+      if (!found) throw new NotFoundError('tenant', { id: tenantId });
+      authorize(actor, action, { type: 'tenant', tenantId, resellerId: found.view.resellerId });
+    } catch (error) {
+      // Refusals and probes for other tiers' tenants are security events.
+      await record(actor, action, { type: 'tenant', id: tenantId }, 'denied');
+      throw error;
+    }
+    return found!;
   };
 
   const destroyTenant = async (
@@ -80,6 +92,13 @@ export function createPlatformService(deps: PlatformDeps) {
       removed,
     };
     await repo.insertDeletionReport(report);
+    await ledgers.platform.append({
+      actor: { tier: 'system', role: reason, id: reason },
+      action: 'tenant.delete',
+      resource: { type: 'tenant', id: tenant.view.id },
+      outcome: 'success',
+      details: { reportId: report.id, removed: removed.length },
+    });
     return report;
   };
 
@@ -95,6 +114,7 @@ export function createPlatformService(deps: PlatformDeps) {
         created_at: clock.now().toISOString(),
       });
       const admin = await identity.createAccount({ login: input.adminLogin, tier: 'reseller', resellerId: reseller.id });
+      await record(actor, 'reseller.create', { type: 'reseller', id: reseller.id });
       return { reseller, adminLogin: input.adminLogin.trim().toLowerCase(), oneTimePassword: admin.oneTimePassword };
     },
 
@@ -145,6 +165,13 @@ export function createPlatformService(deps: PlatformDeps) {
         await repo.deleteTenantRow(id);
         throw error;
       }
+      await record(actor, 'tenant.create', { type: 'tenant', id }, 'success', { resellerId });
+      await (await ledgers.tenant(id)).append({
+        actor: ledgerActor(actor),
+        action: 'tenant.create',
+        resource: { type: 'tenant', id },
+        outcome: 'success',
+      });
       return tenant;
     },
 
@@ -161,6 +188,7 @@ export function createPlatformService(deps: PlatformDeps) {
       const { view } = await loadTenant(actor, 'tenant.suspend', tenantId);
       const updatedAt = clock.now().toISOString();
       await repo.updateTenant(tenantId, { status: 'suspended', updated_at: updatedAt });
+      await record(actor, 'tenant.suspend', { type: 'tenant', id: tenantId });
       return { ...view, status: 'suspended', updatedAt };
     },
 
@@ -168,6 +196,7 @@ export function createPlatformService(deps: PlatformDeps) {
       const { view } = await loadTenant(actor, 'tenant.resume', tenantId);
       const updatedAt = clock.now().toISOString();
       await repo.updateTenant(tenantId, { status: 'active', updated_at: updatedAt });
+      await record(actor, 'tenant.resume', { type: 'tenant', id: tenantId });
       return { ...view, status: 'active', updatedAt };
     },
 
@@ -176,6 +205,7 @@ export function createPlatformService(deps: PlatformDeps) {
       const licenceEndsAt = parseLicenceEnd(licenceEnd);
       const updatedAt = clock.now().toISOString();
       await repo.updateTenant(tenantId, { licence_ends_at: licenceEndsAt, updated_at: updatedAt });
+      await record(actor, 'tenant.set-licence', { type: 'tenant', id: tenantId }, 'success', { licenceEndsAt });
       return { ...view, licenceEndsAt, updatedAt };
     },
 

@@ -4,6 +4,7 @@
  * dialect-specific date handling leaks into repositories.
  */
 import type { Kysely } from 'kysely';
+import type { LedgerSchema } from '../ledger/ledger.migrations.js';
 
 export interface ResellerTable {
   id: string;
@@ -57,7 +58,7 @@ export interface DeletionReportTable {
   created_at: string;
 }
 
-export interface ControlSchema {
+export interface ControlSchema extends LedgerSchema {
   resellers: ResellerTable;
   tenants: TenantTable;
   tenant_db_credentials: TenantDbCredentialTable;
@@ -71,7 +72,7 @@ export interface TenantMetaTable {
   value: string;
 }
 
-export interface TenantSchema {
+export interface TenantSchema extends LedgerSchema {
   tenant_meta: TenantMetaTable;
 }
 

@@ -1,4 +1,5 @@
 import { type Kysely, type Migration } from 'kysely';
+import { ledgerMigration } from '../../ledger/ledger.migrations.js';
 
 /** Control-database migrations: forward only, never edited once released. */
 export const controlMigrations: Record<string, Migration> = {
@@ -58,4 +59,5 @@ export const controlMigrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_ledger': ledgerMigration,
 };

@@ -1,4 +1,5 @@
 import type { Kysely, Migration } from 'kysely';
+import { ledgerMigration } from '../../ledger/ledger.migrations.js';
 
 /** Migrations applied to every tenant database: forward only. */
 export const tenantMigrations: Record<string, Migration> = {
@@ -11,4 +12,5 @@ export const tenantMigrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_ledger': ledgerMigration,
 };

@@ -1,0 +1,422 @@
+import type { Kysely } from 'kysely';
+import type { MasterKeyRing } from '../crypto/master-key.js';
+import { NotFoundError, ValidationError } from '../shared/errors.js';
+import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, parseCheckpoint, verifyCheckpointSignature } from './checkpoint.js';
+import { commitPayload, decodeEntry, encodeEntry, verifyPayloadCommitment, type EntryOutcome, type JsonValue } from './entry.js';
+import type { LedgerSchema } from './ledger.migrations.js';
+import {
+  assembleProof,
+  consistencyProofPlan,
+  inclusionProofPlan,
+  leafHash,
+  MerkleAccumulator,
+  verifyConsistency,
+  type NodeId,
+} from './merkle.js';
+
+/**
+ * The one event interface every module uses (issue: tamper-evident ledger). Names people only by id or
+ * blind index; `details` and `source` go into the payload, which expires under retention while the
+ * leaf (which commits to a salted hash of it) stays.
+ */
+export interface LedgerEvent {
+  actor: { id: string; role: string; tier: 'platform' | 'reseller' | 'tenant' | 'external' | 'system' | 'anonymous' };
+  action: string;
+  resource: { type: string; id?: string | undefined; blindIndexes?: readonly string[] | undefined };
+  outcome: EntryOutcome;
+  /** Source address of the request; personal data under the GDPR, so it lives in the expiring payload. */
+  source?: string | undefined;
+  details?: Record<string, JsonValue> | undefined;
+  /** Overrides the ledger's default payload retention (e.g. alarm technical logs: 7 days). */
+  retentionDays?: number | undefined;
+}
+
+export interface StoredCheckpoint {
+  treeSize: number;
+  rootHash: string;
+  time: string;
+  text: string;
+}
+
+export type VerifyFindingKind =
+  | 'missing-entry'
+  | 'inserted-entry'
+  | 'reordered-entry'
+  | 'changed-entry'
+  | 'changed-payload'
+  | 'rewritten-before-checkpoint'
+  | 'truncated'
+  | 'bad-checkpoint-signature'
+  | 'witness-mismatch';
+
+export interface VerifyFinding {
+  kind: VerifyFindingKind;
+  seq?: number;
+  treeSize?: number;
+  message: string;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  origin: string;
+  treeSize: number;
+  rootHash: string;
+  checkpointsChecked: number;
+  payloadsChecked: number;
+  witness?: { treeSize: number; consistent: boolean };
+  /** The first problem found (verification stops there: later entries cannot be trusted). */
+  findings: VerifyFinding[];
+}
+
+export interface EntryWithProof {
+  seq: number;
+  entry: string;
+  leafHash: string;
+  payload: JsonValue | null;
+  salt: string | null;
+  treeSize: number;
+  proof: string[];
+  checkpoint: string;
+}
+
+export type Ledger = ReturnType<typeof createLedger>;
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const DAY_MS = 86_400_000;
+const BATCH = 5_000;
+
+const encodeActor = (a: LedgerEvent['actor']) => `${a.tier}:${a.role}:${a.id}`;
+const encodeResource = (r: LedgerEvent['resource']) =>
+  `${r.type}:${r.id ?? '-'}${r.blindIndexes && r.blindIndexes.length > 0 ? `#bidx=${[...r.blindIndexes].sort().join(',')}` : ''}`;
+
+/**
+ * One append-only Merkle ledger in one database (the control database's platform ledger, or a tenant's).
+ * Appends take the head row's lock (FOR UPDATE on PostgreSQL; SQLite serialises writers), so several
+ * nodes get one gap-free order.
+ */
+export function createLedger(deps: {
+  db: Kysely<LedgerSchema>;
+  engine: 'sqlite' | 'postgres';
+  origin: string;
+  tenantId?: string | undefined;
+  masterKey: MasterKeyRing;
+  retentionDays: number;
+  clock: { now(): Date };
+}) {
+  const { db, engine, origin, masterKey, clock } = deps;
+  const keyAad = `ledger-key|${origin}`;
+
+  const nodeHashes = async (ids: readonly NodeId[]): Promise<Map<string, Buffer>> => {
+    const found = new Map<string, Buffer>();
+    if (ids.length === 0) return found;
+    // Proof plans are O(log n) nodes; one query per level keeps the SQL plain.
+    const byLevel = new Map<number, number[]>();
+    for (const id of ids) byLevel.set(id.level, [...(byLevel.get(id.level) ?? []), id.index]);
+    for (const [level, idxs] of byLevel) {
+      const rows = await db.selectFrom('ledger_nodes').select(['idx', 'hash']).where('level', '=', level).where('idx', 'in', idxs).execute();
+      for (const row of rows) found.set(`${level}/${row.idx}`, Buffer.from(row.hash, 'hex'));
+    }
+    return found;
+  };
+
+  const proofFrom = async (plan: NodeId[][]): Promise<Buffer[]> => {
+    const hashes = await nodeHashes(plan.flat());
+    return assembleProof(plan, (node) => {
+      const hash = hashes.get(`${node.level}/${node.index}`);
+      if (!hash) throw new Error(`ledger node ${node.level}/${node.index} is missing`);
+      return hash;
+    });
+  };
+
+  const signingKey = async (): Promise<{ publicKeyPem: string; privateKeyPem: string }> => {
+    const row = await db.selectFrom('ledger_keys').selectAll().orderBy('id', 'desc').executeTakeFirst();
+    if (row) return { publicKeyPem: row.public_key, privateKeyPem: masterKey.open(row.sealed_private_key, keyAad).toString('utf8') };
+    const pair = generateLedgerKeyPair();
+    await db
+      .insertInto('ledger_keys')
+      .values({
+        id: 1,
+        public_key: pair.publicKeyPem,
+        sealed_private_key: masterKey.seal(Buffer.from(pair.privateKeyPem), keyAad),
+        created_at: clock.now().toISOString(),
+      })
+      .onConflict((oc) => oc.column('id').doNothing())
+      .execute();
+    return signingKey();
+  };
+
+  const latestCheckpoint = async (): Promise<StoredCheckpoint | undefined> => {
+    const row = await db.selectFrom('ledger_checkpoints').selectAll().orderBy('tree_size', 'desc').executeTakeFirst();
+    return row ? { treeSize: row.tree_size, rootHash: row.root_hash, time: row.time, text: row.note } : undefined;
+  };
+
+  return {
+    origin,
+
+    /** Appends events in one transaction; resolves only once they are committed (durable before acknowledged). */
+    async append(events: LedgerEvent | readonly LedgerEvent[]): Promise<number[]> {
+      const list = Array.isArray(events) ? (events as readonly LedgerEvent[]) : [events as LedgerEvent];
+      if (list.length === 0) return [];
+      return db.transaction().execute(async (trx) => {
+        let headQuery = trx.selectFrom('ledger_head').select(['tree_size', 'compact_range']).where('id', '=', 1);
+        if (engine === 'postgres') headQuery = headQuery.forUpdate();
+        const head = await headQuery.executeTakeFirstOrThrow();
+        const accumulator = MerkleAccumulator.restore(
+          head.tree_size,
+          (JSON.parse(head.compact_range) as string[]).map((h) => Buffer.from(h, 'hex')),
+        );
+        const now = clock.now();
+        const entries: LedgerSchema['ledger_entries'][] = [];
+        const payloads: LedgerSchema['ledger_payloads'][] = [];
+        const nodes: LedgerSchema['ledger_nodes'][] = [];
+        for (const event of list) {
+          const seq = accumulator.size;
+          const payload: Record<string, JsonValue> = { details: event.details ?? {}, source: event.source ?? null };
+          const { salt, commitment } = commitPayload(payload);
+          const entry = {
+            seq,
+            time: now.toISOString(),
+            ...(deps.tenantId ? { tenant: deps.tenantId } : {}),
+            actor: encodeActor(event.actor),
+            action: event.action,
+            resource: encodeResource(event.resource),
+            outcome: event.outcome,
+            payloadCommitment: commitment,
+          };
+          const bytes = encodeEntry(entry);
+          const leaf = leafHash(bytes);
+          accumulator.append(leaf, (node, hash) => nodes.push({ level: node.level, idx: node.index, hash: hex(hash) }));
+          entries.push({
+            seq,
+            time: entry.time,
+            actor: entry.actor,
+            action: entry.action,
+            resource: entry.resource,
+            outcome: entry.outcome,
+            entry: bytes.toString('utf8'),
+            leaf_hash: hex(leaf),
+          });
+          const retention = event.retentionDays ?? deps.retentionDays;
+          payloads.push({
+            seq,
+            salt: hex(salt),
+            payload: JSON.stringify(payload),
+            expires_at: new Date(now.getTime() + retention * DAY_MS).toISOString(),
+          });
+        }
+        // Chunked multi-row inserts stay under SQLite's and PostgreSQL's bound-parameter limits.
+        for (let i = 0; i < entries.length; i += 500) await trx.insertInto('ledger_entries').values(entries.slice(i, i + 500)).execute();
+        for (let i = 0; i < payloads.length; i += 500) await trx.insertInto('ledger_payloads').values(payloads.slice(i, i + 500)).execute();
+        for (let i = 0; i < nodes.length; i += 1000) await trx.insertInto('ledger_nodes').values(nodes.slice(i, i + 1000)).execute();
+        const state = accumulator.state();
+        await trx
+          .updateTable('ledger_head')
+          .set({ tree_size: state.size, compact_range: JSON.stringify(state.hashes.map(hex)) })
+          .where('id', '=', 1)
+          .execute();
+        return entries.map((e) => e.seq);
+      });
+    },
+
+    async head(): Promise<{ treeSize: number; rootHash: string }> {
+      const head = await db.selectFrom('ledger_head').select(['tree_size', 'compact_range']).where('id', '=', 1).executeTakeFirstOrThrow();
+      const acc = MerkleAccumulator.restore(head.tree_size, (JSON.parse(head.compact_range) as string[]).map((h) => Buffer.from(h, 'hex')));
+      return { treeSize: head.tree_size, rootHash: hex(acc.root()) };
+    },
+
+    async publicKey(): Promise<string> {
+      return (await signingKey()).publicKeyPem;
+    },
+
+    latestCheckpoint,
+
+    /** Signs and stores a checkpoint of the current head if the tree grew since the last one. */
+    async checkpoint(): Promise<StoredCheckpoint> {
+      const key = await signingKey();
+      const head = await this.head();
+      const last = await latestCheckpoint();
+      if (last && last.treeSize === head.treeSize) return last;
+      const time = clock.now();
+      const text = formatCheckpoint(
+        createCheckpoint({ origin, treeSize: head.treeSize, rootHash: Buffer.from(head.rootHash, 'hex'), time, privateKeyPem: key.privateKeyPem }),
+      );
+      await db
+        .insertInto('ledger_checkpoints')
+        .values({ tree_size: head.treeSize, root_hash: head.rootHash, time: time.toISOString(), note: text })
+        .onConflict((oc) => oc.column('tree_size').doNothing())
+        .execute();
+      return (await latestCheckpoint())!;
+    },
+
+    /** An entry with its payload (if not expired) and its inclusion proof against the latest checkpoint. */
+    async entryWithProof(seq: number): Promise<EntryWithProof> {
+      const checkpoint = await latestCheckpoint();
+      const row = await db.selectFrom('ledger_entries').select(['seq', 'entry', 'leaf_hash']).where('seq', '=', seq).executeTakeFirst();
+      if (!row || !checkpoint || seq >= checkpoint.treeSize) {
+        throw new NotFoundError('ledger entry covered by a checkpoint', { seq });
+      }
+      const payload = await db.selectFrom('ledger_payloads').select(['payload', 'salt']).where('seq', '=', seq).executeTakeFirst();
+      const proof = await proofFrom(inclusionProofPlan(seq, checkpoint.treeSize));
+      return {
+        seq,
+        entry: Buffer.from(row.entry, 'utf8').toString('base64'),
+        leafHash: row.leaf_hash,
+        payload: payload ? (JSON.parse(payload.payload) as JsonValue) : null,
+        salt: payload ? Buffer.from(payload.salt, 'hex').toString('base64') : null,
+        treeSize: checkpoint.treeSize,
+        proof: proof.map((p) => p.toString('base64')),
+        checkpoint: checkpoint.text,
+      };
+    },
+
+    /** RFC 9162 consistency proof between two tree sizes. */
+    async consistencyProof(oldSize: number, newSize: number): Promise<string[]> {
+      const head = await this.head();
+      if (!(Number.isSafeInteger(oldSize) && Number.isSafeInteger(newSize) && 0 <= oldSize && oldSize <= newSize && newSize <= head.treeSize)) {
+        throw new ValidationError(`sizes must satisfy 0 <= from <= to <= ${head.treeSize}`);
+      }
+      return (await proofFrom(consistencyProofPlan(oldSize, newSize))).map((p) => p.toString('base64'));
+    },
+
+    /** Deletes payloads whose retention ended; the leaves (and so the tree) stay. */
+    async expirePayloads(): Promise<number> {
+      const result = await db.deleteFrom('ledger_payloads').where('expires_at', '<', clock.now().toISOString()).executeTakeFirst();
+      return Number(result.numDeletedRows);
+    },
+
+    /**
+     * Rebuilds the tree from the stored entries and reports the first changed, missing, inserted or
+     * reordered entry, a changed payload, a truncated tree, a checkpoint whose signed root no longer
+     * matches, and (with `witness`) whether the tree is consistent with a checkpoint kept outside.
+     */
+    async verify(opts: { witness?: string } = {}): Promise<VerifyReport> {
+      const key = await signingKey();
+      const head = await db.selectFrom('ledger_head').select('tree_size').where('id', '=', 1).executeTakeFirstOrThrow();
+      const checkpoints = await db.selectFrom('ledger_checkpoints').selectAll().orderBy('tree_size').execute();
+      const findings: VerifyFinding[] = [];
+      for (const cp of checkpoints) {
+        let valid = false;
+        try {
+          const parsed = parseCheckpoint(cp.note);
+          valid = verifyCheckpointSignature(parsed, key.publicKeyPem) && parsed.treeSize === cp.tree_size && hex(parsed.rootHash) === cp.root_hash && parsed.origin === origin;
+        } catch {
+          valid = false;
+        }
+        if (!valid) {
+          findings.push({ kind: 'bad-checkpoint-signature', treeSize: cp.tree_size, message: `checkpoint at size ${cp.tree_size} is not validly signed by this ledger's key` });
+          break;
+        }
+      }
+      let witness: { treeSize: number; rootHash: Buffer } | undefined;
+      if (opts.witness !== undefined) {
+        const parsed = parseCheckpoint(opts.witness);
+        if (parsed.origin !== origin) throw new ValidationError(`the witness checkpoint is for '${parsed.origin}', not for '${origin}'`);
+        if (!verifyCheckpointSignature(parsed, key.publicKeyPem)) {
+          throw new ValidationError("the witness checkpoint's signature does not verify with this ledger's key");
+        }
+        witness = { treeSize: parsed.treeSize, rootHash: Buffer.from(parsed.rootHash) };
+      }
+      const expected = new Map(checkpoints.map((c) => [c.tree_size, c.root_hash]));
+      const accumulator = new MerkleAccumulator();
+      let witnessResult: { treeSize: number; consistent: boolean } | undefined;
+      let payloadsChecked = 0;
+      const checkRootsAt = (size: number) => {
+        const root = expected.get(size);
+        if (root !== undefined && hex(accumulator.root()) !== root && findings.length === 0) {
+          findings.push({ kind: 'rewritten-before-checkpoint', treeSize: size, message: `the entries before size ${size} no longer match the signed checkpoint: something before it was changed, removed, inserted or reordered` });
+        }
+        if (witness && size === witness.treeSize) {
+          witnessResult = { treeSize: size, consistent: accumulator.root().equals(witness.rootHash) };
+        }
+      };
+      checkRootsAt(0);
+      let next = 0;
+      scan: while (findings.length === 0) {
+        const rows = await db
+          .selectFrom('ledger_entries as e')
+          .leftJoin('ledger_payloads as p', 'p.seq', 'e.seq')
+          .select(['e.seq', 'e.time', 'e.actor', 'e.action', 'e.resource', 'e.outcome', 'e.entry', 'e.leaf_hash', 'p.salt', 'p.payload'])
+          .where('e.seq', '>=', next)
+          .orderBy('e.seq')
+          .limit(BATCH)
+          .execute();
+        if (rows.length === 0) break;
+        for (const row of rows) {
+          const at = accumulator.size;
+          if (row.seq > at) {
+            findings.push({ kind: 'missing-entry', seq: at, message: `entry ${at} is missing (the next stored entry is ${row.seq})` });
+            break scan;
+          }
+          let decoded;
+          try {
+            decoded = decodeEntry(Buffer.from(row.entry, 'utf8'));
+          } catch {
+            findings.push({ kind: 'changed-entry', seq: at, message: `entry ${at} is not a well-formed ledger entry any more` });
+            break scan;
+          }
+          if (decoded.seq !== at) {
+            findings.push({
+              kind: decoded.seq > at ? 'reordered-entry' : 'inserted-entry',
+              seq: at,
+              message: `position ${at} holds the entry written as number ${decoded.seq}`,
+            });
+            break scan;
+          }
+          const leaf = leafHash(Buffer.from(row.entry, 'utf8'));
+          const columnsMatch =
+            row.time === decoded.time && row.actor === decoded.actor && row.action === decoded.action && row.resource === decoded.resource && row.outcome === decoded.outcome;
+          if (hex(leaf) !== row.leaf_hash || !columnsMatch) {
+            findings.push({ kind: 'changed-entry', seq: at, message: `entry ${at} was changed after it was written` });
+            break scan;
+          }
+          if (row.payload !== null && row.salt !== null) {
+            payloadsChecked++;
+            if (!verifyPayloadCommitment(JSON.parse(row.payload) as JsonValue, Buffer.from(row.salt, 'hex'), decoded.payloadCommitment)) {
+              findings.push({ kind: 'changed-payload', seq: at, message: `the payload of entry ${at} was changed after it was written` });
+              break scan;
+            }
+          }
+          accumulator.append(leaf);
+          checkRootsAt(accumulator.size);
+          if (findings.length > 0) break scan;
+        }
+        next = rows[rows.length - 1]!.seq + 1;
+      }
+      const size = accumulator.size;
+      if (findings.length === 0) {
+        const lastCheckpoint = checkpoints.at(-1);
+        if (head.tree_size > size || (lastCheckpoint && lastCheckpoint.tree_size > size)) {
+          const claimed = Math.max(head.tree_size, lastCheckpoint?.tree_size ?? 0);
+          findings.push({ kind: 'truncated', treeSize: size, message: `the tree has ${size} entries but ${claimed} were recorded: it was truncated` });
+        } else if (head.tree_size < size) {
+          findings.push({ kind: 'inserted-entry', seq: head.tree_size, message: `entries after ${head.tree_size - 1} were added outside the ledger` });
+        }
+      }
+      if (witness && findings.length === 0) {
+        if (witness.treeSize > size) {
+          witnessResult = { treeSize: witness.treeSize, consistent: false };
+        } else if (witnessResult === undefined) {
+          witnessResult = { treeSize: witness.treeSize, consistent: false };
+        }
+        if (witnessResult.consistent && witness.treeSize <= size && witness.treeSize > 0) {
+          // Also prove it the way an outside party would: an RFC 9162 consistency proof from stored nodes.
+          const proof = await proofFrom(consistencyProofPlan(witness.treeSize, size));
+          witnessResult.consistent = verifyConsistency(witness.treeSize, size, witness.rootHash, accumulator.root(), proof);
+        }
+        if (!witnessResult.consistent) {
+          findings.push({ kind: 'witness-mismatch', treeSize: witness.treeSize, message: `the ledger is not consistent with the witness checkpoint at size ${witness.treeSize}: history before it was rewritten or cut` });
+        }
+      }
+      return {
+        ok: findings.length === 0,
+        origin,
+        treeSize: size,
+        rootHash: hex(accumulator.root()),
+        checkpointsChecked: checkpoints.length,
+        payloadsChecked,
+        ...(witnessResult ? { witness: witnessResult } : {}),
+        findings,
+      };
+    },
+  };
+}

@@ -1,0 +1,52 @@
+import type { Kysely } from 'kysely';
+import type { Actor } from '../access/index.js';
+import type { MasterKeyRing } from '../crypto/master-key.js';
+import type { Storage } from '../storage/index.js';
+import { createLedger, type Ledger, type LedgerEvent } from './ledger.service.js';
+import type { LedgerSchema } from './ledger.migrations.js';
+
+/** The platform ledger (control database) and one ledger per tenant (in the tenant's own database). */
+export interface Ledgers {
+  platform: Ledger;
+  tenant(tenantId: string): Promise<Ledger>;
+  /** Every ledger there is, for the checkpoint and retention jobs and `tresor ledger verify --all`. */
+  all(): Promise<{ name: string; ledger: Ledger }[]>;
+}
+
+export function createLedgers(deps: {
+  storage: Storage;
+  masterKey: MasterKeyRing;
+  publicUrl: string;
+  retentionDays: number;
+  clock: { now(): Date };
+}): Ledgers {
+  const host = new URL(deps.publicUrl).host;
+  const common = { engine: deps.storage.engine, masterKey: deps.masterKey, retentionDays: deps.retentionDays, clock: deps.clock };
+  const platform = createLedger({ ...common, db: deps.storage.control as unknown as Kysely<LedgerSchema>, origin: `${host}/tresor/platform` });
+  const tenant = async (tenantId: string) => {
+    const row = await deps.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirst();
+    if (!row) throw new Error(`tenant ${tenantId} has no database`);
+    const db = await deps.storage.tenantDb({ tenantId, databaseName: row.database_name });
+    return createLedger({ ...common, db: db as unknown as Kysely<LedgerSchema>, origin: `${host}/tresor/tenant/${tenantId}`, tenantId });
+  };
+  return {
+    platform,
+    tenant,
+    async all() {
+      const tenants = await deps.storage.control.selectFrom('tenants').select('id').orderBy('created_at').execute();
+      return [{ name: 'platform', ledger: platform }, ...(await Promise.all(tenants.map(async (t) => ({ name: `tenant ${t.id}`, ledger: await tenant(t.id) }))))];
+    },
+  };
+}
+
+/** How an actor appears in a ledger entry: ids and roles only. */
+export function ledgerActor(actor: Actor): LedgerEvent['actor'] {
+  switch (actor.kind) {
+    case 'operator':
+      return { tier: 'platform', role: 'operator', id: actor.accountId };
+    case 'reseller':
+      return { tier: 'reseller', role: `reseller-admin@${actor.resellerId}`, id: actor.accountId };
+    case 'system':
+      return { tier: 'system', role: actor.name, id: actor.name };
+  }
+}
