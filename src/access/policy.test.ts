@@ -5,7 +5,7 @@ import { authorize, isAllowed, type Actor, type PlatformAction } from './policy.
 
 const actions: PlatformAction[] = [
   'reseller.create', 'reseller.list', 'reseller.read', 'tenant.create', 'tenant.list', 'tenant.read',
-  'tenant.suspend', 'tenant.resume', 'tenant.set-licence', 'tenant.delete',
+  'tenant.suspend', 'tenant.resume', 'tenant.set-licence', 'tenant.delete', 'ledger.read',
 ];
 
 describe('access policy', () => {
@@ -15,6 +15,12 @@ describe('access policy', () => {
     expect(isAllowed(reseller, 'tenant.suspend', { type: 'tenant', tenantId: 't', resellerId: 'r1' })).toBe(true);
     expect(isAllowed(reseller, 'tenant.suspend', { type: 'tenant', tenantId: 't', resellerId: 'r2' })).toBe(false);
     expect(isAllowed(reseller, 'tenant.read', { type: 'tenant', tenantId: 't', resellerId: null })).toBe(false);
+  });
+
+  it("lets a reseller read its own tenants' ledgers but not the platform ledger", () => {
+    expect(isAllowed(reseller, 'ledger.read', { type: 'tenant', tenantId: 't', resellerId: 'r1' })).toBe(true);
+    expect(isAllowed(reseller, 'ledger.read', { type: 'tenant', tenantId: 't', resellerId: 'r2' })).toBe(false);
+    expect(isAllowed(reseller, 'ledger.read', { type: 'platform' })).toBe(false);
   });
 
   it('never lets a reseller create resellers or list them', () => {

@@ -20,7 +20,9 @@ export type PlatformAction =
   | 'tenant.suspend'
   | 'tenant.resume'
   | 'tenant.set-licence'
-  | 'tenant.delete';
+  | 'tenant.delete'
+  /** Ledger entries, proofs and checkpoints: ids and hashes only, never personal data. */
+  | 'ledger.read';
 
 /** What the action is about: a reseller, or a tenant with the reseller that owns it (null = the operator's own). */
 export type Resource =
@@ -46,6 +48,7 @@ export function isAllowed(actor: Actor, action: PlatformAction, resource: Resour
       return true;
     case 'reseller':
       if (action === 'reseller.read') return resource.type === 'reseller' && resource.resellerId === actor.resellerId;
+      if (action === 'ledger.read') return resource.type === 'tenant' && resource.resellerId === actor.resellerId;
       if (!RESELLER_TENANT_ACTIONS.has(action)) return false;
       if (resource.type === 'platform') return action === 'tenant.list' || action === 'tenant.create';
       return resource.type === 'tenant' && resource.resellerId === actor.resellerId;

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, migrateEverything, openCore } from '../core.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
+import type { VerifyReport } from '../ledger/index.js';
 import { createLogger } from '../ops/logger.js';
 import type { DeletionReport, ResellerView, TenantView } from '../platform/index.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
@@ -12,7 +14,7 @@ import { callApi, localPlatformClient, remotePlatformClient, type PlatformClient
 import { join } from 'node:path';
 
 /** Exit codes, documented in the README: scripts can tell failures apart. */
-export const EXIT: Record<ErrorCode | 'OK' | 'INTERNAL' | 'USAGE', number> = {
+export const EXIT: Record<ErrorCode | 'OK' | 'INTERNAL' | 'USAGE' | 'LEDGER_TAMPERED', number> = {
   OK: 0,
   INTERNAL: 1,
   USAGE: 2,
@@ -24,6 +26,7 @@ export const EXIT: Record<ErrorCode | 'OK' | 'INTERNAL' | 'USAGE', number> = {
   POLICY_VIOLATION: 6,
   CONFIG_INVALID: 7,
   SUSPENDED: 8,
+  LEDGER_TAMPERED: 9,
 };
 
 interface GlobalOptions {
@@ -289,6 +292,56 @@ export function buildCli(): Command {
       emit(program, report, () => printReport(report));
     });
 
+  const ledger = program.command('ledger').description('tamper-evident ledgers: checkpoints and verification (local, operator)');
+  const pickLedger = async (core: Awaited<ReturnType<typeof openCore>>, tenant: string | undefined) =>
+    tenant ? core.ledgers.tenant((await core.platform.getTenant({ kind: 'system', name: 'cli' }, tenant)).id) : core.ledgers.platform;
+  ledger
+    .command('checkpoint')
+    .description('write a signed checkpoint of the ledger now (if it grew) and show it')
+    .option('--tenant <id>', "the tenant's ledger instead of the platform ledger")
+    .option('--export', 'print only the checkpoint in C2SP text form, for an outside witness to keep')
+    .action(async (opts: { tenant?: string; export?: boolean }) => {
+      const cfg = config(program);
+      const core = await openCore(cfg, { log: cliLogger(cfg) });
+      try {
+        const l = await pickLedger(core, opts.tenant);
+        const cp = await l.checkpoint();
+        if (opts.export) return void process.stdout.write(cp.text);
+        emit(program, { ...cp, publicKey: await l.publicKey() }, () => {
+          out(`Checkpoint of ${l.origin}: size ${cp.treeSize}, root ${cp.rootHash}, ${cp.time}`);
+          out('');
+          process.stdout.write(cp.text);
+        });
+      } finally {
+        await core.close();
+      }
+    });
+  ledger
+    .command('verify')
+    .description('rebuild the tree(s) and report the first changed, missing, inserted or reordered entry or a truncation; exit 9 on a finding')
+    .option('--tenant <id>', "verify this tenant's ledger (default: the platform ledger)")
+    .option('--all', 'verify the platform ledger and every tenant ledger')
+    .option('--witness <file>', 'a checkpoint kept outside (from `ledger checkpoint --export`): prove nothing before it was rewritten')
+    .action(async (opts: { tenant?: string; all?: boolean; witness?: string }) => {
+      const cfg = config(program);
+      const core = await openCore(cfg, { log: cliLogger(cfg) });
+      try {
+        const witness = opts.witness ? readFileSync(opts.witness, 'utf8') : undefined;
+        const targets = opts.all ? await core.ledgers.all() : [{ name: opts.tenant ? `tenant ${opts.tenant}` : 'platform', ledger: await pickLedger(core, opts.tenant) }];
+        const reports: (VerifyReport & { name: string })[] = [];
+        for (const target of targets) reports.push({ name: target.name, ...(await target.ledger.verify(witness !== undefined ? { witness } : {})) });
+        emit(program, reports, () => {
+          for (const r of reports) {
+            out(`${r.ok ? 'OK  ' : 'FAIL'} ${r.origin}: ${r.treeSize} entries, ${r.checkpointsChecked} checkpoints, ${r.payloadsChecked} payloads checked${r.witness ? `, witness at size ${r.witness.treeSize} ${r.witness.consistent ? 'consistent' : 'INCONSISTENT'}` : ''}`);
+            for (const f of r.findings) out(`     ${f.kind}: ${f.message}`);
+          }
+        });
+        if (reports.some((r) => !r.ok)) process.exitCode = EXIT.LEDGER_TAMPERED;
+      } finally {
+        await core.close();
+      }
+    });
+
   return program;
 }
 
@@ -305,7 +358,7 @@ export async function runCli(argv: string[]): Promise<number> {
   const program = buildCli();
   try {
     await program.parseAsync(argv);
-    return EXIT.OK;
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.OK;
   } catch (error) {
     if (error instanceof CommanderError) {
       return error.exitCode === 0 ? EXIT.OK : EXIT.USAGE;

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Core } from '../core.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
+import { registerLedgerRoutes } from '../ledger/ledger.routes.js';
 import { registerPlatformRoutes } from '../platform/platform.routes.js';
 import { requireActor } from './auth.js';
 import { registerErrorHandling } from './errors.js';
@@ -29,7 +30,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
     bodyLimit: 1024 * 1024,
     requestIdHeader: false,
     genReqId: () => crypto.randomUUID(),
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   }) as unknown as FastifyInstance;
 
   registerErrorHandling(app);
@@ -83,6 +84,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   const authenticate = requireActor(core.identity);
   registerIdentityRoutes(app, { identity: core.identity, authenticate });
   registerPlatformRoutes(app, { platform: core.platform, authenticate });
+  registerLedgerRoutes(app, { ledgerFor: (actor, tenantId) => core.platform.ledgerFor(actor, tenantId), authenticate });
 
   await app.ready();
   return app;

@@ -99,12 +99,30 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
             }
           },
         },
+        {
+          name: 'ledger-checkpoints',
+          intervalMs: config.ledger.checkpoint_interval_seconds * 1000,
+          run: async () => {
+            for (const { ledger } of await core.ledgers.all()) await ledger.checkpoint();
+          },
+        },
+        {
+          name: 'ledger-payload-retention',
+          intervalMs: 3_600_000,
+          run: async () => {
+            for (const { ledger } of await core.ledgers.all()) await ledger.expirePayloads();
+          },
+        },
       ],
       log,
     );
     stops.splice(1, 0, () => scheduler.stop());
 
     const operator = await ensureFirstOperator(core);
+    const technical = (action: string) =>
+      core.ledgers.platform.append({ actor: { tier: 'system', role: 'server', id: 'server' }, action, resource: { type: 'server', id: url }, outcome: 'success' });
+    await technical('technical.start');
+    stops.splice(1, 0, () => technical('technical.stop').then(() => undefined));
     print(`Tresor is running at ${url}`);
     if (caCertPath) {
       print(`Local CA certificate: ${caCertPath}`);

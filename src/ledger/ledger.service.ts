@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { MasterKeyRing } from '../crypto/master-key.js';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, parseCheckpoint, verifyCheckpointSignature } from './checkpoint.js';
@@ -103,7 +103,7 @@ export function createLedger(deps: {
   retentionDays: number;
   clock: { now(): Date };
 }) {
-  const { db, engine, origin, masterKey, clock } = deps;
+  const { db, origin, masterKey, clock } = deps;
   const keyAad = `ledger-key|${origin}`;
 
   const nodeHashes = async (ids: readonly NodeId[]): Promise<Map<string, Buffer>> => {
@@ -158,9 +158,10 @@ export function createLedger(deps: {
       const list = Array.isArray(events) ? (events as readonly LedgerEvent[]) : [events as LedgerEvent];
       if (list.length === 0) return [];
       return db.transaction().execute(async (trx) => {
-        let headQuery = trx.selectFrom('ledger_head').select(['tree_size', 'compact_range']).where('id', '=', 1);
-        if (engine === 'postgres') headQuery = headQuery.forUpdate();
-        const head = await headQuery.executeTakeFirstOrThrow();
+        // A no-op write first: it takes the head row's lock on PostgreSQL and SQLite's write lock before
+        // anything is read, so concurrent writers (other nodes, the CLI) queue instead of racing.
+        await trx.updateTable('ledger_head').set({ tree_size: sql<number>`tree_size` }).where('id', '=', 1).execute();
+        const head = await trx.selectFrom('ledger_head').select(['tree_size', 'compact_range']).where('id', '=', 1).executeTakeFirstOrThrow();
         const accumulator = MerkleAccumulator.restore(
           head.tree_size,
           (JSON.parse(head.compact_range) as string[]).map((h) => Buffer.from(h, 'hex')),

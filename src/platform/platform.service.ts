@@ -242,5 +242,15 @@ export function createPlatformService(deps: PlatformDeps) {
     },
 
     listDeletionReports: () => repo.listDeletionReports(),
+
+    /** The ledger an actor asks for: the platform's (operator) or a tenant's (operator, or its reseller). */
+    async ledgerFor(actor: Actor, tenantId: string | undefined) {
+      if (tenantId === undefined) {
+        authorize(actor, 'ledger.read', { type: 'platform' });
+        return ledgers.platform;
+      }
+      await loadTenant(actor, 'ledger.read', tenantId);
+      return ledgers.tenant(tenantId);
+    },
   };
 }

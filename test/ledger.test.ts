@@ -1,0 +1,208 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Kysely } from 'kysely';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Actor } from '../src/access/index.js';
+import { ensureFirstOperator, type Core } from '../src/core.js';
+import { buildApp } from '../src/http/app.js';
+import { leafHash, MerkleAccumulator, standaloneVerifier, type Ledger, type LedgerEvent } from '../src/ledger/index.js';
+import type { LedgerSchema } from '../src/ledger/ledger.migrations.js';
+import { tresor } from './cli-process.js';
+import { engines, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
+
+const system: Actor = { kind: 'system', name: 'cli' };
+const event = (i: number): LedgerEvent => ({
+  actor: { tier: 'tenant', role: 'member', id: `account-${i % 3}` },
+  action: i % 2 ? 'record.read' : 'record.update',
+  resource: { type: 'contact', id: `contact-${i}`, blindIndexes: [`bidx-${i % 5}`] },
+  outcome: 'success',
+  source: '192.0.2.10',
+  details: { fields: i },
+});
+
+describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
+  let t: TestEnv | undefined;
+  let core: Core | undefined;
+  let app: FastifyInstance | undefined;
+  afterEach(async () => {
+    await app?.close();
+    await core?.close();
+    await t?.cleanup();
+    app = core = t = undefined;
+  });
+
+  /** A tenant ledger with 20 entries and signed checkpoints at 10 and 20, plus raw access to its tables. */
+  async function seeded() {
+    t = makeTestEnv(engine);
+    core = await openTestCore(t);
+    const tenant = await core.platform.createTenant(system, { name: 'Ledger GmbH' });
+    const ledger = await core.ledgers.tenant(tenant.id);
+    const base = (await ledger.head()).treeSize; // tenant.create is already recorded
+    for (let i = 0; i < 10 - base; i++) await ledger.append(event(i));
+    await ledger.checkpoint();
+    await ledger.append(Array.from({ length: 10 }, (_, i) => event(100 + i)));
+    await ledger.checkpoint();
+    const { database_name } = await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenant.id).executeTakeFirstOrThrow();
+    const raw = (await core.storage.tenantDb({ tenantId: tenant.id, databaseName: database_name })) as unknown as Kysely<LedgerSchema>;
+    return { tenant, ledger, raw };
+  }
+
+  const firstFinding = async (ledger: Ledger, witness?: string) => (await ledger.verify(witness ? { witness } : {})).findings[0];
+
+  it('verifies an untouched ledger and records platform and tenant events', async () => {
+    const { ledger, tenant } = await seeded();
+    const report = await ledger.verify();
+    expect(report).toMatchObject({ ok: true, treeSize: 20, checkpointsChecked: 2, payloadsChecked: 20, findings: [] });
+    const actions = await core!.storage.control.selectFrom('ledger_entries').select(['action', 'outcome', 'resource']).execute();
+    expect(actions).toEqual(expect.arrayContaining([{ action: 'tenant.create', outcome: 'success', resource: `tenant:${tenant.id}` }]));
+    expect((await core!.ledgers.platform.verify()).ok).toBe(true);
+  });
+
+  it('detects a changed entry', async () => {
+    const { ledger, raw } = await seeded();
+    const row = await raw.selectFrom('ledger_entries').select('entry').where('seq', '=', 7).executeTakeFirstOrThrow();
+    await raw.updateTable('ledger_entries').set({ entry: row.entry.replace('record.', 'recorX.') }).where('seq', '=', 7).execute();
+    expect(await firstFinding(ledger)).toMatchObject({ kind: 'changed-entry', seq: 7 });
+  });
+
+  it('detects an entry rewritten together with its leaf hash, by the signed checkpoint', async () => {
+    const { ledger, raw } = await seeded();
+    const row = await raw.selectFrom('ledger_entries').select('entry').where('seq', '=', 12).executeTakeFirstOrThrow();
+    const forged = row.entry.replace('"outcome":"success"', '"outcome":"failure"');
+    await raw
+      .updateTable('ledger_entries')
+      .set({ entry: forged, outcome: 'failure', leaf_hash: leafHash(Buffer.from(forged)).toString('hex') })
+      .where('seq', '=', 12)
+      .execute();
+    expect(await firstFinding(ledger)).toMatchObject({ kind: 'rewritten-before-checkpoint', treeSize: 20 });
+  });
+
+  it('detects a deleted entry', async () => {
+    const { ledger, raw } = await seeded();
+    await raw.deleteFrom('ledger_entries').where('seq', '=', 5).execute();
+    expect(await firstFinding(ledger)).toMatchObject({ kind: 'missing-entry', seq: 5 });
+  });
+
+  it('detects an inserted entry', async () => {
+    const { ledger, raw } = await seeded();
+    const last = await raw.selectFrom('ledger_entries').selectAll().where('seq', '=', 19).executeTakeFirstOrThrow();
+    await raw.insertInto('ledger_entries').values({ ...last, seq: 20 }).execute();
+    expect(await firstFinding(ledger)).toMatchObject({ kind: 'inserted-entry', seq: 20 });
+  });
+
+  it('detects two reordered entries', async () => {
+    const { ledger, raw } = await seeded();
+    const a = await raw.selectFrom('ledger_entries').selectAll().where('seq', '=', 3).executeTakeFirstOrThrow();
+    const b = await raw.selectFrom('ledger_entries').selectAll().where('seq', '=', 4).executeTakeFirstOrThrow();
+    await raw.updateTable('ledger_entries').set({ ...b, seq: 3 }).where('seq', '=', 3).execute();
+    await raw.updateTable('ledger_entries').set({ ...a, seq: 4 }).where('seq', '=', 4).execute();
+    expect(await firstFinding(ledger)).toMatchObject({ kind: 'reordered-entry', seq: 3 });
+  });
+
+  it('detects a truncated tree', async () => {
+    const { ledger, raw } = await seeded();
+    await raw.deleteFrom('ledger_entries').where('seq', '>=', 15).execute();
+    expect(await firstFinding(ledger)).toMatchObject({ kind: 'truncated', treeSize: 15 });
+  });
+
+  it('detects a changed payload, and still verifies once payloads expire', async () => {
+    const { ledger, raw } = await seeded();
+    await raw.updateTable('ledger_payloads').set({ payload: JSON.stringify({ details: { fields: 999 }, source: '192.0.2.10' }) }).where('seq', '=', 9).execute();
+    expect(await firstFinding(ledger)).toMatchObject({ kind: 'changed-payload', seq: 9 });
+    await raw.deleteFrom('ledger_payloads').execute(); // what retention does
+    const report = await ledger.verify();
+    expect(report).toMatchObject({ ok: true, payloadsChecked: 0, treeSize: 20 });
+  });
+
+  it('catches a complete, consistent rewrite only through the outside witness', async () => {
+    const { ledger, raw } = await seeded();
+    const witness = (await ledger.checkpoint()).text;
+    // The attacker rewrites entry 2, rebuilds every hash, node and the head, and removes all checkpoints.
+    const rows = await raw.selectFrom('ledger_entries').selectAll().orderBy('seq').execute();
+    rows[2]!.entry = rows[2]!.entry.replace('"outcome":"success"', '"outcome":"denied"');
+    rows[2]!.outcome = 'denied';
+    const acc = new MerkleAccumulator();
+    await raw.deleteFrom('ledger_nodes').execute();
+    await raw.deleteFrom('ledger_checkpoints').execute();
+    for (const row of rows) {
+      const leaf = leafHash(Buffer.from(row.entry));
+      row.leaf_hash = leaf.toString('hex');
+      await raw.updateTable('ledger_entries').set(row).where('seq', '=', row.seq).execute();
+      const nodes: { level: number; idx: number; hash: string }[] = [];
+      acc.append(leaf, (n, h) => nodes.push({ level: n.level, idx: n.index, hash: h.toString('hex') }));
+      await raw.insertInto('ledger_nodes').values(nodes).execute();
+    }
+    const state = acc.state();
+    await raw.updateTable('ledger_head').set({ tree_size: state.size, compact_range: JSON.stringify(state.hashes.map((h) => h.toString('hex'))) }).execute();
+    expect((await ledger.verify()).ok).toBe(true); // nothing inside the database can tell
+    expect(await firstFinding(ledger, witness)).toMatchObject({ kind: 'witness-mismatch', treeSize: 20 });
+  });
+
+  it('serves entries with inclusion proofs and consistency proofs that the standalone verifier accepts', async () => {
+    const { tenant, ledger } = await seeded();
+    app = await buildApp(core!, { logger: silentLog });
+    const operator = (await ensureFirstOperator(core!))!;
+    const login = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login: operator.login, password: operator.oneTimePassword, mode: 'token' } });
+    const headers = { authorization: `Bearer ${login.json<{ sessionToken: string }>().sessionToken}` };
+    const cp = (await app.inject({ method: 'GET', url: `/api/v1/ledger/checkpoint?tenantId=${tenant.id}`, headers })).json<{ checkpoint: string; publicKey: string; treeSize: number }>();
+    expect(cp.treeSize).toBe(20);
+    for (const seq of [0, 7, 19]) {
+      const res = await app.inject({ method: 'GET', url: `/api/v1/ledger/entries/${seq}?tenantId=${tenant.id}`, headers });
+      expect(res.statusCode).toBe(200);
+      const body = res.json<{ entry: string; proof: string[]; treeSize: number }>();
+      const proof = { entry: body.entry, index: seq, treeSize: body.treeSize, proof: body.proof };
+      expect(standaloneVerifier.verifyEntryInCheckpoint(proof, cp.checkpoint, cp.publicKey).valid).toBe(true);
+      // A forged entry does not verify.
+      const forged = Buffer.from(Buffer.from(body.entry, 'base64').toString().replace('success', 'failure')).toString('base64');
+      expect(standaloneVerifier.verifyEntryInCheckpoint({ ...proof, entry: forged }, cp.checkpoint, cp.publicKey).valid).toBe(false);
+    }
+    const oldCp = await core!.storage.tenantDb({ tenantId: tenant.id, databaseName: (await core!.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenant.id).executeTakeFirstOrThrow()).database_name });
+    const first = await (oldCp as unknown as Kysely<LedgerSchema>).selectFrom('ledger_checkpoints').select('note').where('tree_size', '=', 10).executeTakeFirstOrThrow();
+    const consistency = await app.inject({ method: 'GET', url: `/api/v1/ledger/consistency?tenantId=${tenant.id}&from=10&to=20`, headers });
+    const { proof } = consistency.json<{ proof: string[] }>();
+    expect(standaloneVerifier.verifyCheckpointConsistency(first.note, cp.checkpoint, proof, cp.publicKey).valid).toBe(true);
+    expect(standaloneVerifier.verifyCheckpointConsistency(first.note, cp.checkpoint, proof.slice(1), cp.publicKey).valid).toBe(false);
+    // Out of range and unauthenticated requests are refused clearly.
+    expect((await app.inject({ method: 'GET', url: `/api/v1/ledger/consistency?tenantId=${tenant.id}&from=10&to=99`, headers })).statusCode).toBe(400);
+    expect((await app.inject({ method: 'GET', url: `/api/v1/ledger/checkpoint` })).statusCode).toBe(401);
+    expect(ledger.origin).toContain(tenant.id);
+  });
+
+  it('gives concurrent appends one gap-free order', async () => {
+    t = makeTestEnv(engine);
+    core = await openTestCore(t);
+    // On PostgreSQL a second core is a second node with its own connections. Embedded SQLite is one node:
+    // its writers share one connection (a second connection in the same process would block the event loop).
+    const second = engine === 'postgres' ? await openTestCore(t) : core;
+    try {
+      const before = (await core.ledgers.platform.head()).treeSize;
+      const seqs = (
+        await Promise.all(
+          Array.from({ length: 40 }, (_, i) => (i % 2 ? second : core!).ledgers.platform.append([event(i), event(i + 1000)])),
+        )
+      ).flat();
+      expect(seqs.sort((a, b) => a - b)).toEqual(Array.from({ length: 80 }, (_, i) => before + i));
+      expect((await core.ledgers.platform.verify()).ok).toBe(true);
+    } finally {
+      if (second !== core) await second.close();
+    }
+  });
+
+  it('exports a checkpoint for a witness and verifies against it from the CLI (exit 9 on tampering)', async () => {
+    const { tenant, raw } = await seeded();
+    const env = t!.env;
+    const exported = tresor(['ledger', 'checkpoint', '--tenant', tenant.id, '--export'], { cwd: t!.dir, env });
+    expect(exported.code, exported.stderr).toBe(0);
+    expect(exported.stdout).toMatch(new RegExp(`^\\S+/tresor/tenant/${tenant.id}\\n20\\n[A-Za-z0-9+/]{43}=\\ntime \\S+\\n\\n— `));
+    const witnessFile = join(t!.dir, 'witness.txt');
+    writeFileSync(witnessFile, exported.stdout);
+    const ok = tresor(['ledger', 'verify', '--tenant', tenant.id, '--witness', witnessFile], { cwd: t!.dir, env });
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/^OK .* 20 entries, 2 checkpoints.*witness at size 20 consistent/m);
+    await raw.deleteFrom('ledger_entries').where('seq', '=', 4).execute();
+    const bad = tresor(['ledger', 'verify', '--all'], { cwd: t!.dir, env });
+    expect(bad.code).toBe(9);
+    expect(bad.stdout).toMatch(/FAIL .*\n\s+missing-entry: entry 4 is missing/);
+  });
+});
