@@ -4,7 +4,7 @@ import type { TresorConfig } from './config/index.js';
 import { loadOrCreateMasterKey } from './crypto/master-key.js';
 import { createIdentityService, createPasswordHasher, type Clock, type IdentityService } from './identity/index.js';
 import { createBlobFolders, createPlatformRepo, createPlatformService, type PlatformService } from './platform/index.js';
-import { createLedgers, type Ledgers } from './ledger/index.js';
+import { createBillingMeter, createLedgers, type Ledgers } from './ledger/index.js';
 import { openStorage, type Storage } from './storage/index.js';
 
 /** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
@@ -14,6 +14,7 @@ export interface Core {
   identity: IdentityService;
   platform: PlatformService;
   ledgers: Ledgers;
+  billing: ReturnType<typeof createBillingMeter>;
   clock: Clock;
   masterKeyCreated: boolean;
   /** Migrations applied while opening: `control:<name>` and `tenant:<id>:<name>`. */
@@ -81,6 +82,7 @@ export async function openCore(
     identity,
     platform,
     ledgers,
+    billing: createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) }),
     clock,
     masterKeyCreated: masterKey.created,
     appliedMigrations,

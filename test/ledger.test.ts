@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Actor } from '../src/access/index.js';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
-import { leafHash, MerkleAccumulator, standaloneVerifier, type Ledger, type LedgerEvent } from '../src/ledger/index.js';
+import { billingReport, leafHash, MerkleAccumulator, standaloneVerifier, toCsv, type Ledger, type LedgerEvent } from '../src/ledger/index.js';
 import type { LedgerSchema } from '../src/ledger/ledger.migrations.js';
 import { tresor } from './cli-process.js';
 import { engines, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
@@ -15,7 +15,7 @@ const system: Actor = { kind: 'system', name: 'cli' };
 const event = (i: number): LedgerEvent => ({
   actor: { tier: 'tenant', role: 'member', id: `account-${i % 3}` },
   action: i % 2 ? 'record.read' : 'record.update',
-  resource: { type: 'contact', id: `contact-${i}`, blindIndexes: [`bidx-${i % 5}`] },
+  resource: { type: 'contact', id: `contact-${i}`, blindIndexes: [`bidx-000${i % 5}`] },
   outcome: 'success',
   source: '192.0.2.10',
   details: { fields: i },
@@ -204,5 +204,57 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     const bad = tresor(['ledger', 'verify', '--all'], { cwd: t!.dir, env });
     expect(bad.code).toBe(9);
     expect(bad.stdout).toMatch(/FAIL .*\n\s+missing-entry: entry 4 is missing/);
+  });
+
+  it('exports by actor, action, period and data subject, each with the checkpoint that covers it', async () => {
+    const { ledger, tenant } = await seeded();
+    const byActor = await ledger.export({ actor: 'account-1' });
+    expect(byActor.entries.length).toBeGreaterThan(0);
+    expect(byActor.entries.every((e) => e.actor === 'tenant:member:account-1')).toBe(true);
+    const bySubject = await ledger.export({ subject: 'bidx-0003' });
+    expect(bySubject.entries.map((e) => e.resource).every((r) => r.endsWith('#bidx=bidx-0003'))).toBe(true);
+    expect(bySubject.entries.length).toBe(4);
+    const byAction = await ledger.export({ action: 'tenant.' });
+    expect(byAction.entries.map((e) => e.action)).toEqual(['tenant.create']);
+    const empty = await ledger.export({ from: '2000-01-01T00:00:00.000Z', to: '2000-02-01T00:00:00.000Z' });
+    expect(empty.entries).toEqual([]);
+    // The checkpoint covers every exported entry, and it verifies with the published key.
+    const size = Number(byActor.checkpoint.split('\n')[1]);
+    expect(byActor.entries.every((e) => e.seq < size)).toBe(true);
+    expect(standaloneVerifier.verifyCheckpoint(byActor.checkpoint, byActor.publicKey).valid).toBe(true);
+    expect(byActor.entries[0]!.payload).toMatchObject({ source: '192.0.2.10' });
+    await expect(ledger.export({ actor: "x' or 1=1 --" })).rejects.toMatchObject({ code: 'VALIDATION' });
+    await expect(ledger.export({ subject: '%' })).rejects.toMatchObject({ code: 'VALIDATION' });
+
+    const out = join(t!.dir, 'export.csv');
+    const cli = tresor(['ledger', 'export', '--tenant', tenant.id, '--subject', 'bidx-0003', '--format', 'csv', '--out', out], { cwd: t!.dir, env: t!.env });
+    expect(cli.code, cli.stderr).toBe(0);
+    const csv = readFileSync(out, 'utf8').trim().split('\r\n');
+    expect(csv[0]).toBe('seq,time,actor,action,resource,outcome,payload,entry');
+    expect(csv).toHaveLength(5);
+    expect(readFileSync(`${out}.checkpoint`, 'utf8')).toMatch(/^\S+\/tresor\/tenant\//);
+  });
+
+  it('neutralises spreadsheet formulas and quotes in CSV', () => {
+    expect(toCsv(['a', 'b'], [['=HYPERLINK("x")', 'plain'], ['-1', 'a,b']])).toBe('a,b\r\n"\'=HYPERLINK(""x"")",plain\r\n\'-1,"a,b"\r\n');
+  });
+
+  it('counts API calls about a tenant as billing events and sums them per month', async () => {
+    const { tenant, ledger } = await seeded();
+    app = await buildApp(core!, { logger: silentLog });
+    const operator = (await ensureFirstOperator(core!))!;
+    const login = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login: operator.login, password: operator.oneTimePassword, mode: 'token' } });
+    const headers = { authorization: `Bearer ${login.json<{ sessionToken: string }>().sessionToken}` };
+    for (let i = 0; i < 3; i++) expect((await app.inject({ method: 'GET', url: `/api/v1/tenants/${tenant.id}`, headers })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'GET', url: `/api/v1/tenants/${tenant.id}` })).statusCode).toBe(401); // not billed
+    expect(await core!.billing.flush()).toBe(1);
+    const month = new Date().toISOString().slice(0, 7);
+    const report = await billingReport(ledger, month);
+    expect(report.totals.apiCalls).toBe(3);
+    expect(report.totals.bytesTransferred).toBeGreaterThan(0);
+    const cli = tresor(['--json', 'billing', 'report', '--tenant', tenant.id, '--month', month], { cwd: t!.dir, env: t!.env });
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(JSON.parse(cli.stdout)).toMatchObject({ tenantId: tenant.id, events: 1, totals: { apiCalls: 3 } });
+    expect(tresor(['billing', 'report', '--tenant', tenant.id, '--month', '2026-13'], { cwd: t!.dir, env: t!.env }).code).toBe(6);
   });
 });

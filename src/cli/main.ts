@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, migrateEverything, openCore } from '../core.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
-import type { VerifyReport } from '../ledger/index.js';
+import { billingReport, toCsv, type VerifyReport } from '../ledger/index.js';
 import { createLogger } from '../ops/logger.js';
 import type { DeletionReport, ResellerView, TenantView } from '../platform/index.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
@@ -337,6 +337,67 @@ export function buildCli(): Command {
           }
         });
         if (reports.some((r) => !r.ok)) process.exitCode = EXIT.LEDGER_TAMPERED;
+      } finally {
+        await core.close();
+      }
+    });
+
+  ledger
+    .command('export')
+    .description('export entries (JSON or CSV) with the signed checkpoint that covers them, for auditors and the DPO')
+    .option('--tenant <id>', "the tenant's ledger (default: the platform ledger)")
+    .option('--from <time>', 'start, ISO 8601 (inclusive)')
+    .option('--to <time>', 'end, ISO 8601 (exclusive)')
+    .option('--actor <id>', 'only this actor (account id or tier:role:id)')
+    .option('--action <action>', 'only this action, or a prefix ending in "." (e.g. auth.)')
+    .option('--subject <blind-index>', "only entries about this data subject's blind index (Art. 15 GDPR)")
+    .addOption(new Option('--format <format>', 'output format').choices(['json', 'csv']).default('json'))
+    .option('--out <file>', 'write to FILE (CSV: the checkpoint goes to FILE.checkpoint)')
+    .action(async (opts: { tenant?: string; from?: string; to?: string; actor?: string; action?: string; subject?: string; format: 'json' | 'csv'; out?: string }) => {
+      const cfg = config(program);
+      const core = await openCore(cfg, { log: cliLogger(cfg) });
+      try {
+        const l = await pickLedger(core, opts.tenant);
+        const result = await l.export({ from: opts.from, to: opts.to, actor: opts.actor, action: opts.action, subject: opts.subject });
+        if (opts.format === 'json') {
+          const text = JSON.stringify(result, null, 2) + '\n';
+          if (opts.out) writeFileSync(opts.out, text, { mode: 0o600 });
+          else process.stdout.write(text);
+        } else {
+          if (!opts.out) throw new DomainError('VALIDATION', 'CSV export needs --out FILE (the checkpoint is written next to it)');
+          const csv = toCsv(
+            ['seq', 'time', 'actor', 'action', 'resource', 'outcome', 'payload', 'entry'],
+            result.entries.map((e) => [e.seq, e.time, e.actor, e.action, e.resource, e.outcome, e.payload === null ? null : JSON.stringify(e.payload), e.entry]),
+          );
+          writeFileSync(opts.out, csv, { mode: 0o600 });
+          writeFileSync(`${opts.out}.checkpoint`, result.checkpoint, { mode: 0o600 });
+        }
+        if (opts.out) process.stderr.write(`exported ${result.entries.length} entries of ${result.origin} to ${opts.out}\n`);
+      } finally {
+        await core.close();
+      }
+    });
+
+  program
+    .command('billing')
+    .description('billing figures from the ledgers')
+    .command('report')
+    .description("sum a tenant's billing events for one month")
+    .requiredOption('--tenant <id>', 'tenant id')
+    .requiredOption('--month <YYYY-MM>', 'month, UTC')
+    .action(async (opts: { tenant: string; month: string }) => {
+      const cfg = config(program);
+      const core = await openCore(cfg, { log: cliLogger(cfg) });
+      try {
+        if (!/^\d{4}-(0[1-9]|1[0-2])$/.test(opts.month)) throw new DomainError('VALIDATION', `--month '${opts.month}' must be YYYY-MM, e.g. 2026-11`);
+        const report = { tenantId: opts.tenant, ...(await billingReport(await pickLedger(core, opts.tenant), opts.month)) };
+        emit(program, report, () => {
+          out(`Billing for tenant ${report.tenantId}, ${report.month}: ${report.events} events`);
+          out(`  API calls:          ${report.totals.apiCalls}`);
+          out(`  bytes transferred:  ${report.totals.bytesTransferred}`);
+          out(`  records stored:     ${report.totals.recordsStored}`);
+          if (report.eventsWithoutPayload > 0) out(`  (${report.eventsWithoutPayload} events had no payload left)`);
+        });
       } finally {
         await core.close();
       }

@@ -81,6 +81,15 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   });
   app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
+  // Billing: every authenticated call about a tenant counts for that tenant (flushed to its ledger).
+  app.addHook('onResponse', async (request, reply) => {
+    const tenantId = (request.params as { tenantId?: unknown } | undefined)?.tenantId ?? (request.query as { tenantId?: unknown } | undefined)?.tenantId;
+    if (request.actor && typeof tenantId === 'string' && reply.statusCode < 400) {
+      const bytes = Number(reply.getHeader('content-length') ?? 0) + Number(request.headers['content-length'] ?? 0);
+      core.billing.count(tenantId, { apiCalls: 1, bytesTransferred: Number.isFinite(bytes) ? bytes : 0 });
+    }
+  });
+
   const authenticate = requireActor(core.identity);
   registerIdentityRoutes(app, { identity: core.identity, authenticate });
   registerPlatformRoutes(app, { platform: core.platform, authenticate });

@@ -107,6 +107,13 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
           },
         },
         {
+          name: 'billing-flush',
+          intervalMs: 60_000,
+          run: async () => {
+            await core.billing.flush();
+          },
+        },
+        {
           name: 'ledger-payload-retention',
           intervalMs: 3_600_000,
           run: async () => {
@@ -122,7 +129,10 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
     const technical = (action: string) =>
       core.ledgers.platform.append({ actor: { tier: 'system', role: 'server', id: 'server' }, action, resource: { type: 'server', id: url }, outcome: 'success' });
     await technical('technical.start');
-    stops.splice(1, 0, () => technical('technical.stop').then(() => undefined));
+    stops.splice(1, 0, async () => {
+      await core.billing.flush();
+      await technical('technical.stop');
+    });
     print(`Tresor is running at ${url}`);
     if (caCertPath) {
       print(`Local CA certificate: ${caCertPath}`);

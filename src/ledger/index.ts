@@ -74,3 +74,5 @@ export {
 export * as standaloneVerifier from './verifier.js';
 export { createLedger, type Ledger, type LedgerEvent, type VerifyReport, type VerifyFinding, type StoredCheckpoint, type EntryWithProof } from './ledger.service.js';
 export { createLedgers, ledgerActor, type Ledgers } from './ledgers.js';
+export { createBillingMeter, billingReport, toCsv, BILLING_RETENTION_DAYS, type BillingTotals } from './billing.js';
+export type { LedgerFilter, ExportedEntry } from './ledger.service.js';

@@ -79,6 +79,31 @@ export interface EntryWithProof {
   checkpoint: string;
 }
 
+export interface LedgerFilter {
+  /** ISO 8601 times, inclusive start, exclusive end. */
+  from?: string | undefined;
+  to?: string | undefined;
+  /** Exact actor as written in entries (`tier:role:id`) or just the account id. */
+  actor?: string | undefined;
+  /** Action, or a prefix ending in `.` (e.g. `billing.`). */
+  action?: string | undefined;
+  /** Blind index of a data subject (e-mail or name): the right of access, Art. 15 GDPR. */
+  subject?: string | undefined;
+  limit?: number | undefined;
+}
+
+export interface ExportedEntry {
+  seq: number;
+  time: string;
+  actor: string;
+  action: string;
+  resource: string;
+  outcome: string;
+  payload: JsonValue | null;
+  /** base64 of the leaf bytes, so each entry can be checked against the checkpoint with a proof. */
+  entry: string;
+}
+
 export type Ledger = ReturnType<typeof createLedger>;
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
@@ -277,6 +302,53 @@ export function createLedger(deps: {
         throw new ValidationError(`sizes must satisfy 0 <= from <= to <= ${head.treeSize}`);
       }
       return (await proofFrom(consistencyProofPlan(oldSize, newSize))).map((p) => p.toString('base64'));
+    },
+
+    /** Entries matching a filter, in ledger order, with their payloads while retained. */
+    async query(filter: LedgerFilter, coveredBy?: number): Promise<ExportedEntry[]> {
+      let q = db
+        .selectFrom('ledger_entries as e')
+        .leftJoin('ledger_payloads as p', 'p.seq', 'e.seq')
+        .select(['e.seq', 'e.time', 'e.actor', 'e.action', 'e.resource', 'e.outcome', 'e.entry', 'p.payload']);
+      if (filter.from) q = q.where('e.time', '>=', filter.from);
+      if (filter.to) q = q.where('e.time', '<', filter.to);
+      for (const [name, value] of [['actor', filter.actor], ['action', filter.action]] as const) {
+        if (value !== undefined && !/^[A-Za-z0-9:._@-]{1,512}$/.test(value)) {
+          throw new ValidationError(`${name} filter may contain only letters, digits and : . _ @ -`);
+        }
+      }
+      // LIKE narrows the scan ('_' may over-match); the exact test below decides.
+      if (filter.actor) q = q.where((eb) => eb.or([eb('e.actor', '=', filter.actor!), eb('e.actor', 'like', `%:${filter.actor!}`)]));
+      if (filter.action) q = filter.action.endsWith('.') ? q.where('e.action', 'like', `${filter.action}%`) : q.where('e.action', '=', filter.action);
+      if (filter.subject) {
+        if (!/^[A-Za-z0-9_-]{8,128}$/.test(filter.subject)) throw new ValidationError('subject must be a blind index (8 to 128 letters, digits, - or _)');
+        q = q.where((eb) =>
+          eb.or([eb('e.resource', 'like', `%#bidx=${filter.subject}`), eb('e.resource', 'like', `%#bidx=${filter.subject},%`), eb('e.resource', 'like', `%,${filter.subject},%`), eb('e.resource', 'like', `%,${filter.subject}`)]),
+        );
+      }
+      if (coveredBy !== undefined) q = q.where('e.seq', '<', coveredBy);
+      const rows = (await q.orderBy('e.seq').execute()).filter(
+        (r) =>
+          (!filter.actor || r.actor === filter.actor || r.actor.endsWith(`:${filter.actor}`)) &&
+          (!filter.action || (filter.action.endsWith('.') ? r.action.startsWith(filter.action) : r.action === filter.action)),
+      );
+      return rows.slice(0, Math.min(filter.limit ?? 100_000, 1_000_000)).map((r) => ({
+        seq: r.seq,
+        time: r.time,
+        actor: r.actor,
+        action: r.action,
+        resource: r.resource,
+        outcome: r.outcome,
+        payload: r.payload === null ? null : (JSON.parse(r.payload) as JsonValue),
+        entry: Buffer.from(r.entry, 'utf8').toString('base64'),
+      }));
+    },
+
+    /** An export for auditors and the DPO: a fresh signed checkpoint and every matching entry it covers. */
+    async export(filter: LedgerFilter) {
+      const checkpoint = await this.checkpoint();
+      const entries = await this.query(filter, checkpoint.treeSize);
+      return { origin, checkpoint: checkpoint.text, publicKey: await this.publicKey(), filter, entries };
     },
 
     /** Deletes payloads whose retention ended; the leaves (and so the tree) stay. */
