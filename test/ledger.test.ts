@@ -167,6 +167,19 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     expect((await app.inject({ method: 'GET', url: `/api/v1/ledger/consistency?tenantId=${tenant.id}&from=10&to=99`, headers })).statusCode).toBe(400);
     expect((await app.inject({ method: 'GET', url: `/api/v1/ledger/checkpoint` })).statusCode).toBe(401);
     expect(ledger.origin).toContain(tenant.id);
+
+    const listed = await app.inject({ method: 'GET', url: `/api/v1/ledger/entries?tenantId=${tenant.id}&actor=account-1&limit=3`, headers });
+    expect(listed.statusCode).toBe(200);
+    const entries = listed.json<{ entries: { seq: number; actor: string }[] }>().entries;
+    expect(entries).toHaveLength(3);
+    expect(entries.every((e) => e.actor === 'tenant:member:account-1')).toBe(true);
+    expect(entries.map((e) => e.seq)).toEqual([...entries.map((e) => e.seq)].sort((a, b) => a - b));
+    const verified = await app.inject({ method: 'POST', url: `/api/v1/ledger/verify?tenantId=${tenant.id}`, headers });
+    expect(verified.json()).toMatchObject({ ok: true, treeSize: 20, findings: [] });
+    const raw = (await core!.storage.tenantDb({ tenantId: tenant.id, databaseName: (await core!.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenant.id).executeTakeFirstOrThrow()).database_name })) as unknown as Kysely<LedgerSchema>;
+    await raw.deleteFrom('ledger_entries').where('seq', '=', 11).execute();
+    const failed = await app.inject({ method: 'POST', url: `/api/v1/ledger/verify?tenantId=${tenant.id}`, headers });
+    expect(failed.json()).toMatchObject({ ok: false, findings: [{ kind: 'missing-entry', seq: 11 }] });
   });
 
   it('gives concurrent appends one gap-free order', async () => {

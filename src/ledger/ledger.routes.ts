@@ -40,6 +40,101 @@ export function registerLedgerRoutes(
     },
   });
 
+  app.get<{ Querystring: { tenantId?: string; from?: string; to?: string; actor?: string; action?: string; subject?: string; limit?: number } }>(
+    '/api/v1/ledger/entries',
+    {
+      ...secured,
+      schema: {
+        tags: ['ledger'],
+        summary: 'Entries matching a filter (period, actor, action, data subject blind index), newest last',
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            ...scope.properties,
+            from: { type: 'string', format: 'date-time' },
+            to: { type: 'string', format: 'date-time' },
+            actor: { type: 'string', maxLength: 512 },
+            action: { type: 'string', maxLength: 512 },
+            subject: { type: 'string', maxLength: 128 },
+            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 200 },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              origin: { type: 'string' },
+              entries: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    seq: { type: 'integer' },
+                    time: { type: 'string' },
+                    actor: { type: 'string' },
+                    action: { type: 'string' },
+                    resource: { type: 'string' },
+                    outcome: { type: 'string' },
+                    payload: {},
+                  },
+                  required: ['seq', 'time', 'actor', 'action', 'resource', 'outcome'],
+                },
+              },
+            },
+            required: ['origin', 'entries'],
+          },
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      const { tenantId, ...filter } = request.query;
+      const ledger = await deps.ledgerFor(actorOf(request), tenantId);
+      const all = await ledger.query({ ...filter, limit: undefined });
+      // The newest `limit` entries, in ledger order.
+      return { origin: ledger.origin, entries: all.slice(-(filter.limit ?? 200)) };
+    },
+  );
+
+  app.post<{ Querystring: { tenantId?: string } }>('/api/v1/ledger/verify', {
+    ...secured,
+    schema: {
+      tags: ['ledger'],
+      summary: 'Rebuild the tree now and report the first problem found, with the latest checkpoint',
+      querystring: scope,
+      response: {
+        200: {
+          type: 'object',
+          properties: {
+            ok: { type: 'boolean' },
+            origin: { type: 'string' },
+            treeSize: { type: 'integer' },
+            rootHash: { type: 'string' },
+            checkpointsChecked: { type: 'integer' },
+            payloadsChecked: { type: 'integer' },
+            checkpoint: { type: ['string', 'null'] },
+            findings: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: { kind: { type: 'string' }, seq: { type: 'integer' }, treeSize: { type: 'integer' }, message: { type: 'string' } },
+                required: ['kind', 'message'],
+              },
+            },
+          },
+          required: ['ok', 'origin', 'treeSize', 'rootHash', 'findings', 'checkpoint'],
+        },
+        ...errors,
+      },
+    },
+    handler: async (request) => {
+      const ledger = await deps.ledgerFor(actorOf(request), request.query.tenantId);
+      const report = await ledger.verify();
+      return { ...report, checkpoint: (await ledger.latestCheckpoint())?.text ?? null };
+    },
+  });
+
   app.get<{ Params: { seq: number }; Querystring: { tenantId?: string } }>('/api/v1/ledger/entries/:seq', {
     ...secured,
     schema: {
