@@ -1,10 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureLocalPki } from '../src/crypto/pki.js';
 import { freePort, startServe, type ServeProcess } from './cli-process.js';
 
 interface Reply {
@@ -164,5 +165,44 @@ describe('fresh start of the real CLI', () => {
     expect(readFileSync(join(dir, 'keys', 'master.key'), 'utf8')).toBe(keyBefore);
     const res = await get(`${server.url}/api/v1/auth/login`, ca, { method: 'POST', body: { login: 'operator', password, mode: 'token' } });
     expect(res.status).toBe(200);
+  });
+});
+
+describe('serving with the operator\'s own certificate', () => {
+  it('uses the configured certificate and key and creates no local CA', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tresor-owncert-'));
+    try {
+      const own = await ensureLocalPki(join(dir, 'own-pki'), ['tresor.example.test']);
+      const server = await startServe({
+        cwd: dir,
+        env: {
+          TRESOR_SERVER_PORT: String(await freePort()),
+          TRESOR_METRICS_ENABLED: 'false',
+          TRESOR_TLS_CERT_FILE: own.certPath,
+          TRESOR_TLS_KEY_FILE: own.keyPath,
+        },
+      });
+      try {
+        expect(server.output()).not.toMatch(/Local CA certificate/);
+        expect(existsSync(join(dir, 'data', 'pki'))).toBe(false);
+        const { port } = new URL(server.url);
+        const peer = await new Promise<{ subjectaltname: string; issuer: string }>((resolve, reject) => {
+          const req = httpsRequest({ host: '127.0.0.1', port, path: '/healthz', servername: 'tresor.example.test', ca: readFileSync(own.caCertPath) }, (res) => {
+            const cert = (res.socket as import('node:tls').TLSSocket).getPeerCertificate();
+            res.resume();
+            resolve({ subjectaltname: cert.subjectaltname ?? '', issuer: String(cert.issuer.CN ?? '') });
+          });
+          req.on('error', reject);
+          req.end();
+        });
+        expect(peer.subjectaltname).toContain('DNS:tresor.example.test');
+        expect(readFileSync(own.caCertPath, 'utf8')).toContain('BEGIN CERTIFICATE');
+        expect(peer.issuer).toMatch(/^Tresor local CA/);
+      } finally {
+        await server.stop();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
