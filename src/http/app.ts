@@ -1,6 +1,9 @@
 import cookie from '@fastify/cookie';
 import helmet from '@fastify/helmet';
+import fastifyStatic from '@fastify/static';
 import swagger from '@fastify/swagger';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { ServerOptions as HttpsServerOptions } from 'node:https';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -94,6 +97,13 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   registerIdentityRoutes(app, { identity: core.identity, authenticate });
   registerPlatformRoutes(app, { platform: core.platform, authenticate });
   registerLedgerRoutes(app, { ledgerFor: (actor, tenantId) => core.platform.ledgerFor(actor, tenantId), authenticate });
+
+  // The web app (built by `npm run build:web` into dist/web), same origin as the API, under the strict CSP.
+  const webRoot = fileURLToPath(new URL('../../dist/web/', import.meta.url));
+  if (existsSync(webRoot)) {
+    await app.register(fastifyStatic, { root: webRoot, prefix: '/', index: ['index.html'], wildcard: false });
+    app.get('/app/*', { schema: { hide: true } }, (_request, reply) => reply.sendFile('index.html'));
+  }
 
   await app.ready();
   return app;
