@@ -4,9 +4,10 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
-import type { TresorConfig } from '../config/index.js';
+import { renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, openCore, type Core } from '../core.js';
 import { ensureLocalPki } from '../crypto/pki.js';
+import { sha256Hex } from '../crypto/random.js';
 import { startScheduler } from '../ops/scheduler.js';
 import { buildApp } from './app.js';
 import { tlsServerOptions } from './tls.js';
@@ -126,9 +127,16 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
     stops.splice(1, 0, () => scheduler.stop());
 
     const operator = await ensureFirstOperator(core);
-    const technical = (action: string) =>
-      core.ledgers.platform.append({ actor: { tier: 'system', role: 'server', id: 'server' }, action, resource: { type: 'server', id: url }, outcome: 'success' });
-    await technical('technical.start');
+    const technical = (action: string, details?: Record<string, string>) =>
+      core.ledgers.platform.append({
+        actor: { tier: 'system', role: 'server', id: 'server' },
+        action,
+        resource: { type: 'server', id: url },
+        outcome: 'success',
+        ...(details ? { details } : {}),
+      });
+    // A configuration change shows up as a new hash of the effective (secrets-masked) configuration.
+    await technical('technical.start', { configSha256: sha256Hex(renderConfig(config, 'json')) });
     stops.splice(1, 0, async () => {
       await core.billing.flush();
       await technical('technical.stop');

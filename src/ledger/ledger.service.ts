@@ -345,7 +345,15 @@ export function createLedger(deps: {
     },
 
     /** An export for auditors and the DPO: a fresh signed checkpoint and every matching entry it covers. */
-    async export(filter: LedgerFilter) {
+    async export(filter: LedgerFilter, by: LedgerEvent['actor'] = { tier: 'system', role: 'cli', id: 'cli' }) {
+      // The export itself is recorded first, so the checkpoint below covers it too.
+      await this.append({
+        actor: by,
+        action: 'ledger.export',
+        resource: { type: 'ledger', id: deps.tenantId ?? 'platform', blindIndexes: filter.subject ? [filter.subject] : undefined },
+        outcome: 'success',
+        details: { from: filter.from ?? null, to: filter.to ?? null, actor: filter.actor ?? null, action: filter.action ?? null },
+      });
       const checkpoint = await this.checkpoint();
       const entries = await this.query(filter, checkpoint.treeSize);
       return { origin, checkpoint: checkpoint.text, publicKey: await this.publicKey(), filter, entries };
