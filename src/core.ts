@@ -2,7 +2,15 @@ import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { TresorConfig } from './config/index.js';
 import { loadOrCreateMasterKey } from './crypto/master-key.js';
-import { createIdentityService, createPasswordHasher, type Clock, type IdentityService } from './identity/index.js';
+import {
+  createIdentityService,
+  createLoginThrottle,
+  createMemoryAttemptStore,
+  createPasswordHasher,
+  createRedisAttemptStore,
+  type Clock,
+  type IdentityService,
+} from './identity/index.js';
 import { createBlobFolders, createPlatformRepo, createPlatformService, type PlatformService } from './platform/index.js';
 import { createBillingMeter, createLedgers, type Ledgers } from './ledger/index.js';
 import { openStorage, type Storage } from './storage/index.js';
@@ -66,7 +74,15 @@ export async function openCore(
       details: { applied: appliedMigrations.length },
     });
   }
-  const identity = createIdentityService({ control: storage.control, hasher, clock, ledger: ledgers.platform });
+  // Memory by default; Redis when configured, so that several nodes share the counters.
+  const attempts = config.redis.url === '' ? createMemoryAttemptStore(clock) : createRedisAttemptStore(config.redis.url);
+  const identity = createIdentityService({
+    control: storage.control,
+    hasher,
+    clock,
+    ledger: ledgers.platform,
+    throttle: createLoginThrottle(attempts, clock),
+  });
   const platform = createPlatformService({
     repo: createPlatformRepo(storage.control),
     storage,
@@ -86,7 +102,10 @@ export async function openCore(
     clock,
     masterKeyCreated: masterKey.created,
     appliedMigrations,
-    close: () => storage.close(),
+    close: async () => {
+      await attempts.close();
+      await storage.close();
+    },
   };
 }
 

@@ -27,6 +27,7 @@ export const EXIT: Record<ErrorCode | 'OK' | 'INTERNAL' | 'USAGE' | 'LEDGER_TAMP
   CONFIG_INVALID: 7,
   SUSPENDED: 8,
   LEDGER_TAMPERED: 9,
+  THROTTLED: 10,
 };
 
 interface GlobalOptions {

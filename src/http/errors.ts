@@ -10,6 +10,7 @@ const STATUS: Record<ErrorCode, number> = {
   POLICY_VIOLATION: 422,
   SUSPENDED: 403,
   CONFIG_INVALID: 500,
+  THROTTLED: 429,
 };
 
 export const errorResponseSchema = {
@@ -29,6 +30,8 @@ export const errorResponseSchema = {
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError | DomainError | Error, request, reply) => {
     if (error instanceof DomainError) {
+      const retryAfter = error.details['retryAfterSeconds'];
+      if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
       return reply.status(STATUS[error.code]).send({ requestId: request.id, code: error.code, message: error.message });
     }
     const fastifyError = error as FastifyError;

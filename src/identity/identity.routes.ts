@@ -38,10 +38,11 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
         },
         400: errorResponseSchema,
         401: errorResponseSchema,
+        429: errorResponseSchema,
       },
     },
     handler: async (request, reply) => {
-      const session = await identity.login(request.body.login, request.body.password);
+      const session = await identity.login(request.body.login, request.body.password, request.ip);
       if (request.body.mode === 'token') {
         return { actor: session.actor, expiresAt: session.expiresAt, sessionToken: session.sessionToken };
       }

@@ -4,6 +4,7 @@ import { newId, randomPassword, randomToken, sha256Hex } from '../crypto/random.
 import { ConflictError, UnauthenticatedError } from '../shared/errors.js';
 import type { ControlDb } from '../storage/index.js';
 import type { PasswordHasher } from './passwords.js';
+import type { LoginThrottle } from './throttle.js';
 
 export interface Clock {
   now(): Date;
@@ -20,7 +21,8 @@ export interface IdentityService {
     oneTimePassword: string;
   }>;
   hasOperator(): Promise<boolean>;
-  login(login: string, password: string): Promise<{ sessionToken: string; expiresAt: string; actor: Actor }>;
+  /** `source` is the client address; attempts are slowed down per account and per source. */
+  login(login: string, password: string, source: string): Promise<{ sessionToken: string; expiresAt: string; actor: Actor }>;
   authenticate(sessionToken: string): Promise<Actor>;
   logout(sessionToken: string): Promise<void>;
 }
@@ -32,8 +34,9 @@ export function createIdentityService(deps: {
   hasher: PasswordHasher;
   clock: Clock;
   ledger: Pick<Ledger, 'append'>;
+  throttle: LoginThrottle;
 }): IdentityService {
-  const { control, hasher, clock, ledger } = deps;
+  const { control, hasher, clock, ledger, throttle } = deps;
   const normaliseLogin = (login: string) => login.normalize('NFC').trim().toLowerCase();
 
   const actorOf = (account: { id: string; tier: 'operator' | 'reseller'; reseller_id: string | null }): Actor =>
@@ -76,7 +79,20 @@ export function createIdentityService(deps: {
       return row !== undefined;
     },
 
-    async login(loginInput, password) {
+    async login(loginInput, password, source) {
+      try {
+        await throttle.check(loginInput, source);
+      } catch (error) {
+        await ledger.append({
+          actor: { tier: 'anonymous', role: 'anonymous', id: 'unknown' },
+          action: 'auth.login',
+          resource: { type: 'account' },
+          outcome: 'denied',
+          source,
+          details: { reason: 'throttled' },
+        });
+        throw error;
+      }
       const account = await control
         .selectFrom('accounts as a')
         .leftJoin('resellers as r', 'r.id', 'a.reseller_id')
@@ -86,15 +102,19 @@ export function createIdentityService(deps: {
       // Unknown accounts cost the same work and get the same answer as a wrong password.
       const ok = account ? await hasher.verify(account.password_hash, password) : await hasher.verifyDummy(password);
       if (!account || !ok || account.status !== 'active' || account.reseller_status === 'suspended') {
+        const { accountFailures } = await throttle.failed(loginInput, source);
         // The login name may be an e-mail address: only a known account's id is recorded.
         await ledger.append({
           actor: { tier: 'anonymous', role: 'anonymous', id: account?.id ?? 'unknown' },
           action: 'auth.login',
           resource: { type: 'account', id: account?.id },
           outcome: 'failure',
+          source,
+          details: { accountFailures },
         });
         throw new UnauthenticatedError('login failed: wrong login or password');
       }
+      await throttle.succeeded(loginInput);
       const sessionToken = randomToken(32);
       const now = clock.now();
       const expiresAt = new Date(now.getTime() + SESSION_ABSOLUTE_MS).toISOString();
@@ -109,7 +129,7 @@ export function createIdentityService(deps: {
         })
         .execute();
       const actor = actorOf(account);
-      await ledger.append({ actor: ledgerActor(actor), action: 'auth.login', resource: { type: 'account', id: account.id }, outcome: 'success' });
+      await ledger.append({ actor: ledgerActor(actor), action: 'auth.login', resource: { type: 'account', id: account.id }, outcome: 'success', source });
       return { sessionToken, expiresAt, actor };
     },
 

@@ -10,7 +10,8 @@ export type ErrorCode =
   | 'VALIDATION'
   | 'POLICY_VIOLATION'
   | 'SUSPENDED'
-  | 'CONFIG_INVALID';
+  | 'CONFIG_INVALID'
+  | 'THROTTLED';
 
 export class DomainError extends Error {
   constructor(
