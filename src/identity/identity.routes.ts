@@ -68,6 +68,77 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
   });
 
+  const sessionSchema = {
+    type: 'object',
+    properties: {
+      ref: { type: 'string' },
+      createdAt: { type: 'string' },
+      lastSeenAt: { type: 'string' },
+      expiresAt: { type: 'string' },
+      current: { type: 'boolean' },
+    },
+    required: ['ref', 'createdAt', 'lastSeenAt', 'expiresAt', 'current'],
+  } as const;
+  const tokenOf = (request: Parameters<typeof sessionTokenOf>[0]) => sessionTokenOf(request)!.token;
+
+  app.get('/api/v1/auth/sessions', {
+    preHandler: deps.authenticate,
+    schema: { tags: ['auth'], summary: 'Your sessions (this one is marked current)', response: { 200: { type: 'array', items: sessionSchema }, 401: errorResponseSchema } },
+    handler: async (request) => identity.listSessions(tokenOf(request)),
+  });
+
+  app.delete<{ Params: { ref: string } }>('/api/v1/auth/sessions/:ref', {
+    preHandler: deps.authenticate,
+    schema: {
+      tags: ['auth'],
+      summary: 'Log one of your sessions out',
+      params: { type: 'object', properties: { ref: { type: 'string', pattern: '^[0-9a-f]{16}$' } }, required: ['ref'] },
+      response: { 204: { type: 'null' }, 401: errorResponseSchema, 404: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      await identity.endSession(tokenOf(request), request.params.ref);
+      return reply.status(204).send();
+    },
+  });
+
+  app.post('/api/v1/auth/sessions/logout-all', {
+    preHandler: deps.authenticate,
+    schema: { tags: ['auth'], summary: 'Log out everywhere (every session of your account, this one too)', response: { 204: { type: 'null' }, 401: errorResponseSchema } },
+    handler: async (request, reply) => {
+      await identity.endAllSessions(tokenOf(request));
+      void reply.clearCookie(SESSION_COOKIE, { path: '/', secure: true, httpOnly: true, sameSite: 'strict' });
+      return reply.status(204).send();
+    },
+  });
+
+  app.post<{ Body: { currentPassword: string; newPassword: string } }>('/api/v1/auth/password', {
+    preHandler: deps.authenticate,
+    schema: {
+      tags: ['auth'],
+      summary: 'Change your password (needs the current one); every session ends and a new one starts',
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { currentPassword: { type: 'string', minLength: 1, maxLength: 1024 }, newPassword: { type: 'string', minLength: 1, maxLength: 1024 } },
+        required: ['currentPassword', 'newPassword'],
+      },
+      response: {
+        200: { type: 'object', properties: { expiresAt: { type: 'string' }, sessionToken: { type: 'string' } }, required: ['expiresAt'] },
+        400: errorResponseSchema,
+        401: errorResponseSchema,
+        409: errorResponseSchema,
+        429: errorResponseSchema,
+      },
+    },
+    handler: async (request, reply) => {
+      const via = sessionTokenOf(request)!;
+      const session = await identity.changePassword(via.token, request.body.currentPassword, request.body.newPassword, request.ip);
+      if (via.via === 'bearer') return { expiresAt: session.expiresAt, sessionToken: session.sessionToken };
+      void reply.setCookie(SESSION_COOKIE, session.sessionToken, { path: '/', secure: true, httpOnly: true, sameSite: 'strict', expires: new Date(session.expiresAt) });
+      return { expiresAt: session.expiresAt };
+    },
+  });
+
   app.get('/api/v1/auth/me', {
     preHandler: deps.authenticate,
     schema: { tags: ['auth'], summary: 'Who am I', response: { 200: actorSchema, 401: errorResponseSchema } },

@@ -1,7 +1,8 @@
 import type { Actor } from '../access/index.js';
 import { ledgerActor, type Ledger } from '../ledger/index.js';
 import { newId, randomPassword, randomToken, sha256Hex } from '../crypto/random.js';
-import { ConflictError, UnauthenticatedError } from '../shared/errors.js';
+import { ConflictError, NotFoundError, UnauthenticatedError } from '../shared/errors.js';
+import { assertAcceptablePassword } from './password-policy.js';
 import type { ControlDb } from '../storage/index.js';
 import type { PasswordHasher } from './passwords.js';
 import type { LoginThrottle } from './throttle.js';
@@ -25,9 +26,20 @@ export interface IdentityService {
   login(login: string, password: string, source: string): Promise<{ sessionToken: string; expiresAt: string; actor: Actor }>;
   authenticate(sessionToken: string): Promise<Actor>;
   logout(sessionToken: string): Promise<void>;
+  /** The caller's sessions; `ref` names a session without revealing its token. */
+  listSessions(sessionToken: string): Promise<{ ref: string; createdAt: string; lastSeenAt: string; expiresAt: string; current: boolean }[]>;
+  endSession(sessionToken: string, ref: string): Promise<void>;
+  /** "Log out everywhere": ends every session of the caller's account, this one included. */
+  endAllSessions(sessionToken: string): Promise<number>;
+  /** Needs the current password; ends every session and returns a new one (a new id after a privilege change). */
+  changePassword(sessionToken: string, currentPassword: string, newPassword: string, source: string): Promise<{ sessionToken: string; expiresAt: string }>;
 }
 
-const SESSION_ABSOLUTE_MS = 12 * 60 * 60 * 1000;
+/** ASVS 5.0 §7.3: absolute and idle timeouts, enforced on the server. */
+export const SESSION_ABSOLUTE_MS = 12 * 60 * 60 * 1000;
+export const SESSION_IDLE_MS = 30 * 60 * 1000;
+/** last_seen_at is written at most this often, not on every request. */
+const TOUCH_EVERY_MS = 60 * 1000;
 
 export function createIdentityService(deps: {
   control: ControlDb;
@@ -43,6 +55,38 @@ export function createIdentityService(deps: {
     account.tier === 'operator'
       ? { kind: 'operator', accountId: account.id }
       : { kind: 'reseller', accountId: account.id, resellerId: account.reseller_id ?? '' };
+
+  /** Resolves a session token, enforcing the idle and absolute timeouts; only the token's hash is stored. */
+  const sessionOf = async (sessionToken: string) => {
+    const idHash = sha256Hex(sessionToken);
+    const row = await control
+      .selectFrom('sessions as s')
+      .innerJoin('accounts as a', 'a.id', 's.account_id')
+      .select(['a.id', 'a.login', 'a.tier', 'a.reseller_id', 'a.status', 'a.password_hash', 's.expires_at', 's.last_seen_at'])
+      .where('s.id_hash', '=', idHash)
+      .executeTakeFirst();
+    const now = clock.now();
+    const idleSince = row ? now.getTime() - new Date(row.last_seen_at).getTime() : 0;
+    if (!row || row.status !== 'active' || row.expires_at <= now.toISOString() || idleSince > SESSION_IDLE_MS) {
+      if (row) await control.deleteFrom('sessions').where('id_hash', '=', idHash).execute();
+      throw new UnauthenticatedError('your session has ended or is not valid; log in again');
+    }
+    if (idleSince > TOUCH_EVERY_MS) {
+      await control.updateTable('sessions').set({ last_seen_at: now.toISOString() }).where('id_hash', '=', idHash).execute();
+    }
+    return { ...row, idHash };
+  };
+
+  const startSession = async (accountId: string) => {
+    const sessionToken = randomToken(32);
+    const now = clock.now();
+    const expiresAt = new Date(now.getTime() + SESSION_ABSOLUTE_MS).toISOString();
+    await control
+      .insertInto('sessions')
+      .values({ id_hash: sha256Hex(sessionToken), account_id: accountId, created_at: now.toISOString(), expires_at: expiresAt, last_seen_at: now.toISOString() })
+      .execute();
+    return { sessionToken, expiresAt };
+  };
 
   return {
     async createAccount(input) {
@@ -115,40 +159,67 @@ export function createIdentityService(deps: {
         throw new UnauthenticatedError('login failed: wrong login or password');
       }
       await throttle.succeeded(loginInput);
-      const sessionToken = randomToken(32);
-      const now = clock.now();
-      const expiresAt = new Date(now.getTime() + SESSION_ABSOLUTE_MS).toISOString();
-      await control
-        .insertInto('sessions')
-        .values({
-          id_hash: sha256Hex(sessionToken),
-          account_id: account.id,
-          created_at: now.toISOString(),
-          expires_at: expiresAt,
-          last_seen_at: now.toISOString(),
-        })
-        .execute();
+      // Always a fresh random session id at login: a planted id (session fixation) is never reused.
+      const { sessionToken, expiresAt } = await startSession(account.id);
       const actor = actorOf(account);
       await ledger.append({ actor: ledgerActor(actor), action: 'auth.login', resource: { type: 'account', id: account.id }, outcome: 'success', source });
       return { sessionToken, expiresAt, actor };
     },
 
     async authenticate(sessionToken) {
-      // Only the hash of the token is stored, so the lookup by hash is not a timing oracle on the token.
-      const row = await control
-        .selectFrom('sessions as s')
-        .innerJoin('accounts as a', 'a.id', 's.account_id')
-        .select(['a.id', 'a.tier', 'a.reseller_id', 'a.status', 's.expires_at'])
-        .where('s.id_hash', '=', sha256Hex(sessionToken))
-        .executeTakeFirst();
-      if (!row || row.status !== 'active' || row.expires_at <= clock.now().toISOString()) {
-        throw new UnauthenticatedError('your session has ended or is not valid; log in again');
-      }
-      return actorOf(row);
+      return actorOf(await sessionOf(sessionToken));
     },
 
     async logout(sessionToken) {
       await control.deleteFrom('sessions').where('id_hash', '=', sha256Hex(sessionToken)).execute();
+    },
+
+    async listSessions(sessionToken) {
+      const me = await sessionOf(sessionToken);
+      const rows = await control.selectFrom('sessions').selectAll().where('account_id', '=', me.id).orderBy('created_at').execute();
+      const now = clock.now().toISOString();
+      return rows
+        .filter((r) => r.expires_at > now)
+        .map((r) => ({ ref: r.id_hash.slice(0, 16), createdAt: r.created_at, lastSeenAt: r.last_seen_at, expiresAt: r.expires_at, current: r.id_hash === me.idHash }));
+    },
+
+    async endSession(sessionToken, ref) {
+      const me = await sessionOf(sessionToken);
+      if (!/^[0-9a-f]{16}$/.test(ref)) throw new NotFoundError('session');
+      const rows = await control.selectFrom('sessions').select('id_hash').where('account_id', '=', me.id).execute();
+      const target = rows.find((r) => r.id_hash.startsWith(ref));
+      if (!target) throw new NotFoundError('session');
+      await control.deleteFrom('sessions').where('id_hash', '=', target.id_hash).where('account_id', '=', me.id).execute();
+      await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.session.end', resource: { type: 'session', id: ref }, outcome: 'success' });
+    },
+
+    async endAllSessions(sessionToken) {
+      const me = await sessionOf(sessionToken);
+      const result = await control.deleteFrom('sessions').where('account_id', '=', me.id).executeTakeFirst();
+      await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.session.end-all', resource: { type: 'account', id: me.id }, outcome: 'success' });
+      return Number(result.numDeletedRows);
+    },
+
+    async changePassword(sessionToken, currentPassword, newPassword, source) {
+      const me = await sessionOf(sessionToken);
+      await throttle.check(me.login, source);
+      if (!(await hasher.verify(me.password_hash, currentPassword))) {
+        await throttle.failed(me.login, source);
+        await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.password.change', resource: { type: 'account', id: me.id }, outcome: 'failure', source });
+        throw new UnauthenticatedError('the current password is not correct');
+      }
+      assertAcceptablePassword(newPassword, { login: me.login });
+      if (currentPassword === newPassword) throw new ConflictError('the new password must differ from the current one');
+      await control
+        .updateTable('accounts')
+        .set({ password_hash: await hasher.hash(newPassword), must_change_password: 0 })
+        .where('id', '=', me.id)
+        .execute();
+      // Every other session (possibly an attacker's) ends; the caller continues in a new session.
+      await control.deleteFrom('sessions').where('account_id', '=', me.id).execute();
+      const session = await startSession(me.id);
+      await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.password.change', resource: { type: 'account', id: me.id }, outcome: 'success', source });
+      return session;
     },
   };
 }

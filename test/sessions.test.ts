@@ -1,0 +1,121 @@
+import type { FastifyInstance } from 'fastify';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ensureFirstOperator, type Core } from '../src/core.js';
+import { buildApp } from '../src/http/app.js';
+import { COMMON_PASSWORD_COUNT, passwordProblems } from '../src/identity/password-policy.js';
+import { fixedClock, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
+
+describe('password policy', () => {
+  it('ships a list of at least 10,000 common passwords', () => {
+    expect(COMMON_PASSWORD_COUNT).toBeGreaterThanOrEqual(10_000);
+  });
+
+  it('says exactly what to fix', () => {
+    expect(passwordProblems('kd8#Lw', { login: 'a@b.example' })).toEqual(['password must be at least 12 characters long (it has 6)']);
+    expect(passwordProblems('Password2026!', { login: 'a@b.example' })).toEqual([
+      'password is on the list of commonly used passwords; choose a longer phrase of unrelated words',
+    ]);
+    expect(passwordProblems('qwertyuiop123', { login: 'a@b.example' })[0]).toMatch(/commonly used/);
+    expect(passwordProblems('erika.mustermann-2026', { login: 'erika.mustermann@example.de' })).toEqual(['password must not contain your login or e-mail address']);
+    expect(passwordProblems('x'.repeat(129), { login: 'a@b.example' })).toEqual(['password must be at most 128 characters long']);
+  });
+
+  it('accepts long phrases with no composition rules, counting characters not bytes', () => {
+    expect(passwordProblems('korb lampe wiese fluss', { login: 'a@b.example' })).toEqual([]);
+    expect(passwordProblems('äöüßäöüßäöüß', { login: 'a@b.example' })).toEqual([]);
+    expect(passwordProblems('x'.repeat(64), { login: 'a@b.example' })).toEqual([]);
+  });
+});
+
+describe('sessions and password change', () => {
+  let t: TestEnv;
+  let core: Core;
+  let app: FastifyInstance;
+  let password: string;
+  const clock = fixedClock('2026-11-23T08:00:00.000Z');
+
+  beforeEach(async () => {
+    clock.set('2026-11-23T08:00:00.000Z');
+    t = makeTestEnv('sqlite');
+    core = await openTestCore(t, clock);
+    app = await buildApp(core, { logger: silentLog });
+    password = (await ensureFirstOperator(core))!.oneTimePassword;
+  });
+  afterEach(async () => {
+    await app.close();
+    await core.close();
+    await t.cleanup();
+  });
+
+  const login = async (pw = password) => {
+    const res = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login: 'operator', password: pw, mode: 'token' } });
+    expect(res.statusCode, res.body).toBe(200);
+    return res.json<{ sessionToken: string }>().sessionToken;
+  };
+  const as = (token: string) => ({ authorization: `Bearer ${token}` });
+  const me = async (token: string) => (await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: as(token) })).statusCode;
+
+  it('lists sessions, logs one out, and logs out everywhere', async () => {
+    const a = await login();
+    const b = await login();
+    expect(a).not.toBe(b);
+    const list = (await app.inject({ method: 'GET', url: '/api/v1/auth/sessions', headers: as(a) })).json<{ ref: string; current: boolean }[]>();
+    expect(list).toHaveLength(2);
+    expect(list.filter((s) => s.current)).toHaveLength(1);
+    expect(JSON.stringify(list)).not.toContain(a);
+    const other = list.find((s) => !s.current)!;
+    expect((await app.inject({ method: 'DELETE', url: `/api/v1/auth/sessions/${other.ref}`, headers: as(a) })).statusCode).toBe(204);
+    expect(await me(b)).toBe(401);
+    expect(await me(a)).toBe(200);
+    const c = await login();
+    expect((await app.inject({ method: 'POST', url: '/api/v1/auth/sessions/logout-all', headers: as(a) })).statusCode).toBe(204);
+    expect(await me(a)).toBe(401);
+    expect(await me(c)).toBe(401);
+  });
+
+  it('ends idle sessions after 30 minutes and every session after 12 hours', async () => {
+    const idle = await login();
+    clock.set('2026-11-23T08:29:00.000Z');
+    expect(await me(idle)).toBe(200);
+    clock.set('2026-11-23T08:59:30.000Z');
+    expect(await me(idle)).toBe(401);
+    const busy = await login();
+    for (let minutes = 20; minutes < 12 * 60; minutes += 20) {
+      clock.set(new Date(Date.parse('2026-11-23T08:59:30.000Z') + minutes * 60_000).toISOString());
+      expect(await me(busy)).toBe(200);
+    }
+    clock.set(new Date(Date.parse('2026-11-23T08:59:30.000Z') + 12 * 3600_000 + 1000).toISOString());
+    expect(await me(busy)).toBe(401);
+  });
+
+  it('never accepts a session id planted before login (fixation)', async () => {
+    const planted = 'A'.repeat(43);
+    const res = await app.inject({ method: 'POST', url: '/api/v1/auth/login', headers: { cookie: `__Host-tresor_session=${planted}` }, payload: { login: 'operator', password } });
+    expect(String(res.headers['set-cookie'])).not.toContain(planted);
+    expect(await me(planted)).toBe(401);
+  });
+
+  it('changes the password only with the current one, by the policy, and ends every other session', async () => {
+    const a = await login();
+    const b = await login();
+    const change = (token: string, currentPassword: string, newPassword: string) =>
+      app.inject({ method: 'POST', url: '/api/v1/auth/password', headers: as(token), payload: { currentPassword, newPassword } });
+    const wrong = await change(a, 'not-the-password', 'a long new pass phrase');
+    expect(wrong.statusCode).toBe(401);
+    expect(wrong.json<{ message: string }>().message).toBe('the current password is not correct');
+    clock.set('2026-11-23T08:00:02.000Z'); // past the 1 s slowdown the wrong guess caused
+    const weak = await change(a, password, 'Password2026!');
+    expect(weak.statusCode).toBe(400);
+    expect(weak.json<{ message: string }>().message).toMatch(/commonly used/);
+    const ok = await change(a, password, 'a long new pass phrase');
+    expect(ok.statusCode).toBe(200);
+    const fresh = ok.json<{ sessionToken: string }>().sessionToken;
+    expect(fresh).not.toBe(a);
+    expect(await me(a)).toBe(401);
+    expect(await me(b)).toBe(401);
+    expect(await me(fresh)).toBe(200);
+    expect((await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login: 'operator', password } })).statusCode).toBe(401);
+    clock.set('2026-11-23T08:00:04.000Z');
+    await login('a long new pass phrase');
+  });
+});
