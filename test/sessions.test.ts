@@ -118,4 +118,32 @@ describe('sessions and password change', () => {
     clock.set('2026-11-23T08:00:04.000Z');
     await login('a long new pass phrase');
   });
+
+  it('resets a password with a one-time key exactly once; a second use fails and is recorded', async () => {
+    const session = await login();
+    const { key, expiresAt } = await core.identity.issuePasswordReset('operator', 60 * 60 * 1000);
+    expect(key).toMatch(/^[A-Za-z0-9_-]{43}$/); // 256 bits
+    expect(expiresAt).toBe('2026-11-23T09:00:00.000Z');
+    const stored = await core.storage.control.selectFrom('one_time_keys').selectAll().execute();
+    expect(JSON.stringify(stored)).not.toContain(key); // only its hash is kept
+    const reset = (k: string, newPassword: string) => app.inject({ method: 'POST', url: '/api/v1/auth/reset', payload: { key: k, newPassword } });
+    const weak = await reset(key, 'password123!');
+    expect(weak.statusCode).toBe(400); // a weak password does not spend the key
+    expect((await reset(key, 'fresh lantern over quiet hills')).statusCode).toBe(204);
+    expect(await me(session)).toBe(401); // every session ended
+    const again = await reset(key, 'and once more with feeling');
+    expect(again.statusCode).toBe(401);
+    expect(again.json<{ message: string }>().message).toBe('this link is not valid (any more); ask for a new one');
+    const forged = await reset('B'.repeat(43), 'and once more with feeling');
+    expect(forged.json<{ message: string }>().message).toBe(again.json<{ message: string }>().message);
+    await login('fresh lantern over quiet hills');
+    const reuse = await core.storage.control.selectFrom('ledger_entries').select(['action', 'outcome']).where('action', '=', 'onetime-key.reuse').execute();
+    expect(reuse).toEqual([{ action: 'onetime-key.reuse', outcome: 'denied' }]);
+  });
+
+  it('refuses an expired one-time key', async () => {
+    const { key } = await core.identity.issuePasswordReset('operator', 60_000);
+    clock.set('2026-11-23T08:01:01.000Z');
+    expect((await app.inject({ method: 'POST', url: '/api/v1/auth/reset', payload: { key, newPassword: 'too late for this key' } })).statusCode).toBe(401);
+  });
 });

@@ -193,6 +193,28 @@ export function buildCli(): Command {
       });
     });
 
+  program
+    .command('account')
+    .description('operator and reseller accounts')
+    .command('reset-link')
+    .description('issue a one-time password-reset link for an account (valid 24 h, usable once); hand it over on a trusted channel')
+    .requiredOption('--login <login>', 'account login')
+    .action(async (opts: { login: string }) => {
+      const cfg = config(program);
+      const core = await openCore(cfg, { log: cliLogger(cfg) });
+      try {
+        const { key, expiresAt } = await core.identity.issuePasswordReset(opts.login);
+        const link = `${cfg.server.public_url}/app/reset#key=${key}`;
+        emit(program, { link, key, expiresAt }, () => {
+          out(`One-time reset link for ${opts.login} (valid until ${expiresAt}, shown once):`);
+          out(`  ${link}`);
+          out(`  or: curl --cacert data/pki/ca.pem ${cfg.server.public_url}/api/v1/auth/reset -H 'content-type: application/json' -d '{"key":"${key}","newPassword":"…"}'`);
+        });
+      } finally {
+        await core.close();
+      }
+    });
+
   const reseller = program.command('reseller').description('manage resellers (operator)');
   reseller
     .command('create')

@@ -139,6 +139,24 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
   });
 
+  app.post<{ Body: { key: string; newPassword: string } }>('/api/v1/auth/reset', {
+    schema: {
+      tags: ['auth'],
+      summary: 'Set a new password with a one-time reset key (from `tresor account reset-link`)',
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { key: { type: 'string', minLength: 43, maxLength: 43, pattern: '^[A-Za-z0-9_-]+$' }, newPassword: { type: 'string', minLength: 1, maxLength: 1024 } },
+        required: ['key', 'newPassword'],
+      },
+      response: { 204: { type: 'null' }, 400: errorResponseSchema, 401: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      await identity.resetPassword(request.body.key, request.body.newPassword);
+      return reply.status(204).send();
+    },
+  });
+
   app.get('/api/v1/auth/me', {
     preHandler: deps.authenticate,
     schema: { tags: ['auth'], summary: 'Who am I', response: { 200: actorSchema, 401: errorResponseSchema } },

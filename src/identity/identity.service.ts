@@ -6,6 +6,7 @@ import { assertAcceptablePassword } from './password-policy.js';
 import type { ControlDb } from '../storage/index.js';
 import type { PasswordHasher } from './passwords.js';
 import type { LoginThrottle } from './throttle.js';
+import { createOneTimeKeys, OneTimeKeyError } from './one-time-keys.js';
 
 export interface Clock {
   now(): Date;
@@ -33,6 +34,10 @@ export interface IdentityService {
   endAllSessions(sessionToken: string): Promise<number>;
   /** Needs the current password; ends every session and returns a new one (a new id after a privilege change). */
   changePassword(sessionToken: string, currentPassword: string, newPassword: string, source: string): Promise<{ sessionToken: string; expiresAt: string }>;
+  /** A one-time password-reset key for an account (operator task); valid for `ttlMs`, usable once. */
+  issuePasswordReset(login: string, ttlMs?: number): Promise<{ key: string; expiresAt: string }>;
+  /** Sets a new password with a reset key; every session of the account ends. */
+  resetPassword(key: string, newPassword: string): Promise<void>;
 }
 
 /** ASVS 5.0 §7.3: absolute and idle timeouts, enforced on the server. */
@@ -49,6 +54,7 @@ export function createIdentityService(deps: {
   throttle: LoginThrottle;
 }): IdentityService {
   const { control, hasher, clock, ledger, throttle } = deps;
+  const oneTimeKeys = createOneTimeKeys({ db: control, ledger, clock });
   const normaliseLogin = (login: string) => login.normalize('NFC').trim().toLowerCase();
 
   const actorOf = (account: { id: string; tier: 'operator' | 'reseller'; reseller_id: string | null }): Actor =>
@@ -198,6 +204,26 @@ export function createIdentityService(deps: {
       const result = await control.deleteFrom('sessions').where('account_id', '=', me.id).executeTakeFirst();
       await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.session.end-all', resource: { type: 'account', id: me.id }, outcome: 'success' });
       return Number(result.numDeletedRows);
+    },
+
+    async issuePasswordReset(loginInput, ttlMs = 24 * 60 * 60 * 1000) {
+      const account = await control.selectFrom('accounts').select('id').where('login', '=', normaliseLogin(loginInput)).executeTakeFirst();
+      if (!account) throw new NotFoundError('account');
+      return oneTimeKeys.issue('password-reset', account.id, ttlMs);
+    },
+
+    async resetPassword(key, newPassword) {
+      const subject = await oneTimeKeys.peek(key, 'password-reset');
+      const account = subject ? await control.selectFrom('accounts').select(['id', 'login']).where('id', '=', subject).executeTakeFirst() : undefined;
+      if (!account) {
+        await oneTimeKeys.consume(key, 'password-reset'); // records the refused use, then throws
+        throw new OneTimeKeyError();
+      }
+      assertAcceptablePassword(newPassword, { login: account.login });
+      await oneTimeKeys.consume(key, 'password-reset');
+      await control.updateTable('accounts').set({ password_hash: await hasher.hash(newPassword), must_change_password: 0 }).where('id', '=', account.id).execute();
+      await control.deleteFrom('sessions').where('account_id', '=', account.id).execute();
+      await ledger.append({ actor: { tier: 'anonymous', role: 'key-holder', id: account.id }, action: 'auth.password.reset', resource: { type: 'account', id: account.id }, outcome: 'success' });
     },
 
     async changePassword(sessionToken, currentPassword, newPassword, source) {

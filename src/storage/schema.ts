@@ -5,6 +5,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { LedgerSchema } from '../ledger/ledger.migrations.js';
+import type { OneTimeKeyTable } from '../identity/one-time-keys.js';
 
 export interface ResellerTable {
   id: string;
@@ -65,6 +66,7 @@ export interface ControlSchema extends LedgerSchema {
   accounts: AccountTable;
   sessions: SessionTable;
   deletion_reports: DeletionReportTable;
+  one_time_keys: OneTimeKeyTable;
 }
 
 export interface TenantMetaTable {

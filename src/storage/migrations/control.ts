@@ -1,4 +1,5 @@
 import { type Kysely, type Migration } from 'kysely';
+import { oneTimeKeysMigration } from '../../identity/one-time-keys.js';
 import { ledgerMigration } from '../../ledger/ledger.migrations.js';
 
 /** Control-database migrations: forward only, never edited once released. */
@@ -60,4 +61,5 @@ export const controlMigrations: Record<string, Migration> = {
     },
   },
   '0002_ledger': ledgerMigration,
+  '0003_one_time_keys': oneTimeKeysMigration,
 };
