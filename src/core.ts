@@ -82,6 +82,8 @@ export async function openCore(
     clock,
     ledger: ledgers.platform,
     throttle: createLoginThrottle(attempts, clock),
+    masterKey: masterKey.ring,
+    issuer: `Tresor ${new URL(config.server.public_url).host}`,
   });
   const platform = createPlatformService({
     repo: createPlatformRepo(storage.control),

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
 import { COMMON_PASSWORD_COUNT, passwordProblems } from '../src/identity/password-policy.js';
+import { Secret, TOTP } from 'otpauth';
 import { fixedClock, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
 
 describe('password policy', () => {
@@ -145,5 +146,36 @@ describe('sessions and password change', () => {
     const { key } = await core.identity.issuePasswordReset('operator', 60_000);
     clock.set('2026-11-23T08:01:01.000Z');
     expect((await app.inject({ method: 'POST', url: '/api/v1/auth/reset', payload: { key, newPassword: 'too late for this key' } })).statusCode).toBe(401);
+  });
+
+  it('requires a TOTP code once a second factor is active, accepts each code once, and takes recovery codes once', async () => {
+    const session = await login();
+    const setup = (await app.inject({ method: 'POST', url: '/api/v1/auth/totp/setup', headers: as(session) })).json<{ secret: string; uri: string }>();
+    expect(setup.uri).toMatch(/^otpauth:\/\/totp\/.*secret=/);
+    const stored = await core.storage.control.selectFrom('second_factors').select('sealed_secret').executeTakeFirstOrThrow();
+    expect(stored.sealed_secret).not.toContain(setup.secret);
+    const code = (at: string) => TOTP.generate({ secret: Secret.fromBase32(setup.secret), algorithm: 'SHA1', digits: 6, period: 30, timestamp: Date.parse(at) });
+    const wrongEnable = await app.inject({ method: 'POST', url: '/api/v1/auth/totp/enable', headers: as(session), payload: { code: code('2026-11-23T07:00:00.000Z') } });
+    expect(wrongEnable.statusCode).toBe(400);
+    const enable = await app.inject({ method: 'POST', url: '/api/v1/auth/totp/enable', headers: as(session), payload: { code: code('2026-11-23T08:00:00.000Z') } });
+    expect(enable.statusCode).toBe(200);
+    const { recoveryCodes } = enable.json<{ recoveryCodes: string[] }>();
+    expect(recoveryCodes).toHaveLength(10);
+
+    const attempt = (otp?: string) => app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login: 'operator', password, mode: 'token', ...(otp ? { otp } : {}) } });
+    clock.set('2026-11-23T08:00:40.000Z');
+    const missing = await attempt();
+    expect(missing.statusCode).toBe(401);
+    expect(missing.json()).toMatchObject({ code: 'SECOND_FACTOR_REQUIRED' });
+    const current = code('2026-11-23T08:00:40.000Z');
+    expect((await attempt(current)).statusCode).toBe(200);
+    // The same code again (e.g. seen over a shoulder) is refused, and that failure slows the account down.
+    expect((await attempt(current)).statusCode).toBe(401);
+    clock.set('2026-11-23T08:01:10.000Z');
+    expect((await attempt(recoveryCodes[0])).statusCode).toBe(200);
+    clock.set('2026-11-23T08:01:20.000Z');
+    expect((await attempt(recoveryCodes[0])).statusCode).toBe(401);
+    clock.set('2026-11-23T08:01:40.000Z');
+    expect((await attempt(code('2026-11-23T08:01:40.000Z'))).statusCode).toBe(200);
   });
 });

@@ -28,6 +28,7 @@ export const EXIT: Record<ErrorCode | 'OK' | 'INTERNAL' | 'USAGE' | 'LEDGER_TAMP
   SUSPENDED: 8,
   LEDGER_TAMPERED: 9,
   THROTTLED: 10,
+  SECOND_FACTOR_REQUIRED: 4,
 };
 
 interface GlobalOptions {

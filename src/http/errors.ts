@@ -11,6 +11,7 @@ const STATUS: Record<ErrorCode, number> = {
   SUSPENDED: 403,
   CONFIG_INVALID: 500,
   THROTTLED: 429,
+  SECOND_FACTOR_REQUIRED: 401,
 };
 
 export const errorResponseSchema = {

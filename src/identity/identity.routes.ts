@@ -16,7 +16,7 @@ const actorSchema = {
 export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: IdentityService; authenticate: preHandlerAsyncHookHandler }): void {
   const { identity } = deps;
 
-  app.post<{ Body: { login: string; password: string; mode?: 'cookie' | 'token' } }>('/api/v1/auth/login', {
+  app.post<{ Body: { login: string; password: string; otp?: string; mode?: 'cookie' | 'token' } }>('/api/v1/auth/login', {
     schema: {
       tags: ['auth'],
       summary: 'Log in. mode=cookie (browsers) sets a __Host- session cookie; mode=token (scripts) returns a bearer token',
@@ -26,6 +26,7 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
         properties: {
           login: { type: 'string', minLength: 1, maxLength: 254 },
           password: { type: 'string', minLength: 1, maxLength: 1024 },
+          otp: { type: 'string', maxLength: 32, description: 'TOTP code or recovery code, when a second factor is active' },
           mode: { type: 'string', enum: ['cookie', 'token'], default: 'cookie' },
         },
         required: ['login', 'password'],
@@ -42,7 +43,7 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       },
     },
     handler: async (request, reply) => {
-      const session = await identity.login(request.body.login, request.body.password, request.ip);
+      const session = await identity.login(request.body.login, request.body.password, request.ip, request.body.otp);
       if (request.body.mode === 'token') {
         return { actor: session.actor, expiresAt: session.expiresAt, sessionToken: session.sessionToken };
       }
@@ -155,6 +156,32 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       await identity.resetPassword(request.body.key, request.body.newPassword);
       return reply.status(204).send();
     },
+  });
+
+  app.post('/api/v1/auth/totp/setup', {
+    preHandler: deps.authenticate,
+    schema: {
+      tags: ['auth'],
+      summary: 'Start TOTP set-up: a secret and an otpauth:// URI for an authenticator app',
+      response: { 200: { type: 'object', properties: { secret: { type: 'string' }, uri: { type: 'string' } }, required: ['secret', 'uri'] }, 401: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request) => identity.setupTotp(tokenOf(request)),
+  });
+
+  app.post<{ Body: { code: string } }>('/api/v1/auth/totp/enable', {
+    preHandler: deps.authenticate,
+    schema: {
+      tags: ['auth'],
+      summary: 'Activate TOTP with a current code; returns ten recovery codes, shown once',
+      body: { type: 'object', additionalProperties: false, properties: { code: { type: 'string', pattern: '^[0-9]{6}$' } }, required: ['code'] },
+      response: {
+        200: { type: 'object', properties: { recoveryCodes: { type: 'array', items: { type: 'string' } } }, required: ['recoveryCodes'] },
+        400: errorResponseSchema,
+        401: errorResponseSchema,
+        409: errorResponseSchema,
+      },
+    },
+    handler: async (request) => ({ recoveryCodes: await identity.enableTotp(tokenOf(request), request.body.code) }),
   });
 
   app.get('/api/v1/auth/me', {

@@ -7,6 +7,8 @@ import type { ControlDb } from '../storage/index.js';
 import type { PasswordHasher } from './passwords.js';
 import type { LoginThrottle } from './throttle.js';
 import { createOneTimeKeys, OneTimeKeyError } from './one-time-keys.js';
+import { createSecondFactors, SecondFactorRequiredError } from './second-factor.js';
+import type { MasterKeyRing } from '../crypto/master-key.js';
 
 export interface Clock {
   now(): Date;
@@ -24,7 +26,11 @@ export interface IdentityService {
   }>;
   hasOperator(): Promise<boolean>;
   /** `source` is the client address; attempts are slowed down per account and per source. */
-  login(login: string, password: string, source: string): Promise<{ sessionToken: string; expiresAt: string; actor: Actor }>;
+  login(login: string, password: string, source: string, otp?: string): Promise<{ sessionToken: string; expiresAt: string; actor: Actor }>;
+  /** Starts TOTP enrolment for the caller: the secret and an otpauth:// URI for the authenticator app. */
+  setupTotp(sessionToken: string): Promise<{ secret: string; uri: string }>;
+  /** Activates TOTP with a current code; returns ten recovery codes, shown once. */
+  enableTotp(sessionToken: string, code: string): Promise<string[]>;
   authenticate(sessionToken: string): Promise<Actor>;
   logout(sessionToken: string): Promise<void>;
   /** The caller's sessions; `ref` names a session without revealing its token. */
@@ -52,9 +58,12 @@ export function createIdentityService(deps: {
   clock: Clock;
   ledger: Pick<Ledger, 'append'>;
   throttle: LoginThrottle;
+  masterKey: MasterKeyRing;
+  issuer: string;
 }): IdentityService {
   const { control, hasher, clock, ledger, throttle } = deps;
   const oneTimeKeys = createOneTimeKeys({ db: control, ledger, clock });
+  const secondFactors = createSecondFactors({ db: control, masterKey: deps.masterKey, clock, issuer: deps.issuer });
   const normaliseLogin = (login: string) => login.normalize('NFC').trim().toLowerCase();
 
   const actorOf = (account: { id: string; tier: 'operator' | 'reseller'; reseller_id: string | null }): Actor =>
@@ -129,7 +138,7 @@ export function createIdentityService(deps: {
       return row !== undefined;
     },
 
-    async login(loginInput, password, source) {
+    async login(loginInput, password, source, otp) {
       try {
         await throttle.check(loginInput, source);
       } catch (error) {
@@ -163,6 +172,14 @@ export function createIdentityService(deps: {
           details: { accountFailures },
         });
         throw new UnauthenticatedError('login failed: wrong login or password');
+      }
+      if (await secondFactors.isEnabled(account.id)) {
+        if (otp === undefined || otp === '') throw new SecondFactorRequiredError();
+        if (!(await secondFactors.verify(account.id, otp))) {
+          await throttle.failed(loginInput, source);
+          await ledger.append({ actor: { tier: 'anonymous', role: 'anonymous', id: account.id }, action: 'auth.second-factor', resource: { type: 'account', id: account.id }, outcome: 'failure', source });
+          throw new UnauthenticatedError('login failed: the code is not valid (each code works once)');
+        }
       }
       await throttle.succeeded(loginInput);
       // Always a fresh random session id at login: a planted id (session fixation) is never reused.
@@ -204,6 +221,18 @@ export function createIdentityService(deps: {
       const result = await control.deleteFrom('sessions').where('account_id', '=', me.id).executeTakeFirst();
       await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.session.end-all', resource: { type: 'account', id: me.id }, outcome: 'success' });
       return Number(result.numDeletedRows);
+    },
+
+    async setupTotp(sessionToken) {
+      const me = await sessionOf(sessionToken);
+      return secondFactors.setup(me.id, me.login);
+    },
+
+    async enableTotp(sessionToken, code) {
+      const me = await sessionOf(sessionToken);
+      const codes = await secondFactors.enable(me.id, code);
+      await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.enable', resource: { type: 'account', id: me.id }, outcome: 'success' });
+      return codes;
     },
 
     async issuePasswordReset(loginInput, ttlMs = 24 * 60 * 60 * 1000) {

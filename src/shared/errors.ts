@@ -11,7 +11,8 @@ export type ErrorCode =
   | 'POLICY_VIOLATION'
   | 'SUSPENDED'
   | 'CONFIG_INVALID'
-  | 'THROTTLED';
+  | 'THROTTLED'
+  | 'SECOND_FACTOR_REQUIRED';
 
 export class DomainError extends Error {
   constructor(

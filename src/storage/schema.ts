@@ -6,6 +6,7 @@
 import type { Kysely } from 'kysely';
 import type { LedgerSchema } from '../ledger/ledger.migrations.js';
 import type { OneTimeKeyTable } from '../identity/one-time-keys.js';
+import type { RecoveryCodeTable, SecondFactorTable } from '../identity/second-factor.js';
 
 export interface ResellerTable {
   id: string;
@@ -67,6 +68,8 @@ export interface ControlSchema extends LedgerSchema {
   sessions: SessionTable;
   deletion_reports: DeletionReportTable;
   one_time_keys: OneTimeKeyTable;
+  second_factors: SecondFactorTable;
+  recovery_codes: RecoveryCodeTable;
 }
 
 export interface TenantMetaTable {

@@ -1,5 +1,6 @@
 import { type Kysely, type Migration } from 'kysely';
 import { oneTimeKeysMigration } from '../../identity/one-time-keys.js';
+import { secondFactorMigration } from '../../identity/second-factor.js';
 import { ledgerMigration } from '../../ledger/ledger.migrations.js';
 
 /** Control-database migrations: forward only, never edited once released. */
@@ -62,4 +63,5 @@ export const controlMigrations: Record<string, Migration> = {
   },
   '0002_ledger': ledgerMigration,
   '0003_one_time_keys': oneTimeKeysMigration,
+  '0004_second_factor': secondFactorMigration,
 };
