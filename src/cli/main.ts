@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
-import { ensureFirstOperator, migrateEverything, openCore } from '../core.js';
+import { ensureFirstOperator, migrateEverything, openCore, type Core } from '../core.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
 import { billingReport, toCsv, type VerifyReport } from '../ledger/index.js';
@@ -49,6 +49,17 @@ function config(program: Command): Readonly<TresorConfig> {
 /** CLI logs go to stderr so that stdout stays clean for --json. */
 const cliLogger = (cfg: Readonly<TresorConfig>) => createLogger(cfg.log.level === 'info' ? 'warn' : cfg.log.level, process.stderr as never);
 
+/** Opens the local core (running pending migrations) for one command and closes it afterwards. */
+async function withCore<T>(program: Command, work: (core: Core, cfg: Readonly<TresorConfig>) => Promise<T>): Promise<T> {
+  const cfg = config(program);
+  const core = await openCore(cfg, { log: cliLogger(cfg) });
+  try {
+    return await work(core, cfg);
+  } finally {
+    await core.close();
+  }
+}
+
 /** Runs `work` with a platform client: over HTTP when --url/TRESOR_URL is given, else locally as the platform owner. */
 async function withPlatform<T>(program: Command, work: (client: PlatformClient) => Promise<T>): Promise<T> {
   const opts = program.opts<GlobalOptions>();
@@ -56,13 +67,7 @@ async function withPlatform<T>(program: Command, work: (client: PlatformClient) 
     if (!opts.token) throw new DomainError('UNAUTHENTICATED', 'remote mode needs a token: run `tresor login` and set TRESOR_TOKEN, or pass --token');
     return work(remotePlatformClient({ url: opts.url, token: opts.token, caFile: opts.cacert }));
   }
-  const cfg = config(program);
-  const core = await openCore(cfg, { log: cliLogger(cfg) });
-  try {
-    return await work(localPlatformClient(core.platform));
-  } finally {
-    await core.close();
-  }
+  return withCore(program, (core) => work(localPlatformClient(core.platform)));
 }
 
 function emit(program: Command, value: unknown, human: () => void): void {
@@ -113,23 +118,19 @@ export function buildCli(): Command {
     .command('init')
     .description('create the data directory, master key, local CA and certificate, control database and first operator; then exit')
     .action(async () => {
-      const cfg = config(program);
-      const core = await openCore(cfg, { log: cliLogger(cfg) });
-      try {
-        const pki = cfg.tls.cert_file === '' ? await ensureLocalPki(join(cfg.data_dir, 'pki'), [...cfg.tls.hostnames]) : undefined;
-        const operator = await ensureFirstOperator(core);
-        emit(program, { dataDir: cfg.data_dir, caCertPath: pki?.caCertPath ?? null, operator: operator ?? null }, () => {
-          out(`Data directory: ${cfg.data_dir}`);
-          if (pki) out(`Local CA certificate: ${pki.caCertPath}`);
-          if (operator) {
-            out('First operator account created. This password is shown only once:');
-            out(`  login:    ${operator.login}`);
-            out(`  password: ${operator.oneTimePassword}`);
-          } else out('Already initialised; nothing to do.');
-        });
-      } finally {
-        await core.close();
-      }
+      await withCore(program, async (core, cfg) => {
+      const pki = cfg.tls.cert_file === '' ? await ensureLocalPki(join(cfg.data_dir, 'pki'), [...cfg.tls.hostnames]) : undefined;
+      const operator = await ensureFirstOperator(core);
+      emit(program, { dataDir: cfg.data_dir, caCertPath: pki?.caCertPath ?? null, operator: operator ?? null }, () => {
+        out(`Data directory: ${cfg.data_dir}`);
+        if (pki) out(`Local CA certificate: ${pki.caCertPath}`);
+        if (operator) {
+          out('First operator account created. This password is shown only once:');
+          out(`  login:    ${operator.login}`);
+          out(`  password: ${operator.oneTimePassword}`);
+        } else out('Already initialised; nothing to do.');
+      });
+      });
     });
 
   program
@@ -201,19 +202,15 @@ export function buildCli(): Command {
     .description('issue a one-time password-reset link for an account (valid 24 h, usable once); hand it over on a trusted channel')
     .requiredOption('--login <login>', 'account login')
     .action(async (opts: { login: string }) => {
-      const cfg = config(program);
-      const core = await openCore(cfg, { log: cliLogger(cfg) });
-      try {
-        const { key, expiresAt } = await core.identity.issuePasswordReset(opts.login);
-        const link = `${cfg.server.public_url}/app/reset#key=${key}`;
-        emit(program, { link, key, expiresAt }, () => {
-          out(`One-time reset link for ${opts.login} (valid until ${expiresAt}, shown once):`);
-          out(`  ${link}`);
-          out(`  or: curl --cacert data/pki/ca.pem ${cfg.server.public_url}/api/v1/auth/reset -H 'content-type: application/json' -d '{"key":"${key}","newPassword":"…"}'`);
-        });
-      } finally {
-        await core.close();
-      }
+      await withCore(program, async (core, cfg) => {
+      const { key, expiresAt } = await core.identity.issuePasswordReset(opts.login);
+      const link = `${cfg.server.public_url}/app/reset#key=${key}`;
+      emit(program, { link, key, expiresAt }, () => {
+        out(`One-time reset link for ${opts.login} (valid until ${expiresAt}, shown once):`);
+        out(`  ${link}`);
+        out(`  or: curl --cacert data/pki/ca.pem ${cfg.server.public_url}/api/v1/auth/reset -H 'content-type: application/json' -d '{"key":"${key}","newPassword":"…"}'`);
+      });
+      });
     });
 
   const reseller = program.command('reseller').description('manage resellers (operator)');
@@ -317,7 +314,7 @@ export function buildCli(): Command {
     });
 
   const ledger = program.command('ledger').description('tamper-evident ledgers: checkpoints and verification (local, operator)');
-  const pickLedger = async (core: Awaited<ReturnType<typeof openCore>>, tenant: string | undefined) =>
+  const pickLedger = async (core: Core, tenant: string | undefined) =>
     tenant ? core.ledgers.tenant((await core.platform.getTenant({ kind: 'system', name: 'cli' }, tenant)).id) : core.ledgers.platform;
   ledger
     .command('checkpoint')
@@ -325,20 +322,16 @@ export function buildCli(): Command {
     .option('--tenant <id>', "the tenant's ledger instead of the platform ledger")
     .option('--export', 'print only the checkpoint in C2SP text form, for an outside witness to keep')
     .action(async (opts: { tenant?: string; export?: boolean }) => {
-      const cfg = config(program);
-      const core = await openCore(cfg, { log: cliLogger(cfg) });
-      try {
-        const l = await pickLedger(core, opts.tenant);
-        const cp = await l.checkpoint();
-        if (opts.export) return void process.stdout.write(cp.text);
-        emit(program, { ...cp, publicKey: await l.publicKey() }, () => {
-          out(`Checkpoint of ${l.origin}: size ${cp.treeSize}, root ${cp.rootHash}, ${cp.time}`);
-          out('');
-          process.stdout.write(cp.text);
-        });
-      } finally {
-        await core.close();
-      }
+      await withCore(program, async (core, cfg) => {
+      const l = await pickLedger(core, opts.tenant);
+      const cp = await l.checkpoint();
+      if (opts.export) return void process.stdout.write(cp.text);
+      emit(program, { ...cp, publicKey: await l.publicKey() }, () => {
+        out(`Checkpoint of ${l.origin}: size ${cp.treeSize}, root ${cp.rootHash}, ${cp.time}`);
+        out('');
+        process.stdout.write(cp.text);
+      });
+      });
     });
   ledger
     .command('verify')
@@ -347,23 +340,19 @@ export function buildCli(): Command {
     .option('--all', 'verify the platform ledger and every tenant ledger')
     .option('--witness <file>', 'a checkpoint kept outside (from `ledger checkpoint --export`): prove nothing before it was rewritten')
     .action(async (opts: { tenant?: string; all?: boolean; witness?: string }) => {
-      const cfg = config(program);
-      const core = await openCore(cfg, { log: cliLogger(cfg) });
-      try {
-        const witness = opts.witness ? readFileSync(opts.witness, 'utf8') : undefined;
-        const targets = opts.all ? await core.ledgers.all() : [{ name: opts.tenant ? `tenant ${opts.tenant}` : 'platform', ledger: await pickLedger(core, opts.tenant) }];
-        const reports: (VerifyReport & { name: string })[] = [];
-        for (const target of targets) reports.push({ name: target.name, ...(await target.ledger.verify(witness !== undefined ? { witness } : {})) });
-        emit(program, reports, () => {
-          for (const r of reports) {
-            out(`${r.ok ? 'OK  ' : 'FAIL'} ${r.origin}: ${r.treeSize} entries, ${r.checkpointsChecked} checkpoints, ${r.payloadsChecked} payloads checked${r.witness ? `, witness at size ${r.witness.treeSize} ${r.witness.consistent ? 'consistent' : 'INCONSISTENT'}` : ''}`);
-            for (const f of r.findings) out(`     ${f.kind}: ${f.message}`);
-          }
-        });
-        if (reports.some((r) => !r.ok)) process.exitCode = EXIT.LEDGER_TAMPERED;
-      } finally {
-        await core.close();
-      }
+      await withCore(program, async (core, cfg) => {
+      const witness = opts.witness ? readFileSync(opts.witness, 'utf8') : undefined;
+      const targets = opts.all ? await core.ledgers.all() : [{ name: opts.tenant ? `tenant ${opts.tenant}` : 'platform', ledger: await pickLedger(core, opts.tenant) }];
+      const reports: (VerifyReport & { name: string })[] = [];
+      for (const target of targets) reports.push({ name: target.name, ...(await target.ledger.verify(witness !== undefined ? { witness } : {})) });
+      emit(program, reports, () => {
+        for (const r of reports) {
+          out(`${r.ok ? 'OK  ' : 'FAIL'} ${r.origin}: ${r.treeSize} entries, ${r.checkpointsChecked} checkpoints, ${r.payloadsChecked} payloads checked${r.witness ? `, witness at size ${r.witness.treeSize} ${r.witness.consistent ? 'consistent' : 'INCONSISTENT'}` : ''}`);
+          for (const f of r.findings) out(`     ${f.kind}: ${f.message}`);
+        }
+      });
+      if (reports.some((r) => !r.ok)) process.exitCode = EXIT.LEDGER_TAMPERED;
+      });
     });
 
   ledger
@@ -378,28 +367,24 @@ export function buildCli(): Command {
     .addOption(new Option('--format <format>', 'output format').choices(['json', 'csv']).default('json'))
     .option('--out <file>', 'write to FILE (CSV: the checkpoint goes to FILE.checkpoint)')
     .action(async (opts: { tenant?: string; from?: string; to?: string; actor?: string; action?: string; subject?: string; format: 'json' | 'csv'; out?: string }) => {
-      const cfg = config(program);
-      const core = await openCore(cfg, { log: cliLogger(cfg) });
-      try {
-        const l = await pickLedger(core, opts.tenant);
-        const result = await l.export({ from: opts.from, to: opts.to, actor: opts.actor, action: opts.action, subject: opts.subject });
-        if (opts.format === 'json') {
-          const text = JSON.stringify(result, null, 2) + '\n';
-          if (opts.out) writeFileSync(opts.out, text, { mode: 0o600 });
-          else process.stdout.write(text);
-        } else {
-          if (!opts.out) throw new DomainError('VALIDATION', 'CSV export needs --out FILE (the checkpoint is written next to it)');
-          const csv = toCsv(
-            ['seq', 'time', 'actor', 'action', 'resource', 'outcome', 'payload', 'entry'],
-            result.entries.map((e) => [e.seq, e.time, e.actor, e.action, e.resource, e.outcome, e.payload === null ? null : JSON.stringify(e.payload), e.entry]),
-          );
-          writeFileSync(opts.out, csv, { mode: 0o600 });
-          writeFileSync(`${opts.out}.checkpoint`, result.checkpoint, { mode: 0o600 });
-        }
-        if (opts.out) process.stderr.write(`exported ${result.entries.length} entries of ${result.origin} to ${opts.out}\n`);
-      } finally {
-        await core.close();
+      await withCore(program, async (core, cfg) => {
+      const l = await pickLedger(core, opts.tenant);
+      const result = await l.export({ from: opts.from, to: opts.to, actor: opts.actor, action: opts.action, subject: opts.subject });
+      if (opts.format === 'json') {
+        const text = JSON.stringify(result, null, 2) + '\n';
+        if (opts.out) writeFileSync(opts.out, text, { mode: 0o600 });
+        else process.stdout.write(text);
+      } else {
+        if (!opts.out) throw new DomainError('VALIDATION', 'CSV export needs --out FILE (the checkpoint is written next to it)');
+        const csv = toCsv(
+          ['seq', 'time', 'actor', 'action', 'resource', 'outcome', 'payload', 'entry'],
+          result.entries.map((e) => [e.seq, e.time, e.actor, e.action, e.resource, e.outcome, e.payload === null ? null : JSON.stringify(e.payload), e.entry]),
+        );
+        writeFileSync(opts.out, csv, { mode: 0o600 });
+        writeFileSync(`${opts.out}.checkpoint`, result.checkpoint, { mode: 0o600 });
       }
+      if (opts.out) process.stderr.write(`exported ${result.entries.length} entries of ${result.origin} to ${opts.out}\n`);
+      });
     });
 
   program
@@ -410,21 +395,17 @@ export function buildCli(): Command {
     .requiredOption('--tenant <id>', 'tenant id')
     .requiredOption('--month <YYYY-MM>', 'month, UTC')
     .action(async (opts: { tenant: string; month: string }) => {
-      const cfg = config(program);
-      const core = await openCore(cfg, { log: cliLogger(cfg) });
-      try {
-        if (!/^\d{4}-(0[1-9]|1[0-2])$/.test(opts.month)) throw new DomainError('VALIDATION', `--month '${opts.month}' must be YYYY-MM, e.g. 2026-11`);
-        const report = { tenantId: opts.tenant, ...(await billingReport(await pickLedger(core, opts.tenant), opts.month)) };
-        emit(program, report, () => {
-          out(`Billing for tenant ${report.tenantId}, ${report.month}: ${report.events} events`);
-          out(`  API calls:          ${report.totals.apiCalls}`);
-          out(`  bytes transferred:  ${report.totals.bytesTransferred}`);
-          out(`  records stored:     ${report.totals.recordsStored}`);
-          if (report.eventsWithoutPayload > 0) out(`  (${report.eventsWithoutPayload} events had no payload left)`);
-        });
-      } finally {
-        await core.close();
-      }
+      await withCore(program, async (core, cfg) => {
+      if (!/^\d{4}-(0[1-9]|1[0-2])$/.test(opts.month)) throw new DomainError('VALIDATION', `--month '${opts.month}' must be YYYY-MM, e.g. 2026-11`);
+      const report = { tenantId: opts.tenant, ...(await billingReport(await pickLedger(core, opts.tenant), opts.month)) };
+      emit(program, report, () => {
+        out(`Billing for tenant ${report.tenantId}, ${report.month}: ${report.events} events`);
+        out(`  API calls:          ${report.totals.apiCalls}`);
+        out(`  bytes transferred:  ${report.totals.bytesTransferred}`);
+        out(`  records stored:     ${report.totals.recordsStored}`);
+        if (report.eventsWithoutPayload > 0) out(`  (${report.eventsWithoutPayload} events had no payload left)`);
+      });
+      });
     });
 
   return program;
