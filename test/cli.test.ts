@@ -37,7 +37,7 @@ describe.each(engines)('the tresor CLI (%s)', (engine) => {
   });
 
   it('prints help for every command', () => {
-    for (const cmd of [[], ['init'], ['serve'], ['migrate'], ['config', 'print'], ['login'], ['account', 'reset-link'], ['ledger', 'verify'], ['ledger', 'checkpoint'], ['ledger', 'export'], ['billing', 'report'], ['reseller', 'create'], ['reseller', 'list'], ['reseller', 'show'],
+    for (const cmd of [[], ['init'], ['serve'], ['migrate'], ['config', 'print'], ['login'], ['account', 'reset-link'], ['account', 'disable'], ['account', 'enable'], ['ledger', 'verify'], ['ledger', 'checkpoint'], ['ledger', 'export'], ['billing', 'report'], ['reseller', 'create'], ['reseller', 'list'], ['reseller', 'show'],
       ['tenant', 'create'], ['tenant', 'list'], ['tenant', 'show'], ['tenant', 'suspend'], ['tenant', 'resume'], ['tenant', 'set-licence'], ['tenant', 'delete']]) {
       const r = run(...cmd, '--help');
       expect(r.code, cmd.join(' ')).toBe(0);

@@ -178,4 +178,14 @@ describe('sessions and password change', () => {
     clock.set('2026-11-23T08:01:40.000Z');
     expect((await attempt(code('2026-11-23T08:01:40.000Z'))).statusCode).toBe(200);
   });
+
+  it('ends every session of an account when it is disabled, and refuses its logins', async () => {
+    const a = await login();
+    expect(await core.identity.setAccountStatus('operator', 'disabled')).toMatchObject({ sessionsEnded: 1 });
+    expect(await me(a)).toBe(401);
+    expect((await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login: 'operator', password } })).statusCode).toBe(401);
+    await core.identity.setAccountStatus('operator', 'active');
+    clock.set('2026-11-23T08:00:02.000Z');
+    await login();
+  });
 });

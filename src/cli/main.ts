@@ -195,9 +195,20 @@ export function buildCli(): Command {
       });
     });
 
-  program
-    .command('account')
-    .description('operator and reseller accounts')
+  const account = program.command('account').description('operator and reseller accounts');
+  for (const [name, status] of [['disable', 'disabled'], ['enable', 'active']] as const) {
+    account
+      .command(name)
+      .description(name === 'disable' ? 'disable an account: it cannot log in, and all its sessions end at once' : 'enable a disabled account again')
+      .requiredOption('--login <login>', 'account login')
+      .action(async (opts: { login: string }) => {
+        await withCore(program, async (core) => {
+          const result = await core.identity.setAccountStatus(opts.login, status);
+          emit(program, { ...result, status }, () => out(`Account ${opts.login} is ${status}${result.sessionsEnded ? `; ${result.sessionsEnded} sessions ended` : ''}`));
+        });
+      });
+  }
+  account
     .command('reset-link')
     .description('issue a one-time password-reset link for an account (valid 24 h, usable once); hand it over on a trusted channel')
     .requiredOption('--login <login>', 'account login')

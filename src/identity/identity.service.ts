@@ -40,6 +40,8 @@ export interface IdentityService {
   endAllSessions(sessionToken: string): Promise<number>;
   /** Needs the current password; ends every session and returns a new one (a new id after a privilege change). */
   changePassword(sessionToken: string, currentPassword: string, newPassword: string, source: string): Promise<{ sessionToken: string; expiresAt: string }>;
+  /** Disables or re-enables an account (operator task); disabling ends all its sessions at once. */
+  setAccountStatus(login: string, status: 'active' | 'disabled'): Promise<{ accountId: string; sessionsEnded: number }>;
   /** A one-time password-reset key for an account (operator task); valid for `ttlMs`, usable once. */
   issuePasswordReset(login: string, ttlMs?: number): Promise<{ key: string; expiresAt: string }>;
   /** Sets a new password with a reset key; every session of the account ends. */
@@ -233,6 +235,20 @@ export function createIdentityService(deps: {
       const codes = await secondFactors.enable(me.id, code);
       await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.enable', resource: { type: 'account', id: me.id }, outcome: 'success' });
       return codes;
+    },
+
+    async setAccountStatus(loginInput, status) {
+      const account = await control.selectFrom('accounts').select('id').where('login', '=', normaliseLogin(loginInput)).executeTakeFirst();
+      if (!account) throw new NotFoundError('account');
+      await control.updateTable('accounts').set({ status }).where('id', '=', account.id).execute();
+      const ended = status === 'disabled' ? await control.deleteFrom('sessions').where('account_id', '=', account.id).executeTakeFirst() : undefined;
+      await ledger.append({
+        actor: { tier: 'system', role: 'cli', id: 'cli' },
+        action: status === 'disabled' ? 'account.disable' : 'account.enable',
+        resource: { type: 'account', id: account.id },
+        outcome: 'success',
+      });
+      return { accountId: account.id, sessionsEnded: Number(ended?.numDeletedRows ?? 0) };
     },
 
     async issuePasswordReset(loginInput, ttlMs = 24 * 60 * 60 * 1000) {
