@@ -188,4 +188,34 @@ describe('sessions and password change', () => {
     clock.set('2026-11-23T08:00:02.000Z');
     await login();
   });
+
+  it('upgrades a stored hash at the next login when the Argon2id parameters were raised', async () => {
+    const before = (await core.storage.control.selectFrom('accounts').select('password_hash').executeTakeFirstOrThrow()).password_hash;
+    expect(before).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    await app.close();
+    await core.close();
+    const raised = makeTestEnv('sqlite', { TRESOR_ARGON2_MEMORY_KIB: '24576', TRESOR_ARGON2_ITERATIONS: '3' });
+    // Same data directory and master key, higher cost.
+    const config = { ...raised.config, data_dir: t.config.data_dir, master_key: t.config.master_key };
+    core = await (await import('../src/core.js')).openCore(config, { log: silentLog, clock });
+    app = await buildApp(core, { logger: silentLog });
+    await raised.cleanup();
+    await login();
+    const after = (await core.storage.control.selectFrom('accounts').select('password_hash').executeTakeFirstOrThrow()).password_hash;
+    expect(after).toMatch(/^\$argon2id\$v=19\$m=24576,t=3,p=1\$/);
+    await login(); // and the upgraded hash verifies
+  });
+
+  it('sends the security headers on every response', async () => {
+    const res = await app.inject({ method: 'GET', url: '/healthz' });
+    expect(res.headers['strict-transport-security']).toMatch(/max-age=31536000; includeSubDomains/);
+    expect(res.headers['content-security-policy']).toContain("frame-ancestors 'none'");
+    expect(res.headers['content-security-policy']).not.toMatch(/unsafe-inline|unsafe-eval/);
+    expect(res.headers['x-content-type-options']).toBe('nosniff');
+    expect(res.headers['referrer-policy']).toBe('no-referrer');
+    expect(res.headers['permissions-policy']).toContain('camera=()');
+    const error = await app.inject({ method: 'POST', url: '/api/v1/tenants', headers: { 'content-type': 'application/json' }, payload: '{"broken' });
+    expect(error.statusCode).toBe(400);
+    expect(error.body).not.toMatch(/at .*\.js|node_modules|stack/i);
+  });
 });

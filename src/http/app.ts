@@ -55,6 +55,11 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
     },
     referrerPolicy: { policy: 'no-referrer' },
   });
+  // Deny powerful browser features outright (helmet does not set Permissions-Policy).
+  app.addHook('onSend', async (_request, reply, payload) => {
+    void reply.header('permissions-policy', 'camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()');
+    return payload;
+  });
   await app.register(cookie);
   await app.register(swagger, {
     openapi: {

@@ -184,6 +184,10 @@ export function createIdentityService(deps: {
         }
       }
       await throttle.succeeded(loginInput);
+      if (hasher.needsRehash(account.password_hash)) {
+        // Parameters were raised since this hash was made: upgrade it now that the password is at hand.
+        await control.updateTable('accounts').set({ password_hash: await hasher.hash(password) }).where('id', '=', account.id).execute();
+      }
       // Always a fresh random session id at login: a planted id (session fixation) is never reused.
       const { sessionToken, expiresAt } = await startSession(account.id);
       const actor = actorOf(account);

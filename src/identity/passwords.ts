@@ -1,4 +1,4 @@
-import { hash, verify, type Options } from '@node-rs/argon2';
+import { hash, parseOptions, verify, type Options } from '@node-rs/argon2';
 
 export interface Argon2Params {
   memoryKib: number;
@@ -10,6 +10,8 @@ export interface Argon2Params {
 export interface PasswordHasher {
   hash(password: string): Promise<string>;
   verify(storedHash: string, password: string): Promise<boolean>;
+  /** True when a stored hash was made with weaker parameters than configured now (rehash at next login). */
+  needsRehash(storedHash: string): boolean;
   /** Spends the same work as a real verification, for unknown accounts (no enumeration by timing). */
   verifyDummy(password: string): Promise<false>;
 }
@@ -40,6 +42,14 @@ export function createPasswordHasher(params: Argon2Params, maxConcurrent = 2): P
   return {
     hash: (password) => limited(() => hash(password, options)),
     verify: (storedHash, password) => limited(() => verify(storedHash, password)),
+    needsRehash(storedHash) {
+      try {
+        const used = parseOptions(storedHash);
+        return used.algorithm !== ARGON2ID || used.memoryCost < params.memoryKib || used.timeCost < params.iterations || used.parallelism < params.parallelism;
+      } catch {
+        return true;
+      }
+    },
     async verifyDummy(password) {
       dummyHash ??= hash('tresor-dummy-password-for-timing', options);
       const stored = await dummyHash;
