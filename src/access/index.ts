@@ -1,1 +1,1 @@
-export { authorize, isAllowed, describeActor, type Actor, type PlatformAction, type Resource } from './policy.js';
+export { authorize, isAllowed, type Actor, type PlatformAction, type Resource } from './policy.js';

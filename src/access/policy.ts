@@ -67,14 +67,3 @@ export function authorize(actor: Actor, action: PlatformAction, resource: Resour
   if (resource.type === 'reseller') throw new NotFoundError('reseller', { id: resource.resellerId });
   throw new ForbiddenError();
 }
-
-export function describeActor(actor: Actor): string {
-  switch (actor.kind) {
-    case 'system':
-      return `system:${actor.name}`;
-    case 'operator':
-      return `operator:${actor.accountId}`;
-    case 'reseller':
-      return `reseller:${actor.resellerId}:${actor.accountId}`;
-  }
-}

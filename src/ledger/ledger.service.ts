@@ -110,6 +110,10 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const DAY_MS = 86_400_000;
 const BATCH = 5_000;
 
+/** The head row stores the compact range (the O(log n) subtree roots), so appends need not read the tree. */
+const restoreHead = (head: { tree_size: number; compact_range: string }) =>
+  MerkleAccumulator.restore(head.tree_size, (JSON.parse(head.compact_range) as string[]).map((h) => Buffer.from(h, 'hex')));
+
 const encodeActor = (a: LedgerEvent['actor']) => `${a.tier}:${a.role}:${a.id}`;
 const encodeResource = (r: LedgerEvent['resource']) =>
   `${r.type}:${r.id ?? '-'}${r.blindIndexes && r.blindIndexes.length > 0 ? `#bidx=${[...r.blindIndexes].sort().join(',')}` : ''}`;
@@ -121,7 +125,6 @@ const encodeResource = (r: LedgerEvent['resource']) =>
  */
 export function createLedger(deps: {
   db: Kysely<LedgerSchema>;
-  engine: 'sqlite' | 'postgres';
   origin: string;
   tenantId?: string | undefined;
   masterKey: MasterKeyRing;
@@ -187,10 +190,7 @@ export function createLedger(deps: {
         // anything is read, so concurrent writers (other nodes, the CLI) queue instead of racing.
         await trx.updateTable('ledger_head').set({ tree_size: sql<number>`tree_size` }).where('id', '=', 1).execute();
         const head = await trx.selectFrom('ledger_head').select(['tree_size', 'compact_range']).where('id', '=', 1).executeTakeFirstOrThrow();
-        const accumulator = MerkleAccumulator.restore(
-          head.tree_size,
-          (JSON.parse(head.compact_range) as string[]).map((h) => Buffer.from(h, 'hex')),
-        );
+        const accumulator = restoreHead(head);
         const now = clock.now();
         const entries: LedgerSchema['ledger_entries'][] = [];
         const payloads: LedgerSchema['ledger_payloads'][] = [];
@@ -246,7 +246,7 @@ export function createLedger(deps: {
 
     async head(): Promise<{ treeSize: number; rootHash: string }> {
       const head = await db.selectFrom('ledger_head').select(['tree_size', 'compact_range']).where('id', '=', 1).executeTakeFirstOrThrow();
-      const acc = MerkleAccumulator.restore(head.tree_size, (JSON.parse(head.compact_range) as string[]).map((h) => Buffer.from(h, 'hex')));
+      const acc = restoreHead(head);
       return { treeSize: head.tree_size, rootHash: hex(acc.root()) };
     },
 

@@ -21,7 +21,7 @@ export function createLedgers(deps: {
   clock: { now(): Date };
 }): Ledgers {
   const host = new URL(deps.publicUrl).host;
-  const common = { engine: deps.storage.engine, masterKey: deps.masterKey, retentionDays: deps.retentionDays, clock: deps.clock };
+  const common = { masterKey: deps.masterKey, retentionDays: deps.retentionDays, clock: deps.clock };
   const platform = createLedger({ ...common, db: deps.storage.control as unknown as Kysely<LedgerSchema>, origin: `${host}/tresor/platform` });
   const tenant = async (tenantId: string) => {
     const row = await deps.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirst();

@@ -57,6 +57,20 @@ async function migrate(db: Kysely<unknown>, migrations: Record<string, Migration
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
 
+/** ping and close, the same on both engines: the control connection plus every open tenant connection. */
+function lifecycleOf(control: Kysely<ControlSchema>, open: Map<string, Kysely<TenantSchema>>): Pick<Storage, 'ping' | 'close'> {
+  return {
+    async ping() {
+      await sql`select 1`.execute(control);
+    },
+    async close() {
+      for (const db of open.values()) await db.destroy();
+      open.clear();
+      await control.destroy();
+    },
+  };
+}
+
 export async function openStorage(opts: StorageOptions): Promise<Storage> {
   return opts.databaseUrl === '' ? openSqliteStorage(opts) : openPostgresStorage(opts);
 }
@@ -124,14 +138,7 @@ function openSqliteStorage(opts: StorageOptions): Storage {
       }
       return removed;
     },
-    async ping() {
-      await sql`select 1`.execute(control);
-    },
-    async close() {
-      for (const db of open.values()) await db.destroy();
-      open.clear();
-      await control.destroy();
-    },
+    ...lifecycleOf(control, open),
   };
 }
 
@@ -252,14 +259,7 @@ async function openPostgresStorage(opts: StorageOptions): Promise<Storage> {
       await control.deleteFrom('tenant_db_credentials').where('tenant_id', '=', t.tenantId).execute();
       return removed;
     },
-    async ping() {
-      await sql`select 1`.execute(control);
-    },
-    async close() {
-      for (const db of open.values()) await db.destroy();
-      open.clear();
-      await control.destroy();
-    },
+    ...lifecycleOf(control, open),
   };
 }
 
