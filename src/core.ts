@@ -14,6 +14,7 @@ import {
 import { createBlobFolders, createPlatformRepo, createPlatformService, type PlatformService } from './platform/index.js';
 import { createBillingMeter, createLedgers, type Ledgers } from './ledger/index.js';
 import { openStorage, type Storage } from './storage/index.js';
+import { createMailer, type Mailer } from './mail/mailer.js';
 
 /** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
 export interface Core {
@@ -23,6 +24,7 @@ export interface Core {
   platform: PlatformService;
   ledgers: Ledgers;
   billing: ReturnType<typeof createBillingMeter>;
+  mailer: Mailer;
   clock: Clock;
   masterKeyCreated: boolean;
   /** Migrations applied while opening: `control:<name>` and `tenant:<id>:<name>`. */
@@ -34,7 +36,7 @@ export const systemClock: Clock = { now: () => new Date() };
 
 export async function openCore(
   config: Readonly<TresorConfig>,
-  opts: { log: Logger; clock?: Clock; migrate?: boolean },
+  opts: { log: Logger; clock?: Clock; migrate?: boolean; mailer?: Mailer },
 ): Promise<Core> {
   mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
   const clock = opts.clock ?? systemClock;
@@ -74,6 +76,7 @@ export async function openCore(
       details: { applied: appliedMigrations.length },
     });
   }
+  const mailer = opts.mailer ?? createMailer(config.mail, opts.log);
   // Memory by default; Redis when configured, so that several nodes share the counters.
   const attempts = config.redis.url === '' ? createMemoryAttemptStore(clock) : createRedisAttemptStore(config.redis.url);
   const identity = createIdentityService({
@@ -81,9 +84,13 @@ export async function openCore(
     hasher,
     clock,
     ledger: ledgers.platform,
+    tenantLedger: (tenantId) => ledgers.tenant(tenantId),
     throttle: createLoginThrottle(attempts, clock),
     masterKey: masterKey.ring,
     issuer: `Tresor ${new URL(config.server.public_url).host}`,
+    mailer,
+    publicUrl: config.server.public_url,
+    defaultLanguage: config.mail.language,
   });
   const platform = createPlatformService({
     repo: createPlatformRepo(storage.control),
@@ -100,11 +107,13 @@ export async function openCore(
     identity,
     platform,
     ledgers,
+    mailer,
     billing: createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) }),
     clock,
     masterKeyCreated: masterKey.created,
     appliedMigrations,
     close: async () => {
+      mailer.close();
       await attempts.close();
       await storage.close();
     },

@@ -1,8 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dropPgInstallation, engines } from './helpers.js';
+import { dropPgInstallation, engines, GOOD_PASSWORD } from './helpers.js';
 import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
 
 interface Tenant {
@@ -118,13 +119,21 @@ describe.each(engines)('the tresor CLI (%s)', (engine) => {
     });
 
     it('logs in and sees and manages only its own tenants', () => {
-      const resA = json<{ reseller: { id: string }; oneTimePassword: string }>('reseller', 'create', '--name', 'Partner Nord', '--admin-login', 'nord@example.test');
-      const resB = json<{ reseller: { id: string }; oneTimePassword: string }>('reseller', 'create', '--name', 'Partner Süd', '--admin-login', 'sued@example.test');
+      const resA = json<{ reseller: { id: string }; invitationLink: string }>('reseller', 'create', '--name', 'Partner Nord', '--admin-login', 'nord@example.test');
+      const resB = json<{ reseller: { id: string } }>('reseller', 'create', '--name', 'Partner Süd', '--admin-login', 'sued@example.test');
       const foreign = json<Tenant>('tenant', 'create', '--name', 'Kunde Süd', '--reseller', resB.reseller.id);
+
+      // The invited admin sets a password with the one-time key of the link, here with curl.
+      const key = /#key=([A-Za-z0-9_-]{43})$/.exec(resA.invitationLink)![1]!;
+      const accept = (password: string) =>
+        spawnSync('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', remoteEnv.TRESOR_CACERT!, '-H', 'content-type: application/json', '-d', JSON.stringify({ key, newPassword: password }), `${server.url}/api/v1/auth/invitation/accept`], { encoding: 'utf8' }).stdout;
+      expect(accept('short')).toBe('400'); // refused by the policy; the key stays usable
+      expect(accept(GOOD_PASSWORD)).toBe('204');
+      expect(accept(GOOD_PASSWORD)).toBe('401'); // used up
 
       const login = tresor(['--json', 'login', '--login', 'nord@example.test'], {
         cwd: dir,
-        env: { ...remoteEnv, TRESOR_PASSWORD: resA.oneTimePassword },
+        env: { ...remoteEnv, TRESOR_PASSWORD: GOOD_PASSWORD },
       });
       expect(login.code, login.stderr).toBe(0);
       const token = (JSON.parse(login.stdout) as { sessionToken: string }).sessionToken;
@@ -138,6 +147,13 @@ describe.each(engines)('the tresor CLI (%s)', (engine) => {
       expect(asNord('tenant', 'show', foreign.id).code).toBe(3);
       expect(asNord('tenant', 'delete', foreign.id, '--yes').code).toBe(3);
       expect(asNord('reseller', 'list').code).toBe(4);
+      // A reseller invites its customer's first admin, but never a data role (member, dpo).
+      const ownId = (JSON.parse(own.stdout) as Tenant).id;
+      const invited = asNord('account', 'invite', '--email', 'admin@kunde-nord.test', '--role', 'admin', '--tenant', ownId);
+      expect(invited.code, invited.stderr).toBe(0);
+      expect(invited.stdout).not.toContain('#key=');
+      expect(asNord('account', 'invite', '--email', 'member@kunde-nord.test', '--role', 'member', '--tenant', ownId).code).toBe(4);
+      expect(asNord('account', 'invite', '--email', 'x@kunde-sued.test', '--role', 'admin', '--tenant', foreign.id).code).toBe(3);
       expect(json<Tenant>('tenant', 'show', foreign.id).status).toBe('active');
 
       const badLogin = tresor(['login', '--login', 'nord@example.test'], { cwd: dir, env: { ...remoteEnv, TRESOR_PASSWORD: 'wrong' } });

@@ -72,6 +72,7 @@ describe('loadConfig: sources and precedence', () => {
       lifecycle: { deletion_grace_days: 30, scheduler_interval_seconds: 3600 },
       ledger: { retention_days: 90, checkpoint_interval_seconds: 300 },
       log: { level: 'info' },
+      mail: { transport: 'outbox', outbox_dir: join(dir, 'data', 'outbox'), smtp_url: '', smtp_ca_file: '', from: 'Tresor <tresor@localhost>', language: 'de' },
       argon2: { memory_kib: 19456, iterations: 2, parallelism: 1 },
     });
   });
@@ -158,6 +159,12 @@ describe('loadConfig: sources and precedence', () => {
         case 'tls.cert_file':
         case 'tls.key_file':
           return ['/one.pem', '/two.pem', '/two.pem'];
+        case 'mail.transport':
+          return ['smtp', 'outbox', 'outbox'];
+        case 'mail.smtp_url':
+          return ['smtp://relay1:587', 'smtps://relay2:465', 'smtps://relay2:465'];
+        case 'mail.language':
+          return ['en', 'de', 'de'];
       }
       const schema = key.schema;
       if (schema.type === 'integer') return [(schema.minimum as number) + 1, String((schema.minimum as number) + 2), (schema.minimum as number) + 2];
@@ -168,7 +175,14 @@ describe('loadConfig: sources and precedence', () => {
       const [fileValue, envValue, expected] = samples(key);
       const [section, name] = key.segments;
       const toml = name === undefined ? { [section!]: fileValue } : { [section!]: { [name]: fileValue } };
-      const extra = key.path === 'tls.cert_file' ? { key_file: '/k.pem' } : key.path === 'tls.key_file' ? { cert_file: '/c.pem' } : {};
+      const extra =
+        key.path === 'tls.cert_file'
+          ? { key_file: '/k.pem' }
+          : key.path === 'tls.key_file'
+            ? { cert_file: '/c.pem' }
+            : key.path === 'mail.transport'
+              ? { smtp_url: 'smtp://relay:587' }
+              : {};
       if (name !== undefined && Object.keys(extra).length > 0) Object.assign(toml[section!] as object, extra);
       const file = write('precedence.toml', tomlOf(toml));
       const extraEnv: Record<string, string> =
@@ -199,7 +213,7 @@ describe('loadConfig: secrets from files (TRESOR_<KEY>_FILE)', () => {
   });
 
   it('offers _FILE only for secret keys; TRESOR_MASTER_KEY_FILE is the key master_key.file', () => {
-    expect(SECRET_KEYS).toEqual(['database.url', 'master_key.value', 'redis.url']);
+    expect(SECRET_KEYS).toEqual(['database.url', 'master_key.value', 'redis.url', 'mail.smtp_url']);
     expect(load({ TRESOR_MASTER_KEY_FILE: '/keys/mk.json' }).master_key.file).toBe('/keys/mk.json');
     const err = configError(() => load({ TRESOR_SERVER_PORT_FILE: '/x' }));
     expect(err.message).toContain('TRESOR_SERVER_PORT_FILE');

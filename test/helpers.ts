@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -82,4 +83,70 @@ export function fixedClock(start: string): Clock & { set(iso: string): void; adv
 
 export async function openTestCore(t: TestEnv, clock?: Clock): Promise<Core> {
   return openCore(t.config, { log: silentLog, ...(clock ? { clock } : {}) });
+}
+
+/** A password every policy in the tests accepts (long, not common, all four character classes). */
+export const GOOD_PASSWORD = 'Quiet-Lantern-Harbor-7-Meadow';
+
+export interface SentMail {
+  file: string;
+  to: string;
+  subject: string;
+  text: string;
+}
+
+/** The .eml files in an outbox folder, oldest first, with headers and (quoted-printable) bodies decoded. */
+export function readOutbox(dir: string): SentMail[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.eml'))
+    .sort()
+    .map((file) => {
+      const raw = readFileSync(join(dir, file), 'utf8');
+      const split = raw.indexOf('\n\n');
+      const head = raw.slice(0, split).replace(/\n[ \t]+/g, ' ');
+      const header = (name: string) => new RegExp(`^${name}: (.*)$`, 'mi').exec(head)?.[1] ?? '';
+      let body = raw.slice(split + 2);
+      const encoding = header('Content-Transfer-Encoding').toLowerCase();
+      if (encoding === 'quoted-printable') {
+        body = Buffer.from(body.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8');
+      } else if (encoding === 'base64') {
+        body = Buffer.from(body, 'base64').toString('utf8');
+      }
+      const subject = header('Subject').replace(/=\?utf-8\?Q\?(.*?)\?=/gi, (_m, q: string) =>
+        Buffer.from(q.replace(/_/g, ' ').replace(/=([0-9A-F]{2})/g, (_x, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8'),
+      );
+      return { file, to: header('To'), subject, text: body };
+    });
+}
+
+/** The one-time key of the newest invitation (or reset) link mailed to `email`. */
+export function mailedKey(outboxDir: string, email: string, kind: 'invite' | 'reset' = 'invite'): string {
+  const mails = readOutbox(outboxDir).filter((m) => m.to === email);
+  for (const mail of mails.reverse()) {
+    const key = new RegExp(`/app/${kind}#key=([A-Za-z0-9_-]{43})`).exec(mail.text)?.[1];
+    if (key) return key;
+  }
+  throw new Error(`no ${kind} mail to ${email} in ${outboxDir}`);
+}
+
+/** Accepts the invitation mailed to `email` with GOOD_PASSWORD (or the given one). */
+export async function acceptMailedInvitation(core: Core, email: string, password = GOOD_PASSWORD): Promise<void> {
+  await core.identity.acceptInvitation(mailedKey(core.config.mail.outbox_dir, email), password);
+}
+
+/** Logs in over HTTP for a bearer token; a forced first change of a one-time password is done on the way. */
+export async function bearerLogin(app: FastifyInstance, login: string, password: string, newPassword = GOOD_PASSWORD): Promise<string> {
+  const res = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login, password, mode: 'token' } });
+  if (res.statusCode !== 200) throw new Error(`login of ${login} failed: ${res.statusCode} ${res.body}`);
+  const body = res.json<{ sessionToken: string; pending: string[] }>();
+  if (!body.pending.includes('password_change')) return body.sessionToken;
+  const changed = await app.inject({
+    method: 'POST',
+    url: '/api/v1/auth/password',
+    headers: { authorization: `Bearer ${body.sessionToken}` },
+    payload: { currentPassword: password, newPassword },
+  });
+  if (changed.statusCode !== 200) throw new Error(`password change of ${login} failed: ${changed.statusCode} ${changed.body}`);
+  return changed.json<{ sessionToken: string }>().sessionToken;
 }

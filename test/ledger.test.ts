@@ -9,7 +9,7 @@ import { buildApp } from '../src/http/app.js';
 import { billingReport, leafHash, MerkleAccumulator, standaloneVerifier, toCsv, type Ledger, type LedgerEvent } from '../src/ledger/index.js';
 import type { LedgerSchema } from '../src/ledger/ledger.migrations.js';
 import { tresor } from './cli-process.js';
-import { engines, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
+import { bearerLogin, engines, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
 
 const system: Actor = { kind: 'system', name: 'cli' };
 const event = (i: number): LedgerEvent => ({
@@ -143,8 +143,7 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     const { tenant, ledger } = await seeded();
     app = await buildApp(core!, { logger: silentLog });
     const operator = (await ensureFirstOperator(core!))!;
-    const login = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login: operator.login, password: operator.oneTimePassword, mode: 'token' } });
-    const headers = { authorization: `Bearer ${login.json<{ sessionToken: string }>().sessionToken}` };
+    const headers = { authorization: `Bearer ${await bearerLogin(app, operator.login, operator.oneTimePassword)}` };
     const cp = (await app.inject({ method: 'GET', url: `/api/v1/ledger/checkpoint?tenantId=${tenant.id}`, headers })).json<{ checkpoint: string; publicKey: string; treeSize: number }>();
     expect(cp.treeSize).toBe(20);
     for (const seq of [0, 7, 19]) {
@@ -258,8 +257,7 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     const { tenant, ledger } = await seeded();
     app = await buildApp(core!, { logger: silentLog });
     const operator = (await ensureFirstOperator(core!))!;
-    const login = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login: operator.login, password: operator.oneTimePassword, mode: 'token' } });
-    const headers = { authorization: `Bearer ${login.json<{ sessionToken: string }>().sessionToken}` };
+    const headers = { authorization: `Bearer ${await bearerLogin(app, operator.login, operator.oneTimePassword)}` };
     for (let i = 0; i < 3; i++) expect((await app.inject({ method: 'GET', url: `/api/v1/tenants/${tenant.id}`, headers })).statusCode).toBe(200);
     expect((await app.inject({ method: 'GET', url: `/api/v1/tenants/${tenant.id}` })).statusCode).toBe(401); // not billed
     expect(await core!.billing.flush()).toBe(1);

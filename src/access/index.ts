@@ -1,1 +1,13 @@
-export { authorize, isAllowed, type Actor, type PlatformAction, type Resource } from './policy.js';
+export {
+  authorize,
+  isAllowed,
+  ACCOUNT_ROLES,
+  EXTERNAL_ROLES,
+  TENANT_ROLES,
+  type AccountRole,
+  type Actor,
+  type ExternalRole,
+  type PlatformAction,
+  type Resource,
+  type TenantRole,
+} from './policy.js';

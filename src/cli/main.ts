@@ -10,6 +10,8 @@ import { billingReport, toCsv, type VerifyReport } from '../ledger/index.js';
 import { createLogger } from '../ops/logger.js';
 import type { DeletionReport, ResellerView, TenantView } from '../platform/index.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
+import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
+import { CHARACTER_CLASSES, POLICY_ROLES, type CharacterClass, type PasswordPolicy } from '../identity/password-policy.js';
 import { callApi, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
 import { join } from 'node:path';
 
@@ -29,6 +31,8 @@ export const EXIT: Record<ErrorCode | 'OK' | 'INTERNAL' | 'USAGE' | 'LEDGER_TAMP
   LEDGER_TAMPERED: 9,
   THROTTLED: 10,
   SECOND_FACTOR_REQUIRED: 4,
+  SESSION_LOCKED: 4,
+  ACTION_REQUIRED: 4,
 };
 
 interface GlobalOptions {
@@ -40,6 +44,7 @@ interface GlobalOptions {
 }
 
 const out = (line: string): void => void process.stdout.write(`${line}\n`);
+const err = (line: string): void => void process.stderr.write(`${line}\n`);
 
 function config(program: Command): Readonly<TresorConfig> {
   const opts = program.opts<GlobalOptions>();
@@ -67,7 +72,7 @@ async function withPlatform<T>(program: Command, work: (client: PlatformClient) 
     if (!opts.token) throw new DomainError('UNAUTHENTICATED', 'remote mode needs a token: run `tresor login` and set TRESOR_TOKEN, or pass --token');
     return work(remotePlatformClient({ url: opts.url, token: opts.token, caFile: opts.cacert }));
   }
-  return withCore(program, (core) => work(localPlatformClient(core.platform)));
+  return withCore(program, (core) => work(localPlatformClient(core.platform, core.identity)));
 }
 
 function emit(program: Command, value: unknown, human: () => void): void {
@@ -182,12 +187,19 @@ export function buildCli(): Command {
       const global = program.opts<GlobalOptions>();
       if (!global.url) throw new DomainError('VALIDATION', 'login needs --url (or TRESOR_URL) naming the server');
       const password = process.env.TRESOR_PASSWORD ?? (await ask('Password: '));
-      const result = await callApi<{ sessionToken: string; expiresAt: string }>(
-        { url: global.url, caFile: global.cacert },
-        'POST',
-        '/api/v1/auth/login',
-        { login: opts.login, password, mode: 'token' },
-      );
+      const server = { url: global.url, caFile: global.cacert };
+      let result = await callApi<{ sessionToken: string; expiresAt: string; pending: string[] }>(server, 'POST', '/api/v1/auth/login', {
+        login: opts.login,
+        password,
+        mode: 'token',
+      });
+      if (result.pending.includes('password_change')) {
+        // A one-time or expired password: nothing else works until it is changed.
+        err('You must set a new password before you continue.');
+        const newPassword = process.env.TRESOR_NEW_PASSWORD ?? (await ask('New password: '));
+        result = await callApi({ ...server, token: result.sessionToken }, 'POST', '/api/v1/auth/password', { currentPassword: password, newPassword });
+      }
+      if (result.pending.includes('second_factor_setup')) err('Your organisation requires a second factor: set it up in the web app before you continue.');
       emit(program, result, () => {
         out(`export TRESOR_URL=${global.url}`);
         out(`export TRESOR_TOKEN=${result.sessionToken}`);
@@ -195,17 +207,41 @@ export function buildCli(): Command {
       });
     });
 
-  const account = program.command('account').description('operator and reseller accounts');
+  const account = program.command('account').description('accounts of every tier: invite, list, disable, enable, reset');
+  account
+    .command('invite')
+    .description('invite an account by e-mail: a one-time link to set its password (valid 7 days)')
+    .requiredOption('--email <address>', 'e-mail address (the login)')
+    .addOption(new Option('--role <role>', 'role of the account').choices(ACCOUNT_ROLES.filter((r) => r !== 'guest')).makeOptionMandatory())
+    .option('--tenant <id>', 'tenant of a tenant or external account (admin, member, dpo, technician, control-centre, authority)')
+    .option('--reseller <id>', 'reseller of a reseller or installer account')
+    .addOption(new Option('--language <lang>', 'language of the invitation mail').choices(['de', 'en']))
+    .action(async (opts: { email: string; role: AccountRole; tenant?: string; reseller?: string; language?: 'de' | 'en' }) => {
+      const invited = await withPlatform(program, (c) =>
+        c.inviteAccount({ email: opts.email, role: opts.role, tenantId: opts.tenant, resellerId: opts.reseller, language: opts.language }),
+      );
+      emit(program, invited, () => {
+        out(`Invited ${invited.login} as ${invited.role} (account ${invited.accountId}); the invitation mail is valid until ${invited.expiresAt}`);
+        if (invited.link) out(`  link (shown once): ${invited.link}`);
+      });
+    });
+  account
+    .command('list')
+    .description('list the accounts you administer (of a tenant with --tenant, of a reseller with --reseller)')
+    .option('--tenant <id>', 'tenant id')
+    .option('--reseller <id>', 'reseller id')
+    .action(async (opts: { tenant?: string; reseller?: string }) => {
+      const list = await withPlatform(program, (c) => c.listAccounts({ ...(opts.tenant ? { tenantId: opts.tenant } : {}), ...(opts.reseller ? { resellerId: opts.reseller } : {}) }));
+      emit(program, list, () => table(list.map((a) => ({ id: a.id, login: a.login, role: a.role, status: a.status, '2fa': a.secondFactor ? 'yes' : 'no', created: a.createdAt }))));
+    });
   for (const [name, status] of [['disable', 'disabled'], ['enable', 'active']] as const) {
     account
       .command(name)
       .description(name === 'disable' ? 'disable an account: it cannot log in, and all its sessions end at once' : 'enable a disabled account again')
-      .requiredOption('--login <login>', 'account login')
+      .requiredOption('--login <login>', 'account login (or id)')
       .action(async (opts: { login: string }) => {
-        await withCore(program, async (core) => {
-          const result = await core.identity.setAccountStatus(opts.login, status);
-          emit(program, { ...result, status }, () => out(`Account ${opts.login} is ${status}${result.sessionsEnded ? `; ${result.sessionsEnded} sessions ended` : ''}`));
-        });
+        const result = await withPlatform(program, (c) => c.setAccountStatus(opts.login, status));
+        emit(program, { ...result, status }, () => out(`Account ${opts.login} is ${status}${result.sessionsEnded ? `; ${result.sessionsEnded} sessions ended` : ''}`));
       });
   }
   account
@@ -227,15 +263,15 @@ export function buildCli(): Command {
   const reseller = program.command('reseller').description('manage resellers (operator)');
   reseller
     .command('create')
-    .description('create a reseller and its first admin account (one-time password printed once)')
+    .description('create a reseller and invite its first admin by e-mail (the link is also printed once)')
     .requiredOption('--name <name>', 'reseller name')
     .requiredOption('--admin-login <login>', 'login (e-mail) of the reseller admin')
     .action(async (opts: { name: string; adminLogin: string }) => {
       const created = await withPlatform(program, (c) => c.createReseller({ name: opts.name, adminLogin: opts.adminLogin }));
       emit(program, created, () => {
         out(`Created reseller ${created.reseller.name} (${created.reseller.id})`);
-        out(`  admin login:        ${created.adminLogin}`);
-        out(`  one-time password:  ${created.oneTimePassword}   (shown once)`);
+        out(`  admin login:  ${created.adminLogin} (invited by mail; valid until ${created.invitationExpiresAt})`);
+        if (created.invitationLink) out(`  link (shown once): ${created.invitationLink}`);
       });
     });
   reseller
@@ -322,6 +358,47 @@ export function buildCli(): Command {
         return c.deleteTenant(id);
       });
       emit(program, report, () => printReport(report));
+    });
+
+  const policy = tenant.command('policy').description("a tenant's password and second-factor policy (tenant admin, installer, reseller, operator)");
+  const printPolicy = (p: PasswordPolicy) =>
+    table([
+      {
+        'min length': String(p.minLength),
+        classes: p.requiredClasses.join(',') || '-',
+        'max age (days)': p.maxAgeDays === null ? '-' : String(p.maxAgeDays),
+        history: String(p.historyCount),
+        '2FA roles': p.secondFactorRoles.join(',') || '-',
+      },
+    ]);
+  policy
+    .command('show')
+    .argument('<id>', 'tenant id')
+    .description('show the policy')
+    .action(async (id: string) => {
+      const p = await withPlatform(program, (c) => c.tenantPolicy(id));
+      emit(program, p, () => printPolicy(p));
+    });
+  const list = (value: string) => (value === '' || value === 'none' ? [] : value.split(',').map((v) => v.trim()));
+  policy
+    .command('set')
+    .argument('<id>', 'tenant id')
+    .description('replace the policy: options not given fall back to the platform default (NIST: 12 characters, no classes, no expiry)')
+    .option('--min-length <n>', 'minimum length, 12 to 64', Number)
+    .option('--classes <list>', `required character classes, comma-separated: ${CHARACTER_CLASSES.join(',')} (or none)`, list)
+    .option('--max-age-days <n>', 'days after which a password must be changed (1 to 3650)', Number)
+    .option('--history <n>', 'number of earlier passwords refused (0 to 24)', Number)
+    .option('--require-2fa <roles>', `roles that must use a second factor, comma-separated: ${POLICY_ROLES.join(',')} (or none)`, list)
+    .action(async (id: string, opts: { minLength?: number; classes?: string[]; maxAgeDays?: number; history?: number; require2fa?: string[] }) => {
+      const input: Partial<PasswordPolicy> = {
+        ...(opts.minLength !== undefined ? { minLength: opts.minLength } : {}),
+        ...(opts.classes ? { requiredClasses: opts.classes as CharacterClass[] } : {}),
+        ...(opts.maxAgeDays !== undefined ? { maxAgeDays: opts.maxAgeDays } : {}),
+        ...(opts.history !== undefined ? { historyCount: opts.history } : {}),
+        ...(opts.require2fa ? { secondFactorRoles: opts.require2fa as AccountRole[] } : {}),
+      };
+      const p = await withPlatform(program, (c) => c.setTenantPolicy(id, input));
+      emit(program, p, () => printPolicy(p));
     });
 
   const ledger = program.command('ledger').description('tamper-evident ledgers: checkpoints and verification (local, operator)');

@@ -1,13 +1,21 @@
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import type { Actor } from '../access/index.js';
+import type { AccountRole, Actor } from '../access/index.js';
+import type { AccountView, IdentityService, InviteInput } from '../identity/identity.service.js';
+import type { PasswordPolicy } from '../identity/password-policy.js';
 import type { PlatformService } from '../platform/index.js';
 import type { DeletionReport, ResellerView, TenantView } from '../platform/index.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 
 /** What the CLI's reseller and tenant commands need: served locally (operator) or over the HTTP API (any tier). */
 export interface PlatformClient {
-  createReseller(input: { name: string; adminLogin: string }): Promise<{ reseller: ResellerView; adminLogin: string; oneTimePassword: string }>;
+  /** `invitationLink` only in local mode (the platform owner's terminal); remotely it goes only into the mail. */
+  createReseller(input: { name: string; adminLogin: string }): Promise<{ reseller: ResellerView; adminLogin: string; invitationExpiresAt: string; invitationLink?: string }>;
+  inviteAccount(input: InviteInput): Promise<{ accountId: string; login: string; role: AccountRole; expiresAt: string; link?: string }>;
+  listAccounts(scope: { tenantId?: string; resellerId?: string }): Promise<AccountView[]>;
+  setAccountStatus(ref: string, status: 'active' | 'disabled'): Promise<{ accountId: string; sessionsEnded: number }>;
+  tenantPolicy(tenantId: string): Promise<PasswordPolicy>;
+  setTenantPolicy(tenantId: string, policy: Partial<PasswordPolicy>): Promise<PasswordPolicy>;
   listResellers(): Promise<ResellerView[]>;
   getReseller(id: string): Promise<ResellerView>;
   createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null }): Promise<TenantView>;
@@ -20,10 +28,15 @@ export interface PlatformClient {
 }
 
 /** Local mode: whoever holds the data directory and master key acts as the platform owner. */
-export function localPlatformClient(platform: PlatformService): PlatformClient {
+export function localPlatformClient(platform: PlatformService, identity: IdentityService): PlatformClient {
   const actor: Actor = { kind: 'system', name: 'cli' };
   return {
     createReseller: (input) => platform.createReseller(actor, input),
+    inviteAccount: (input) => identity.invite(actor, input),
+    listAccounts: (scope) => identity.listAccounts(actor, scope),
+    setAccountStatus: (ref, status) => identity.setAccountStatus(ref, status, actor),
+    tenantPolicy: (tenantId) => identity.tenantPolicy(actor, tenantId),
+    setTenantPolicy: (tenantId, policy) => identity.setTenantPolicy(actor, tenantId, policy),
     listResellers: () => platform.listResellers(actor),
     getReseller: (id) => platform.getReseller(actor, id),
     createTenant: (input) => platform.createTenant(actor, input),
@@ -85,6 +98,15 @@ export function remotePlatformClient(opts: RemoteOptions): PlatformClient {
   const tenant = (id: string) => `/api/v1/tenants/${encodeURIComponent(id)}`;
   return {
     createReseller: (input) => call('POST', '/api/v1/resellers', input),
+    inviteAccount: (input) => call('POST', '/api/v1/accounts', input),
+    listAccounts: (scope) => call('GET', `/api/v1/accounts?${new URLSearchParams(scope as Record<string, string>).toString()}`),
+    setAccountStatus: async (ref, status) => {
+      const id = /^[0-9a-f-]{36}$/.test(ref) ? ref : (await call<AccountView[]>('GET', '/api/v1/accounts')).find((a) => a.login === ref.trim().toLowerCase())?.id;
+      if (!id) throw new DomainError('NOT_FOUND', 'account not found');
+      return call('POST', `/api/v1/accounts/${id}/${status === 'disabled' ? 'disable' : 'enable'}`);
+    },
+    tenantPolicy: (tenantId) => call('GET', `${tenant(tenantId)}/password-policy`),
+    setTenantPolicy: (tenantId, policy) => call('PUT', `${tenant(tenantId)}/password-policy`, policy),
     listResellers: () => call('GET', '/api/v1/resellers'),
     getReseller: (id) => call('GET', `/api/v1/resellers/${encodeURIComponent(id)}`),
     createTenant: (input) => call('POST', '/api/v1/tenants', input),

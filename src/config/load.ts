@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Kind, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseToml, TomlError } from 'smol-toml';
@@ -20,7 +20,7 @@ export const CONFIG_FILE_ENV = 'TRESOR_CONFIG';
 /** Variables starting with this prefix belong to the test suite and are ignored here. */
 export const TEST_ENV_PREFIX = 'TRESOR_TEST_';
 /** `TRESOR_*` variables the CLI reads for remote mode; they are not configuration keys but are not mistakes either. */
-export const CLIENT_ENV_VARS: readonly string[] = ['TRESOR_URL', 'TRESOR_TOKEN', 'TRESOR_CACERT', 'TRESOR_PASSWORD'];
+export const CLIENT_ENV_VARS: readonly string[] = ['TRESOR_URL', 'TRESOR_TOKEN', 'TRESOR_CACERT', 'TRESOR_PASSWORD', 'TRESOR_NEW_PASSWORD'];
 
 const DEFAULT_FILE_NAME = 'tresor.toml';
 
@@ -66,6 +66,7 @@ export function loadConfig(opts: LoadConfigOptions): Readonly<TresorConfig> {
     if (typeof value === 'string' && value !== '') setAt(config, key.segments, resolve(baseDir, value));
   }
   if (config.server.public_url === '') config.server.public_url = `https://localhost:${config.server.port}`;
+  if (config.mail.outbox_dir === '') config.mail.outbox_dir = join(config.data_dir, 'outbox');
 
   return deepFreeze(config);
 }
@@ -350,12 +351,15 @@ function parsesAsUrl(value: string): boolean {
 
 /** Rules the schema cannot express. */
 function checkSemantics(config: TresorConfig, origins: Map<string, Origin>): void {
-  for (const path of ['server.public_url', 'database.url', 'redis.url']) {
+  for (const path of ['server.public_url', 'database.url', 'redis.url', 'mail.smtp_url']) {
     const key = keyByPath(path);
     const value = valueAt(config, key.segments);
     if (typeof value === 'string' && value !== '' && !parsesAsUrl(value)) {
       throw keyError(key, origins, value, `a well-formed URL: ${describeExpected(key)}`);
     }
+  }
+  if (config.mail.transport === 'smtp' && config.mail.smtp_url === '') {
+    throw keyError(keyByPath('mail.smtp_url'), origins, '', 'an smtp:// or smtps:// URL of your relay, because mail.transport is "smtp"');
   }
   const { cert_file: certFile, key_file: keyFile } = config.tls;
   if ((certFile === '') !== (keyFile === '')) {

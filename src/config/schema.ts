@@ -158,6 +158,31 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {}, description: 'logging' },
     ),
+    mail: Type.Object(
+      {
+        transport: Type.Union([Type.Literal('outbox'), Type.Literal('smtp')], {
+          default: 'outbox',
+          description: 'outbox: write each mail as an .eml file into outbox_dir (local runs); smtp: send through smtp_url',
+          expected: '"outbox" or "smtp"',
+        }),
+        outbox_dir: Type.String({ default: '', description: 'folder for .eml files of the outbox transport; empty: <data_dir>/outbox' }),
+        smtp_url: Type.String({
+          pattern: '^(|smtps?://.*)$',
+          default: '',
+          secret: true,
+          description: 'relay for the smtp transport: smtps://user:pass@host:465 (implicit TLS) or smtp://user:pass@host:587 (STARTTLS, required)',
+          expected: 'empty or a URL starting with smtp:// or smtps://',
+        }),
+        smtp_ca_file: Type.String({ default: '', description: "PEM file with the relay's CA when it is not publicly trusted; empty: the system's CAs" }),
+        from: Type.String({ minLength: 3, default: 'Tresor <tresor@localhost>', description: 'sender address of every mail Tresor sends' }),
+        language: Type.Union([Type.Literal('de'), Type.Literal('en')], {
+          default: 'de',
+          description: 'language of mails to accounts that have not chosen one',
+          expected: '"de" or "en"',
+        }),
+      },
+      { additionalProperties: false, default: {}, description: 'outbound mail: invitations, password resets, security notices' },
+    ),
     argon2: Type.Object(
       {
         // OWASP Password Storage Cheat Sheet: Argon2id with m=19 MiB, t=2, p=1 is the minimum.
@@ -226,4 +251,4 @@ export const CONFIG_KEYS: readonly ConfigKey[] = collectKeys(ConfigSchema, []);
 export const SECRET_KEYS: readonly string[] = CONFIG_KEYS.filter((k) => k.secret).map((k) => k.path);
 
 /** Keys holding file-system paths; relative values are resolved against the configuration file's directory (else cwd). */
-export const PATH_KEYS: readonly string[] = ['data_dir', 'tls.cert_file', 'tls.key_file', 'master_key.file'];
+export const PATH_KEYS: readonly string[] = ['data_dir', 'tls.cert_file', 'tls.key_file', 'master_key.file', 'mail.outbox_dir', 'mail.smtp_ca_file'];

@@ -12,7 +12,7 @@ import type { Core } from '../core.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { registerLedgerRoutes } from '../ledger/ledger.routes.js';
 import { registerPlatformRoutes } from '../platform/platform.routes.js';
-import { requireActor } from './auth.js';
+import { registerRequestTokenHeader, requireActor } from './auth.js';
 import { registerErrorHandling } from './errors.js';
 
 export interface AppOptions {
@@ -98,6 +98,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
     }
   });
 
+  registerRequestTokenHeader(app);
   const authenticate = requireActor(core.identity);
   registerIdentityRoutes(app, { identity: core.identity, authenticate });
   registerPlatformRoutes(app, { platform: core.platform, authenticate });

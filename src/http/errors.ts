@@ -12,6 +12,8 @@ const STATUS: Record<ErrorCode, number> = {
   CONFIG_INVALID: 500,
   THROTTLED: 429,
   SECOND_FACTOR_REQUIRED: 401,
+  SESSION_LOCKED: 401,
+  ACTION_REQUIRED: 403,
 };
 
 export const errorResponseSchema = {
@@ -20,6 +22,8 @@ export const errorResponseSchema = {
     requestId: { type: 'string' },
     code: { type: 'string' },
     message: { type: 'string' },
+    problems: { type: 'array', items: { type: 'string' }, description: 'VALIDATION of a password: each thing to fix' },
+    pending: { type: 'array', items: { type: 'string' }, description: 'ACTION_REQUIRED: what the session must do first' },
   },
   required: ['requestId', 'code', 'message'],
 } as const;
@@ -33,7 +37,15 @@ export function registerErrorHandling(app: FastifyInstance): void {
     if (error instanceof DomainError) {
       const retryAfter = error.details['retryAfterSeconds'];
       if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
-      return reply.status(STATUS[error.code]).send({ requestId: request.id, code: error.code, message: error.message });
+      // Only these two detail lists are meant for the client; other details stay on the server.
+      const { problems, pending } = error.details;
+      return reply.status(STATUS[error.code]).send({
+        requestId: request.id,
+        code: error.code,
+        message: error.message,
+        ...(Array.isArray(problems) ? { problems } : {}),
+        ...(Array.isArray(pending) ? { pending } : {}),
+      });
     }
     const fastifyError = error as FastifyError;
     if (fastifyError.validation) {

@@ -1,7 +1,9 @@
-import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
+import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { actorOf, SESSION_COOKIE, sessionTokenOf } from '../http/auth.js';
 import { errorResponseSchema } from '../http/errors.js';
-import type { IdentityService } from './identity.service.js';
+import type { IdentityService, NewSession } from './identity.service.js';
+import { CHARACTER_CLASSES, POLICY_BOUNDS, POLICY_ROLES, type PasswordPolicy } from './password-policy.js';
 
 const actorSchema = {
   type: 'object',
@@ -9,62 +11,88 @@ const actorSchema = {
     kind: { type: 'string' },
     accountId: { type: 'string' },
     resellerId: { type: 'string' },
+    tenantId: { type: 'string' },
+    role: { type: 'string' },
   },
   required: ['kind'],
 } as const;
 
+const pendingSchema = { type: 'array', items: { type: 'string', enum: ['password_change', 'second_factor_setup'] } } as const;
+const sessionReply = {
+  type: 'object',
+  properties: {
+    actor: actorSchema,
+    expiresAt: { type: 'string' },
+    pending: pendingSchema,
+    sessionToken: { type: 'string', description: 'mode=token only' },
+    requestToken: { type: 'string', description: 'mode=cookie only: send it as x-tresor-request-token with the next state-changing request' },
+  },
+  required: ['expiresAt', 'pending'],
+} as const;
+
+const policySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    minLength: { type: 'integer', minimum: POLICY_BOUNDS.minLength[0], maximum: POLICY_BOUNDS.minLength[1] },
+    maxLength: { type: 'integer' },
+    requiredClasses: { type: 'array', uniqueItems: true, items: { type: 'string', enum: [...CHARACTER_CLASSES] } },
+    maxAgeDays: { type: ['integer', 'null'], minimum: POLICY_BOUNDS.maxAgeDays[0], maximum: POLICY_BOUNDS.maxAgeDays[1] },
+    historyCount: { type: 'integer', minimum: POLICY_BOUNDS.historyCount[0], maximum: POLICY_BOUNDS.historyCount[1] },
+    secondFactorRoles: { type: 'array', uniqueItems: true, items: { type: 'string', enum: [...POLICY_ROLES] } },
+  },
+} as const;
+
+const passwordField = { type: 'string', minLength: 1, maxLength: 1024 } as const;
+const oneTimeKeyField = { type: 'string', minLength: 43, maxLength: 43, pattern: '^[A-Za-z0-9_-]+$' } as const;
+const cookieOptions = { path: '/', secure: true, httpOnly: true, sameSite: 'strict' } as const;
+
+/** Answers with a new session: a bearer token for scripts, or the __Host- cookie plus the first request token for browsers. */
+function sendSession(request: FastifyRequest, reply: FastifyReply, session: Omit<NewSession, 'actor'> & { actor?: NewSession['actor'] }, via: 'cookie' | 'token') {
+  const base = { ...(session.actor ? { actor: session.actor } : {}), expiresAt: session.expiresAt, pending: session.pending };
+  if (via === 'token') return { ...base, sessionToken: session.sessionToken };
+  void reply.setCookie(SESSION_COOKIE, session.sessionToken, { ...cookieOptions, expires: new Date(session.expiresAt) });
+  if (session.requestToken) request.nextRequestToken = session.requestToken;
+  return { ...base, requestToken: session.requestToken };
+}
+
 export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: IdentityService; authenticate: preHandlerAsyncHookHandler }): void {
   const { identity } = deps;
+  const secured = { preHandler: deps.authenticate };
+  const tokenOf = (request: FastifyRequest) => sessionTokenOf(request)!.token;
+  const viaOf = (request: FastifyRequest) => sessionTokenOf(request)!.via;
 
   app.post<{ Body: { login: string; password: string; otp?: string; mode?: 'cookie' | 'token' } }>('/api/v1/auth/login', {
     schema: {
       tags: ['auth'],
-      summary: 'Log in. mode=cookie (browsers) sets a __Host- session cookie; mode=token (scripts) returns a bearer token',
+      summary: 'Log in. mode=cookie (browsers) sets a __Host- session cookie and returns the first request token; mode=token (scripts) returns a bearer token',
       body: {
         type: 'object',
         additionalProperties: false,
         properties: {
           login: { type: 'string', minLength: 1, maxLength: 254 },
-          password: { type: 'string', minLength: 1, maxLength: 1024 },
+          password: passwordField,
           otp: { type: 'string', maxLength: 32, description: 'TOTP code or recovery code, when a second factor is active' },
           mode: { type: 'string', enum: ['cookie', 'token'], default: 'cookie' },
         },
         required: ['login', 'password'],
       },
-      response: {
-        200: {
-          type: 'object',
-          properties: { actor: actorSchema, expiresAt: { type: 'string' }, sessionToken: { type: 'string' } },
-          required: ['actor', 'expiresAt'],
-        },
-        400: errorResponseSchema,
-        401: errorResponseSchema,
-        429: errorResponseSchema,
-      },
+      response: { 200: sessionReply, 400: errorResponseSchema, 401: errorResponseSchema, 429: errorResponseSchema },
     },
     handler: async (request, reply) => {
-      const session = await identity.login(request.body.login, request.body.password, request.ip, request.body.otp);
-      if (request.body.mode === 'token') {
-        return { actor: session.actor, expiresAt: session.expiresAt, sessionToken: session.sessionToken };
-      }
-      void reply.setCookie(SESSION_COOKIE, session.sessionToken, {
-        path: '/',
-        secure: true,
-        httpOnly: true,
-        sameSite: 'strict',
-        expires: new Date(session.expiresAt),
-      });
-      return { actor: session.actor, expiresAt: session.expiresAt };
+      const mode = request.body.mode ?? 'cookie';
+      const session = await identity.login(request.body.login, request.body.password, request.ip, request.body.otp, mode);
+      return sendSession(request, reply, session, mode);
     },
   });
 
   app.post('/api/v1/auth/logout', {
-    preHandler: deps.authenticate,
+    ...secured,
     schema: { tags: ['auth'], summary: 'End the current session', response: { 204: { type: 'null' }, 401: errorResponseSchema } },
     handler: async (request, reply) => {
-      const session = sessionTokenOf(request);
-      if (session) await identity.logout(session.token);
-      void reply.clearCookie(SESSION_COOKIE, { path: '/', secure: true, httpOnly: true, sameSite: 'strict' });
+      await identity.logout(tokenOf(request));
+      request.nextRequestToken = undefined;
+      void reply.clearCookie(SESSION_COOKIE, cookieOptions);
       return reply.status(204).send();
     },
   });
@@ -80,16 +108,15 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
     required: ['ref', 'createdAt', 'lastSeenAt', 'expiresAt', 'current'],
   } as const;
-  const tokenOf = (request: Parameters<typeof sessionTokenOf>[0]) => sessionTokenOf(request)!.token;
 
   app.get('/api/v1/auth/sessions', {
-    preHandler: deps.authenticate,
+    ...secured,
     schema: { tags: ['auth'], summary: 'Your sessions (this one is marked current)', response: { 200: { type: 'array', items: sessionSchema }, 401: errorResponseSchema } },
     handler: async (request) => identity.listSessions(tokenOf(request)),
   });
 
   app.delete<{ Params: { ref: string } }>('/api/v1/auth/sessions/:ref', {
-    preHandler: deps.authenticate,
+    ...secured,
     schema: {
       tags: ['auth'],
       summary: 'Log one of your sessions out',
@@ -103,53 +130,47 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
   });
 
   app.post('/api/v1/auth/sessions/logout-all', {
-    preHandler: deps.authenticate,
+    ...secured,
     schema: { tags: ['auth'], summary: 'Log out everywhere (every session of your account, this one too)', response: { 204: { type: 'null' }, 401: errorResponseSchema } },
     handler: async (request, reply) => {
       await identity.endAllSessions(tokenOf(request));
-      void reply.clearCookie(SESSION_COOKIE, { path: '/', secure: true, httpOnly: true, sameSite: 'strict' });
+      request.nextRequestToken = undefined;
+      void reply.clearCookie(SESSION_COOKIE, cookieOptions);
       return reply.status(204).send();
     },
   });
 
   app.post<{ Body: { currentPassword: string; newPassword: string } }>('/api/v1/auth/password', {
-    preHandler: deps.authenticate,
+    ...secured,
     schema: {
       tags: ['auth'],
       summary: 'Change your password (needs the current one); every session ends and a new one starts',
       body: {
         type: 'object',
         additionalProperties: false,
-        properties: { currentPassword: { type: 'string', minLength: 1, maxLength: 1024 }, newPassword: { type: 'string', minLength: 1, maxLength: 1024 } },
+        properties: { currentPassword: passwordField, newPassword: passwordField },
         required: ['currentPassword', 'newPassword'],
       },
-      response: {
-        200: { type: 'object', properties: { expiresAt: { type: 'string' }, sessionToken: { type: 'string' } }, required: ['expiresAt'] },
-        400: errorResponseSchema,
-        401: errorResponseSchema,
-        409: errorResponseSchema,
-        429: errorResponseSchema,
-      },
+      response: { 200: sessionReply, 400: errorResponseSchema, 401: errorResponseSchema, 409: errorResponseSchema, 429: errorResponseSchema },
     },
     handler: async (request, reply) => {
-      const via = sessionTokenOf(request)!;
-      const session = await identity.changePassword(via.token, request.body.currentPassword, request.body.newPassword, request.ip);
-      if (via.via === 'bearer') return { expiresAt: session.expiresAt, sessionToken: session.sessionToken };
-      void reply.setCookie(SESSION_COOKIE, session.sessionToken, { path: '/', secure: true, httpOnly: true, sameSite: 'strict', expires: new Date(session.expiresAt) });
-      return { expiresAt: session.expiresAt };
+      const via = viaOf(request);
+      const session = await identity.changePassword(tokenOf(request), request.body.currentPassword, request.body.newPassword, request.ip);
+      return sendSession(request, reply, session, via);
     },
+  });
+
+  app.get('/api/v1/auth/password-policy', {
+    ...secured,
+    schema: { tags: ['auth'], summary: 'The password rules that apply to you', response: { 200: policySchema, 401: errorResponseSchema } },
+    handler: async (request) => identity.policyFor(tokenOf(request)),
   });
 
   app.post<{ Body: { key: string; newPassword: string } }>('/api/v1/auth/reset', {
     schema: {
       tags: ['auth'],
-      summary: 'Set a new password with a one-time reset key (from `tresor account reset-link`)',
-      body: {
-        type: 'object',
-        additionalProperties: false,
-        properties: { key: { type: 'string', minLength: 43, maxLength: 43, pattern: '^[A-Za-z0-9_-]+$' }, newPassword: { type: 'string', minLength: 1, maxLength: 1024 } },
-        required: ['key', 'newPassword'],
-      },
+      summary: 'Set a new password with a one-time reset key (from the reset mail or `tresor account reset-link`)',
+      body: { type: 'object', additionalProperties: false, properties: { key: oneTimeKeyField, newPassword: passwordField }, required: ['key', 'newPassword'] },
       response: { 204: { type: 'null' }, 400: errorResponseSchema, 401: errorResponseSchema },
     },
     handler: async (request, reply) => {
@@ -158,8 +179,35 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
   });
 
+  app.post<{ Body: { key: string } }>('/api/v1/auth/invitation/peek', {
+    schema: {
+      tags: ['auth'],
+      summary: 'What an invitation key is for (login, organisation, role), without using it up',
+      body: { type: 'object', additionalProperties: false, properties: { key: oneTimeKeyField }, required: ['key'] },
+      response: {
+        200: { type: 'object', properties: { login: { type: 'string' }, organisation: { type: 'string' }, role: { type: 'string' } }, required: ['login', 'organisation', 'role'] },
+        400: errorResponseSchema,
+        401: errorResponseSchema,
+      },
+    },
+    handler: async (request) => identity.peekInvitation(request.body.key),
+  });
+
+  app.post<{ Body: { key: string; newPassword: string } }>('/api/v1/auth/invitation/accept', {
+    schema: {
+      tags: ['auth'],
+      summary: 'Accept an invitation: set the password with the one-time key from the mail; then log in',
+      body: { type: 'object', additionalProperties: false, properties: { key: oneTimeKeyField, newPassword: passwordField }, required: ['key', 'newPassword'] },
+      response: { 204: { type: 'null' }, 400: errorResponseSchema, 401: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      await identity.acceptInvitation(request.body.key, request.body.newPassword);
+      return reply.status(204).send();
+    },
+  });
+
   app.post('/api/v1/auth/totp/setup', {
-    preHandler: deps.authenticate,
+    ...secured,
     schema: {
       tags: ['auth'],
       summary: 'Start TOTP set-up: a secret and an otpauth:// URI for an authenticator app',
@@ -169,24 +217,142 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
   });
 
   app.post<{ Body: { code: string } }>('/api/v1/auth/totp/enable', {
-    preHandler: deps.authenticate,
+    ...secured,
     schema: {
       tags: ['auth'],
-      summary: 'Activate TOTP with a current code; returns ten recovery codes, shown once',
+      summary: 'Activate TOTP with a current code; returns ten recovery codes, shown once, and a new session (the id changes)',
       body: { type: 'object', additionalProperties: false, properties: { code: { type: 'string', pattern: '^[0-9]{6}$' } }, required: ['code'] },
       response: {
-        200: { type: 'object', properties: { recoveryCodes: { type: 'array', items: { type: 'string' } } }, required: ['recoveryCodes'] },
+        200: { ...sessionReply, properties: { ...sessionReply.properties, recoveryCodes: { type: 'array', items: { type: 'string' } } }, required: ['recoveryCodes', ...sessionReply.required] },
         400: errorResponseSchema,
         401: errorResponseSchema,
         409: errorResponseSchema,
       },
     },
-    handler: async (request) => ({ recoveryCodes: await identity.enableTotp(tokenOf(request), request.body.code) }),
+    handler: async (request, reply) => {
+      const via = viaOf(request);
+      const { recoveryCodes, session } = await identity.enableTotp(tokenOf(request), request.body.code);
+      return { ...sendSession(request, reply, session, via), recoveryCodes };
+    },
   });
 
   app.get('/api/v1/auth/me', {
-    preHandler: deps.authenticate,
-    schema: { tags: ['auth'], summary: 'Who am I', response: { 200: actorSchema, 401: errorResponseSchema } },
-    handler: async (request) => actorOf(request),
+    ...secured,
+    schema: {
+      tags: ['auth'],
+      summary: 'Who am I, and what must this session do first (pending)',
+      response: { 200: { type: 'object', properties: { ...actorSchema.properties, pending: pendingSchema }, required: ['kind', 'pending'] }, 401: errorResponseSchema },
+    },
+    handler: async (request) => {
+      const resolved = await identity.resolveSession(tokenOf(request), viaOf(request));
+      return { ...resolved.actor, pending: resolved.pending };
+    },
+  });
+
+  // ---- Accounts of the tiers below the caller (invite, list, disable/enable, reset) ----
+
+  const accountSchema = {
+    type: 'object',
+    properties: {
+      id: { type: 'string' },
+      login: { type: 'string' },
+      role: { type: 'string' },
+      status: { type: 'string' },
+      tenantId: { type: ['string', 'null'] },
+      resellerId: { type: ['string', 'null'] },
+      secondFactor: { type: 'boolean' },
+      createdAt: { type: 'string' },
+    },
+    required: ['id', 'login', 'role', 'status', 'tenantId', 'resellerId', 'secondFactor', 'createdAt'],
+  } as const;
+
+  app.post<{ Body: { email: string; role: AccountRole; tenantId?: string; resellerId?: string; language?: 'de' | 'en' } }>('/api/v1/accounts', {
+    ...secured,
+    schema: {
+      tags: ['accounts'],
+      summary: 'Invite an account: it gets a mail with a one-time link to set its password (valid 7 days)',
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          email: { type: 'string', minLength: 3, maxLength: 254 },
+          role: { type: 'string', enum: ACCOUNT_ROLES.filter((r) => r !== 'guest') },
+          tenantId: { type: 'string', format: 'uuid' },
+          resellerId: { type: 'string', format: 'uuid' },
+          language: { type: 'string', enum: ['de', 'en'] },
+        },
+        required: ['email', 'role'],
+      },
+      response: {
+        201: { type: 'object', properties: { accountId: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' }, expiresAt: { type: 'string' } }, required: ['accountId', 'login', 'role', 'expiresAt'] },
+        400: errorResponseSchema,
+        401: errorResponseSchema,
+        403: errorResponseSchema,
+        404: errorResponseSchema,
+        409: errorResponseSchema,
+      },
+    },
+    handler: async (request, reply) => {
+      // The link with its key goes only into the mail, never into the API response.
+      const { accountId, login, role, expiresAt } = await identity.invite(actorOf(request), request.body);
+      return reply.status(201).send({ accountId, login, role, expiresAt });
+    },
+  });
+
+  app.get<{ Querystring: { tenantId?: string; resellerId?: string } }>('/api/v1/accounts', {
+    ...secured,
+    schema: {
+      tags: ['accounts'],
+      summary: 'Accounts you administer (of a tenant, of a reseller, or by default those of your own tier)',
+      querystring: { type: 'object', additionalProperties: false, properties: { tenantId: { type: 'string', format: 'uuid' }, resellerId: { type: 'string', format: 'uuid' } } },
+      response: { 200: { type: 'array', items: accountSchema }, 401: errorResponseSchema, 404: errorResponseSchema },
+    },
+    handler: async (request) => identity.listAccounts(actorOf(request), request.query),
+  });
+
+  const byId = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } }, required: ['id'] } as const;
+  for (const [verb, status] of [['disable', 'disabled'], ['enable', 'active']] as const) {
+    app.post<{ Params: { id: string } }>(`/api/v1/accounts/:id/${verb}`, {
+      ...secured,
+      schema: {
+        tags: ['accounts'],
+        summary: verb === 'disable' ? 'Disable an account: it cannot log in and its sessions end at once' : 'Enable a disabled account again',
+        params: byId,
+        response: { 200: { type: 'object', properties: { accountId: { type: 'string' }, sessionsEnded: { type: 'integer' } }, required: ['accountId', 'sessionsEnded'] }, 401: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+      },
+      handler: async (request) => identity.setAccountStatus(request.params.id, status, actorOf(request)),
+    });
+  }
+
+  app.post<{ Params: { id: string } }>('/api/v1/accounts/:id/reset', {
+    ...secured,
+    schema: {
+      tags: ['accounts'],
+      summary: 'Mail the account a one-time link to set a new password (valid 24 hours)',
+      params: byId,
+      response: { 200: { type: 'object', properties: { expiresAt: { type: 'string' } }, required: ['expiresAt'] }, 401: errorResponseSchema, 404: errorResponseSchema },
+    },
+    handler: async (request) => {
+      const { expiresAt } = await identity.issuePasswordReset(request.params.id, undefined, actorOf(request));
+      return { expiresAt };
+    },
+  });
+
+  app.get<{ Params: { id: string } }>('/api/v1/tenants/:id/password-policy', {
+    ...secured,
+    schema: { tags: ['accounts'], summary: "A tenant's password and second-factor policy", params: byId, response: { 200: policySchema, 401: errorResponseSchema, 404: errorResponseSchema } },
+    handler: async (request) => identity.tenantPolicy(actorOf(request), request.params.id),
+  });
+
+  app.put<{ Params: { id: string }; Body: Partial<PasswordPolicy> }>('/api/v1/tenants/:id/password-policy', {
+    ...secured,
+    schema: {
+      tags: ['accounts'],
+      summary: "Set a tenant's policy (only stricter than the platform default: min. length, character classes, maximum age, history, roles that need a second factor)",
+      params: byId,
+      body: policySchema,
+      response: { 200: policySchema, 400: errorResponseSchema, 401: errorResponseSchema, 404: errorResponseSchema },
+    },
+    handler: async (request) => identity.setTenantPolicy(actorOf(request), request.params.id, request.body),
   });
 }

@@ -1,50 +1,112 @@
-import type { Actor } from '../access/index.js';
-import { ledgerActor, type Ledger } from '../ledger/index.js';
+import { authorize, isAllowed, TENANT_ROLES, type AccountRole, type Actor, type ExternalRole, type TenantRole } from '../access/index.js';
+import { ledgerActor, type JsonValue, type Ledger, type LedgerEvent } from '../ledger/index.js';
 import { newId, randomPassword, randomToken, sha256Hex } from '../crypto/random.js';
-import { ConflictError, NotFoundError, UnauthenticatedError } from '../shared/errors.js';
-import { assertAcceptablePassword } from './password-policy.js';
-import type { ControlDb } from '../storage/index.js';
+import {
+  ConflictError,
+  ForbiddenError,
+  NotFoundError,
+  SessionLockedError,
+  UnauthenticatedError,
+  ValidationError,
+  type PendingAction,
+} from '../shared/errors.js';
+import { assertAcceptablePassword, parseTenantPolicy, passwordExpired, PLATFORM_PASSWORD_POLICY, type PasswordPolicy } from './password-policy.js';
+import type { AccountTier, ControlDb } from '../storage/index.js';
 import type { PasswordHasher } from './passwords.js';
 import type { LoginThrottle } from './throttle.js';
 import { createOneTimeKeys, OneTimeKeyError } from './one-time-keys.js';
 import { createSecondFactors, SecondFactorRequiredError } from './second-factor.js';
 import type { MasterKeyRing } from '../crypto/master-key.js';
+import type { Mailer } from '../mail/mailer.js';
+import { renderMail, type MailLanguage, type MailTemplate } from '../mail/templates.js';
+import { classifyRequestToken, GRACE_MS, requestTokenFor } from './request-tokens.js';
 
 export interface Clock {
   now(): Date;
 }
 
+export type SessionKind = 'cookie' | 'token';
+
+export interface NewSession {
+  sessionToken: string;
+  expiresAt: string;
+  actor: Actor;
+  pending: PendingAction[];
+  /** Cookie sessions: the token the first state-changing request must carry (replay lock). */
+  requestToken?: string;
+}
+
+/** A resolved session: who acts, what is pending, and (cookie sessions) the current request token. */
+export interface ResolvedSession {
+  actor: Actor;
+  pending: PendingAction[];
+  kind: SessionKind;
+  requestToken?: string;
+}
+
+export interface AccountView {
+  id: string;
+  login: string;
+  role: AccountRole;
+  status: 'active' | 'disabled' | 'invited';
+  tenantId: string | null;
+  resellerId: string | null;
+  secondFactor: boolean;
+  createdAt: string;
+}
+
+export interface InviteInput {
+  email: string;
+  role: AccountRole;
+  tenantId?: string | null | undefined;
+  resellerId?: string | null | undefined;
+  language?: MailLanguage | undefined;
+}
+
+/** Number of failed logins after which the account owner is told by mail (and again at each multiple). */
+export const FAILED_LOGIN_NOTICE_THRESHOLD = 5;
+export const INVITATION_TTL_MS = 7 * 24 * 60 * 60 * 1000;
+export const RESET_TTL_MS = 24 * 60 * 60 * 1000;
+
 /**
- * Operator and reseller accounts in the control database, with server-side sessions.
- * The identity issue extends this with tenant accounts, policies, throttling and replay locking.
+ * Accounts of every tier with server-side sessions: login with brute-force slowdown and a second
+ * factor, invitations by mail, password policies per tenant, forced changes, and the replay lock of
+ * browser sessions.
  */
 export interface IdentityService {
-  /** Creates an account with a one-time password that is returned once and must be changed. */
-  createAccount(input: { login: string; tier: 'operator' | 'reseller'; resellerId: string | null }): Promise<{
-    accountId: string;
-    oneTimePassword: string;
-  }>;
+  /** Creates an account with a one-time password that is returned once and must be changed (the first operator). */
+  createAccount(input: { login: string; tier: 'operator' | 'reseller'; resellerId: string | null }): Promise<{ accountId: string; oneTimePassword: string }>;
   hasOperator(): Promise<boolean>;
+  /** Invites an account by mail: a one-time link to set its password. `link` is for the local CLI only. */
+  invite(by: Actor, input: InviteInput): Promise<{ accountId: string; login: string; role: AccountRole; expiresAt: string; link: string }>;
+  /** What an invitation key is for, without using it up. */
+  peekInvitation(key: string): Promise<{ login: string; organisation: string; role: AccountRole }>;
+  acceptInvitation(key: string, newPassword: string): Promise<void>;
+  listAccounts(by: Actor, scope: { tenantId?: string | undefined; resellerId?: string | undefined }): Promise<AccountView[]>;
   /** `source` is the client address; attempts are slowed down per account and per source. */
-  login(login: string, password: string, source: string, otp?: string): Promise<{ sessionToken: string; expiresAt: string; actor: Actor }>;
-  /** Starts TOTP enrolment for the caller: the secret and an otpauth:// URI for the authenticator app. */
+  login(login: string, password: string, source: string, otp?: string, kind?: SessionKind): Promise<NewSession>;
   setupTotp(sessionToken: string): Promise<{ secret: string; uri: string }>;
-  /** Activates TOTP with a current code; returns ten recovery codes, shown once. */
-  enableTotp(sessionToken: string, code: string): Promise<string[]>;
+  /** Activates TOTP; returns ten recovery codes, shown once, and a new session (a privilege change). */
+  enableTotp(sessionToken: string, code: string): Promise<{ recoveryCodes: string[]; session: Omit<NewSession, 'actor'> }>;
   authenticate(sessionToken: string): Promise<Actor>;
+  /** Resolves a session presented `via` a cookie or a bearer header; a cookie session is never a bearer token. */
+  resolveSession(sessionToken: string, via: SessionKind): Promise<ResolvedSession>;
+  /** The replay lock: checks the request token of a state-changing request; returns the token for the next one. */
+  useRequestToken(sessionToken: string, presented: string | undefined, source: string): Promise<string>;
   logout(sessionToken: string): Promise<void>;
-  /** The caller's sessions; `ref` names a session without revealing its token. */
   listSessions(sessionToken: string): Promise<{ ref: string; createdAt: string; lastSeenAt: string; expiresAt: string; current: boolean }[]>;
   endSession(sessionToken: string, ref: string): Promise<void>;
-  /** "Log out everywhere": ends every session of the caller's account, this one included. */
   endAllSessions(sessionToken: string): Promise<number>;
   /** Needs the current password; ends every session and returns a new one (a new id after a privilege change). */
-  changePassword(sessionToken: string, currentPassword: string, newPassword: string, source: string): Promise<{ sessionToken: string; expiresAt: string }>;
-  /** Disables or re-enables an account (operator task); disabling ends all its sessions at once. */
-  setAccountStatus(login: string, status: 'active' | 'disabled'): Promise<{ accountId: string; sessionsEnded: number }>;
-  /** A one-time password-reset key for an account (operator task); valid for `ttlMs`, usable once. */
-  issuePasswordReset(login: string, ttlMs?: number): Promise<{ key: string; expiresAt: string }>;
-  /** Sets a new password with a reset key; every session of the account ends. */
+  changePassword(sessionToken: string, currentPassword: string, newPassword: string, source: string): Promise<Omit<NewSession, 'actor'>>;
+  /** The password policy that applies to the caller (for forms that explain the rules). */
+  policyFor(sessionToken: string): Promise<PasswordPolicy>;
+  tenantPolicy(by: Actor, tenantId: string): Promise<PasswordPolicy>;
+  setTenantPolicy(by: Actor, tenantId: string, input: Partial<PasswordPolicy>): Promise<PasswordPolicy>;
+  /** Disables or re-enables an account; disabling ends all its sessions at once. */
+  setAccountStatus(login: string, status: 'active' | 'disabled', by?: Actor): Promise<{ accountId: string; sessionsEnded: number }>;
+  /** A one-time password-reset key for an account; valid for `ttlMs`, usable once, and mailed to the account. */
+  issuePasswordReset(login: string, ttlMs?: number, by?: Actor): Promise<{ key: string; expiresAt: string }>;
   resetPassword(key: string, newPassword: string): Promise<void>;
 }
 
@@ -54,24 +116,108 @@ export const SESSION_IDLE_MS = 30 * 60 * 1000;
 /** last_seen_at is written at most this often, not on every request. */
 const TOUCH_EVERY_MS = 60 * 1000;
 
+const tierOf = (role: AccountRole): AccountTier => {
+  if (role === 'operator' || role === 'reseller' || role === 'installer' || role === 'guest') return role;
+  if (TENANT_ROLES.includes(role as TenantRole)) return 'tenant';
+  return 'external';
+};
+
+const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/u;
+const SYSTEM: LedgerEvent['actor'] = { tier: 'system', role: 'identity', id: 'identity' };
+
+interface AccountRow {
+  id: string;
+  login: string;
+  tier: AccountTier;
+  role: string;
+  reseller_id: string | null;
+  tenant_id: string | null;
+  language: 'de' | 'en' | null;
+}
+
 export function createIdentityService(deps: {
   control: ControlDb;
   hasher: PasswordHasher;
   clock: Clock;
   ledger: Pick<Ledger, 'append'>;
+  /** Events of tenant accounts go into that tenant's ledger. */
+  tenantLedger: (tenantId: string) => Promise<Pick<Ledger, 'append'>>;
   throttle: LoginThrottle;
   masterKey: MasterKeyRing;
   issuer: string;
+  mailer: Mailer;
+  publicUrl: string;
+  defaultLanguage: MailLanguage;
 }): IdentityService {
-  const { control, hasher, clock, ledger, throttle } = deps;
-  const oneTimeKeys = createOneTimeKeys({ db: control, ledger, clock });
+  const { control, hasher, clock, throttle } = deps;
+  const oneTimeKeys = createOneTimeKeys({ db: control, ledger: deps.ledger, clock });
   const secondFactors = createSecondFactors({ db: control, masterKey: deps.masterKey, clock, issuer: deps.issuer });
   const normaliseLogin = (login: string) => login.normalize('NFC').trim().toLowerCase();
+  const nowIso = () => clock.now().toISOString();
 
-  const actorOf = (account: { id: string; tier: 'operator' | 'reseller'; reseller_id: string | null }): Actor =>
-    account.tier === 'operator'
-      ? { kind: 'operator', accountId: account.id }
-      : { kind: 'reseller', accountId: account.id, resellerId: account.reseller_id ?? '' };
+  const ledgerOf = async (tenantId: string | null) => (tenantId ? deps.tenantLedger(tenantId) : deps.ledger);
+  const record = async (tenantId: string | null, event: LedgerEvent) => (await ledgerOf(tenantId)).append(event);
+
+  /** Mail to an account; a failing relay is logged by the mailer and must not undo the action. */
+  const mailTo = async (account: Pick<AccountRow, 'login' | 'language'>, template: MailTemplate) => {
+    if (!account.login.includes('@')) return; // the first operator has no address
+    const { subject, text } = renderMail(template, account.language ?? deps.defaultLanguage);
+    await deps.mailer.send({ to: account.login, subject, text });
+  };
+
+  const actorOf = (a: AccountRow): Actor => {
+    switch (a.tier) {
+      case 'operator':
+        return { kind: 'operator', accountId: a.id };
+      case 'reseller':
+        return { kind: 'reseller', accountId: a.id, resellerId: a.reseller_id ?? '' };
+      case 'installer':
+        return { kind: 'installer', accountId: a.id, resellerId: a.reseller_id ?? '' };
+      case 'tenant':
+        return { kind: 'tenant', accountId: a.id, tenantId: a.tenant_id ?? '', role: a.role as TenantRole };
+      case 'external':
+        return { kind: 'external', accountId: a.id, tenantId: a.tenant_id ?? '', role: a.role as ExternalRole };
+      case 'guest':
+        return { kind: 'guest', accountId: a.id, tenantId: a.tenant_id ?? '' };
+    }
+  };
+
+  const policyOfTenant = async (tenantId: string | null): Promise<PasswordPolicy> => {
+    if (!tenantId) return { ...PLATFORM_PASSWORD_POLICY };
+    const row = await control.selectFrom('tenant_policies').select('policy').where('tenant_id', '=', tenantId).executeTakeFirst();
+    return row ? (JSON.parse(row.policy) as PasswordPolicy) : { ...PLATFORM_PASSWORD_POLICY };
+  };
+
+  /** Policy checks plus the history rule (earlier hashes are verified one by one: bounded by historyCount ≤ 24). */
+  const assertNewPassword = async (account: { id: string; login: string; tenant_id: string | null }, password: string, policy: PasswordPolicy) => {
+    assertAcceptablePassword(password, { login: account.login }, policy);
+    if (policy.historyCount === 0) return;
+    const earlier = await control
+      .selectFrom('password_history')
+      .select('password_hash')
+      .where('account_id', '=', account.id)
+      .orderBy('created_at', 'desc')
+      .limit(policy.historyCount)
+      .execute();
+    for (const row of earlier) {
+      if (await hasher.verify(row.password_hash, password)) {
+        const problem = `password must differ from your last ${policy.historyCount} passwords (your organisation's rule)`;
+        throw new ValidationError(problem, { problems: [problem] });
+      }
+    }
+  };
+
+  const storePassword = async (accountId: string, password: string) => {
+    const hash = await hasher.hash(password);
+    const now = nowIso();
+    await control.transaction().execute(async (trx) => {
+      await trx.updateTable('accounts').set({ password_hash: hash, must_change_password: 0, password_changed_at: now }).where('id', '=', accountId).execute();
+      await trx.insertInto('password_history').values({ account_id: accountId, password_hash: hash, created_at: now }).execute();
+      // Keep at most the longest history a policy can ask for.
+      const keep = await trx.selectFrom('password_history').select('created_at').where('account_id', '=', accountId).orderBy('created_at', 'desc').limit(1).offset(23).executeTakeFirst();
+      if (keep) await trx.deleteFrom('password_history').where('account_id', '=', accountId).where('created_at', '<', keep.created_at).execute();
+    });
+  };
 
   /** Resolves a session token, enforcing the idle and absolute timeouts; only the token's hash is stored. */
   const sessionOf = async (sessionToken: string) => {
@@ -79,30 +225,98 @@ export function createIdentityService(deps: {
     const row = await control
       .selectFrom('sessions as s')
       .innerJoin('accounts as a', 'a.id', 's.account_id')
-      .select(['a.id', 'a.login', 'a.tier', 'a.reseller_id', 'a.status', 'a.password_hash', 's.expires_at', 's.last_seen_at'])
+      .leftJoin('tenants as t', 't.id', 'a.tenant_id')
+      .leftJoin('resellers as r', 'r.id', 'a.reseller_id')
+      .select([
+        'a.id',
+        'a.login',
+        'a.tier',
+        'a.role',
+        'a.reseller_id',
+        'a.tenant_id',
+        'a.language',
+        'a.status',
+        'a.password_hash',
+        't.status as tenant_status',
+        'r.status as reseller_status',
+        's.expires_at',
+        's.last_seen_at',
+        's.kind',
+        's.request_counter',
+        's.grace_until',
+        's.grace_used',
+        's.locked_at',
+        's.pending',
+      ])
       .where('s.id_hash', '=', idHash)
       .executeTakeFirst();
     const now = clock.now();
     const idleSince = row ? now.getTime() - new Date(row.last_seen_at).getTime() : 0;
-    if (!row || row.status !== 'active' || row.expires_at <= now.toISOString() || idleSince > SESSION_IDLE_MS) {
+    if (row?.locked_at) throw new SessionLockedError();
+    const usable = row && row.status === 'active' && row.tenant_status !== 'suspended' && row.reseller_status !== 'suspended';
+    if (!row || !usable || row.expires_at <= now.toISOString() || idleSince > SESSION_IDLE_MS) {
       if (row) await control.deleteFrom('sessions').where('id_hash', '=', idHash).execute();
       throw new UnauthenticatedError('your session has ended or is not valid; log in again');
     }
     if (idleSince > TOUCH_EVERY_MS) {
       await control.updateTable('sessions').set({ last_seen_at: now.toISOString() }).where('id_hash', '=', idHash).execute();
     }
-    return { ...row, idHash };
+    return { ...row, idHash, pendingList: (row.pending === '' ? [] : row.pending.split(',')) as PendingAction[] };
   };
 
-  const startSession = async (accountId: string) => {
+  const pendingFor = async (account: { id: string; role: string; tenant_id: string | null; must_change_password: number; password_changed_at: string | null }) => {
+    const policy = await policyOfTenant(account.tenant_id);
+    const pending: PendingAction[] = [];
+    if (account.must_change_password === 1 || passwordExpired(policy, account.password_changed_at, clock.now())) pending.push('password_change');
+    if (policy.secondFactorRoles.includes(account.role as AccountRole) && !(await secondFactors.isEnabled(account.id))) pending.push('second_factor_setup');
+    return pending;
+  };
+
+  const startSession = async (accountId: string, kind: SessionKind, pending: PendingAction[]) => {
     const sessionToken = randomToken(32);
     const now = clock.now();
     const expiresAt = new Date(now.getTime() + SESSION_ABSOLUTE_MS).toISOString();
     await control
       .insertInto('sessions')
-      .values({ id_hash: sha256Hex(sessionToken), account_id: accountId, created_at: now.toISOString(), expires_at: expiresAt, last_seen_at: now.toISOString() })
+      .values({
+        id_hash: sha256Hex(sessionToken),
+        account_id: accountId,
+        created_at: now.toISOString(),
+        expires_at: expiresAt,
+        last_seen_at: now.toISOString(),
+        kind,
+        request_counter: 0,
+        grace_until: null,
+        grace_used: 0,
+        locked_at: null,
+        pending: pending.join(','),
+      })
       .execute();
-    return { sessionToken, expiresAt };
+    return { sessionToken, expiresAt, pending, ...(kind === 'cookie' ? { requestToken: requestTokenFor(sessionToken, 0) } : {}) };
+  };
+
+  /** Looks up the tenant or reseller an invitation or policy is about, for the policy decision. */
+  const tenantScope = async (tenantId: string) => {
+    const tenant = await control.selectFrom('tenants').select(['id', 'name', 'reseller_id', 'status']).where('id', '=', tenantId).executeTakeFirst();
+    if (!tenant) throw new NotFoundError('tenant', { id: tenantId });
+    return tenant;
+  };
+
+  /** By id (a UUID) or by login. */
+  const accountByLogin = async (ref: string) => {
+    const isId = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(ref);
+    const account = await control.selectFrom('accounts').selectAll().where(isId ? 'id' : 'login', '=', isId ? ref : normaliseLogin(ref)).executeTakeFirst();
+    if (!account) throw new NotFoundError('account');
+    return account;
+  };
+
+  /** An account the actor may manage; any other (or a missing one) is "not found", so nothing is revealed. */
+  const manageable = async (by: Actor, ref: string) => {
+    const account = await accountByLogin(ref);
+    const tenant = account.tenant_id ? await tenantScope(account.tenant_id) : undefined;
+    const resource = { type: 'accounts' as const, role: account.role as AccountRole, tenantId: account.tenant_id, resellerId: tenant ? tenant.reseller_id : account.reseller_id };
+    if (!isAllowed(by, 'account.manage', resource)) throw new NotFoundError('account');
+    return account;
   };
 
   return {
@@ -118,20 +332,18 @@ export function createIdentityService(deps: {
           id: accountId,
           login,
           tier: input.tier,
+          role: input.tier,
           reseller_id: input.resellerId,
+          tenant_id: null,
           password_hash: await hasher.hash(oneTimePassword),
           must_change_password: 1,
+          password_changed_at: nowIso(),
           status: 'active',
-          created_at: clock.now().toISOString(),
+          language: null,
+          created_at: nowIso(),
         })
         .execute();
-      await ledger.append({
-        actor: { tier: 'system', role: 'identity', id: 'identity' },
-        action: 'account.create',
-        resource: { type: 'account', id: accountId },
-        outcome: 'success',
-        details: { tier: input.tier },
-      });
+      await deps.ledger.append({ actor: SYSTEM, action: 'account.create', resource: { type: 'account', id: accountId }, outcome: 'success', details: { tier: input.tier } });
       return { accountId, oneTimePassword };
     },
 
@@ -140,32 +352,171 @@ export function createIdentityService(deps: {
       return row !== undefined;
     },
 
-    async login(loginInput, password, source, otp) {
+    async invite(by, input) {
+      const role = input.role;
+      const tier = tierOf(role);
+      const email = normaliseLogin(input.email);
+      if (email.length > 254 || !EMAIL.test(email)) throw new ValidationError('email must be an e-mail address such as name@example.org');
+      let tenantId: string | null = null;
+      let resellerId: string | null = null;
+      let organisation = 'Tresor';
+      if (tier === 'tenant' || tier === 'external' || tier === 'guest') {
+        tenantId = input.tenantId ?? ('tenantId' in by ? by.tenantId : null);
+        if (!tenantId) throw new ValidationError(`an account with the role '${role}' belongs to a tenant: name it (tenantId / --tenant)`);
+        const tenant = await tenantScope(tenantId);
+        authorize(by, 'account.invite', { type: 'accounts', role, tenantId, resellerId: tenant.reseller_id });
+        organisation = tenant.name;
+      } else if (tier === 'reseller' || tier === 'installer') {
+        resellerId = input.resellerId ?? ('resellerId' in by ? by.resellerId : null);
+        if (!resellerId) throw new ValidationError(`an account with the role '${role}' belongs to a reseller: name it (resellerId / --reseller)`);
+        authorize(by, 'account.invite', { type: 'accounts', role, tenantId: null, resellerId });
+        const reseller = await control.selectFrom('resellers').select('name').where('id', '=', resellerId).executeTakeFirst();
+        if (!reseller) throw new NotFoundError('reseller', { id: resellerId });
+        organisation = reseller.name;
+      } else {
+        authorize(by, 'account.invite', { type: 'accounts', role, tenantId: null, resellerId: null });
+      }
+      const existing = await control.selectFrom('accounts').select('id').where('login', '=', email).executeTakeFirst();
+      if (existing) throw new ConflictError('an account with this e-mail address exists already');
+      const accountId = newId();
+      const language = input.language ?? null;
+      await control
+        .insertInto('accounts')
+        .values({
+          id: accountId,
+          login: email,
+          tier,
+          role,
+          reseller_id: resellerId,
+          tenant_id: tenantId,
+          // No usable password until the invitation is accepted (and an invited account cannot log in).
+          password_hash: await hasher.hash(randomToken(32)),
+          must_change_password: 0,
+          password_changed_at: null,
+          status: 'invited',
+          language,
+          created_at: nowIso(),
+        })
+        .execute();
+      const { key, expiresAt } = await oneTimeKeys.issue('invite', accountId, INVITATION_TTL_MS);
+      const link = `${deps.publicUrl}/app/invite#key=${key}`;
+      await mailTo({ login: email, language }, { kind: 'invitation', link, expiresAt, organisation, role });
+      await record(tenantId, { actor: ledgerActor(by), action: 'account.invite', resource: { type: 'account', id: accountId }, outcome: 'success', details: { role } });
+      return { accountId, login: email, role, expiresAt, link };
+    },
+
+    async peekInvitation(key) {
+      const subject = await oneTimeKeys.peek(key, 'invite');
+      const account = subject
+        ? await control
+            .selectFrom('accounts as a')
+            .leftJoin('tenants as t', 't.id', 'a.tenant_id')
+            .leftJoin('resellers as r', 'r.id', 'a.reseller_id')
+            .select(['a.login', 'a.role', 'a.status', 't.name as tenant_name', 'r.name as reseller_name'])
+            .where('a.id', '=', subject)
+            .executeTakeFirst()
+        : undefined;
+      if (!account || account.status !== 'invited') throw new OneTimeKeyError();
+      return { login: account.login, role: account.role as AccountRole, organisation: account.tenant_name ?? account.reseller_name ?? 'Tresor' };
+    },
+
+    async acceptInvitation(key, newPassword) {
+      const subject = await oneTimeKeys.peek(key, 'invite');
+      const account = subject ? await control.selectFrom('accounts').selectAll().where('id', '=', subject).executeTakeFirst() : undefined;
+      if (!account || account.status !== 'invited') {
+        await oneTimeKeys.consume(key, 'invite'); // records the refused use, then throws
+        throw new OneTimeKeyError();
+      }
+      // Check first, so that a refused password does not use the key up.
+      await assertNewPassword(account, newPassword, await policyOfTenant(account.tenant_id));
+      await oneTimeKeys.consume(key, 'invite');
+      await storePassword(account.id, newPassword);
+      await control.updateTable('accounts').set({ status: 'active' }).where('id', '=', account.id).execute();
+      await record(account.tenant_id, {
+        actor: { tier: 'anonymous', role: 'key-holder', id: account.id },
+        action: 'account.activate',
+        resource: { type: 'account', id: account.id },
+        outcome: 'success',
+      });
+    },
+
+    async listAccounts(by, scope) {
+      let query = control.selectFrom('accounts as a').leftJoin('second_factors as f', 'f.account_id', 'a.id').select(['a.id', 'a.login', 'a.role', 'a.status', 'a.tenant_id', 'a.reseller_id', 'a.created_at', 'f.enabled_at']);
+      let tenantReseller: string | null = null;
+      if (scope.tenantId !== undefined) {
+        const tenant = await tenantScope(scope.tenantId);
+        tenantReseller = tenant.reseller_id;
+        query = query.where('a.tenant_id', '=', scope.tenantId);
+      } else if (scope.resellerId !== undefined) {
+        query = query.where('a.reseller_id', '=', scope.resellerId);
+      } else if ('tenantId' in by) {
+        return this.listAccounts(by, { tenantId: by.tenantId });
+      } else if (by.kind === 'reseller' || by.kind === 'installer') {
+        return this.listAccounts(by, { resellerId: by.resellerId });
+      } else {
+        query = query.where('a.tenant_id', 'is', null).where('a.reseller_id', 'is', null);
+      }
+      const rows = await query.orderBy('a.created_at').execute();
+      const visible = rows.filter((r) => {
+        const resource = { type: 'accounts' as const, role: r.role as AccountRole, tenantId: r.tenant_id, resellerId: r.tenant_id ? tenantReseller : r.reseller_id };
+        try {
+          authorize(by, 'account.list', resource);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      if (scope.tenantId !== undefined && visible.length === 0) {
+        // Say "not found" for a foreign tenant, an empty list for one's own.
+        authorize(by, 'tenant.read', { type: 'tenant', tenantId: scope.tenantId, resellerId: tenantReseller });
+      }
+      return visible.map((r) => ({
+        id: r.id,
+        login: r.login,
+        role: r.role as AccountRole,
+        status: r.status,
+        tenantId: r.tenant_id,
+        resellerId: r.reseller_id,
+        secondFactor: Boolean(r.enabled_at),
+        createdAt: r.created_at,
+      }));
+    },
+
+    async login(loginInput, password, source, otp, kind = 'token') {
       try {
         await throttle.check(loginInput, source);
       } catch (error) {
-        await ledger.append({
-          actor: { tier: 'anonymous', role: 'anonymous', id: 'unknown' },
-          action: 'auth.login',
-          resource: { type: 'account' },
-          outcome: 'denied',
-          source,
-          details: { reason: 'throttled' },
-        });
+        await deps.ledger.append({ actor: { tier: 'anonymous', role: 'anonymous', id: 'unknown' }, action: 'auth.login', resource: { type: 'account' }, outcome: 'denied', source, details: { reason: 'throttled' } });
         throw error;
       }
       const account = await control
         .selectFrom('accounts as a')
         .leftJoin('resellers as r', 'r.id', 'a.reseller_id')
-        .select(['a.id', 'a.tier', 'a.reseller_id', 'a.password_hash', 'a.status', 'r.status as reseller_status'])
+        .leftJoin('tenants as t', 't.id', 'a.tenant_id')
+        .select([
+          'a.id',
+          'a.login',
+          'a.tier',
+          'a.role',
+          'a.reseller_id',
+          'a.tenant_id',
+          'a.language',
+          'a.password_hash',
+          'a.status',
+          'a.must_change_password',
+          'a.password_changed_at',
+          'r.status as reseller_status',
+          't.status as tenant_status',
+        ])
         .where('a.login', '=', normaliseLogin(loginInput))
         .executeTakeFirst();
       // Unknown accounts cost the same work and get the same answer as a wrong password.
       const ok = account ? await hasher.verify(account.password_hash, password) : await hasher.verifyDummy(password);
-      if (!account || !ok || account.status !== 'active' || account.reseller_status === 'suspended') {
+      const usable = account && account.status === 'active' && account.reseller_status !== 'suspended' && account.tenant_status !== 'suspended';
+      if (!account || !ok || !usable) {
         const { accountFailures } = await throttle.failed(loginInput, source);
         // The login name may be an e-mail address: only a known account's id is recorded.
-        await ledger.append({
+        await record(account?.tenant_id ?? null, {
           actor: { tier: 'anonymous', role: 'anonymous', id: account?.id ?? 'unknown' },
           action: 'auth.login',
           resource: { type: 'account', id: account?.id },
@@ -173,13 +524,17 @@ export function createIdentityService(deps: {
           source,
           details: { accountFailures },
         });
+        if (account && accountFailures > 0 && accountFailures % FAILED_LOGIN_NOTICE_THRESHOLD === 0) {
+          // Tell the owner (not the attacker): the account stays usable for them after the delay.
+          await mailTo(account, { kind: 'failed-logins', failures: accountFailures, time: nowIso() });
+        }
         throw new UnauthenticatedError('login failed: wrong login or password');
       }
       if (await secondFactors.isEnabled(account.id)) {
         if (otp === undefined || otp === '') throw new SecondFactorRequiredError();
         if (!(await secondFactors.verify(account.id, otp))) {
           await throttle.failed(loginInput, source);
-          await ledger.append({ actor: { tier: 'anonymous', role: 'anonymous', id: account.id }, action: 'auth.second-factor', resource: { type: 'account', id: account.id }, outcome: 'failure', source });
+          await record(account.tenant_id, { actor: { tier: 'anonymous', role: 'anonymous', id: account.id }, action: 'auth.second-factor', resource: { type: 'account', id: account.id }, outcome: 'failure', source });
           throw new UnauthenticatedError('login failed: the code is not valid (each code works once)');
         }
       }
@@ -189,14 +544,61 @@ export function createIdentityService(deps: {
         await control.updateTable('accounts').set({ password_hash: await hasher.hash(password) }).where('id', '=', account.id).execute();
       }
       // Always a fresh random session id at login: a planted id (session fixation) is never reused.
-      const { sessionToken, expiresAt } = await startSession(account.id);
+      const session = await startSession(account.id, kind, await pendingFor(account));
       const actor = actorOf(account);
-      await ledger.append({ actor: ledgerActor(actor), action: 'auth.login', resource: { type: 'account', id: account.id }, outcome: 'success', source });
-      return { sessionToken, expiresAt, actor };
+      await record(account.tenant_id, { actor: ledgerActor(actor), action: 'auth.login', resource: { type: 'account', id: account.id }, outcome: 'success', source, details: { kind } });
+      return { ...session, actor };
     },
 
     async authenticate(sessionToken) {
       return actorOf(await sessionOf(sessionToken));
+    },
+
+    async resolveSession(sessionToken, via) {
+      const s = await sessionOf(sessionToken);
+      // A cookie session used as a bearer token would skip the replay lock: refused like an unknown one.
+      if (s.kind !== via) throw new UnauthenticatedError('your session has ended or is not valid; log in again');
+      return {
+        actor: actorOf(s),
+        pending: s.pendingList,
+        kind: s.kind,
+        ...(s.kind === 'cookie' ? { requestToken: requestTokenFor(sessionToken, s.request_counter) } : {}),
+      };
+    },
+
+    async useRequestToken(sessionToken, presented, source) {
+      const s = await sessionOf(sessionToken);
+      const verdict = classifyRequestToken(sessionToken, s.request_counter, presented);
+      const now = clock.now();
+      if (verdict.kind === 'current') {
+        const advanced = await control
+          .updateTable('sessions')
+          .set({ request_counter: s.request_counter + 1, grace_until: new Date(now.getTime() + GRACE_MS).toISOString(), grace_used: 0 })
+          .where('id_hash', '=', s.idHash)
+          .where('request_counter', '=', s.request_counter)
+          .executeTakeFirst();
+        if (Number(advanced.numUpdatedRows) === 1) return requestTokenFor(sessionToken, s.request_counter + 1);
+        // A parallel request with the same token moved the counter first: this one is now "previous".
+        return this.useRequestToken(sessionToken, presented, source);
+      }
+      if (verdict.kind === 'previous' && s.grace_used === 0 && s.grace_until !== null && s.grace_until >= now.toISOString()) {
+        const graced = await control
+          .updateTable('sessions')
+          .set({ grace_used: 1 })
+          .where('id_hash', '=', s.idHash)
+          .where('request_counter', '=', s.request_counter)
+          .where('grace_used', '=', 0)
+          .executeTakeFirst();
+        if (Number(graced.numUpdatedRows) === 1) return requestTokenFor(sessionToken, s.request_counter);
+      }
+      if (verdict.kind === 'invalid') {
+        throw new ForbiddenError('this request needs the request token of the previous response (header x-tresor-request-token); reload the page');
+      }
+      // A token this session used before: somebody sends a copy of an earlier request. Lock at once.
+      await control.updateTable('sessions').set({ locked_at: now.toISOString() }).where('id_hash', '=', s.idHash).execute();
+      await record(s.tenant_id, { actor: ledgerActor(actorOf(s)), action: 'auth.session.replay', resource: { type: 'session', id: s.idHash.slice(0, 16) }, outcome: 'denied', source });
+      await mailTo(s, { kind: 'session-locked', time: now.toISOString() });
+      throw new SessionLockedError();
     },
 
     async logout(sessionToken) {
@@ -206,9 +608,9 @@ export function createIdentityService(deps: {
     async listSessions(sessionToken) {
       const me = await sessionOf(sessionToken);
       const rows = await control.selectFrom('sessions').selectAll().where('account_id', '=', me.id).orderBy('created_at').execute();
-      const now = clock.now().toISOString();
+      const now = nowIso();
       return rows
-        .filter((r) => r.expires_at > now)
+        .filter((r) => r.expires_at > now && r.locked_at === null)
         .map((r) => ({ ref: r.id_hash.slice(0, 16), createdAt: r.created_at, lastSeenAt: r.last_seen_at, expiresAt: r.expires_at, current: r.id_hash === me.idHash }));
     },
 
@@ -219,13 +621,13 @@ export function createIdentityService(deps: {
       const target = rows.find((r) => r.id_hash.startsWith(ref));
       if (!target) throw new NotFoundError('session');
       await control.deleteFrom('sessions').where('id_hash', '=', target.id_hash).where('account_id', '=', me.id).execute();
-      await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.session.end', resource: { type: 'session', id: ref }, outcome: 'success' });
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.session.end', resource: { type: 'session', id: ref }, outcome: 'success' });
     },
 
     async endAllSessions(sessionToken) {
       const me = await sessionOf(sessionToken);
       const result = await control.deleteFrom('sessions').where('account_id', '=', me.id).executeTakeFirst();
-      await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.session.end-all', resource: { type: 'account', id: me.id }, outcome: 'success' });
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.session.end-all', resource: { type: 'account', id: me.id }, outcome: 'success' });
       return Number(result.numDeletedRows);
     },
 
@@ -236,18 +638,50 @@ export function createIdentityService(deps: {
 
     async enableTotp(sessionToken, code) {
       const me = await sessionOf(sessionToken);
-      const codes = await secondFactors.enable(me.id, code);
-      await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.enable', resource: { type: 'account', id: me.id }, outcome: 'success' });
-      return codes;
+      const recoveryCodes = await secondFactors.enable(me.id, code);
+      // A privilege change: the session id changes, and the pending set-up is done.
+      await control.deleteFrom('sessions').where('id_hash', '=', me.idHash).execute();
+      const session = await startSession(me.id, me.kind, me.pendingList.filter((p) => p !== 'second_factor_setup'));
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.enable', resource: { type: 'account', id: me.id }, outcome: 'success' });
+      return { recoveryCodes, session };
     },
 
-    async setAccountStatus(loginInput, status) {
-      const account = await control.selectFrom('accounts').select('id').where('login', '=', normaliseLogin(loginInput)).executeTakeFirst();
-      if (!account) throw new NotFoundError('account');
+    async policyFor(sessionToken) {
+      const me = await sessionOf(sessionToken);
+      return policyOfTenant(me.tenant_id);
+    },
+
+    async tenantPolicy(by, tenantId) {
+      const tenant = await tenantScope(tenantId);
+      authorize(by, 'policy.read', { type: 'tenant', tenantId, resellerId: tenant.reseller_id });
+      return policyOfTenant(tenantId);
+    },
+
+    async setTenantPolicy(by, tenantId, input) {
+      const tenant = await tenantScope(tenantId);
+      authorize(by, 'policy.write', { type: 'tenant', tenantId, resellerId: tenant.reseller_id });
+      const policy = parseTenantPolicy(input);
+      const json = JSON.stringify(policy);
+      const updated = await control.updateTable('tenant_policies').set({ policy: json, updated_at: nowIso() }).where('tenant_id', '=', tenantId).executeTakeFirst();
+      if (Number(updated.numUpdatedRows) === 0) await control.insertInto('tenant_policies').values({ tenant_id: tenantId, policy: json, updated_at: nowIso() }).execute();
+      // Configuration change: the policy is settings, not personal data, so it goes into the payload whole.
+      await record(tenantId, {
+        actor: ledgerActor(by),
+        action: 'config.password-policy',
+        resource: { type: 'tenant', id: tenantId },
+        outcome: 'success',
+        details: JSON.parse(json) as Record<string, JsonValue>,
+      });
+      return policy;
+    },
+
+    async setAccountStatus(loginInput, status, by = { kind: 'system', name: 'cli' }) {
+      const account = await manageable(by, loginInput);
+      if (account.status === 'invited' && status === 'active') throw new ConflictError('this account has not accepted its invitation yet');
       await control.updateTable('accounts').set({ status }).where('id', '=', account.id).execute();
       const ended = status === 'disabled' ? await control.deleteFrom('sessions').where('account_id', '=', account.id).executeTakeFirst() : undefined;
-      await ledger.append({
-        actor: { tier: 'system', role: 'cli', id: 'cli' },
+      await record(account.tenant_id, {
+        actor: ledgerActor(by),
         action: status === 'disabled' ? 'account.disable' : 'account.enable',
         resource: { type: 'account', id: account.id },
         outcome: 'success',
@@ -255,24 +689,25 @@ export function createIdentityService(deps: {
       return { accountId: account.id, sessionsEnded: Number(ended?.numDeletedRows ?? 0) };
     },
 
-    async issuePasswordReset(loginInput, ttlMs = 24 * 60 * 60 * 1000) {
-      const account = await control.selectFrom('accounts').select('id').where('login', '=', normaliseLogin(loginInput)).executeTakeFirst();
-      if (!account) throw new NotFoundError('account');
-      return oneTimeKeys.issue('password-reset', account.id, ttlMs);
+    async issuePasswordReset(loginInput, ttlMs = RESET_TTL_MS, by = { kind: 'system', name: 'cli' }) {
+      const account = await manageable(by, loginInput);
+      const issued = await oneTimeKeys.issue('password-reset', account.id, ttlMs);
+      await mailTo(account, { kind: 'password-reset', link: `${deps.publicUrl}/app/reset#key=${issued.key}`, expiresAt: issued.expiresAt });
+      return issued;
     },
 
     async resetPassword(key, newPassword) {
       const subject = await oneTimeKeys.peek(key, 'password-reset');
-      const account = subject ? await control.selectFrom('accounts').select(['id', 'login']).where('id', '=', subject).executeTakeFirst() : undefined;
+      const account = subject ? await control.selectFrom('accounts').selectAll().where('id', '=', subject).executeTakeFirst() : undefined;
       if (!account) {
         await oneTimeKeys.consume(key, 'password-reset'); // records the refused use, then throws
         throw new OneTimeKeyError();
       }
-      assertAcceptablePassword(newPassword, { login: account.login });
+      await assertNewPassword(account, newPassword, await policyOfTenant(account.tenant_id));
       await oneTimeKeys.consume(key, 'password-reset');
-      await control.updateTable('accounts').set({ password_hash: await hasher.hash(newPassword), must_change_password: 0 }).where('id', '=', account.id).execute();
+      await storePassword(account.id, newPassword);
       await control.deleteFrom('sessions').where('account_id', '=', account.id).execute();
-      await ledger.append({ actor: { tier: 'anonymous', role: 'key-holder', id: account.id }, action: 'auth.password.reset', resource: { type: 'account', id: account.id }, outcome: 'success' });
+      await record(account.tenant_id, { actor: { tier: 'anonymous', role: 'key-holder', id: account.id }, action: 'auth.password.reset', resource: { type: 'account', id: account.id }, outcome: 'success' });
     },
 
     async changePassword(sessionToken, currentPassword, newPassword, source) {
@@ -280,20 +715,16 @@ export function createIdentityService(deps: {
       await throttle.check(me.login, source);
       if (!(await hasher.verify(me.password_hash, currentPassword))) {
         await throttle.failed(me.login, source);
-        await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.password.change', resource: { type: 'account', id: me.id }, outcome: 'failure', source });
+        await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.password.change', resource: { type: 'account', id: me.id }, outcome: 'failure', source });
         throw new UnauthenticatedError('the current password is not correct');
       }
-      assertAcceptablePassword(newPassword, { login: me.login });
       if (currentPassword === newPassword) throw new ConflictError('the new password must differ from the current one');
-      await control
-        .updateTable('accounts')
-        .set({ password_hash: await hasher.hash(newPassword), must_change_password: 0 })
-        .where('id', '=', me.id)
-        .execute();
+      await assertNewPassword(me, newPassword, await policyOfTenant(me.tenant_id));
+      await storePassword(me.id, newPassword);
       // Every other session (possibly an attacker's) ends; the caller continues in a new session.
       await control.deleteFrom('sessions').where('account_id', '=', me.id).execute();
-      const session = await startSession(me.id);
-      await ledger.append({ actor: ledgerActor(actorOf(me)), action: 'auth.password.change', resource: { type: 'account', id: me.id }, outcome: 'success', source });
+      const session = await startSession(me.id, me.kind, me.pendingList.filter((p) => p !== 'password_change'));
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.password.change', resource: { type: 'account', id: me.id }, outcome: 'success', source });
       return session;
     },
   };

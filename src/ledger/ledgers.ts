@@ -46,6 +46,14 @@ export function ledgerActor(actor: Actor): LedgerEvent['actor'] {
       return { tier: 'platform', role: 'operator', id: actor.accountId };
     case 'reseller':
       return { tier: 'reseller', role: `reseller-admin@${actor.resellerId}`, id: actor.accountId };
+    case 'installer':
+      return { tier: 'reseller', role: `installer@${actor.resellerId}`, id: actor.accountId };
+    case 'tenant':
+      return { tier: 'tenant', role: actor.role, id: actor.accountId };
+    case 'external':
+      return { tier: 'external', role: actor.role, id: actor.accountId };
+    case 'guest':
+      return { tier: 'external', role: 'guest', id: actor.accountId };
     case 'system':
       return { tier: 'system', role: actor.name, id: actor.name };
   }

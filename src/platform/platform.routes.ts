@@ -67,13 +67,17 @@ export function registerPlatformRoutes(app: FastifyInstance, deps: { platform: P
       response: {
         201: {
           type: 'object',
-          properties: { reseller: resellerSchema, adminLogin: { type: 'string' }, oneTimePassword: { type: 'string' } },
-          required: ['reseller', 'adminLogin', 'oneTimePassword'],
+          properties: { reseller: resellerSchema, adminLogin: { type: 'string' }, invitationExpiresAt: { type: 'string' } },
+          required: ['reseller', 'adminLogin', 'invitationExpiresAt'],
         },
         ...errors,
       },
     },
-    handler: async (request, reply) => reply.status(201).send(await platform.createReseller(actorOf(request), request.body)),
+    handler: async (request, reply) => {
+      // The invitation link carries a one-time key: it goes only into the admin's mail.
+      const { reseller, adminLogin, invitationExpiresAt } = await platform.createReseller(actorOf(request), request.body);
+      return reply.status(201).send({ reseller, adminLogin, invitationExpiresAt });
+    },
   });
 
   app.get('/api/v1/resellers', {

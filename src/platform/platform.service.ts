@@ -17,7 +17,7 @@ export interface PlatformDeps {
   repo: PlatformRepo;
   storage: Pick<Storage, 'provisionTenant' | 'dropTenant' | 'databaseNameFor'>;
   blobs: BlobFolders;
-  identity: Pick<IdentityService, 'createAccount'>;
+  identity: Pick<IdentityService, 'invite'>;
   ledgers: Pick<Ledgers, 'platform' | 'tenant'>;
   clock: Clock;
   /** Days between the licence end and the tenant's deletion. */
@@ -113,9 +113,10 @@ export function createPlatformService(deps: PlatformDeps) {
         status: 'active',
         created_at: clock.now().toISOString(),
       });
-      const admin = await identity.createAccount({ login: input.adminLogin, tier: 'reseller', resellerId: reseller.id });
       await record(actor, 'reseller.create', { type: 'reseller', id: reseller.id });
-      return { reseller, adminLogin: input.adminLogin.trim().toLowerCase(), oneTimePassword: admin.oneTimePassword };
+      // The reseller's first admin is invited by mail: a one-time link to set a password.
+      const admin = await identity.invite(actor, { email: input.adminLogin, role: 'reseller', resellerId: reseller.id });
+      return { reseller, adminLogin: admin.login, invitationExpiresAt: admin.expiresAt, invitationLink: admin.link };
     },
 
     async listResellers(actor: Actor): Promise<ResellerView[]> {
@@ -244,7 +245,9 @@ export function createPlatformService(deps: PlatformDeps) {
     listDeletionReports: () => repo.listDeletionReports(),
 
     /** The ledger an actor asks for: the platform's (operator) or a tenant's (operator, or its reseller). */
-    async ledgerFor(actor: Actor, tenantId: string | undefined) {
+    async ledgerFor(actor: Actor, requested: string | undefined) {
+      // Tenant-tier actors (the DPO) have one ledger: their tenant's.
+      const tenantId = requested ?? ('tenantId' in actor ? actor.tenantId : undefined);
       if (tenantId === undefined) {
         authorize(actor, 'ledger.read', { type: 'platform' });
         return ledgers.platform;

@@ -12,7 +12,9 @@ export type ErrorCode =
   | 'SUSPENDED'
   | 'CONFIG_INVALID'
   | 'THROTTLED'
-  | 'SECOND_FACTOR_REQUIRED';
+  | 'SECOND_FACTOR_REQUIRED'
+  | 'SESSION_LOCKED'
+  | 'ACTION_REQUIRED';
 
 export class DomainError extends Error {
   constructor(
@@ -59,5 +61,27 @@ export class ValidationError extends DomainError {
 export class SuspendedError extends DomainError {
   constructor() {
     super('SUSPENDED', 'this tenant is suspended; ask your reseller or the operator to resume it');
+  }
+}
+
+/** A replayed request token locked this session (S2.6): every later request is refused. */
+export class SessionLockedError extends DomainError {
+  constructor() {
+    super('SESSION_LOCKED', 'this session was locked because an earlier request was sent again (replay); log in again');
+  }
+}
+
+export type PendingAction = 'password_change' | 'second_factor_setup';
+
+/** The session may only finish what is pending (a forced password change, a required second factor). */
+export class ActionRequiredError extends DomainError {
+  constructor(readonly pending: readonly PendingAction[]) {
+    super(
+      'ACTION_REQUIRED',
+      pending.includes('password_change')
+        ? 'you must set a new password before you continue (POST /api/v1/auth/password)'
+        : 'your organisation requires a second factor: set one up before you continue (POST /api/v1/auth/totp/setup)',
+      { pending: [...pending] },
+    );
   }
 }

@@ -5,6 +5,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { LedgerSchema } from '../ledger/ledger.migrations.js';
+import type { PasswordHistoryTable, TenantPolicyTable } from '../identity/accounts.migrations.js';
 import type { OneTimeKeyTable } from '../identity/one-time-keys.js';
 import type { RecoveryCodeTable, SecondFactorTable } from '../identity/second-factor.js';
 
@@ -33,14 +34,22 @@ export interface TenantDbCredentialTable {
   sealed_password: string;
 }
 
+export type AccountTier = 'operator' | 'reseller' | 'installer' | 'tenant' | 'external' | 'guest';
+
 export interface AccountTable {
   id: string;
+  /** Normalised (NFC, trimmed, lower case); an e-mail address for every account but the first operator. */
   login: string;
-  tier: 'operator' | 'reseller';
+  tier: AccountTier;
+  /** One of `AccountRole` (src/access). */
+  role: string;
   reseller_id: string | null;
+  tenant_id: string | null;
   password_hash: string;
   must_change_password: number;
-  status: 'active' | 'disabled';
+  password_changed_at: string | null;
+  status: 'active' | 'disabled' | 'invited';
+  language: 'de' | 'en' | null;
   created_at: string;
 }
 
@@ -50,6 +59,13 @@ export interface SessionTable {
   created_at: string;
   expires_at: string;
   last_seen_at: string;
+  kind: 'cookie' | 'token';
+  request_counter: number;
+  grace_until: string | null;
+  grace_used: number;
+  locked_at: string | null;
+  /** Comma-separated `PendingAction`s; empty when the session may do everything its actor may. */
+  pending: string;
 }
 
 export interface DeletionReportTable {
@@ -70,6 +86,8 @@ export interface ControlSchema extends LedgerSchema {
   one_time_keys: OneTimeKeyTable;
   second_factors: SecondFactorTable;
   recovery_codes: RecoveryCodeTable;
+  password_history: PasswordHistoryTable;
+  tenant_policies: TenantPolicyTable;
 }
 
 export interface TenantMetaTable {

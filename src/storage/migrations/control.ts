@@ -1,4 +1,5 @@
 import { type Kysely, type Migration } from 'kysely';
+import { accountsMigration } from '../../identity/accounts.migrations.js';
 import { oneTimeKeysMigration } from '../../identity/one-time-keys.js';
 import { secondFactorMigration } from '../../identity/second-factor.js';
 import { ledgerMigration } from '../../ledger/ledger.migrations.js';
@@ -64,4 +65,5 @@ export const controlMigrations: Record<string, Migration> = {
   '0002_ledger': ledgerMigration,
   '0003_one_time_keys': oneTimeKeysMigration,
   '0004_second_factor': secondFactorMigration,
+  '0005_accounts': accountsMigration,
 };
