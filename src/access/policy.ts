@@ -127,7 +127,11 @@ export function isAllowed(actor: Actor, action: PlatformAction, resource: Resour
  */
 export function authorize(actor: Actor, action: PlatformAction, resource: Resource): void {
   if (isAllowed(actor, action, resource)) return;
-  if (resource.type === 'tenant') throw new NotFoundError('tenant', { id: resource.tenantId });
+  if (resource.type === 'tenant') {
+    // Inside one's own tenant a refusal may say so; anywhere else it looks like a missing tenant.
+    if (action !== 'tenant.read' && isAllowed(actor, 'tenant.read', resource)) throw new ForbiddenError();
+    throw new NotFoundError('tenant', { id: resource.tenantId });
+  }
   if (resource.type === 'reseller') throw new NotFoundError('reseller', { id: resource.resellerId });
   if (resource.type === 'accounts' && resource.tenantId !== null && !canSeeTenant(actor, resource.tenantId, resource.resellerId)) {
     throw new NotFoundError('tenant', { id: resource.tenantId });

@@ -105,7 +105,7 @@ export interface IdentityService {
   setTenantPolicy(by: Actor, tenantId: string, input: Partial<PasswordPolicy>): Promise<PasswordPolicy>;
   /** Disables or re-enables an account; disabling ends all its sessions at once. */
   setAccountStatus(login: string, status: 'active' | 'disabled', by?: Actor): Promise<{ accountId: string; sessionsEnded: number }>;
-  /** A one-time password-reset key for an account; valid for `ttlMs`, usable once, and mailed to the account. */
+  /** A one-time password-reset key, valid for `ttlMs`, usable once, mailed to the account; for an account still invited, a new invitation. */
   issuePasswordReset(login: string, ttlMs?: number, by?: Actor): Promise<{ key: string; expiresAt: string }>;
   resetPassword(key: string, newPassword: string): Promise<void>;
 }
@@ -368,8 +368,8 @@ export function createIdentityService(deps: {
         organisation = tenant.name;
       } else if (tier === 'reseller' || tier === 'installer') {
         resellerId = input.resellerId ?? ('resellerId' in by ? by.resellerId : null);
-        if (!resellerId) throw new ValidationError(`an account with the role '${role}' belongs to a reseller: name it (resellerId / --reseller)`);
         authorize(by, 'account.invite', { type: 'accounts', role, tenantId: null, resellerId });
+        if (!resellerId) throw new ValidationError(`an account with the role '${role}' belongs to a reseller: name it (resellerId / --reseller)`);
         const reseller = await control.selectFrom('resellers').select('name').where('id', '=', resellerId).executeTakeFirst();
         if (!reseller) throw new NotFoundError('reseller', { id: resellerId });
         organisation = reseller.name;
@@ -691,6 +691,13 @@ export function createIdentityService(deps: {
 
     async issuePasswordReset(loginInput, ttlMs = RESET_TTL_MS, by = { kind: 'system', name: 'cli' }) {
       const account = await manageable(by, loginInput);
+      if (account.status === 'invited') {
+        // Not yet accepted: send the invitation again, with a new key (the old one stays valid until it expires).
+        const issued = await oneTimeKeys.issue('invite', account.id, INVITATION_TTL_MS);
+        const organisation = account.tenant_id ? (await tenantScope(account.tenant_id)).name : 'Tresor';
+        await mailTo(account, { kind: 'invitation', link: `${deps.publicUrl}/app/invite#key=${issued.key}`, expiresAt: issued.expiresAt, organisation, role: account.role });
+        return issued;
+      }
       const issued = await oneTimeKeys.issue('password-reset', account.id, ttlMs);
       await mailTo(account, { kind: 'password-reset', link: `${deps.publicUrl}/app/reset#key=${issued.key}`, expiresAt: issued.expiresAt });
       return issued;
