@@ -115,6 +115,16 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     expect(report).toMatchObject({ ok: true, payloadsChecked: 0, treeSize: 20 });
   });
 
+  it('stores payloads canonically and still accepts an equivalent older, non-canonical form', async () => {
+    const { ledger, raw } = await seeded();
+    const row = await raw.selectFrom('ledger_payloads').selectAll().where('seq', '=', 4).executeTakeFirstOrThrow();
+    const parsed = JSON.parse(row.payload) as Record<string, unknown>;
+    expect(row.payload).toBe(JSON.stringify(Object.fromEntries(Object.keys(parsed).sort().map((k) => [k, parsed[k]])))); // sorted keys
+    // Rows written before payloads were stored canonically: same content, other key order and spacing.
+    await raw.updateTable('ledger_payloads').set({ payload: JSON.stringify({ source: parsed.source, details: parsed.details }, null, 1) }).where('seq', '=', 4).execute();
+    expect((await ledger.verify()).ok).toBe(true);
+  });
+
   it('catches a complete, consistent rewrite only through the outside witness', async () => {
     const { ledger, raw } = await seeded();
     const witness = (await ledger.checkpoint()).text;

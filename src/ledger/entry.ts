@@ -34,8 +34,11 @@ function isPlainObject(value: object): boolean {
   return proto === Object.prototype || proto === null;
 }
 
+const ANY_SURROGATE = /[\uD800-\uDFFF]/;
+
 function checkedString(value: string, path: string): string {
-  if (LONE_SURROGATE.test(value)) {
+  // The full check (with look-behind) only when there is a surrogate at all: most strings have none.
+  if (ANY_SURROGATE.test(value) && LONE_SURROGATE.test(value)) {
     throw new CanonicalJsonError(`${path} contains a lone UTF-16 surrogate, which has no UTF-8 encoding`, { path });
   }
   return JSON.stringify(value);

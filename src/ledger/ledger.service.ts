@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { MasterKeyRing } from '../crypto/master-key.js';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, parseCheckpoint, verifyCheckpointSignature } from './checkpoint.js';
-import { commitPayload, decodeEntry, encodeEntry, verifyPayloadCommitment, type EntryOutcome, type JsonValue } from './entry.js';
+import { canonicalJson, commitPayload, decodeEntry, PAYLOAD_SALT_BYTES, encodeEntry, verifyPayloadCommitment, type EntryOutcome, type JsonValue } from './entry.js';
 import type { LedgerSchema } from './ledger.migrations.js';
 import {
   assembleProof,
@@ -226,7 +227,8 @@ export function createLedger(deps: {
           payloads.push({
             seq,
             salt: hex(salt),
-            payload: JSON.stringify(payload),
+            // Canonical, so that verify can hash the stored text as it is (see verify).
+            payload: canonicalJson(payload),
             expires_at: new Date(now.getTime() + retention * DAY_MS).toISOString(),
           });
         }
@@ -452,7 +454,11 @@ export function createLedger(deps: {
           }
           if (row.payload !== null && row.salt !== null) {
             payloadsChecked++;
-            if (!verifyPayloadCommitment(JSON.parse(row.payload) as JsonValue, Buffer.from(row.salt, 'hex'), decoded.payloadCommitment)) {
+            const salt = Buffer.from(row.salt, 'hex');
+            // Fast path: the stored text is the canonical form that was committed to. Otherwise (rows
+            // written before payloads were stored canonically) parse and canonicalise.
+            const storedMatches = salt.length === PAYLOAD_SALT_BYTES && createHash('sha256').update(salt).update(row.payload, 'utf8').digest().equals(decoded.payloadCommitment);
+            if (!storedMatches && !verifyPayloadCommitment(JSON.parse(row.payload) as JsonValue, salt, decoded.payloadCommitment)) {
               findings.push({ kind: 'changed-payload', seq: at, message: `the payload of entry ${at} was changed after it was written` });
               break scan;
             }
