@@ -15,6 +15,8 @@ import { createBlobFolders, createPlatformRepo, createPlatformService, type Plat
 import { createBillingMeter, createLedgers, type Ledgers } from './ledger/index.js';
 import { openStorage, type Storage } from './storage/index.js';
 import { createMailer, type Mailer } from './mail/mailer.js';
+import { createTenantKeys, type TenantKeys } from './crypto/tenant-keys.js';
+import { newId } from './crypto/random.js';
 
 /** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
 export interface Core {
@@ -25,6 +27,7 @@ export interface Core {
   ledgers: Ledgers;
   billing: ReturnType<typeof createBillingMeter>;
   mailer: Mailer;
+  tenantKeys: TenantKeys;
   clock: Clock;
   masterKeyCreated: boolean;
   /** Migrations applied while opening: `control:<name>` and `tenant:<id>:<name>`. */
@@ -77,6 +80,18 @@ export async function openCore(
     });
   }
   const mailer = opts.mailer ?? createMailer(config.mail, opts.log);
+  const tenantKeys = createTenantKeys({
+    store: {
+      control: storage.control,
+      tenantDb: async (tenantId) => {
+        const row = await storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirstOrThrow();
+        return storage.tenantDb({ tenantId, databaseName: row.database_name });
+      },
+    },
+    masterKey: masterKey.ring,
+    clock,
+    newId,
+  });
   // Memory by default; Redis when configured, so that several nodes share the counters.
   const attempts = config.redis.url === '' ? createMemoryAttemptStore(clock) : createRedisAttemptStore(config.redis.url);
   const identity = createIdentityService({
@@ -91,6 +106,8 @@ export async function openCore(
     mailer,
     publicUrl: config.server.public_url,
     defaultLanguage: config.mail.language,
+    tenantKeys,
+    keyDerivation: { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
   });
   const platform = createPlatformService({
     repo: createPlatformRepo(storage.control),
@@ -98,6 +115,7 @@ export async function openCore(
     blobs: createBlobFolders(config.data_dir),
     identity,
     ledgers,
+    tenantKeys,
     clock,
     deletionGraceDays: config.lifecycle.deletion_grace_days,
   });
@@ -108,6 +126,7 @@ export async function openCore(
     platform,
     ledgers,
     mailer,
+    tenantKeys,
     billing: createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) }),
     clock,
     masterKeyCreated: masterKey.created,

@@ -2,6 +2,7 @@ export {
   authorize,
   isAllowed,
   ACCOUNT_ROLES,
+  DATA_ROLES,
   EXTERNAL_ROLES,
   TENANT_ROLES,
   type AccountRole,

@@ -11,6 +11,8 @@ export type AccountRole = 'operator' | 'reseller' | 'installer' | TenantRole | E
 
 export const TENANT_ROLES: readonly TenantRole[] = ['admin', 'member', 'dpo'];
 export const EXTERNAL_ROLES: readonly ExternalRole[] = ['technician', 'control-centre', 'authority'];
+/** Roles that work with personal data and so hold a key pair and (once granted) a copy of the tenant secret. */
+export const DATA_ROLES: readonly AccountRole[] = ['member', 'dpo', 'technician', 'control-centre', 'authority'];
 export const ACCOUNT_ROLES: readonly AccountRole[] = ['operator', 'reseller', 'installer', ...TENANT_ROLES, ...EXTERNAL_ROLES, 'guest'];
 
 export type Actor =

@@ -301,7 +301,12 @@ export function buildCli(): Command {
       const t = await withPlatform(program, (c) =>
         c.createTenant({ name: opts.name, resellerId: opts.reseller ?? null, licenceEndsAt: opts.licenceEnd ?? null }),
       );
-      emit(program, t, () => out(`Created tenant ${t.name} (${t.id})`));
+      emit(program, t, () => {
+        out(`Created tenant ${t.name} (${t.id})`);
+        out('Hand these to the customer; they are shown only now and not stored anywhere:');
+        out(`  activation key (the first data user enters it once): ${t.initialKeys.activationKey}`);
+        out(`  recovery code (restores data access if every data user lost theirs): ${t.initialKeys.recoveryCode}`);
+      });
     });
   tenant
     .command('list')

@@ -355,4 +355,60 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
     handler: async (request) => identity.setTenantPolicy(actorOf(request), request.params.id, request.body),
   });
+
+  // ---- Data access: the tenant secret for data users (DESIGN §3) ----
+
+  app.get('/api/v1/keys/status', {
+    ...secured,
+    schema: {
+      tags: ['keys'],
+      summary: 'Whether this session has data access, and (for a data user) which colleagues still wait for it',
+      response: {
+        200: {
+          type: 'object',
+          properties: {
+            dataAccess: { type: 'boolean' },
+            waiting: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' } }, required: ['id', 'login', 'role'] } },
+          },
+          required: ['dataAccess', 'waiting'],
+        },
+        401: errorResponseSchema,
+      },
+    },
+    handler: async (request) => identity.dataAccessStatus(tokenOf(request)),
+  });
+
+  app.post<{ Body: { activationKey?: string; recoveryCode?: string } }>('/api/v1/keys/activate', {
+    ...secured,
+    schema: {
+      tags: ['keys'],
+      summary: "Data access for the first data user (the tenant's one-time activation key) or after every key was lost (the recovery code)",
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { activationKey: { type: 'string', maxLength: 64 }, recoveryCode: { type: 'string', maxLength: 80 } },
+        minProperties: 1,
+        maxProperties: 1,
+      },
+      response: { 204: { type: 'null' }, 401: errorResponseSchema, 403: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      await identity.activateDataAccess(tokenOf(request), request.body);
+      return reply.status(204).send();
+    },
+  });
+
+  app.post<{ Body: { accountId: string } }>('/api/v1/keys/grant', {
+    ...secured,
+    schema: {
+      tags: ['keys'],
+      summary: 'Give a colleague (member or dpo of your tenant) data access: wraps the tenant secret for their key',
+      body: { type: 'object', additionalProperties: false, properties: { accountId: { type: 'string', format: 'uuid' } }, required: ['accountId'] },
+      response: { 204: { type: 'null' }, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      await identity.grantDataAccess(tokenOf(request), request.body.accountId);
+      return reply.status(204).send();
+    },
+  });
 }

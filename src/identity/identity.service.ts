@@ -1,4 +1,4 @@
-import { authorize, isAllowed, TENANT_ROLES, type AccountRole, type Actor, type ExternalRole, type TenantRole } from '../access/index.js';
+import { authorize, DATA_ROLES, isAllowed, TENANT_ROLES, type AccountRole, type Actor, type ExternalRole, type TenantRole } from '../access/index.js';
 import { ledgerActor, type JsonValue, type Ledger, type LedgerEvent } from '../ledger/index.js';
 import { newId, randomPassword, randomToken, sha256Hex } from '../crypto/random.js';
 import {
@@ -20,6 +20,9 @@ import type { MasterKeyRing } from '../crypto/master-key.js';
 import type { Mailer } from '../mail/mailer.js';
 import { renderMail, type MailLanguage, type MailTemplate } from '../mail/templates.js';
 import { classifyRequestToken, GRACE_MS, requestTokenFor } from './request-tokens.js';
+import { aeadOpen, aeadSeal, generateAccountKeyPair, KeyError, passwordKey, unwrapWithKey, wrapWithKey } from '../crypto/envelope.js';
+import { parseRecoveryCode, type TenantKeys } from '../crypto/tenant-keys.js';
+import { randomBytes } from 'node:crypto';
 
 export interface Clock {
   now(): Date;
@@ -108,6 +111,14 @@ export interface IdentityService {
   /** A one-time password-reset key, valid for `ttlMs`, usable once, mailed to the account; for an account still invited, a new invitation. */
   issuePasswordReset(login: string, ttlMs?: number, by?: Actor): Promise<{ key: string; expiresAt: string }>;
   resetPassword(key: string, newPassword: string): Promise<void>;
+  /** The tenant data key K_t while a data user with a copy of the tenant secret acts; undefined otherwise. */
+  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer } | undefined>;
+  /** Data access for this session and account from the tenant's one-time activation key or its recovery code. */
+  activateDataAccess(sessionToken: string, code: { activationKey?: string | undefined; recoveryCode?: string | undefined }): Promise<void>;
+  /** A data user gives a colleague (a data-capable account of the same tenant) a copy of the tenant secret. */
+  grantDataAccess(sessionToken: string, accountId: string): Promise<void>;
+  /** Whether this session has data access, and which data-capable accounts of the tenant still wait for it. */
+  dataAccessStatus(sessionToken: string): Promise<{ dataAccess: boolean; waiting: { id: string; login: string; role: string }[] }>;
 }
 
 /** ASVS 5.0 §7.3: absolute and idle timeouts, enforced on the server. */
@@ -148,6 +159,9 @@ export function createIdentityService(deps: {
   mailer: Mailer;
   publicUrl: string;
   defaultLanguage: MailLanguage;
+  tenantKeys: TenantKeys;
+  /** Argon2id cost of the password-derived key that seals a data user's private key. */
+  keyDerivation: { memoryKib: number; iterations: number; parallelism: number };
 }): IdentityService {
   const { control, hasher, clock, throttle } = deps;
   const oneTimeKeys = createOneTimeKeys({ db: control, ledger: deps.ledger, clock });
@@ -247,6 +261,10 @@ export function createIdentityService(deps: {
         's.grace_used',
         's.locked_at',
         's.pending',
+        's.sealed_tenant_secret',
+        'a.public_key',
+        'a.sealed_private_key',
+        'a.key_salt',
       ])
       .where('s.id_hash', '=', idHash)
       .executeTakeFirst();
@@ -272,7 +290,30 @@ export function createIdentityService(deps: {
     return pending;
   };
 
-  const startSession = async (accountId: string, kind: SessionKind, pending: PendingAction[]) => {
+  /** Seals a new key pair for a data-capable account under a key derived from its password. */
+  const sealKeyPair = async (accountId: string, password: string, privateKey?: Buffer) => {
+    const pair = privateKey ? undefined : generateAccountKeyPair();
+    const salt = randomBytes(16);
+    const kek = await passwordKey(password, salt, deps.keyDerivation);
+    const sealed = aeadSeal(kek, privateKey ?? pair!.privateKey, `account-key|${accountId}`).toString('base64url');
+    await control
+      .updateTable('accounts')
+      .set({ sealed_private_key: sealed, key_salt: salt.toString('hex'), ...(pair ? { public_key: pair.publicKey } : {}) })
+      .where('id', '=', accountId)
+      .execute();
+  };
+  const openPrivateKey = async (account: { id: string; sealed_private_key: string | null; key_salt: string | null }, password: string) => {
+    if (!account.sealed_private_key || !account.key_salt) return undefined;
+    const kek = await passwordKey(password, Buffer.from(account.key_salt, 'hex'), deps.keyDerivation);
+    return aeadOpen(kek, Buffer.from(account.sealed_private_key, 'base64url'), `account-key|${account.id}`);
+  };
+  const sessionContext = (idHash: string) => `session-secret|${idHash}`;
+  /** T_t for the session, sealed under a key derived from the session id, which only the client holds. */
+  const sealForSession = (sessionToken: string, secret: Uint8Array) => wrapWithKey(secret, Buffer.from(sessionToken, 'utf8'), sessionContext(sha256Hex(sessionToken)));
+  const secretOfSession = (sessionToken: string, s: { sealed_tenant_secret: string | null }) =>
+    s.sealed_tenant_secret ? unwrapWithKey(s.sealed_tenant_secret, Buffer.from(sessionToken, 'utf8'), sessionContext(sha256Hex(sessionToken))) : undefined;
+
+  const startSession = async (accountId: string, kind: SessionKind, pending: PendingAction[], tenantSecret?: Uint8Array) => {
     const sessionToken = randomToken(32);
     const now = clock.now();
     const expiresAt = new Date(now.getTime() + SESSION_ABSOLUTE_MS).toISOString();
@@ -290,6 +331,7 @@ export function createIdentityService(deps: {
         grace_used: 0,
         locked_at: null,
         pending: pending.join(','),
+        sealed_tenant_secret: tenantSecret ? sealForSession(sessionToken, tenantSecret) : null,
       })
       .execute();
     return { sessionToken, expiresAt, pending, ...(kind === 'cookie' ? { requestToken: requestTokenFor(sessionToken, 0) } : {}) };
@@ -431,6 +473,8 @@ export function createIdentityService(deps: {
       await assertNewPassword(account, newPassword, await policyOfTenant(account.tenant_id));
       await oneTimeKeys.consume(key, 'invite');
       await storePassword(account.id, newPassword);
+      // Data users get a key pair; a colleague with data access (or the activation key) gives them the tenant secret.
+      if (DATA_ROLES.includes(account.role as AccountRole)) await sealKeyPair(account.id, newPassword);
       await control.updateTable('accounts').set({ status: 'active' }).where('id', '=', account.id).execute();
       await record(account.tenant_id, {
         actor: { tier: 'anonymous', role: 'key-holder', id: account.id },
@@ -505,6 +549,8 @@ export function createIdentityService(deps: {
           'a.status',
           'a.must_change_password',
           'a.password_changed_at',
+          'a.sealed_private_key',
+          'a.key_salt',
           'r.status as reseller_status',
           't.status as tenant_status',
         ])
@@ -543,8 +589,14 @@ export function createIdentityService(deps: {
         // Parameters were raised since this hash was made: upgrade it now that the password is at hand.
         await control.updateTable('accounts').set({ password_hash: await hasher.hash(password) }).where('id', '=', account.id).execute();
       }
+      // A data user's private key opens its copy of the tenant secret, held (sealed) for this session only.
+      let tenantSecret: Buffer | undefined;
+      if (account.tenant_id && DATA_ROLES.includes(account.role as AccountRole)) {
+        const privateKey = await openPrivateKey(account, password);
+        if (privateKey) tenantSecret = await deps.tenantKeys.unwrapForAccount(account.tenant_id, account.id, privateKey).catch(() => undefined);
+      }
       // Always a fresh random session id at login: a planted id (session fixation) is never reused.
-      const session = await startSession(account.id, kind, await pendingFor(account));
+      const session = await startSession(account.id, kind, await pendingFor(account), tenantSecret);
       const actor = actorOf(account);
       await record(account.tenant_id, { actor: ledgerActor(actor), action: 'auth.login', resource: { type: 'account', id: account.id }, outcome: 'success', source, details: { kind } });
       return { ...session, actor };
@@ -641,7 +693,7 @@ export function createIdentityService(deps: {
       const recoveryCodes = await secondFactors.enable(me.id, code);
       // A privilege change: the session id changes, and the pending set-up is done.
       await control.deleteFrom('sessions').where('id_hash', '=', me.idHash).execute();
-      const session = await startSession(me.id, me.kind, me.pendingList.filter((p) => p !== 'second_factor_setup'));
+      const session = await startSession(me.id, me.kind, me.pendingList.filter((p) => p !== 'second_factor_setup'), secretOfSession(sessionToken, me));
       await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.enable', resource: { type: 'account', id: me.id }, outcome: 'success' });
       return { recoveryCodes, session };
     },
@@ -713,8 +765,79 @@ export function createIdentityService(deps: {
       await assertNewPassword(account, newPassword, await policyOfTenant(account.tenant_id));
       await oneTimeKeys.consume(key, 'password-reset');
       await storePassword(account.id, newPassword);
+      if (DATA_ROLES.includes(account.role as AccountRole)) {
+        // The old private key was sealed under the forgotten password: it is gone, and with it this
+        // account's copy of the tenant secret. A colleague with data access grants it again (B.1).
+        await sealKeyPair(account.id, newPassword);
+        if (account.tenant_id) await deps.tenantKeys.dropAccountCopy(account.tenant_id, account.id);
+      }
       await control.deleteFrom('sessions').where('account_id', '=', account.id).execute();
       await record(account.tenant_id, { actor: { tier: 'anonymous', role: 'key-holder', id: account.id }, action: 'auth.password.reset', resource: { type: 'account', id: account.id }, outcome: 'success' });
+    },
+
+    async dataKeyOf(sessionToken) {
+      const me = await sessionOf(sessionToken);
+      const secret = secretOfSession(sessionToken, me);
+      if (!secret || !me.tenant_id) return undefined;
+      return { tenantId: me.tenant_id, dataKey: await deps.tenantKeys.dataKey(me.tenant_id, secret) };
+    },
+
+    async activateDataAccess(sessionToken, code) {
+      const me = await sessionOf(sessionToken);
+      if (!me.tenant_id || !DATA_ROLES.includes(me.role as AccountRole) || !me.public_key) {
+        throw new ForbiddenError('only a data user of a tenant (member, dpo) can be given data access');
+      }
+      let secret: Buffer | undefined;
+      if (code.activationKey) {
+        secret = /^[A-Za-z0-9_-]{43}$/.test(code.activationKey) ? await deps.tenantKeys.redeemActivation(me.tenant_id, code.activationKey) : undefined;
+      } else if (code.recoveryCode) {
+        const parsed = parseRecoveryCode(code.recoveryCode);
+        secret = parsed && (await deps.tenantKeys.checkSecret(me.tenant_id, parsed)) ? parsed : undefined;
+      }
+      if (!secret) {
+        await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'key.activate', resource: { type: 'tenant', id: me.tenant_id }, outcome: 'denied' });
+        throw new OneTimeKeyError();
+      }
+      await deps.tenantKeys.wrapForAccount(me.tenant_id, secret, { id: me.id, publicKey: me.public_key }, me.id);
+      await control.updateTable('sessions').set({ sealed_tenant_secret: sealForSession(sessionToken, secret) }).where('id_hash', '=', me.idHash).execute();
+      await record(me.tenant_id, {
+        actor: ledgerActor(actorOf(me)),
+        action: 'key.activate',
+        resource: { type: 'account', id: me.id },
+        outcome: 'success',
+        details: { via: code.activationKey ? 'activation-key' : 'recovery-code' },
+      });
+    },
+
+    async grantDataAccess(sessionToken, accountId) {
+      const me = await sessionOf(sessionToken);
+      const secret = secretOfSession(sessionToken, me);
+      if (!secret || !me.tenant_id) throw new ForbiddenError('only a data user with data access can give it to a colleague');
+      const target = await control.selectFrom('accounts').select(['id', 'role', 'status', 'public_key', 'tenant_id']).where('id', '=', accountId).executeTakeFirst();
+      if (!target || target.tenant_id !== me.tenant_id) throw new NotFoundError('account');
+      if (!DATA_ROLES.includes(target.role as AccountRole) || target.role !== 'member' && target.role !== 'dpo') {
+        throw new ConflictError(`a ${target.role} gets no copy of the tenant secret; external accounts get grants on a scope`);
+      }
+      if (target.status !== 'active' || !target.public_key) throw new ConflictError('this account has not accepted its invitation yet');
+      await deps.tenantKeys.wrapForAccount(me.tenant_id, secret, { id: target.id, publicKey: target.public_key }, me.id);
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'key.grant', resource: { type: 'account', id: target.id }, outcome: 'success' });
+    },
+
+    async dataAccessStatus(sessionToken) {
+      const me = await sessionOf(sessionToken);
+      const dataAccess = me.sealed_tenant_secret !== null;
+      if (!me.tenant_id || !dataAccess) return { dataAccess, waiting: [] };
+      const candidates = await control
+        .selectFrom('accounts')
+        .select(['id', 'login', 'role'])
+        .where('tenant_id', '=', me.tenant_id)
+        .where('status', '=', 'active')
+        .where('role', 'in', ['member', 'dpo'])
+        .where('public_key', 'is not', null)
+        .execute();
+      const waiting = [];
+      for (const c of candidates) if (!(await deps.tenantKeys.hasAccountCopy(me.tenant_id, c.id))) waiting.push(c);
+      return { dataAccess, waiting };
     },
 
     async changePassword(sessionToken, currentPassword, newPassword, source) {
@@ -727,10 +850,14 @@ export function createIdentityService(deps: {
       }
       if (currentPassword === newPassword) throw new ConflictError('the new password must differ from the current one');
       await assertNewPassword(me, newPassword, await policyOfTenant(me.tenant_id));
+      // The private key is sealed again under the new password: the key path survives a change (not a reset).
+      const privateKey = await openPrivateKey(me, currentPassword);
+      const secret = secretOfSession(sessionToken, me);
       await storePassword(me.id, newPassword);
+      if (privateKey) await sealKeyPair(me.id, newPassword, privateKey);
       // Every other session (possibly an attacker's) ends; the caller continues in a new session.
       await control.deleteFrom('sessions').where('account_id', '=', me.id).execute();
-      const session = await startSession(me.id, me.kind, me.pendingList.filter((p) => p !== 'password_change'));
+      const session = await startSession(me.id, me.kind, me.pendingList.filter((p) => p !== 'password_change'), secret);
       await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.password.change', resource: { type: 'account', id: me.id }, outcome: 'success', source });
       return session;
     },

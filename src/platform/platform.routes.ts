@@ -108,7 +108,22 @@ export function registerPlatformRoutes(app: FastifyInstance, deps: { platform: P
         properties: { name: { type: 'string', minLength: 2, maxLength: 200 }, resellerId: { type: ['string', 'null'], format: 'uuid' }, licenceEndsAt: licenceEnd },
         required: ['name'],
       },
-      response: { 201: tenantSchema, ...errors },
+      response: {
+        201: {
+          ...tenantSchema,
+          properties: {
+            ...tenantSchema.properties,
+            initialKeys: {
+              type: 'object',
+              description: "shown once: hand both to the customer. The activation key gives the first data user access; the recovery code restores it if every data user's key is lost",
+              properties: { recoveryCode: { type: 'string' }, activationKey: { type: 'string' } },
+              required: ['recoveryCode', 'activationKey'],
+            },
+          },
+          required: [...tenantSchema.required, 'initialKeys'],
+        },
+        ...errors,
+      },
     },
     handler: async (request, reply) => reply.status(201).send(await platform.createTenant(actorOf(request), request.body)),
   });

@@ -2,6 +2,7 @@ import { authorize, type Actor, type PlatformAction } from '../access/index.js';
 import { ledgerActor, type Ledgers, type LedgerEvent } from '../ledger/index.js';
 import { newId } from '../crypto/random.js';
 import type { Clock, IdentityService } from '../identity/index.js';
+import type { TenantKeys } from '../crypto/tenant-keys.js';
 import { ConflictError, NotFoundError, SuspendedError, ValidationError, DomainError } from '../shared/errors.js';
 import type { Storage, TenantLocation } from '../storage/index.js';
 import type { PlatformRepo } from './platform.repo.js';
@@ -19,6 +20,7 @@ export interface PlatformDeps {
   blobs: BlobFolders;
   identity: Pick<IdentityService, 'invite'>;
   ledgers: Pick<Ledgers, 'platform' | 'tenant'>;
+  tenantKeys: Pick<TenantKeys, 'create' | 'shred'>;
   clock: Clock;
   /** Days between the licence end and the tenant's deletion. */
   deletionGraceDays: number;
@@ -79,6 +81,8 @@ export function createPlatformService(deps: PlatformDeps) {
     reason: DeletionReason,
   ): Promise<DeletionReport> => {
     const location: TenantLocation = { tenantId: tenant.view.id, databaseName: tenant.databaseName };
+    // Crypto-shredding first: without the service component no surviving copy of the data opens.
+    await deps.tenantKeys.shred(tenant.view.id);
     const removed = [...(await storage.dropTenant(location)), ...(await blobs.remove(tenant.view.id))];
     await repo.deleteTenantRow(tenant.view.id);
     const report: DeletionReport = {
@@ -134,7 +138,7 @@ export function createPlatformService(deps: PlatformDeps) {
     async createTenant(
       actor: Actor,
       input: { name: string; resellerId?: string | null | undefined; licenceEndsAt?: string | null | undefined },
-    ): Promise<TenantView> {
+    ): Promise<TenantView & { initialKeys: { recoveryCode: string; activationKey: string } }> {
       authorize(actor, 'tenant.create', { type: 'platform' });
       // A reseller always creates for itself; the operator may name a reseller or keep the tenant direct.
       const resellerId = actor.kind === 'reseller' ? actor.resellerId : (input.resellerId ?? null);
@@ -166,6 +170,8 @@ export function createPlatformService(deps: PlatformDeps) {
         await repo.deleteTenantRow(id);
         throw error;
       }
+      // The tenant's keys: the recovery code and the activation key go to the customer, shown only here.
+      const initialKeys = await deps.tenantKeys.create(id, ledgerActor(actor).id);
       await record(actor, 'tenant.create', { type: 'tenant', id }, 'success', { resellerId });
       await (await ledgers.tenant(id)).append({
         actor: ledgerActor(actor),
@@ -173,7 +179,7 @@ export function createPlatformService(deps: PlatformDeps) {
         resource: { type: 'tenant', id },
         outcome: 'success',
       });
-      return tenant;
+      return { ...tenant, initialKeys };
     },
 
     async listTenants(actor: Actor): Promise<TenantView[]> {

@@ -6,6 +6,7 @@
 import type { Kysely } from 'kysely';
 import type { LedgerSchema } from '../ledger/ledger.migrations.js';
 import type { PasswordHistoryTable, TenantPolicyTable } from '../identity/accounts.migrations.js';
+import type { KeyWrapTable, TenantKeyTable } from '../crypto/tenant-keys.js';
 import type { OneTimeKeyTable } from '../identity/one-time-keys.js';
 import type { RecoveryCodeTable, SecondFactorTable } from '../identity/second-factor.js';
 
@@ -50,6 +51,10 @@ export interface AccountTable {
   password_changed_at: string | null;
   status: 'active' | 'disabled' | 'invited';
   language: 'de' | 'en' | null;
+  /** Data-capable accounts: ECDH P-256 public key (SPKI, base64) and the private key sealed under a password-derived key. */
+  public_key: string | null;
+  sealed_private_key: string | null;
+  key_salt: string | null;
   created_at: string;
 }
 
@@ -66,6 +71,8 @@ export interface SessionTable {
   locked_at: string | null;
   /** Comma-separated `PendingAction`s; empty when the session may do everything its actor may. */
   pending: string;
+  /** The tenant secret while a data user acts, sealed under a key derived from the session id (held only by the client). */
+  sealed_tenant_secret: string | null;
 }
 
 export interface DeletionReportTable {
@@ -88,6 +95,7 @@ export interface ControlSchema extends LedgerSchema {
   recovery_codes: RecoveryCodeTable;
   password_history: PasswordHistoryTable;
   tenant_policies: TenantPolicyTable;
+  tenant_keys: TenantKeyTable;
 }
 
 export interface TenantMetaTable {
@@ -97,6 +105,7 @@ export interface TenantMetaTable {
 
 export interface TenantSchema extends LedgerSchema {
   tenant_meta: TenantMetaTable;
+  key_wraps: KeyWrapTable;
 }
 
 export type ControlDb = Kysely<ControlSchema>;

@@ -1,4 +1,5 @@
 import { type Kysely, type Migration } from 'kysely';
+import { tenantKeysControlMigration } from '../../crypto/tenant-keys.js';
 import { accountsMigration } from '../../identity/accounts.migrations.js';
 import { oneTimeKeysMigration } from '../../identity/one-time-keys.js';
 import { secondFactorMigration } from '../../identity/second-factor.js';
@@ -66,4 +67,5 @@ export const controlMigrations: Record<string, Migration> = {
   '0003_one_time_keys': oneTimeKeysMigration,
   '0004_second_factor': secondFactorMigration,
   '0005_accounts': accountsMigration,
+  '0006_tenant_keys': tenantKeysControlMigration,
 };

@@ -1,4 +1,5 @@
 import type { Kysely, Migration } from 'kysely';
+import { keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
 import { ledgerMigration } from '../../ledger/ledger.migrations.js';
 
 /** Migrations applied to every tenant database: forward only. */
@@ -13,4 +14,5 @@ export const tenantMigrations: Record<string, Migration> = {
     },
   },
   '0002_ledger': ledgerMigration,
+  '0003_key_wraps': keyWrapsTenantMigration,
 };
