@@ -17,6 +17,7 @@ import { openStorage, type Storage } from './storage/index.js';
 import { createMailer, type Mailer } from './mail/mailer.js';
 import { createTenantKeys, type TenantKeys } from './crypto/tenant-keys.js';
 import { newId } from './crypto/random.js';
+import { createContacts, type Contacts } from './records/index.js';
 
 /** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
 export interface Core {
@@ -28,6 +29,7 @@ export interface Core {
   billing: ReturnType<typeof createBillingMeter>;
   mailer: Mailer;
   tenantKeys: TenantKeys;
+  contacts: Contacts;
   clock: Clock;
   masterKeyCreated: boolean;
   /** Migrations applied while opening: `control:<name>` and `tenant:<id>:<name>`. */
@@ -80,14 +82,12 @@ export async function openCore(
     });
   }
   const mailer = opts.mailer ?? createMailer(config.mail, opts.log);
+  const tenantDbOf = async (tenantId: string) => {
+    const row = await storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirstOrThrow();
+    return storage.tenantDb({ tenantId, databaseName: row.database_name });
+  };
   const tenantKeys = createTenantKeys({
-    store: {
-      control: storage.control,
-      tenantDb: async (tenantId) => {
-        const row = await storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirstOrThrow();
-        return storage.tenantDb({ tenantId, databaseName: row.database_name });
-      },
-    },
+    store: { control: storage.control, tenantDb: tenantDbOf },
     masterKey: masterKey.ring,
     clock,
     newId,
@@ -127,6 +127,7 @@ export async function openCore(
     ledgers,
     mailer,
     tenantKeys,
+    contacts: createContacts({ tenantDb: tenantDbOf, tenantLedger: (tenantId) => ledgers.tenant(tenantId), clock }),
     billing: createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) }),
     clock,
     masterKeyCreated: masterKey.created,

@@ -13,6 +13,7 @@ import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { registerLedgerRoutes } from '../ledger/ledger.routes.js';
 import { registerPlatformRoutes } from '../platform/platform.routes.js';
 import { registerRequestTokenHeader, requireActor } from './auth.js';
+import { registerRecordRoutes } from '../records/index.js';
 import { registerErrorHandling } from './errors.js';
 
 export interface AppOptions {
@@ -102,6 +103,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   const authenticate = requireActor(core.identity);
   registerIdentityRoutes(app, { identity: core.identity, authenticate });
   registerPlatformRoutes(app, { platform: core.platform, authenticate });
+  registerRecordRoutes(app, { contacts: core.contacts, identity: core.identity, authenticate });
   registerLedgerRoutes(app, { ledgerFor: (actor, tenantId) => core.platform.ledgerFor(actor, tenantId), authenticate });
 
   // The web app (built by `npm run build:web` into dist/web), same origin as the API, under the strict CSP.

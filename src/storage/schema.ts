@@ -7,6 +7,7 @@ import type { Kysely } from 'kysely';
 import type { LedgerSchema } from '../ledger/ledger.migrations.js';
 import type { PasswordHistoryTable, TenantPolicyTable } from '../identity/accounts.migrations.js';
 import type { KeyWrapTable, TenantKeyTable } from '../crypto/tenant-keys.js';
+import type { ContactTable } from '../records/contacts.js';
 import type { OneTimeKeyTable } from '../identity/one-time-keys.js';
 import type { RecoveryCodeTable, SecondFactorTable } from '../identity/second-factor.js';
 
@@ -106,6 +107,7 @@ export interface TenantMetaTable {
 export interface TenantSchema extends LedgerSchema {
   tenant_meta: TenantMetaTable;
   key_wraps: KeyWrapTable;
+  contacts: ContactTable;
 }
 
 export type ControlDb = Kysely<ControlSchema>;

@@ -1,5 +1,6 @@
 import type { Kysely, Migration } from 'kysely';
 import { keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
+import { contactsMigration } from '../../records/contacts.js';
 import { ledgerMigration } from '../../ledger/ledger.migrations.js';
 
 /** Migrations applied to every tenant database: forward only. */
@@ -15,4 +16,5 @@ export const tenantMigrations: Record<string, Migration> = {
   },
   '0002_ledger': ledgerMigration,
   '0003_key_wraps': keyWrapsTenantMigration,
+  '0004_contacts': contactsMigration,
 };
