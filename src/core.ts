@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { TresorConfig } from './config/index.js';
-import { loadOrCreateMasterKey } from './crypto/master-key.js';
+import { loadOrCreateMasterKey, type MasterKeyRing } from './crypto/master-key.js';
 import {
   createIdentityService,
   createLoginThrottle,
@@ -13,10 +13,12 @@ import {
 } from './identity/index.js';
 import { createBlobFolders, createPlatformRepo, createPlatformService, type PlatformService } from './platform/index.js';
 import { createBillingMeter, createLedgers, type Ledgers } from './ledger/index.js';
+import { ledgerKeyAad } from './ledger/ledger.service.js';
 import { openStorage, type Storage } from './storage/index.js';
 import { createMailer, type Mailer } from './mail/mailer.js';
 import { createTenantKeys, type TenantKeys } from './crypto/tenant-keys.js';
 import { newId } from './crypto/random.js';
+import type { SealedColumn } from './crypto/rotate.js';
 import { createContacts, type Contacts } from './records/index.js';
 
 /** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
@@ -32,6 +34,7 @@ export interface Core {
   contacts: Contacts;
   clock: Clock;
   masterKeyCreated: boolean;
+  masterKey: MasterKeyRing;
   /** Migrations applied while opening: `control:<name>` and `tenant:<id>:<name>`. */
   appliedMigrations: string[];
   close(): Promise<void>;
@@ -131,6 +134,7 @@ export async function openCore(
     billing: createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) }),
     clock,
     masterKeyCreated: masterKey.created,
+    masterKey: masterKey.ring,
     appliedMigrations,
     close: async () => {
       mailer.close();
@@ -161,4 +165,22 @@ export async function ensureFirstOperator(core: Core): Promise<{ login: string; 
   const login = 'operator';
   const { oneTimePassword } = await core.identity.createAccount({ login, tier: 'operator', resellerId: null });
   return { login, oneTimePassword };
+}
+
+/** Every value sealed under the master key, for `tresor keys rotate-master` and `retire-master`. */
+export async function sealedColumns(core: Core): Promise<SealedColumn[]> {
+  const control = core.storage.control as unknown as SealedColumn['db'];
+  const columns: SealedColumn[] = [
+    { database: 'control', db: control, table: 'tenant_keys', key: 'tenant_id', column: 'sealed_component', aad: (r) => `tenant-component|${String(r.tenant_id)}` },
+    { database: 'control', db: control, table: 'second_factors', key: 'account_id', column: 'sealed_secret', aad: (r) => `totp|${String(r.account_id)}` },
+    { database: 'control', db: control, table: 'tenant_db_credentials', key: 'tenant_id', column: 'sealed_password', aad: (r) => `tenant-db-password|${String(r.tenant_id)}` },
+    { database: 'control', db: control, table: 'ledger_keys', key: 'id', column: 'sealed_private_key', aad: () => ledgerKeyAad(undefined), legacyAad: () => `ledger-key|${core.ledgers.platform.origin}` },
+  ];
+  const tenants = await core.storage.control.selectFrom('tenants').select(['id', 'database_name']).orderBy('created_at').execute();
+  for (const t of tenants) {
+    const db = (await core.storage.tenantDb({ tenantId: t.id, databaseName: t.database_name })) as unknown as SealedColumn['db'];
+    const origin = (await core.ledgers.tenant(t.id)).origin;
+    columns.push({ database: `tenant ${t.id}`, db, table: 'ledger_keys', key: 'id', column: 'sealed_private_key', aad: () => ledgerKeyAad(t.id), legacyAad: () => `ledger-key|${origin}` });
+  }
+  return columns;
 }

@@ -3,7 +3,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
-import { ensureFirstOperator, migrateEverything, openCore, type Core } from '../core.js';
+import { ensureFirstOperator, migrateEverything, openCore, sealedColumns, type Core } from '../core.js';
+import { addMasterKeyVersion, retireMasterKeyVersion } from '../crypto/master-key.js';
+import { countVersions, resealColumn } from '../crypto/rotate.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
 import { billingReport, toCsv, type VerifyReport } from '../ledger/index.js';
@@ -404,6 +406,52 @@ export function buildCli(): Command {
       };
       const p = await withPlatform(program, (c) => c.setTenantPolicy(id, input));
       emit(program, p, () => printPolicy(p));
+    });
+
+  const keys = program.command('keys').description('the master key (local, platform owner)');
+  keys
+    .command('status')
+    .description('master key versions and how many sealed values use each')
+    .action(async () => {
+      await withCore(program, async (core) => {
+        const counts = await countVersions(await sealedColumns(core));
+        const rows = core.masterKey.versions.map((v) => ({ version: String(v), current: v === core.masterKey.currentVersion ? 'yes' : '', 'sealed values': String(counts.get(v) ?? 0) }));
+        emit(program, rows, () => table(rows));
+      });
+    });
+  keys
+    .command('rotate-master')
+    .description('add a new master key version and seal every value again under it; resumable (--resume continues without adding a version), no downtime: running servers pick the new version up')
+    .option('--resume', 'continue an interrupted rotation instead of adding another version')
+    .action(async (opts: { resume?: boolean }) => {
+      const cfg = config(program);
+      if (cfg.master_key.value !== '') throw new DomainError('VALIDATION', 'the master key comes from master_key.value: rotate by adding a version to a key file (master_key.file) instead');
+      const version = opts.resume ? undefined : addMasterKeyVersion(cfg.master_key.file);
+      await withCore(program, async (core) => {
+        if (version !== undefined) err(`Added master key version ${version} to ${cfg.master_key.file}; sealing every value again under it.`);
+        const results = [];
+        for (const column of await sealedColumns(core)) {
+          const r = await resealColumn(core.masterKey, column);
+          err(`  ${column.database}: ${column.table}.${column.column}: ${r.resealed} sealed again, ${r.current} already current`);
+          results.push({ database: column.database, table: column.table, ...r });
+        }
+        await core.ledgers.platform.append({ actor: { tier: 'system', role: 'cli', id: 'cli' }, action: 'key.rotate-master', resource: { type: 'master-key', id: String(core.masterKey.currentVersion) }, outcome: 'success', details: { resealed: results.reduce((n, r) => n + r.resealed, 0) } });
+        emit(program, { version: core.masterKey.currentVersion, results }, () => out(`Every sealed value is under master key version ${core.masterKey.currentVersion}. Retire old versions with: tresor keys retire-master --key-version <n>`));
+      });
+    });
+  keys
+    .command('retire-master')
+    .description('remove an old master key version from the key file, once no sealed value uses it')
+    .requiredOption('--key-version <n>', 'the version to remove', Number)
+    .action(async (opts: { keyVersion: number }) => {
+      const cfg = config(program);
+      await withCore(program, async (core) => {
+        const used = (await countVersions(await sealedColumns(core))).get(opts.keyVersion) ?? 0;
+        if (used > 0) throw new DomainError('CONFLICT', `${used} sealed values still use master key version ${opts.keyVersion}: run tresor keys rotate-master --resume first`);
+        retireMasterKeyVersion(cfg.master_key.file, opts.keyVersion);
+        await core.ledgers.platform.append({ actor: { tier: 'system', role: 'cli', id: 'cli' }, action: 'key.retire-master', resource: { type: 'master-key', id: String(opts.keyVersion) }, outcome: 'success' });
+        emit(program, { retired: opts.keyVersion }, () => out(`Master key version ${opts.keyVersion} removed; back up ${cfg.master_key.file} again.`));
+      });
     });
 
   const ledger = program.command('ledger').description('tamper-evident ledgers: checkpoints and verification (local, operator)');

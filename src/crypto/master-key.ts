@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DomainError } from '../shared/errors.js';
 
@@ -9,7 +9,10 @@ import { DomainError } from '../shared/errors.js';
  * the data directory alone decrypts nothing.
  */
 export interface MasterKeyRing {
+  /** The version new values are sealed with. */
   readonly currentVersion: number;
+  /** Every version this ring can open. */
+  readonly versions: readonly number[];
   /** AES-256-GCM seal; the output carries the key version, the AAD binds the context. */
   seal(plaintext: Uint8Array, aad: string): string;
   open(sealed: string, aad: string): Buffer;
@@ -46,9 +49,67 @@ export function loadOrCreateMasterKey(opts: { file: string; value: string }): Lo
     };
     writeFileSync(opts.file, JSON.stringify(content, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
     chmodSync(opts.file, 0o600);
-    return { ring: parseMasterKeyFile(opts.file), created: true };
+    return { ring: fileBackedRing(opts.file), created: true };
   }
-  return { ring: parseMasterKeyFile(opts.file), created: false };
+  return { ring: fileBackedRing(opts.file), created: false };
+}
+
+/**
+ * A ring that follows its file: when `tresor keys rotate-master` adds a version (or `retire-master` drops
+ * one) while servers run, each server picks the change up at its next seal or open — no restart needed.
+ */
+function fileBackedRing(file: string): MasterKeyRing {
+  let ring = parseMasterKeyFile(file);
+  let seen = statSync(file).mtimeMs;
+  const fresh = () => {
+    const mtime = statSync(file).mtimeMs;
+    if (mtime !== seen) {
+      ring = parseMasterKeyFile(file);
+      seen = mtime;
+    }
+    return ring;
+  };
+  return {
+    get currentVersion() {
+      return fresh().currentVersion;
+    },
+    get versions() {
+      return fresh().versions;
+    },
+    seal: (plaintext, aad) => fresh().seal(plaintext, aad),
+    open: (sealed, aad) => fresh().open(sealed, aad),
+  };
+}
+
+/** Adds a new random key version to the file and makes it current; older versions still open. */
+export function addMasterKeyVersion(file: string): number {
+  const content = readKeyFile(file);
+  const next = Math.max(...Object.keys(content.keys).map(Number)) + 1;
+  content.keys[String(next)] = randomBytes(32).toString('base64');
+  content.current = next;
+  writeKeyFile(file, content);
+  return next;
+}
+
+/** Removes a version that nothing uses any more (the caller checks); the current version cannot go. */
+export function retireMasterKeyVersion(file: string, version: number): void {
+  const content = readKeyFile(file);
+  if (version === content.current) throw new DomainError('CONFLICT', `version ${version} is the current master key version; rotate first`);
+  if (!content.keys[String(version)]) throw new DomainError('NOT_FOUND', `master key version ${version} is not in ${file}`);
+  delete content.keys[String(version)];
+  writeKeyFile(file, content);
+}
+
+function readKeyFile(file: string): MasterKeyFile {
+  parseMasterKeyFile(file); // validates
+  return JSON.parse(readFileSync(file, 'utf8')) as MasterKeyFile;
+}
+
+/** Writes beside the file and renames, so a crash never leaves half a key file. */
+function writeKeyFile(file: string, content: MasterKeyFile): void {
+  const temp = `${file}.${process.pid}.tmp`;
+  writeFileSync(temp, JSON.stringify(content, null, 2) + '\n', { mode: 0o600 });
+  renameSync(temp, file);
 }
 
 function parseMasterKeyFile(file: string): MasterKeyRing {
@@ -76,6 +137,7 @@ export function createMasterKeyRing(keys: Record<number, Buffer>, currentVersion
   if (!keys[currentVersion]) throw new DomainError('CONFIG_INVALID', `master key version ${currentVersion} is missing`);
   return {
     currentVersion,
+    versions: Object.keys(keys).map(Number).sort((a, b) => a - b),
     seal(plaintext, aad) {
       const key = keys[currentVersion]!;
       const iv = randomBytes(12);

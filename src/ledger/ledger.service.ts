@@ -124,6 +124,9 @@ const encodeResource = (r: LedgerEvent['resource']) =>
  * Appends take the head row's lock (FOR UPDATE on PostgreSQL; SQLite serialises writers), so several
  * nodes get one gap-free order.
  */
+/** The master-key context of a ledger's signing key. */
+export const ledgerKeyAad = (tenantId: string | undefined) => `ledger-key|${tenantId ? `tenant/${tenantId}` : 'platform'}`;
+
 export function createLedger(deps: {
   db: Kysely<LedgerSchema>;
   origin: string;
@@ -133,7 +136,9 @@ export function createLedger(deps: {
   clock: { now(): Date };
 }) {
   const { db, origin, masterKey, clock } = deps;
-  const keyAad = `ledger-key|${origin}`;
+  // Bound to the ledger, not to its origin text (which follows server.public_url and may change).
+  const keyAad = ledgerKeyAad(deps.tenantId);
+  const legacyKeyAad = `ledger-key|${origin}`;
 
   const nodeHashes = async (ids: readonly NodeId[]): Promise<Map<string, Buffer>> => {
     const found = new Map<string, Buffer>();
@@ -159,7 +164,16 @@ export function createLedger(deps: {
 
   const signingKey = async (): Promise<{ publicKeyPem: string; privateKeyPem: string }> => {
     const row = await db.selectFrom('ledger_keys').selectAll().orderBy('id', 'desc').executeTakeFirst();
-    if (row) return { publicKeyPem: row.public_key, privateKeyPem: masterKey.open(row.sealed_private_key, keyAad).toString('utf8') };
+    if (row) {
+      let privateKeyPem: string;
+      try {
+        privateKeyPem = masterKey.open(row.sealed_private_key, keyAad).toString('utf8');
+      } catch {
+        // Keys sealed before the context was the ledger id (sealed again by `tresor keys rotate-master`).
+        privateKeyPem = masterKey.open(row.sealed_private_key, legacyKeyAad).toString('utf8');
+      }
+      return { publicKeyPem: row.public_key, privateKeyPem };
+    }
     const pair = generateLedgerKeyPair();
     await db
       .insertInto('ledger_keys')
