@@ -292,8 +292,10 @@ export function createLedger(deps: {
 
     /** An entry with its payload (if not expired) and its inclusion proof against the latest checkpoint. */
     async entryWithProof(seq: number): Promise<EntryWithProof> {
-      const checkpoint = await latestCheckpoint();
+      let checkpoint = await latestCheckpoint();
       const row = await db.selectFrom('ledger_entries').select(['seq', 'entry', 'leaf_hash']).where('seq', '=', seq).executeTakeFirst();
+      // An entry newer than the last checkpoint gets one written now ("on demand"), so it can be proved.
+      if (row && (!checkpoint || seq >= checkpoint.treeSize)) checkpoint = await this.checkpoint();
       if (!row || !checkpoint || seq >= checkpoint.treeSize) {
         throw new NotFoundError('ledger entry covered by a checkpoint', { seq });
       }
