@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
+import { hash as oneShotHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { MasterKeyRing } from '../crypto/master-key.js';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, parseCheckpoint, verifyCheckpointSignature } from './checkpoint.js';
-import { canonicalJson, commitPayload, decodeEntry, PAYLOAD_SALT_BYTES, encodeEntry, verifyPayloadCommitment, type EntryOutcome, type JsonValue } from './entry.js';
+import { canonicalJson, commitPayload, decodeEntry, ENTRY_OUTCOMES, ENTRY_VERSION, PAYLOAD_SALT_BYTES, encodeEntry, verifyPayloadCommitment, type EntryOutcome, type JsonValue } from './entry.js';
 import type { LedgerSchema } from './ledger.migrations.js';
 import {
   assembleProof,
@@ -124,6 +124,40 @@ const encodeResource = (r: LedgerEvent['resource']) =>
  * Appends take the head row's lock (FOR UPDATE on PostgreSQL; SQLite serialises writers), so several
  * nodes get one gap-free order.
  */
+/**
+ * The entry text a row must hold if nothing was changed: its columns in canonical form (RFC 8785
+ * member order) around its payload commitment. Returns the commitment, or undefined when the text is
+ * anything else (then the strict decoder looks at it).
+ */
+function canonicalFromColumns(
+  row: { entry: string; time: string; actor: string; action: string; resource: string; outcome: string },
+  seq: number,
+  tenantId: string | undefined,
+): Buffer | undefined {
+  const prefix = `{"action":${JSON.stringify(row.action)},"actor":${JSON.stringify(row.actor)},"outcome":${JSON.stringify(row.outcome)},"payloadCommitment":"`;
+  const suffix = `","resource":${JSON.stringify(row.resource)},"seq":${seq},${tenantId === undefined ? '' : `"tenant":${JSON.stringify(tenantId)},`}"time":${JSON.stringify(row.time)},"v":${ENTRY_VERSION}}`;
+  const text = row.entry;
+  if (text.length !== prefix.length + 44 + suffix.length || !text.startsWith(prefix) || !text.endsWith(suffix)) return undefined;
+  if (!(ENTRY_OUTCOMES as readonly string[]).includes(row.outcome) || !ISO_TIME.test(row.time)) return undefined;
+  if (/[\uD800-\uDFFF]/.test(prefix + suffix)) return undefined; // surrogates: let the strict decoder judge
+  const commitment = text.slice(prefix.length, prefix.length + 44);
+  const bytes = Buffer.from(commitment, 'base64');
+  return bytes.length === 32 && bytes.toString('base64') === commitment ? bytes : undefined;
+}
+const sha256Once = (data: Buffer) => oneShotHash('sha256', data, 'buffer') as unknown as Buffer;
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/** Payload check: hash the stored (canonical) text directly; older rows stored otherwise are canonicalised first. */
+function payloadMatches(payload: string, saltHex: string, commitment: Uint8Array): boolean {
+  const salt = Buffer.from(saltHex, 'hex');
+  if (salt.length === PAYLOAD_SALT_BYTES && sha256Once(Buffer.concat([salt, Buffer.from(payload, 'utf8')])).equals(commitment)) return true;
+  try {
+    return verifyPayloadCommitment(JSON.parse(payload) as JsonValue, salt, commitment);
+  } catch {
+    return false;
+  }
+}
+
 /** The master-key context of a ledger's signing key. */
 export const ledgerKeyAad = (tenantId: string | undefined) => `ledger-key|${tenantId ? `tenant/${tenantId}` : 'platform'}`;
 
@@ -446,6 +480,27 @@ export function createLedger(deps: {
             findings.push({ kind: 'missing-entry', seq: at, message: `entry ${at} is missing (the next stored entry is ${row.seq})` });
             break scan;
           }
+          // Fast path: the stored entry is exactly the canonical form of its own columns at this position.
+          // Anything else goes through the strict decoder, which also names what is wrong.
+          const quick = canonicalFromColumns(row, at, deps.tenantId);
+          if (quick !== undefined) {
+            const leaf = leafHash(Buffer.from(row.entry, 'utf8'));
+            if (hex(leaf) !== row.leaf_hash) {
+              findings.push({ kind: 'changed-entry', seq: at, message: `entry ${at} was changed after it was written` });
+              break scan;
+            }
+            if (row.payload !== null && row.salt !== null) {
+              payloadsChecked++;
+              if (!payloadMatches(row.payload, row.salt, quick)) {
+                findings.push({ kind: 'changed-payload', seq: at, message: `the payload of entry ${at} was changed after it was written` });
+                break scan;
+              }
+            }
+            accumulator.append(leaf);
+            checkRootsAt(accumulator.size);
+            if (findings.length > 0) break scan;
+            continue;
+          }
           let decoded;
           try {
             decoded = decodeEntry(Buffer.from(row.entry, 'utf8'));
@@ -470,11 +525,7 @@ export function createLedger(deps: {
           }
           if (row.payload !== null && row.salt !== null) {
             payloadsChecked++;
-            const salt = Buffer.from(row.salt, 'hex');
-            // Fast path: the stored text is the canonical form that was committed to. Otherwise (rows
-            // written before payloads were stored canonically) parse and canonicalise.
-            const storedMatches = salt.length === PAYLOAD_SALT_BYTES && createHash('sha256').update(salt).update(row.payload, 'utf8').digest().equals(decoded.payloadCommitment);
-            if (!storedMatches && !verifyPayloadCommitment(JSON.parse(row.payload) as JsonValue, salt, decoded.payloadCommitment)) {
+            if (!payloadMatches(row.payload, row.salt, decoded.payloadCommitment)) {
               findings.push({ kind: 'changed-payload', seq: at, message: `the payload of entry ${at} was changed after it was written` });
               break scan;
             }
