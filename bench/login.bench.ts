@@ -48,6 +48,27 @@ try {
     { what: 'identity.login, all at once (at most 2 hashes run at a time)', n: LOGINS, 'per second': perSecond(LOGINS, serviceParallel.ms), 'p50 ms': '-', 'p99 ms': '-' },
   ]);
 
+  // User enumeration by timing: a wrong password for a known account vs. any password for an unknown one.
+  const ENUM = 30;
+  const known: string[] = [];
+  for (let i = 0; i < ENUM; i++) known.push((await core.identity.createAccount({ login: `known${i}`, tier: 'operator', resellerId: null })) && `known${i}`);
+  const timeFailure = async (login: string, source: string) => {
+    const t = await timed(() => core.identity.login(login, 'wrong password 123', source).catch(() => undefined));
+    return t.ms;
+  };
+  const knownMs: number[] = [];
+  const unknownMs: number[] = [];
+  for (let i = 0; i < ENUM; i++) {
+    knownMs.push(await timeFailure(known[i]!, `127.0.3.${i}`));
+    unknownMs.push(await timeFailure(`unknown${i}@example.test`, `127.0.4.${i}`));
+  }
+  const lk = latencies(knownMs);
+  const lu = latencies(unknownMs);
+  table('user enumeration by timing (failed logins, interleaved)', [
+    { account: 'known, wrong password', n: ENUM, 'p50 ms': round(lk.p50, 2), 'p95 ms': round(lk.p95, 2), 'max ms': round(lk.max, 2) },
+    { account: 'unknown (dummy hash)', n: ENUM, 'p50 ms': round(lu.p50, 2), 'p95 ms': round(lu.p95, 2), 'max ms': round(lu.max, 2) },
+  ]);
+
   // 1,000 attempts at once: half with the right password, half with a wrong one, each from its own address.
   const before = process.memoryUsage().rss;
   const memory = rssSampler();

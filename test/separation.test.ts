@@ -90,6 +90,46 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     expect((await call('anna', 'POST', '/api/v1/contacts', { name: 'X', email: 'not-an-address' })).json()).toMatchObject({ code: 'VALIDATION' });
   });
 
+  it('imports CSV with progress and per-row errors, and exports CSV that imports again unchanged', async () => {
+    const csv = [
+      'name,email,phone,address,company,notes',
+      'Carla Import,carla@import.test,+49 40 555 0101,"Hafenstraße 1, 20095 Hamburg",Import AG,"sagt ""hallo"""',
+      'Dieter Import,not-an-address,,,,',
+      'Emil Import,emil@import.test,,,,=HYPERLINK(1)',
+      ',nameless@import.test,,,,',
+    ].join('\r\n');
+    const res = await app.inject({ method: 'POST', url: '/api/v1/contacts/import?book=personal', headers: { authorization: `Bearer ${tokens.anna}`, 'content-type': 'text/csv' }, payload: csv });
+    expect(res.statusCode, res.body).toBe(200);
+    const lines = res.body.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0]).toEqual({ done: 4, total: 4 });
+    expect(lines.at(-1)).toEqual({
+      created: 2,
+      errors: [
+        { line: 3, message: 'email must be an e-mail address such as name@example.org' },
+        { line: 5, message: 'name must be 1 to 200 characters' },
+      ],
+    });
+    const wrongHeader = await app.inject({ method: 'POST', url: '/api/v1/contacts/import', headers: { authorization: `Bearer ${tokens.anna}`, 'content-type': 'text/csv' }, payload: 'vorname,mail\nA,b' });
+    expect(wrongHeader.statusCode).toBe(400);
+
+    const exported = await app.inject({ method: 'GET', url: '/api/v1/contacts/export?format=csv', headers: { authorization: `Bearer ${tokens.anna}` } });
+    expect(exported.headers['content-type']).toMatch(/^text\/csv/);
+    expect(exported.body).toContain('"Hafenstraße 1, 20095 Hamburg"');
+    expect(exported.body).toContain("'=HYPERLINK(1)"); // a spreadsheet will not run it
+    const { parseCsv } = await import('../src/shared/csv.js');
+    const rows = parseCsv(exported.body);
+    expect(rows[0]).toEqual(['name', 'email', 'phone', 'address', 'company', 'notes', 'book', 'id']);
+    const carla = rows.find((r) => r[0] === 'Carla Import')!;
+    expect(carla.slice(0, 6)).toEqual(['Carla Import', 'carla@import.test', '+49 40 555 0101', 'Hafenstraße 1, 20095 Hamburg', 'Import AG', 'sagt "hallo"']);
+    expect(rows.find((r) => r[0] === 'Emil Import')![5]).toBe('=HYPERLINK(1)');
+    const json = await app.inject({ method: 'GET', url: '/api/v1/contacts/export?format=json', headers: { authorization: `Bearer ${tokens.anna}` } });
+    expect(json.json<unknown[]>().length).toBe(rows.length - 1);
+    // Clean up, so the later tests see only the two original contacts.
+    for (const c of json.json<{ id: string; name: string }[]>().filter((c) => c.name.endsWith('Import'))) {
+      expect((await call('anna', 'DELETE', `/api/v1/contacts/${c.id}`)).statusCode).toBe(204);
+    }
+  });
+
   it('lets a data user grant a colleague; the DPO finds a data subject in the ledger by e-mail (Art. 15)', async () => {
     const dpoId = (await call('anna', 'GET', '/api/v1/keys/status')).json<{ waiting: { id: string }[] }>().waiting[0]!.id;
     expect((await call('admin', 'POST', '/api/v1/keys/grant', { accountId: dpoId })).statusCode).toBe(403); // an admin has nothing to give

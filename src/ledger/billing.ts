@@ -66,14 +66,4 @@ export async function billingReport(ledger: Pick<Ledger, 'query'>, month: string
   return { month, from: from.toISOString(), to: to.toISOString(), events: entries.length, eventsWithoutPayload: withoutPayload, totals };
 }
 
-const FORMULA_START = /^[=+\-@\t\r]/;
-
-/** RFC 4180 CSV; cells that a spreadsheet would run as a formula are prefixed with ' (OWASP CSV injection). */
-export function toCsv(header: readonly string[], rows: readonly (readonly (string | number | null)[])[]): string {
-  const cell = (value: string | number | null) => {
-    let text = value === null ? '' : String(value);
-    if (FORMULA_START.test(text)) text = `'${text}`;
-    return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-  };
-  return [header, ...rows].map((row) => row.map(cell).join(',')).join('\r\n') + '\r\n';
-}
+export { toCsv } from '../shared/csv.js';

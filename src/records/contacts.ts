@@ -4,6 +4,7 @@ import { aeadOpen, aeadSeal, blindIndex, hkdf32, normaliseForIndex, type IndexKi
 import { newId } from '../crypto/random.js';
 import { ledgerActor, type Ledger } from '../ledger/index.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../shared/errors.js';
+import { parseCsv } from '../shared/csv.js';
 
 /**
  * Address books (S1, B.1): contacts whose personal fields are encrypted with the tenant data key K_t,
@@ -91,6 +92,8 @@ const PERSONAL = ['name', 'email', 'phone', 'address', 'notes'] as const;
 type PersonalField = (typeof PERSONAL)[number];
 const SEARCHABLE: Record<'name' | 'email' | 'phone', IndexKind> = { name: 'text', email: 'email', phone: 'phone' };
 const KEY_VERSION = 1;
+export const CSV_COLUMNS = ['name', 'email', 'phone', 'address', 'company', 'notes'] as const;
+const IMPORT_BATCH = 500;
 const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/u;
 
 /** A truncated blind index as 4 hex digits (the top BLIND_INDEX_BITS bits of the HMAC, the rest zero). */
@@ -217,6 +220,75 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
       const email = open(s, row, 'email');
       await db.deleteFrom('contacts').where('id', '=', id).execute();
       await record(s, 'record.delete', id, email);
+    },
+
+    /**
+     * Imports contacts from CSV (header row: name, email, phone, address, company, notes; only name is
+     * required). Each bad row is reported with its line and what to fix and is skipped; the good rows are
+     * stored. `progress` is called as rows are done.
+     */
+    async importCsv(s: DataSession, book: 'shared' | 'personal', text: string, progress: (done: number, total: number) => void): Promise<{ created: number; errors: { line: number; message: string }[] }> {
+      accountOf(s);
+      let rows: string[][];
+      try {
+        rows = parseCsv(text);
+      } catch (error) {
+        throw new ValidationError(`the file is not valid CSV: ${(error as Error).message}`);
+      }
+      const header = (rows.shift() ?? []).map((h) => h.trim().toLowerCase());
+      const unknown = header.filter((h) => !(CSV_COLUMNS as readonly string[]).includes(h));
+      if (!header.includes('name') || unknown.length > 0) {
+        throw new ValidationError(`the first line must name the columns: name (required), ${CSV_COLUMNS.slice(1).join(', ')}${unknown.length > 0 ? `; unknown: ${unknown.join(', ')}` : ''}`);
+      }
+      const errors: { line: number; message: string }[] = [];
+      const db = await deps.tenantDb(s.tenantId);
+      const ledger = await deps.tenantLedger(s.tenantId);
+      let created = 0;
+      for (let start = 0; start < rows.length; start += IMPORT_BATCH) {
+        const batch: ContactTable[] = [];
+        const emails: (string | null | undefined)[] = [];
+        rows.slice(start, start + IMPORT_BATCH).forEach((cells, k) => {
+          const line = start + k + 2;
+          const input = Object.fromEntries(header.map((h, c) => [h, (cells[c] ?? '').trim() || null])) as unknown as ContactInput;
+          try {
+            validate(input);
+          } catch (error) {
+            errors.push({ line, message: (error as Error).message });
+            return;
+          }
+          const id = newId();
+          const now = deps.clock.now().toISOString();
+          batch.push({ id, book: book === 'shared' ? 'shared' : personalBook(s), key_version: KEY_VERSION, ...columns(s, id, input), created_at: now, updated_at: now });
+          emails.push(input.email);
+        });
+        if (batch.length > 0) {
+          await db.transaction().execute(async (trx) => {
+            for (let i = 0; i < batch.length; i += 100) await trx.insertInto('contacts').values(batch.slice(i, i + 100)).execute();
+          });
+          await ledger.append(
+            batch.map((row, i) => ({
+              actor: ledgerActor(s.actor),
+              action: 'record.import',
+              resource: { type: 'contact', id: row.id, ...(emails[i] ? { blindIndexes: [ledgerSubjectIndex(s.dataKey, emails[i])] } : {}) },
+              outcome: 'success' as const,
+            })),
+          );
+          created += batch.length;
+        }
+        progress(Math.min(start + IMPORT_BATCH, rows.length), rows.length);
+      }
+      return { created, errors };
+    },
+
+    /** Every visible contact, decrypted, for an export (one ledger entry names the count). */
+    async exportAll(s: DataSession): Promise<Contact[]> {
+      const db = await deps.tenantDb(s.tenantId);
+      const books = visibleBooks(s);
+      let q = db.selectFrom('contacts').selectAll();
+      if (books !== 'all') q = q.where('book', 'in', books);
+      const found = (await q.orderBy('created_at').execute()).map((r) => view(s, r));
+      await (await deps.tenantLedger(s.tenantId)).append({ actor: ledgerActor(s.actor), action: 'record.export', resource: { type: 'contacts' }, outcome: 'success', details: { records: found.length } });
+      return found;
     },
 
     /** Lists the visible books, or finds exact matches (after normalisation) through the blind indexes. */

@@ -2,8 +2,10 @@ import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from
 import { actorOf, sessionTokenOf } from '../http/auth.js';
 import { errorResponseSchema } from '../http/errors.js';
 import type { IdentityService } from '../identity/index.js';
-import { ForbiddenError } from '../shared/errors.js';
-import { ledgerSubjectIndex, type ContactInput, type Contacts, type DataSession } from './contacts.js';
+import { PassThrough } from 'node:stream';
+import { ForbiddenError, ValidationError } from '../shared/errors.js';
+import { toCsv } from '../shared/csv.js';
+import { CSV_COLUMNS, ledgerSubjectIndex, type ContactInput, type Contacts, type DataSession } from './contacts.js';
 
 const contactSchema = {
   type: 'object',
@@ -82,6 +84,51 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { contacts: Con
       response: { 200: { type: 'array', items: contactSchema }, ...errors },
     },
     handler: async (request) => contacts.search(await dataSession(request), request.query),
+  });
+
+  // CSV arrives as text (up to 20 MiB); the reply streams progress as JSON lines.
+  app.addContentTypeParser('text/csv', { parseAs: 'string', bodyLimit: 20 * 1024 * 1024 }, (_request, body, done) => done(null, body));
+
+  app.post<{ Body: string; Querystring: { book?: 'shared' | 'personal' } }>('/api/v1/contacts/import', {
+    ...secured,
+    bodyLimit: 20 * 1024 * 1024,
+    schema: {
+      tags: ['records'],
+      summary:
+        'Import contacts from CSV (content-type text/csv; header: name,email,phone,address,company,notes). Answers with JSON lines: {"done","total"} as it goes, then {"created","errors":[{"line","message"}]}',
+      querystring: { type: 'object', additionalProperties: false, properties: { book: { type: 'string', enum: ['shared', 'personal'], default: 'shared' } } },
+      response: { 400: errorResponseSchema, 401: errorResponseSchema, 403: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      const session = await dataSession(request);
+      if (typeof request.body !== 'string' || request.body.trim() === '') throw new ValidationError('send the CSV file as the request body (content-type: text/csv)');
+      const out = new PassThrough();
+      const line = (value: unknown) => out.write(`${JSON.stringify(value)}\n`);
+      // The header line is checked before anything is streamed, so a wrong file gets a plain 400.
+      const firstLine = request.body.split(/\r?\n/, 1)[0] ?? '';
+      if (!/(^|,)\s*"?name"?\s*(,|$)/i.test(firstLine)) throw new ValidationError(`the first line must name the columns: ${CSV_COLUMNS.join(', ')} (name is required)`);
+      void contacts
+        .importCsv(session, request.query.book ?? 'shared', request.body, (done, total) => line({ done, total }))
+        .then((result) => out.end(`${JSON.stringify(result)}\n`))
+        .catch((error: Error) => out.end(`${JSON.stringify({ created: 0, errors: [{ line: 1, message: error.message }] })}\n`));
+      return reply.type('application/x-ndjson; charset=utf-8').send(out);
+    },
+  });
+
+  app.get<{ Querystring: { format?: 'csv' | 'json' } }>('/api/v1/contacts/export', {
+    ...secured,
+    schema: {
+      tags: ['records'],
+      summary: 'Export every contact you can see, as CSV (formula cells neutralised) or JSON',
+      querystring: { type: 'object', additionalProperties: false, properties: { format: { type: 'string', enum: ['csv', 'json'], default: 'csv' } } },
+      response: { 401: errorResponseSchema, 403: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      const all = await contacts.exportAll(await dataSession(request));
+      void reply.header('content-disposition', `attachment; filename="contacts.${request.query.format ?? 'csv'}"`);
+      if (request.query.format === 'json') return reply.type('application/json; charset=utf-8').send(JSON.stringify(all));
+      return reply.type('text/csv; charset=utf-8').send(toCsv([...CSV_COLUMNS, 'book', 'id'], all.map((c) => [c.name, c.email, c.phone, c.address, c.company, c.notes, c.book, c.id])));
+    },
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/contacts/:id', {
