@@ -6,6 +6,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchBrowser, screenshot, watchedPage } from './browser.js';
 import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
+import { mailedKey } from './helpers.js';
 
 describe('web app texts', () => {
   it('has the same keys in German and English', async () => {
@@ -158,5 +159,67 @@ describe('web app in Chromium', () => {
     await page.getByRole('button', { name: 'Anmelden' }).click();
     await page.getByRole('heading', { name: 'Manipulationssicheres Protokoll' }).waitFor();
     expect(await problems()).toEqual([]);
+  });
+
+  it('keeps admins to user pages; a member unlocks data access with the activation key and works with the address book', async () => {
+    const tenant = JSON.parse(tresor(['--json', 'tenant', 'create', '--name', 'Praxis Web'], { cwd: dir, env: env() }).stdout) as { id: string; initialKeys: { activationKey: string } };
+    const invited = tresor(['--json', 'account', 'invite', '--email', 'admin@praxis-web.test', '--role', 'admin', '--tenant', tenant.id, '--language', 'en'], { cwd: dir, env: env() });
+    expect(invited.code, invited.stderr).toBe(0);
+    const adminLink = (JSON.parse(invited.stdout) as { link: string }).link;
+
+    const admin = await watchedPage(browser, 'en-GB');
+    const acceptAndLogin = async (page: typeof admin.page, link: string, login: string, password: string) => {
+      await page.goto(link);
+      await page.getByLabel('New password', { exact: true }).fill(password);
+      await page.getByLabel('Repeat the new password').fill(password);
+      await page.getByRole('button', { name: 'Set password' }).click();
+      await page.getByRole('link', { name: 'Log in' }).click();
+      await page.getByLabel('Login or e-mail address').fill(login);
+      await page.getByLabel('Password', { exact: true }).fill(password);
+      await page.getByRole('button', { name: 'Log in' }).click();
+    };
+    await acceptAndLogin(admin.page, adminLink, 'admin@praxis-web.test', 'Verwaltung der Praxis 2026');
+    await admin.page.getByRole('heading', { name: 'Users' }).waitFor();
+    await admin.page.getByText('Administrators manage users and settings but see no personal data.').waitFor();
+    expect(await admin.page.getByRole('link', { name: 'Address book' }).count()).toBe(0);
+    await admin.page.goto(`${server.url}/app/contacts`);
+    await admin.page.getByRole('heading', { name: 'Users' }).waitFor(); // no data page for an admin
+    await admin.page.getByLabel('E-mail address').fill('member@praxis-web.test');
+    await admin.page.getByLabel('Role').selectOption('member');
+    await admin.page.getByRole('button', { name: 'Invite' }).click();
+    await admin.page.getByText('Invitation sent to member@praxis-web.test.').waitFor();
+    await admin.page.getByRole('cell', { name: 'member@praxis-web.test' }).waitFor();
+    await screenshot(admin.page, 'users');
+    expect(await admin.problems()).toEqual([]);
+
+    const member = await watchedPage(browser, 'en-GB');
+    const memberLink = `${server.url}/app/invite#key=${mailedKey(join(dir, 'data', 'outbox'), 'member@praxis-web.test')}`;
+    await acceptAndLogin(member.page, memberLink, 'member@praxis-web.test', 'Sorgfalt mit Daten 2026');
+    await member.page.getByRole('heading', { name: 'Address book' }).waitFor();
+    await member.page.getByText(/This session has no data access/).waitFor();
+    await member.page.getByLabel('Activation key').fill(tenant.initialKeys.activationKey);
+    await member.page.getByRole('button', { name: 'Unlock data access' }).click();
+    const addForm = member.page.getByRole('form', { name: 'Add contact' });
+    await addForm.getByLabel('Name').fill('Erika Mustermann');
+    await addForm.getByLabel('E-mail').fill('erika@example.org');
+    await addForm.getByLabel('Phone').fill('+49 30 1234567');
+    await addForm.getByRole('button', { name: 'Add contact' }).click();
+    await member.page.getByRole('cell', { name: 'Erika Mustermann', exact: true }).waitFor();
+    const search = member.page.getByRole('form', { name: 'Search' });
+    await search.getByLabel('E-mail').fill('  ERIKA@example.org ');
+    await search.getByRole('button', { name: 'Search' }).click();
+    await member.page.getByRole('cell', { name: 'erika@example.org', exact: true }).waitFor();
+    await search.getByLabel('E-mail').fill('');
+    await member.page.getByLabel(/CSV file/).setInputFiles({
+      name: 'kontakte.csv',
+      mimeType: 'text/csv',
+      buffer: Buffer.from('name,email,phone\r\nHans Import,hans@example.org,0049 30 111\r\nKaputt,keine-adresse,\r\nGrete Import,,\r\n'),
+    });
+    await member.page.getByText('2 contacts imported, 1 lines with errors.').waitFor();
+    await member.page.getByText('Line 3: email must be an e-mail address such as name@example.org').waitFor();
+    expect(await member.page.locator('#import-progress').getAttribute('value')).toBe('3');
+    await member.page.getByRole('cell', { name: 'Grete Import', exact: true }).waitFor();
+    await screenshot(member.page, 'contacts');
+    expect(await member.problems()).toEqual([]);
   });
 });

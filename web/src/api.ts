@@ -29,6 +29,8 @@ export function setRequestToken(token: string | undefined): void {
   if (token) requestToken = token;
 }
 
+export const currentRequestToken = () => requestToken;
+
 export async function api<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';

@@ -3,6 +3,8 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, onApiError, setRequestToken, whoAmI, type Me } from './api.js';
 import { formatTime, initialLanguage, rememberLanguage, translate, type Language, type TextKey } from './i18n.js';
 import { checkpointRoot, verifyInclusion } from './proof.js';
+import { ContactsPage } from './records.js';
+import { UsersPage } from './users.js';
 import './app.css';
 
 type T = (key: TextKey, vars?: Record<string, string | number>) => string;
@@ -557,6 +559,12 @@ function LockedPage(props: { t: T }) {
 
 // ---- the app ---------------------------------------------------------------------------------------
 
+// What each kind of account sees (the server decides every request; this only shapes the navigation).
+const isDataUser = (me: Me) => me.kind === 'tenant' && (me.role === 'member' || me.role === 'dpo');
+const isAdministrator = (me: Me) => ['operator', 'reseller', 'installer'].includes(me.kind) || (me.kind === 'tenant' && me.role === 'admin');
+const readsLedger = (me: Me) => me.kind === 'operator' || me.kind === 'reseller' || (me.kind === 'tenant' && me.role === 'dpo');
+const homeOf = (me: Me) => (isDataUser(me) ? '/app/contacts' : readsLedger(me) ? '/app/ledger' : isAdministrator(me) ? '/app/users' : '/app/sessions');
+
 function App() {
   const [language, setLanguage] = useState<Language>(initialLanguage);
   const [me, setMe] = useState<Me | undefined | 'loading'>('loading');
@@ -592,18 +600,25 @@ function App() {
   else if (me === 'loading') content = <p>{t('common.loading')}</p>;
   else if (!me) {
     if (path !== '/app/login') queueMicrotask(() => navigate('/app/login'));
-    content = <LoginPage t={t} onLoggedIn={() => void refresh().then(() => navigate('/app/ledger'))} />;
+    content = <LoginPage t={t} onLoggedIn={() => void refresh().then(() => navigate('/app/'))} />;
   } else if (me.pending.includes('password_change')) {
     content = <PasswordPage t={t} forced={true} onChanged={() => void refresh()} />;
   } else if (me.pending.includes('second_factor_setup') || path === '/app/totp') {
-    content = <TotpPage t={t} required={me.pending.includes('second_factor_setup')} onEnabled={() => void refresh().then(() => navigate('/app/ledger'))} />;
+    content = <TotpPage t={t} required={me.pending.includes('second_factor_setup')} onEnabled={() => void refresh().then(() => navigate('/app/'))} />;
   } else if (path === '/app/sessions') {
     content = <SessionsPage t={t} language={language} onLoggedOut={() => (setMe(undefined), navigate('/app/login'))} />;
   } else if (path === '/app/password') {
     content = <PasswordPage t={t} forced={false} onChanged={() => void refresh()} />;
-  } else {
-    if (path !== '/app/ledger') queueMicrotask(() => navigate('/app/ledger'));
+  } else if (path === '/app/contacts' && isDataUser(me)) {
+    content = <ContactsPage t={t} Page={Page} />;
+  } else if (path === '/app/users' && isAdministrator(me)) {
+    content = <UsersPage t={t} me={me} Page={Page} />;
+  } else if (path === '/app/ledger' && readsLedger(me)) {
     content = <LedgerPage key={me.accountId} t={t} language={language} me={me} />;
+  } else {
+    const home = homeOf(me);
+    if (path !== home) queueMicrotask(() => navigate(home));
+    content = <p>{t('common.loading')}</p>;
   }
 
   const logout = async () => {
@@ -625,7 +640,9 @@ function App() {
         <span class="brand">{t('app.name')}</span>
         {me && me !== 'loading' && me.pending.length === 0 ? (
           <nav aria-label="Tresor">
-            {link('/app/ledger', 'nav.ledger')}
+            {isDataUser(me) ? link('/app/contacts', 'nav.contacts') : null}
+            {readsLedger(me) ? link('/app/ledger', 'nav.ledger') : null}
+            {isAdministrator(me) ? link('/app/users', 'nav.users') : null}
             {link('/app/sessions', 'nav.sessions')}
             {link('/app/password', 'nav.password')}
             {link('/app/totp', 'nav.totp')}

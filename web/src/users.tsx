@@ -1,0 +1,147 @@
+import { useEffect, useState } from 'preact/hooks';
+import { api, type Me } from './api.js';
+import type { TextKey } from './i18n.js';
+
+type T = (key: TextKey, vars?: Record<string, string | number>) => string;
+const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+interface Account {
+  id: string;
+  login: string;
+  role: string;
+  status: string;
+  tenantId: string | null;
+  secondFactor: boolean;
+}
+
+/** Roles each kind of administrator may hand out (the server decides; this only keeps the form short). */
+const ROLES: Record<string, string[]> = {
+  operator: ['admin', 'reseller', 'installer', 'operator'],
+  reseller: ['admin', 'installer', 'reseller'],
+  installer: ['admin', 'member', 'dpo'],
+  tenant: ['member', 'dpo', 'admin', 'technician', 'control-centre', 'authority'],
+};
+
+/** Users for administrators: list, invite by e-mail, disable and enable. No data pages here, by design. */
+export function UsersPage(props: { t: T; me: Me; Page: (p: { title: string; children: preact.ComponentChildren }) => preact.JSX.Element }) {
+  const { t, me, Page } = props;
+  const roles = ROLES[me.kind] ?? [];
+  const [tenants, setTenants] = useState<{ id: string; name: string }[]>([]);
+  const [tenantId, setTenantId] = useState('');
+  const [accounts, setAccounts] = useState<Account[]>();
+  const [email, setEmail] = useState('');
+  const [role, setRole] = useState(roles[0] ?? 'member');
+  const [notice, setNotice] = useState<string>();
+  const [error, setError] = useState<string>();
+  const needsTenant = me.kind !== 'tenant' && ['admin', 'member', 'dpo'].includes(role);
+
+  const load = async () => {
+    try {
+      setAccounts(await api<Account[]>('GET', `/api/v1/accounts${tenantId ? `?tenantId=${tenantId}` : ''}`));
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  };
+  useEffect(() => {
+    if (me.kind === 'operator' || me.kind === 'reseller' || me.kind === 'installer') api<{ id: string; name: string }[]>('GET', '/api/v1/tenants').then(setTenants, () => undefined);
+  }, []);
+  useEffect(() => void load(), [tenantId]);
+
+  const invite = async (event: Event) => {
+    event.preventDefault();
+    setError(undefined);
+    setNotice(undefined);
+    try {
+      const result = await api<{ login: string }>('POST', '/api/v1/accounts', { email, role, ...(needsTenant && tenantId ? { tenantId } : {}) });
+      setNotice(t('users.invited', { login: result.login }));
+      setEmail('');
+      await load();
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  };
+  const setStatus = async (id: string, action: 'disable' | 'enable') => {
+    await api('POST', `/api/v1/accounts/${id}/${action}`).catch((e) => setError(messageOf(e)));
+    await load();
+  };
+
+  return (
+    <Page title={t('users.title')}>
+      {me.kind === 'tenant' ? <p class="notice">{t('users.noData')}</p> : null}
+      {tenants.length > 0 ? (
+        <div class="field">
+          <label for="users-tenant">{t('users.tenant')}</label>
+          <select id="users-tenant" value={tenantId} onChange={(e) => setTenantId((e.target as HTMLSelectElement).value)}>
+            <option value="">–</option>
+            {tenants.map((tn) => (
+              <option key={tn.id} value={tn.id}>
+                {tn.name}
+              </option>
+            ))}
+          </select>
+        </div>
+      ) : null}
+      {error ? (
+        <p role="alert" class="error">
+          {error}
+        </p>
+      ) : null}
+      {notice ? <p role="status">{notice}</p> : null}
+      {accounts ? (
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">{t('users.login')}</th>
+              <th scope="col">{t('users.role')}</th>
+              <th scope="col">{t('users.status')}</th>
+              <th scope="col">{t('users.secondFactor')}</th>
+              <th scope="col">
+                <span class="visually-hidden">{t('users.disable')}</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {accounts.map((a) => (
+              <tr key={a.id}>
+                <td>{a.login}</td>
+                <td>{a.role}</td>
+                <td>{a.status}</td>
+                <td>{a.secondFactor ? '✓' : ''}</td>
+                <td>
+                  {a.id === me.accountId ? null : a.status === 'active' ? (
+                    <button type="button" onClick={() => setStatus(a.id, 'disable')}>
+                      {t('users.disable')}
+                    </button>
+                  ) : a.status === 'disabled' ? (
+                    <button type="button" onClick={() => setStatus(a.id, 'enable')}>
+                      {t('users.enable')}
+                    </button>
+                  ) : null}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : (
+        <p>{t('common.loading')}</p>
+      )}
+      <form class="card filters" aria-label={t('users.invite')} onSubmit={invite}>
+        <div class="field">
+          <label for="invite-email">{t('users.email')}</label>
+          <input id="invite-email" type="email" required value={email} onInput={(e) => setEmail((e.target as HTMLInputElement).value)} />
+        </div>
+        <div class="field">
+          <label for="invite-role">{t('users.role')}</label>
+          <select id="invite-role" value={role} onChange={(e) => setRole((e.target as HTMLSelectElement).value)}>
+            {roles.map((r) => (
+              <option key={r} value={r}>
+                {r}
+              </option>
+            ))}
+          </select>
+        </div>
+        <button type="submit">{t('users.invite')}</button>
+      </form>
+    </Page>
+  );
+}
