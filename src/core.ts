@@ -85,9 +85,14 @@ export async function openCore(
     });
   }
   const mailer = opts.mailer ?? createMailer(config.mail, opts.log);
+  const databaseNames = new Map<string, string>();
   const tenantDbOf = async (tenantId: string) => {
-    const row = await storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirstOrThrow();
-    return storage.tenantDb({ tenantId, databaseName: row.database_name });
+    let databaseName = databaseNames.get(tenantId);
+    if (!databaseName) {
+      databaseName = (await storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirstOrThrow()).database_name;
+      databaseNames.set(tenantId, databaseName);
+    }
+    return storage.tenantDb({ tenantId, databaseName });
   };
   const tenantKeys = createTenantKeys({
     store: { control: storage.control, tenantDb: tenantDbOf },

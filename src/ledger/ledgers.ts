@@ -23,11 +23,22 @@ export function createLedgers(deps: {
   const host = new URL(deps.publicUrl).host;
   const common = { masterKey: deps.masterKey, retentionDays: deps.retentionDays, clock: deps.clock };
   const platform = createLedger({ ...common, db: deps.storage.control as unknown as Kysely<LedgerSchema>, origin: `${host}/tresor/platform` });
-  const tenant = async (tenantId: string) => {
+  // One ledger object per tenant and process (tenant ids are never reused, so nothing goes stale).
+  const cache = new Map<string, Promise<Ledger>>();
+  const open = async (tenantId: string) => {
     const row = await deps.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirst();
     if (!row) throw new Error(`tenant ${tenantId} has no database`);
     const db = await deps.storage.tenantDb({ tenantId, databaseName: row.database_name });
     return createLedger({ ...common, db: db as unknown as Kysely<LedgerSchema>, origin: `${host}/tresor/tenant/${tenantId}`, tenantId });
+  };
+  const tenant = (tenantId: string) => {
+    let ledger = cache.get(tenantId);
+    if (!ledger) {
+      ledger = open(tenantId);
+      cache.set(tenantId, ledger);
+      ledger.catch(() => cache.delete(tenantId));
+    }
+    return ledger;
   };
   return {
     platform,

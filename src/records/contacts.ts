@@ -104,8 +104,9 @@ function truncatedIndex(key: Buffer, kind: IndexKind, value: string): string {
 }
 
 /** The data subject index of the ledger: full-length (no coincidences), so an Art. 15 export finds exactly one person. */
+const LEDGER_SUBJECT_INFO = 'bidx/ledger-subject/email';
 export function ledgerSubjectIndex(dataKey: Buffer, email: string): string {
-  return blindIndex(hkdf32(dataKey, 'bidx/ledger-subject/email'), 'email', email, 16);
+  return blindIndex(hkdf32(dataKey, LEDGER_SUBJECT_INFO), 'email', email, 16);
 }
 
 export interface DataSession {
@@ -127,8 +128,18 @@ function validate(input: ContactInput): void {
 }
 
 export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<Kysely<{ contacts: ContactTable }>>; tenantLedger: (tenantId: string) => Promise<Pick<Ledger, 'append'>>; clock: { now(): Date } }) {
-  const fieldKey = (s: DataSession) => hkdf32(s.dataKey, 'tresor/field/v1');
-  const indexKey = (s: DataSession, field: string) => hkdf32(s.dataKey, `bidx/contacts.${field}`);
+  // Keys derived from K_t once per data session (HKDF per field and row would cost more than the AES).
+  const derived = new WeakMap<Buffer, Map<string, Buffer>>();
+  const derive = (s: DataSession, info: string) => {
+    let keys = derived.get(s.dataKey);
+    if (!keys) derived.set(s.dataKey, (keys = new Map()));
+    let key = keys.get(info);
+    if (!key) keys.set(info, (key = hkdf32(s.dataKey, info)));
+    return key;
+  };
+  const fieldKey = (s: DataSession) => derive(s, 'tresor/field/v1');
+  const indexKey = (s: DataSession, field: string) => derive(s, `bidx/contacts.${field}`);
+  const subjectIndex = (s: DataSession, email: string) => blindIndex(derive(s, LEDGER_SUBJECT_INFO), 'email', email, 16);
   const aad = (s: DataSession, id: string, field: string, version: number) => `${s.tenantId}|contacts|${id}|${field}|v${version}`;
   const seal = (s: DataSession, id: string, field: PersonalField, value: string | null | undefined) =>
     value === null || value === undefined || value === '' ? null : aeadSeal(fieldKey(s), Buffer.from(value, 'utf8'), aad(s, id, field, KEY_VERSION)).toString('base64url');
@@ -164,7 +175,7 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
     (await deps.tenantLedger(s.tenantId)).append({
       actor: ledgerActor(s.actor),
       action,
-      resource: { type: 'contact', id, ...(emailForSubject ? { blindIndexes: [ledgerSubjectIndex(s.dataKey, emailForSubject)] } : {}) },
+      resource: { type: 'contact', id, ...(emailForSubject ? { blindIndexes: [subjectIndex(s, emailForSubject)] } : {}) },
       outcome: 'success',
     });
   const load = async (s: DataSession, id: string) => {
@@ -269,7 +280,7 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
             batch.map((row, i) => ({
               actor: ledgerActor(s.actor),
               action: 'record.import',
-              resource: { type: 'contact', id: row.id, ...(emails[i] ? { blindIndexes: [ledgerSubjectIndex(s.dataKey, emails[i])] } : {}) },
+              resource: { type: 'contact', id: row.id, ...(emails[i] ? { blindIndexes: [subjectIndex(s, emails[i])] } : {}) },
               outcome: 'success' as const,
             })),
           );
@@ -309,7 +320,7 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
       await (await deps.tenantLedger(s.tenantId)).append({
         actor: ledgerActor(s.actor),
         action,
-        resource: { type: 'contacts', ...(query.email ? { blindIndexes: [ledgerSubjectIndex(s.dataKey, query.email)] } : {}) },
+        resource: { type: 'contacts', ...(query.email ? { blindIndexes: [subjectIndex(s, query.email)] } : {}) },
         outcome: 'success',
         details: { results: found.length },
       });
