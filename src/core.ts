@@ -100,6 +100,7 @@ export async function openCore(
     clock,
     newId,
   });
+  const contacts = createContacts({ tenantDb: tenantDbOf, tenantLedger: (tenantId) => ledgers.tenant(tenantId), clock });
   // Memory by default; Redis when configured, so that several nodes share the counters.
   const attempts = config.redis.url === '' ? createMemoryAttemptStore(clock) : createRedisAttemptStore(config.redis.url);
   const identity = createIdentityService({
@@ -115,6 +116,7 @@ export async function openCore(
     publicUrl: config.server.public_url,
     defaultLanguage: config.mail.language,
     tenantKeys,
+    onAccountDeleted: (tenantId, accountId) => contacts.deletePersonalBook(tenantId, accountId),
     keyDerivation: { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
   });
   const platform = createPlatformService({
@@ -135,7 +137,7 @@ export async function openCore(
     ledgers,
     mailer,
     tenantKeys,
-    contacts: createContacts({ tenantDb: tenantDbOf, tenantLedger: (tenantId) => ledgers.tenant(tenantId), clock }),
+    contacts,
     billing: createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) }),
     clock,
     masterKeyCreated: masterKey.created,

@@ -223,6 +223,21 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     expect((await call('anna', 'GET', `/api/v1/contacts/${contactId}`)).statusCode).toBe(200);
   });
 
+  it('deletes a user together with their personal address book and their copy of the tenant secret', async () => {
+    const annaId = (await call('admin', 'GET', '/api/v1/accounts')).json<{ id: string; login: string }[]>().find((a) => a.login === 'anna@praxis.test')!.id;
+    const before = (await call('dpo', 'GET', '/api/v1/contacts')).json<{ name: string; book: string }[]>();
+    expect(before.map((c) => `${c.name}:${c.book}`).sort()).toEqual(['Berta Beispiel:personal', `${SECRET_VALUES.name}:shared`]);
+    expect((await call('operator', 'DELETE', `/api/v1/accounts/${annaId}`)).statusCode).toBe(404); // not the operator's to manage
+    const deleted = await call('admin', 'DELETE', `/api/v1/accounts/${annaId}`);
+    expect(deleted.json()).toEqual({ accountId: annaId, personalRecordsDeleted: 1 });
+    expect((await call('anna', 'GET', '/api/v1/auth/me')).statusCode).toBe(401);
+    expect((await call('dpo', 'GET', '/api/v1/contacts')).json<{ name: string }[]>().map((c) => c.name)).toEqual([SECRET_VALUES.name]);
+    const holders = (await (await tenantDb()).selectFrom('key_wraps').select('holder').execute()).map((w) => w.holder);
+    expect(holders).not.toContain(annaId);
+    const events = await (await core.ledgers.tenant(tenantId)).query({ action: 'account.delete' });
+    expect(events[0]?.payload).toMatchObject({ details: { role: 'member', personalRecordsDeleted: 1 } });
+  });
+
   it.runIf(engine === 'sqlite')('crypto-shreds on deletion: a copy of the tenant database taken before is unreadable afterwards', async () => {
     const db = await tenantDb();
     const wrap = await db.selectFrom('key_wraps').selectAll().executeTakeFirstOrThrow();

@@ -324,6 +324,17 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     });
   }
 
+  app.delete<{ Params: { id: string } }>('/api/v1/accounts/:id', {
+    ...secured,
+    schema: {
+      tags: ['accounts'],
+      summary: 'Delete an account: its sessions end, its copy of the tenant secret and its personal address book are deleted',
+      params: byId,
+      response: { 200: { type: 'object', properties: { accountId: { type: 'string' }, personalRecordsDeleted: { type: 'integer' } }, required: ['accountId', 'personalRecordsDeleted'] }, 401: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request) => identity.deleteAccount(actorOf(request), request.params.id),
+  });
+
   app.post<{ Params: { id: string } }>('/api/v1/accounts/:id/reset', {
     ...secured,
     schema: {

@@ -106,6 +106,8 @@ export interface IdentityService {
   policyFor(sessionToken: string): Promise<PasswordPolicy>;
   tenantPolicy(by: Actor, tenantId: string): Promise<PasswordPolicy>;
   setTenantPolicy(by: Actor, tenantId: string, input: Partial<PasswordPolicy>): Promise<PasswordPolicy>;
+  /** Deletes an account with its sessions, its copy of the tenant secret and its personal address book. */
+  deleteAccount(by: Actor, ref: string): Promise<{ accountId: string; personalRecordsDeleted: number }>;
   /** Disables or re-enables an account; disabling ends all its sessions at once. */
   setAccountStatus(login: string, status: 'active' | 'disabled', by?: Actor): Promise<{ accountId: string; sessionsEnded: number }>;
   /** A one-time password-reset key, valid for `ttlMs`, usable once, mailed to the account; for an account still invited, a new invitation. */
@@ -160,6 +162,8 @@ export function createIdentityService(deps: {
   publicUrl: string;
   defaultLanguage: MailLanguage;
   tenantKeys: TenantKeys;
+  /** Called when an account is deleted, so that the records module removes its personal book. */
+  onAccountDeleted?: (tenantId: string, accountId: string) => Promise<number>;
   /** Argon2id cost of the password-derived key that seals a data user's private key. */
   keyDerivation: { memoryKib: number; iterations: number; parallelism: number };
 }): IdentityService {
@@ -725,6 +729,26 @@ export function createIdentityService(deps: {
         details: JSON.parse(json) as Record<string, JsonValue>,
       });
       return policy;
+    },
+
+    async deleteAccount(by, ref) {
+      const account = await manageable(by, ref);
+      if ('accountId' in by && by.accountId === account.id) throw new ConflictError('you cannot delete your own account; ask another administrator');
+      let personalRecordsDeleted = 0;
+      if (account.tenant_id) {
+        await deps.tenantKeys.dropAccountCopy(account.tenant_id, account.id);
+        personalRecordsDeleted = (await deps.onAccountDeleted?.(account.tenant_id, account.id)) ?? 0;
+      }
+      await control.deleteFrom('sessions').where('account_id', '=', account.id).execute();
+      await control.deleteFrom('accounts').where('id', '=', account.id).execute();
+      await record(account.tenant_id, {
+        actor: ledgerActor(by),
+        action: 'account.delete',
+        resource: { type: 'account', id: account.id },
+        outcome: 'success',
+        details: { role: account.role, personalRecordsDeleted },
+      });
+      return { accountId: account.id, personalRecordsDeleted };
     },
 
     async setAccountStatus(loginInput, status, by = { kind: 'system', name: 'cli' }) {

@@ -302,6 +302,13 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
       return found;
     },
 
+    /** Deletes a user's personal address book (the user is being deleted); needs no key: ciphertext only. */
+    async deletePersonalBook(tenantId: string, accountId: string): Promise<number> {
+      const db = await deps.tenantDb(tenantId);
+      const result = await db.deleteFrom('contacts').where('book', '=', `personal:${accountId}`).executeTakeFirst();
+      return Number(result.numDeletedRows);
+    },
+
     /** Lists the visible books, or finds exact matches (after normalisation) through the blind indexes. */
     async search(s: DataSession, query: { book?: 'shared' | 'personal' | undefined; name?: string | undefined; email?: string | undefined; phone?: string | undefined; limit?: number | undefined }): Promise<Contact[]> {
       const db = await deps.tenantDb(s.tenantId);
