@@ -116,6 +116,7 @@ export async function openCore(
     publicUrl: config.server.public_url,
     defaultLanguage: config.mail.language,
     tenantKeys,
+    tenantDb: tenantDbOf,
     onAccountDeleted: (tenantId, accountId) => contacts.deletePersonalBook(tenantId, accountId),
     keyDerivation: { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
   });

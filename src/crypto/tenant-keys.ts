@@ -28,9 +28,9 @@ export interface TenantKeyTable {
 /** In the tenant database: the wrapped copies of T_t. */
 export interface KeyWrapTable {
   id: string;
-  /** `account` (wrapped to an account's public key) or `activation` (under a one-time activation key). */
-  kind: 'account' | 'activation';
-  /** Account id, or the SHA-256 of the activation key. */
+  /** `account` (to an account's public key), `grant` (to a grantee's key, for one grant) or `activation`. */
+  kind: 'account' | 'activation' | 'grant';
+  /** Account id, grant id, or the SHA-256 of the activation key. */
   holder: string;
   wrapped: string;
   secret_version: number;
@@ -227,6 +227,27 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Maste
     async dropAccountCopy(tenantId: string, accountId: string): Promise<void> {
       const db = await store.tenantDb(tenantId);
       await db.deleteFrom('key_wraps').where('kind', '=', 'account').where('holder', '=', accountId).execute();
+    },
+
+    /** A grantee's copy of T_t for one grant. */
+    async wrapForGrant(tenantId: string, secret: Uint8Array, grantId: string, publicKey: string, by: string): Promise<void> {
+      const { secret_version: version } = await row(tenantId);
+      const db = await store.tenantDb(tenantId);
+      await db
+        .insertInto('key_wraps')
+        .values({ id: deps.newId(), kind: 'grant', holder: grantId, wrapped: wrapForPublicKey(secret, publicKey, secretContext(tenantId, version)), secret_version: version, created_at: deps.clock.now().toISOString(), created_by: by })
+        .execute();
+    },
+
+    async unwrapForGrant(tenantId: string, grantId: string, privateKey: Uint8Array): Promise<Buffer | undefined> {
+      const db = await store.tenantDb(tenantId);
+      const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'grant').where('holder', '=', grantId).executeTakeFirst();
+      return wrap ? unwrapWithPrivateKey(wrap.wrapped, privateKey, secretContext(tenantId, wrap.secret_version)) : undefined;
+    },
+
+    async dropGrantCopy(tenantId: string, grantId: string): Promise<number> {
+      const db = await store.tenantDb(tenantId);
+      return Number((await db.deleteFrom('key_wraps').where('kind', '=', 'grant').where('holder', '=', grantId).executeTakeFirst()).numDeletedRows);
     },
 
     /** Crypto-shredding: without C_t no copy of T_t, wherever it survived, opens anything any more. */

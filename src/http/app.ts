@@ -14,6 +14,7 @@ import { registerLedgerRoutes } from '../ledger/ledger.routes.js';
 import { registerPlatformRoutes } from '../platform/platform.routes.js';
 import { registerRequestTokenHeader, requireActor } from './auth.js';
 import { registerRecordRoutes } from '../records/index.js';
+import { registerGrantRoutes } from '../identity/identity.routes.js';
 import { registerErrorHandling } from './errors.js';
 
 export interface AppOptions {
@@ -104,6 +105,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   registerIdentityRoutes(app, { identity: core.identity, authenticate });
   registerPlatformRoutes(app, { platform: core.platform, authenticate });
   registerRecordRoutes(app, { contacts: core.contacts, identity: core.identity, authenticate });
+  registerGrantRoutes(app, { identity: core.identity, authenticate });
   registerLedgerRoutes(app, { ledgerFor: (actor, tenantId) => core.platform.ledgerFor(actor, tenantId), authenticate });
 
   // The web app (built by `npm run build:web` into dist/web), same origin as the API, under the strict CSP.

@@ -108,6 +108,15 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
           },
         },
         {
+          // Grants end on the minute: the copy of the key goes, and data routes check each request anyway.
+          name: 'grant-expiry',
+          intervalMs: 60_000,
+          run: async () => {
+            const ended = await core.identity.expireGrants();
+            if (ended > 0) log.info({ ended }, 'grants expired');
+          },
+        },
+        {
           name: 'billing-flush',
           intervalMs: 60_000,
           run: async () => {

@@ -423,3 +423,62 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
   });
 }
+
+const grantSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    granteeId: { type: 'string' },
+    contactIds: { type: ['array', 'null'], items: { type: 'string' } },
+    expiresAt: { type: 'string' },
+    createdBy: { type: 'string' },
+    createdAt: { type: 'string' },
+    endedAt: { type: ['string', 'null'] },
+    endReason: { type: ['string', 'null'] },
+  },
+  required: ['id', 'granteeId', 'contactIds', 'expiresAt', 'createdBy', 'createdAt', 'endedAt', 'endReason'],
+} as const;
+
+/** Grants (S2.2): a data user gives an external account time-limited, read-only access to a scope. */
+export function registerGrantRoutes(app: FastifyInstance, deps: { identity: IdentityService; authenticate: preHandlerAsyncHookHandler }): void {
+  const { identity } = deps;
+  const secured = { preHandler: deps.authenticate };
+  const tokenOf = (request: FastifyRequest) => sessionTokenOf(request)!.token;
+  app.post<{ Body: { granteeId: string; contactIds?: string[]; expiresAt: string } }>('/api/v1/grants', {
+    ...secured,
+    schema: {
+      tags: ['grants'],
+      summary: 'Grant an external account (technician, control centre, authority) read access to the shared address book or chosen contacts until expiresAt',
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          granteeId: { type: 'string', format: 'uuid' },
+          contactIds: { type: 'array', minItems: 1, maxItems: 10000, items: { type: 'string', format: 'uuid' } },
+          expiresAt: { type: 'string', format: 'date-time' },
+        },
+        required: ['granteeId', 'expiresAt'],
+      },
+      response: { 201: grantSchema, 400: errorResponseSchema, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request, reply) => reply.status(201).send(await identity.createGrant(tokenOf(request), request.body)),
+  });
+  app.get('/api/v1/grants', {
+    ...secured,
+    schema: { tags: ['grants'], summary: "Your tenant's grants (data users) or your own (external accounts)", response: { 200: { type: 'array', items: grantSchema }, 401: errorResponseSchema, 403: errorResponseSchema } },
+    handler: async (request) => identity.listGrants(tokenOf(request)),
+  });
+  app.delete<{ Params: { id: string } }>('/api/v1/grants/:id', {
+    ...secured,
+    schema: {
+      tags: ['grants'],
+      summary: "Revoke a grant: the grantee's copy of the key is destroyed and access ends at once",
+      params: { type: 'object', properties: { id: { type: 'string', format: 'uuid' } }, required: ['id'] },
+      response: { 204: { type: 'null' }, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      await identity.revokeGrant(tokenOf(request), request.params.id);
+      return reply.status(204).send();
+    },
+  });
+}

@@ -22,6 +22,8 @@ import { renderMail, type MailLanguage, type MailTemplate } from '../mail/templa
 import { classifyRequestToken, GRACE_MS, requestTokenFor } from './request-tokens.js';
 import { aeadOpen, aeadSeal, generateAccountKeyPair, KeyError, passwordKey, unwrapWithKey, wrapWithKey } from '../crypto/envelope.js';
 import { parseRecoveryCode, type TenantKeys } from '../crypto/tenant-keys.js';
+import { grantView, type GrantTable, type GrantView } from './grants.js';
+import type { Kysely } from 'kysely';
 import { randomBytes } from 'node:crypto';
 
 export interface Clock {
@@ -113,8 +115,18 @@ export interface IdentityService {
   /** A one-time password-reset key, valid for `ttlMs`, usable once, mailed to the account; for an account still invited, a new invitation. */
   issuePasswordReset(login: string, ttlMs?: number, by?: Actor): Promise<{ key: string; expiresAt: string }>;
   resetPassword(key: string, newPassword: string): Promise<void>;
-  /** The tenant data key K_t while a data user with a copy of the tenant secret acts; undefined otherwise. */
-  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer } | undefined>;
+  /**
+   * The tenant data key K_t while a data user with a copy of the tenant secret acts, or an external account
+   * within an active grant (then with the grant's scope); undefined otherwise.
+   */
+  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; grant?: { id: string; contactIds: string[] | null } } | undefined>;
+  /** A data user grants an external account access to the shared address book or chosen contacts until `expiresAt`. */
+  createGrant(sessionToken: string, input: { granteeId: string; contactIds?: string[] | undefined; expiresAt: string }): Promise<GrantView>;
+  /** Grants of the caller's tenant (data users), or the caller's own (external accounts). */
+  listGrants(sessionToken: string): Promise<GrantView[]>;
+  revokeGrant(sessionToken: string, grantId: string): Promise<void>;
+  /** Ends expired grants of every tenant: their copies of the tenant secret are destroyed (scheduler). */
+  expireGrants(): Promise<number>;
   /** Data access for this session and account from the tenant's one-time activation key or its recovery code. */
   activateDataAccess(sessionToken: string, code: { activationKey?: string | undefined; recoveryCode?: string | undefined }): Promise<void>;
   /** A data user gives a colleague (a data-capable account of the same tenant) a copy of the tenant secret. */
@@ -162,6 +174,8 @@ export function createIdentityService(deps: {
   publicUrl: string;
   defaultLanguage: MailLanguage;
   tenantKeys: TenantKeys;
+  /** The tenant databases (grants live beside the tenant's data). */
+  tenantDb: (tenantId: string) => Promise<Kysely<{ grants: GrantTable }>>;
   /** Called when an account is deleted, so that the records module removes its personal book. */
   onAccountDeleted?: (tenantId: string, accountId: string) => Promise<number>;
   /** Argon2id cost of the password-derived key that seals a data user's private key. */
@@ -292,6 +306,18 @@ export function createIdentityService(deps: {
     if (account.must_change_password === 1 || passwordExpired(policy, account.password_changed_at, clock.now())) pending.push('password_change');
     if (policy.secondFactorRoles.includes(account.role as AccountRole) && !(await secondFactors.isEnabled(account.id))) pending.push('second_factor_setup');
     return pending;
+  };
+
+  const activeGrantOf = async (tenantId: string, accountId: string) => {
+    const db = await deps.tenantDb(tenantId);
+    return db
+      .selectFrom('grants')
+      .selectAll()
+      .where('grantee_id', '=', accountId)
+      .where('ended_at', 'is', null)
+      .where('expires_at', '>', nowIso())
+      .orderBy('expires_at', 'desc')
+      .executeTakeFirst();
   };
 
   /** Seals a new key pair for a data-capable account under a key derived from its password. */
@@ -597,7 +623,13 @@ export function createIdentityService(deps: {
       let tenantSecret: Buffer | undefined;
       if (account.tenant_id && DATA_ROLES.includes(account.role as AccountRole)) {
         const privateKey = await openPrivateKey(account, password);
-        if (privateKey) tenantSecret = await deps.tenantKeys.unwrapForAccount(account.tenant_id, account.id, privateKey).catch(() => undefined);
+        if (privateKey && account.tier === 'external') {
+          // An external account reaches data only through an active grant.
+          const grant = await activeGrantOf(account.tenant_id, account.id);
+          if (grant) tenantSecret = await deps.tenantKeys.unwrapForGrant(account.tenant_id, grant.id, privateKey).catch(() => undefined);
+        } else if (privateKey) {
+          tenantSecret = await deps.tenantKeys.unwrapForAccount(account.tenant_id, account.id, privateKey).catch(() => undefined);
+        }
       }
       // Always a fresh random session id at login: a planted id (session fixation) is never reused.
       const session = await startSession(account.id, kind, await pendingFor(account), tenantSecret);
@@ -803,12 +835,92 @@ export function createIdentityService(deps: {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
       if (!secret || !me.tenant_id) return undefined;
+      if (me.tier === 'external') {
+        // Checked on every request: an expired or revoked grant ends access in a live session as well.
+        const grant = await activeGrantOf(me.tenant_id, me.id);
+        if (!grant) {
+          await control.updateTable('sessions').set({ sealed_tenant_secret: null }).where('id_hash', '=', me.idHash).execute();
+          return undefined;
+        }
+        return { tenantId: me.tenant_id, dataKey: await deps.tenantKeys.dataKey(me.tenant_id, secret), grant: { id: grant.id, contactIds: grantView(grant).contactIds } };
+      }
       return { tenantId: me.tenant_id, dataKey: await deps.tenantKeys.dataKey(me.tenant_id, secret) };
+    },
+
+    async createGrant(sessionToken, input) {
+      const me = await sessionOf(sessionToken);
+      const secret = secretOfSession(sessionToken, me);
+      if (!secret || !me.tenant_id || me.tier !== 'tenant') throw new ForbiddenError('only a data user with data access can grant access');
+      const grantee = await control.selectFrom('accounts').select(['id', 'role', 'tier', 'status', 'public_key', 'tenant_id']).where('id', '=', input.granteeId).executeTakeFirst();
+      if (!grantee || grantee.tenant_id !== me.tenant_id) throw new NotFoundError('account');
+      if (grantee.tier !== 'external') throw new ConflictError(`grants are for external accounts (technician, control-centre, authority), not for a ${grantee.role}`);
+      if (grantee.status !== 'active' || !grantee.public_key) throw new ConflictError('this account has not accepted its invitation yet');
+      const expires = new Date(input.expiresAt);
+      const now = clock.now();
+      if (!Number.isFinite(expires.getTime()) || expires <= now || expires.getTime() - now.getTime() > 366 * 24 * 60 * 60 * 1000) {
+        throw new ValidationError('expiresAt must be a time in the future, at most a year ahead');
+      }
+      const db = await deps.tenantDb(me.tenant_id);
+      const row: GrantTable = {
+        id: newId(),
+        grantee_id: grantee.id,
+        contact_ids: input.contactIds ? JSON.stringify([...new Set(input.contactIds)]) : null,
+        expires_at: expires.toISOString(),
+        created_by: me.id,
+        created_at: now.toISOString(),
+        ended_at: null,
+        end_reason: null,
+      };
+      await db.insertInto('grants').values(row).execute();
+      await deps.tenantKeys.wrapForGrant(me.tenant_id, secret, row.id, grantee.public_key, me.id);
+      await record(me.tenant_id, {
+        actor: ledgerActor(actorOf(me)),
+        action: 'grant.create',
+        resource: { type: 'grant', id: row.id },
+        outcome: 'success',
+        details: { grantee: grantee.id, scope: input.contactIds ? 'records' : 'collection', records: input.contactIds?.length ?? null, expiresAt: row.expires_at },
+      });
+      return grantView(row);
+    },
+
+    async listGrants(sessionToken) {
+      const me = await sessionOf(sessionToken);
+      if (!me.tenant_id || !DATA_ROLES.includes(me.role as AccountRole)) throw new ForbiddenError('grants are for data users and external accounts');
+      const db = await deps.tenantDb(me.tenant_id);
+      let q = db.selectFrom('grants').selectAll().orderBy('created_at');
+      if (me.tier === 'external') q = q.where('grantee_id', '=', me.id);
+      return (await q.execute()).map(grantView);
+    },
+
+    async revokeGrant(sessionToken, grantId) {
+      const me = await sessionOf(sessionToken);
+      if (!me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole)) throw new ForbiddenError('only a data user can revoke a grant');
+      const db = await deps.tenantDb(me.tenant_id);
+      const updated = await db.updateTable('grants').set({ ended_at: nowIso(), end_reason: 'revoked' }).where('id', '=', grantId).where('ended_at', 'is', null).executeTakeFirst();
+      if (Number(updated.numUpdatedRows) === 0) throw new NotFoundError('grant');
+      await deps.tenantKeys.dropGrantCopy(me.tenant_id, grantId);
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'grant.revoke', resource: { type: 'grant', id: grantId }, outcome: 'success' });
+    },
+
+    async expireGrants() {
+      const tenants = await control.selectFrom('tenants').select('id').execute();
+      let ended = 0;
+      for (const t of tenants) {
+        const db = await deps.tenantDb(t.id);
+        const expired = await db.selectFrom('grants').select('id').where('ended_at', 'is', null).where('expires_at', '<=', nowIso()).execute();
+        for (const g of expired) {
+          await db.updateTable('grants').set({ ended_at: nowIso(), end_reason: 'expired' }).where('id', '=', g.id).execute();
+          const destroyed = await deps.tenantKeys.dropGrantCopy(t.id, g.id);
+          await record(t.id, { actor: { tier: 'system', role: 'scheduler', id: 'scheduler' }, action: 'grant.expire', resource: { type: 'grant', id: g.id }, outcome: 'success', details: { keyCopiesDestroyed: destroyed } });
+          ended++;
+        }
+      }
+      return ended;
     },
 
     async activateDataAccess(sessionToken, code) {
       const me = await sessionOf(sessionToken);
-      if (!me.tenant_id || !DATA_ROLES.includes(me.role as AccountRole) || !me.public_key) {
+      if (!me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole) || !me.public_key) {
         throw new ForbiddenError('only a data user of a tenant (member, dpo) can be given data access');
       }
       let secret: Buffer | undefined;

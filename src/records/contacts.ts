@@ -113,6 +113,8 @@ export interface DataSession {
   actor: Actor;
   tenantId: string;
   dataKey: Buffer;
+  /** External accounts act within a grant: the shared book, or only the listed contacts; read only. */
+  grant?: { id: string; contactIds: string[] | null } | undefined;
 }
 
 function validate(input: ContactInput): void {
@@ -157,8 +159,14 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
     }
     return a;
   };
+  /** What a session may read: books, and for a grantee the granted contacts only. */
+  const readScope = (s: DataSession): { books: string[] | 'all'; ids: string[] | null } => {
+    if (s.actor.kind === 'external' && s.grant && s.actor.tenantId === s.tenantId) return { books: ['shared'], ids: s.grant.contactIds };
+    const a = accountOf(s);
+    return { books: a.role === 'dpo' ? 'all' : ['shared', `personal:${a.accountId}`], ids: null };
+  };
   const personalBook = (s: DataSession) => `personal:${accountOf(s).accountId}`;
-  const visibleBooks = (s: DataSession): string[] | 'all' => (accountOf(s).role === 'dpo' ? 'all' : ['shared', personalBook(s)]);
+  const visibleBooks = (s: DataSession): string[] | 'all' => readScope(s).books;
   const view = (s: DataSession, row: ContactTable): Contact => ({
     id: row.id,
     book: row.book === 'shared' ? 'shared' : 'personal',
@@ -177,12 +185,13 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
       action,
       resource: { type: 'contact', id, ...(emailForSubject ? { blindIndexes: [subjectIndex(s, emailForSubject)] } : {}) },
       outcome: 'success',
+      ...(s.grant ? { details: { grant: s.grant.id } } : {}),
     });
   const load = async (s: DataSession, id: string) => {
     const db = await deps.tenantDb(s.tenantId);
     const row = await db.selectFrom('contacts').selectAll().where('id', '=', id).executeTakeFirst();
-    const books = visibleBooks(s);
-    if (!row || (books !== 'all' && !books.includes(row.book))) throw new NotFoundError('contact');
+    const { books, ids } = readScope(s);
+    if (!row || (books !== 'all' && !books.includes(row.book)) || (ids !== null && !ids.includes(row.id))) throw new NotFoundError('contact');
     return { db, row };
   };
   const columns = (s: DataSession, id: string, input: ContactInput) => ({
@@ -218,6 +227,7 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
     },
 
     async update(s: DataSession, id: string, input: ContactInput): Promise<Contact> {
+      accountOf(s); // data users only: a grant gives read access
       validate(input);
       const { db, row } = await load(s, id);
       const updated: ContactTable = { ...row, key_version: KEY_VERSION, ...columns(s, id, input), updated_at: deps.clock.now().toISOString() };
@@ -227,6 +237,7 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
     },
 
     async remove(s: DataSession, id: string): Promise<void> {
+      accountOf(s);
       const { db, row } = await load(s, id);
       const email = open(s, row, 'email');
       await db.deleteFrom('contacts').where('id', '=', id).execute();
@@ -294,9 +305,10 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
     /** Every visible contact, decrypted, for an export (one ledger entry names the count). */
     async exportAll(s: DataSession): Promise<Contact[]> {
       const db = await deps.tenantDb(s.tenantId);
-      const books = visibleBooks(s);
+      const { books, ids } = readScope(s);
       let q = db.selectFrom('contacts').selectAll();
       if (books !== 'all') q = q.where('book', 'in', books);
+      if (ids !== null) q = ids.length > 0 ? q.where('id', 'in', ids) : q.where('id', '=', '');
       const found = (await q.orderBy('created_at').execute()).map((r) => view(s, r));
       await (await deps.tenantLedger(s.tenantId)).append({ actor: ledgerActor(s.actor), action: 'record.export', resource: { type: 'contacts' }, outcome: 'success', details: { records: found.length } });
       return found;
@@ -313,9 +325,10 @@ export function createContacts(deps: { tenantDb: (tenantId: string) => Promise<K
     async search(s: DataSession, query: { book?: 'shared' | 'personal' | undefined; name?: string | undefined; email?: string | undefined; phone?: string | undefined; limit?: number | undefined }): Promise<Contact[]> {
       const db = await deps.tenantDb(s.tenantId);
       let q = db.selectFrom('contacts').selectAll();
-      const books = visibleBooks(s);
+      const { books, ids } = readScope(s);
       if (query.book) q = q.where('book', '=', query.book === 'shared' ? 'shared' : personalBook(s));
       else if (books !== 'all') q = q.where('book', 'in', books);
+      if (ids !== null) q = ids.length > 0 ? q.where('id', 'in', ids) : q.where('id', '=', '');
       const wanted = (['name', 'email', 'phone'] as const).filter((f) => query[f]);
       for (const field of wanted) q = q.where(`${field}_bidx`, '=', index(s, field, query[field])!);
       const rows = await q.orderBy('created_at').limit(Math.min(query.limit ?? 500, 5000)).execute();

@@ -48,7 +48,7 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { contacts: Con
   const dataSession = async (request: FastifyRequest): Promise<DataSession> => {
     const key = await deps.identity.dataKeyOf(sessionTokenOf(request)!.token);
     if (!key) throw new ForbiddenError('this session has no data access: only data users of a tenant who were given access (activation key or a colleague) can work with personal data');
-    return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey };
+    return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, grant: key.grant };
   };
 
   app.post<{ Body: ContactInput & { book?: 'shared' | 'personal' } }>('/api/v1/contacts', {

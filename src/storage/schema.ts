@@ -8,6 +8,7 @@ import type { LedgerSchema } from '../ledger/ledger.migrations.js';
 import type { PasswordHistoryTable, TenantPolicyTable } from '../identity/accounts.migrations.js';
 import type { KeyWrapTable, TenantKeyTable } from '../crypto/tenant-keys.js';
 import type { ContactTable } from '../records/contacts.js';
+import type { GrantTable } from '../identity/grants.js';
 import type { OneTimeKeyTable } from '../identity/one-time-keys.js';
 import type { RecoveryCodeTable, SecondFactorTable } from '../identity/second-factor.js';
 
@@ -108,6 +109,7 @@ export interface TenantSchema extends LedgerSchema {
   tenant_meta: TenantMetaTable;
   key_wraps: KeyWrapTable;
   contacts: ContactTable;
+  grants: GrantTable;
 }
 
 export type ControlDb = Kysely<ControlSchema>;

@@ -1,6 +1,7 @@
 import type { Kysely, Migration } from 'kysely';
 import { keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
 import { contactsMigration } from '../../records/contacts.js';
+import { grantsMigration } from '../../identity/grants.js';
 import { ledgerMigration } from '../../ledger/ledger.migrations.js';
 
 /** Migrations applied to every tenant database: forward only. */
@@ -17,4 +18,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0002_ledger': ledgerMigration,
   '0003_key_wraps': keyWrapsTenantMigration,
   '0004_contacts': contactsMigration,
+  '0005_grants': grantsMigration,
 };

@@ -1,0 +1,95 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureFirstOperator, type Core } from '../src/core.js';
+import { buildApp } from '../src/http/app.js';
+import { bearerLogin, engines, fixedClock, mailedKey, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
+
+/** Grants (S2.2): an external account reads a granted scope until the grant ends, also in a live session. */
+describe.each(engines)('grants to external accounts (%s)', (engine) => {
+  let t: TestEnv;
+  let core: Core;
+  let app: FastifyInstance;
+  const clock = fixedClock('2026-11-23T08:00:00.000Z');
+  const tokens: Record<string, string> = {};
+  const ids = { tenant: '', tech: '', a: '', b: '' };
+  const call = (who: string, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: object) =>
+    app.inject({ method, url, headers: { authorization: `Bearer ${tokens[who]}` }, ...(payload ? { payload } : {}) });
+  const invite = async (by: string, email: string, role: string, password: string) => {
+    expect((await call(by, 'POST', '/api/v1/accounts', { email, role, tenantId: ids.tenant })).statusCode).toBe(201);
+    const res = await app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(core.config.mail.outbox_dir, email), newPassword: password } });
+    expect(res.statusCode, res.body).toBe(204);
+  };
+
+  beforeAll(async () => {
+    t = makeTestEnv(engine);
+    core = await openTestCore(t, clock);
+    app = await buildApp(core, { logger: silentLog });
+    const operator = (await ensureFirstOperator(core))!;
+    tokens.operator = await bearerLogin(app, operator.login, operator.oneTimePassword);
+    const tenant = (await call('operator', 'POST', '/api/v1/tenants', { name: 'Stadtwerke Süd' })).json<{ id: string; initialKeys: { activationKey: string } }>();
+    ids.tenant = tenant.id;
+    await invite('operator', 'admin@sw-sued.test', 'admin', 'Verwaltung Süd 2026 ok');
+    tokens.admin = await bearerLogin(app, 'admin@sw-sued.test', 'Verwaltung Süd 2026 ok');
+    await invite('admin', 'ina@sw-sued.test', 'member', 'Zählerstände sind wichtig');
+    await invite('admin', 'tech@service.test', 'technician', 'Monteur unterwegs 2026');
+    tokens.ina = await bearerLogin(app, 'ina@sw-sued.test', 'Zählerstände sind wichtig');
+    expect((await call('ina', 'POST', '/api/v1/keys/activate', { activationKey: tenant.initialKeys.activationKey })).statusCode).toBe(204);
+    ids.a = (await call('ina', 'POST', '/api/v1/contacts', { name: 'Kunde A', email: 'a@kunde.test' })).json<{ id: string }>().id;
+    ids.b = (await call('ina', 'POST', '/api/v1/contacts', { name: 'Kunde B', email: 'b@kunde.test' })).json<{ id: string }>().id;
+    ids.tech = (await call('admin', 'GET', '/api/v1/accounts')).json<{ id: string; login: string }[]>().find((a) => a.login === 'tech@service.test')!.id;
+  });
+  afterAll(async () => {
+    await app?.close();
+    await core?.close();
+    await t?.cleanup();
+  });
+
+  it('gives a technician read access to one contact until the grant expires, then destroys the key copy', async () => {
+    tokens.tech = await bearerLogin(app, 'tech@service.test', 'Monteur unterwegs 2026');
+    expect((await call('tech', 'GET', '/api/v1/contacts')).statusCode).toBe(403); // no grant yet
+    expect((await call('admin', 'POST', '/api/v1/grants', { granteeId: ids.tech, expiresAt: '2026-11-23T10:00:00.000Z' })).statusCode).toBe(403); // admins hold no key
+    const grant = await call('ina', 'POST', '/api/v1/grants', { granteeId: ids.tech, contactIds: [ids.a], expiresAt: '2026-11-23T08:20:00.000Z' });
+    expect(grant.statusCode, grant.body).toBe(201);
+    const grantId = grant.json<{ id: string }>().id;
+    expect((await call('ina', 'POST', '/api/v1/grants', { granteeId: ids.tech, expiresAt: '2026-11-22T10:00:00.000Z' })).statusCode).toBe(400); // in the past
+
+    tokens.tech = await bearerLogin(app, 'tech@service.test', 'Monteur unterwegs 2026'); // the grant's copy opens at login
+    expect((await call('tech', 'GET', '/api/v1/contacts')).json<{ name: string }[]>().map((c) => c.name)).toEqual(['Kunde A']);
+    expect((await call('tech', 'GET', `/api/v1/contacts/${ids.a}`)).json()).toMatchObject({ name: 'Kunde A', email: 'a@kunde.test' });
+    expect((await call('tech', 'GET', `/api/v1/contacts/${ids.b}`)).statusCode).toBe(404);
+    expect((await call('tech', 'GET', '/api/v1/contacts?email=b%40kunde.test')).json()).toEqual([]);
+    expect((await call('tech', 'PUT', `/api/v1/contacts/${ids.a}`, { name: 'Geändert' })).statusCode).toBe(403); // read only
+    expect((await call('tech', 'POST', '/api/v1/contacts', { name: 'Neu' })).statusCode).toBe(403);
+    expect((await call('tech', 'POST', '/api/v1/keys/activate', { recoveryCode: 'AAAA' })).statusCode).toBe(403);
+    expect((await call('tech', 'GET', '/api/v1/grants')).json<{ id: string }[]>().map((g) => g.id)).toEqual([grantId]);
+
+    // Twenty minutes later the grant has ended: the live session loses access at its next request.
+    clock.set('2026-11-23T08:19:00.000Z');
+    expect((await call('tech', 'GET', `/api/v1/contacts/${ids.a}`)).statusCode).toBe(200);
+    clock.set('2026-11-23T08:20:01.000Z');
+    expect((await call('tech', 'GET', `/api/v1/contacts/${ids.a}`)).statusCode).toBe(403);
+    expect(await core.identity.expireGrants()).toBe(1);
+    const wraps = await (await tenantDb()).selectFrom('key_wraps').select(['kind', 'holder']).where('kind', '=', 'grant').execute();
+    expect(wraps).toEqual([]);
+    const ledger = await core.ledgers.tenant(ids.tenant);
+    expect((await ledger.query({ action: 'grant.' })).map((e) => e.action)).toEqual(['grant.create', 'grant.expire']);
+    const reads = await ledger.query({ action: 'record.read', actor: ids.tech });
+    expect(reads.length).toBeGreaterThanOrEqual(2);
+    expect(reads[0]?.payload).toMatchObject({ details: { grant: grantId } });
+  });
+
+  it('ends access at once when a data user revokes the grant', async () => {
+    tokens.ina = await bearerLogin(app, 'ina@sw-sued.test', 'Zählerstände sind wichtig');
+    const grant = (await call('ina', 'POST', '/api/v1/grants', { granteeId: ids.tech, expiresAt: '2026-11-24T10:00:00.000Z' })).json<{ id: string }>();
+    tokens.tech = await bearerLogin(app, 'tech@service.test', 'Monteur unterwegs 2026');
+    expect((await call('tech', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(2); // the whole shared book
+    expect((await call('ina', 'DELETE', `/api/v1/grants/${grant.id}`)).statusCode).toBe(204);
+    expect((await call('tech', 'GET', '/api/v1/contacts')).statusCode).toBe(403);
+    expect((await call('ina', 'DELETE', `/api/v1/grants/${grant.id}`)).statusCode).toBe(404);
+  });
+
+  async function tenantDb() {
+    const row = await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', ids.tenant).executeTakeFirstOrThrow();
+    return core.storage.tenantDb({ tenantId: ids.tenant, databaseName: row.database_name });
+  }
+});
