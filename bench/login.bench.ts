@@ -49,7 +49,7 @@ try {
   ]);
 
   // User enumeration by timing: a wrong password for a known account vs. any password for an unknown one.
-  const ENUM = 30;
+  const ENUM = option('enum', 100);
   const known: string[] = [];
   for (let i = 0; i < ENUM; i++) known.push((await core.identity.createAccount({ login: `known${i}`, tier: 'operator', resellerId: null })) && `known${i}`);
   const timeFailure = async (login: string, source: string) => {

@@ -150,6 +150,26 @@ const tierOf = (role: AccountRole): AccountTier => {
 const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/u;
 const SYSTEM: LedgerEvent['actor'] = { tier: 'system', role: 'identity', id: 'identity' };
 
+/** What login and every session lookup read of an account (joined with its tenant and reseller). */
+const ACCOUNT_COLUMNS = [
+  'a.id',
+  'a.login',
+  'a.tier',
+  'a.role',
+  'a.reseller_id',
+  'a.tenant_id',
+  'a.language',
+  'a.status',
+  'a.password_hash',
+  'a.must_change_password',
+  'a.password_changed_at',
+  'a.public_key',
+  'a.sealed_private_key',
+  'a.key_salt',
+  't.status as tenant_status',
+  'r.status as reseller_status',
+] as const;
+
 interface AccountRow {
   id: string;
   login: string;
@@ -260,17 +280,7 @@ export function createIdentityService(deps: {
       .leftJoin('tenants as t', 't.id', 'a.tenant_id')
       .leftJoin('resellers as r', 'r.id', 'a.reseller_id')
       .select([
-        'a.id',
-        'a.login',
-        'a.tier',
-        'a.role',
-        'a.reseller_id',
-        'a.tenant_id',
-        'a.language',
-        'a.status',
-        'a.password_hash',
-        't.status as tenant_status',
-        'r.status as reseller_status',
+        ...ACCOUNT_COLUMNS,
         's.expires_at',
         's.last_seen_at',
         's.kind',
@@ -280,9 +290,6 @@ export function createIdentityService(deps: {
         's.locked_at',
         's.pending',
         's.sealed_tenant_secret',
-        'a.public_key',
-        'a.sealed_private_key',
-        'a.key_salt',
       ])
       .where('s.id_hash', '=', idHash)
       .executeTakeFirst();
@@ -567,23 +574,7 @@ export function createIdentityService(deps: {
         .selectFrom('accounts as a')
         .leftJoin('resellers as r', 'r.id', 'a.reseller_id')
         .leftJoin('tenants as t', 't.id', 'a.tenant_id')
-        .select([
-          'a.id',
-          'a.login',
-          'a.tier',
-          'a.role',
-          'a.reseller_id',
-          'a.tenant_id',
-          'a.language',
-          'a.password_hash',
-          'a.status',
-          'a.must_change_password',
-          'a.password_changed_at',
-          'a.sealed_private_key',
-          'a.key_salt',
-          'r.status as reseller_status',
-          't.status as tenant_status',
-        ])
+        .select(ACCOUNT_COLUMNS)
         .where('a.login', '=', normaliseLogin(loginInput))
         .executeTakeFirst();
       // Unknown accounts cost the same work and get the same answer as a wrong password.
