@@ -44,7 +44,7 @@ try {
 
   // Writes: the same CSV through the encrypted import, and parsed + inserted in clear (with the same ledger entries).
   const csv = csvOf(0, ROWS);
-  const encryptedWrite = await timed(() => core.contacts.importCsv(session, 'shared', csv, () => undefined));
+  const encryptedWrite = await timed(() => core.collections.contacts.importCsv(session, 'shared', csv, () => undefined));
   const clearWrite = await timed(async () => {
     const rows = parseCsv(csvOf(ROWS, ROWS)).slice(1);
     for (let i = 0; i < rows.length; i += 500) {
@@ -56,14 +56,14 @@ try {
       await ledger.append(batch.map((b) => ({ actor: { tier: 'tenant' as const, role: 'member', id: 'bench' }, action: 'record.import', resource: { type: 'contact', id: b.id }, outcome: 'success' as const })));
     }
   });
-  const encryptedRead = await timed(() => core.contacts.exportAll(session));
+  const encryptedRead = await timed(() => core.collections.contacts.exportAll(session));
   const clearRead = await timed(() => db.selectFrom('contacts_clear').selectAll().execute());
 
   // One record at a time, as the API does it: each write and each read is also a ledger entry.
   const SINGLE = Math.min(ROWS, 2_000);
   const ids: string[] = [];
   const encryptedCreate = await timed(async () => {
-    for (let i = 0; i < SINGLE; i++) ids.push((await core.contacts.create(session, 'shared', { name: `Einzel ${i}`, email: `einzel${i}@example.org`, phone: '+49 30 555', address: 'Weg 1', notes: 'Notiz' })).id);
+    for (let i = 0; i < SINGLE; i++) ids.push((await core.collections.contacts.create(session, 'shared', { name: `Einzel ${i}`, email: `einzel${i}@example.org`, phone: '+49 30 555', address: 'Weg 1', notes: 'Notiz' })).id);
   });
   const event = (id: string, action: string) => ({ actor: { tier: 'tenant' as const, role: 'member', id: 'bench' }, action, resource: { type: 'contact', id }, outcome: 'success' as const });
   const clearCreate = await timed(async () => {
@@ -74,7 +74,7 @@ try {
     }
   });
   const encryptedGet = await timed(async () => {
-    for (const id of ids) await core.contacts.get(session, id);
+    for (const id of ids) await core.collections.contacts.get(session, id);
   });
   const clearGet = await timed(async () => {
     for (let i = 0; i < SINGLE; i++) {
@@ -96,7 +96,7 @@ try {
   // Search at SEARCH_ROWS contacts: fill with the encrypted import in chunks, then exact-match queries.
   const fill = await timed(async () => {
     for (let n = ROWS; n < SEARCH_ROWS; n += 50_000) {
-      await core.contacts.importCsv(session, 'shared', csvOf(n, Math.min(50_000, SEARCH_ROWS - n)), () => undefined);
+      await core.collections.contacts.importCsv(session, 'shared', csvOf(n, Math.min(50_000, SEARCH_ROWS - n)), () => undefined);
       process.stderr.write(`\r  filling: ${Math.min(n + 50_000, SEARCH_ROWS).toLocaleString('en')} / ${SEARCH_ROWS.toLocaleString('en')}`);
     }
   });
@@ -106,10 +106,10 @@ try {
   let found = 0;
   for (let q = 0; q < QUERIES; q++) {
     const n = Math.floor(Math.random() * SEARCH_ROWS);
-    const e = await timed(() => core.contacts.search(session, { email: `PERSON${n}@example.org ` }));
+    const e = await timed(() => core.collections.contacts.search(session, { email: `PERSON${n}@example.org ` }));
     byEmail.push(e.ms);
     found += e.value.length;
-    byPhone.push((await timed(() => core.contacts.search(session, { phone: `0049 30 ${1_000_000 + n}` }))).ms);
+    byPhone.push((await timed(() => core.collections.contacts.search(session, { phone: `0049 30 ${1_000_000 + n}` }))).ms);
   }
   const clearSearch: number[] = [];
   for (let q = 0; q < QUERIES; q++) {

@@ -19,7 +19,7 @@ import { createMailer, type Mailer } from './mail/mailer.js';
 import { createTenantKeys, type TenantKeys } from './crypto/tenant-keys.js';
 import { newId } from './crypto/random.js';
 import type { SealedColumn } from './crypto/rotate.js';
-import { createContacts, type Contacts } from './records/index.js';
+import { contactsSpec, createCollection, jobsSpec, type Collection } from './records/index.js';
 
 /** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
 export interface Core {
@@ -31,7 +31,8 @@ export interface Core {
   billing: ReturnType<typeof createBillingMeter>;
   mailer: Mailer;
   tenantKeys: TenantKeys;
-  contacts: Contacts;
+  /** The encrypted collections, by their API path. */
+  collections: { contacts: Collection; jobs: Collection };
   clock: Clock;
   masterKeyCreated: boolean;
   masterKey: MasterKeyRing;
@@ -100,7 +101,8 @@ export async function openCore(
     clock,
     newId,
   });
-  const contacts = createContacts({ tenantDb: tenantDbOf, tenantLedger: (tenantId) => ledgers.tenant(tenantId), clock });
+  const recordDeps = { tenantDb: tenantDbOf, tenantLedger: (tenantId: string) => ledgers.tenant(tenantId), clock };
+  const collections = { contacts: createCollection(contactsSpec, recordDeps), jobs: createCollection(jobsSpec, recordDeps) };
   // Memory by default; Redis when configured, so that several nodes share the counters.
   const attempts = config.redis.url === '' ? createMemoryAttemptStore(clock) : createRedisAttemptStore(config.redis.url);
   const identity = createIdentityService({
@@ -117,7 +119,7 @@ export async function openCore(
     defaultLanguage: config.mail.language,
     tenantKeys,
     tenantDb: tenantDbOf,
-    onAccountDeleted: (tenantId, accountId) => contacts.deletePersonalBook(tenantId, accountId),
+    onAccountDeleted: (tenantId, accountId) => collections.contacts.deletePersonalBook(tenantId, accountId),
     keyDerivation: { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
   });
   const platform = createPlatformService({
@@ -138,7 +140,7 @@ export async function openCore(
     ledgers,
     mailer,
     tenantKeys,
-    contacts,
+    collections,
     billing: createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) }),
     clock,
     masterKeyCreated: masterKey.created,

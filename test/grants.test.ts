@@ -48,7 +48,7 @@ describe.each(engines)('grants to external accounts (%s)', (engine) => {
     tokens.tech = await bearerLogin(app, 'tech@service.test', 'Monteur unterwegs 2026');
     expect((await call('tech', 'GET', '/api/v1/contacts')).statusCode).toBe(403); // no grant yet
     expect((await call('admin', 'POST', '/api/v1/grants', { granteeId: ids.tech, expiresAt: '2026-11-23T10:00:00.000Z' })).statusCode).toBe(403); // admins hold no key
-    const grant = await call('ina', 'POST', '/api/v1/grants', { granteeId: ids.tech, contactIds: [ids.a], expiresAt: '2026-11-23T08:20:00.000Z' });
+    const grant = await call('ina', 'POST', '/api/v1/grants', { granteeId: ids.tech, recordIds: [ids.a], expiresAt: '2026-11-23T08:20:00.000Z' });
     expect(grant.statusCode, grant.body).toBe(201);
     const grantId = grant.json<{ id: string }>().id;
     expect((await call('ina', 'POST', '/api/v1/grants', { granteeId: ids.tech, expiresAt: '2026-11-22T10:00:00.000Z' })).statusCode).toBe(400); // in the past
@@ -86,6 +86,35 @@ describe.each(engines)('grants to external accounts (%s)', (engine) => {
     expect((await call('ina', 'DELETE', `/api/v1/grants/${grant.id}`)).statusCode).toBe(204);
     expect((await call('tech', 'GET', '/api/v1/contacts')).statusCode).toBe(403);
     expect((await call('ina', 'DELETE', `/api/v1/grants/${grant.id}`)).statusCode).toBe(404);
+  });
+
+  it('keeps jobs as a second encrypted collection; a technician granted the jobs sees jobs, not the address book', async () => {
+    tokens.ina = await bearerLogin(app, 'ina@sw-sued.test', 'Zählerstände sind wichtig');
+    const job = await call('ina', 'POST', '/api/v1/jobs', {
+      customer_name: 'Frau Käthe Zähler',
+      address: 'Lindenallee 3, 79098 Freiburg',
+      window_start: '2026-11-24T08:00Z',
+      window_end: '2026-11-24T10:00Z',
+      asset_id: 'Z-4711-0815',
+      notes: 'Hund im Garten',
+    });
+    expect(job.statusCode, job.body).toBe(201);
+    const jobId = job.json<{ id: string }>().id;
+    expect((await call('ina', 'POST', '/api/v1/jobs', { customer_name: 'X', address: 'Y', window_start: 'morgen früh' })).json()).toMatchObject({
+      code: 'VALIDATION',
+      problems: ['window_start and window_end must be times such as 2026-12-01T08:00Z'],
+    });
+    expect((await call('ina', 'GET', '/api/v1/jobs?asset_id=z-4711-0815')).json<{ id: string }[]>().map((j) => j.id)).toEqual([jobId]);
+    expect((await call('ina', 'GET', `/api/v1/jobs?customer_name=${encodeURIComponent('frau käthe   zähler')}`)).json<unknown[]>()).toHaveLength(1);
+    const raw = await (await tenantDb()).selectFrom('jobs' as never).selectAll().execute();
+    expect(JSON.stringify(raw)).not.toContain('Käthe');
+    expect(JSON.stringify(raw)).toContain('2026-11-24T08:00Z'); // the appointment window is a plain field
+
+    expect((await call('ina', 'POST', '/api/v1/grants', { granteeId: ids.tech, collection: 'jobs', recordIds: [jobId], expiresAt: '2026-11-24T12:00:00.000Z' })).statusCode).toBe(201);
+    tokens.tech = await bearerLogin(app, 'tech@service.test', 'Monteur unterwegs 2026');
+    expect((await call('tech', 'GET', `/api/v1/jobs/${jobId}`)).json()).toMatchObject({ customer_name: 'Frau Käthe Zähler', asset_id: 'Z-4711-0815' });
+    expect((await call('tech', 'GET', '/api/v1/contacts')).statusCode).toBe(403); // the grant is for jobs
+    expect((await call('tech', 'DELETE', `/api/v1/jobs/${jobId}`)).statusCode).toBe(403);
   });
 
   async function tenantDb() {

@@ -104,7 +104,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   const authenticate = requireActor(core.identity);
   registerIdentityRoutes(app, { identity: core.identity, authenticate });
   registerPlatformRoutes(app, { platform: core.platform, authenticate });
-  registerRecordRoutes(app, { contacts: core.contacts, identity: core.identity, authenticate });
+  registerRecordRoutes(app, { collections: core.collections, identity: core.identity, authenticate });
   registerGrantRoutes(app, { identity: core.identity, authenticate });
   registerLedgerRoutes(app, { ledgerFor: (actor, tenantId) => core.platform.ledgerFor(actor, tenantId), authenticate });
 

@@ -10,8 +10,10 @@ import type { Kysely, Migration } from 'kysely';
 export interface GrantTable {
   id: string;
   grantee_id: string;
-  /** JSON: null for the whole shared address book, or a list of contact ids. */
-  contact_ids: string | null;
+  /** Which collection: `contacts` (the shared address book) or `jobs`. */
+  collection: string;
+  /** JSON: null for the whole collection, or a list of record ids. */
+  record_ids: string | null;
   expires_at: string;
   created_by: string;
   created_at: string;
@@ -25,7 +27,8 @@ export const grantsMigration: Migration = {
       .createTable('grants')
       .addColumn('id', 'varchar(36)', (c) => c.primaryKey())
       .addColumn('grantee_id', 'varchar(36)', (c) => c.notNull())
-      .addColumn('contact_ids', 'text')
+      .addColumn('collection', 'varchar(32)', (c) => c.notNull())
+      .addColumn('record_ids', 'text')
       .addColumn('expires_at', 'varchar(32)', (c) => c.notNull())
       .addColumn('created_by', 'varchar(36)', (c) => c.notNull())
       .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
@@ -39,7 +42,8 @@ export const grantsMigration: Migration = {
 export interface GrantView {
   id: string;
   granteeId: string;
-  contactIds: string[] | null;
+  collection: string;
+  recordIds: string[] | null;
   expiresAt: string;
   createdBy: string;
   createdAt: string;
@@ -50,7 +54,8 @@ export interface GrantView {
 export const grantView = (g: GrantTable): GrantView => ({
   id: g.id,
   granteeId: g.grantee_id,
-  contactIds: g.contact_ids === null ? null : (JSON.parse(g.contact_ids) as string[]),
+  collection: g.collection,
+  recordIds: g.record_ids === null ? null : (JSON.parse(g.record_ids) as string[]),
   expiresAt: g.expires_at,
   createdBy: g.created_by,
   createdAt: g.created_at,

@@ -429,14 +429,15 @@ const grantSchema = {
   properties: {
     id: { type: 'string' },
     granteeId: { type: 'string' },
-    contactIds: { type: ['array', 'null'], items: { type: 'string' } },
+    collection: { type: 'string' },
+    recordIds: { type: ['array', 'null'], items: { type: 'string' } },
     expiresAt: { type: 'string' },
     createdBy: { type: 'string' },
     createdAt: { type: 'string' },
     endedAt: { type: ['string', 'null'] },
     endReason: { type: ['string', 'null'] },
   },
-  required: ['id', 'granteeId', 'contactIds', 'expiresAt', 'createdBy', 'createdAt', 'endedAt', 'endReason'],
+  required: ['id', 'granteeId', 'collection', 'recordIds', 'expiresAt', 'createdBy', 'createdAt', 'endedAt', 'endReason'],
 } as const;
 
 /** Grants (S2.2): a data user gives an external account time-limited, read-only access to a scope. */
@@ -444,17 +445,18 @@ export function registerGrantRoutes(app: FastifyInstance, deps: { identity: Iden
   const { identity } = deps;
   const secured = { preHandler: deps.authenticate };
   const tokenOf = (request: FastifyRequest) => sessionTokenOf(request)!.token;
-  app.post<{ Body: { granteeId: string; contactIds?: string[]; expiresAt: string } }>('/api/v1/grants', {
+  app.post<{ Body: { granteeId: string; collection?: 'contacts' | 'jobs'; recordIds?: string[]; expiresAt: string } }>('/api/v1/grants', {
     ...secured,
     schema: {
       tags: ['grants'],
-      summary: 'Grant an external account (technician, control centre, authority) read access to the shared address book or chosen contacts until expiresAt',
+      summary: 'Grant an external account (technician, control centre, authority) read access to a collection (the shared address book, or jobs) or chosen records of it until expiresAt',
       body: {
         type: 'object',
         additionalProperties: false,
         properties: {
           granteeId: { type: 'string', format: 'uuid' },
-          contactIds: { type: 'array', minItems: 1, maxItems: 10000, items: { type: 'string', format: 'uuid' } },
+          collection: { type: 'string', enum: ['contacts', 'jobs'], default: 'contacts' },
+          recordIds: { type: 'array', minItems: 1, maxItems: 10000, items: { type: 'string', format: 'uuid' } },
           expiresAt: { type: 'string', format: 'date-time' },
         },
         required: ['granteeId', 'expiresAt'],

@@ -119,9 +119,9 @@ export interface IdentityService {
    * The tenant data key K_t while a data user with a copy of the tenant secret acts, or an external account
    * within an active grant (then with the grant's scope); undefined otherwise.
    */
-  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; grant?: { id: string; contactIds: string[] | null } } | undefined>;
-  /** A data user grants an external account access to the shared address book or chosen contacts until `expiresAt`. */
-  createGrant(sessionToken: string, input: { granteeId: string; contactIds?: string[] | undefined; expiresAt: string }): Promise<GrantView>;
+  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; grant?: { id: string; collection: string; recordIds: string[] | null } } | undefined>;
+  /** A data user grants an external account read access to a collection (or chosen records of it) until `expiresAt`. */
+  createGrant(sessionToken: string, input: { granteeId: string; collection?: string | undefined; recordIds?: string[] | undefined; expiresAt: string }): Promise<GrantView>;
   /** Grants of the caller's tenant (data users), or the caller's own (external accounts). */
   listGrants(sessionToken: string): Promise<GrantView[]>;
   revokeGrant(sessionToken: string, grantId: string): Promise<void>;
@@ -833,7 +833,8 @@ export function createIdentityService(deps: {
           await control.updateTable('sessions').set({ sealed_tenant_secret: null }).where('id_hash', '=', me.idHash).execute();
           return undefined;
         }
-        return { tenantId: me.tenant_id, dataKey: await deps.tenantKeys.dataKey(me.tenant_id, secret), grant: { id: grant.id, contactIds: grantView(grant).contactIds } };
+        const view = grantView(grant);
+        return { tenantId: me.tenant_id, dataKey: await deps.tenantKeys.dataKey(me.tenant_id, secret), grant: { id: view.id, collection: view.collection, recordIds: view.recordIds } };
       }
       return { tenantId: me.tenant_id, dataKey: await deps.tenantKeys.dataKey(me.tenant_id, secret) };
     },
@@ -855,7 +856,8 @@ export function createIdentityService(deps: {
       const row: GrantTable = {
         id: newId(),
         grantee_id: grantee.id,
-        contact_ids: input.contactIds ? JSON.stringify([...new Set(input.contactIds)]) : null,
+        collection: input.collection ?? 'contacts',
+        record_ids: input.recordIds ? JSON.stringify([...new Set(input.recordIds)]) : null,
         expires_at: expires.toISOString(),
         created_by: me.id,
         created_at: now.toISOString(),
@@ -869,7 +871,7 @@ export function createIdentityService(deps: {
         action: 'grant.create',
         resource: { type: 'grant', id: row.id },
         outcome: 'success',
-        details: { grantee: grantee.id, scope: input.contactIds ? 'records' : 'collection', records: input.contactIds?.length ?? null, expiresAt: row.expires_at },
+        details: { grantee: grantee.id, collection: row.collection, scope: input.recordIds ? 'records' : 'collection', records: input.recordIds?.length ?? null, expiresAt: row.expires_at },
       });
       return grantView(row);
     },

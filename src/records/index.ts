@@ -1,2 +1,4 @@
-export { contactsMigration, createContacts, ledgerSubjectIndex, BLIND_INDEX_BITS, type Contact, type ContactInput, type Contacts, type DataSession } from './contacts.js';
+export { BLIND_INDEX_BITS, createCollection, ledgerSubjectIndex, type Collection, type DataSession, type RecordInput, type RecordView } from './collection.js';
+export { contactsMigration, contactsSpec, CSV_COLUMNS, type ContactTable } from './contacts.js';
+export { jobsMigration, jobsSpec } from './jobs.js';
 export { registerRecordRoutes } from './records.routes.js';

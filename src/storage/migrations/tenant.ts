@@ -1,6 +1,7 @@
 import type { Kysely, Migration } from 'kysely';
 import { keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
 import { contactsMigration } from '../../records/contacts.js';
+import { jobsMigration } from '../../records/jobs.js';
 import { grantsMigration } from '../../identity/grants.js';
 import { ledgerMigration } from '../../ledger/ledger.migrations.js';
 
@@ -19,4 +20,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0003_key_wraps': keyWrapsTenantMigration,
   '0004_contacts': contactsMigration,
   '0005_grants': grantsMigration,
+  '0006_jobs': jobsMigration,
 };

@@ -1,0 +1,309 @@
+import type { Kysely, Migration } from 'kysely';
+import type { Actor } from '../access/index.js';
+import { aeadOpen, aeadSeal, blindIndex, hkdf32, normaliseForIndex, type IndexKind } from '../crypto/envelope.js';
+import { newId } from '../crypto/random.js';
+import { ledgerActor, type Ledger } from '../ledger/index.js';
+import { ForbiddenError, NotFoundError, ValidationError } from '../shared/errors.js';
+import { parseCsv } from '../shared/csv.js';
+
+/**
+ * Encrypted collections of personal data (S1, B.1), one definition per collection (address books, jobs).
+ * Personal fields are sealed with the tenant data key K_t, each under AES-256-GCM with the AAD
+ * tenant ‖ table ‖ record id ‖ field ‖ key version, so a ciphertext copied to another row or field does not
+ * open. Searchable personal fields also get a blind index: HMAC-SHA-256 under a per-field key derived from
+ * K_t, truncated to BLIND_INDEX_BITS (docs/keys.md), so an index value alone does not single a person out;
+ * candidates are decrypted and compared. Plain fields are stored as they are.
+ */
+export type FieldClass = 'personal' | 'searchable' | 'plain';
+
+export interface FieldSpec {
+  class: FieldClass;
+  /** How a searchable field is normalised before indexing. */
+  index?: IndexKind;
+  required?: boolean;
+  maxLength: number;
+  /** A check with the message that says what to fix. */
+  check?: { test: (value: string) => boolean; message: string };
+}
+
+export interface CollectionSpec {
+  /** Table name, also part of every AAD and index key. */
+  table: string;
+  fields: Record<string, FieldSpec>;
+  /** Personal and shared books (address books); a collection without books is shared by the tenant. */
+  books: boolean;
+  /** Fields that name the data subject in the ledger (full-length pseudonym, Art. 15). */
+  subject: { field: string; kind: 'email' | 'name' }[];
+}
+
+/**
+ * CipherSweet's rule for a blind index of `bits` over R rows: the expected number of coincidences per
+ * value, R / 2^bits, should be at least 2 (an index value never points at one person) and below √R
+ * (a search still narrows things down). 15 bits fits 65,536 ≤ R < 1,073,741,824 records per tenant.
+ */
+export const BLIND_INDEX_BITS = 15;
+const KEY_VERSION = 1;
+const IMPORT_BATCH = 500;
+
+export type RecordInput = Record<string, string | null | undefined>;
+export type RecordView = Record<string, string | null> & { id: string; book: 'shared' | 'personal'; createdAt: string; updatedAt: string };
+
+export interface DataSession {
+  actor: Actor;
+  tenantId: string;
+  dataKey: Buffer;
+  /** External accounts act within a grant: one collection, maybe only listed records; read only. */
+  grant?: { id: string; collection: string; recordIds: string[] | null } | undefined;
+}
+
+/** The data subject index of the ledger: full-length (no coincidences), so an Art. 15 export finds exactly one person. */
+export function ledgerSubjectIndex(dataKey: Buffer, kind: 'email' | 'name', value: string): string {
+  return blindIndex(hkdf32(dataKey, `bidx/ledger-subject/${kind}`), kind === 'email' ? 'email' : 'text', value, 16);
+}
+
+/** Table and indexes for a collection: `<field>_ct` for personal fields, `<field>_bidx` beside searchable ones. */
+export function collectionMigration(spec: CollectionSpec): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      let table = db.schema
+        .createTable(spec.table)
+        .addColumn('id', 'varchar(36)', (c) => c.primaryKey())
+        .addColumn('book', 'varchar(64)', (c) => c.notNull())
+        .addColumn('key_version', 'integer', (c) => c.notNull());
+      for (const [name, field] of Object.entries(spec.fields)) {
+        if (field.class === 'plain') table = table.addColumn(name, 'varchar(2000)');
+        else table = table.addColumn(`${name}_ct`, 'text', (c) => (field.required ? c.notNull() : c));
+        if (field.class === 'searchable') table = table.addColumn(`${name}_bidx`, 'varchar(16)', (c) => (field.required ? c.notNull() : c));
+      }
+      await table.addColumn('created_at', 'varchar(32)', (c) => c.notNull()).addColumn('updated_at', 'varchar(32)', (c) => c.notNull()).execute();
+      for (const [name, field] of Object.entries(spec.fields)) {
+        if (field.class === 'searchable') await db.schema.createIndex(`${spec.table}_${name}_bidx`).on(spec.table).columns([`${name}_bidx`, 'book']).execute();
+      }
+    },
+  };
+}
+
+type Row = Record<string, string | number | null>;
+
+export function createCollection(
+  spec: CollectionSpec,
+  deps: { tenantDb: (tenantId: string) => Promise<Kysely<any>>; tenantLedger: (tenantId: string) => Promise<Pick<Ledger, 'append'>>; clock: { now(): Date } }, // eslint-disable-line @typescript-eslint/no-explicit-any -- one module for differently shaped tables
+) {
+  const fields = Object.entries(spec.fields);
+  const searchable = fields.filter(([, f]) => f.class === 'searchable').map(([name]) => name);
+  const columns = fields.map(([name]) => name);
+
+  // Keys derived from K_t once per data session (HKDF per field and row would cost more than the AES).
+  const derived = new WeakMap<Buffer, Map<string, Buffer>>();
+  const derive = (s: DataSession, info: string) => {
+    let keys = derived.get(s.dataKey);
+    if (!keys) derived.set(s.dataKey, (keys = new Map()));
+    let key = keys.get(info);
+    if (!key) keys.set(info, (key = hkdf32(s.dataKey, info)));
+    return key;
+  };
+  const fieldKey = (s: DataSession) => derive(s, 'tresor/field/v1');
+  const aad = (s: DataSession, id: string, field: string, version: number) => `${s.tenantId}|${spec.table}|${id}|${field}|v${version}`;
+  const empty = (v: string | null | undefined): v is null | undefined | '' => v === null || v === undefined || v.trim() === '';
+  const index = (s: DataSession, field: string, value: string | null | undefined) => {
+    if (empty(value)) return null;
+    const full = Buffer.from(blindIndex(derive(s, `bidx/${spec.table}.${field}`), spec.fields[field]!.index ?? 'text', value, 4), 'hex').readUInt32BE(0);
+    const kept = (full >>> (32 - BLIND_INDEX_BITS)) << (32 - BLIND_INDEX_BITS);
+    return (kept >>> 0).toString(16).padStart(8, '0').slice(0, 4);
+  };
+  const subjects = (s: DataSession, input: RecordInput) =>
+    spec.subject.flatMap(({ field, kind }) => (empty(input[field]) ? [] : [blindIndex(derive(s, `bidx/ledger-subject/${kind}`), kind === 'email' ? 'email' : 'text', input[field]!, 16)]));
+
+  const validate = (input: RecordInput) => {
+    const problems: string[] = [];
+    const unknown = Object.keys(input).filter((k) => !columns.includes(k));
+    if (unknown.length > 0) problems.push(`unknown fields: ${unknown.join(', ')} (known: ${columns.join(', ')})`);
+    for (const [name, f] of fields) {
+      const value = input[name];
+      if (empty(value)) {
+        if (f.required) problems.push(`${name} must be 1 to ${f.maxLength} characters`);
+        continue;
+      }
+      if (typeof value !== 'string' || value.length > f.maxLength) problems.push(`${name} must be at most ${f.maxLength} characters`);
+      else if (f.check && !f.check.test(value.trim())) problems.push(f.check.message);
+    }
+    if (problems.length > 0) throw new ValidationError(problems.join('; '), { problems });
+  };
+
+  /** The data users of the tenant (member, dpo) may write; grantees only read within their grant. */
+  const dataUser = (s: DataSession) => {
+    const a = s.actor;
+    if (a.kind !== 'tenant' || (a.role !== 'member' && a.role !== 'dpo') || a.tenantId !== s.tenantId) throw new ForbiddenError(`${spec.table} are for the data users of a tenant`);
+    return a;
+  };
+  const readScope = (s: DataSession): { books: string[] | 'all'; ids: string[] | null } => {
+    if (s.actor.kind === 'external' && s.grant && s.grant.collection === spec.table && s.actor.tenantId === s.tenantId) return { books: ['shared'], ids: s.grant.recordIds };
+    const a = dataUser(s);
+    return { books: a.role === 'dpo' || !spec.books ? 'all' : ['shared', `personal:${a.accountId}`], ids: null };
+  };
+  const bookOf = (s: DataSession, book: 'shared' | 'personal') => (book === 'personal' && spec.books ? `personal:${dataUser(s).accountId}` : 'shared');
+
+  const toRow = (s: DataSession, id: string, input: RecordInput): Row => {
+    const row: Row = { key_version: KEY_VERSION };
+    for (const [name, f] of fields) {
+      const value = empty(input[name]) ? null : input[name]!.trim();
+      if (f.class === 'plain') row[name] = value;
+      else row[`${name}_ct`] = value === null ? null : aeadSeal(fieldKey(s), Buffer.from(value, 'utf8'), aad(s, id, name, KEY_VERSION)).toString('base64url');
+      if (f.class === 'searchable') row[`${name}_bidx`] = index(s, name, value);
+    }
+    return row;
+  };
+  const view = (s: DataSession, row: Row): RecordView => {
+    const out: Record<string, string | null> = {};
+    for (const [name, f] of fields) {
+      if (f.class === 'plain') out[name] = (row[name] as string | null) ?? null;
+      else {
+        const ct = row[`${name}_ct`] as string | null;
+        out[name] = ct === null ? null : aeadOpen(fieldKey(s), Buffer.from(ct, 'base64url'), aad(s, row.id as string, name, row.key_version as number)).toString('utf8');
+      }
+    }
+    return { ...out, id: row.id as string, book: row.book === 'shared' ? 'shared' : 'personal', createdAt: row.created_at as string, updatedAt: row.updated_at as string };
+  };
+  const event = (s: DataSession, action: string, id: string | undefined, input?: RecordInput, details?: Record<string, number>) => ({
+    actor: ledgerActor(s.actor),
+    action,
+    resource: { type: spec.table, ...(id ? { id } : {}), ...(input && subjects(s, input).length > 0 ? { blindIndexes: subjects(s, input) } : {}) },
+    outcome: 'success' as const,
+    ...(s.grant || details ? { details: { ...(s.grant ? { grant: s.grant.id } : {}), ...details } } : {}),
+  });
+  const record = async (s: DataSession, action: string, id: string, input?: RecordInput) => (await deps.tenantLedger(s.tenantId)).append(event(s, action, id, input));
+  const load = async (s: DataSession, id: string) => {
+    const db = await deps.tenantDb(s.tenantId);
+    const row = (await db.selectFrom(spec.table).selectAll().where('id', '=', id).executeTakeFirst()) as Row | undefined;
+    const { books, ids } = readScope(s);
+    if (!row || (books !== 'all' && !books.includes(row.book as string)) || (ids !== null && !ids.includes(id))) throw new NotFoundError(spec.table === 'contacts' ? 'contact' : spec.table.replace(/s$/, ''));
+    return { db, row };
+  };
+  const scoped = (s: DataSession, q: any) => { // eslint-disable-line @typescript-eslint/no-explicit-any -- a Kysely select over the collection's table
+    const { books, ids } = readScope(s);
+    if (books !== 'all') q = q.where('book', 'in', books);
+    if (ids !== null) q = ids.length > 0 ? q.where('id', 'in', ids) : q.where('id', '=', '');
+    return q;
+  };
+
+  return {
+    spec,
+
+    async create(s: DataSession, book: 'shared' | 'personal', input: RecordInput): Promise<RecordView> {
+      dataUser(s);
+      validate(input);
+      const id = newId();
+      const now = deps.clock.now().toISOString();
+      const row: Row = { id, book: bookOf(s, book), ...toRow(s, id, input), created_at: now, updated_at: now };
+      await (await deps.tenantDb(s.tenantId)).insertInto(spec.table).values(row).execute();
+      await record(s, 'record.create', id, input);
+      return view(s, row);
+    },
+
+    async get(s: DataSession, id: string): Promise<RecordView> {
+      const { row } = await load(s, id);
+      const found = view(s, row);
+      await record(s, 'record.read', id, found);
+      return found;
+    },
+
+    async update(s: DataSession, id: string, input: RecordInput): Promise<RecordView> {
+      dataUser(s); // a grant gives read access only
+      validate(input);
+      const { db, row } = await load(s, id);
+      const updated: Row = { ...row, ...toRow(s, id, input), updated_at: deps.clock.now().toISOString() };
+      await db.updateTable(spec.table).set(updated).where('id', '=', id).execute();
+      await record(s, 'record.update', id, input);
+      return view(s, updated);
+    },
+
+    async remove(s: DataSession, id: string): Promise<void> {
+      dataUser(s);
+      const { db, row } = await load(s, id);
+      const old = view(s, row);
+      await db.deleteFrom(spec.table).where('id', '=', id).execute();
+      await record(s, 'record.delete', id, old);
+    },
+
+    /** Lists what the session may see, or finds exact matches (after normalisation) through the blind indexes. */
+    async search(s: DataSession, query: Record<string, string | number | undefined>): Promise<RecordView[]> {
+      let q = scoped(s, (await deps.tenantDb(s.tenantId)).selectFrom(spec.table).selectAll());
+      if (query.book === 'shared' || query.book === 'personal') q = q.where('book', '=', bookOf(s, query.book));
+      const wanted = searchable.filter((f) => typeof query[f] === 'string' && query[f] !== '');
+      for (const field of wanted) q = q.where(`${field}_bidx`, '=', index(s, field, query[field] as string));
+      const limit = Math.min(typeof query.limit === 'number' ? query.limit : 500, 5000);
+      const rows = (await q.orderBy('created_at').limit(limit).execute()) as Row[];
+      // Blind indexes coincide on purpose: decrypt the candidates and keep exact matches only.
+      const norm = (f: string, v: string) => normaliseForIndex(spec.fields[f]!.index ?? 'text', v);
+      const found = rows.map((r) => view(s, r)).filter((r) => wanted.every((f) => r[f] !== null && norm(f, r[f]!) === norm(f, query[f] as string)));
+      const subjectQuery = Object.fromEntries(spec.subject.map(({ field }) => [field, typeof query[field] === 'string' ? (query[field] as string) : null]));
+      await (await deps.tenantLedger(s.tenantId)).append(event(s, wanted.length > 0 ? 'record.search' : 'record.list', undefined, subjectQuery, { results: found.length }));
+      return found;
+    },
+
+    /**
+     * Imports CSV (header row names the fields; the required ones must be there). Each bad row is
+     * reported with its line and what to fix and is skipped; `progress` is called as rows are done.
+     */
+    async importCsv(s: DataSession, book: 'shared' | 'personal', text: string, progress: (done: number, total: number) => void): Promise<{ created: number; errors: { line: number; message: string }[] }> {
+      dataUser(s);
+      let rows: string[][];
+      try {
+        rows = parseCsv(text);
+      } catch (error) {
+        throw new ValidationError(`the file is not valid CSV: ${(error as Error).message}`);
+      }
+      const header = (rows.shift() ?? []).map((h) => h.trim().toLowerCase());
+      const unknown = header.filter((h) => !columns.includes(h));
+      const missing = fields.filter(([name, f]) => f.required && !header.includes(name)).map(([name]) => name);
+      if (missing.length > 0 || unknown.length > 0) {
+        throw new ValidationError(`the first line must name the columns: ${columns.join(', ')}${missing.length > 0 ? `; missing: ${missing.join(', ')}` : ''}${unknown.length > 0 ? `; unknown: ${unknown.join(', ')}` : ''}`);
+      }
+      const errors: { line: number; message: string }[] = [];
+      const db = await deps.tenantDb(s.tenantId);
+      const ledger = await deps.tenantLedger(s.tenantId);
+      let created = 0;
+      for (let start = 0; start < rows.length; start += IMPORT_BATCH) {
+        const batch: { row: Row; input: RecordInput }[] = [];
+        rows.slice(start, start + IMPORT_BATCH).forEach((cells, k) => {
+          const input: RecordInput = Object.fromEntries(header.map((h, c) => [h, (cells[c] ?? '').trim() || null]));
+          try {
+            validate(input);
+          } catch (error) {
+            errors.push({ line: start + k + 2, message: (error as Error).message });
+            return;
+          }
+          const id = newId();
+          const now = deps.clock.now().toISOString();
+          batch.push({ row: { id, book: bookOf(s, book), ...toRow(s, id, input), created_at: now, updated_at: now }, input });
+        });
+        if (batch.length > 0) {
+          await db.transaction().execute(async (trx) => {
+            for (let i = 0; i < batch.length; i += 100) await trx.insertInto(spec.table).values(batch.slice(i, i + 100).map((b) => b.row)).execute();
+          });
+          await ledger.append(batch.map((b) => event(s, 'record.import', b.row.id as string, b.input)));
+          created += batch.length;
+        }
+        progress(Math.min(start + IMPORT_BATCH, rows.length), rows.length);
+      }
+      return { created, errors };
+    },
+
+    /** Every record the session may see, decrypted, for an export (one ledger entry names the count). */
+    async exportAll(s: DataSession): Promise<RecordView[]> {
+      const rows = (await scoped(s, (await deps.tenantDb(s.tenantId)).selectFrom(spec.table).selectAll()).orderBy('created_at').execute()) as Row[];
+      const found = rows.map((r) => view(s, r));
+      await (await deps.tenantLedger(s.tenantId)).append(event(s, 'record.export', undefined, undefined, { records: found.length }));
+      return found;
+    },
+
+    /** Deletes a user's personal book (the user is being deleted); needs no key: ciphertext only. */
+    async deletePersonalBook(tenantId: string, accountId: string): Promise<number> {
+      if (!spec.books) return 0;
+      const db = await deps.tenantDb(tenantId);
+      return Number((await db.deleteFrom(spec.table).where('book', '=', `personal:${accountId}`).executeTakeFirst()).numDeletedRows);
+    },
+  };
+}
+
+export type Collection = ReturnType<typeof createCollection>;
