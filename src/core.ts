@@ -120,6 +120,11 @@ export async function openCore(
     tenantKeys,
     tenantDb: tenantDbOf,
     onAccountDeleted: (tenantId, accountId) => collections.contacts.deletePersonalBook(tenantId, accountId),
+    reencryptRecords: async (tenantId, from, to, progress) => {
+      let total = 0;
+      for (const collection of Object.values(collections)) total += await collection.reencrypt(tenantId, from, to, (n) => progress(total + n));
+      return total;
+    },
     keyDerivation: { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
   });
   const platform = createPlatformService({

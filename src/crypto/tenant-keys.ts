@@ -28,8 +28,11 @@ export interface TenantKeyTable {
 /** In the tenant database: the wrapped copies of T_t. */
 export interface KeyWrapTable {
   id: string;
-  /** `account` (to an account's public key), `grant` (to a grantee's key, for one grant) or `activation`. */
-  kind: 'account' | 'activation' | 'grant';
+  /**
+   * `account` (to an account's public key), `grant` (to a grantee's key, for one grant), `activation`, or
+   * `rotation` (the previous secret under the new data key, while records are re-encrypted).
+   */
+  kind: 'account' | 'activation' | 'grant' | 'rotation';
   /** Account id, grant id, or the SHA-256 of the activation key. */
   holder: string;
   wrapped: string;
@@ -165,6 +168,60 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Maste
       return { recoveryCode: formatRecoveryCode(secret), activationKey: activationKey.toString('base64url') };
     },
 
+    /**
+     * K_t and its version for a secret, if it is the tenant's current secret (after a rotation an old copy,
+     * say in a session, no longer counts).
+     */
+    async openSecret(tenantId: string, secret: Uint8Array): Promise<{ dataKey: Buffer; version: number } | undefined> {
+      const r = await store.control.selectFrom('tenant_keys').selectAll().where('tenant_id', '=', tenantId).executeTakeFirst();
+      if (!r) return undefined;
+      const dataKey = tenantDataKey(secret, masterKey.open(r.sealed_component, componentAad(tenantId)));
+      return constantTimeEqual(checkOf(dataKey), r.secret_check) ? { dataKey, version: r.secret_version } : undefined;
+    },
+
+    /**
+     * Replaces T_t by a new secret (handover, or after someone with a copy left): the new one is wrapped for
+     * `keep` (accounts) and `grants`; the old one is kept, wrapped under the new data key, until the records
+     * are re-encrypted (`finishRotation`), so an interrupted rotation can be resumed by anyone with the new
+     * secret; every other copy of the old secret is deleted.
+     */
+    async rotate(tenantId: string, oldSecret: Uint8Array, opts: { by: string; keep: { id: string; publicKey: string }[]; grants: { id: string; publicKey: string }[] }) {
+      const current = await row(tenantId);
+      const component = masterKey.open(current.sealed_component, componentAad(tenantId));
+      if (!constantTimeEqual(checkOf(tenantDataKey(oldSecret, component)), current.secret_check)) throw new KeyError('this is not the current tenant secret');
+      const from = current.secret_version;
+      const to = from + 1;
+      const secret = randomBytes(32);
+      const dataKey = tenantDataKey(secret, component);
+      const db = await store.tenantDb(tenantId);
+      const now = deps.clock.now().toISOString();
+      const wrap = (kind: KeyWrapTable['kind'], holder: string, wrapped: string) => ({ id: deps.newId(), kind, holder, wrapped, secret_version: to, created_at: now, created_by: opts.by });
+      await db.transaction().execute(async (trx) => {
+        await trx.insertInto('key_wraps').values(wrap('rotation', `v${from}`, wrapWithKey(oldSecret, dataKey, secretContext(tenantId, from)))).execute();
+        for (const a of opts.keep) await trx.insertInto('key_wraps').values(wrap('account', a.id, wrapForPublicKey(secret, a.publicKey, secretContext(tenantId, to)))).execute();
+        for (const g of opts.grants) await trx.insertInto('key_wraps').values(wrap('grant', g.id, wrapForPublicKey(secret, g.publicKey, secretContext(tenantId, to)))).execute();
+      });
+      await store.control.updateTable('tenant_keys').set({ secret_version: to, secret_check: checkOf(dataKey) }).where('tenant_id', '=', tenantId).where('secret_version', '=', from).execute();
+      await db.deleteFrom('key_wraps').where('secret_version', '<', to).where('kind', '!=', 'rotation').execute();
+      return { secret, from: { dataKey: tenantDataKey(oldSecret, component), version: from }, to: { dataKey, version: to } };
+    },
+
+    /** During a rotation: the previous secret's data key, from the rotation copy (to resume re-encryption). */
+    async rotationInProgress(tenantId: string, dataKey: Buffer): Promise<{ dataKey: Buffer; version: number } | undefined> {
+      const db = await store.tenantDb(tenantId);
+      const w = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'rotation').executeTakeFirst();
+      if (!w) return undefined;
+      const version = Number(w.holder.slice(1));
+      const oldSecret = unwrapWithKey(w.wrapped, dataKey, secretContext(tenantId, version));
+      const r = await row(tenantId);
+      return { dataKey: tenantDataKey(oldSecret, masterKey.open(r.sealed_component, componentAad(tenantId))), version };
+    },
+
+    async finishRotation(tenantId: string): Promise<void> {
+      const db = await store.tenantDb(tenantId);
+      await db.deleteFrom('key_wraps').where('kind', '=', 'rotation').execute();
+    },
+
     /** K_t for a tenant secret: the service component is unwrapped with the master key (cipher service). */
     async dataKey(tenantId: string, secret: Uint8Array): Promise<Buffer> {
       const r = await row(tenantId);
@@ -213,7 +270,7 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Maste
     /** T_t through an account's private key, or undefined when the account holds no copy. */
     async unwrapForAccount(tenantId: string, accountId: string, privateKey: Uint8Array): Promise<Buffer | undefined> {
       const db = await store.tenantDb(tenantId);
-      const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'account').where('holder', '=', accountId).executeTakeFirst();
+      const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'account').where('holder', '=', accountId).orderBy('secret_version', 'desc').executeTakeFirst();
       if (!wrap) return undefined;
       return unwrapWithPrivateKey(wrap.wrapped, privateKey, secretContext(tenantId, wrap.secret_version));
     },

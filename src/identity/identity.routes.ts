@@ -2,6 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHook
 import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { actorOf, SESSION_COOKIE, sessionTokenOf } from '../http/auth.js';
 import { errorResponseSchema } from '../http/errors.js';
+import { streamJsonLines } from '../http/stream.js';
+import { ForbiddenError } from '../shared/errors.js';
 import type { IdentityService, NewSession } from './identity.service.js';
 import { CHARACTER_CLASSES, POLICY_BOUNDS, POLICY_ROLES, type PasswordPolicy } from './password-policy.js';
 
@@ -406,6 +408,50 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     handler: async (request, reply) => {
       await identity.activateDataAccess(tokenOf(request), request.body);
       return reply.status(204).send();
+    },
+  });
+
+  app.post<{ Body: { excludeAccountIds?: string[] } }>('/api/v1/keys/rotate', {
+    ...secured,
+    schema: {
+      tags: ['keys'],
+      summary:
+        'Replace the tenant secret and re-encrypt every record (e.g. after someone with access left): the listed accounts lose access, every old copy becomes useless. JSON lines: {"reencrypted":n} as it goes, then the result',
+      body: { type: 'object', additionalProperties: false, properties: { excludeAccountIds: { type: 'array', maxItems: 1000, items: { type: 'string', format: 'uuid' } } } },
+      response: { 401: errorResponseSchema, 403: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      const token = tokenOf(request);
+      if (!(await identity.dataKeyOf(token))) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+      return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, { exclude: request.body.excludeAccountIds }, (n) => line({ reencrypted: n })));
+    },
+  });
+
+  app.post('/api/v1/keys/rotate/resume', {
+    ...secured,
+    schema: { tags: ['keys'], summary: 'Continue an interrupted rotation of the tenant secret (JSON lines with progress)', response: { 401: errorResponseSchema, 403: errorResponseSchema } },
+    handler: async (request, reply) => {
+      const token = tokenOf(request);
+      if (!(await identity.dataKeyOf(token))) throw new ForbiddenError('only a data user holding the new tenant secret can resume a rotation');
+      return streamJsonLines(reply, (line) => identity.resumeRotation(token, (n) => line({ reencrypted: n })));
+    },
+  });
+
+  app.post<{ Params: { id: string }; Body: { ownerAccountId: string } }>('/api/v1/tenants/:id/handover', {
+    ...secured,
+    schema: {
+      tags: ['keys'],
+      summary:
+        "Installer handover (S2.3): the customer's data user becomes the only holder of a new tenant secret, every record is re-encrypted, and everyone else's copy — the installer's too — opens nothing any more. JSON lines with progress",
+      params: { type: 'object', properties: { id: { type: 'string', format: 'uuid' } }, required: ['id'] },
+      body: { type: 'object', additionalProperties: false, properties: { ownerAccountId: { type: 'string', format: 'uuid' } }, required: ['ownerAccountId'] },
+      response: { 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request, reply) => {
+      const token = tokenOf(request);
+      const key = await identity.dataKeyOf(token);
+      if (!key || key.grant || key.tenantId !== request.params.id) throw new ForbiddenError('the handover is done by a data user of this tenant who holds its secret (the installer, during set-up)');
+      return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, { only: request.body.ownerAccountId, reason: 'handover' }, (n) => line({ reencrypted: n })));
     },
   });
 

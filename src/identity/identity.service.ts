@@ -119,7 +119,15 @@ export interface IdentityService {
    * The tenant data key K_t while a data user with a copy of the tenant secret acts, or an external account
    * within an active grant (then with the grant's scope); undefined otherwise.
    */
-  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; grant?: { id: string; collection: string; recordIds: string[] | null } } | undefined>;
+  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; keyVersion: number; grant?: { id: string; collection: string; recordIds: string[] | null } } | undefined>;
+  /**
+   * Replaces the tenant secret (S2.3): records are re-encrypted under the new one, resumably, with progress;
+   * the data users and active grants keep access except `exclude`; every other copy of the old secret
+   * (in a database copy, in an excluded account, in a session) opens nothing any more.
+   */
+  rotateTenantSecret(sessionToken: string, opts: { exclude?: string[] | undefined; only?: string | undefined; reason?: 'handover' | 'rotation' }, progress: (done: number) => void): Promise<{ version: number; reencrypted: number; keptAccounts: number; excluded: number }>;
+  /** Continues an interrupted rotation (any data user holding the new secret). */
+  resumeRotation(sessionToken: string, progress: (done: number) => void): Promise<{ reencrypted: number }>;
   /** A data user grants an external account read access to a collection (or chosen records of it) until `expiresAt`. */
   createGrant(sessionToken: string, input: { granteeId: string; collection?: string | undefined; recordIds?: string[] | undefined; expiresAt: string }): Promise<GrantView>;
   /** Grants of the caller's tenant (data users), or the caller's own (external accounts). */
@@ -196,6 +204,8 @@ export function createIdentityService(deps: {
   tenantKeys: TenantKeys;
   /** The tenant databases (grants live beside the tenant's data). */
   tenantDb: (tenantId: string) => Promise<Kysely<{ grants: GrantTable }>>;
+  /** Re-encrypts every record of a tenant from one data key to the next (the records module). */
+  reencryptRecords?: (tenantId: string, from: { dataKey: Buffer; version: number }, to: { dataKey: Buffer; version: number }, progress: (done: number) => void) => Promise<number>;
   /** Called when an account is deleted, so that the records module removes its personal book. */
   onAccountDeleted?: (tenantId: string, accountId: string) => Promise<number>;
   /** Argon2id cost of the password-derived key that seals a data user's private key. */
@@ -826,6 +836,12 @@ export function createIdentityService(deps: {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
       if (!secret || !me.tenant_id) return undefined;
+      const opened = await deps.tenantKeys.openSecret(me.tenant_id, secret);
+      if (!opened) {
+        // The tenant secret was rotated since this session began: its copy is worthless; log in again.
+        await control.updateTable('sessions').set({ sealed_tenant_secret: null }).where('id_hash', '=', me.idHash).execute();
+        return undefined;
+      }
       if (me.tier === 'external') {
         // Checked on every request: an expired or revoked grant ends access in a live session as well.
         const grant = await activeGrantOf(me.tenant_id, me.id);
@@ -834,9 +850,65 @@ export function createIdentityService(deps: {
           return undefined;
         }
         const view = grantView(grant);
-        return { tenantId: me.tenant_id, dataKey: await deps.tenantKeys.dataKey(me.tenant_id, secret), grant: { id: view.id, collection: view.collection, recordIds: view.recordIds } };
+        return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, grant: { id: view.id, collection: view.collection, recordIds: view.recordIds } };
       }
-      return { tenantId: me.tenant_id, dataKey: await deps.tenantKeys.dataKey(me.tenant_id, secret) };
+      return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version };
+    },
+
+    async rotateTenantSecret(sessionToken, opts, progress) {
+      const me = await sessionOf(sessionToken);
+      const secret = secretOfSession(sessionToken, me);
+      if (!secret || !me.tenant_id || me.tier !== 'tenant') throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+      const tenantId = me.tenant_id;
+      const accounts = await control
+        .selectFrom('accounts')
+        .select(['id', 'public_key'])
+        .where('tenant_id', '=', tenantId)
+        .where('status', '=', 'active')
+        .where('role', 'in', ['member', 'dpo'])
+        .where('public_key', 'is not', null)
+        .execute();
+      const excluded = new Set(opts.exclude ?? []);
+      if (opts.only !== undefined) {
+        if (!accounts.some((a) => a.id === opts.only)) throw new NotFoundError('account');
+        for (const a of accounts) if (a.id !== opts.only) excluded.add(a.id);
+      }
+      const keep = accounts.filter((a) => !excluded.has(a.id)).map((a) => ({ id: a.id, publicKey: a.public_key! }));
+      if (keep.length === 0) throw new ConflictError('after the rotation nobody would hold the tenant secret: keep at least one data user');
+      const db = await deps.tenantDb(tenantId);
+      const active = await db.selectFrom('grants').select(['id', 'grantee_id']).where('ended_at', 'is', null).where('expires_at', '>', nowIso()).execute();
+      const grantees = active.length === 0 ? [] : await control.selectFrom('accounts').select(['id', 'public_key']).where('id', 'in', active.map((g) => g.grantee_id)).execute();
+      const grants = active.flatMap((g) => {
+        const key = grantees.find((a) => a.id === g.grantee_id)?.public_key;
+        return key ? [{ id: g.id, publicKey: key }] : [];
+      });
+      const rotated = await deps.tenantKeys.rotate(tenantId, secret, { by: me.id, keep, grants });
+      await record(tenantId, {
+        actor: ledgerActor(actorOf(me)),
+        action: opts.reason === 'handover' ? 'tenant.handover' : 'key.rotate-tenant-secret',
+        resource: { type: 'tenant', id: tenantId },
+        outcome: 'success',
+        details: { version: rotated.to.version, keptAccounts: keep.length, excluded: excluded.size, grants: grants.length, ...(opts.only ? { owner: opts.only } : {}) },
+      });
+      // Every session of the tenant holds the old secret now; the caller continues with the new one if kept.
+      const tenantAccounts = (await control.selectFrom('accounts').select('id').where('tenant_id', '=', tenantId).execute()).map((a) => a.id);
+      await control.updateTable('sessions').set({ sealed_tenant_secret: null }).where('account_id', 'in', tenantAccounts).execute();
+      if (!excluded.has(me.id)) await control.updateTable('sessions').set({ sealed_tenant_secret: sealForSession(sessionToken, rotated.secret) }).where('id_hash', '=', me.idHash).execute();
+      if (excluded.size > 0) await control.deleteFrom('sessions').where('account_id', 'in', [...excluded]).execute();
+      const reencrypted = (await deps.reencryptRecords?.(tenantId, rotated.from, rotated.to, progress)) ?? 0;
+      await deps.tenantKeys.finishRotation(tenantId);
+      await record(tenantId, { actor: ledgerActor(actorOf(me)), action: 'key.rotation-finished', resource: { type: 'tenant', id: tenantId }, outcome: 'success', details: { reencrypted } });
+      return { version: rotated.to.version, reencrypted, keptAccounts: keep.length, excluded: excluded.size };
+    },
+
+    async resumeRotation(sessionToken, progress) {
+      const key = await this.dataKeyOf(sessionToken);
+      if (!key || key.grant) throw new ForbiddenError('only a data user holding the new tenant secret can resume a rotation');
+      const from = await deps.tenantKeys.rotationInProgress(key.tenantId, key.dataKey);
+      if (!from) return { reencrypted: 0 };
+      const reencrypted = (await deps.reencryptRecords?.(key.tenantId, from, { dataKey: key.dataKey, version: key.keyVersion }, progress)) ?? 0;
+      await deps.tenantKeys.finishRotation(key.tenantId);
+      return { reencrypted };
     },
 
     async createGrant(sessionToken, input) {

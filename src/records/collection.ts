@@ -42,7 +42,6 @@ export interface CollectionSpec {
  * (a search still narrows things down). 15 bits fits 65,536 ≤ R < 1,073,741,824 records per tenant.
  */
 export const BLIND_INDEX_BITS = 15;
-const KEY_VERSION = 1;
 const IMPORT_BATCH = 500;
 
 export type RecordInput = Record<string, string | null | undefined>;
@@ -52,6 +51,8 @@ export interface DataSession {
   actor: Actor;
   tenantId: string;
   dataKey: Buffer;
+  /** The tenant secret's version that `dataKey` belongs to: part of every AAD, stored with each record. */
+  keyVersion: number;
   /** External accounts act within a grant: one collection, maybe only listed records; read only. */
   grant?: { id: string; collection: string; recordIds: string[] | null } | undefined;
 }
@@ -144,11 +145,11 @@ export function createCollection(
   const bookOf = (s: DataSession, book: 'shared' | 'personal') => (book === 'personal' && spec.books ? `personal:${dataUser(s).accountId}` : 'shared');
 
   const toRow = (s: DataSession, id: string, input: RecordInput): Row => {
-    const row: Row = { key_version: KEY_VERSION };
+    const row: Row = { key_version: s.keyVersion };
     for (const [name, f] of fields) {
       const value = empty(input[name]) ? null : input[name]!.trim();
       if (f.class === 'plain') row[name] = value;
-      else row[`${name}_ct`] = value === null ? null : aeadSeal(fieldKey(s), Buffer.from(value, 'utf8'), aad(s, id, name, KEY_VERSION)).toString('base64url');
+      else row[`${name}_ct`] = value === null ? null : aeadSeal(fieldKey(s), Buffer.from(value, 'utf8'), aad(s, id, name, s.keyVersion)).toString('base64url');
       if (f.class === 'searchable') row[`${name}_bidx`] = index(s, name, value);
     }
     return row;
@@ -295,6 +296,32 @@ export function createCollection(
       const found = rows.map((r) => view(s, r));
       await (await deps.tenantLedger(s.tenantId)).append(event(s, 'record.export', undefined, undefined, { records: found.length }));
       return found;
+    },
+
+    /**
+     * Re-encrypts every record still under the `from` key (rotation of the tenant secret): decrypted with
+     * the old data key, sealed and blind-indexed again with the new one. Resumable: each batch only takes
+     * records still at the old version, and each row is replaced only if it is still at that version.
+     */
+    async reencrypt(tenantId: string, from: { dataKey: Buffer; version: number }, to: { dataKey: Buffer; version: number }, progress: (done: number) => void): Promise<number> {
+      const system: Actor = { kind: 'system', name: 'cli' };
+      const old: DataSession = { actor: system, tenantId, dataKey: from.dataKey, keyVersion: from.version };
+      const next: DataSession = { actor: system, tenantId, dataKey: to.dataKey, keyVersion: to.version };
+      const db = await deps.tenantDb(tenantId);
+      let done = 0;
+      for (;;) {
+        const rows = (await db.selectFrom(spec.table).selectAll().where('key_version', '=', from.version).limit(IMPORT_BATCH).execute()) as Row[];
+        if (rows.length === 0) return done;
+        await db.transaction().execute(async (trx) => {
+          for (const row of rows) {
+            const plain = view(old, row);
+            const input: RecordInput = Object.fromEntries(columns.map((c) => [c, plain[c] ?? null]));
+            await trx.updateTable(spec.table).set(toRow(next, row.id as string, input)).where('id', '=', row.id).where('key_version', '=', from.version).execute();
+          }
+        });
+        done += rows.length;
+        progress(done);
+      }
     },
 
     /** Deletes a user's personal book (the user is being deleted); needs no key: ciphertext only. */

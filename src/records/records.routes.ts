@@ -1,7 +1,7 @@
-import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import { actorOf, sessionTokenOf } from '../http/auth.js';
 import { errorResponseSchema } from '../http/errors.js';
+import { streamJsonLines } from '../http/stream.js';
 import type { IdentityService } from '../identity/index.js';
 import { toCsv } from '../shared/csv.js';
 import { ForbiddenError, ValidationError } from '../shared/errors.js';
@@ -20,7 +20,7 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { collections: 
   const dataSession = async (request: FastifyRequest): Promise<DataSession> => {
     const key = await deps.identity.dataKeyOf(sessionTokenOf(request)!.token);
     if (!key) throw new ForbiddenError('this session has no data access: only data users of a tenant who were given access (activation key or a colleague), or an external account with an active grant, can work with personal data');
-    return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, grant: key.grant };
+    return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, keyVersion: key.keyVersion, grant: key.grant };
   };
   // CSV arrives as text (up to 20 MiB); an import answers with JSON lines as it goes.
   app.addContentTypeParser('text/csv', { parseAs: 'string', bodyLimit: 20 * 1024 * 1024 }, (_request, body, done) => done(null, body));
@@ -98,12 +98,10 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { collections: 
         const header = (request.body.split(/\r?\n/, 1)[0] ?? '').toLowerCase().split(',').map((h) => h.trim().replace(/^"|"$/g, ''));
         const missing = Object.entries(spec.fields).filter(([n, f]) => f.required && !header.includes(n)).map(([n]) => n);
         if (missing.length > 0) throw new ValidationError(`the first line must name the columns: ${names.join(', ')} (required: ${missing.join(', ')})`);
-        const out = new PassThrough();
-        void collection
-          .importCsv(session, request.query.book ?? 'shared', request.body, (done, total) => out.write(`${JSON.stringify({ done, total })}\n`))
-          .then((result) => out.end(`${JSON.stringify(result)}\n`))
-          .catch((error: Error) => out.end(`${JSON.stringify({ created: 0, errors: [{ line: 1, message: error.message }] })}\n`));
-        return reply.type('application/x-ndjson; charset=utf-8').send(out);
+        const body = request.body;
+        return streamJsonLines(reply, (line) =>
+          collection.importCsv(session, request.query.book ?? 'shared', body, (done, total) => line({ done, total })).catch((error: Error) => ({ created: 0, errors: [{ line: 1, message: error.message }] })),
+        );
       },
     });
 
