@@ -1,7 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { TresorConfig } from './config/index.js';
-import { loadOrCreateMasterKey, type MasterKeyRing } from './crypto/master-key.js';
+import { loadOrCreateMasterKey } from './crypto/master-key.js';
+import { localCipherService, remoteCipherService, type CipherService } from './crypto/cipher-service.js';
 import {
   createIdentityService,
   createLoginThrottle,
@@ -35,7 +36,8 @@ export interface Core {
   collections: { contacts: Collection; jobs: Collection };
   clock: Clock;
   masterKeyCreated: boolean;
-  masterKey: MasterKeyRing;
+  /** The cipher service (in-process or remote) that seals and opens values under the master key. */
+  masterKey: CipherService;
   /** Migrations applied while opening: `control:<name>` and `tenant:<id>:<name>`. */
   appliedMigrations: string[];
   close(): Promise<void>;
@@ -49,8 +51,15 @@ export async function openCore(
 ): Promise<Core> {
   mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
   const clock = opts.clock ?? systemClock;
-  const masterKey = loadOrCreateMasterKey({ file: config.master_key.file, value: config.master_key.value });
-  if (masterKey.created) opts.log.info({ file: config.master_key.file }, 'created a new master key file (mode 0600); back it up apart from the data');
+  // The master key stays with the cipher service: here in-process, or a separate `tresor cipher-service`.
+  let masterKey: { ring: CipherService; created: boolean };
+  if (config.cipher.url !== '') {
+    masterKey = { ring: remoteCipherService(config.cipher.url), created: false };
+  } else {
+    const loaded = loadOrCreateMasterKey({ file: config.master_key.file, value: config.master_key.value });
+    if (loaded.created) opts.log.info({ file: config.master_key.file }, 'created a new master key file (mode 0600); back it up apart from the data');
+    masterKey = { ring: localCipherService(loaded.ring), created: loaded.created };
+  }
   const storage = await openStorage({
     dataDir: config.data_dir,
     databaseUrl: config.database.url,

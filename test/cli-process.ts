@@ -71,3 +71,35 @@ export async function startServe(opts: { cwd: string; env: Record<string, string
       }),
   };
 }
+
+/** Starts any long-running `tresor` command and waits until its output matches `ready`. */
+export async function startCli(args: string[], opts: { cwd: string; env: Record<string, string>; ready: RegExp }): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd, env: { PATH: process.env.PATH ?? '', HOME: opts.cwd, ...opts.env } });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tresor ${args.join(' ')} did not get ready:\n${output}`)), 30_000);
+    child.stdout.on('data', () => {
+      if (opts.ready.test(output)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`tresor ${args.join(' ')} exited with ${code}:\n${output}`));
+    });
+  });
+  return {
+    child,
+    output: () => output,
+    url: '',
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        child.once('exit', (code) => resolve(code));
+        child.kill('SIGTERM');
+      }),
+  };
+}

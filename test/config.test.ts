@@ -72,6 +72,7 @@ describe('loadConfig: sources and precedence', () => {
       lifecycle: { deletion_grace_days: 30, scheduler_interval_seconds: 3600 },
       ledger: { retention_days: 90, checkpoint_interval_seconds: 300 },
       log: { level: 'info' },
+      cipher: { url: '' },
       mail: { transport: 'outbox', outbox_dir: join(dir, 'data', 'outbox'), smtp_url: '', smtp_ca_file: '', from: 'Tresor <tresor@localhost>', language: 'de' },
       argon2: { memory_kib: 19456, iterations: 2, parallelism: 1 },
     });
@@ -159,6 +160,8 @@ describe('loadConfig: sources and precedence', () => {
         case 'tls.cert_file':
         case 'tls.key_file':
           return ['/one.pem', '/two.pem', '/two.pem'];
+        case 'cipher.url':
+          return ['unix:///run/one.sock', 'unix:///run/two.sock', 'unix:///run/two.sock'];
         case 'mail.transport':
           return ['smtp', 'outbox', 'outbox'];
         case 'mail.smtp_url':

@@ -4,7 +4,8 @@ import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, migrateEverything, openCore, sealedColumns, type Core } from '../core.js';
-import { addMasterKeyVersion, retireMasterKeyVersion } from '../crypto/master-key.js';
+import { addMasterKeyVersion, loadOrCreateMasterKey, retireMasterKeyVersion } from '../crypto/master-key.js';
+import { startCipherServiceServer } from '../crypto/cipher-service.js';
 import { countVersions, resealColumn } from '../crypto/rotate.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
@@ -15,7 +16,7 @@ import { DomainError, type ErrorCode } from '../shared/errors.js';
 import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { CHARACTER_CLASSES, POLICY_ROLES, type CharacterClass, type PasswordPolicy } from '../identity/password-policy.js';
 import { callApi, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /** Exit codes, documented in the README: scripts can tell failures apart. */
 export const EXIT: Record<ErrorCode | 'OK' | 'INTERNAL' | 'USAGE' | 'LEDGER_TAMPERED', number> = {
@@ -152,6 +153,25 @@ export function buildCli(): Command {
           log.info('stopping');
           void server.stop().then(resolve);
         };
+        process.once('SIGINT', shutdown);
+        process.once('SIGTERM', shutdown);
+      });
+    });
+
+  program
+    .command('cipher-service')
+    .description('run the cipher service on its own: it alone holds the master key; servers reach it through cipher.url = "unix://<socket>"')
+    .option('--socket <path>', 'Unix socket to listen on (mode 0600); default: cipher.sock beside the master key file')
+    .action(async (opts: { socket?: string }) => {
+      const cfg = config(program);
+      if (cfg.cipher.url !== '') throw new DomainError('VALIDATION', 'cipher.url is set: the cipher service itself uses the master key directly; unset cipher.url for this command');
+      const socketPath = opts.socket ?? join(dirname(cfg.master_key.file), 'cipher.sock');
+      const key = loadOrCreateMasterKey({ file: cfg.master_key.file, value: cfg.master_key.value });
+      const server = await startCipherServiceServer(key.ring, socketPath);
+      out(`Cipher service listening on ${socketPath}`);
+      out(`  servers: cipher.url = "unix://${socketPath}" (TRESOR_CIPHER_URL=unix://${socketPath})`);
+      await new Promise<void>((resolve) => {
+        const shutdown = () => server.close(() => resolve());
         process.once('SIGINT', shutdown);
         process.once('SIGTERM', shutdown);
       });
@@ -415,7 +435,8 @@ export function buildCli(): Command {
     .action(async () => {
       await withCore(program, async (core) => {
         const counts = await countVersions(await sealedColumns(core));
-        const rows = core.masterKey.versions.map((v) => ({ version: String(v), current: v === core.masterKey.currentVersion ? 'yes' : '', 'sealed values': String(counts.get(v) ?? 0) }));
+        const { current, versions } = await core.masterKey.versions();
+        const rows = versions.map((v) => ({ version: String(v), current: v === current ? 'yes' : '', 'sealed values': String(counts.get(v) ?? 0) }));
         emit(program, rows, () => table(rows));
       });
     });
@@ -426,6 +447,7 @@ export function buildCli(): Command {
     .action(async (opts: { resume?: boolean }) => {
       const cfg = config(program);
       if (cfg.master_key.value !== '') throw new DomainError('VALIDATION', 'the master key comes from master_key.value: rotate by adding a version to a key file (master_key.file) instead');
+      if (cfg.cipher.url !== '') throw new DomainError('VALIDATION', 'the master key lives with the cipher service (cipher.url): run `tresor keys rotate-master` on that host, without cipher.url');
       const version = opts.resume ? undefined : addMasterKeyVersion(cfg.master_key.file);
       await withCore(program, async (core) => {
         if (version !== undefined) err(`Added master key version ${version} to ${cfg.master_key.file}; sealing every value again under it.`);
@@ -435,8 +457,9 @@ export function buildCli(): Command {
           err(`  ${column.database}: ${column.table}.${column.column}: ${r.resealed} sealed again, ${r.current} already current`);
           results.push({ database: column.database, table: column.table, ...r });
         }
-        await core.ledgers.platform.append({ actor: { tier: 'system', role: 'cli', id: 'cli' }, action: 'key.rotate-master', resource: { type: 'master-key', id: String(core.masterKey.currentVersion) }, outcome: 'success', details: { resealed: results.reduce((n, r) => n + r.resealed, 0) } });
-        emit(program, { version: core.masterKey.currentVersion, results }, () => out(`Every sealed value is under master key version ${core.masterKey.currentVersion}. Retire old versions with: tresor keys retire-master --key-version <n>`));
+        const { current } = await core.masterKey.versions();
+        await core.ledgers.platform.append({ actor: { tier: 'system', role: 'cli', id: 'cli' }, action: 'key.rotate-master', resource: { type: 'master-key', id: String(current) }, outcome: 'success', details: { resealed: results.reduce((n, r) => n + r.resealed, 0) } });
+        emit(program, { version: current, results }, () => out(`Every sealed value is under master key version ${current}. Retire old versions with: tresor keys retire-master --key-version <n>`));
       });
     });
   keys

@@ -158,6 +158,17 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {}, description: 'logging' },
     ),
+    cipher: Type.Object(
+      {
+        url: Type.String({
+          pattern: '^(|unix:///.+)$',
+          default: '',
+          description: 'the cipher service that holds the master key: empty = in this process; unix:///path/to/cipher.sock = a separate `tresor cipher-service`',
+          expected: 'empty, or unix:// followed by the absolute path of the socket, e.g. unix:///run/tresor/cipher.sock',
+        }),
+      },
+      { additionalProperties: false, default: {}, description: 'where the master key is used' },
+    ),
     mail: Type.Object(
       {
         transport: Type.Union([Type.Literal('outbox'), Type.Literal('smtp')], {

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import type { MasterKeyRing } from './master-key.js';
+import type { CipherService } from './cipher-service.js';
 
 /**
  * Everything sealed under the master key, table by table, so that `tresor keys rotate-master` can seal
@@ -19,18 +19,18 @@ export interface SealedColumn {
   legacyAad?(row: Record<string, unknown>): string;
 }
 
-function openAny(ring: MasterKeyRing, c: SealedColumn, sealed: string, row: Record<string, unknown>): Buffer {
+async function openAny(ring: CipherService, c: SealedColumn, sealed: string, row: Record<string, unknown>): Promise<Buffer> {
   try {
-    return ring.open(sealed, c.aad(row));
+    return await ring.open(sealed, c.aad(row));
   } catch (error) {
     if (!c.legacyAad) throw error;
     return ring.open(sealed, c.legacyAad(row));
   }
 }
 
-const tryOpen = (ring: MasterKeyRing, sealed: string, aad: string) => {
+const tryOpen = async (ring: CipherService, sealed: string, aad: string) => {
   try {
-    ring.open(sealed, aad);
+    await ring.open(sealed, aad);
     return true;
   } catch {
     return false;
@@ -39,20 +39,20 @@ const tryOpen = (ring: MasterKeyRing, sealed: string, aad: string) => {
 
 const versionOf = (sealed: string) => Number(/^mk(\d+)\./.exec(sealed)?.[1] ?? NaN);
 
-export async function resealColumn(ring: MasterKeyRing, c: SealedColumn): Promise<{ resealed: number; current: number }> {
-  const current = ring.currentVersion;
+export async function resealColumn(ring: CipherService, c: SealedColumn): Promise<{ resealed: number; current: number }> {
+  const { current } = await ring.versions();
   const rows = (await c.db.selectFrom(c.table).select([c.key, c.column]).execute()) as Record<string, unknown>[];
   let resealed = 0;
   let already = 0;
   for (const row of rows) {
     const sealed = row[c.column];
     if (typeof sealed !== 'string') continue;
-    const plain = openAny(ring, c, sealed, row);
-    if (versionOf(sealed) === current && tryOpen(ring, sealed, c.aad(row))) {
+    const plain = await openAny(ring, c, sealed, row);
+    if (versionOf(sealed) === current && (await tryOpen(ring, sealed, c.aad(row)))) {
       already++;
       continue;
     }
-    const again = ring.seal(plain, c.aad(row));
+    const again = await ring.seal(plain, c.aad(row));
     const result = await c.db.updateTable(c.table).set({ [c.column]: again }).where(c.key, '=', row[c.key]).where(c.column, '=', sealed).executeTakeFirst();
     resealed += Number(result.numUpdatedRows);
   }

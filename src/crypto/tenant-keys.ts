@@ -2,7 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import type { Kysely, Migration } from 'kysely';
 import { constantTimeEqual, sha256Hex } from './random.js';
 import { hkdf32, KeyError, unwrapWithKey, unwrapWithPrivateKey, wrapForPublicKey, wrapWithKey } from './envelope.js';
-import type { MasterKeyRing } from './master-key.js';
+import type { CipherService } from './cipher-service.js';
 
 /**
  * The tenant key hierarchy of DESIGN §3.
@@ -127,7 +127,7 @@ export interface TenantKeyStore {
   tenantDb(tenantId: string): Promise<Kysely<{ key_wraps: KeyWrapTable }>>;
 }
 
-export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: MasterKeyRing; clock: { now(): Date }; newId: () => string }) {
+export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: CipherService; clock: { now(): Date }; newId: () => string }) {
   const { store, masterKey } = deps;
 
   const row = async (tenantId: string) => {
@@ -146,7 +146,7 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Maste
         .insertInto('tenant_keys')
         .values({
           tenant_id: tenantId,
-          sealed_component: masterKey.seal(component, componentAad(tenantId)),
+          sealed_component: await masterKey.seal(component, componentAad(tenantId)),
           secret_version: 1,
           secret_check: checkOf(tenantDataKey(secret, component)),
           created_at: deps.clock.now().toISOString(),
@@ -175,7 +175,7 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Maste
     async openSecret(tenantId: string, secret: Uint8Array): Promise<{ dataKey: Buffer; version: number } | undefined> {
       const r = await store.control.selectFrom('tenant_keys').selectAll().where('tenant_id', '=', tenantId).executeTakeFirst();
       if (!r) return undefined;
-      const dataKey = tenantDataKey(secret, masterKey.open(r.sealed_component, componentAad(tenantId)));
+      const dataKey = tenantDataKey(secret, (await masterKey.open(r.sealed_component, componentAad(tenantId))));
       return constantTimeEqual(checkOf(dataKey), r.secret_check) ? { dataKey, version: r.secret_version } : undefined;
     },
 
@@ -187,7 +187,7 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Maste
      */
     async rotate(tenantId: string, oldSecret: Uint8Array, opts: { by: string; keep: { id: string; publicKey: string }[]; grants: { id: string; publicKey: string }[] }) {
       const current = await row(tenantId);
-      const component = masterKey.open(current.sealed_component, componentAad(tenantId));
+      const component = await masterKey.open(current.sealed_component, componentAad(tenantId));
       if (!constantTimeEqual(checkOf(tenantDataKey(oldSecret, component)), current.secret_check)) throw new KeyError('this is not the current tenant secret');
       const from = current.secret_version;
       const to = from + 1;
@@ -214,7 +214,7 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Maste
       const version = Number(w.holder.slice(1));
       const oldSecret = unwrapWithKey(w.wrapped, dataKey, secretContext(tenantId, version));
       const r = await row(tenantId);
-      return { dataKey: tenantDataKey(oldSecret, masterKey.open(r.sealed_component, componentAad(tenantId))), version };
+      return { dataKey: tenantDataKey(oldSecret, (await masterKey.open(r.sealed_component, componentAad(tenantId)))), version };
     },
 
     async finishRotation(tenantId: string): Promise<void> {
@@ -225,13 +225,13 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Maste
     /** K_t for a tenant secret: the service component is unwrapped with the master key (cipher service). */
     async dataKey(tenantId: string, secret: Uint8Array): Promise<Buffer> {
       const r = await row(tenantId);
-      return tenantDataKey(secret, masterKey.open(r.sealed_component, componentAad(tenantId)));
+      return tenantDataKey(secret, (await masterKey.open(r.sealed_component, componentAad(tenantId))));
     },
 
     /** Checks a tenant secret that came from outside (recovery code) against the stored check value. */
     async checkSecret(tenantId: string, secret: Uint8Array): Promise<boolean> {
       const r = await row(tenantId);
-      const dataKey = tenantDataKey(secret, masterKey.open(r.sealed_component, componentAad(tenantId)));
+      const dataKey = tenantDataKey(secret, (await masterKey.open(r.sealed_component, componentAad(tenantId))));
       return constantTimeEqual(checkOf(dataKey), r.secret_check);
     },
 

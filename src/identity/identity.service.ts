@@ -16,7 +16,7 @@ import type { PasswordHasher } from './passwords.js';
 import type { LoginThrottle } from './throttle.js';
 import { createOneTimeKeys, OneTimeKeyError } from './one-time-keys.js';
 import { createSecondFactors, SecondFactorRequiredError } from './second-factor.js';
-import type { MasterKeyRing } from '../crypto/master-key.js';
+import type { CipherService } from '../crypto/cipher-service.js';
 import type { Mailer } from '../mail/mailer.js';
 import { renderMail, type MailLanguage, type MailTemplate } from '../mail/templates.js';
 import { classifyRequestToken, GRACE_MS, requestTokenFor } from './request-tokens.js';
@@ -196,7 +196,7 @@ export function createIdentityService(deps: {
   /** Events of tenant accounts go into that tenant's ledger. */
   tenantLedger: (tenantId: string) => Promise<Pick<Ledger, 'append'>>;
   throttle: LoginThrottle;
-  masterKey: MasterKeyRing;
+  masterKey: CipherService;
   issuer: string;
   mailer: Mailer;
   publicUrl: string;

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Kysely, Migration } from 'kysely';
 import { Secret, TOTP } from 'otpauth';
-import type { MasterKeyRing } from '../crypto/master-key.js';
+import type { CipherService } from '../crypto/cipher-service.js';
 import { randomPassword, sha256Hex } from '../crypto/random.js';
 import { ConflictError, DomainError, ValidationError } from '../shared/errors.js';
 
@@ -53,14 +53,14 @@ const PERIOD_S = 30;
 
 export function createSecondFactors(deps: {
   db: Kysely<{ second_factors: SecondFactorTable; recovery_codes: RecoveryCodeTable }>;
-  masterKey: MasterKeyRing;
+  masterKey: CipherService;
   clock: { now(): Date };
   issuer: string;
 }) {
   const { db, masterKey, clock } = deps;
   const aad = (accountId: string) => `totp|${accountId}`;
   const totpFor = (secret: Secret, label: string) => new TOTP({ issuer: deps.issuer, label, secret, algorithm: 'SHA1', digits: 6, period: PERIOD_S });
-  const secretOf = (row: SecondFactorTable) => Secret.fromBase32(masterKey.open(row.sealed_secret, aad(row.account_id)).toString('utf8'));
+  const secretOf = async (row: SecondFactorTable) => Secret.fromBase32((await masterKey.open(row.sealed_secret, aad(row.account_id))).toString('utf8'));
 
   return {
     async isEnabled(accountId: string): Promise<boolean> {
@@ -73,7 +73,7 @@ export function createSecondFactors(deps: {
       const existing = await db.selectFrom('second_factors').select('enabled_at').where('account_id', '=', accountId).executeTakeFirst();
       if (existing?.enabled_at) throw new ConflictError('a second factor is already active for this account');
       const secret = new Secret({ buffer: randomBytes(20).buffer });
-      const sealed = masterKey.seal(Buffer.from(secret.base32, 'utf8'), aad(accountId));
+      const sealed = await masterKey.seal(Buffer.from(secret.base32, 'utf8'), aad(accountId));
       await db.deleteFrom('second_factors').where('account_id', '=', accountId).execute();
       await db.insertInto('second_factors').values({ account_id: accountId, sealed_secret: sealed, enabled_at: null, last_step: 0 }).execute();
       return { secret: secret.base32, uri: totpFor(secret, label).toString() };
@@ -83,7 +83,7 @@ export function createSecondFactors(deps: {
     async enable(accountId: string, code: string): Promise<string[]> {
       const row = await db.selectFrom('second_factors').selectAll().where('account_id', '=', accountId).executeTakeFirst();
       if (!row || row.enabled_at) throw new ConflictError('start the set-up first (POST /api/v1/auth/totp/setup)');
-      const step = this.matchStep(row, code);
+      const step = await this.matchStep(row, code);
       if (step === undefined) throw new ValidationError('that code is not valid; check the time on your device and enter the current code');
       const codes = Array.from({ length: 10 }, () => randomPassword(12));
       await db.transaction().execute(async (trx) => {
@@ -94,10 +94,10 @@ export function createSecondFactors(deps: {
       return codes;
     },
 
-    matchStep(row: SecondFactorTable, code: string): number | undefined {
+    async matchStep(row: SecondFactorTable, code: string): Promise<number | undefined> {
       if (!/^\d{6}$/.test(code)) return undefined;
       const now = clock.now().getTime();
-      const delta = TOTP.validate({ token: code, secret: secretOf(row), algorithm: 'SHA1', digits: 6, period: PERIOD_S, timestamp: now, window: 1 });
+      const delta = TOTP.validate({ token: code, secret: await secretOf(row), algorithm: 'SHA1', digits: 6, period: PERIOD_S, timestamp: now, window: 1 });
       if (delta === null) return undefined;
       const step = Math.floor(now / 1000 / PERIOD_S) + delta;
       return step > row.last_step ? step : undefined; // each code (time step) only once
@@ -107,7 +107,7 @@ export function createSecondFactors(deps: {
     async verify(accountId: string, otp: string): Promise<boolean> {
       const row = await db.selectFrom('second_factors').selectAll().where('account_id', '=', accountId).executeTakeFirst();
       if (!row?.enabled_at) return true;
-      const step = this.matchStep(row, otp.trim());
+      const step = await this.matchStep(row, otp.trim());
       if (step !== undefined) {
         const updated = await db
           .updateTable('second_factors')

@@ -1,6 +1,6 @@
 import { hash as oneShotHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
-import type { MasterKeyRing } from '../crypto/master-key.js';
+import type { CipherService } from '../crypto/cipher-service.js';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, parseCheckpoint, verifyCheckpointSignature } from './checkpoint.js';
 import { canonicalJson, commitPayload, decodeEntry, ENTRY_OUTCOMES, ENTRY_VERSION, PAYLOAD_SALT_BYTES, encodeEntry, verifyPayloadCommitment, type EntryOutcome, type JsonValue } from './entry.js';
@@ -165,7 +165,7 @@ export function createLedger(deps: {
   db: Kysely<LedgerSchema>;
   origin: string;
   tenantId?: string | undefined;
-  masterKey: MasterKeyRing;
+  masterKey: CipherService;
   retentionDays: number;
   clock: { now(): Date };
 }) {
@@ -201,10 +201,10 @@ export function createLedger(deps: {
     if (row) {
       let privateKeyPem: string;
       try {
-        privateKeyPem = masterKey.open(row.sealed_private_key, keyAad).toString('utf8');
+        privateKeyPem = (await masterKey.open(row.sealed_private_key, keyAad)).toString('utf8');
       } catch {
         // Keys sealed before the context was the ledger id (sealed again by `tresor keys rotate-master`).
-        privateKeyPem = masterKey.open(row.sealed_private_key, legacyKeyAad).toString('utf8');
+        privateKeyPem = (await masterKey.open(row.sealed_private_key, legacyKeyAad)).toString('utf8');
       }
       return { publicKeyPem: row.public_key, privateKeyPem };
     }
@@ -214,7 +214,7 @@ export function createLedger(deps: {
       .values({
         id: 1,
         public_key: pair.publicKeyPem,
-        sealed_private_key: masterKey.seal(Buffer.from(pair.privateKeyPem), keyAad),
+        sealed_private_key: await masterKey.seal(Buffer.from(pair.privateKeyPem), keyAad),
         created_at: clock.now().toISOString(),
       })
       .onConflict((oc) => oc.column('id').doNothing())

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Actor } from '../access/index.js';
-import type { MasterKeyRing } from '../crypto/master-key.js';
+import type { CipherService } from '../crypto/cipher-service.js';
 import type { Storage } from '../storage/index.js';
 import { createLedger, type Ledger, type LedgerEvent } from './ledger.service.js';
 import type { LedgerSchema } from './ledger.migrations.js';
@@ -15,7 +15,7 @@ export interface Ledgers {
 
 export function createLedgers(deps: {
   storage: Storage;
-  masterKey: MasterKeyRing;
+  masterKey: CipherService;
   publicUrl: string;
   retentionDays: number;
   clock: { now(): Date };

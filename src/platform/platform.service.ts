@@ -160,9 +160,12 @@ export function createPlatformService(deps: PlatformDeps) {
         created_at: now,
         updated_at: now,
       });
+      let initialKeys: { recoveryCode: string; activationKey: string };
       try {
         await storage.provisionTenant({ tenantId: id, databaseName });
         await blobs.create(id);
+        // The tenant's keys: the recovery code and the activation key go to the customer, shown only here.
+        initialKeys = await deps.tenantKeys.create(id, ledgerActor(actor).id);
       } catch (error) {
         // Leave nothing half-made behind: no row without a database, no database without a row.
         await storage.dropTenant({ tenantId: id, databaseName }).catch(() => undefined);
@@ -170,8 +173,6 @@ export function createPlatformService(deps: PlatformDeps) {
         await repo.deleteTenantRow(id);
         throw error;
       }
-      // The tenant's keys: the recovery code and the activation key go to the customer, shown only here.
-      const initialKeys = await deps.tenantKeys.create(id, ledgerActor(actor).id);
       await record(actor, 'tenant.create', { type: 'tenant', id }, 'success', { resellerId });
       await (await ledgers.tenant(id)).append({
         actor: ledgerActor(actor),

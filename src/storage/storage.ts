@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { SqliteDatabase } from './sqlite-driver.js';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type Migration } from 'kysely';
 import pg from 'pg';
-import type { MasterKeyRing } from '../crypto/master-key.js';
+import type { CipherService } from '../crypto/cipher-service.js';
 import { randomPassword } from '../crypto/random.js';
 import { controlMigrations } from './migrations/control.js';
 import { tenantMigrations } from './migrations/tenant.js';
@@ -14,7 +14,7 @@ export interface StorageOptions {
   /** '' = embedded SQLite under dataDir; otherwise postgres://… naming the control database. */
   databaseUrl: string;
   poolMax: number;
-  masterKey: MasterKeyRing;
+  masterKey: CipherService;
 }
 
 /** Where a tenant's database lives, as remembered in the control database. */
@@ -193,7 +193,7 @@ async function openPostgresStorage(opts: StorageOptions): Promise<Storage> {
     if (!cred) throw new Error(`no database credentials recorded for tenant ${t.tenantId}`);
     const url = new URL(controlUrl);
     url.username = cred.role_name;
-    url.password = opts.masterKey.open(cred.sealed_password, aad(t)).toString('utf8');
+    url.password = (await opts.masterKey.open(cred.sealed_password, aad(t))).toString('utf8');
     url.pathname = `/${t.databaseName}`;
     return url;
   };
@@ -233,7 +233,7 @@ async function openPostgresStorage(opts: StorageOptions): Promise<Storage> {
       await sql`create role ${sql.id(role)} login password ${sql.lit(password)}`.execute(control);
       await control
         .insertInto('tenant_db_credentials')
-        .values({ tenant_id: t.tenantId, role_name: role, sealed_password: opts.masterKey.seal(Buffer.from(password), aad(t)) })
+        .values({ tenant_id: t.tenantId, role_name: role, sealed_password: await opts.masterKey.seal(Buffer.from(password), aad(t)) })
         .execute();
       await sql`create database ${sql.id(t.databaseName)} owner ${sql.id(role)}`.execute(control);
       await sql`revoke all on database ${sql.id(t.databaseName)} from public`.execute(control);
