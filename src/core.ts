@@ -54,7 +54,7 @@ export async function openCore(
   // The master key stays with the cipher service: here in-process, or a separate `tresor cipher-service`.
   let masterKey: { ring: CipherService; created: boolean };
   if (config.cipher.url !== '') {
-    masterKey = { ring: remoteCipherService(config.cipher.url), created: false };
+    masterKey = { ring: remoteCipherService(config.cipher.url, { caFile: config.cipher.ca_file, certFile: config.cipher.cert_file, keyFile: config.cipher.key_file }), created: false };
   } else {
     const loaded = loadOrCreateMasterKey({ file: config.master_key.file, value: config.master_key.value });
     if (loaded.created) opts.log.info({ file: config.master_key.file }, 'created a new master key file (mode 0600); back it up apart from the data');
@@ -162,6 +162,7 @@ export async function openCore(
     appliedMigrations,
     close: async () => {
       mailer.close();
+      masterKey.ring.close();
       await attempts.close();
       await storage.close();
     },

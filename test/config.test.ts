@@ -72,7 +72,7 @@ describe('loadConfig: sources and precedence', () => {
       lifecycle: { deletion_grace_days: 30, scheduler_interval_seconds: 3600 },
       ledger: { retention_days: 90, checkpoint_interval_seconds: 300 },
       log: { level: 'info' },
-      cipher: { url: '' },
+      cipher: { url: '', ca_file: '', cert_file: '', key_file: '' },
       mail: { transport: 'outbox', outbox_dir: join(dir, 'data', 'outbox'), smtp_url: '', smtp_ca_file: '', from: 'Tresor <tresor@localhost>', language: 'de' },
       argon2: { memory_kib: 19456, iterations: 2, parallelism: 1 },
     });

@@ -5,9 +5,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, migrateEverything, openCore, sealedColumns, type Core } from '../core.js';
 import { addMasterKeyVersion, loadOrCreateMasterKey, retireMasterKeyVersion } from '../crypto/master-key.js';
-import { startCipherServiceServer } from '../crypto/cipher-service.js';
+import { startCipherServiceServer, startMutualTlsCipherServer } from '../crypto/cipher-service.js';
 import { countVersions, resealColumn } from '../crypto/rotate.js';
-import { ensureLocalPki } from '../crypto/pki.js';
+import { ensureLocalPki, ensureMutualTlsPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
 import { billingReport, toCsv, type VerifyReport } from '../ledger/index.js';
 import { createLogger } from '../ops/logger.js';
@@ -160,16 +160,38 @@ export function buildCli(): Command {
 
   program
     .command('cipher-service')
-    .description('run the cipher service on its own: it alone holds the master key; servers reach it through cipher.url = "unix://<socket>"')
+    .description('run the cipher service on its own: it alone holds the master key; servers reach it through cipher.url (a Unix socket, or mutual TLS)')
     .option('--socket <path>', 'Unix socket to listen on (mode 0600); default: cipher.sock beside the master key file')
-    .action(async (opts: { socket?: string }) => {
+    .option('--listen <host:port>', 'listen on TCP with mutual TLS instead: a private CA in <key dir>/cipher-tls issues the server and the client certificate')
+    .option('--hostname <names>', 'with --listen: comma-separated names servers use to reach this host (added to the certificate)', '')
+    .action(async (opts: { socket?: string; listen?: string; hostname: string }) => {
       const cfg = config(program);
       if (cfg.cipher.url !== '') throw new DomainError('VALIDATION', 'cipher.url is set: the cipher service itself uses the master key directly; unset cipher.url for this command');
-      const socketPath = opts.socket ?? join(dirname(cfg.master_key.file), 'cipher.sock');
+      if (opts.socket !== undefined && opts.listen !== undefined) throw new DomainError('VALIDATION', 'use either --socket or --listen, not both');
       const key = loadOrCreateMasterKey({ file: cfg.master_key.file, value: cfg.master_key.value });
-      const server = await startCipherServiceServer(key.ring, socketPath);
-      out(`Cipher service listening on ${socketPath}`);
-      out(`  servers: cipher.url = "unix://${socketPath}" (TRESOR_CIPHER_URL=unix://${socketPath})`);
+      let server: { close(callback: () => void): unknown };
+      if (opts.listen !== undefined) {
+        const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(opts.listen);
+        const port = Number(match?.[3]);
+        if (match === null || port < 0 || port > 65535) throw new DomainError('VALIDATION', `--listen must be host:port, e.g. 127.0.0.1:8444 or [::1]:8444, not ${opts.listen}`);
+        const host = match[1] ?? match[2]!;
+        const dir = join(dirname(cfg.master_key.file), 'cipher-tls');
+        const names = [host, ...opts.hostname.split(',').map((n) => n.trim()).filter((n) => n !== '')].filter((n) => n !== '0.0.0.0' && n !== '::');
+        const pki = await ensureMutualTlsPki(dir, names);
+        const tls = await startMutualTlsCipherServer(key.ring, { host, port }, pki);
+        server = tls;
+        const shown = host.includes(':') ? `[${host}]` : host;
+        out(`Cipher service listening on ${shown}:${tls.port} (mutual TLS; only clients with a certificate from ${pki.caCertPath})`);
+        out(`  servers: cipher.url = "https://${shown}:${tls.port}"`);
+        out(`           cipher.ca_file = "${pki.caCertPath}"`);
+        out(`           cipher.cert_file = "${pki.clientCertPath}"`);
+        out(`           cipher.key_file = "${pki.clientKeyPath}"   (copy it to the server hosts with mode 0600)`);
+      } else {
+        const socketPath = opts.socket ?? join(dirname(cfg.master_key.file), 'cipher.sock');
+        server = await startCipherServiceServer(key.ring, socketPath);
+        out(`Cipher service listening on ${socketPath}`);
+        out(`  servers: cipher.url = "unix://${socketPath}" (TRESOR_CIPHER_URL=unix://${socketPath})`);
+      }
       await new Promise<void>((resolve) => {
         const shutdown = () => server.close(() => resolve());
         process.once('SIGINT', shutdown);

@@ -161,11 +161,15 @@ export const ConfigSchema = Type.Object(
     cipher: Type.Object(
       {
         url: Type.String({
-          pattern: '^(|unix:///.+)$',
+          pattern: '^(|unix:///.+|https://[^/]+/?)$',
           default: '',
-          description: 'the cipher service that holds the master key: empty = in this process; unix:///path/to/cipher.sock = a separate `tresor cipher-service`',
-          expected: 'empty, or unix:// followed by the absolute path of the socket, e.g. unix:///run/tresor/cipher.sock',
+          description:
+            'the cipher service that holds the master key: empty = in this process; unix:///path/to/cipher.sock or https://host:port (mutual TLS) = a separate `tresor cipher-service`',
+          expected: 'empty, unix:// followed by the absolute path of the socket (unix:///run/tresor/cipher.sock), or https://host:port',
         }),
+        ca_file: Type.String({ default: '', description: 'for an https:// cipher.url: the cipher service CA certificate (ca.pem printed by `tresor cipher-service --listen`)' }),
+        cert_file: Type.String({ default: '', description: 'for an https:// cipher.url: the client certificate (client.pem)' }),
+        key_file: Type.String({ default: '', description: 'for an https:// cipher.url: the client private key (client-key.pem)' }),
       },
       { additionalProperties: false, default: {}, description: 'where the master key is used' },
     ),

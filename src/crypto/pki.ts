@@ -77,6 +77,31 @@ export async function ensureLocalPki(
   return { caCertPath: files.caCertPath, certPath: files.certPath, keyPath: files.keyPath, createdCa, createdCert: !reusable };
 }
 
+/**
+ * A private PKI for mutual TLS (the cipher service): `ensureLocalPki` in `dir` (its own CA, never the
+ * HTTPS one, so no web certificate can ever authenticate to it) plus a client certificate
+ * (`client.pem`, `client-key.pem`, extended key usage clientAuth only) for the servers that call it.
+ * An existing, valid client certificate is kept.
+ */
+export async function ensureMutualTlsPki(
+  dir: string,
+  hostnames: string[],
+): Promise<PkiFiles & { clientCertPath: string; clientKeyPath: string; createdCa: boolean }> {
+  const server = await ensureLocalPki(dir, hostnames);
+  const clientCertPath = join(dir, 'client.pem');
+  const clientKeyPath = join(dir, 'client-key.pem');
+  const ca = await loadCa(server.caCertPath, join(dir, 'ca-key.pem'));
+  if (ca === undefined) throw new Error(`the CA in ${dir} vanished while it was being used`);
+  const now = new Date();
+  const keep = !server.createdCa && (await serverCertIsUsable(clientCertPath, clientKeyPath, ca.cert, { dns: [], ip: [] }, now));
+  if (!keep) {
+    const client = await issueServerCert(ca, { dns: ['tresor-cipher-client'], ip: [] }, now, 'client');
+    await writeAtomically(clientKeyPath, await privateKeyPem(client.privateKey), 0o600);
+    await writeAtomically(clientCertPath, client.cert.toString('pem'), 0o644);
+  }
+  return { caCertPath: server.caCertPath, certPath: server.certPath, keyPath: server.keyPath, clientCertPath, clientKeyPath, createdCa: server.createdCa };
+}
+
 interface LocalCa {
   cert: X509Certificate;
   keys: { privateKey: webcrypto.CryptoKey };
@@ -126,7 +151,12 @@ async function createCa(): Promise<LocalCa & { keys: webcrypto.CryptoKeyPair }> 
   return { cert, keys };
 }
 
-async function issueServerCert(ca: LocalCa, names: AltNames, now: Date): Promise<{ cert: X509Certificate; privateKey: webcrypto.CryptoKey }> {
+async function issueServerCert(
+  ca: LocalCa,
+  names: AltNames,
+  now: Date,
+  purpose: 'server' | 'client' = 'server',
+): Promise<{ cert: X509Certificate; privateKey: webcrypto.CryptoKey }> {
   const keys = await webcrypto.subtle.generateKey(EC_KEY_ALGORITHM, true, ['sign', 'verify']);
   const notBefore = new Date(now.getTime() - SERVER_BACKDATE_MS);
   // A certificate must not outlive its issuer (RFC 5280 §6.1.3 checks every certificate in the path).
@@ -144,18 +174,24 @@ async function issueServerCert(ca: LocalCa, names: AltNames, now: Date): Promise
       new x509.BasicConstraintsExtension(false, undefined, true),
       // RFC 5480 §3 / RFC 8813: an ECDSA key for TLS signs; it never enciphers.
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      // A client certificate is good for client authentication only, a server certificate for server
+      // authentication only: OpenSSL checks the purpose, so neither can stand in for the other.
+      new x509.ExtendedKeyUsageExtension([purpose === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
       // RFC 6125 §6.4.4: clients match names against the SAN only.
-      new x509.SubjectAlternativeNameExtension([
-        ...names.dns.map((value) => ({ type: 'dns' as const, value })),
-        ...names.ip.map((value) => ({ type: 'ip' as const, value })),
-      ]),
+      ...(purpose === 'server'
+        ? [
+            new x509.SubjectAlternativeNameExtension([
+              ...names.dns.map((value) => ({ type: 'dns' as const, value })),
+              ...names.ip.map((value) => ({ type: 'ip' as const, value })),
+            ]),
+          ]
+        : []),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey),
     ],
   });
   if (!(await cert.verify({ publicKey: ca.cert.publicKey, signatureOnly: true }))) {
-    throw new Error('the issued server certificate does not verify against the local CA');
+    throw new Error(`the issued ${purpose} certificate does not verify against the local CA`);
   }
   return { cert, privateKey: keys.privateKey };
 }
