@@ -75,7 +75,7 @@ describe.each(engines)('grants to external accounts (%s)', (engine) => {
     expect((await ledger.query({ action: 'grant.' })).map((e) => e.action)).toEqual(['grant.create', 'grant.expire']);
     const reads = await ledger.query({ action: 'record.read', actor: ids.tech });
     expect(reads.length).toBeGreaterThanOrEqual(2);
-    expect(reads[0]?.payload).toMatchObject({ details: { grant: grantId } });
+    expect(reads[0]?.payload).toMatchObject({ details: { grants: [grantId] } });
   });
 
   it('ends access at once when a data user revokes the grant', async () => {
@@ -115,6 +115,55 @@ describe.each(engines)('grants to external accounts (%s)', (engine) => {
     expect((await call('tech', 'GET', `/api/v1/jobs/${jobId}`)).json()).toMatchObject({ customer_name: 'Frau Käthe Zähler', asset_id: 'Z-4711-0815' });
     expect((await call('tech', 'GET', '/api/v1/contacts')).statusCode).toBe(403); // the grant is for jobs
     expect((await call('tech', 'DELETE', `/api/v1/jobs/${jobId}`)).statusCode).toBe(403);
+  });
+
+  it('mails the grantee a one-time access link that opens the grant without a password, once, and never past the grant', async () => {
+    clock.set('2026-11-23T09:00:00.000Z');
+    tokens.ina = await bearerLogin(app, 'ina@sw-sued.test', 'Zählerstände sind wichtig');
+    tokens.admin = await bearerLogin(app, 'admin@sw-sued.test', 'Verwaltung Süd 2026 ok');
+    const created = await call('ina', 'POST', '/api/v1/grants', { granteeId: ids.tech, recordIds: [ids.b], expiresAt: '2026-11-23T12:00:00.000Z' });
+    expect(created.statusCode, created.body).toBe(201);
+    const grant = created.json<{ id: string }>();
+    const byAdmin = await call('admin', 'POST', `/api/v1/grants/${grant.id}/link`, {});
+    expect(byAdmin.statusCode, byAdmin.body).toBe(403); // no key, no link
+    const sent = await call('ina', 'POST', `/api/v1/grants/${grant.id}/link`, {});
+    expect(sent.statusCode, sent.body).toBe(201);
+    expect(sent.json()).toEqual({ expiresAt: '2026-11-23T12:00:00.000Z' }); // capped at the grant's end
+    expect(sent.body).not.toMatch(/key=/); // the link goes to the grantee's mailbox only
+    const key = mailedKey(core.config.mail.outbox_dir, 'tech@service.test', 'access');
+
+    const redeem = (k: string) => app.inject({ method: 'POST', url: '/api/v1/auth/access-link', payload: { key: k, mode: 'token' } });
+    const first = await redeem(key);
+    expect(first.statusCode, first.body).toBe(200);
+    const session = first.json<{ sessionToken: string; expiresAt: string; grant: { id: string }; actor: { role: string } }>();
+    expect(session.grant.id).toBe(grant.id);
+    expect(session.expiresAt <= '2026-11-23T12:00:00.000Z').toBe(true);
+    tokens.link = session.sessionToken;
+    expect((await call('link', 'GET', `/api/v1/contacts/${ids.b}`)).json()).toMatchObject({ name: 'Kunde B' });
+    expect((await call('link', 'GET', `/api/v1/contacts/${ids.a}`)).statusCode).toBe(404); // the grant's scope only
+    expect((await call('link', 'PUT', `/api/v1/contacts/${ids.b}`, { name: 'X' })).statusCode).toBe(403);
+
+    // Once only: a second use is refused and recorded; a made-up key gets the same answer.
+    const second = await redeem(key);
+    expect(second.statusCode).toBe(401);
+    expect((await redeem('A'.repeat(43))).json<{ message: string }>().message).toBe(second.json<{ message: string }>().message);
+    const ledger = await core.ledgers.tenant(ids.tenant);
+    const linkEvents = (await ledger.query({ action: 'grant.' })).filter((e) => e.action.startsWith('grant.link'));
+    expect(linkEvents.map((e) => `${e.action}:${e.outcome}`)).toEqual(['grant.link:success', 'grant.link.use:success']);
+    const platform = await core.ledgers.platform.query({ action: 'onetime-key.reuse' });
+    expect(platform.length).toBeGreaterThanOrEqual(1);
+
+    // The link's own key copy is gone after use; a fresh link whose grant ends before it is used opens nothing.
+    const linkWraps = async () => (await tenantDb()).selectFrom('key_wraps').select('holder').where('kind', '=', 'link').execute();
+    expect(await linkWraps()).toEqual([]);
+    expect((await call('ina', 'POST', `/api/v1/grants/${grant.id}/link`, { validMinutes: 30 })).json()).toEqual({ expiresAt: '2026-11-23T09:30:00.000Z' });
+    expect(await linkWraps()).toEqual([{ holder: grant.id }]);
+    const unused = mailedKey(core.config.mail.outbox_dir, 'tech@service.test', 'access');
+    expect(unused).not.toBe(key);
+    expect((await call('ina', 'DELETE', `/api/v1/grants/${grant.id}`)).statusCode).toBe(204);
+    expect(await linkWraps()).toEqual([]); // revoking destroys the link's copy with the grantee's
+    expect((await redeem(unused)).statusCode).toBe(401);
+    expect((await call('link', 'GET', `/api/v1/contacts/${ids.b}`)).statusCode).toBe(403); // and ends the live link session's access
   });
 
   async function tenantDb() {

@@ -121,7 +121,7 @@ export function readOutbox(dir: string): SentMail[] {
 }
 
 /** The one-time key of the newest invitation (or reset) link mailed to `email`. */
-export function mailedKey(outboxDir: string, email: string, kind: 'invite' | 'reset' = 'invite'): string {
+export function mailedKey(outboxDir: string, email: string, kind: 'invite' | 'reset' | 'access' = 'invite'): string {
   const mails = readOutbox(outboxDir).filter((m) => m.to === email);
   for (const mail of mails.reverse()) {
     const key = new RegExp(`/app/${kind}#key=([A-Za-z0-9_-]{43})`).exec(mail.text)?.[1];

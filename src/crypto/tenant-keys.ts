@@ -32,8 +32,11 @@ export interface KeyWrapTable {
    * `account` (to an account's public key), `grant` (to a grantee's key, for one grant), `activation`, or
    * `rotation` (the previous secret under the new data key, while records are re-encrypted).
    */
-  kind: 'account' | 'activation' | 'grant' | 'rotation';
-  /** Account id, grant id, or the SHA-256 of the activation key. */
+  kind: 'account' | 'activation' | 'grant' | 'link' | 'rotation';
+  /**
+   * Account id, grant id (for `grant`, and for `link`: the copy behind a grant's one-time access link,
+   * wrapped under that link's key), or the SHA-256 of the activation key.
+   */
   holder: string;
   wrapped: string;
   secret_version: number;
@@ -302,9 +305,44 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
       return wrap ? unwrapWithPrivateKey(wrap.wrapped, privateKey, secretContext(tenantId, wrap.secret_version)) : undefined;
     },
 
+    /** Destroys a grant's copies: the grantee's and that of an unused access link. */
     async dropGrantCopy(tenantId: string, grantId: string): Promise<number> {
       const db = await store.tenantDb(tenantId);
-      return Number((await db.deleteFrom('key_wraps').where('kind', '=', 'grant').where('holder', '=', grantId).executeTakeFirst()).numDeletedRows);
+      return Number((await db.deleteFrom('key_wraps').where('kind', 'in', ['grant', 'link']).where('holder', '=', grantId).executeTakeFirst()).numDeletedRows);
+    },
+
+    /**
+     * The copy of T_t behind a grant's one-time access link, wrapped under the link's key (which only the
+     * mail to the grantee carries; the server keeps its hash). A newer link replaces an unused older one.
+     */
+    async wrapForLink(tenantId: string, secret: Uint8Array, grantId: string, linkKey: Uint8Array, by: string): Promise<void> {
+      const { secret_version: version } = await row(tenantId);
+      const db = await store.tenantDb(tenantId);
+      await db.transaction().execute(async (trx) => {
+        await trx.deleteFrom('key_wraps').where('kind', '=', 'link').where('holder', '=', grantId).execute();
+        await trx
+          .insertInto('key_wraps')
+          .values({ id: deps.newId(), kind: 'link', holder: grantId, wrapped: wrapWithKey(secret, linkKey, `${secretContext(tenantId, version)}|link|${grantId}`), secret_version: version, created_at: deps.clock.now().toISOString(), created_by: by })
+          .execute();
+      });
+    },
+
+    /** T_t from an access link of one of `grantIds`; the link's copy is deleted, so it opens once. */
+    async redeemLink(tenantId: string, grantIds: string[], linkKey: Uint8Array): Promise<{ grantId: string; secret: Buffer } | undefined> {
+      if (grantIds.length === 0) return undefined;
+      const db = await store.tenantDb(tenantId);
+      const wraps = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'link').where('holder', 'in', grantIds).execute();
+      for (const wrap of wraps) {
+        let secret: Buffer;
+        try {
+          secret = unwrapWithKey(wrap.wrapped, linkKey, `${secretContext(tenantId, wrap.secret_version)}|link|${wrap.holder}`);
+        } catch {
+          continue; // another link of the same grantee
+        }
+        const deleted = await db.deleteFrom('key_wraps').where('id', '=', wrap.id).executeTakeFirst();
+        if (Number(deleted.numDeletedRows) === 1) return { grantId: wrap.holder, secret };
+      }
+      return undefined;
     },
 
     /** Crypto-shredding: without C_t no copy of T_t, wherever it survived, opens anything any more. */

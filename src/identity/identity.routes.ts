@@ -450,7 +450,7 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     handler: async (request, reply) => {
       const token = tokenOf(request);
       const key = await identity.dataKeyOf(token);
-      if (!key || key.grant || key.tenantId !== request.params.id) throw new ForbiddenError('the handover is done by a data user of this tenant who holds its secret (the installer, during set-up)');
+      if (!key || key.grants || key.tenantId !== request.params.id) throw new ForbiddenError('the handover is done by a data user of this tenant who holds its secret (the installer, during set-up)');
       return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, { only: request.body.ownerAccountId, reason: 'handover' }, (n) => line({ reencrypted: n })));
     },
   });
@@ -527,6 +527,34 @@ export function registerGrantRoutes(app: FastifyInstance, deps: { identity: Iden
     handler: async (request, reply) => {
       await identity.revokeGrant(tokenOf(request), request.params.id);
       return reply.status(204).send();
+    },
+  });
+  app.post<{ Params: { id: string }; Body: { validMinutes?: number } }>('/api/v1/grants/:id/link', {
+    ...secured,
+    schema: {
+      tags: ['grants'],
+      summary: 'Mail the grantee a one-time access link to this grant (opens it without a password; works once, at most 24 hours, never past the grant)',
+      params: { type: 'object', properties: { id: { type: 'string', format: 'uuid' } }, required: ['id'] },
+      body: { type: ['object', 'null'], additionalProperties: false, properties: { validMinutes: { type: 'integer', minimum: 1, maximum: 1440, default: 1440 } } },
+      response: { 201: { type: 'object', properties: { expiresAt: { type: 'string' } }, required: ['expiresAt'] }, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request, reply) => reply.status(201).send(await identity.sendAccessLink(tokenOf(request), request.params.id, (request.body?.validMinutes ?? 1440) * 60_000)),
+  });
+  app.post<{ Body: { key: string; mode?: 'cookie' | 'token' } }>('/api/v1/auth/access-link', {
+    schema: {
+      tags: ['auth', 'grants'],
+      summary: "Redeem a grantee's one-time access link: a session limited to the grant, ending with it at the latest",
+      body: { type: 'object', additionalProperties: false, properties: { key: oneTimeKeyField, mode: { type: 'string', enum: ['cookie', 'token'], default: 'cookie' } }, required: ['key'] },
+      response: {
+        200: { ...sessionReply, properties: { ...sessionReply.properties, grant: grantSchema } },
+        400: errorResponseSchema,
+        401: errorResponseSchema,
+      },
+    },
+    handler: async (request, reply) => {
+      const mode = request.body.mode ?? 'cookie';
+      const session = await identity.redeemAccessLink(request.body.key, request.ip, mode);
+      return { ...sendSession(request, reply, { ...session, pending: [] }, mode), grant: session.grant };
     },
   });
 }

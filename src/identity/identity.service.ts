@@ -69,7 +69,9 @@ export interface InviteInput {
 }
 
 /** Number of failed logins after which the account owner is told by mail (and again at each multiple). */
-export const FAILED_LOGIN_NOTICE_THRESHOLD = 5;
+export /** An access link for a grantee works for at most a day (and never past its grant). */
+const ACCESS_LINK_TTL_MS = 24 * 60 * 60 * 1000;
+const FAILED_LOGIN_NOTICE_THRESHOLD = 5;
 export const INVITATION_TTL_MS = 7 * 24 * 60 * 60 * 1000;
 export const RESET_TTL_MS = 24 * 60 * 60 * 1000;
 
@@ -119,7 +121,7 @@ export interface IdentityService {
    * The tenant data key K_t while a data user with a copy of the tenant secret acts, or an external account
    * within an active grant (then with the grant's scope); undefined otherwise.
    */
-  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; keyVersion: number; grant?: { id: string; collection: string; recordIds: string[] | null } } | undefined>;
+  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; keyVersion: number; grants?: { id: string; collection: string; recordIds: string[] | null }[] } | undefined>;
   /**
    * Replaces the tenant secret (S2.3): records are re-encrypted under the new one, resumably, with progress;
    * the data users and active grants keep access except `exclude`; every other copy of the old secret
@@ -133,6 +135,13 @@ export interface IdentityService {
   /** Grants of the caller's tenant (data users), or the caller's own (external accounts). */
   listGrants(sessionToken: string): Promise<GrantView[]>;
   revokeGrant(sessionToken: string, grantId: string): Promise<void>;
+  /**
+   * Mails the grantee a one-time access link to the grant: it opens a session limited to the grant without
+   * the grantee's password. It works once, until `expiresAt` (at most 24 hours, never past the grant).
+   */
+  sendAccessLink(sessionToken: string, grantId: string, ttlMs?: number): Promise<{ expiresAt: string }>;
+  /** Redeems an access link: a new session of the grantee holding the grant's copy of the tenant secret. */
+  redeemAccessLink(key: string, source: string, kind: SessionKind): Promise<{ sessionToken: string; expiresAt: string; actor: Actor; grant: GrantView; requestToken?: string }>;
   /** Ends expired grants of every tenant: their copies of the tenant secret are destroyed (scheduler). */
   expireGrants(): Promise<number>;
   /** Data access for this session and account from the tenant's one-time activation key or its recovery code. */
@@ -325,7 +334,8 @@ export function createIdentityService(deps: {
     return pending;
   };
 
-  const activeGrantOf = async (tenantId: string, accountId: string) => {
+  /** An external account's grants that have neither ended nor expired, the longest-running first. */
+  const activeGrantsOf = async (tenantId: string, accountId: string) => {
     const db = await deps.tenantDb(tenantId);
     return db
       .selectFrom('grants')
@@ -334,7 +344,7 @@ export function createIdentityService(deps: {
       .where('ended_at', 'is', null)
       .where('expires_at', '>', nowIso())
       .orderBy('expires_at', 'desc')
-      .executeTakeFirst();
+      .execute();
   };
 
   /** Seals a new key pair for a data-capable account under a key derived from its password. */
@@ -626,8 +636,10 @@ export function createIdentityService(deps: {
         const privateKey = await openPrivateKey(account, password);
         if (privateKey && account.tier === 'external') {
           // An external account reaches data only through an active grant.
-          const grant = await activeGrantOf(account.tenant_id, account.id);
-          if (grant) tenantSecret = await deps.tenantKeys.unwrapForGrant(account.tenant_id, grant.id, privateKey).catch(() => undefined);
+          for (const grant of await activeGrantsOf(account.tenant_id, account.id)) {
+            tenantSecret = await deps.tenantKeys.unwrapForGrant(account.tenant_id, grant.id, privateKey).catch(() => undefined);
+            if (tenantSecret) break;
+          }
         } else if (privateKey) {
           tenantSecret = await deps.tenantKeys.unwrapForAccount(account.tenant_id, account.id, privateKey).catch(() => undefined);
         }
@@ -844,13 +856,12 @@ export function createIdentityService(deps: {
       }
       if (me.tier === 'external') {
         // Checked on every request: an expired or revoked grant ends access in a live session as well.
-        const grant = await activeGrantOf(me.tenant_id, me.id);
-        if (!grant) {
+        const grants = await activeGrantsOf(me.tenant_id, me.id);
+        if (grants.length === 0) {
           await control.updateTable('sessions').set({ sealed_tenant_secret: null }).where('id_hash', '=', me.idHash).execute();
           return undefined;
         }
-        const view = grantView(grant);
-        return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, grant: { id: view.id, collection: view.collection, recordIds: view.recordIds } };
+        return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, grants: grants.map(grantView).map((g) => ({ id: g.id, collection: g.collection, recordIds: g.recordIds })) };
       }
       return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version };
     },
@@ -903,7 +914,7 @@ export function createIdentityService(deps: {
 
     async resumeRotation(sessionToken, progress) {
       const key = await this.dataKeyOf(sessionToken);
-      if (!key || key.grant) throw new ForbiddenError('only a data user holding the new tenant secret can resume a rotation');
+      if (!key || key.grants) throw new ForbiddenError('only a data user holding the new tenant secret can resume a rotation');
       const from = await deps.tenantKeys.rotationInProgress(key.tenantId, key.dataKey);
       if (!from) return { reencrypted: 0 };
       const reencrypted = (await deps.reencryptRecords?.(key.tenantId, from, { dataKey: key.dataKey, version: key.keyVersion }, progress)) ?? 0;
@@ -965,6 +976,51 @@ export function createIdentityService(deps: {
       if (Number(updated.numUpdatedRows) === 0) throw new NotFoundError('grant');
       await deps.tenantKeys.dropGrantCopy(me.tenant_id, grantId);
       await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'grant.revoke', resource: { type: 'grant', id: grantId }, outcome: 'success' });
+    },
+
+    async sendAccessLink(sessionToken, grantId, ttlMs = ACCESS_LINK_TTL_MS) {
+      const me = await sessionOf(sessionToken);
+      const secret = secretOfSession(sessionToken, me);
+      if (!secret || !me.tenant_id || me.tier !== 'tenant') throw new ForbiddenError('only a data user with data access can send an access link');
+      const db = await deps.tenantDb(me.tenant_id);
+      const grant = await db.selectFrom('grants').selectAll().where('id', '=', grantId).where('ended_at', 'is', null).where('expires_at', '>', nowIso()).executeTakeFirst();
+      if (!grant) throw new NotFoundError('grant');
+      const grantee = await control.selectFrom('accounts').select(['id', 'login', 'language', 'status']).where('id', '=', grant.grantee_id).executeTakeFirst();
+      if (!grantee || grantee.status !== 'active') throw new ConflictError('the grantee account is not active');
+      const tenant = await control.selectFrom('tenants').select('name').where('id', '=', me.tenant_id).executeTakeFirstOrThrow();
+      const ttl = Math.min(Math.max(ttlMs, 60_000), ACCESS_LINK_TTL_MS, new Date(grant.expires_at).getTime() - clock.now().getTime());
+      const issued = await oneTimeKeys.issue('external-access', grantee.id, ttl);
+      await deps.tenantKeys.wrapForLink(me.tenant_id, secret, grant.id, Buffer.from(issued.key, 'base64url'), me.id);
+      await mailTo(grantee, { kind: 'access-link', link: `${deps.publicUrl}/app/access#key=${issued.key}`, expiresAt: issued.expiresAt, organisation: tenant.name, grantEndsAt: grant.expires_at });
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'grant.link', resource: { type: 'grant', id: grant.id }, outcome: 'success', details: { grantee: grantee.id, expiresAt: issued.expiresAt } });
+      return { expiresAt: issued.expiresAt };
+    },
+
+    async redeemAccessLink(key, source, kind) {
+      if (!/^[A-Za-z0-9_-]{43}$/.test(key)) throw new OneTimeKeyError();
+      const granteeId = await oneTimeKeys.consume(key, 'external-access'); // once only; a second use is recorded and refused
+      const account = await control
+        .selectFrom('accounts as a')
+        .leftJoin('resellers as r', 'r.id', 'a.reseller_id')
+        .leftJoin('tenants as t', 't.id', 'a.tenant_id')
+        .select(ACCOUNT_COLUMNS)
+        .where('a.id', '=', granteeId)
+        .executeTakeFirst();
+      if (!account || account.tier !== 'external' || !account.tenant_id || account.status !== 'active' || account.tenant_status === 'suspended') throw new OneTimeKeyError();
+      const grants = await activeGrantsOf(account.tenant_id, account.id);
+      const opened = await deps.tenantKeys.redeemLink(account.tenant_id, grants.map((g) => g.id), Buffer.from(key, 'base64url'));
+      const grant = grants.find((g) => g.id === opened?.grantId);
+      if (!opened || !grant) {
+        await record(account.tenant_id, { actor: { tier: 'anonymous', role: 'key-holder', id: account.id }, action: 'grant.link.use', resource: { type: 'account', id: account.id }, outcome: 'denied', source, details: { reason: 'grant ended' } });
+        throw new OneTimeKeyError();
+      }
+      const session = await startSession(account.id, kind, [], opened.secret);
+      // The session ends with the grant at the latest (dataKeyOf checks the grant on every request, too).
+      const expiresAt = grant.expires_at < session.expiresAt ? grant.expires_at : session.expiresAt;
+      await control.updateTable('sessions').set({ expires_at: expiresAt }).where('id_hash', '=', sha256Hex(session.sessionToken)).execute();
+      const actor = actorOf(account);
+      await record(account.tenant_id, { actor: ledgerActor(actor), action: 'grant.link.use', resource: { type: 'grant', id: grant.id }, outcome: 'success', source, details: { kind } });
+      return { ...session, expiresAt, actor, grant: grantView(grant) };
     },
 
     async expireGrants() {

@@ -8,6 +8,7 @@ export type MailLanguage = 'de' | 'en';
 export type MailTemplate =
   | { kind: 'invitation'; link: string; expiresAt: string; organisation: string; role: string }
   | { kind: 'password-reset'; link: string; expiresAt: string }
+  | { kind: 'access-link'; link: string; expiresAt: string; organisation: string; grantEndsAt: string }
   | { kind: 'failed-logins'; failures: number; time: string }
   | { kind: 'session-locked'; time: string };
 
@@ -53,6 +54,28 @@ export function renderMail(template: MailTemplate, language: MailLanguage): { su
         : {
             subject: 'Tresor: set a new password',
             text: [`Set a new password with this link (works once, until ${when(template.expiresAt, language)}):`, '', template.link].join('\n'),
+          };
+    case 'access-link':
+      return de
+        ? {
+            subject: `Tresor: Zugang zu freigegebenen Daten (${template.organisation})`,
+            text: [
+              `${template.organisation} hat Ihnen Daten freigegeben (bis ${when(template.grantEndsAt, language)}).`,
+              '',
+              `Dieser Link öffnet sie ohne Anmeldung. Er gilt einmal und bis ${when(template.expiresAt, language)}; geben Sie ihn nicht weiter:`,
+              '',
+              template.link,
+            ].join('\n'),
+          }
+        : {
+            subject: `Tresor: access to shared data (${template.organisation})`,
+            text: [
+              `${template.organisation} has shared data with you (until ${when(template.grantEndsAt, language)}).`,
+              '',
+              `This link opens it without logging in. It works once and until ${when(template.expiresAt, language)}; do not pass it on:`,
+              '',
+              template.link,
+            ].join('\n'),
           };
     case 'failed-logins':
       return de

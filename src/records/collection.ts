@@ -53,8 +53,8 @@ export interface DataSession {
   dataKey: Buffer;
   /** The tenant secret's version that `dataKey` belongs to: part of every AAD, stored with each record. */
   keyVersion: number;
-  /** External accounts act within a grant: one collection, maybe only listed records; read only. */
-  grant?: { id: string; collection: string; recordIds: string[] | null } | undefined;
+  /** External accounts act within their active grants: each one collection, maybe only listed records; read only. */
+  grants?: { id: string; collection: string; recordIds: string[] | null }[] | undefined;
 }
 
 /** The data subject index of the ledger: full-length (no coincidences), so an Art. 15 export finds exactly one person. */
@@ -138,7 +138,11 @@ export function createCollection(
     return a;
   };
   const readScope = (s: DataSession): { books: string[] | 'all'; ids: string[] | null } => {
-    if (s.actor.kind === 'external' && s.grant && s.grant.collection === spec.table && s.actor.tenantId === s.tenantId) return { books: ['shared'], ids: s.grant.recordIds };
+    if (s.actor.kind === 'external' && s.actor.tenantId === s.tenantId) {
+      // The union of the grantee's active grants on this collection; none: the same refusal as for anyone.
+      const grants = (s.grants ?? []).filter((g) => g.collection === spec.table);
+      if (grants.length > 0) return { books: ['shared'], ids: grants.some((g) => g.recordIds === null) ? null : [...new Set(grants.flatMap((g) => g.recordIds ?? []))] };
+    }
     const a = dataUser(s);
     return { books: a.role === 'dpo' || !spec.books ? 'all' : ['shared', `personal:${a.accountId}`], ids: null };
   };
@@ -170,7 +174,7 @@ export function createCollection(
     action,
     resource: { type: spec.table, ...(id ? { id } : {}), ...(input && subjects(s, input).length > 0 ? { blindIndexes: subjects(s, input) } : {}) },
     outcome: 'success' as const,
-    ...(s.grant || details ? { details: { ...(s.grant ? { grant: s.grant.id } : {}), ...details } } : {}),
+    ...(s.grants || details ? { details: { ...(s.grants ? { grants: s.grants.filter((g) => g.collection === spec.table).map((g) => g.id) } : {}), ...details } } : {}),
   });
   const record = async (s: DataSession, action: string, id: string, input?: RecordInput) => (await deps.tenantLedger(s.tenantId)).append(event(s, action, id, input));
   const load = async (s: DataSession, id: string) => {
