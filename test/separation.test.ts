@@ -61,7 +61,7 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
   });
 
   it('gives the first data user access only with the one-time activation key', async () => {
-    expect((await call('anna', 'GET', '/api/v1/keys/status')).json()).toEqual({ dataAccess: false, waiting: [] });
+    expect((await call('anna', 'GET', '/api/v1/keys/status')).json()).toEqual({ dataAccess: false, waiting: [], colleagues: [], externals: [] });
     const before = await call('anna', 'POST', '/api/v1/contacts', { name: 'Niemand' });
     expect(before.statusCode).toBe(403);
     expect(before.json<{ message: string }>().message).toMatch(/no data access/);

@@ -31,6 +31,9 @@ describe('web app in Chromium', () => {
   let operatorPassword = '';
   const NEW_PASSWORD = 'Browser Lantern Harbor 2026';
   const env = () => ({ TRESOR_SERVER_PORT: String(port), TRESOR_METRICS_ENABLED: 'false' });
+  type Watched = Awaited<ReturnType<typeof watchedPage>>;
+  /** What the address-book test leaves for the next one: the tenant's admin and member pages. */
+  const praxis: { admin?: Watched; member?: Watched; acceptAndLogin?: (page: Watched['page'], link: string, login: string, password: string) => Promise<void> } = {};
 
   beforeAll(async () => {
     port = await freePort();
@@ -221,5 +224,100 @@ describe('web app in Chromium', () => {
     await member.page.getByRole('cell', { name: 'Grete Import', exact: true }).waitFor();
     await screenshot(member.page, 'contacts');
     expect(await member.problems()).toEqual([]);
+    Object.assign(praxis, { admin, member, acceptAndLogin });
+  });
+
+  it('keeps jobs, grants a technician chosen jobs with a one-time access link, revokes, and hands the tenant over', async () => {
+    const { admin, member, acceptAndLogin } = praxis as Required<typeof praxis>;
+    // The admin invites a technician and the customer's future owner.
+    await admin.page.goto(`${server.url}/app/users`);
+    for (const [email, role] of [['technik@service-web.test', 'technician'], ['chefin@praxis-web.test', 'member']] as const) {
+      await admin.page.getByLabel('E-mail address').fill(email);
+      await admin.page.getByLabel('Role').selectOption(role);
+      await admin.page.getByRole('button', { name: 'Invite' }).click();
+      await admin.page.getByText(`Invitation sent to ${email}.`).waitFor();
+    }
+    const outbox = join(dir, 'data', 'outbox');
+    const tech = await watchedPage(browser, 'de-DE');
+    await tech.page.goto(`${server.url}/app/invite#key=${mailedKey(outbox, 'technik@service-web.test')}`);
+    await tech.page.getByLabel('Neues Passwort', { exact: true }).fill('Monteur mit Leiter 2026');
+    await tech.page.getByLabel('Neues Passwort wiederholen').fill('Monteur mit Leiter 2026');
+    await tech.page.getByRole('button', { name: 'Passwort festlegen' }).click();
+    await tech.page.getByRole('status').waitFor();
+    const owner = await watchedPage(browser, 'en-GB');
+    await acceptAndLogin(owner.page, `${server.url}/app/invite#key=${mailedKey(outbox, 'chefin@praxis-web.test')}`, 'chefin@praxis-web.test', 'Die Praxis gehört mir 2026');
+    await owner.page.getByText(/This session has no data access/).waitFor();
+
+    // Jobs: the second encrypted collection, with appointment times entered in local time.
+    await member.page.getByRole('link', { name: 'Jobs' }).click();
+    await member.page.getByRole('heading', { name: 'Jobs' }).waitFor();
+    const addJob = member.page.getByRole('form', { name: 'Add job' });
+    for (const [customer, asset] of [['Frau Käthe Zähler', 'Z-4711'], ['Herr Otto Ablesung', 'Z-0815']] as const) {
+      await addJob.getByLabel('Customer').fill(customer);
+      await addJob.getByLabel('Address').fill('Lindenallee 3, 79098 Freiburg');
+      await addJob.getByLabel('Appointment from').fill('2026-12-01T08:00');
+      await addJob.getByLabel('Appointment until').fill('2026-12-01T10:00');
+      await addJob.getByLabel('Meter/asset id').fill(asset);
+      await addJob.getByRole('button', { name: 'Add job' }).click();
+      await member.page.getByRole('cell', { name: customer, exact: true }).waitFor();
+    }
+    const jobSearch = member.page.getByRole('form', { name: 'Search' });
+    await jobSearch.getByLabel('Meter/asset id').fill('z-0815');
+    await jobSearch.getByRole('button', { name: 'Search' }).click();
+    await member.page.getByRole('cell', { name: 'Frau Käthe Zähler', exact: true }).waitFor({ state: 'detached' });
+    await member.page.getByRole('cell', { name: 'Herr Otto Ablesung', exact: true }).waitFor();
+    await screenshot(member.page, 'jobs');
+
+    // A grant of one job to the technician, then a one-time access link by mail.
+    await member.page.getByRole('link', { name: 'Grants' }).click();
+    const form = member.page.getByRole('form', { name: 'New grant' });
+    await form.getByLabel('Grantee').selectOption({ label: 'technik@service-web.test (technician)' });
+    await form.getByLabel('Area').selectOption('jobs');
+    await form.getByLabel('Herr Otto Ablesung').check();
+    await form.getByRole('button', { name: 'Grant' }).click();
+    await member.page.getByText('The grant was created.').waitFor();
+    await member.page.getByRole('cell', { name: 'chosen entries: 1' }).waitFor();
+    await member.page.getByRole('button', { name: 'Send access link' }).click();
+    await member.page.getByText('A one-time access link was sent to technik@service-web.test.').waitFor();
+    await screenshot(member.page, 'grants');
+
+    const accessLink = `${server.url}/app/access#key=${mailedKey(outbox, 'technik@service-web.test', 'access')}`;
+    await tech.page.goto(accessLink);
+    await tech.page.getByRole('heading', { name: 'Aufträge' }).waitFor();
+    await tech.page.getByRole('cell', { name: 'Herr Otto Ablesung', exact: true }).waitFor();
+    expect(await tech.page.getByRole('cell', { name: 'Frau Käthe Zähler' }).count()).toBe(0); // only the granted job
+    expect(await tech.page.getByRole('button', { name: /Löschen/ }).count()).toBe(0); // read only
+    expect(await tech.page.getByRole('link', { name: 'Freigaben' }).count()).toBe(0);
+    await screenshot(tech.page, 'access-link');
+    // The link works once: opened again (another browser), it is refused.
+    const again = await watchedPage(browser, 'de-DE');
+    await again.page.goto(accessLink);
+    await again.page.getByText(/Dieser Zugangslink ist ungültig, abgelaufen oder wurde schon benutzt/).waitFor();
+
+    // Revoked: the technician's open page loses the data at its next request.
+    await member.page.getByRole('button', { name: 'Revoke' }).click();
+    await member.page.getByText('The grant is revoked; access ends at once.').waitFor();
+    await tech.page.reload();
+    await tech.page.getByText('Für Ihr Konto gibt es gerade keine aktive Freigabe.').waitFor();
+
+    // Handover: the member (here in the installer's place) makes the new colleague the owner.
+    await member.page.getByRole('link', { name: 'Address book' }).click();
+    await member.page.getByRole('button', { name: 'Grant access' }).waitFor(); // the owner waits for data access
+    await member.page.getByRole('link', { name: 'Grants' }).click();
+    const handover = member.page.getByRole('form', { name: 'Hand over to the customer' });
+    await handover.getByLabel('New owner').selectOption({ label: 'chefin@praxis-web.test (member)' });
+    await handover.getByRole('button', { name: 'Hand over' }).click();
+    await member.page.getByText(/Handed over: key version 2, \d+ records re-encrypted/).waitFor();
+    await screenshot(member.page, 'handover');
+    await owner.page.reload(); // the owner's copy of the new secret opens at the next login
+    await owner.page.getByRole('button', { name: 'Log out' }).click();
+    await owner.page.getByLabel('Login or e-mail address').fill('chefin@praxis-web.test');
+    await owner.page.getByLabel('Password', { exact: true }).fill('Die Praxis gehört mir 2026');
+    await owner.page.getByRole('button', { name: 'Log in' }).click();
+    await owner.page.getByRole('cell', { name: 'Erika Mustermann', exact: true }).waitFor();
+    await member.page.getByRole('link', { name: 'Address book' }).click();
+    await member.page.getByText(/This session has no data access|your session has ended/).first().waitFor();
+
+    for (const p of [admin, member, tech, owner, again]) expect(await p.problems()).toEqual([]);
   });
 });

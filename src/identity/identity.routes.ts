@@ -45,6 +45,7 @@ const policySchema = {
   },
 } as const;
 
+const accountBrief = { type: 'object', properties: { id: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' } }, required: ['id', 'login', 'role'] } as const;
 const passwordField = { type: 'string', minLength: 1, maxLength: 1024 } as const;
 const oneTimeKeyField = { type: 'string', minLength: 43, maxLength: 43, pattern: '^[A-Za-z0-9_-]+$' } as const;
 const cookieOptions = { path: '/', secure: true, httpOnly: true, sameSite: 'strict' } as const;
@@ -381,9 +382,11 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
           type: 'object',
           properties: {
             dataAccess: { type: 'boolean' },
-            waiting: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' } }, required: ['id', 'login', 'role'] } },
+            waiting: { type: 'array', items: accountBrief, description: 'data users of the tenant still without data access' },
+            colleagues: { type: 'array', items: accountBrief, description: 'every data user of the tenant with a key pair (possible handover owners)' },
+            externals: { type: 'array', items: accountBrief, description: 'external accounts that can be given a grant' },
           },
-          required: ['dataAccess', 'waiting'],
+          required: ['dataAccess', 'waiting', 'colleagues', 'externals'],
         },
         401: errorResponseSchema,
       },

@@ -149,7 +149,12 @@ export interface IdentityService {
   /** A data user gives a colleague (a data-capable account of the same tenant) a copy of the tenant secret. */
   grantDataAccess(sessionToken: string, accountId: string): Promise<void>;
   /** Whether this session has data access, and which data-capable accounts of the tenant still wait for it. */
-  dataAccessStatus(sessionToken: string): Promise<{ dataAccess: boolean; waiting: { id: string; login: string; role: string }[] }>;
+  /**
+   * Whether this session has data access; for a data user holding the secret also the colleagues still
+   * waiting for it, every data user of the tenant (a handover's possible owners) and the external accounts
+   * that can be given a grant.
+   */
+  dataAccessStatus(sessionToken: string): Promise<{ dataAccess: boolean; waiting: AccountBrief[]; colleagues: AccountBrief[]; externals: AccountBrief[] }>;
 }
 
 /** ASVS 5.0 §7.3: absolute and idle timeouts, enforced on the server. */
@@ -168,6 +173,12 @@ const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/u;
 const SYSTEM: LedgerEvent['actor'] = { tier: 'system', role: 'identity', id: 'identity' };
 
 /** What login and every session lookup read of an account (joined with its tenant and reseller). */
+export interface AccountBrief {
+  id: string;
+  login: string;
+  role: string;
+}
+
 const ACCOUNT_COLUMNS = [
   'a.id',
   'a.login',
@@ -1082,19 +1093,24 @@ export function createIdentityService(deps: {
 
     async dataAccessStatus(sessionToken) {
       const me = await sessionOf(sessionToken);
-      const dataAccess = me.sealed_tenant_secret !== null;
-      if (!me.tenant_id || !dataAccess) return { dataAccess, waiting: [] };
+      let dataAccess = me.sealed_tenant_secret !== null;
+      // A grantee's copy is worth something only while one of its grants is active.
+      if (dataAccess && me.tier === 'external' && me.tenant_id) dataAccess = (await activeGrantsOf(me.tenant_id, me.id)).length > 0;
+      if (!me.tenant_id || !dataAccess || me.tier !== 'tenant') return { dataAccess, waiting: [], colleagues: [], externals: [] };
       const candidates = await control
         .selectFrom('accounts')
-        .select(['id', 'login', 'role'])
+        .select(['id', 'login', 'role', 'tier'])
         .where('tenant_id', '=', me.tenant_id)
         .where('status', '=', 'active')
-        .where('role', 'in', ['member', 'dpo'])
+        .where('role', 'in', ['member', 'dpo', 'technician', 'control-centre', 'authority'])
         .where('public_key', 'is not', null)
+        .orderBy('login')
         .execute();
+      const brief = (c: (typeof candidates)[number]): AccountBrief => ({ id: c.id, login: c.login, role: c.role });
+      const colleagues = candidates.filter((c) => c.tier === 'tenant').map(brief);
       const waiting = [];
-      for (const c of candidates) if (!(await deps.tenantKeys.hasAccountCopy(me.tenant_id, c.id))) waiting.push(c);
-      return { dataAccess, waiting };
+      for (const c of colleagues) if (!(await deps.tenantKeys.hasAccountCopy(me.tenant_id, c.id))) waiting.push(c);
+      return { dataAccess, waiting, colleagues, externals: candidates.filter((c) => c.tier === 'external').map(brief) };
     },
 
     async changePassword(sessionToken, currentPassword, newPassword, source) {

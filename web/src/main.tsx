@@ -3,7 +3,8 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, onApiError, setRequestToken, whoAmI, type Me } from './api.js';
 import { formatTime, initialLanguage, rememberLanguage, translate, type Language, type TextKey } from './i18n.js';
 import { checkpointRoot, verifyInclusion } from './proof.js';
-import { ContactsPage } from './records.js';
+import { GrantsPage } from './grants.js';
+import { CONTACTS, JOBS, RecordsPage } from './records.js';
 import { UsersPage } from './users.js';
 import './app.css';
 
@@ -341,6 +342,30 @@ function KeyPasswordPage(props: { t: T; kind: 'invite' | 'reset' }) {
   );
 }
 
+/** A grantee's one-time access link: redeemed once, it opens a session limited to the grant. */
+function AccessPage(props: { t: T; onOpened: (collection: string) => void }) {
+  const { t } = props;
+  const [key] = useState(takeKeyFromFragment);
+  const [error, setError] = useState<string>();
+  const started = useRef(false);
+  useEffect(() => {
+    if (!key || started.current) return;
+    started.current = true; // the key works once: never send it twice
+    api<{ requestToken?: string; grant: { collection: string } }>('POST', '/api/v1/auth/access-link', { key, mode: 'cookie' }).then(
+      (session) => {
+        setRequestToken(session.requestToken);
+        props.onOpened(session.grant.collection);
+      },
+      () => setError(t('access.invalid')),
+    );
+  }, []);
+  return (
+    <Page title={t('access.title')}>
+      {key && !error ? <p role="status">{t('access.opening')}</p> : <ErrorText error={error ?? t('access.invalid')} />}
+    </Page>
+  );
+}
+
 interface LedgerEntry {
   seq: number;
   time: string;
@@ -561,9 +586,10 @@ function LockedPage(props: { t: T }) {
 
 // What each kind of account sees (the server decides every request; this only shapes the navigation).
 const isDataUser = (me: Me) => me.kind === 'tenant' && (me.role === 'member' || me.role === 'dpo');
+const isGrantee = (me: Me) => me.kind === 'external';
 const isAdministrator = (me: Me) => ['operator', 'reseller', 'installer'].includes(me.kind) || (me.kind === 'tenant' && me.role === 'admin');
 const readsLedger = (me: Me) => me.kind === 'operator' || me.kind === 'reseller' || (me.kind === 'tenant' && me.role === 'dpo');
-const homeOf = (me: Me) => (isDataUser(me) ? '/app/contacts' : readsLedger(me) ? '/app/ledger' : isAdministrator(me) ? '/app/users' : '/app/sessions');
+const homeOf = (me: Me) => (isDataUser(me) || isGrantee(me) ? '/app/contacts' : readsLedger(me) ? '/app/ledger' : isAdministrator(me) ? '/app/users' : '/app/sessions');
 
 function App() {
   const [language, setLanguage] = useState<Language>(initialLanguage);
@@ -594,6 +620,7 @@ function App() {
     '/app/invite': () => <KeyPasswordPage t={t} kind="invite" />,
     '/app/reset': () => <KeyPasswordPage t={t} kind="reset" />,
     '/app/locked': () => <LockedPage t={t} />,
+    '/app/access': () => <AccessPage t={t} onOpened={(collection) => void refresh().then(() => navigate(`/app/${collection}`))} />,
   };
   let content: preact.JSX.Element;
   if (publicPages[path]) content = publicPages[path]();
@@ -609,8 +636,10 @@ function App() {
     content = <SessionsPage t={t} language={language} onLoggedOut={() => (setMe(undefined), navigate('/app/login'))} />;
   } else if (path === '/app/password') {
     content = <PasswordPage t={t} forced={false} onChanged={() => void refresh()} />;
-  } else if (path === '/app/contacts' && isDataUser(me)) {
-    content = <ContactsPage t={t} Page={Page} />;
+  } else if ((path === '/app/contacts' || path === '/app/jobs') && (isDataUser(me) || isGrantee(me))) {
+    content = <RecordsPage t={t} collection={path === '/app/jobs' ? JOBS : CONTACTS} readOnly={isGrantee(me)} Page={Page} />;
+  } else if (path === '/app/grants' && isDataUser(me)) {
+    content = <GrantsPage t={t} me={me} Page={Page} />;
   } else if (path === '/app/users' && isAdministrator(me)) {
     content = <UsersPage t={t} me={me} Page={Page} />;
   } else if (path === '/app/ledger' && readsLedger(me)) {
@@ -640,7 +669,9 @@ function App() {
         <span class="brand">{t('app.name')}</span>
         {me && me !== 'loading' && me.pending.length === 0 ? (
           <nav aria-label="Tresor">
-            {isDataUser(me) ? link('/app/contacts', 'nav.contacts') : null}
+            {isDataUser(me) || isGrantee(me) ? link('/app/contacts', 'nav.contacts') : null}
+            {isDataUser(me) || isGrantee(me) ? link('/app/jobs', 'nav.jobs') : null}
+            {isDataUser(me) ? link('/app/grants', 'nav.grants') : null}
             {readsLedger(me) ? link('/app/ledger', 'nav.ledger') : null}
             {isAdministrator(me) ? link('/app/users', 'nav.users') : null}
             {link('/app/sessions', 'nav.sessions')}

@@ -5,36 +5,64 @@ import type { TextKey } from './i18n.js';
 type T = (key: TextKey, vars?: Record<string, string | number>) => string;
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
-interface Contact {
-  id: string;
-  book: 'shared' | 'personal';
-  name: string;
-  email: string | null;
-  phone: string | null;
-  address: string | null;
-  company: string | null;
-  notes: string | null;
+/** A record of a collection: its id, maybe its book, and the fields in clear (the server decrypted them). */
+type RecordRow = { id: string; book?: 'shared' | 'personal' } & Record<string, string | null>;
+
+/** What the page needs to know of a collection (the server's spec decides what is encrypted and indexed). */
+export interface CollectionView {
+  path: 'contacts' | 'jobs';
+  fields: readonly string[];
+  required: readonly string[];
+  /** Fields with a blind index: exact-match search. */
+  search: readonly string[];
+  /** Times, entered as local date and time and sent as UTC. */
+  times: readonly string[];
+  books: boolean;
 }
 
-const FIELDS = ['name', 'email', 'phone', 'address', 'company', 'notes'] as const;
-type ContactField = (typeof FIELDS)[number];
+export const CONTACTS: CollectionView = {
+  path: 'contacts',
+  fields: ['name', 'email', 'phone', 'address', 'company', 'notes'],
+  required: ['name'],
+  search: ['name', 'email', 'phone'],
+  times: [],
+  books: true,
+};
+export const JOBS: CollectionView = {
+  path: 'jobs',
+  fields: ['customer_name', 'address', 'window_start', 'window_end', 'asset_id', 'notes'],
+  required: ['customer_name', 'address', 'window_start', 'window_end'],
+  search: ['customer_name', 'asset_id'],
+  times: ['window_start', 'window_end'],
+  books: false,
+};
 
-function Input(props: { id: string; label: string; value: string; onInput: (v: string) => void; required?: boolean }) {
+const blank = (fields: readonly string[]) => Object.fromEntries(fields.map((f) => [f, ''])) as Record<string, string>;
+
+function Input(props: { id: string; label: string; value: string; onInput: (v: string) => void; required?: boolean; type?: 'text' | 'datetime-local' }) {
   return (
     <div class="field">
       <label for={props.id}>{props.label}</label>
-      <input id={props.id} name={props.id} value={props.value} required={props.required ?? false} onInput={(e) => props.onInput((e.target as HTMLInputElement).value)} />
+      {props.type === 'datetime-local' ? (
+        <input id={props.id} name={props.id} type="datetime-local" value={props.value} required={props.required ?? false} onInput={(e) => props.onInput((e.target as HTMLInputElement).value)} />
+      ) : (
+        <input id={props.id} name={props.id} type="text" value={props.value} required={props.required ?? false} onInput={(e) => props.onInput((e.target as HTMLInputElement).value)} />
+      )}
     </div>
   );
 }
 
-/** The address book for data users: unlock data access, search, add, delete, import and export. */
-export function ContactsPage(props: { t: T; Page: (p: { title: string; children: preact.ComponentChildren }) => preact.JSX.Element }) {
-  const { t, Page } = props;
+/**
+ * A collection for data users (address book, jobs): unlock data access, search, add, delete, import and
+ * export. External accounts within a grant see the same page read-only.
+ */
+export function RecordsPage(props: { t: T; collection: CollectionView; readOnly: boolean; Page: (p: { title: string; children: preact.ComponentChildren }) => preact.JSX.Element }) {
+  const { t, Page, collection: c, readOnly } = props;
+  const label = (field: string) => t(`${c.path}.${field}` as TextKey);
   const [status, setStatus] = useState<{ dataAccess: boolean; waiting: { id: string; login: string; role: string }[] }>();
-  const [contacts, setContacts] = useState<Contact[]>();
-  const [query, setQuery] = useState({ name: '', email: '', phone: '' });
-  const [draft, setDraft] = useState<Record<ContactField, string>>({ name: '', email: '', phone: '', address: '', company: '', notes: '' });
+  const [contacts, setContacts] = useState<RecordRow[]>();
+  const [query, setQuery] = useState(() => blank(c.search));
+  const [draft, setDraft] = useState(() => blank(c.fields));
   const [book, setBook] = useState<'shared' | 'personal'>('shared');
   const [activation, setActivation] = useState({ activationKey: '', recoveryCode: '' });
   const [progress, setProgress] = useState<{ done: number; total: number }>();
@@ -48,13 +76,18 @@ export function ContactsPage(props: { t: T; Page: (p: { title: string; children:
       setStatus(s);
       if (s.dataAccess) {
         const params = new URLSearchParams(Object.entries(query).filter(([, v]) => v.trim() !== ''));
-        setContacts(await api<Contact[]>('GET', `/api/v1/contacts${params.size > 0 ? `?${params.toString()}` : ''}`));
+        setContacts(await api<RecordRow[]>('GET', `/api/v1/${c.path}${params.size > 0 ? `?${params.toString()}` : ''}`));
       }
     } catch (e) {
       setError(messageOf(e));
     }
   };
-  useEffect(() => void load(), []);
+  useEffect(() => {
+    setContacts(undefined);
+    setQuery(blank(c.search));
+    setDraft(blank(c.fields));
+    void load();
+  }, [c.path]);
 
   const activate = async (event: Event) => {
     event.preventDefault();
@@ -70,16 +103,21 @@ export function ContactsPage(props: { t: T; Page: (p: { title: string; children:
     event.preventDefault();
     setError(undefined);
     try {
-      const body = Object.fromEntries(FIELDS.map((f) => [f, draft[f].trim() === '' ? null : draft[f].trim()]));
-      await api('POST', '/api/v1/contacts', { ...body, name: draft.name, book });
-      setDraft({ name: '', email: '', phone: '', address: '', company: '', notes: '' });
+      const value = (f: string) => {
+        const v = (draft[f] ?? '').trim();
+        if (v === '') return null;
+        return c.times.includes(f) ? new Date(v).toISOString() : v;
+      };
+      const body = Object.fromEntries(c.fields.map((f) => [f, value(f)]));
+      await api('POST', `/api/v1/${c.path}`, c.books ? { ...body, book } : body);
+      setDraft(blank(c.fields));
       await load();
     } catch (e) {
       setError(messageOf(e));
     }
   };
   const remove = async (id: string) => {
-    await api('DELETE', `/api/v1/contacts/${id}`).catch((e) => setError(messageOf(e)));
+    await api('DELETE', `/api/v1/${c.path}/${id}`).catch((e) => setError(messageOf(e)));
     await load();
   };
   const grant = async (accountId: string) => {
@@ -93,7 +131,7 @@ export function ContactsPage(props: { t: T; Page: (p: { title: string; children:
     setImportResult(undefined);
     setProgress({ done: 0, total: 0 });
     try {
-      const response = await fetch(`/api/v1/contacts/import?book=${book}`, {
+      const response = await fetch(`/api/v1/${c.path}/import${c.books ? `?book=${book}` : ''}`, {
         method: 'POST',
         credentials: 'same-origin',
         headers: { 'content-type': 'text/csv', ...requestTokenHeader() },
@@ -101,38 +139,28 @@ export function ContactsPage(props: { t: T; Page: (p: { title: string; children:
       });
       rememberToken(response);
       if (!response.ok || !response.body) throw new Error(((await response.json()) as { message?: string }).message ?? response.statusText);
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffered = '';
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffered += value;
-        let newline;
-        while ((newline = buffered.indexOf('\n')) >= 0) {
-          const line = JSON.parse(buffered.slice(0, newline)) as { done?: number; total?: number; created?: number; errors?: { line: number; message: string }[] };
-          buffered = buffered.slice(newline + 1);
-          if (line.created !== undefined) setImportResult({ created: line.created, errors: line.errors ?? [] });
-          else setProgress({ done: line.done ?? 0, total: line.total ?? 0 });
-        }
-      }
+      await readJsonLines<{ done?: number; total?: number; created?: number; errors?: { line: number; message: string }[] }>(response, (line) => {
+        if (line.created !== undefined) setImportResult({ created: line.created, errors: line.errors ?? [] });
+        else setProgress({ done: line.done ?? 0, total: line.total ?? 0 });
+      });
       await load();
     } catch (e) {
       setError(messageOf(e));
     }
   };
   const exportCsv = async () => {
-    const response = await fetch('/api/v1/contacts/export?format=csv', { credentials: 'same-origin' });
+    const response = await fetch(`/api/v1/${c.path}/export?format=csv`, { credentials: 'same-origin' });
     rememberToken(response);
     const url = URL.createObjectURL(await response.blob());
     const a = document.createElement('a');
     a.href = url;
-    a.download = 'contacts.csv';
+    a.download = `${c.path}.csv`;
     a.click();
     URL.revokeObjectURL(url);
   };
 
   return (
-    <Page title={t('contacts.title')}>
+    <Page title={t(`${c.path}.title` as TextKey)}>
       {error ? (
         <p role="alert" class="error">
           {error}
@@ -140,6 +168,8 @@ export function ContactsPage(props: { t: T; Page: (p: { title: string; children:
       ) : null}
       {status === undefined ? (
         <p>{t('common.loading')}</p>
+      ) : !status.dataAccess && readOnly ? (
+        <p class="notice">{t('grants.noneActive')}</p>
       ) : !status.dataAccess ? (
         <form class="card" onSubmit={activate}>
           <p class="notice">{t('contacts.noAccess')}</p>
@@ -165,49 +195,64 @@ export function ContactsPage(props: { t: T; Page: (p: { title: string; children:
             </div>
           ) : null}
           <form class="card filters" aria-label={t('contacts.search')} onSubmit={(e) => (e.preventDefault(), void load())}>
-            <Input id="q-name" label={t('contacts.name')} value={query.name} onInput={(v) => setQuery({ ...query, name: v })} />
-            <Input id="q-email" label={t('contacts.email')} value={query.email} onInput={(v) => setQuery({ ...query, email: v })} />
-            <Input id="q-phone" label={t('contacts.phone')} value={query.phone} onInput={(v) => setQuery({ ...query, phone: v })} />
+            {c.search.map((f) => (
+              <Input key={f} id={`q-${f}`} label={label(f)} value={query[f] ?? ''} onInput={(v) => setQuery({ ...query, [f]: v })} />
+            ))}
             <button type="submit">{t('contacts.search')}</button>
           </form>
           {contacts === undefined ? null : contacts.length === 0 ? (
-            <p>{t('contacts.none')}</p>
+            <p>{t(`${c.path}.none` as TextKey)}</p>
           ) : (
             <table>
               <thead>
                 <tr>
-                  {FIELDS.map((f) => (
+                  {c.fields.map((f) => (
                     <th scope="col" key={f}>
-                      {t(`contacts.${f}`)}
+                      {label(f)}
                     </th>
                   ))}
-                  <th scope="col">{t('contacts.book')}</th>
-                  <th scope="col">
-                    <span class="visually-hidden">{t('contacts.delete')}</span>
-                  </th>
+                  {c.books ? <th scope="col">{t('contacts.book')}</th> : null}
+                  {readOnly ? null : (
+                    <th scope="col">
+                      <span class="visually-hidden">{t('contacts.delete')}</span>
+                    </th>
+                  )}
                 </tr>
               </thead>
               <tbody>
-                {contacts.map((c) => (
-                  <tr key={c.id}>
-                    {FIELDS.map((f) => (
-                      <td key={f}>{c[f] ?? ''}</td>
+                {contacts.map((r) => (
+                  <tr key={r.id}>
+                    {c.fields.map((f) => (
+                      <td key={f}>{c.times.includes(f) && r[f] ? new Date(r[f]).toLocaleString() : (r[f] ?? '')}</td>
                     ))}
-                    <td>{t(c.book === 'shared' ? 'contacts.shared' : 'contacts.personal')}</td>
-                    <td>
-                      <button type="button" class="danger" aria-label={`${t('contacts.delete')}: ${c.name}`} onClick={() => remove(c.id)}>
-                        {t('contacts.delete')}
-                      </button>
-                    </td>
+                    {c.books ? <td>{t(r.book === 'shared' ? 'contacts.shared' : 'contacts.personal')}</td> : null}
+                    {readOnly ? null : (
+                      <td>
+                        <button type="button" class="danger" aria-label={`${t('contacts.delete')}: ${r[c.fields[0]!] ?? ''}`} onClick={() => remove(r.id)}>
+                          {t('contacts.delete')}
+                        </button>
+                      </td>
+                    )}
                   </tr>
                 ))}
               </tbody>
             </table>
           )}
-          <form class="card filters" aria-label={t('contacts.add')} onSubmit={add}>
-            {FIELDS.map((f) => (
-              <Input key={f} id={`new-${f}`} label={t(`contacts.${f}`)} value={draft[f]} required={f === 'name'} onInput={(v) => setDraft({ ...draft, [f]: v })} />
+          {readOnly ? null : (
+          <>
+          <form class="card filters" aria-label={t(`${c.path}.add` as TextKey)} onSubmit={add}>
+            {c.fields.map((f) => (
+              <Input
+                key={f}
+                id={`new-${f}`}
+                type={c.times.includes(f) ? 'datetime-local' : 'text'}
+                label={label(f)}
+                value={draft[f] ?? ''}
+                required={c.required.includes(f)}
+                onInput={(v) => setDraft({ ...draft, [f]: v })}
+              />
             ))}
+            {c.books ? (
             <div class="field">
               <label for="book">{t('contacts.book')}</label>
               <select id="book" value={book} onChange={(e) => setBook((e.target as HTMLSelectElement).value as 'shared' | 'personal')}>
@@ -215,11 +260,12 @@ export function ContactsPage(props: { t: T; Page: (p: { title: string; children:
                 <option value="personal">{t('contacts.personal')}</option>
               </select>
             </div>
-            <button type="submit">{t('contacts.add')}</button>
+            ) : null}
+            <button type="submit">{t(`${c.path}.add` as TextKey)}</button>
           </form>
           <div class="card">
             <div class="field">
-              <label for="import-file">{t('contacts.importFile')}</label>
+              <label for="import-file">{t(`${c.path}.importFile` as TextKey)}</label>
               <input id="import-file" type="file" accept=".csv,text/csv" onChange={(e) => {
                 const file = (e.target as HTMLInputElement).files?.[0];
                 if (file) void importFile(file);
@@ -233,7 +279,7 @@ export function ContactsPage(props: { t: T; Page: (p: { title: string; children:
             ) : null}
             {importResult ? (
               <div role="status">
-                <p>{t('contacts.importDone', { created: importResult.created, errors: importResult.errors.length })}</p>
+                <p>{t(`${c.path}.importDone` as TextKey, { created: importResult.created, errors: importResult.errors.length })}</p>
                 <ul>
                   {importResult.errors.map((e) => (
                     <li key={e.line}>{t('contacts.importLine', e)}</li>
@@ -245,15 +291,35 @@ export function ContactsPage(props: { t: T; Page: (p: { title: string; children:
               {t('contacts.export')}
             </button>
           </div>
+          </>
+          )}
         </>
       )}
     </Page>
   );
 }
 
-// The import streams its answer, so it uses fetch directly; the request token travels the same way.
-const requestTokenHeader = (): Record<string, string> => {
+/** Reads an answer of JSON lines (long work: progress lines, then the result or `{ error }`) as it arrives. */
+export async function readJsonLines<L>(response: Response, onLine: (line: L) => void): Promise<void> {
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffered += value;
+    let newline;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      const line = JSON.parse(buffered.slice(0, newline)) as L & { error?: string };
+      buffered = buffered.slice(newline + 1);
+      if (typeof line.error === 'string') throw new Error(line.error);
+      onLine(line);
+    }
+  }
+}
+
+// Streamed answers use fetch directly; the request token travels the same way.
+export const requestTokenHeader = (): Record<string, string> => {
   const token = currentRequestToken();
   return token ? { 'x-tresor-request-token': token } : {};
 };
-const rememberToken = (response: Response) => setRequestToken(response.headers.get('x-tresor-request-token') ?? undefined);
+export const rememberToken = (response: Response) => setRequestToken(response.headers.get('x-tresor-request-token') ?? undefined);
