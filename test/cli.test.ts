@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dropPgInstallation, engines, GOOD_PASSWORD } from './helpers.js';
+import { dropPgInstallation, engines, GOOD_PASSWORD, mailedKey } from './helpers.js';
 import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
 
 interface Tenant {
@@ -160,6 +160,49 @@ describe.each(engines)('the tresor CLI (%s)', (engine) => {
       const badLogin = tresor(['login', '--login', 'nord@example.test'], { cwd: dir, env: { ...remoteEnv, TRESOR_PASSWORD: 'wrong' } });
       expect(badLogin.code).toBe(4);
       expect(readFileSync(join(dir, 'data', 'pki', 'ca.pem'), 'utf8')).toMatch(/BEGIN CERTIFICATE/);
+    });
+
+    it('hands a tenant over with `tresor tenant handover`, showing progress; the installer keeps no access', () => {
+      const curl = (token: string | undefined, method: string, path: string, body?: unknown) => {
+        const r = spawnSync(
+          'curl',
+          ['-sS', '-X', method, '-w', '\n%{http_code}', '--cacert', remoteEnv.TRESOR_CACERT!, ...(token ? ['-H', `authorization: Bearer ${token}`] : []), ...(body === undefined ? [] : ['-H', 'content-type: application/json', '-d', JSON.stringify(body)]), `${server.url}${path}`],
+          { encoding: 'utf8' },
+        ).stdout;
+        const status = Number(r.slice(r.lastIndexOf('\n') + 1));
+        const text = r.slice(0, r.lastIndexOf('\n'));
+        return { status, body: text === '' ? undefined : (JSON.parse(text) as Record<string, unknown> & Record<number, unknown>) };
+      };
+      const outbox = join(dir, 'data', 'outbox');
+      const login = (email: string) => (JSON.parse(tresor(['--json', 'login', '--login', email], { cwd: dir, env: { ...remoteEnv, TRESOR_PASSWORD: GOOD_PASSWORD } }).stdout) as { sessionToken: string }).sessionToken;
+      const tenant = json<Tenant & { initialKeys: { activationKey: string } }>('tenant', 'create', '--name', 'Kunde mit Übergabe');
+      json('account', 'invite', '--email', 'admin@uebergabe-cli.test', '--role', 'admin', '--tenant', tenant.id);
+      expect(curl(undefined, 'POST', '/api/v1/auth/invitation/accept', { key: mailedKey(outbox, 'admin@uebergabe-cli.test'), newPassword: GOOD_PASSWORD }).status).toBe(204);
+      const admin = login('admin@uebergabe-cli.test');
+      for (const email of ['setup@partner-cli.test', 'owner@uebergabe-cli.test']) {
+        expect(curl(admin, 'POST', '/api/v1/accounts', { email, role: 'member' }).status).toBe(201);
+        expect(curl(undefined, 'POST', '/api/v1/auth/invitation/accept', { key: mailedKey(outbox, email), newPassword: GOOD_PASSWORD }).status).toBe(204);
+      }
+      const setup = login('setup@partner-cli.test');
+      expect(curl(setup, 'POST', '/api/v1/keys/activate', { activationKey: tenant.initialKeys.activationKey }).status).toBe(204);
+      for (let i = 0; i < 3; i++) expect(curl(setup, 'POST', '/api/v1/contacts', { name: `Kundin ${i}` }).status).toBe(201);
+
+      const asSetup = (...args: string[]) => tresor(args, { cwd: dir, env: { ...remoteEnv, TRESOR_TOKEN: setup } });
+      expect(tresor(['tenant', 'handover', '--tenant', tenant.id, '--owner', 'owner@uebergabe-cli.test', '--yes'], { cwd: dir, env: {} }).code).toBe(6); // no key locally
+      expect(asSetup('tenant', 'handover', '--tenant', tenant.id, '--owner', 'nobody@uebergabe-cli.test', '--yes').code).toBe(3);
+      expect(tresor(['tenant', 'handover', '--tenant', tenant.id, '--owner', 'owner@uebergabe-cli.test', '--yes'], { cwd: dir, env: { ...remoteEnv, TRESOR_TOKEN: admin } }).code).toBe(4); // an admin holds no key
+      const handed = asSetup('tenant', 'handover', '--tenant', tenant.id, '--owner', 'owner@uebergabe-cli.test', '--yes');
+      expect(handed.code, handed.stderr).toBe(0);
+      expect(handed.stderr).toContain('re-encrypted 3 records');
+      expect(handed.stdout).toMatch(/Handed over to owner@uebergabe-cli\.test: tenant secret version 2, 3 records re-encrypted/);
+
+      expect(curl(setup, 'GET', '/api/v1/contacts').status).toBe(401); // the installer's sessions ended
+      const setupAgain = login('setup@partner-cli.test');
+      expect(curl(setupAgain, 'GET', '/api/v1/keys/status').body).toMatchObject({ dataAccess: false });
+      const owner = login('owner@uebergabe-cli.test');
+      const contacts = curl(owner, 'GET', '/api/v1/contacts');
+      expect(contacts.status).toBe(200);
+      expect(Object.values(contacts.body!).map((c) => (c as { name: string }).name).sort()).toEqual(['Kundin 0', 'Kundin 1', 'Kundin 2']);
     });
   });
 });

@@ -15,7 +15,7 @@ import type { DeletionReport, ResellerView, TenantView } from '../platform/index
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { CHARACTER_CLASSES, POLICY_ROLES, type CharacterClass, type PasswordPolicy } from '../identity/password-policy.js';
-import { callApi, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
+import { callApi, callApiLines, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
 import { dirname, join } from 'node:path';
 
 /** Exit codes, documented in the README: scripts can tell failures apart. */
@@ -407,6 +407,45 @@ export function buildCli(): Command {
         return c.deleteTenant(id);
       });
       emit(program, report, () => printReport(report));
+    });
+
+  tenant
+    .command('handover')
+    .description(
+      "installer handover (S2.3): make the customer's data user the owner. The tenant secret is renewed and wrapped for the owner alone (and active grants), every record is re-encrypted with progress, and your access ends. Remote mode, logged in as the data user who set the tenant up",
+    )
+    .requiredOption('--tenant <id>', 'tenant id')
+    .requiredOption('--owner <login>', "the customer's data user (login or account id) who becomes the owner")
+    .option('-y, --yes', 'do not ask for confirmation (for scripts)')
+    .action(async (opts: { tenant: string; owner: string; yes?: boolean }) => {
+      const global = program.opts<GlobalOptions>();
+      if (!global.url || !global.token) {
+        throw new DomainError('VALIDATION', 'the handover needs the tenant secret, which only a logged-in data user holds: set TRESOR_URL, run `tresor login` as the installer and set TRESOR_TOKEN');
+      }
+      const remote = { url: global.url, token: global.token, caFile: global.cacert };
+      const status = await callApi<{ dataAccess: boolean; colleagues: { id: string; login: string }[] }>(remote, 'GET', '/api/v1/keys/status');
+      if (!status.dataAccess) throw new DomainError('FORBIDDEN', 'this session has no data access: only a data user holding the tenant secret can hand the tenant over');
+      const wanted = opts.owner.trim().toLowerCase();
+      const owner = status.colleagues.find((c) => c.id === wanted || c.login === wanted);
+      if (!owner) throw new DomainError('NOT_FOUND', `no data user "${opts.owner}" with a key pair in this tenant: the owner must have accepted the invitation first`);
+      if (!opts.yes) {
+        const answer = await confirm(`Hand tenant ${opts.tenant} over to ${owner.login}? Your own access ends. Type "handover" to confirm: `);
+        if (answer !== 'handover') throw new DomainError('VALIDATION', 'not confirmed; nothing was changed (use --yes in scripts)');
+      }
+      const result = await callApiLines<{ version: number; reencrypted: number; keptAccounts: number }>(
+        remote,
+        'POST',
+        `/api/v1/tenants/${encodeURIComponent(opts.tenant)}/handover`,
+        { ownerAccountId: owner.id },
+        (line) => {
+          if (!global.json && typeof line.reencrypted === 'number') process.stderr.write(`\rre-encrypted ${line.reencrypted} records`);
+        },
+      );
+      if (!global.json) process.stderr.write('\n');
+      emit(program, { ...result, owner: owner.login }, () => {
+        out(`Handed over to ${owner.login}: tenant secret version ${result.version}, ${result.reencrypted} records re-encrypted.`);
+        out('Your copy of the key is gone; the owner gives colleagues data access (web app: address book → "Grant access").');
+      });
     });
 
   const policy = tenant.command('policy').description("a tenant's password and second-factor policy (tenant admin, installer, reseller, operator)");

@@ -93,6 +93,52 @@ export async function callApi<T>(opts: RemoteOptions, method: string, path: stri
   });
 }
 
+/**
+ * Calls an endpoint that answers long work with JSON lines (progress, then the result or `{ "error" }`):
+ * each line goes to `onLine` as it arrives; resolves with the last line, rejects on `{ error }`.
+ */
+export async function callApiLines<T>(opts: RemoteOptions, method: string, path: string, body: unknown, onLine: (line: Record<string, unknown>) => void): Promise<T> {
+  const payload = Buffer.from(JSON.stringify(body));
+  const target = new URL(path, opts.url);
+  if (target.protocol !== 'https:') throw new DomainError('VALIDATION', `--url must be an https:// URL, not ${target.protocol}`);
+  return new Promise<T>((resolve, reject) => {
+    const req = request(
+      target,
+      {
+        method,
+        ...(opts.caFile ? { ca: readFileSync(opts.caFile) } : {}),
+        headers: { accept: 'application/x-ndjson', 'content-type': 'application/json', 'content-length': payload.length, ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}) },
+      },
+      (res) => {
+        let buffered = '';
+        let last: Record<string, unknown> | undefined;
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buffered += chunk;
+          let newline;
+          while ((newline = buffered.indexOf('\n')) >= 0) {
+            const text = buffered.slice(0, newline);
+            buffered = buffered.slice(newline + 1);
+            if (text.trim() === '') continue;
+            last = JSON.parse(text) as Record<string, unknown>;
+            if ((res.statusCode ?? 500) < 400 && typeof last.error !== 'string') onLine(last);
+          }
+        });
+        res.on('end', () => {
+          if (buffered.trim() !== '') last = JSON.parse(buffered) as Record<string, unknown>;
+          if ((res.statusCode ?? 500) >= 400) {
+            reject(new DomainError(((last?.code as string | undefined) ?? 'INTERNAL') as ErrorCode, (last?.message as string | undefined) ?? `server answered ${res.statusCode}`));
+          } else if (typeof last?.error === 'string') {
+            reject(new DomainError('CONFLICT', `${last.error} (the work stopped; run it again, or resume with POST /api/v1/keys/rotate/resume)`));
+          } else resolve(last as T);
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 export function remotePlatformClient(opts: RemoteOptions): PlatformClient {
   const call = <T>(method: string, path: string, body?: unknown) => callApi<T>(opts, method, path, body);
   const tenant = (id: string) => `/api/v1/tenants/${encodeURIComponent(id)}`;
