@@ -5,6 +5,7 @@ import type { Kysely } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Actor } from '../src/access/index.js';
 import { ensureFirstOperator, type Core } from '../src/core.js';
+import type { DataSession } from '../src/records/index.js';
 import { buildApp } from '../src/http/app.js';
 import { billingReport, leafHash, MerkleAccumulator, standaloneVerifier, toCsv, type Ledger, type LedgerEvent } from '../src/ledger/index.js';
 import type { LedgerSchema } from '../src/ledger/ledger.migrations.js';
@@ -189,6 +190,26 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     await raw.deleteFrom('ledger_entries').where('seq', '=', 11).execute();
     const failed = await app.inject({ method: 'POST', url: `/api/v1/ledger/verify?tenantId=${tenant.id}`, headers });
     expect(failed.json()).toMatchObject({ ok: false, findings: [{ kind: 'missing-entry', seq: 11 }] });
+  });
+
+  it('commits a change and the event that records it together, or neither', async () => {
+    t = makeTestEnv(engine);
+    core = await openTestCore(t);
+    const tenant = await core.platform.createTenant(system, { name: 'Atomar GmbH' });
+    const s: DataSession = { actor: { kind: 'tenant', accountId: 'a', tenantId: tenant.id, role: 'member' }, tenantId: tenant.id, dataKey: Buffer.alloc(32, 7), keyVersion: 1 };
+    const ledger = await core.ledgers.tenant(tenant.id);
+    const size = (await ledger.head()).treeSize;
+    const created = await core.collections.contacts.create(s, 'shared', { name: 'Beide oder keins' });
+    expect((await ledger.head()).treeSize).toBe(size + 1);
+    // The change fails (a duplicate id): its event is not written either.
+    await expect(ledger.append(event(1), (trx) => (trx as unknown as Kysely<{ contacts: { id: string } }>).insertInto('contacts').values({ id: created.id } as never).execute())).rejects.toThrow();
+    expect((await ledger.head()).treeSize).toBe(size + 1);
+    // The event cannot be written (here: it is not valid): the change is rolled back with it.
+    await expect(
+      ledger.append({ ...event(2), action: '' }, (trx) => (trx as unknown as Kysely<{ contacts: Record<string, unknown> }>).deleteFrom('contacts').where('id', '=', created.id).execute()),
+    ).rejects.toThrow();
+    expect((await core.collections.contacts.get(s, created.id)).name).toBe('Beide oder keins');
+    expect((await ledger.verify()).ok).toBe(true);
   });
 
   it('gives concurrent appends one gap-free order', async () => {

@@ -1,5 +1,5 @@
 import { hash as oneShotHash } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { CipherService } from '../crypto/cipher-service.js';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, parseCheckpoint, verifyCheckpointSignature } from './checkpoint.js';
@@ -230,14 +230,19 @@ export function createLedger(deps: {
   return {
     origin,
 
-    /** Appends events in one transaction; resolves only once they are committed (durable before acknowledged). */
-    async append(events: LedgerEvent | readonly LedgerEvent[]): Promise<number[]> {
+    /**
+     * Appends events in one transaction; resolves only once they are committed (durable before
+     * acknowledged). `within` runs in the same transaction first: the change an event records (say, a
+     * record written to the same tenant database) and its entry then commit together or not at all.
+     */
+    async append(events: LedgerEvent | readonly LedgerEvent[], within?: (trx: Transaction<unknown>) => Promise<unknown>): Promise<number[]> {
       const list = Array.isArray(events) ? (events as readonly LedgerEvent[]) : [events as LedgerEvent];
       if (list.length === 0) return [];
       return db.transaction().execute(async (trx) => {
         // A no-op write first: it takes the head row's lock on PostgreSQL and SQLite's write lock before
         // anything is read, so concurrent writers (other nodes, the CLI) queue instead of racing.
         await trx.updateTable('ledger_head').set({ tree_size: sql<number>`tree_size` }).where('id', '=', 1).execute();
+        if (within) await within(trx as unknown as Transaction<unknown>);
         const head = await trx.selectFrom('ledger_head').select(['tree_size', 'compact_range']).where('id', '=', 1).executeTakeFirstOrThrow();
         const accumulator = restoreHead(head);
         const now = clock.now();

@@ -158,6 +158,12 @@ export function createCollection(
     }
     return row;
   };
+  /** The view of a row just written from `input`: the values in clear are at hand, nothing to decrypt. */
+  const viewOfInput = (row: Row, input: RecordInput): RecordView => {
+    const out: Record<string, string | null> = {};
+    for (const [name] of fields) out[name] = empty(input[name]) ? null : input[name]!.trim();
+    return { ...out, id: row.id as string, book: row.book === 'shared' ? 'shared' : 'personal', createdAt: row.created_at as string, updatedAt: row.updated_at as string };
+  };
   const view = (s: DataSession, row: Row): RecordView => {
     const out: Record<string, string | null> = {};
     for (const [name, f] of fields) {
@@ -169,14 +175,22 @@ export function createCollection(
     }
     return { ...out, id: row.id as string, book: row.book === 'shared' ? 'shared' : 'personal', createdAt: row.created_at as string, updatedAt: row.updated_at as string };
   };
-  const event = (s: DataSession, action: string, id: string | undefined, input?: RecordInput, details?: Record<string, number>) => ({
+  const event = (s: DataSession, action: string, id: string | undefined, input?: RecordInput, details?: Record<string, number>) => {
+    const blindIndexes = input ? subjects(s, input) : [];
+    return {
     actor: ledgerActor(s.actor),
     action,
-    resource: { type: spec.table, ...(id ? { id } : {}), ...(input && subjects(s, input).length > 0 ? { blindIndexes: subjects(s, input) } : {}) },
+    resource: { type: spec.table, ...(id ? { id } : {}), ...(blindIndexes.length > 0 ? { blindIndexes } : {}) },
     outcome: 'success' as const,
     ...(s.grants || details ? { details: { ...(s.grants ? { grants: s.grants.filter((g) => g.collection === spec.table).map((g) => g.id) } : {}), ...details } } : {}),
-  });
-  const record = async (s: DataSession, action: string, id: string, input?: RecordInput) => (await deps.tenantLedger(s.tenantId)).append(event(s, action, id, input));
+    };
+  };
+  /**
+   * Records the event; `write` (the change it records) runs in the same transaction of the tenant
+   * database, so a record and its ledger entry are committed together or not at all.
+   */
+  const record = async (s: DataSession, action: string, id: string, input?: RecordInput, write?: (trx: Kysely<any>) => Promise<unknown>) => // eslint-disable-line @typescript-eslint/no-explicit-any -- the collection's table
+    (await deps.tenantLedger(s.tenantId)).append(event(s, action, id, input), write as ((trx: unknown) => Promise<unknown>) | undefined);
   const load = async (s: DataSession, id: string) => {
     const db = await deps.tenantDb(s.tenantId);
     const row = (await db.selectFrom(spec.table).selectAll().where('id', '=', id).executeTakeFirst()) as Row | undefined;
@@ -200,9 +214,8 @@ export function createCollection(
       const id = newId();
       const now = deps.clock.now().toISOString();
       const row: Row = { id, book: bookOf(s, book), ...toRow(s, id, input), created_at: now, updated_at: now };
-      await (await deps.tenantDb(s.tenantId)).insertInto(spec.table).values(row).execute();
-      await record(s, 'record.create', id, input);
-      return view(s, row);
+      await record(s, 'record.create', id, input, (trx) => trx.insertInto(spec.table).values(row).execute());
+      return viewOfInput(row, input);
     },
 
     async get(s: DataSession, id: string): Promise<RecordView> {
@@ -215,19 +228,17 @@ export function createCollection(
     async update(s: DataSession, id: string, input: RecordInput): Promise<RecordView> {
       dataUser(s); // a grant gives read access only
       validate(input);
-      const { db, row } = await load(s, id);
+      const { row } = await load(s, id);
       const updated: Row = { ...row, ...toRow(s, id, input), updated_at: deps.clock.now().toISOString() };
-      await db.updateTable(spec.table).set(updated).where('id', '=', id).execute();
-      await record(s, 'record.update', id, input);
-      return view(s, updated);
+      await record(s, 'record.update', id, input, (trx) => trx.updateTable(spec.table).set(updated).where('id', '=', id).execute());
+      return viewOfInput(updated, input);
     },
 
     async remove(s: DataSession, id: string): Promise<void> {
       dataUser(s);
-      const { db, row } = await load(s, id);
+      const { row } = await load(s, id);
       const old = view(s, row);
-      await db.deleteFrom(spec.table).where('id', '=', id).execute();
-      await record(s, 'record.delete', id, old);
+      await record(s, 'record.delete', id, old, (trx) => trx.deleteFrom(spec.table).where('id', '=', id).execute());
     },
 
     /** Lists what the session may see, or finds exact matches (after normalisation) through the blind indexes. */
@@ -265,7 +276,6 @@ export function createCollection(
         throw new ValidationError(`the first line must name the columns: ${columns.join(', ')}${missing.length > 0 ? `; missing: ${missing.join(', ')}` : ''}${unknown.length > 0 ? `; unknown: ${unknown.join(', ')}` : ''}`);
       }
       const errors: { line: number; message: string }[] = [];
-      const db = await deps.tenantDb(s.tenantId);
       const ledger = await deps.tenantLedger(s.tenantId);
       let created = 0;
       for (let start = 0; start < rows.length; start += IMPORT_BATCH) {
@@ -283,10 +293,13 @@ export function createCollection(
           batch.push({ row: { id, book: bookOf(s, book), ...toRow(s, id, input), created_at: now, updated_at: now }, input });
         });
         if (batch.length > 0) {
-          await db.transaction().execute(async (trx) => {
-            for (let i = 0; i < batch.length; i += 100) await trx.insertInto(spec.table).values(batch.slice(i, i + 100).map((b) => b.row)).execute();
-          });
-          await ledger.append(batch.map((b) => event(s, 'record.import', b.row.id as string, b.input)));
+          // The batch and its ledger entries in one transaction.
+          await ledger.append(
+            batch.map((b) => event(s, 'record.import', b.row.id as string, b.input)),
+            async (trx) => {
+              for (let i = 0; i < batch.length; i += 100) await (trx as Kysely<any>).insertInto(spec.table).values(batch.slice(i, i + 100).map((b) => b.row)).execute(); // eslint-disable-line @typescript-eslint/no-explicit-any -- the collection's table
+            },
+          );
           created += batch.length;
         }
         progress(Math.min(start + IMPORT_BATCH, rows.length), rows.length);

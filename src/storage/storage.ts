@@ -1,6 +1,6 @@
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { SqliteDatabase } from './sqlite-driver.js';
+import { SqliteDatabase, withStatementCache } from './sqlite-driver.js';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type Migration } from 'kysely';
 import pg from 'pg';
 import type { CipherService } from '../crypto/cipher-service.js';
@@ -89,7 +89,7 @@ function openSqliteFile<T>(file: string): Kysely<T> {
   database.pragma('foreign_keys = ON');
   database.pragma('busy_timeout = 5000');
   database.pragma('synchronous = NORMAL');
-  return new Kysely<T>({ dialect: new SqliteDialect({ database }) });
+  return new Kysely<T>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
 }
 
 function openSqliteStorage(opts: StorageOptions): Storage {
