@@ -21,6 +21,10 @@ import { createTenantKeys, type TenantKeys } from './crypto/tenant-keys.js';
 import { newId } from './crypto/random.js';
 import type { SealedColumn } from './crypto/rotate.js';
 import { contactsSpec, createCollection, jobsSpec, type Collection } from './records/index.js';
+import { createTransferService, type TransferService } from './transfers/index.js';
+import type { TransferControlSchema, TransferSchema } from './transfers/transfers.migrations.js';
+import type { Kysely } from 'kysely';
+import { join } from 'node:path';
 
 /** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
 export interface Core {
@@ -34,6 +38,8 @@ export interface Core {
   tenantKeys: TenantKeys;
   /** The encrypted collections, by their API path. */
   collections: { contacts: Collection; jobs: Collection };
+  /** Secure exchange: transfers at four levels, SecuPass keys (docs/transfers.md). */
+  transfers: TransferService;
   clock: Clock;
   masterKeyCreated: boolean;
   /** The cipher service (in-process or remote) that seals and opens values under the master key. */
@@ -112,6 +118,8 @@ export async function openCore(
   });
   const recordDeps = { tenantDb: tenantDbOf, tenantLedger: (tenantId: string) => ledgers.tenant(tenantId), clock };
   const collections = { contacts: createCollection(contactsSpec, recordDeps), jobs: createCollection(jobsSpec, recordDeps) };
+  // The transfer service is made after identity (it uses it); rotation reaches it through this reference.
+  let transfers: TransferService | undefined;
   // Memory by default; Redis when configured, so that several nodes share the counters.
   const attempts = config.redis.url === '' ? createMemoryAttemptStore(clock) : createRedisAttemptStore(config.redis.url);
   const identity = createIdentityService({
@@ -132,9 +140,25 @@ export async function openCore(
     reencryptRecords: async (tenantId, from, to, progress) => {
       let total = 0;
       for (const collection of Object.values(collections)) total += await collection.reencrypt(tenantId, from, to, (n) => progress(total + n));
+      // Transfer keys are wrapped under the tenant data key too: re-wrapped, the blobs stay as they are.
+      if (transfers) total += await transfers.rekey(tenantId, from, to, (n) => progress(total + n));
       return total;
     },
     keyDerivation: { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
+  });
+  const billing = createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) });
+  transfers = createTransferService({
+    control: storage.control as unknown as Kysely<TransferControlSchema>,
+    tenantDb: async (tenantId) => (await tenantDbOf(tenantId)) as unknown as Kysely<TransferSchema>,
+    tenantLedger: (tenantId) => ledgers.tenant(tenantId),
+    identity,
+    tenantName: async (tenantId) => (await storage.control.selectFrom('tenants').select('name').where('id', '=', tenantId).executeTakeFirstOrThrow()).name,
+    mailer,
+    publicUrl: config.server.public_url,
+    defaultLanguage: config.mail.language,
+    blobRoot: join(config.data_dir, 'blobs'),
+    clock,
+    billing,
   });
   const platform = createPlatformService({
     repo: createPlatformRepo(storage.control),
@@ -155,7 +179,8 @@ export async function openCore(
     mailer,
     tenantKeys,
     collections,
-    billing: createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) }),
+    transfers,
+    billing,
     clock,
     masterKeyCreated: masterKey.created,
     masterKey: masterKey.ring,

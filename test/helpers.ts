@@ -150,3 +150,13 @@ export async function bearerLogin(app: FastifyInstance, login: string, password:
   if (changed.statusCode !== 200) throw new Error(`password change of ${login} failed: ${changed.statusCode} ${changed.body}`);
   return changed.json<{ sessionToken: string }>().sessionToken;
 }
+
+/** The newest transfer link mailed to `email`: `{ link, recipientId, secret, fingerprint? }`. */
+export function mailedTransferLink(outboxDir: string, email: string): { link: string; recipientId: string; secret: string; fingerprint?: string } {
+  const mails = readOutbox(outboxDir).filter((m) => m.to === email);
+  for (const mail of mails.reverse()) {
+    const m = /(https:\/\/\S+\/app\/r\/([0-9a-f-]{36})#s=([A-Za-z0-9_-]{43})(?:&fp=([0-9a-f-]+))?)/.exec(mail.text);
+    if (m) return { link: m[1]!, recipientId: m[2]!, secret: m[3]!, ...(m[4] ? { fingerprint: m[4] } : {}) };
+  }
+  throw new Error(`no transfer link mailed to ${email} in ${outboxDir}`);
+}

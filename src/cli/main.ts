@@ -15,6 +15,7 @@ import type { DeletionReport, ResellerView, TenantView } from '../platform/index
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { CHARACTER_CLASSES, POLICY_ROLES, type CharacterClass, type PasswordPolicy } from '../identity/password-policy.js';
+import { approveKey, initSecupass, receiveTransfer, sendTransfer } from '../transfers/client.js';
 import { callApi, callApiLines, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
 import { dirname, join } from 'node:path';
 
@@ -249,6 +250,118 @@ export function buildCli(): Command {
         out(`export TRESOR_TOKEN=${result.sessionToken}`);
         out(`# valid until ${result.expiresAt}`);
       });
+    });
+
+  // ---- secure exchange (docs/transfers.md): the same format and API as the web app ----------------------
+  const remoteOf = (needsLogin: boolean) => {
+    const global = program.opts<GlobalOptions>();
+    if (!global.url) throw new DomainError('VALIDATION', 'this command talks to a server: set TRESOR_URL (or --url) and log in with `tresor login`');
+    if (needsLogin && !global.token) throw new DomainError('UNAUTHENTICATED', 'log in first: `tresor login --login <you>` and set TRESOR_TOKEN');
+    return { url: global.url, token: global.token, caFile: global.cacert };
+  };
+  const secupassOf = async () => process.env.TRESOR_SECUPASS ?? (await ask('SecuPass key: '));
+  const secupass = program.command('secupass').description('your SecuPass key pair for end-to-end encrypted transfers (levels 3 and 4)');
+  secupass
+    .command('init')
+    .description('create your key pair (or, with --reset, replace it: data sent for the old key becomes unreadable until each sender approves the new one); the SecuPass key comes from TRESOR_SECUPASS or the terminal and must differ from your login password')
+    .option('--reset', 'replace an existing key')
+    .action(async (opts: { reset?: boolean }) => {
+      const remote = remoteOf(true);
+      const exists = await callApi(remote, 'GET', '/api/v1/e2e/key').then(() => true, () => false);
+      if (exists && !opts.reset) throw new DomainError('CONFLICT', 'you have a SecuPass key already; --reset replaces it (data sent for the old key then waits for each sender\'s approval)');
+      const result = await initSecupass(remote, await secupassOf());
+      emit(program, result, () => {
+        out(`SecuPass key ${result.reset ? 'reset' : 'created'}. Fingerprint: ${result.fingerprint}`);
+        if (result.reset) out(`${result.pendingApprovals} transfer(s) now wait for their sender to approve the new key.`);
+      });
+    });
+
+  program
+    .command('send')
+    .description('send files through Tresor at security level 1–4 (remote mode, logged in as a data user); files are encrypted here before upload')
+    .requiredOption('--to <emails>', 'recipient e-mail addresses, comma-separated')
+    .requiredOption('--subject <text>', 'subject')
+    .option('--message <text>', 'message')
+    .addOption(new Option('--level <n>', 'security level: 1 link + address, 2 + guest login, 3 files end-to-end, 4 files and message end-to-end').choices(['1', '2', '3', '4']).default('2'))
+    .option('--expires <days>', 'days until the transfer is deleted', '7')
+    .option('--limit <n>', 'downloads per file and recipient')
+    .argument('<files...>', 'files to send')
+    .action(async (files: string[], opts: { to: string; subject: string; message?: string; level: string; expires: string; limit?: string }) => {
+      const remote = remoteOf(true);
+      const level = Number(opts.level) as 1 | 2 | 3 | 4;
+      const days = Number(opts.expires);
+      if (!Number.isFinite(days) || days <= 0 || days > 90) throw new DomainError('VALIDATION', '--expires must be 1 to 90 days');
+      const sent = await sendTransfer(
+        remote,
+        {
+          to: opts.to.split(',').map((e) => e.trim()).filter((e) => e !== ''),
+          subject: opts.subject,
+          message: opts.message,
+          level,
+          expiresAt: new Date(Date.now() + days * 86_400_000).toISOString(),
+          downloadLimit: opts.limit ? Number(opts.limit) : undefined,
+          files,
+          secupass: level >= 3 ? await secupassOf() : undefined,
+        },
+        (line) => program.opts<GlobalOptions>().json || err(line),
+      );
+      emit(program, sent, () => {
+        out(`Sent transfer ${sent.id}:`);
+        for (const r of sent.recipients) out(`  ${r.email}: ${r.state}${r.keyState === 'pending-key' ? ' (no SecuPass key yet: you approve it when they create one)' : ''}`);
+      });
+    });
+
+  program
+    .command('receive')
+    .description('open a transfer link from a notification mail and save its files (levels 2–4: logged in as the recipient; 3–4: with your SecuPass key)')
+    .argument('<link>', 'the https://…/app/r/…#s=… link')
+    .option('--email <address>', 'level 1: the address the transfer was sent to')
+    .option('--out <dir>', 'folder for the files', '.')
+    .action(async (link: string, opts: { email?: string; out: string }) => {
+      const global = program.opts<GlobalOptions>();
+      const remote = { url: global.url, token: global.token, caFile: global.cacert };
+      let received: Awaited<ReturnType<typeof receiveTransfer>>;
+      try {
+        received = await receiveTransfer(remote, link, { outDir: opts.out, email: opts.email, secupass: process.env.TRESOR_SECUPASS }, (line) => global.json || err(line));
+      } catch (error) {
+        if (error instanceof DomainError && error.message.includes('SecuPass key (TRESOR_SECUPASS')) {
+          received = await receiveTransfer(remote, link, { outDir: opts.out, email: opts.email, secupass: await secupassOf() });
+        } else throw error;
+      }
+      emit(program, received, () => {
+        out(`${received.subject} — from ${received.sender} (level ${received.level})`);
+        if (received.message) out(received.message);
+        for (const f of received.files) out(`saved ${f.path} (${f.size} bytes)`);
+      });
+    });
+
+  const transfer = program.command('transfer').description('your sent transfers');
+  transfer
+    .command('list')
+    .description('your transfers with each recipient\'s state')
+    .action(async () => {
+      const list = await callApi<{ id: string; subject: string; level: number; expiresAt: string; recipients: { email: string; state: string; keyState: string; pendingFingerprint: string | null }[] }[]>(remoteOf(true), 'GET', '/api/v1/transfers');
+      emit(program, list, () =>
+        table(list.flatMap((t) => t.recipients.map((r) => ({ id: t.id, subject: t.subject, level: String(t.level), recipient: r.email, state: r.state, key: r.keyState === 'approval-needed' ? `approve ${r.pendingFingerprint}` : r.keyState })))),
+      );
+    });
+  transfer
+    .command('approve')
+    .description("approve a recipient's new SecuPass key after comparing its fingerprint with them (re-wraps the file keys here)")
+    .argument('<transfer-id>', 'transfer id')
+    .requiredOption('--recipient <email>', 'recipient address')
+    .requiredOption('--fingerprint <fp>', 'the fingerprint the recipient read out to you')
+    .action(async (id: string, opts: { recipient: string; fingerprint: string }) => {
+      await approveKey(remoteOf(true), id, opts.recipient, opts.fingerprint, await secupassOf());
+      emit(program, { approved: true }, () => out(`Approved: ${opts.recipient} can open the transfer now.`));
+    });
+  transfer
+    .command('withdraw')
+    .description('withdraw a transfer: its files and keys are deleted at once')
+    .argument('<transfer-id>', 'transfer id')
+    .action(async (id: string) => {
+      await callApi(remoteOf(true), 'DELETE', `/api/v1/transfers/${id}`);
+      emit(program, { withdrawn: id }, () => out(`Withdrawn: ${id}`));
     });
 
   const account = program.command('account').description('accounts of every tier: invite, list, disable, enable, reset');

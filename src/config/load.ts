@@ -20,7 +20,7 @@ export const CONFIG_FILE_ENV = 'TRESOR_CONFIG';
 /** Variables starting with this prefix belong to the test suite and are ignored here. */
 export const TEST_ENV_PREFIX = 'TRESOR_TEST_';
 /** `TRESOR_*` variables the CLI reads for remote mode; they are not configuration keys but are not mistakes either. */
-export const CLIENT_ENV_VARS: readonly string[] = ['TRESOR_URL', 'TRESOR_TOKEN', 'TRESOR_CACERT', 'TRESOR_PASSWORD', 'TRESOR_NEW_PASSWORD'];
+export const CLIENT_ENV_VARS: readonly string[] = ['TRESOR_URL', 'TRESOR_TOKEN', 'TRESOR_CACERT', 'TRESOR_PASSWORD', 'TRESOR_NEW_PASSWORD', 'TRESOR_SECUPASS'];
 
 const DEFAULT_FILE_NAME = 'tresor.toml';
 

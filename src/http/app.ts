@@ -15,6 +15,7 @@ import { registerPlatformRoutes } from '../platform/platform.routes.js';
 import { registerRequestTokenHeader, requireActor } from './auth.js';
 import { registerRecordRoutes } from '../records/index.js';
 import { registerGrantRoutes } from '../identity/identity.routes.js';
+import { registerTransferRoutes } from '../transfers/index.js';
 import { registerErrorHandling } from './errors.js';
 
 export interface AppOptions {
@@ -106,6 +107,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   registerPlatformRoutes(app, { platform: core.platform, authenticate });
   registerRecordRoutes(app, { collections: core.collections, identity: core.identity, authenticate });
   registerGrantRoutes(app, { identity: core.identity, authenticate });
+  registerTransferRoutes(app, { transfers: core.transfers, identity: core.identity, authenticate });
   registerLedgerRoutes(app, { ledgerFor: (actor, tenantId) => core.platform.ledgerFor(actor, tenantId), authenticate });
 
   // The web app (built by `npm run build:web` into dist/web), same origin as the API, under the strict CSP.

@@ -24,6 +24,11 @@ export const errorResponseSchema = {
     message: { type: 'string' },
     problems: { type: 'array', items: { type: 'string' }, description: 'VALIDATION of a password: each thing to fix' },
     pending: { type: 'array', items: { type: 'string' }, description: 'ACTION_REQUIRED: what the session must do first' },
+    details: {
+      type: 'object',
+      description: 'facts the client needs to go on: `login` (log in as the recipient first), `received` (bytes of an upload so far)',
+      properties: { login: { type: 'boolean' }, received: { type: 'integer' } },
+    },
   },
   required: ['requestId', 'code', 'message'],
 } as const;
@@ -37,14 +42,15 @@ export function registerErrorHandling(app: FastifyInstance): void {
     if (error instanceof DomainError) {
       const retryAfter = error.details['retryAfterSeconds'];
       if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
-      // Only these two detail lists are meant for the client; other details stay on the server.
-      const { problems, pending } = error.details;
+      // Only these detail lists (and the `client` object) are meant for the client; other details stay on the server.
+      const { problems, pending, client } = error.details;
       return reply.status(STATUS[error.code]).send({
         requestId: request.id,
         code: error.code,
         message: error.message,
         ...(Array.isArray(problems) ? { problems } : {}),
         ...(Array.isArray(pending) ? { pending } : {}),
+        ...(client !== null && typeof client === 'object' ? { details: client } : {}),
       });
     }
     const fastifyError = error as FastifyError;

@@ -117,6 +117,16 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
           },
         },
         {
+          // Expired and withdrawn transfers: blobs and key material go.
+          name: 'transfer-expiry',
+          intervalMs: 60_000,
+          run: async () => {
+            const tenants = await core.storage.control.selectFrom('tenants').select('id').execute();
+            const purged = await core.transfers.expire(tenants.map((t) => t.id));
+            if (purged > 0) log.info({ purged }, 'transfers expired');
+          },
+        },
+        {
           name: 'billing-flush',
           intervalMs: 60_000,
           run: async () => {

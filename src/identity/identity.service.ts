@@ -24,7 +24,7 @@ import { aeadOpen, aeadSeal, generateAccountKeyPair, KeyError, passwordKey, unwr
 import { parseRecoveryCode, type TenantKeys } from '../crypto/tenant-keys.js';
 import { grantView, type GrantTable, type GrantView } from './grants.js';
 import type { Kysely } from 'kysely';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 
 export interface Clock {
   now(): Date;
@@ -155,6 +155,22 @@ export interface IdentityService {
    * that can be given a grant.
    */
   dataAccessStatus(sessionToken: string): Promise<{ dataAccess: boolean; waiting: AccountBrief[]; colleagues: AccountBrief[]; externals: AccountBrief[] }>;
+  /** Login name, language and tier of an account (for other modules' mails and checks). */
+  accountInfo(accountId: string): Promise<{ id: string; login: string; language: 'de' | 'en' | null; tier: string; status: string } | undefined>;
+  /** The active account whose login is this e-mail address. */
+  accountByLogin(email: string): Promise<{ id: string; login: string; language: 'de' | 'en' | null } | undefined>;
+  /**
+   * Salt and Argon2id parameters of the account's login hash, so that a browser can show that another
+   * secret (the SecuPass key) differs from the password without sending either (docs/transfers.md).
+   */
+  loginHashParams(accountId: string): Promise<{ salt: string; memoryKib: number; iterations: number; parallelism: number; hashLength: number }>;
+  /** Constant-time: is `rawHash` (Argon2id with `loginHashParams`) the account's login hash? */
+  matchesLoginHash(accountId: string, rawHash: Uint8Array): Promise<boolean>;
+  /**
+   * A free guest account for a transfer's recipient (S4.2): invites the address (the invitation is the
+   * e-mail verification). An invited guest gets a new invitation; an existing account nothing but a hint.
+   */
+  registerGuest(email: string, tenantId: string, language: 'de' | 'en' | null): Promise<'invited' | 'exists'>;
 }
 
 /** ASVS 5.0 §7.3: absolute and idle timeouts, enforced on the server. */
@@ -173,6 +189,13 @@ const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/u;
 const SYSTEM: LedgerEvent['actor'] = { tier: 'system', role: 'identity', id: 'identity' };
 
 /** What login and every session lookup read of an account (joined with its tenant and reseller). */
+/** The parts of an Argon2 PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`, unpadded base64). */
+function parsePhc(phc: string): { m: number; t: number; p: number; salt: Buffer; hash: Buffer } {
+  const match = /^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$/.exec(phc);
+  if (!match) throw new Error('a stored password hash is not an Argon2id PHC string');
+  return { m: Number(match[1]), t: Number(match[2]), p: Number(match[3]), salt: Buffer.from(match[4]!, 'base64'), hash: Buffer.from(match[5]!, 'base64') };
+}
+
 export interface AccountBrief {
   id: string;
   login: string;
@@ -1111,6 +1134,60 @@ export function createIdentityService(deps: {
       const waiting = [];
       for (const c of colleagues) if (!(await deps.tenantKeys.hasAccountCopy(me.tenant_id, c.id))) waiting.push(c);
       return { dataAccess, waiting, colleagues, externals: candidates.filter((c) => c.tier === 'external').map(brief) };
+    },
+
+    async accountInfo(accountId) {
+      const a = await control.selectFrom('accounts').select(['id', 'login', 'language', 'tier', 'status']).where('id', '=', accountId).executeTakeFirst();
+      return a ? { id: a.id, login: a.login, language: a.language, tier: a.tier, status: a.status } : undefined;
+    },
+
+    async accountByLogin(email) {
+      const a = await control.selectFrom('accounts').select(['id', 'login', 'language']).where('login', '=', normaliseLogin(email)).where('status', '=', 'active').executeTakeFirst();
+      return a ? { id: a.id, login: a.login, language: a.language } : undefined;
+    },
+
+    async loginHashParams(accountId) {
+      const a = await control.selectFrom('accounts').select('password_hash').where('id', '=', accountId).executeTakeFirstOrThrow();
+      const phc = parsePhc(a.password_hash);
+      return { salt: phc.salt.toString('base64'), memoryKib: phc.m, iterations: phc.t, parallelism: phc.p, hashLength: phc.hash.length };
+    },
+
+    async matchesLoginHash(accountId, rawHash) {
+      const a = await control.selectFrom('accounts').select('password_hash').where('id', '=', accountId).executeTakeFirstOrThrow();
+      const stored = parsePhc(a.password_hash).hash;
+      return stored.length === rawHash.length && timingSafeEqual(stored, Buffer.from(rawHash));
+    },
+
+    async registerGuest(email, tenantId, language) {
+      const login = normaliseLogin(email);
+      const existing = await control.selectFrom('accounts').select(['id', 'status', 'tier', 'language']).where('login', '=', login).executeTakeFirst();
+      const tenant = await control.selectFrom('tenants').select('name').where('id', '=', tenantId).executeTakeFirstOrThrow();
+      if (existing && !(existing.status === 'invited' && existing.tier === 'guest')) return 'exists';
+      let accountId = existing?.id;
+      if (!accountId) {
+        accountId = newId();
+        await control
+          .insertInto('accounts')
+          .values({
+            id: accountId,
+            login,
+            tier: 'guest',
+            role: 'guest',
+            reseller_id: null,
+            tenant_id: tenantId,
+            password_hash: await hasher.hash(randomToken(32)),
+            must_change_password: 0,
+            password_changed_at: null,
+            status: 'invited',
+            language,
+            created_at: nowIso(),
+          })
+          .execute();
+      }
+      const { key, expiresAt } = await oneTimeKeys.issue('invite', accountId, INVITATION_TTL_MS);
+      await mailTo({ login, language: existing?.language ?? language }, { kind: 'invitation', link: `${deps.publicUrl}/app/invite#key=${key}`, expiresAt, organisation: tenant.name, role: 'guest' });
+      await record(tenantId, { actor: { tier: 'anonymous', role: 'link-holder', id: accountId }, action: 'account.guest.register', resource: { type: 'account', id: accountId }, outcome: 'success' });
+      return 'invited';
     },
 
     async changePassword(sessionToken, currentPassword, newPassword, source) {

@@ -9,6 +9,10 @@ export type MailTemplate =
   | { kind: 'invitation'; link: string; expiresAt: string; organisation: string; role: string }
   | { kind: 'password-reset'; link: string; expiresAt: string }
   | { kind: 'access-link'; link: string; expiresAt: string; organisation: string; grantEndsAt: string }
+  | { kind: 'transfer-notification'; link: string; sender: string; organisation: string; subject: string; level: number; files: number; expiresAt: string }
+  | { kind: 'transfer-downloaded'; subject: string; recipient: string; time: string }
+  | { kind: 'transfer-key-pending'; subject: string; recipient: string; fingerprint: string }
+  | { kind: 'transfer-key-approved'; subject: string; sender: string }
   | { kind: 'failed-logins'; failures: number; time: string }
   | { kind: 'session-locked'; time: string };
 
@@ -77,6 +81,53 @@ export function renderMail(template: MailTemplate, language: MailLanguage): { su
               template.link,
             ].join('\n'),
           };
+    case 'transfer-notification': {
+      // Levels 3 and 4 keep the subject out of the mail: only the sender's organisation and the link.
+      const subjectLine = template.level >= 3 ? '' : template.subject;
+      return de
+        ? {
+            subject: `${template.organisation}: ${subjectLine || 'vertrauliche Dateien'} (Tresor)`,
+            text: [
+              `${template.sender} (${template.organisation}) hat Ihnen ${template.files} Datei(en) über Tresor geschickt, Sicherheitsstufe ${template.level}.`,
+              '',
+              'Herunterladen:',
+              template.link,
+              '',
+              template.level === 1 ? 'Zum Öffnen geben Sie Ihre E-Mail-Adresse ein, an die diese Nachricht ging.' : template.level === 2 ? 'Zum Öffnen melden Sie sich an oder legen ein kostenloses Gastkonto an.' : 'Die Dateien sind Ende-zu-Ende-verschlüsselt: Sie öffnen sie mit Ihrem SecuPass-Schlüssel.',
+              `Verfügbar bis ${when(template.expiresAt, language)}. Geben Sie den Link nicht weiter.`,
+            ].join('\n'),
+          }
+        : {
+            subject: `${template.organisation}: ${subjectLine || 'confidential files'} (Tresor)`,
+            text: [
+              `${template.sender} (${template.organisation}) sent you ${template.files} file(s) through Tresor, security level ${template.level}.`,
+              '',
+              'Download:',
+              template.link,
+              '',
+              template.level === 1 ? 'To open them, enter the e-mail address this message was sent to.' : template.level === 2 ? 'To open them, log in or create a free guest account.' : 'The files are end-to-end encrypted: you open them with your SecuPass key.',
+              `Available until ${when(template.expiresAt, language)}. Do not pass the link on.`,
+            ].join('\n'),
+          };
+    }
+    case 'transfer-downloaded':
+      return de
+        ? { subject: `Tresor: „${template.subject}“ wurde heruntergeladen`, text: `${template.recipient} hat die Dateien Ihrer Übertragung „${template.subject}“ am ${when(template.time, language)} heruntergeladen.` }
+        : { subject: `Tresor: "${template.subject}" was downloaded`, text: `${template.recipient} downloaded the files of your transfer "${template.subject}" at ${when(template.time, language)}.` };
+    case 'transfer-key-pending':
+      return de
+        ? {
+            subject: `Tresor: neuer Schlüssel von ${template.recipient} wartet auf Ihre Freigabe`,
+            text: [`${template.recipient} hat einen neuen SecuPass-Schlüssel für Ihre Übertragung „${template.subject}“.`, `Fingerabdruck: ${template.fingerprint}`, 'Vergleichen Sie ihn mit der Empfängerin oder dem Empfänger (z. B. am Telefon) und geben Sie ihn in Tresor unter „Übertragungen“ frei.'].join('\n'),
+          }
+        : {
+            subject: `Tresor: a new key of ${template.recipient} awaits your approval`,
+            text: [`${template.recipient} has a new SecuPass key for your transfer "${template.subject}".`, `Fingerprint: ${template.fingerprint}`, 'Compare it with the recipient (say, on the phone) and approve it in Tresor under "Transfers".'].join('\n'),
+          };
+    case 'transfer-key-approved':
+      return de
+        ? { subject: 'Tresor: Ihre Dateien lassen sich jetzt öffnen', text: `${template.sender} hat Ihren SecuPass-Schlüssel freigegeben. Öffnen Sie die Übertragung über den Link aus der ersten Nachricht.` }
+        : { subject: 'Tresor: your files can be opened now', text: `${template.sender} approved your SecuPass key. Open the transfer with the link from the first message.` };
     case 'failed-logins':
       return de
         ? {

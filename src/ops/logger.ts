@@ -43,6 +43,14 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     level,
     base: { service: 'tresor' },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    // A URL is logged without its query string: download tokens travel there (and nothing else belongs in a log).
+    serializers: {
+      req: (req: { method?: string; url?: string; ip?: string; socket?: { remoteAddress?: string } }) => ({
+        method: req.method,
+        url: typeof req.url === 'string' ? req.url.split('?')[0] : undefined,
+        remoteAddress: req.ip ?? req.socket?.remoteAddress,
+      }),
+    },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   return destination ? pino(options, destination) : pino(options);

@@ -4,6 +4,7 @@ import { accountsMigration } from '../../identity/accounts.migrations.js';
 import { oneTimeKeysMigration } from '../../identity/one-time-keys.js';
 import { secondFactorMigration } from '../../identity/second-factor.js';
 import { ledgerMigration } from '../../ledger/ledger.migrations.js';
+import { transfersControlMigration } from '../../transfers/transfers.migrations.js';
 
 /** Control-database migrations: forward only, never edited once released. */
 export const controlMigrations: Record<string, Migration> = {
@@ -68,4 +69,5 @@ export const controlMigrations: Record<string, Migration> = {
   '0004_second_factor': secondFactorMigration,
   '0005_accounts': accountsMigration,
   '0006_tenant_keys': tenantKeysControlMigration,
+  '0007_transfers': transfersControlMigration,
 };

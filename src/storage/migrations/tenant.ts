@@ -4,6 +4,7 @@ import { contactsMigration } from '../../records/contacts.js';
 import { jobsMigration } from '../../records/jobs.js';
 import { grantsMigration } from '../../identity/grants.js';
 import { ledgerMigration } from '../../ledger/ledger.migrations.js';
+import { transfersTenantMigration } from '../../transfers/transfers.migrations.js';
 
 /** Migrations applied to every tenant database: forward only. */
 export const tenantMigrations: Record<string, Migration> = {
@@ -21,4 +22,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0004_contacts': contactsMigration,
   '0005_grants': grantsMigration,
   '0006_jobs': jobsMigration,
+  '0007_transfers': transfersTenantMigration,
 };

@@ -1,0 +1,336 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { request, type RequestOptions } from 'node:https';
+import { readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
+import { hashRaw } from '@node-rs/argon2';
+import {
+  decodePublicKey,
+  decryptBytes,
+  decryptStream,
+  encodePublicKey,
+  encryptBytes,
+  encryptStream,
+  fingerprint,
+  generateKeyPair,
+  openPrivateKey,
+  randomFileKey,
+  sealPrivateKey,
+  toBase64Url,
+  fromBase64Url,
+  unwrapFileKey,
+  wrapFileKey,
+  type E2ePrivateKey,
+} from '../shared-e2e/index.js';
+import { DomainError, type ErrorCode } from '../shared/errors.js';
+
+/**
+ * The Node side of the secure exchange, for `tresor send`, `tresor receive` and `tresor secupass`: the
+ * same end-to-end format and API as the web app (docs/transfers.md), so either side can talk to the other.
+ */
+export interface TransferRemote {
+  url: string;
+  token?: string | undefined;
+  caFile?: string | undefined;
+}
+
+const CHUNK = 8 * 1024 * 1024;
+const fileContext = (transferId: string, fileId: string) => `transfer:${transferId}/file:${fileId}`;
+
+/** One HTTPS call; JSON in and out unless `body` is bytes; a response stream when `stream` is set. */
+async function call<T>(remote: TransferRemote, method: string, path: string, body?: unknown, opts: { stream?: boolean } = {}): Promise<T> {
+  const target = new URL(path, remote.url);
+  if (target.protocol !== 'https:') throw new DomainError('VALIDATION', `the server URL must be https://, not ${target.protocol}`);
+  const raw = body instanceof Uint8Array;
+  const payload = body === undefined ? undefined : raw ? (body as Uint8Array) : Buffer.from(JSON.stringify(body));
+  const options: RequestOptions = {
+    method,
+    ...(remote.caFile ? { ca: readFileSync(remote.caFile) } : {}),
+    headers: {
+      accept: 'application/json',
+      ...(payload ? { 'content-type': raw ? 'application/octet-stream' : 'application/json', 'content-length': payload.length } : {}),
+      ...(remote.token ? { authorization: `Bearer ${remote.token}` } : {}),
+    },
+  };
+  return new Promise<T>((resolve, reject) => {
+    const req = request(target, options, (res) => {
+      const status = res.statusCode ?? 500;
+      if (opts.stream && status < 400) return resolve(res as unknown as T);
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed: unknown;
+        try {
+          parsed = text === '' ? undefined : JSON.parse(text);
+        } catch {
+          parsed = undefined;
+        }
+        if (status >= 400) {
+          const e = (parsed ?? {}) as { code?: string; message?: string; details?: Record<string, unknown> };
+          reject(new DomainError((e.code ?? 'VALIDATION') as ErrorCode, e.message ?? `server answered ${status}`, { client: e.details ?? {} }));
+        } else resolve(parsed as T);
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** Re-chunks a stream of ciphertext into pieces of `size` bytes (the last one shorter). */
+async function* pieces(stream: ReadableStream<Uint8Array>, size: number): AsyncGenerator<Uint8Array> {
+  const reader = stream.getReader();
+  let parts: Uint8Array[] = [];
+  let length = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (value) {
+      parts.push(value);
+      length += value.length;
+    }
+    while (length >= size || (done && length > 0)) {
+      const all = Buffer.concat(parts);
+      const take = Math.min(size, all.length);
+      yield all.subarray(0, take);
+      const rest = all.subarray(take);
+      parts = rest.length > 0 ? [rest] : [];
+      length = rest.length;
+    }
+    if (done) return;
+  }
+}
+
+/** Uploads one encrypted stream; a failed piece is sent again from what the server says it has. */
+async function uploadStream(remote: TransferRemote, transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, onProgress: (bytes: number) => void) {
+  let offset = 0;
+  for await (const piece of pieces(cipher, CHUNK)) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = await call<{ received: number }>(remote, 'PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}?offset=${offset}`, piece);
+        offset = r.received;
+        break;
+      } catch (error) {
+        if (attempt >= 5) throw error;
+        // The server keeps what arrived: continue from there within this piece.
+        const status = await call<{ received: number }>(remote, 'GET', `/api/v1/transfers/${transferId}/blobs/${fileId}/status`);
+        const done = status.received - offset;
+        if (done > 0) {
+          offset = status.received;
+          if (done >= piece.length) break;
+          // Send the rest of the piece.
+          const rest = piece.subarray(done);
+          const r = await call<{ received: number }>(remote, 'PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}?offset=${offset}`, rest);
+          offset = r.received;
+          break;
+        }
+      }
+    }
+    onProgress(offset);
+  }
+}
+
+async function myPrivateKey(remote: TransferRemote, secupass: string): Promise<{ privateKey: E2ePrivateKey; fingerprint: string; publicKey: string }> {
+  let key: { publicKey: string; fingerprint: string; sealedPrivateKey: string };
+  try {
+    key = await call(remote, 'GET', '/api/v1/e2e/key');
+  } catch (error) {
+    if (error instanceof DomainError && error.code === 'NOT_FOUND') throw new DomainError('NOT_FOUND', 'you have no SecuPass key yet: create one with `tresor secupass init`');
+    throw error;
+  }
+  try {
+    return { privateKey: await openPrivateKey(key.sealedPrivateKey, secupass), fingerprint: key.fingerprint, publicKey: key.publicKey };
+  } catch {
+    throw new DomainError('UNAUTHENTICATED', 'the SecuPass key is not right');
+  }
+}
+
+/** Creates (or resets) the caller's SecuPass key pair; the key must differ from the login password. */
+export async function initSecupass(remote: TransferRemote, secupass: string): Promise<{ fingerprint: string; reset: boolean; pendingApprovals: number }> {
+  const salt = await call<{ salt: string; memoryKib: number; iterations: number; parallelism: number; hashLength: number }>(remote, 'GET', '/api/v1/e2e/login-salt');
+  const check = await hashRaw(secupass, { salt: Buffer.from(salt.salt, 'base64'), memoryCost: salt.memoryKib, timeCost: salt.iterations, parallelism: salt.parallelism, outputLen: salt.hashLength, algorithm: 2 as never });
+  const pair = await generateKeyPair();
+  return call(remote, 'PUT', '/api/v1/e2e/key', { publicKey: encodePublicKey(pair.publicKey), sealedPrivateKey: await sealPrivateKey(pair.privateKey, secupass), loginCheck: Buffer.from(check).toString('base64') });
+}
+
+export interface SendInput {
+  to: string[];
+  subject: string;
+  message?: string | undefined;
+  level: 1 | 2 | 3 | 4;
+  expiresAt: string;
+  downloadLimit?: number | undefined;
+  files: string[];
+  secupass?: string | undefined;
+}
+
+interface Created {
+  id: string;
+  files: { id: string; name: string; size: number; cipherSize: number }[];
+  bundleId?: string;
+  recipients: { id: string; email: string; publicKey?: string; fingerprint?: string }[];
+  sender?: { publicKey: string; fingerprint: string };
+}
+
+/** Encrypts and uploads the files, wraps the keys (levels 3/4) and sends. */
+export async function sendTransfer(remote: TransferRemote, input: SendInput, onProgress: (line: string) => void = () => undefined) {
+  const e2e = input.level >= 3;
+  if (e2e && !input.secupass) throw new DomainError('VALIDATION', 'levels 3 and 4 need your SecuPass key (TRESOR_SECUPASS or the prompt)');
+  const own = e2e ? await myPrivateKey(remote, input.secupass!) : undefined;
+  const files = await Promise.all(input.files.map(async (path) => ({ path, name: basename(path), size: (await stat(path)).size, key: randomFileKey() })));
+  const bundleKey = randomFileKey();
+  const bundleText = input.level === 4 ? Buffer.from(JSON.stringify({ message: input.message ?? '', names: files.map((f) => f.name) }), 'utf8') : undefined;
+  const created = await call<Created>(remote, 'POST', '/api/v1/transfers', {
+    subject: input.subject,
+    level: input.level,
+    expiresAt: input.expiresAt,
+    ...(input.downloadLimit ? { downloadLimit: input.downloadLimit } : {}),
+    ...(input.level <= 3 && input.message ? { message: input.message } : {}),
+    recipients: input.to,
+    files: files.map((f) => ({ name: f.name, size: f.size, ...(e2e ? {} : { fileKey: toBase64Url(f.key) }) })),
+    ...(bundleText ? { bundle: { size: bundleText.length } } : {}),
+  });
+  for (const [i, f] of files.entries()) {
+    const fileId = created.files[i]!.id;
+    const plain = Readable.toWeb(createReadStream(f.path, { highWaterMark: 1024 * 1024 })) as unknown as ReadableStream<Uint8Array>;
+    await uploadStream(remote, created.id, fileId, encryptStream(f.key, fileContext(created.id, fileId), plain), (n) => onProgress(`${f.name}: ${n} / ${created.files[i]!.cipherSize} bytes`));
+  }
+  if (bundleText && created.bundleId) {
+    const sealed = await encryptBytes(bundleKey, fileContext(created.id, created.bundleId), bundleText);
+    await call(remote, 'PUT', `/api/v1/transfers/${created.id}/blobs/${created.bundleId}?offset=0`, sealed);
+  }
+  if (e2e) {
+    const keys = [...files.map((f, i) => ({ fileId: created.files[i]!.id, key: f.key })), ...(created.bundleId ? [{ fileId: created.bundleId, key: bundleKey }] : [])];
+    const wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[] = [];
+    const holders: { holder: string; publicKey: string; fingerprint: string }[] = [{ holder: 'sender', publicKey: own!.publicKey, fingerprint: own!.fingerprint }];
+    for (const r of created.recipients) if (r.publicKey && r.fingerprint) holders.push({ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint });
+    for (const h of holders) {
+      const publicKey = await decodePublicKey(h.publicKey);
+      // The server names the key and its fingerprint; the fingerprint is recomputed here, not trusted.
+      if ((await fingerprint(publicKey)) !== h.fingerprint) throw new DomainError('CONFLICT', `the key offered for ${h.holder} does not have the fingerprint the server states: refusing to encrypt for it`);
+      for (const k of keys) wraps.push({ fileId: k.fileId, holder: h.holder, fingerprint: h.fingerprint, wrapped: toBase64Url(await wrapFileKey(k.key, publicKey, fileContext(created.id, k.fileId))) });
+    }
+    await call(remote, 'POST', `/api/v1/transfers/${created.id}/wraps`, { wraps });
+  }
+  const sent = await call<{ id: string; recipients: { email: string; state: string; keyState: string }[] }>(remote, 'POST', `/api/v1/transfers/${created.id}/send`);
+  return sent;
+}
+
+/** Approves a recipient's new key: re-wraps every file key of the transfer for it. */
+export async function approveKey(remote: TransferRemote, transferId: string, recipientEmail: string, expectedFingerprint: string, secupass: string) {
+  const list = await call<{ id: string; recipients: { id: string; email: string; keyState: string; pendingFingerprint: string | null }[] }[]>(remote, 'GET', '/api/v1/transfers');
+  const t = list.find((x) => x.id === transferId);
+  const r = t?.recipients.find((x) => x.email === recipientEmail.trim().toLowerCase());
+  if (!t || !r) throw new DomainError('NOT_FOUND', 'no such transfer or recipient');
+  if (r.keyState !== 'approval-needed' || r.pendingFingerprint !== expectedFingerprint) throw new DomainError('CONFLICT', `the recipient's key waiting for approval has the fingerprint ${r.pendingFingerprint ?? '(none)'}, not ${expectedFingerprint}`);
+  const { keys } = await call<{ keys: Record<string, { publicKey: string; fingerprint: string } | null> }>(remote, 'POST', '/api/v1/e2e/keys', { emails: [r.email] });
+  const theirs = keys[r.email];
+  if (!theirs) throw new DomainError('NOT_FOUND', 'the recipient has no key');
+  const publicKey = await decodePublicKey(theirs.publicKey);
+  if ((await fingerprint(publicKey)) !== expectedFingerprint) throw new DomainError('CONFLICT', 'the key the server offers does not have the fingerprint you approved: refusing');
+  const own = await myPrivateKey(remote, secupass);
+  const mine = await call<{ fileId: string; wrapped: string }[]>(remote, 'GET', `/api/v1/transfers/${transferId}/sender-wraps`);
+  const wraps = [];
+  for (const w of mine) {
+    const fileKey = await unwrapFileKey(fromBase64Url(w.wrapped), own.privateKey, fileContext(transferId, w.fileId));
+    wraps.push({ fileId: w.fileId, wrapped: toBase64Url(await wrapFileKey(fileKey, publicKey, fileContext(transferId, w.fileId))) });
+  }
+  await call(remote, 'POST', `/api/v1/transfers/${transferId}/recipients/${r.id}/approve`, { fingerprint: expectedFingerprint, wraps });
+}
+
+/** Parses a recipient link: `<url>/app/r/<recipientId>#s=<secret>[&fp=<fingerprint>]`. */
+export function parseTransferLink(link: string): { base: string; recipientId: string; secret: string; fingerprint?: string } {
+  let url: URL;
+  try {
+    url = new URL(link);
+  } catch {
+    throw new DomainError('VALIDATION', 'the link must be the full https://…/app/r/…#s=… link from the mail');
+  }
+  const match = /^\/app\/r\/([0-9a-f-]{36})$/.exec(url.pathname);
+  const fragment = new URLSearchParams(url.hash.slice(1));
+  const secret = fragment.get('s');
+  if (!match || !secret) throw new DomainError('VALIDATION', 'the link must be the full https://…/app/r/…#s=… link from the mail');
+  const fp = fragment.get('fp');
+  return { base: url.origin, recipientId: match[1]!, secret, ...(fp ? { fingerprint: fp } : {}) };
+}
+
+interface Opened {
+  transferId: string;
+  level: number;
+  subject: string;
+  message: string | null;
+  sender: string;
+  files: { id: string; name: string | null; size: number; wrapped?: string; fingerprint?: string }[];
+  bundle?: { id: string; wrapped?: string; fingerprint?: string };
+  keyState: string;
+  downloadToken: string;
+}
+
+/** A file name from the sender, made safe for the local file system (no path, no control characters). */
+const safeName = (name: string, fallback: string) => {
+  const cleaned = basename(name.replace(/[\u0000-\u001f\\/]/g, '_')).replace(/^\.+/, '_').slice(0, 200);
+  return cleaned === '' ? fallback : cleaned;
+};
+
+/** Opens a link and saves every file into `outDir` (written under a temporary name, renamed when complete). */
+export async function receiveTransfer(remote: Omit<TransferRemote, 'url'> & { url?: string | undefined }, link: string, opts: { outDir: string; email?: string | undefined; secupass?: string | undefined }, onProgress: (line: string) => void = () => undefined) {
+  const parsed = parseTransferLink(link);
+  const server: TransferRemote = { ...remote, url: remote.url ?? parsed.base };
+  const opened = await call<Opened>(server, 'POST', `/api/v1/r/${parsed.recipientId}/open`, { secret: parsed.secret, ...(opts.email ? { email: opts.email } : {}) });
+  let privateKey: E2ePrivateKey | undefined;
+  let names = opened.files.map((f) => f.name);
+  let message = opened.message;
+  const keyFor = async (file: { id: string; wrapped?: string; fingerprint?: string }) => {
+    if (!file.wrapped || !privateKey) throw new DomainError('CONFLICT', 'no key for this file yet');
+    return unwrapFileKey(fromBase64Url(file.wrapped), privateKey, fileContext(opened.transferId, file.id));
+  };
+  if (opened.level >= 3) {
+    if (opened.keyState === 'none') throw new DomainError('CONFLICT', 'this transfer is end-to-end encrypted: create your SecuPass key (`tresor secupass init`), then the sender approves it');
+    if (opened.keyState !== 'ok') throw new DomainError('CONFLICT', 'your key waits for the sender\'s approval; you get a mail when the files can be opened');
+    if (!opts.secupass) throw new DomainError('VALIDATION', 'this transfer is end-to-end encrypted: give your SecuPass key (TRESOR_SECUPASS or the prompt)');
+    const own = await myPrivateKey(server, opts.secupass);
+    // The key must be the one the sender used: the link's fingerprint, or a newer key the sender approved.
+    // (A key other than the link's is fine only when the sender approved it: then the wraps are for it.)
+    const wrappedFor = opened.files[0]?.fingerprint;
+    if (wrappedFor !== own.fingerprint) {
+      throw new DomainError('CONFLICT', `the files are not wrapped for your key ${own.fingerprint}${parsed.fingerprint ? ` (the link expects ${parsed.fingerprint})` : ''}: refusing`);
+    }
+    privateKey = own.privateKey;
+    if (opened.bundle) {
+      const res = await call<Readable>(server, 'GET', `/api/v1/r/${parsed.recipientId}/files/${opened.bundle.id}?token=${opened.downloadToken}`, undefined, { stream: true });
+      const chunks: Buffer[] = [];
+      for await (const c of res) chunks.push(c as Buffer);
+      const bundle = JSON.parse(Buffer.from(await decryptBytes(await keyFor(opened.bundle), fileContext(opened.transferId, opened.bundle.id), new Uint8Array(Buffer.concat(chunks)))).toString('utf8')) as { message: string; names: string[] };
+      message = bundle.message;
+      names = bundle.names;
+    }
+  }
+  await mkdir(opts.outDir, { recursive: true });
+  const saved: { name: string; path: string; size: number }[] = [];
+  for (const [i, f] of opened.files.entries()) {
+    const name = safeName(names[i] ?? `file-${i + 1}`, `file-${i + 1}`);
+    const path = join(opts.outDir, name);
+    const partial = `${path}.part`;
+    const res = await call<Readable>(server, 'GET', `/api/v1/r/${parsed.recipientId}/files/${f.id}?token=${opened.downloadToken}`, undefined, { stream: true });
+    try {
+      if (opened.level >= 3) {
+        const key = await keyFor(f);
+        const plain = decryptStream(key, fileContext(opened.transferId, f.id), Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>);
+        await pipeline(Readable.fromWeb(plain as unknown as NodeWebReadableStream<Uint8Array>), createWriteStream(partial, { mode: 0o600 }));
+      } else {
+        await pipeline(res, createWriteStream(partial, { mode: 0o600 }) as Writable);
+      }
+      const size = (await stat(partial)).size;
+      if (size !== f.size) throw new DomainError('CONFLICT', `${name}: received ${size} bytes, expected ${f.size}`);
+      await rename(partial, path);
+      saved.push({ name, path, size });
+      onProgress(`${name}: ${size} bytes`);
+    } catch (error) {
+      await rm(partial, { force: true });
+      throw error;
+    }
+  }
+  return { transferId: opened.transferId, level: opened.level, subject: opened.subject, sender: opened.sender, message, files: saved };
+}

@@ -1,0 +1,337 @@
+import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
+import { errorResponseSchema } from '../http/errors.js';
+import { actorOf, sessionTokenOf } from '../http/auth.js';
+import type { IdentityService } from '../identity/index.js';
+import { DomainError, ForbiddenError } from '../shared/errors.js';
+import type { SenderSession, TransferService } from './transfers.service.js';
+
+const errors = { 400: errorResponseSchema, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema };
+const uuid = { type: 'string', format: 'uuid' } as const;
+const b64url = (min: number, max: number) => ({ type: 'string', pattern: '^[A-Za-z0-9_-]+$', minLength: min, maxLength: max }) as const;
+const email = { type: 'string', minLength: 3, maxLength: 254 } as const;
+
+const transferView = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    subject: { type: 'string' },
+    level: { type: 'integer' },
+    createdAt: { type: 'string' },
+    expiresAt: { type: 'string' },
+    sentAt: { type: ['string', 'null'] },
+    withdrawnAt: { type: ['string', 'null'] },
+    downloadLimit: { type: ['integer', 'null'] },
+    files: {
+      type: 'array',
+      items: { type: 'object', properties: { id: { type: 'string' }, name: { type: ['string', 'null'] }, size: { type: 'integer' }, cipherSize: { type: 'integer' }, received: { type: 'integer' } } },
+    },
+    recipients: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          id: { type: 'string' },
+          email: { type: 'string' },
+          state: { type: 'string' },
+          downloads: { type: 'integer' },
+          keyState: { type: 'string' },
+          pendingFingerprint: { type: ['string', 'null'] },
+        },
+      },
+    },
+  },
+} as const;
+
+/**
+ * Secure exchange (docs/transfers.md): SecuPass keys, sending (data users with data access), and the
+ * recipient's link (no session for level 1; the recipient's login for levels 2–4).
+ */
+export function registerTransferRoutes(
+  app: FastifyInstance,
+  deps: { transfers: TransferService; identity: Pick<IdentityService, 'dataKeyOf'>; authenticate: preHandlerAsyncHookHandler },
+): void {
+  const { transfers } = deps;
+  const secured = { preHandler: deps.authenticate };
+  /** Resolves a session when the request has one; a request without any stays anonymous. */
+  const optionalSession: preHandlerAsyncHookHandler = async function (request, reply) {
+    if (!sessionTokenOf(request)) return;
+    await deps.authenticate.call(this, request, reply);
+  };
+  const senderSession = async (request: FastifyRequest): Promise<SenderSession> => {
+    const key = await deps.identity.dataKeyOf(sessionTokenOf(request)!.token);
+    if (!key || key.grants) throw new ForbiddenError('sending transfers needs data access: only data users of a tenant who were given access can send');
+    return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, keyVersion: key.keyVersion };
+  };
+
+  // ---- SecuPass keys ------------------------------------------------------------------------------------
+  app.get('/api/v1/e2e/login-salt', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Salt and Argon2id parameters of your login hash, to show in the browser that your SecuPass key differs from your password',
+      response: { 200: { type: 'object', properties: { salt: { type: 'string' }, memoryKib: { type: 'integer' }, iterations: { type: 'integer' }, parallelism: { type: 'integer' }, hashLength: { type: 'integer' } } }, 401: errorResponseSchema },
+    },
+    handler: async (request) => transfers.loginSalt(actorOf(request)),
+  });
+  app.get('/api/v1/e2e/key', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Your current end-to-end key: the public key and the private key sealed under your SecuPass key',
+      response: { 200: { type: 'object', properties: { publicKey: { type: 'string' }, fingerprint: { type: 'string' }, sealedPrivateKey: { type: 'string' }, createdAt: { type: 'string' } } }, ...errors },
+    },
+    handler: async (request) => transfers.myKey(actorOf(request)),
+  });
+  app.put<{ Body: { publicKey: string; sealedPrivateKey: string; loginCheck: string } }>('/api/v1/e2e/key', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Create or reset your SecuPass key pair; a reset makes data sent for the old key unreadable until each sender approves the new key',
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { publicKey: b64url(100, 4096), sealedPrivateKey: b64url(40, 8192), loginCheck: { type: 'string', minLength: 16, maxLength: 200, pattern: '^[A-Za-z0-9+/]+={0,2}$' } },
+        required: ['publicKey', 'sealedPrivateKey', 'loginCheck'],
+      },
+      response: { 200: { type: 'object', properties: { fingerprint: { type: 'string' }, reset: { type: 'boolean' }, pendingApprovals: { type: 'integer' } } }, ...errors },
+    },
+    handler: async (request) => transfers.putKey(actorOf(request), request.body),
+  });
+  app.post<{ Body: { emails: string[] } }>('/api/v1/e2e/keys', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: "Recipients' current public keys by e-mail address (data users composing a level-3/4 transfer)",
+      body: { type: 'object', additionalProperties: false, properties: { emails: { type: 'array', minItems: 1, maxItems: 50, items: email } }, required: ['emails'] },
+      response: {
+        200: {
+          type: 'object',
+          properties: { keys: { type: 'object', additionalProperties: { anyOf: [{ type: 'null' }, { type: 'object', properties: { publicKey: { type: 'string' }, fingerprint: { type: 'string' } } }] } } },
+        },
+        ...errors,
+      },
+    },
+    handler: async (request) => transfers.keysFor(await senderSession(request), request.body.emails),
+  });
+
+  // ---- sending ------------------------------------------------------------------------------------------
+  app.post<{ Body: Parameters<TransferService['create']>[1] }>('/api/v1/transfers', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Create a transfer (a draft until send): files are uploaded as ciphertext in the end-to-end format',
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          subject: { type: 'string', minLength: 1, maxLength: 200 },
+          level: { type: 'integer', enum: [1, 2, 3, 4] },
+          expiresAt: { type: 'string', format: 'date-time' },
+          downloadLimit: { type: 'integer', minimum: 1, maximum: 1000 },
+          language: { type: 'string', enum: ['de', 'en'] },
+          message: { type: 'string', maxLength: 20000 },
+          recipients: { type: 'array', minItems: 1, maxItems: 50, items: email },
+          files: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 100,
+            items: { type: 'object', additionalProperties: false, properties: { name: { type: 'string', minLength: 1, maxLength: 255 }, size: { type: 'integer', minimum: 0 }, fileKey: b64url(43, 43) }, required: ['name', 'size'] },
+          },
+          bundle: { type: 'object', additionalProperties: false, properties: { size: { type: 'integer', minimum: 2 } }, required: ['size'] },
+        },
+        required: ['subject', 'level', 'expiresAt', 'recipients', 'files'],
+      },
+      response: {
+        201: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            files: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, name: { type: 'string' }, size: { type: 'integer' }, cipherSize: { type: 'integer' } } } },
+            bundleId: { type: 'string' },
+            bundleCipherSize: { type: 'integer' },
+            recipients: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, email: { type: 'string' }, publicKey: { type: 'string' }, fingerprint: { type: 'string' } } } },
+            sender: { type: 'object', properties: { publicKey: { type: 'string' }, fingerprint: { type: 'string' } } },
+          },
+        },
+        ...errors,
+      },
+    },
+    handler: async (request, reply) => reply.status(201).send(await transfers.create(await senderSession(request), request.body)),
+  });
+
+  // Ciphertext arrives as a raw stream; it is written to disk as it comes (constant memory).
+  app.register(async (scope) => {
+    scope.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
+    scope.put<{ Params: { id: string; fileId: string }; Querystring: { offset: number } }>('/api/v1/transfers/:id/blobs/:fileId', {
+      ...secured,
+      schema: {
+        tags: ['transfers'],
+        summary: 'Append ciphertext to a file at byte `offset` (= what was received so far); resumable',
+        params: { type: 'object', properties: { id: uuid, fileId: uuid }, required: ['id', 'fileId'] },
+        querystring: { type: 'object', properties: { offset: { type: 'integer', minimum: 0 } }, required: ['offset'] },
+        response: { 200: { type: 'object', properties: { received: { type: 'integer' }, cipherSize: { type: 'integer' } } }, ...errors },
+      },
+      handler: async (request) => {
+        if (request.headers['content-type'] !== 'application/octet-stream') throw new DomainError('VALIDATION', 'send the ciphertext as application/octet-stream');
+        return transfers.upload(await senderSession(request), request.params.id, request.params.fileId, request.query.offset, request.body as AsyncIterable<Uint8Array>);
+      },
+    });
+  });
+  app.get<{ Params: { id: string; fileId: string } }>('/api/v1/transfers/:id/blobs/:fileId/status', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'How much of a file has arrived (to resume an upload)',
+      params: { type: 'object', properties: { id: uuid, fileId: uuid }, required: ['id', 'fileId'] },
+      response: { 200: { type: 'object', properties: { received: { type: 'integer' }, cipherSize: { type: 'integer' } } }, ...errors },
+    },
+    handler: async (request) => transfers.uploadStatus(await senderSession(request), request.params.id, request.params.fileId),
+  });
+  app.post<{ Params: { id: string }; Body: { wraps: { fileId: string; recipientId?: string; holder?: string; fingerprint: string; wrapped: string }[] } }>('/api/v1/transfers/:id/wraps', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Levels 3/4: the file keys wrapped to each recipient key and to your own (wrapFileKey of the e2e format)',
+      params: { type: 'object', properties: { id: uuid }, required: ['id'] },
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          wraps: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 5202,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { fileId: uuid, recipientId: { type: 'string', maxLength: 36 }, holder: { type: 'string', maxLength: 36 }, fingerprint: { type: 'string', maxLength: 80 }, wrapped: b64url(100, 4096) },
+              required: ['fileId', 'fingerprint', 'wrapped'],
+            },
+          },
+        },
+        required: ['wraps'],
+      },
+      response: { 200: { type: 'object', properties: { stored: { type: 'integer' } } }, ...errors },
+    },
+    handler: async (request) =>
+      transfers.addWraps(
+        await senderSession(request),
+        request.params.id,
+        request.body.wraps.map((w) => ({ fileId: w.fileId, holder: w.recipientId ?? w.holder ?? '', fingerprint: w.fingerprint, wrapped: w.wrapped })),
+      ),
+  });
+  app.post<{ Params: { id: string } }>('/api/v1/transfers/:id/send', {
+    ...secured,
+    schema: { tags: ['transfers'], summary: 'Send: mails every recipient a link of their own', params: { type: 'object', properties: { id: uuid }, required: ['id'] }, response: { 200: transferView, ...errors } },
+    handler: async (request) => transfers.send(await senderSession(request), request.params.id),
+  });
+  app.get('/api/v1/transfers', {
+    ...secured,
+    schema: { tags: ['transfers'], summary: 'Your transfers (the DPO: all of the tenant), newest first, with each recipient\'s state', response: { 200: { type: 'array', items: transferView }, ...errors } },
+    handler: async (request) => transfers.list(await senderSession(request)),
+  });
+  app.delete<{ Params: { id: string } }>('/api/v1/transfers/:id', {
+    ...secured,
+    schema: { tags: ['transfers'], summary: 'Withdraw: blobs and key material are deleted at once', params: { type: 'object', properties: { id: uuid }, required: ['id'] }, response: { 204: { type: 'null' }, ...errors } },
+    handler: async (request, reply) => {
+      await transfers.withdraw(await senderSession(request), request.params.id);
+      return reply.status(204).send();
+    },
+  });
+  app.get<{ Params: { id: string } }>('/api/v1/transfers/:id/sender-wraps', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Your own wrapped file keys of a level-3/4 transfer (to re-wrap them for an approved key)',
+      params: { type: 'object', properties: { id: uuid }, required: ['id'] },
+      response: { 200: { type: 'array', items: { type: 'object', properties: { fileId: { type: 'string' }, wrapped: { type: 'string' }, fingerprint: { type: 'string' } } } }, ...errors },
+    },
+    handler: async (request) => transfers.senderWraps(await senderSession(request), request.params.id),
+  });
+  app.post<{ Params: { id: string; rid: string }; Body: { fingerprint: string; wraps: { fileId: string; wrapped: string }[] } }>('/api/v1/transfers/:id/recipients/:rid/approve', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: "Approve a recipient's new SecuPass key (compare its fingerprint first) with the file keys re-wrapped for it",
+      params: { type: 'object', properties: { id: uuid, rid: uuid }, required: ['id', 'rid'] },
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          fingerprint: { type: 'string', maxLength: 80 },
+          wraps: { type: 'array', minItems: 1, maxItems: 101, items: { type: 'object', additionalProperties: false, properties: { fileId: uuid, wrapped: b64url(100, 4096) }, required: ['fileId', 'wrapped'] } },
+        },
+        required: ['fingerprint', 'wraps'],
+      },
+      response: { 204: { type: 'null' }, ...errors },
+    },
+    handler: async (request, reply) => {
+      await transfers.approve(await senderSession(request), request.params.id, request.params.rid, request.body);
+      return reply.status(204).send();
+    },
+  });
+
+  // ---- receiving ------------------------------------------------------------------------------------------
+  const openedSchema = {
+    type: 'object',
+    properties: {
+      transferId: { type: 'string' },
+      level: { type: 'integer' },
+      subject: { type: 'string' },
+      message: { type: ['string', 'null'] },
+      sender: { type: 'string' },
+      expiresAt: { type: 'string' },
+      downloadsLeft: { type: ['integer', 'null'] },
+      files: {
+        type: 'array',
+        items: { type: 'object', properties: { id: { type: 'string' }, name: { type: ['string', 'null'] }, size: { type: 'integer' }, cipherSize: { type: 'integer' }, wrapped: { type: 'string' }, fingerprint: { type: 'string' } } },
+      },
+      bundle: { type: 'object', properties: { id: { type: 'string' }, cipherSize: { type: 'integer' }, wrapped: { type: 'string' }, fingerprint: { type: 'string' } } },
+      keyState: { type: 'string' },
+      downloadToken: { type: 'string' },
+    },
+  } as const;
+  app.post<{ Params: { rid: string }; Body: { secret: string; email?: string } }>('/api/v1/r/:rid/open', {
+    preHandler: optionalSession,
+    schema: {
+      tags: ['transfers'],
+      summary: "Open a transfer with the recipient's link: level 1 with the address it was sent to; levels 2–4 logged in as that address",
+      params: { type: 'object', properties: { rid: uuid }, required: ['rid'] },
+      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43), email }, required: ['secret'] },
+      response: { 200: openedSchema, ...errors },
+    },
+    handler: async (request) => transfers.open(request.params.rid, request.body.secret, { email: request.body.email, actor: request.actor, source: request.ip }),
+  });
+  app.post<{ Params: { rid: string }; Body: { secret: string } }>('/api/v1/r/:rid/register', {
+    schema: {
+      tags: ['transfers'],
+      summary: "Register a free guest account for the link's address: an invitation goes to that address",
+      params: { type: 'object', properties: { rid: uuid }, required: ['rid'] },
+      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43) }, required: ['secret'] },
+      response: { 202: { type: 'object', properties: { status: { type: 'string' } } }, ...errors },
+    },
+    handler: async (request, reply) => {
+      const status = await transfers.register(request.params.rid, request.body.secret);
+      // The same answer whether or not an account exists: the mail says the rest.
+      return reply.status(202).send({ status: status === 'invited' ? 'mailed' : 'mailed' });
+    },
+  });
+  app.get<{ Params: { rid: string; fileId: string }; Querystring: { token: string } }>('/api/v1/r/:rid/files/:fileId', {
+    schema: {
+      tags: ['transfers'],
+      summary: 'Download a file with the token of open: plaintext at levels 1–2, ciphertext (e2e format) at levels 3–4',
+      params: { type: 'object', properties: { rid: uuid, fileId: uuid }, required: ['rid', 'fileId'] },
+      querystring: { type: 'object', properties: { token: b64url(43, 43) }, required: ['token'] },
+    },
+    handler: async (request, reply) => {
+      const file = await transfers.download(request.params.rid, request.params.fileId, request.query.token, request.ip);
+      return reply
+        .header('content-type', file.encrypted ? 'application/octet-stream' : 'application/octet-stream')
+        .header('content-length', String(file.length))
+        .header('content-disposition', `attachment; filename="${file.name.replace(/[^\x20-\x7e]|["\\]/g, '_')}"; filename*=UTF-8''${encodeURIComponent(file.name)}`)
+        .header('cache-control', 'no-store')
+        .header('x-tresor-encrypted', file.encrypted ? 'e2e' : 'no')
+        .send(file.stream);
+    },
+  });
+}

@@ -1,0 +1,701 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
+import type { Kysely } from 'kysely';
+import type { Actor } from '../access/index.js';
+import { aeadOpen, aeadSeal, hkdf32, unwrapWithKey, wrapWithKey } from '../crypto/envelope.js';
+import { constantTimeEqual, newId, sha256Hex } from '../crypto/random.js';
+import type { IdentityService } from '../identity/index.js';
+import { ledgerActor } from '../ledger/ledgers.js';
+import type { Ledger, LedgerEvent } from '../ledger/index.js';
+import type { Mailer } from '../mail/mailer.js';
+import { renderMail, type MailTemplate } from '../mail/templates.js';
+import { ciphertextSize, decodePublicKey, decryptStream, fingerprint as fingerprintOf, fromBase64Url, WRAPPED_KEY_SIZE } from '../shared-e2e/index.js';
+import { ConflictError, DomainError, ForbiddenError, NotFoundError, UnauthenticatedError, ValidationError } from '../shared/errors.js';
+import type { TransferControlSchema, TransferFileTable, TransferRecipientTable, TransferSchema, TransferTable } from './transfers.migrations.js';
+
+export type Level = 1 | 2 | 3 | 4;
+export type KeyState = 'none' | 'ok' | 'pending-key' | 'approval-needed';
+
+export interface CreateTransferInput {
+  subject: string;
+  level: Level;
+  expiresAt: string;
+  downloadLimit?: number | undefined;
+  language?: 'de' | 'en' | undefined;
+  message?: string | undefined;
+  recipients: string[];
+  files: { name: string; size: number; fileKey?: string | undefined }[];
+  bundle?: { size: number } | undefined;
+}
+
+export interface TransferView {
+  id: string;
+  subject: string;
+  level: Level;
+  createdAt: string;
+  expiresAt: string;
+  sentAt: string | null;
+  withdrawnAt: string | null;
+  downloadLimit: number | null;
+  files: { id: string; name: string | null; size: number; cipherSize: number; received: number }[];
+  recipients: { id: string; email: string; state: string; downloads: number; keyState: KeyState; pendingFingerprint: string | null }[];
+}
+
+export interface OpenedTransfer {
+  transferId: string;
+  level: Level;
+  subject: string;
+  message: string | null;
+  sender: string;
+  expiresAt: string;
+  downloadsLeft: number | null;
+  files: { id: string; name: string | null; size: number; cipherSize: number; wrapped?: string; fingerprint?: string }[];
+  bundle?: { id: string; cipherSize: number; wrapped?: string; fingerprint?: string };
+  keyState: KeyState;
+  downloadToken: string;
+}
+
+/** What a data session gives the transfer service: the tenant data key of the sender's session. */
+export interface SenderSession {
+  actor: Actor;
+  tenantId: string;
+  dataKey: Buffer;
+  keyVersion: number;
+}
+
+const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]{2,}$/u;
+const DAY_MS = 86_400_000;
+const DOWNLOAD_TOKEN_MS = 3_600_000;
+export const MAX_FILE_BYTES = 64 * 1024 ** 3; // 64 GiB per file
+const MAX_FILES = 100;
+const MAX_RECIPIENTS = 50;
+const MAX_BUNDLE_BYTES = 1024 * 1024;
+const TOKEN = /^[A-Za-z0-9_-]{43}$/;
+
+const normaliseEmail = (email: string) => email.normalize('NFC').trim().toLowerCase();
+const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64url');
+/** The file context of the end-to-end format: binds a file's records to its transfer and id. */
+export const fileContext = (transferId: string, fileId: string) => `transfer:${transferId}/file:${fileId}`;
+
+/** "This link is not valid": one answer for unknown, withdrawn, expired and wrong-secret links. */
+export class TransferLinkError extends DomainError {
+  constructor() {
+    super('NOT_FOUND', 'this transfer link is not valid (any more): it may have expired or been withdrawn');
+  }
+}
+
+export function createTransferService(deps: {
+  control: Kysely<TransferControlSchema>;
+  tenantDb: (tenantId: string) => Promise<Kysely<TransferSchema>>;
+  tenantLedger: (tenantId: string) => Promise<Pick<Ledger, 'append'>>;
+  identity: Pick<IdentityService, 'accountInfo' | 'accountByLogin' | 'loginHashParams' | 'matchesLoginHash' | 'registerGuest'>;
+  tenantName: (tenantId: string) => Promise<string>;
+  mailer: Pick<Mailer, 'send'>;
+  publicUrl: string;
+  defaultLanguage: 'de' | 'en';
+  blobRoot: string;
+  clock: { now(): Date };
+  billing?: { count(tenantId: string, usage: { bytesTransferred?: number }): void };
+}) {
+  const { control, clock } = deps;
+  const nowIso = () => clock.now().toISOString();
+
+  // ---- keys of a transfer ----------------------------------------------------------------------------
+  const tenantKek = (dataKey: Buffer) => hkdf32(dataKey, 'tresor/transfer-key/v1');
+  const transferKeyContext = (id: string, version: number) => `transfer-key|${id}|v${version}`;
+  const linkContext = (transferId: string, recipientId: string) => `transfer-link|${transferId}|${recipientId}`;
+  const seal = (key: Buffer, text: string, aad: string) => aeadSeal(key, Buffer.from(text, 'utf8'), aad).toString('base64url');
+  const unseal = (key: Buffer, sealed: string, aad: string) => aeadOpen(key, Buffer.from(sealed, 'base64url'), aad).toString('utf8');
+  const emailCheck = (secret: Uint8Array, email: string) => createHmac('sha256', hkdf32(secret, 'tresor/transfer-email-check/v1')).update(normaliseEmail(email)).digest('hex');
+  const transferKeyOf = (s: SenderSession, t: TransferTable) => {
+    if (!t.key_wrap) throw new NotFoundError('transfer');
+    return unwrapWithKey(t.key_wrap, tenantKek(s.dataKey), transferKeyContext(t.id, t.key_version));
+  };
+
+  const blobDir = (tenantId: string, transferId: string) => join(deps.blobRoot, tenantId, transferId);
+  const blobPath = (tenantId: string, transferId: string, fileId: string) => join(blobDir(tenantId, transferId), fileId);
+
+  const record = async (tenantId: string, event: LedgerEvent) => (await deps.tenantLedger(tenantId)).append(event);
+  const mailTo = async (to: { login: string; language: 'de' | 'en' | null }, template: MailTemplate) => {
+    const { subject, text } = renderMail(template, to.language ?? deps.defaultLanguage);
+    await deps.mailer.send({ to: to.login, subject, text });
+  };
+
+  /** A data user of the tenant (member or DPO) acting in a session that holds the tenant's data key. */
+  const sender = (s: SenderSession) => {
+    const a = s.actor;
+    if (a.kind !== 'tenant' || (a.role !== 'member' && a.role !== 'dpo') || a.tenantId !== s.tenantId) throw new ForbiddenError('transfers are sent by the data users of a tenant');
+    return a;
+  };
+  const ownTransfer = async (s: SenderSession, id: string) => {
+    const a = sender(s);
+    const db = await deps.tenantDb(s.tenantId);
+    const t = await db.selectFrom('transfers').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!t || t.deleted_at !== null || (t.sender_id !== a.accountId && a.role !== 'dpo')) throw new NotFoundError('transfer');
+    return { db, t, a };
+  };
+
+  const currentKey = async (accountId: string) =>
+    control.selectFrom('e2e_keys').selectAll().where('account_id', '=', accountId).where('replaced_at', 'is', null).executeTakeFirst();
+
+  // ---- sent list -------------------------------------------------------------------------------------
+  const viewOf = async (db: Kysely<TransferSchema>, key: Buffer, t: TransferTable): Promise<TransferView> => {
+    const files = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
+    const recipients = await db.selectFrom('transfer_recipients').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
+    return {
+      id: t.id,
+      subject: unseal(key, t.subject_ct, `transfer|${t.id}|subject`),
+      level: t.level as Level,
+      createdAt: t.created_at,
+      expiresAt: t.expires_at,
+      sentAt: t.sent_at,
+      withdrawnAt: t.withdrawn_at,
+      downloadLimit: t.download_limit,
+      files: files.map((f) => ({
+        id: f.id,
+        name: f.kind === 'bundle' ? '(bundle)' : f.name_ct === null ? null : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`),
+        size: Number(f.size),
+        cipherSize: Number(f.cipher_size),
+        received: Number(f.received),
+      })),
+      recipients: recipients.map((r) => ({
+        id: r.id,
+        email: unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`),
+        state: r.state,
+        downloads: Object.values(JSON.parse(r.downloads) as Record<string, number>).reduce((a, b) => a + b, 0),
+        keyState: r.key_state as KeyState,
+        pendingFingerprint: r.pending_fingerprint,
+      })),
+    };
+  };
+
+  /** Deletes a transfer's blobs and every piece of its key material (withdrawal, expiry). */
+  const purge = async (tenantId: string, t: TransferTable, reason: 'withdrawn' | 'expired', actor: LedgerEvent['actor']) => {
+    const db = await deps.tenantDb(tenantId);
+    await rm(blobDir(tenantId, t.id), { recursive: true, force: true });
+    const recipients = await db.selectFrom('transfer_recipients').select('id').where('transfer_id', '=', t.id).execute();
+    await db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('transfer_wraps').where('transfer_id', '=', t.id).execute();
+      await trx.deleteFrom('transfer_downloads').where('transfer_id', '=', t.id).execute();
+      await trx.updateTable('transfer_files').set({ file_key_ct: null }).where('transfer_id', '=', t.id).execute();
+      await trx.updateTable('transfer_recipients').set({ key_wrap: null, secret_hash: null }).where('transfer_id', '=', t.id).execute();
+      await trx
+        .updateTable('transfers')
+        .set({ key_wrap: null, deleted_at: nowIso(), ...(reason === 'withdrawn' && t.withdrawn_at === null ? { withdrawn_at: nowIso() } : {}) })
+        .where('id', '=', t.id)
+        .execute();
+    });
+    if (recipients.length > 0) await control.deleteFrom('transfer_index').where('recipient_id', 'in', recipients.map((r) => r.id)).execute();
+    await record(tenantId, { actor, action: reason === 'withdrawn' ? 'transfer.withdraw' : 'transfer.expire', resource: { type: 'transfer', id: t.id }, outcome: 'success' });
+  };
+
+  // ---- the recipient's side: the link -------------------------------------------------------------------
+  /** Resolves a link: its tenant, transfer and recipient, with K_tr opened by the link secret. */
+  const resolveLink = async (recipientId: string, secret: string) => {
+    if (!TOKEN.test(secret) || !/^[0-9a-f-]{36}$/.test(recipientId)) throw new TransferLinkError();
+    const index = await control.selectFrom('transfer_index').selectAll().where('recipient_id', '=', recipientId).executeTakeFirst();
+    if (!index) throw new TransferLinkError();
+    const db = await deps.tenantDb(index.tenant_id);
+    const r = await db.selectFrom('transfer_recipients').selectAll().where('id', '=', recipientId).executeTakeFirst();
+    const t = r ? await db.selectFrom('transfers').selectAll().where('id', '=', r.transfer_id).executeTakeFirst() : undefined;
+    if (!r || !t || !r.secret_hash || !r.key_wrap || !constantTimeEqual(sha256Hex(secret), r.secret_hash)) throw new TransferLinkError();
+    if (t.sent_at === null || t.deleted_at !== null || t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new TransferLinkError();
+    const secretBytes = Buffer.from(secret, 'base64url');
+    const key = unwrapWithKey(r.key_wrap, secretBytes, linkContext(t.id, r.id));
+    const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
+    return { tenantId: index.tenant_id, db, t, r, key, email, secretBytes };
+  };
+
+  return {
+    // ---- SecuPass keys --------------------------------------------------------------------------------
+    async loginSalt(actor: Actor) {
+      if (!('accountId' in actor)) throw new ForbiddenError();
+      return deps.identity.loginHashParams(actor.accountId);
+    },
+
+    async myKey(actor: Actor) {
+      if (!('accountId' in actor)) throw new ForbiddenError();
+      const k = await currentKey(actor.accountId);
+      if (!k) throw new NotFoundError('SecuPass key');
+      return { publicKey: k.public_key, fingerprint: k.fingerprint, sealedPrivateKey: k.sealed_private_key, createdAt: k.created_at };
+    },
+
+    /**
+     * Creates or resets the caller's key pair. A reset destroys every wrap for the old key (data sent
+     * for it becomes unreadable) and asks each sender of such data to approve the new key.
+     */
+    async putKey(actor: Actor, input: { publicKey: string; sealedPrivateKey: string; loginCheck: string }) {
+      if (!('accountId' in actor) || actor.kind === 'operator' || actor.kind === 'reseller' || actor.kind === 'installer') throw new ForbiddenError('SecuPass keys are for the people who send and receive transfers');
+      let fingerprint: string;
+      try {
+        fingerprint = await fingerprintOf(await decodePublicKey(input.publicKey));
+      } catch {
+        throw new ValidationError('publicKey is not a valid Tresor end-to-end public key (docs/e2e-format.md)');
+      }
+      if (!/^[A-Za-z0-9_-]{40,8192}$/.test(input.sealedPrivateKey)) throw new ValidationError('sealedPrivateKey must be the sealed key in base64url');
+      const check = Buffer.from(input.loginCheck, 'base64');
+      if (await deps.identity.matchesLoginHash(actor.accountId, check)) throw new ConflictError('the SecuPass key must differ from your login password: choose another one');
+      const old = await currentKey(actor.accountId);
+      if (old?.fingerprint === fingerprint) throw new ConflictError('this is your current key already');
+      const now = nowIso();
+      if (old) await control.updateTable('e2e_keys').set({ replaced_at: now }).where('id', '=', old.id).execute();
+      await control.insertInto('e2e_keys').values({ id: newId(), account_id: actor.accountId, public_key: input.publicKey, fingerprint, sealed_private_key: input.sealedPrivateKey, created_at: now, replaced_at: null }).execute();
+      let pendingApprovals = 0;
+      const me = await deps.identity.accountInfo(actor.accountId);
+      if (old) {
+        // Every wrap for the old key goes: what was sent for it is unreadable until a sender approves the new one.
+        const tenants = await control.selectFrom('transfer_index').select('tenant_id').distinct().execute();
+        for (const { tenant_id: tenantId } of tenants) {
+          const db = await deps.tenantDb(tenantId);
+          await db.deleteFrom('transfer_wraps').where('fingerprint', '=', old.fingerprint).execute();
+          const affected = await db.selectFrom('transfer_recipients').selectAll().where('key_fingerprint', '=', old.fingerprint).execute();
+          for (const r of affected) {
+            await db.updateTable('transfer_recipients').set({ key_state: 'approval-needed', pending_fingerprint: fingerprint, key_fingerprint: null }).where('id', '=', r.id).execute();
+            pendingApprovals++;
+            const t = await db.selectFrom('transfers').select(['id', 'sender_id', 'level']).where('id', '=', r.transfer_id).executeTakeFirst();
+            const senderAccount = t ? await deps.identity.accountInfo(t.sender_id) : undefined;
+            if (senderAccount && me) await mailTo(senderAccount, { kind: 'transfer-key-pending', subject: `#${t!.id.slice(0, 8)}`, recipient: me.login, fingerprint });
+          }
+        }
+      }
+      const tenantId = 'tenantId' in actor && actor.tenantId ? actor.tenantId : undefined;
+      const event: LedgerEvent = { actor: ledgerActor(actor), action: old ? 'e2e.key.reset' : 'e2e.key.create', resource: { type: 'e2e-key', id: actor.accountId }, outcome: 'success', details: { pendingApprovals } };
+      if (tenantId) await record(tenantId, event);
+      return { fingerprint, reset: old !== undefined, pendingApprovals };
+    },
+
+    /** The current public keys of people by address (for a sender composing a level-3/4 transfer). */
+    async keysFor(s: SenderSession, emails: string[]) {
+      sender(s);
+      const keys: Record<string, { publicKey: string; fingerprint: string } | null> = {};
+      for (const email of emails.slice(0, MAX_RECIPIENTS)) {
+        const account = await deps.identity.accountByLogin(email);
+        const k = account ? await currentKey(account.id) : undefined;
+        keys[normaliseEmail(email)] = k ? { publicKey: k.public_key, fingerprint: k.fingerprint } : null;
+      }
+      return { keys };
+    },
+
+    // ---- sending --------------------------------------------------------------------------------------
+    async create(s: SenderSession, input: CreateTransferInput) {
+      const a = sender(s);
+      const problems: string[] = [];
+      const subject = input.subject.trim();
+      if (subject.length < 1 || subject.length > 200) problems.push('subject must be 1 to 200 characters');
+      if (![1, 2, 3, 4].includes(input.level)) problems.push('level must be 1, 2, 3 or 4');
+      const expires = new Date(input.expiresAt);
+      const now = clock.now();
+      if (!Number.isFinite(expires.getTime()) || expires <= now || expires.getTime() - now.getTime() > 90 * DAY_MS) problems.push('expiresAt must be in the future, at most 90 days ahead');
+      const recipients = [...new Set(input.recipients.map(normaliseEmail))];
+      if (recipients.length < 1 || recipients.length > MAX_RECIPIENTS) problems.push(`recipients: 1 to ${MAX_RECIPIENTS} e-mail addresses`);
+      for (const r of recipients) if (r.length > 254 || !EMAIL.test(r)) problems.push(`"${r.slice(0, 60)}" is not an e-mail address`);
+      if (input.files.length < 1 || input.files.length > MAX_FILES) problems.push(`files: 1 to ${MAX_FILES}`);
+      const e2e = input.level >= 3;
+      input.files.forEach((f, i) => {
+        if (f.name.trim().length < 1 || f.name.length > 255 || /[\u0000-\u001f/\\]/.test(f.name)) problems.push(`file ${i + 1}: the name must be 1 to 255 characters, without / \\ or control characters`);
+        if (!Number.isSafeInteger(f.size) || f.size < 0 || f.size > MAX_FILE_BYTES) problems.push(`file ${i + 1}: size must be 0 to ${MAX_FILE_BYTES} bytes`);
+        if (!e2e && (f.fileKey === undefined || !/^[A-Za-z0-9_-]{43}$/.test(f.fileKey))) problems.push(`file ${i + 1}: levels 1 and 2 need the file key (32 bytes, base64url)`);
+        if (e2e && f.fileKey !== undefined) problems.push(`file ${i + 1}: at level ${input.level} the file key never goes to the server; send wraps instead`);
+      });
+      if (input.level === 4) {
+        if (!input.bundle || !Number.isSafeInteger(input.bundle.size) || input.bundle.size < 2 || input.bundle.size > MAX_BUNDLE_BYTES) problems.push(`level 4 needs bundle.size (the encrypted message and file names), at most ${MAX_BUNDLE_BYTES} bytes`);
+        if (input.message) problems.push('at level 4 the message goes into the end-to-end encrypted bundle, not into message');
+      } else if (input.bundle) problems.push('bundle is for level 4 only');
+      if ((input.message ?? '').length > 20_000) problems.push('message must be at most 20,000 characters');
+      if (input.downloadLimit !== undefined && (!Number.isInteger(input.downloadLimit) || input.downloadLimit < 1 || input.downloadLimit > 1000)) problems.push('downloadLimit must be 1 to 1000');
+      if (problems.length > 0) throw new ValidationError(problems.join('; '), { problems });
+
+      const id = newId();
+      const key = randomBytes(32);
+      const db = await deps.tenantDb(s.tenantId);
+      const row: TransferTable = {
+        id,
+        sender_id: a.accountId,
+        level: input.level,
+        subject_ct: seal(key, subject, `transfer|${id}|subject`),
+        message_ct: input.level <= 3 && input.message ? seal(key, input.message, `transfer|${id}|message`) : null,
+        language: input.language ?? deps.defaultLanguage,
+        key_wrap: wrapWithKey(key, tenantKek(s.dataKey), transferKeyContext(id, s.keyVersion)),
+        key_version: s.keyVersion,
+        download_limit: input.downloadLimit ?? null,
+        created_at: now.toISOString(),
+        expires_at: expires.toISOString(),
+        sent_at: null,
+        withdrawn_at: null,
+        deleted_at: null,
+      };
+      const files: TransferFileTable[] = input.files.map((f, idx) => {
+        const fileId = newId();
+        return {
+          id: fileId,
+          transfer_id: id,
+          idx,
+          kind: 'file',
+          name_ct: input.level === 4 ? null : seal(key, f.name.trim(), `transfer|${id}|file-name|${fileId}`),
+          size: f.size,
+          cipher_size: ciphertextSize(f.size),
+          received: 0,
+          file_key_ct: e2e ? null : aeadSeal(key, Buffer.from(f.fileKey!, 'base64url'), `transfer|${id}|file-key|${fileId}`).toString('base64url'),
+        };
+      });
+      if (input.level === 4) {
+        files.push({ id: newId(), transfer_id: id, idx: files.length, kind: 'bundle', name_ct: null, size: input.bundle!.size, cipher_size: ciphertextSize(input.bundle!.size), received: 0, file_key_ct: null });
+      }
+      const recipientRows: (TransferRecipientTable & { email: string; publicKey?: string })[] = [];
+      for (const [idx, email] of recipients.entries()) {
+        const rid = newId();
+        let keyInfo: { publicKey: string; fingerprint: string } | undefined;
+        if (e2e) {
+          const account = await deps.identity.accountByLogin(email);
+          const k = account ? await currentKey(account.id) : undefined;
+          if (k) keyInfo = { publicKey: k.public_key, fingerprint: k.fingerprint };
+        }
+        recipientRows.push({
+          id: rid,
+          transfer_id: id,
+          idx,
+          email_ct: seal(key, email, `transfer|${id}|recipient|${rid}`),
+          email_check: null,
+          secret_hash: null,
+          key_wrap: null,
+          state: 'draft',
+          downloads: '{}',
+          opened_at: null,
+          downloaded_at: null,
+          key_fingerprint: keyInfo?.fingerprint ?? null,
+          key_state: !e2e ? 'none' : keyInfo ? 'ok' : 'pending-key',
+          pending_fingerprint: null,
+          email,
+          ...(keyInfo ? { publicKey: keyInfo.publicKey } : {}),
+        });
+      }
+      await db.transaction().execute(async (trx) => {
+        await trx.insertInto('transfers').values(row).execute();
+        await trx.insertInto('transfer_files').values(files).execute();
+        await trx.insertInto('transfer_recipients').values(recipientRows.map(({ email: _e, publicKey: _p, ...r }) => r)).execute();
+      });
+      await control.insertInto('transfer_index').values(recipientRows.map((r) => ({ recipient_id: r.id, tenant_id: s.tenantId }))).execute();
+      await mkdir(blobDir(s.tenantId, id), { recursive: true, mode: 0o700 });
+      await record(s.tenantId, {
+        actor: ledgerActor(s.actor),
+        action: 'transfer.create',
+        resource: { type: 'transfer', id },
+        outcome: 'success',
+        details: { level: input.level, files: input.files.length, recipients: recipients.length, bytes: input.files.reduce((n, f) => n + f.size, 0) },
+      });
+      const own = e2e ? await currentKey(a.accountId) : undefined;
+      const bundle = files.find((f) => f.kind === 'bundle');
+      return {
+        id,
+        files: files.filter((f) => f.kind === 'file').map((f) => ({ id: f.id, name: input.files[f.idx]!.name.trim(), size: Number(f.size), cipherSize: Number(f.cipher_size) })),
+        ...(bundle ? { bundleId: bundle.id, bundleCipherSize: Number(bundle.cipher_size) } : {}),
+        recipients: recipientRows.map((r) => ({ id: r.id, email: r.email, ...(r.publicKey ? { publicKey: r.publicKey, fingerprint: r.key_fingerprint! } : {}) })),
+        ...(own ? { sender: { publicKey: own.public_key, fingerprint: own.fingerprint } } : {}),
+      };
+    },
+
+    /**
+     * Appends ciphertext at `offset` (which must be what was received so far), streamed to disk in
+     * constant memory. An interrupted upload keeps what arrived; the sender resumes from `received`.
+     */
+    async upload(s: SenderSession, transferId: string, fileId: string, offset: number, body: AsyncIterable<Uint8Array>) {
+      const { db, t } = await ownTransfer(s, transferId);
+      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
+      const f = await db.selectFrom('transfer_files').selectAll().where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
+      if (!f) throw new NotFoundError('file');
+      const received = Number(f.received);
+      if (offset !== received) throw new ConflictError(`the upload continues at byte ${received}, not ${offset}`, { client: { received } });
+      const limit = Number(f.cipher_size);
+      const path = blobPath(s.tenantId, t.id, f.id);
+      await mkdir(blobDir(s.tenantId, t.id), { recursive: true, mode: 0o700 });
+      const handle = await open(path, received === 0 ? 'w' : 'r+', 0o600);
+      let position = received;
+      let tooLong = false;
+      try {
+        await handle.truncate(received); // a torn tail of an interrupted write goes
+        for await (const chunk of body) {
+          if (position + chunk.length > limit) {
+            tooLong = true;
+            break;
+          }
+          await handle.write(chunk, 0, chunk.length, position);
+          position += chunk.length;
+        }
+        await handle.sync();
+      } finally {
+        await handle.close();
+        // Even when the client broke off: what is on disk counts, so the upload resumes there.
+        await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
+        deps.billing?.count(s.tenantId, { bytesTransferred: position - received });
+      }
+      if (tooLong) throw new ValidationError(`file ${f.id} is ${limit} bytes encrypted; the upload went beyond that (kept: ${position})`, { client: { received: position } });
+      return { received: position, cipherSize: limit };
+    },
+
+    async uploadStatus(s: SenderSession, transferId: string, fileId: string) {
+      const { db, t } = await ownTransfer(s, transferId);
+      const f = await db.selectFrom('transfer_files').select(['received', 'cipher_size']).where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
+      if (!f) throw new NotFoundError('file');
+      return { received: Number(f.received), cipherSize: Number(f.cipher_size) };
+    },
+
+    /** Levels 3/4: file keys wrapped in the sender's browser or CLI, to recipients' keys and the sender's own. */
+    async addWraps(s: SenderSession, transferId: string, wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[]) {
+      const { db, t, a } = await ownTransfer(s, transferId);
+      if (t.level < 3) throw new ConflictError('wraps are for levels 3 and 4; at levels 1 and 2 the server holds the file keys');
+      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; a new key of a recipient is approved instead');
+      const files = new Set((await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).execute()).map((f) => f.id));
+      const recipients = new Map((await db.selectFrom('transfer_recipients').select(['id', 'key_fingerprint']).where('transfer_id', '=', t.id).execute()).map((r) => [r.id, r.key_fingerprint]));
+      const own = await currentKey(a.accountId);
+      for (const w of wraps) {
+        if (!files.has(w.fileId)) throw new ValidationError(`file ${w.fileId} is not part of this transfer`);
+        const expected = w.holder === 'sender' ? own?.fingerprint : recipients.get(w.holder);
+        if (expected === undefined) throw new ValidationError(`holder ${w.holder} is not the sender or a recipient of this transfer`);
+        if (expected === null || expected !== w.fingerprint) throw new ConflictError(`the wrap for ${w.holder} is for key ${w.fingerprint}, but the key on record is ${expected ?? 'none'}`);
+        if (fromBase64Url(w.wrapped).length !== WRAPPED_KEY_SIZE) throw new ValidationError(`a wrapped key is ${WRAPPED_KEY_SIZE} bytes`);
+      }
+      await db.transaction().execute(async (trx) => {
+        for (const w of wraps) {
+          await trx.deleteFrom('transfer_wraps').where('transfer_id', '=', t.id).where('file_id', '=', w.fileId).where('holder', '=', w.holder).execute();
+          await trx.insertInto('transfer_wraps').values({ id: newId(), transfer_id: t.id, file_id: w.fileId, holder: w.holder, fingerprint: w.fingerprint, wrapped: w.wrapped }).execute();
+        }
+      });
+      return { stored: wraps.length };
+    },
+
+    /** Sends: every blob complete (and wrapped, at levels 3/4); a link with a fresh secret per recipient. */
+    async send(s: SenderSession, transferId: string): Promise<TransferView> {
+      const { db, t, a } = await ownTransfer(s, transferId);
+      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already');
+      const files = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).execute();
+      const incomplete = files.filter((f) => Number(f.received) !== Number(f.cipher_size));
+      if (incomplete.length > 0) throw new ConflictError(`${incomplete.length} file(s) are not completely uploaded yet`);
+      const recipients = await db.selectFrom('transfer_recipients').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
+      if (t.level >= 3) {
+        const wraps = await db.selectFrom('transfer_wraps').select(['file_id', 'holder']).where('transfer_id', '=', t.id).execute();
+        const has = (holder: string) => files.every((f) => wraps.some((w) => w.file_id === f.id && w.holder === holder));
+        if (!has('sender')) throw new ConflictError('wrap every file key for your own key too (so that you can approve a recipient\'s new key later)');
+        const missing = recipients.filter((r) => r.key_state === 'ok' && !has(r.id));
+        if (missing.length > 0) throw new ConflictError(`${missing.length} recipient(s) with a key have no wrapped file keys yet`);
+      }
+      const key = transferKeyOf(s, t);
+      const me = await deps.identity.accountInfo(a.accountId);
+      const organisation = await deps.tenantName(s.tenantId);
+      const subject = unseal(key, t.subject_ct, `transfer|${t.id}|subject`);
+      const fileCount = files.filter((f) => f.kind === 'file').length;
+      for (const r of recipients) {
+        const secret = randomBytes(32);
+        const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
+        await db
+          .updateTable('transfer_recipients')
+          .set({ secret_hash: sha256Hex(b64(secret)), key_wrap: wrapWithKey(key, secret, linkContext(t.id, r.id)), email_check: emailCheck(secret, email), state: 'notified' })
+          .where('id', '=', r.id)
+          .execute();
+        const link = `${deps.publicUrl}/app/r/${r.id}#s=${b64(secret)}${r.key_fingerprint ? `&fp=${r.key_fingerprint}` : ''}`;
+        const account = await deps.identity.accountByLogin(email);
+        await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: me?.login ?? 'Tresor', organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
+      }
+      await db.updateTable('transfers').set({ sent_at: nowIso() }).where('id', '=', t.id).execute();
+      await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
+      return viewOf(db, key, { ...t, sent_at: nowIso() });
+    },
+
+    async list(s: SenderSession): Promise<TransferView[]> {
+      const a = sender(s);
+      const db = await deps.tenantDb(s.tenantId);
+      let q = db.selectFrom('transfers').selectAll().where('deleted_at', 'is', null).orderBy('created_at', 'desc').limit(200);
+      if (a.role !== 'dpo') q = q.where('sender_id', '=', a.accountId);
+      const out: TransferView[] = [];
+      for (const t of await q.execute()) out.push(await viewOf(db, transferKeyOf(s, t), t));
+      return out;
+    },
+
+    async withdraw(s: SenderSession, transferId: string) {
+      const { t } = await ownTransfer(s, transferId);
+      await purge(s.tenantId, t, 'withdrawn', ledgerActor(s.actor));
+    },
+
+    async senderWraps(s: SenderSession, transferId: string) {
+      const { db, t } = await ownTransfer(s, transferId);
+      return db.selectFrom('transfer_wraps').select(['file_id as fileId', 'wrapped', 'fingerprint']).where('transfer_id', '=', t.id).where('holder', '=', 'sender').execute();
+    },
+
+    /** The sender approves a recipient's new key, with the file keys re-wrapped for it in the sender's browser. */
+    async approve(s: SenderSession, transferId: string, recipientId: string, input: { fingerprint: string; wraps: { fileId: string; wrapped: string }[] }) {
+      const { db, t, a } = await ownTransfer(s, transferId);
+      if (t.level < 3) throw new ConflictError('only levels 3 and 4 have keys to approve');
+      const r = await db.selectFrom('transfer_recipients').selectAll().where('id', '=', recipientId).where('transfer_id', '=', t.id).executeTakeFirst();
+      if (!r) throw new NotFoundError('recipient');
+      if (r.key_state !== 'approval-needed' || r.pending_fingerprint !== input.fingerprint) throw new ConflictError('there is no new key with this fingerprint waiting for approval for this recipient');
+      const key = transferKeyOf(s, t);
+      const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
+      const account = await deps.identity.accountByLogin(email);
+      const current = account ? await currentKey(account.id) : undefined;
+      if (!current || current.fingerprint !== input.fingerprint) throw new ConflictError("the recipient's current key is not the one with this fingerprint (it may have been reset again)");
+      const files = await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).execute();
+      const byFile = new Map(input.wraps.map((w) => [w.fileId, w.wrapped]));
+      if (files.some((f) => !byFile.has(f.id)) || byFile.size !== files.length) throw new ValidationError('send one wrapped key for every file of the transfer');
+      for (const w of byFile.values()) if (fromBase64Url(w).length !== WRAPPED_KEY_SIZE) throw new ValidationError(`a wrapped key is ${WRAPPED_KEY_SIZE} bytes`);
+      await db.transaction().execute(async (trx) => {
+        await trx.deleteFrom('transfer_wraps').where('transfer_id', '=', t.id).where('holder', '=', r.id).execute();
+        for (const [fileId, wrapped] of byFile) await trx.insertInto('transfer_wraps').values({ id: newId(), transfer_id: t.id, file_id: fileId, holder: r.id, fingerprint: input.fingerprint, wrapped }).execute();
+        await trx.updateTable('transfer_recipients').set({ key_state: 'ok', key_fingerprint: input.fingerprint, pending_fingerprint: null }).where('id', '=', r.id).execute();
+      });
+      const me = await deps.identity.accountInfo(a.accountId);
+      await mailTo({ login: email, language: account!.language }, { kind: 'transfer-key-approved', subject: unseal(key, t.subject_ct, `transfer|${t.id}|subject`), sender: me?.login ?? 'Tresor' });
+      await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.approve', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipient: r.id } });
+    },
+
+    // ---- receiving ------------------------------------------------------------------------------------
+    async open(recipientId: string, secret: string, opts: { email?: string | undefined; actor?: Actor | undefined; source: string }): Promise<OpenedTransfer> {
+      let link: Awaited<ReturnType<typeof resolveLink>>;
+      try {
+        link = await resolveLink(recipientId, secret);
+      } catch (error) {
+        await deps.control.selectFrom('transfer_index').select('tenant_id').where('recipient_id', '=', /^[0-9a-f-]{36}$/.test(recipientId) ? recipientId : '').executeTakeFirst().then(async (ix) => {
+          if (ix) await record(ix.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: 'unknown' }, action: 'transfer.open', resource: { type: 'transfer-recipient', id: recipientId }, outcome: 'denied', source: opts.source });
+        });
+        throw error;
+      }
+      const { tenantId, db, t, r, key, email, secretBytes } = link;
+      const actorId = opts.actor && 'accountId' in opts.actor ? opts.actor.accountId : undefined;
+      const who: LedgerEvent['actor'] = opts.actor ? ledgerActor(opts.actor) : { tier: 'anonymous', role: 'link-holder', id: r.id };
+      if (t.level === 1) {
+        if (!opts.email || !constantTimeEqual(emailCheck(secretBytes, opts.email), r.email_check ?? '')) {
+          await record(tenantId, { actor: who, action: 'transfer.open', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source: opts.source, details: { recipient: r.id, reason: 'address' } });
+          throw new ForbiddenError('enter the e-mail address this transfer was sent to');
+        }
+      } else {
+        const account = actorId ? await deps.identity.accountInfo(actorId) : undefined;
+        if (!account || account.login !== normaliseEmail(email)) {
+          throw new DomainError('UNAUTHENTICATED', 'log in with the e-mail address this transfer was sent to (or register a free guest account from this link)', { client: { login: true } });
+        }
+      }
+      let keyState = r.key_state as KeyState;
+      if (t.level >= 3 && actorId) {
+        const mine = await currentKey(actorId);
+        if (!mine) keyState = 'none';
+        else if (!(r.key_state === 'ok' && r.key_fingerprint === mine.fingerprint) && r.pending_fingerprint !== mine.fingerprint) {
+          // A key the sender has not seen yet (the first one, or a reset): the sender approves it.
+          keyState = 'approval-needed';
+          await db.updateTable('transfer_recipients').set({ key_state: 'approval-needed', pending_fingerprint: mine.fingerprint }).where('id', '=', r.id).execute();
+          const senderAccount = await deps.identity.accountInfo(t.sender_id);
+          if (senderAccount) await mailTo(senderAccount, { kind: 'transfer-key-pending', subject: unseal(key, t.subject_ct, `transfer|${t.id}|subject`), recipient: email, fingerprint: mine.fingerprint });
+        } else if (r.pending_fingerprint === mine.fingerprint) keyState = 'approval-needed';
+      }
+      if (r.state === 'notified') await db.updateTable('transfer_recipients').set({ state: 'opened', opened_at: nowIso() }).where('id', '=', r.id).execute();
+      const token = randomBytes(32);
+      await db.insertInto('transfer_downloads').values({ token_hash: sha256Hex(b64(token)), recipient_id: r.id, transfer_id: t.id, key_wrap: wrapWithKey(key, token, `transfer-download|${r.id}`), expires_at: new Date(clock.now().getTime() + DOWNLOAD_TOKEN_MS).toISOString() }).execute();
+      const files = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
+      const wraps = t.level >= 3 && keyState === 'ok' ? await db.selectFrom('transfer_wraps').selectAll().where('transfer_id', '=', t.id).where('holder', '=', r.id).execute() : [];
+      const wrapOf = (fileId: string) => {
+        const w = wraps.find((x) => x.file_id === fileId);
+        return w ? { wrapped: w.wrapped, fingerprint: w.fingerprint } : {};
+      };
+      const senderAccount = await deps.identity.accountInfo(t.sender_id);
+      const downloads = JSON.parse(r.downloads) as Record<string, number>;
+      const bundle = files.find((f) => f.kind === 'bundle');
+      await record(tenantId, { actor: who, action: 'transfer.open', resource: { type: 'transfer', id: t.id }, outcome: 'success', source: opts.source, details: { recipient: r.id } });
+      return {
+        transferId: t.id,
+        level: t.level as Level,
+        subject: unseal(key, t.subject_ct, `transfer|${t.id}|subject`),
+        message: t.message_ct ? unseal(key, t.message_ct, `transfer|${t.id}|message`) : null,
+        sender: senderAccount?.login ?? 'Tresor',
+        expiresAt: t.expires_at,
+        downloadsLeft: t.download_limit === null ? null : Math.max(0, t.download_limit - Math.max(0, ...Object.values(downloads))),
+        files: files
+          .filter((f) => f.kind === 'file')
+          .map((f) => ({ id: f.id, name: f.name_ct === null ? null : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`), size: Number(f.size), cipherSize: Number(f.cipher_size), ...wrapOf(f.id) })),
+        ...(bundle ? { bundle: { id: bundle.id, cipherSize: Number(bundle.cipher_size), ...wrapOf(bundle.id) } } : {}),
+        keyState,
+        downloadToken: b64(token),
+      };
+    },
+
+    /** A guest account for the link's recipient (levels 2–4): the invitation mail verifies the address. */
+    async register(recipientId: string, secret: string) {
+      const { tenantId, t, email } = await resolveLink(recipientId, secret);
+      if (t.level < 2) throw new ConflictError('level-1 transfers need no account');
+      return deps.identity.registerGuest(email, tenantId, t.language as 'de' | 'en');
+    },
+
+    /**
+     * A file for a download token: levels 1–2 decrypted on the fly (the file key under K_tr), levels 3–4
+     * the ciphertext for the recipient's browser or CLI. Counts the download against the limit.
+     */
+    async download(recipientId: string, fileId: string, token: string, source: string) {
+      if (!TOKEN.test(token) || !/^[0-9a-f-]{36}$/.test(recipientId)) throw new TransferLinkError();
+      const index = await control.selectFrom('transfer_index').selectAll().where('recipient_id', '=', recipientId).executeTakeFirst();
+      if (!index) throw new TransferLinkError();
+      const db = await deps.tenantDb(index.tenant_id);
+      const grant = await db.selectFrom('transfer_downloads').selectAll().where('token_hash', '=', sha256Hex(token)).executeTakeFirst();
+      if (!grant || grant.recipient_id !== recipientId || grant.expires_at <= nowIso()) throw new TransferLinkError();
+      const t = await db.selectFrom('transfers').selectAll().where('id', '=', grant.transfer_id).executeTakeFirst();
+      const r = await db.selectFrom('transfer_recipients').selectAll().where('id', '=', recipientId).executeTakeFirst();
+      const f = await db.selectFrom('transfer_files').selectAll().where('id', '=', fileId).where('transfer_id', '=', grant.transfer_id).executeTakeFirst();
+      if (!t || !r || !f || t.deleted_at !== null || t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new TransferLinkError();
+      const key = unwrapWithKey(grant.key_wrap, Buffer.from(token, 'base64url'), `transfer-download|${r.id}`);
+      const downloads = JSON.parse(r.downloads) as Record<string, number>;
+      const before = downloads[f.id] ?? 0;
+      if (t.download_limit !== null && before >= t.download_limit) {
+        await record(index.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: r.id }, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source, details: { file: f.id, reason: 'limit' } });
+        throw new ForbiddenError(`this file may be downloaded ${t.download_limit} time(s); the limit is reached`);
+      }
+      downloads[f.id] = before + 1;
+      const first = r.state !== 'downloaded';
+      await db.updateTable('transfer_recipients').set({ downloads: JSON.stringify(downloads), state: 'downloaded', downloaded_at: r.downloaded_at ?? nowIso() }).where('id', '=', r.id).execute();
+      await record(index.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: r.id }, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { file: f.id } });
+      if (first) {
+        const senderAccount = await deps.identity.accountInfo(t.sender_id);
+        const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
+        if (senderAccount) await mailTo(senderAccount, { kind: 'transfer-downloaded', subject: unseal(key, t.subject_ct, `transfer|${t.id}|subject`), recipient: email, time: nowIso() });
+      }
+      const path = blobPath(index.tenant_id, t.id, f.id);
+      const size = (await stat(path)).size;
+      deps.billing?.count(index.tenant_id, { bytesTransferred: size });
+      const name = f.kind === 'bundle' ? 'bundle.tresor' : f.name_ct === null ? `${f.id}.tresor` : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`);
+      if (t.level >= 3 || f.file_key_ct === null) {
+        return { stream: createReadStream(path, { highWaterMark: 1024 * 1024 }), name: f.kind === 'file' && t.level === 3 ? `${name}.tresor` : name, length: size, encrypted: true };
+      }
+      const fileKey = aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`);
+      const cipher = Readable.toWeb(createReadStream(path, { highWaterMark: 1024 * 1024 })) as unknown as ReadableStream<Uint8Array>;
+      const plain = decryptStream(new Uint8Array(fileKey), fileContext(t.id, f.id), cipher);
+      return { stream: Readable.fromWeb(plain as unknown as NodeWebReadableStream<Uint8Array>), name, length: Number(f.size), encrypted: false };
+    },
+
+    /** Deletes expired (and withdrawn, not yet purged) transfers of every tenant; the scheduler calls it. */
+    async expire(tenantIds: string[]) {
+      let purged = 0;
+      for (const tenantId of tenantIds) {
+        const db = await deps.tenantDb(tenantId);
+        const due = await db.selectFrom('transfers').selectAll().where('deleted_at', 'is', null).where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('withdrawn_at', 'is not', null)])).execute();
+        for (const t of due) {
+          await purge(tenantId, t, t.withdrawn_at ? 'withdrawn' : 'expired', { tier: 'system', role: 'scheduler', id: 'scheduler' });
+          purged++;
+        }
+        await db.deleteFrom('transfer_downloads').where('expires_at', '<=', nowIso()).execute();
+      }
+      return purged;
+    },
+
+    /** Re-wraps every transfer key under the new tenant data key (rotation, handover). */
+    async rekey(tenantId: string, from: { dataKey: Buffer; version: number }, to: { dataKey: Buffer; version: number }, progress: (done: number) => void) {
+      const db = await deps.tenantDb(tenantId);
+      const rows = await db.selectFrom('transfers').select(['id', 'key_wrap', 'key_version']).where('key_version', '=', from.version).where('key_wrap', 'is not', null).execute();
+      let done = 0;
+      for (const t of rows) {
+        const key = unwrapWithKey(t.key_wrap!, tenantKek(from.dataKey), transferKeyContext(t.id, from.version));
+        await db.updateTable('transfers').set({ key_wrap: wrapWithKey(key, tenantKek(to.dataKey), transferKeyContext(t.id, to.version)), key_version: to.version }).where('id', '=', t.id).where('key_version', '=', from.version).execute();
+        progress(++done);
+      }
+      return done;
+    },
+  };
+}
+
+export type TransferService = ReturnType<typeof createTransferService>;

@@ -1,0 +1,178 @@
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureFirstOperator, type Core } from '../src/core.js';
+import { buildApp } from '../src/http/app.js';
+import { encryptBytes, randomFileKey, toBase64Url } from '../src/shared-e2e/index.js';
+import { bearerLogin, engines, fixedClock, mailedKey, mailedTransferLink, makeTestEnv, openTestCore, readOutbox, silentLog, type TestEnv } from './helpers.js';
+
+/**
+ * Secure exchange through the HTTP API (docs/transfers.md): levels 1 and 2 with every refusal, resumable
+ * uploads, limits, withdrawal and expiry. Levels 3 and 4 (end-to-end) run through the CLI in
+ * test/transfers-cli.test.ts and through the browser in test/transfers-web.test.ts.
+ */
+describe.each(engines)('transfers (%s)', (engine) => {
+  let t: TestEnv;
+  let core: Core;
+  let app: FastifyInstance;
+  const clock = fixedClock('2026-11-23T08:00:00.000Z');
+  const tokens: Record<string, string> = {};
+  let tenantId = '';
+  const call = (who: string | undefined, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: object | Buffer, headers: Record<string, string> = {}) =>
+    app.inject({ method, url, headers: { ...(who ? { authorization: `Bearer ${tokens[who]}` } : {}), ...headers }, ...(payload ? { payload } : {}) });
+  const outbox = () => core.config.mail.outbox_dir;
+  const PLAIN = Buffer.from('Lohnabrechnung November für Erika Mustermann, IBAN DE02 1203 0000 0000 2020 51. '.repeat(2000));
+
+  /** Creates, uploads (in two pieces) and sends a transfer; returns its id. */
+  const sendTransfer = async (level: 1 | 2, to: string[], extra: Record<string, unknown> = {}) => {
+    const fileKey = randomFileKey();
+    const created = await call('anna', 'POST', '/api/v1/transfers', {
+      subject: 'Lohnabrechnung November',
+      message: 'Bitte prüfen.',
+      level,
+      expiresAt: '2026-11-30T08:00:00.000Z',
+      recipients: to,
+      files: [{ name: 'abrechnung.txt', size: PLAIN.length, fileKey: toBase64Url(fileKey) }],
+      ...extra,
+    });
+    expect(created.statusCode, created.body).toBe(201);
+    const c = created.json<{ id: string; files: { id: string; cipherSize: number }[] }>();
+    const cipher = Buffer.from(await encryptBytes(fileKey, `transfer:${c.id}/file:${c.files[0]!.id}`, PLAIN));
+    expect(cipher.length).toBe(c.files[0]!.cipherSize);
+    const put = (offset: number, bytes: Buffer) => call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=${offset}`, bytes, { 'content-type': 'application/octet-stream' });
+    const half = 70_000;
+    expect((await put(0, cipher.subarray(0, half))).json()).toEqual({ received: half, cipherSize: cipher.length });
+    // A piece sent again (a lost answer) is refused with where to go on; the upload resumes there.
+    const again = await put(0, cipher.subarray(0, half));
+    expect(again.statusCode).toBe(409);
+    expect(again.json()).toMatchObject({ code: 'CONFLICT', details: { received: half } });
+    expect((await call('anna', 'GET', `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}/status`)).json()).toEqual({ received: half, cipherSize: cipher.length });
+    expect((await call('anna', 'POST', `/api/v1/transfers/${c.id}/send`)).statusCode).toBe(409); // not complete yet
+    expect((await put(half, cipher.subarray(half))).statusCode).toBe(200);
+    expect((await put(cipher.length, Buffer.from('more'))).statusCode).toBe(400); // beyond the file
+    const sent = await call('anna', 'POST', `/api/v1/transfers/${c.id}/send`);
+    expect(sent.statusCode, sent.body).toBe(200);
+    return c;
+  };
+
+  beforeAll(async () => {
+    t = makeTestEnv(engine);
+    core = await openTestCore(t, clock);
+    app = await buildApp(core, { logger: silentLog });
+    const operator = (await ensureFirstOperator(core))!;
+    tokens.operator = await bearerLogin(app, operator.login, operator.oneTimePassword);
+    const tenant = (await call('operator', 'POST', '/api/v1/tenants', { name: 'Kanzlei Süd' })).json<{ id: string; initialKeys: { activationKey: string } }>();
+    tenantId = tenant.id;
+    const invite = async (by: string, email: string, role: string, password: string) => {
+      expect((await call(by, 'POST', '/api/v1/accounts', { email, role, tenantId })).statusCode).toBe(201);
+      expect((await app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(outbox(), email), newPassword: password } })).statusCode).toBe(204);
+    };
+    await invite('operator', 'admin@kanzlei.test', 'admin', 'Verwaltung der Kanzlei 1');
+    tokens.admin = await bearerLogin(app, 'admin@kanzlei.test', 'Verwaltung der Kanzlei 1');
+    await invite('admin', 'anna@kanzlei.test', 'member', 'Sicher senden im Herbst 26');
+    await invite('admin', 'bert@kanzlei.test', 'member', 'Auch sicher senden 2026');
+    tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26');
+    expect((await call('anna', 'POST', '/api/v1/keys/activate', { activationKey: tenant.initialKeys.activationKey })).statusCode).toBe(204);
+    tokens.bert = await bearerLogin(app, 'bert@kanzlei.test', 'Auch sicher senden 2026');
+  });
+  afterAll(async () => {
+    await app?.close();
+    await core?.close();
+    await t?.cleanup();
+  });
+
+  it('level 1: the link plus the address it was sent to opens the file, decrypted on the fly; nothing is stored in clear', async () => {
+    const c = await sendTransfer(1, ['mandant@example.org']);
+    const link = mailedTransferLink(outbox(), 'mandant@example.org');
+    const mail = readOutbox(outbox()).filter((m) => m.to === 'mandant@example.org').at(-1)!;
+    expect(mail.text).toContain('Sicherheitsstufe 1');
+    const open = (payload: object) => call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, payload);
+    expect((await open({ secret: link.secret })).statusCode).toBe(403); // no address
+    expect((await open({ secret: link.secret, email: 'jemand@example.org' })).statusCode).toBe(403);
+    const wrongSecret = await open({ secret: 'A'.repeat(43), email: 'mandant@example.org' });
+    expect(wrongSecret.statusCode).toBe(404);
+    expect((await call(undefined, 'POST', `/api/v1/r/00000000-0000-4000-8000-000000000000/open`, { secret: link.secret })).json()).toMatchObject({ message: wrongSecret.json<{ message: string }>().message });
+    const opened = await open({ secret: link.secret, email: '  Mandant@Example.org ' });
+    expect(opened.statusCode, opened.body).toBe(200);
+    const o = opened.json<{ subject: string; message: string; files: { id: string; name: string; size: number }[]; downloadToken: string; sender: string }>();
+    expect(o).toMatchObject({ subject: 'Lohnabrechnung November', message: 'Bitte prüfen.', sender: 'anna@kanzlei.test', files: [{ name: 'abrechnung.txt', size: PLAIN.length }] });
+    const file = await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${o.downloadToken}`);
+    expect(file.statusCode).toBe(200);
+    expect(file.headers['content-disposition']).toContain('abrechnung.txt');
+    expect(file.rawPayload.equals(PLAIN)).toBe(true);
+    expect((await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${'B'.repeat(43)}`)).statusCode).toBe(404);
+
+    // The sender sees the state and got a mail; the blob on disk is ciphertext; the database holds no clear text.
+    const list = (await call('anna', 'GET', '/api/v1/transfers')).json<{ id: string; recipients: { email: string; state: string; downloads: number }[] }[]>();
+    expect(list.find((x) => x.id === c.id)!.recipients).toEqual([expect.objectContaining({ email: 'mandant@example.org', state: 'downloaded', downloads: 1 })]);
+    expect(readOutbox(outbox()).some((m) => m.to === 'anna@kanzlei.test' && /heruntergeladen|downloaded/.test(m.subject))).toBe(true);
+    const blob = readFileSync(join(core.config.data_dir, 'blobs', tenantId, c.id, c.files[0]!.id));
+    expect(blob.includes(Buffer.from('Erika Mustermann'))).toBe(false);
+    expect(statSync(join(core.config.data_dir, 'blobs', tenantId, c.id, c.files[0]!.id)).mode & 0o777).toBe(0o600);
+    const db = await core.storage.tenantDb({ tenantId, databaseName: (await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirstOrThrow()).database_name });
+    const rows = JSON.stringify(await db.selectFrom('transfers' as never).selectAll().execute()) + JSON.stringify(await db.selectFrom('transfer_recipients' as never).selectAll().execute()) + JSON.stringify(await db.selectFrom('transfer_files' as never).selectAll().execute());
+    for (const clear of ['Lohnabrechnung', 'mandant@example.org', 'abrechnung.txt', 'Bitte prüfen']) expect(rows).not.toContain(clear);
+    const ledger = await core.ledgers.tenant(tenantId);
+    const actions = (await ledger.query({ action: 'transfer.' })).map((e) => `${e.action}:${e.outcome}`);
+    expect(actions).toEqual(expect.arrayContaining(['transfer.create:success', 'transfer.send:success', 'transfer.open:denied', 'transfer.open:success', 'transfer.download:success']));
+    expect(JSON.stringify(await ledger.query({ action: 'transfer.' }))).not.toContain('mandant@example.org');
+  });
+
+  it('level 2: without a login as the recipient nothing opens; the guest registers from the link and downloads', async () => {
+    await sendTransfer(2, ['gast@example.org'], { downloadLimit: 1 });
+    const link = mailedTransferLink(outbox(), 'gast@example.org');
+    const anonymous = await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'gast@example.org' });
+    expect(anonymous.statusCode).toBe(401);
+    expect(anonymous.json()).toMatchObject({ details: { login: true } });
+    const asAnna = await call('anna', 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret });
+    expect(asAnna.statusCode).toBe(401); // logged in, but not as the recipient
+    expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/register`, { secret: link.secret })).statusCode).toBe(202);
+    expect((await app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(outbox(), 'gast@example.org'), newPassword: 'Besuch mit Passwort 2026' } })).statusCode).toBe(204);
+    tokens.gast = await bearerLogin(app, 'gast@example.org', 'Besuch mit Passwort 2026');
+    expect((await call('gast', 'GET', '/api/v1/auth/me')).json()).toMatchObject({ kind: 'guest' });
+    expect((await call('gast', 'GET', '/api/v1/contacts')).statusCode).toBe(403); // a guest sees nothing else
+    expect((await call('gast', 'GET', '/api/v1/transfers')).statusCode).toBe(403);
+    const opened = await call('gast', 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret });
+    expect(opened.statusCode, opened.body).toBe(200);
+    const o = opened.json<{ files: { id: string }[]; downloadToken: string; downloadsLeft: number }>();
+    expect(o.downloadsLeft).toBe(1);
+    const url = `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${o.downloadToken}`;
+    expect((await call(undefined, 'GET', url)).rawPayload.equals(PLAIN)).toBe(true);
+    expect((await call(undefined, 'GET', url)).statusCode).toBe(403); // the limit of one download
+  });
+
+  it('keeps senders to their own transfers and data users only', async () => {
+    const c = await sendTransfer(1, ['dritte@example.org']);
+    expect((await call('bert', 'DELETE', `/api/v1/transfers/${c.id}`)).statusCode).toBe(403); // no data access
+    expect((await call('admin', 'GET', '/api/v1/transfers')).statusCode).toBe(403);
+    expect((await call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=0`, Buffer.from('x'), { 'content-type': 'application/octet-stream' })).statusCode).toBe(409); // sent
+    const bad = await call('anna', 'POST', '/api/v1/transfers', { subject: 'x', level: 3, expiresAt: '2026-11-30T08:00:00.000Z', recipients: ['kein-adresse'], files: [{ name: '../etc/passwd', size: 1, fileKey: toBase64Url(randomFileKey()) }] });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json<{ problems: string[] }>().problems).toEqual([
+      '"kein-adresse" is not an e-mail address',
+      'file 1: the name must be 1 to 255 characters, without / \\ or control characters',
+      'file 1: at level 3 the file key never goes to the server; send wraps instead',
+    ]);
+  });
+
+  it('withdrawal and expiry delete the blobs and the key material; the links stop working', async () => {
+    const withdrawn = await sendTransfer(1, ['zurueck@example.org']);
+    const link = mailedTransferLink(outbox(), 'zurueck@example.org');
+    expect((await call('anna', 'DELETE', `/api/v1/transfers/${withdrawn.id}`)).statusCode).toBe(204);
+    expect(existsSync(join(core.config.data_dir, 'blobs', tenantId, withdrawn.id))).toBe(false);
+    expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'zurueck@example.org' })).statusCode).toBe(404);
+    expect((await call('anna', 'GET', '/api/v1/transfers')).json<{ id: string }[]>().map((x) => x.id)).not.toContain(withdrawn.id);
+
+    const expiring = await sendTransfer(1, ['spaeter@example.org']);
+    const later = mailedTransferLink(outbox(), 'spaeter@example.org');
+    clock.set('2026-11-30T08:00:01.000Z');
+    expect((await call(undefined, 'POST', `/api/v1/r/${later.recipientId}/open`, { secret: later.secret, email: 'spaeter@example.org' })).statusCode).toBe(404);
+    expect(await core.transfers.expire([tenantId])).toBeGreaterThanOrEqual(1);
+    expect(existsSync(join(core.config.data_dir, 'blobs', tenantId, expiring.id))).toBe(false);
+    expect(readdirSync(join(core.config.data_dir, 'blobs', tenantId))).not.toContain(expiring.id);
+    const ledger = await core.ledgers.tenant(tenantId);
+    expect((await ledger.query({ action: 'transfer.' })).map((e) => e.action)).toEqual(expect.arrayContaining(['transfer.withdraw', 'transfer.expire']));
+    clock.set('2026-11-23T09:00:00.000Z');
+  });
+});
