@@ -6,6 +6,10 @@ import { checkpointRoot, verifyInclusion } from './proof.js';
 import { GrantsPage } from './grants.js';
 import { CONTACTS, JOBS, RecordsPage } from './records.js';
 import { UsersPage } from './users.js';
+import { SecuPassPage } from './secupass.js';
+import { ReceivePage, RECEIVE_PREFIX } from './transfer-receive.js';
+import { returnPath } from './transfer-lib.js';
+import { TransfersPage } from './transfers.js';
 import './app.css';
 
 type T = (key: TextKey, vars?: Record<string, string | number>) => string;
@@ -624,10 +628,28 @@ function App() {
   };
   let content: preact.JSX.Element;
   if (publicPages[path]) content = publicPages[path]();
+  else if (path.startsWith(RECEIVE_PREFIX)) {
+    // A transfer link: public (level 1), or for the recipient's login (levels 2–4).
+    content = (
+      <ReceivePage
+        key={path}
+        t={t}
+        language={language}
+        me={me}
+        path={path}
+        Page={Page}
+        logout={async () => {
+          await api('POST', '/api/v1/auth/logout').catch(() => undefined);
+          setMe(undefined);
+        }}
+      />
+    );
+  }
   else if (me === 'loading') content = <p>{t('common.loading')}</p>;
   else if (!me) {
     if (path !== '/app/login') queueMicrotask(() => navigate('/app/login'));
-    content = <LoginPage t={t} onLoggedIn={() => void refresh().then(() => navigate('/app/'))} />;
+    // Back to a transfer link that asked for the login, if any (kept for this tab only).
+    content = <LoginPage t={t} onLoggedIn={() => void refresh().then(() => navigate(returnPath() ?? '/app/'))} />;
   } else if (me.pending.includes('password_change')) {
     content = <PasswordPage t={t} forced={true} onChanged={() => void refresh()} />;
   } else if (me.pending.includes('second_factor_setup') || path === '/app/totp') {
@@ -640,6 +662,10 @@ function App() {
     content = <RecordsPage t={t} collection={path === '/app/jobs' ? JOBS : CONTACTS} readOnly={isGrantee(me)} Page={Page} />;
   } else if (path === '/app/grants' && isDataUser(me)) {
     content = <GrantsPage t={t} me={me} Page={Page} />;
+  } else if (path === '/app/transfers' && isDataUser(me)) {
+    content = <TransfersPage t={t} me={me} language={language} Page={Page} />;
+  } else if (path === '/app/secupass') {
+    content = <SecuPassPage t={t} language={language} Page={Page} />;
   } else if (path === '/app/users' && isAdministrator(me)) {
     content = <UsersPage t={t} me={me} Page={Page} />;
   } else if (path === '/app/ledger' && readsLedger(me)) {
@@ -672,6 +698,8 @@ function App() {
             {isDataUser(me) || isGrantee(me) ? link('/app/contacts', 'nav.contacts') : null}
             {isDataUser(me) || isGrantee(me) ? link('/app/jobs', 'nav.jobs') : null}
             {isDataUser(me) ? link('/app/grants', 'nav.grants') : null}
+            {isDataUser(me) ? link('/app/transfers', 'nav.transfers') : null}
+            {link('/app/secupass', 'nav.secupass')}
             {readsLedger(me) ? link('/app/ledger', 'nav.ledger') : null}
             {isAdministrator(me) ? link('/app/users', 'nav.users') : null}
             {link('/app/sessions', 'nav.sessions')}

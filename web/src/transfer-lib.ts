@@ -1,0 +1,315 @@
+/**
+ * The browser side of the secure exchange (docs/transfers.md): API types, the chunked and resumable
+ * upload of ciphertext, the SecuPass key (created, sealed and opened only here), and downloads that the
+ * service worker (sw.ts) decrypts as they stream. Every byte of a file is encrypted before it leaves the
+ * browser with the isomorphic module of docs/e2e-format.md.
+ */
+import { argon2idAsync } from '@noble/hashes/argon2.js';
+import { api, ApiError } from './api.js';
+import { rememberToken, requestTokenHeader } from './records.js';
+import {
+  encodePublicKey,
+  fingerprint,
+  generateKeyPair,
+  openPrivateKey,
+  sealPrivateKey,
+  toBase64Url,
+  type E2ePrivateKey,
+} from '../../src/shared-e2e/index.js';
+
+// ---- API shapes -------------------------------------------------------------------------------------
+
+export type Level = 1 | 2 | 3 | 4;
+export type KeyState = 'none' | 'ok' | 'pending-key' | 'approval-needed';
+
+export interface CreatedTransfer {
+  id: string;
+  files: { id: string; name: string | null; size: number; cipherSize: number }[];
+  bundleId?: string;
+  recipients: { id: string; email: string; publicKey?: string; fingerprint?: string }[];
+}
+
+export interface SentRecipient {
+  id: string;
+  email: string;
+  state: 'draft' | 'notified' | 'opened' | 'downloaded';
+  downloads: number;
+  keyState: KeyState;
+  pendingFingerprint?: string | null;
+}
+
+export interface SentTransfer {
+  id: string;
+  subject: string;
+  level: Level;
+  createdAt: string;
+  expiresAt: string;
+  sentAt: string | null;
+  withdrawnAt: string | null;
+  downloadLimit: number | null;
+  files: { id: string; name: string | null; size: number }[];
+  recipients: SentRecipient[];
+}
+
+export interface OpenedFile {
+  id: string;
+  name: string | null;
+  size: number;
+  cipherSize: number;
+  wrapped?: string;
+  fingerprint?: string;
+}
+
+export interface OpenedTransfer {
+  transferId: string;
+  level: Level;
+  subject: string;
+  message: string | null;
+  sender: string;
+  expiresAt: string;
+  downloadsLeft: number | null;
+  files: OpenedFile[];
+  bundle?: { id: string; cipherSize: number; wrapped?: string; fingerprint?: string };
+  keyState: KeyState;
+  downloadToken: string;
+}
+
+export interface OwnKey {
+  publicKey: string;
+  fingerprint: string;
+  sealedPrivateKey: string;
+  createdAt: string;
+}
+
+/** The context string of a file (and of its wrapped key), the same for every level and client. */
+export const fileContext = (transferId: string, fileId: string) => `transfer:${transferId}/file:${fileId}`;
+
+export const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+export function formatSize(bytes: number, language: 'de' | 'en'): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  const digits = unit === 0 ? 0 : value < 10 ? 1 : 0;
+  return `${value.toLocaleString(language === 'de' ? 'de-DE' : 'en-GB', { maximumFractionDigits: digits, minimumFractionDigits: digits })} ${units[unit]}`;
+}
+
+// ---- upload: ciphertext in 8 MiB pieces, resumable -----------------------------------------------------
+
+/** Bytes per upload request. */
+export const UPLOAD_CHUNK = 8 * 1024 * 1024;
+const RETRIES = 4;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function errorOf(response: Response): Promise<ApiError> {
+  const body = (await response.json().catch(() => ({}))) as { code?: string; message?: string };
+  return new ApiError(response.status, body.code ?? 'ERROR', body.message ?? response.statusText);
+}
+
+/**
+ * PUTs one piece of ciphertext at `base`. A piece that fails (network, 5xx, or the server holding a
+ * different count) is resumed from the byte count the server reports (GET …/status), up to a few times.
+ */
+async function putPiece(transferId: string, fileId: string, base: number, piece: Uint8Array<ArrayBuffer>): Promise<void> {
+  let start = 0;
+  for (let attempt = 0; ; attempt++) {
+    let failure: unknown;
+    try {
+      const response = await fetch(`/api/v1/transfers/${transferId}/blobs/${fileId}?offset=${base + start}`, {
+        method: 'PUT',
+        credentials: 'same-origin',
+        headers: { 'content-type': 'application/octet-stream', ...requestTokenHeader() },
+        body: piece.subarray(start),
+      });
+      rememberToken(response);
+      if (response.ok) return;
+      failure = await errorOf(response);
+      // A refusal that a retry cannot mend (not allowed, not found, too large, a locked session).
+      if (response.status !== 409 && response.status < 500) throw failure;
+    } catch (error) {
+      if (error instanceof ApiError && error.status !== 409 && error.status < 500) throw error;
+      failure = error;
+    }
+    if (attempt >= RETRIES) throw failure instanceof Error ? failure : new Error(String(failure));
+    await sleep(300 * (attempt + 1));
+    const { received } = await api<{ received: number; cipherSize: number }>('GET', `/api/v1/transfers/${transferId}/blobs/${fileId}/status`);
+    if (received < base || received > base + piece.length) throw new Error(`upload out of step: the server holds ${received} bytes`);
+    if (received === base + piece.length) return;
+    start = received - base;
+  }
+}
+
+/**
+ * Reads an (encrypted) stream and uploads it in pieces of `UPLOAD_CHUNK` bytes, holding at most one piece:
+ * memory stays constant whatever the file size.
+ */
+export async function uploadStream(transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, cipherSize: number, onProgress: (sent: number) => void): Promise<void> {
+  const reader = cipher.getReader();
+  const piece = new Uint8Array(Math.max(1, Math.min(UPLOAD_CHUNK, cipherSize)));
+  let pending: Uint8Array = new Uint8Array(0);
+  let sent = 0;
+  let ended = false;
+  try {
+    while (!ended || pending.length > 0) {
+      let fill = 0;
+      while (fill < piece.length) {
+        if (pending.length === 0) {
+          if (ended) break;
+          const next = await reader.read();
+          if (next.done) {
+            ended = true;
+            break;
+          }
+          pending = next.value;
+        }
+        const take = Math.min(piece.length - fill, pending.length);
+        piece.set(pending.subarray(0, take), fill);
+        fill += take;
+        pending = pending.subarray(take);
+      }
+      if (fill === 0) break;
+      if (sent + fill > cipherSize) throw new Error('the encrypted file is larger than announced');
+      await putPiece(transferId, fileId, sent, piece.subarray(0, fill));
+      sent += fill;
+      onProgress(sent);
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  if (sent !== cipherSize) throw new Error(`the encrypted file has ${sent} bytes, not ${cipherSize}`);
+}
+
+// ---- SecuPass ------------------------------------------------------------------------------------------
+
+export async function ownKey(): Promise<OwnKey | undefined> {
+  try {
+    return await api<OwnKey>('GET', '/api/v1/e2e/key');
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return undefined;
+    throw error;
+  }
+}
+
+const base64 = (bytes: Uint8Array) => btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(''));
+const fromBase64 = (text: string) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+
+/**
+ * Argon2id of the SecuPass with the salt and parameters of the login hash: the server compares it with
+ * the stored hash to refuse a SecuPass equal to the password, without ever seeing either.
+ */
+export async function loginCheck(secupass: string): Promise<string> {
+  const p = await api<{ salt: string; memoryKib: number; iterations: number; parallelism: number; hashLength?: number }>('GET', '/api/v1/e2e/login-salt');
+  const raw = await argon2idAsync(new TextEncoder().encode(secupass), fromBase64(p.salt), { m: p.memoryKib, t: p.iterations, p: p.parallelism, dkLen: p.hashLength ?? 32, asyncTick: 20 });
+  return base64(raw);
+}
+
+export type KeyStage = 'check' | 'generate' | 'seal' | 'store';
+
+/** Creates (or resets) the account's key pair: the private key leaves the browser only sealed under the SecuPass. */
+export async function createSecuPassKey(secupass: string, onStage: (stage: KeyStage) => void): Promise<{ fingerprint: string; reset: boolean; pendingApprovals: number }> {
+  onStage('check');
+  const check = await loginCheck(secupass);
+  onStage('generate');
+  const pair = await generateKeyPair();
+  onStage('seal');
+  const sealedPrivateKey = await sealPrivateKey(pair.privateKey, secupass);
+  onStage('store');
+  const own = await fingerprint(pair.publicKey);
+  const result = await api<{ fingerprint: string; reset: boolean; pendingApprovals: number }>('PUT', '/api/v1/e2e/key', { publicKey: encodePublicKey(pair.publicKey), sealedPrivateKey, loginCheck: check });
+  if (result.fingerprint.toLowerCase() !== own) throw new Error('the server reports another fingerprint than the key just created');
+  return { ...result, fingerprint: own };
+}
+
+/** Opens the account's sealed private key with the SecuPass; checks it belongs to the published public key. */
+export async function openOwnKey(secupass: string): Promise<{ privateKey: E2ePrivateKey; fingerprint: string }> {
+  const key = await ownKey();
+  if (!key) throw new ApiError(404, 'NOT_FOUND', 'no SecuPass key');
+  const privateKey = await openPrivateKey(key.sealedPrivateKey, secupass);
+  if (encodePublicKey(privateKey.publicKey) !== key.publicKey) throw new Error('the sealed key does not belong to the published public key');
+  return { privateKey, fingerprint: await fingerprint(privateKey.publicKey) };
+}
+
+// ---- return after login (recipient links) -------------------------------------------------------------
+
+const RETURN_KEY = 'tresor.transfer-return';
+
+/** Keeps a recipient link (path and fragment values) for this tab, to come back after login or registration. */
+export function rememberReturn(path: string, secret: string, fp: string | undefined): void {
+  sessionStorage.setItem(RETURN_KEY, JSON.stringify({ path, s: secret, ...(fp ? { fp } : {}) }));
+}
+
+export function returnPath(): string | undefined {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(RETURN_KEY) ?? 'null') as { path?: string } | null;
+    return typeof saved?.path === 'string' && saved.path.startsWith('/app/r/') ? saved.path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The saved link values for `path`, removed from storage once taken. */
+export function takeReturn(path: string): { s: string; fp?: string } | undefined {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(RETURN_KEY) ?? 'null') as { path?: string; s?: string; fp?: string } | null;
+    if (saved?.path !== path || typeof saved.s !== 'string') return undefined;
+    sessionStorage.removeItem(RETURN_KEY);
+    return { s: saved.s, ...(typeof saved.fp === 'string' ? { fp: saved.fp } : {}) };
+  } catch {
+    return undefined;
+  }
+}
+
+// ---- downloads decrypted by the service worker -------------------------------------------------------
+
+let registration: Promise<ServiceWorkerRegistration> | undefined;
+
+async function activeWorker(): Promise<ServiceWorker> {
+  if (!('serviceWorker' in navigator)) throw new Error('no service worker');
+  registration ??= navigator.serviceWorker.register('/sw.js', { scope: '/app/' }).then(() => navigator.serviceWorker.ready);
+  const ready = await registration;
+  if (!ready.active) throw new Error('the service worker is not active');
+  return ready.active;
+}
+
+/** Registers the service worker early (it must be active before the first download). */
+export function prepareServiceWorker(): Promise<unknown> {
+  return activeWorker();
+}
+
+export type DownloadState = { state: 'started' } | { state: 'done'; bytes: number } | { state: 'error'; message: string };
+
+/**
+ * Hands the file key to the service worker and lets a hidden frame open the worker's one-time URL: the
+ * worker fetches the ciphertext, decrypts it record by record and answers as an attachment, so the file
+ * never sits whole in memory.
+ */
+export async function downloadThroughWorker(job: { url: string; fileKey: Uint8Array; context: string; name: string; size: number }, onState: (state: DownloadState) => void): Promise<void> {
+  const worker = await activeWorker();
+  const id = toBase64Url(crypto.getRandomValues(new Uint8Array(18)));
+  const channel = new MessageChannel();
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the service worker did not answer')), 10_000);
+    channel.port1.onmessage = (event: MessageEvent<{ state: string; bytes?: number; message?: string }>) => {
+      const data = event.data;
+      if (data.state === 'ready') {
+        clearTimeout(timer);
+        resolve();
+      } else if (data.state === 'started') onState({ state: 'started' });
+      else if (data.state === 'done') onState({ state: 'done', bytes: data.bytes ?? 0 });
+      else if (data.state === 'error') onState({ state: 'error', message: data.message ?? 'error' });
+    };
+    worker.postMessage({ type: 'tresor-download', id, url: job.url, fileKey: job.fileKey, context: job.context, name: job.name, size: job.size }, [channel.port2]);
+  });
+  const frame = document.createElement('iframe');
+  frame.className = 'download-frame';
+  frame.setAttribute('aria-hidden', 'true');
+  frame.tabIndex = -1;
+  frame.src = `/app/sw-download/${id}`;
+  document.body.appendChild(frame);
+  // The frame only starts the download; it is removed long after the browser took the response over.
+  setTimeout(() => frame.remove(), 10 * 60_000);
+}

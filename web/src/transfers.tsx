@@ -1,0 +1,419 @@
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api, type Me } from './api.js';
+import { formatTime, type Language, type TextKey } from './i18n.js';
+import { Fingerprint, SecretField, SecuPassSetup } from './secupass.js';
+import {
+  type CreatedTransfer,
+  fileContext,
+  formatSize,
+  type Level,
+  messageOf,
+  openOwnKey,
+  ownKey,
+  type OwnKey,
+  type SentRecipient,
+  type SentTransfer,
+  uploadStream,
+} from './transfer-lib.js';
+import {
+  ciphertextSize,
+  decodePublicKey,
+  encryptBytes,
+  encryptStream,
+  fingerprint,
+  fingerprintMatches,
+  fromBase64Url,
+  randomFileKey,
+  toBase64Url,
+  unwrapFileKey,
+  wrapFileKey,
+} from '../../src/shared-e2e/index.js';
+
+type T = (key: TextKey, vars?: Record<string, string | number>) => string;
+type PageComponent = (p: { title: string; children: preact.ComponentChildren }) => preact.JSX.Element;
+
+const LEVELS: Level[] = [1, 2, 3, 4];
+/** Wraps per request (each about 1.6 KB of JSON). */
+const WRAP_BATCH = 100;
+
+/** A local date (yyyy-mm-dd) some days from now. */
+const inDays = (days: number) => {
+  const d = new Date(Date.now() + days * 86_400_000);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 10);
+};
+
+interface Progress {
+  name: string;
+  sent: number;
+  total: number;
+}
+
+const streamOf = (bytes: Uint8Array) =>
+  new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(bytes);
+      controller.close();
+    },
+  });
+
+/**
+ * /app/transfers (S4.1–S4.8): data users send files at one of four security levels, each file encrypted
+ * in this browser before upload; the sent list shows every recipient's state, withdraws a transfer and
+ * approves a recipient's new key (the file keys are re-wrapped here, with the sender's own key).
+ */
+export function TransfersPage(props: { t: T; me: Me; language: Language; Page: PageComponent }) {
+  const { t, language, Page } = props;
+  const [dataAccess, setDataAccess] = useState<boolean>();
+  const [transfers, setTransfers] = useState<SentTransfer[]>();
+  const [key, setKey] = useState<OwnKey | null>();
+  const [draft, setDraft] = useState({ recipients: '', subject: '', message: '', level: 2 as Level, expires: inDays(7), limit: '' });
+  const [files, setFiles] = useState<File[]>([]);
+  const [progress, setProgress] = useState<Progress[]>();
+  const [phase, setPhase] = useState<string>();
+  const [notice, setNotice] = useState<string>();
+  const [error, setError] = useState<string>();
+  const [approving, setApproving] = useState<{ transferId: string; recipientId: string }>();
+  const [secupass, setSecupass] = useState('');
+  const fileInput = useRef<HTMLInputElement>(null);
+
+  const load = async () => {
+    try {
+      const status = await api<{ dataAccess: boolean }>('GET', '/api/v1/keys/status');
+      setDataAccess(status.dataAccess);
+      if (status.dataAccess) setTransfers(await api<SentTransfer[]>('GET', '/api/v1/transfers'));
+      setKey((await ownKey()) ?? null);
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  };
+  useEffect(() => void load(), []);
+
+  const set = (field: keyof typeof draft) => (e: Event) => setDraft({ ...draft, [field]: (e.target as HTMLInputElement).value });
+  const busy = phase !== undefined;
+
+  const send = async (event: Event) => {
+    event.preventDefault();
+    setError(undefined);
+    setNotice(undefined);
+    const emails = draft.recipients
+      .split(/[\s,;]+/)
+      .map((e) => e.trim())
+      .filter((e) => e !== '');
+    if (emails.length === 0) return setError(t('transfers.noRecipients'));
+    if (files.length === 0) return setError(t('transfers.noFiles'));
+    const level = draft.level;
+    const e2e = level >= 3;
+    try {
+      let own: OwnKey | undefined;
+      if (e2e) {
+        own = (await ownKey()) ?? undefined;
+        setKey(own ?? null);
+        if (!own) return setError(t('transfers.needKey'));
+      }
+      setPhase(t('transfers.phase.create'));
+      const fileKeys = files.map(() => randomFileKey());
+      const bundleKey = level === 4 ? randomFileKey() : undefined;
+      const bundle = level === 4 ? new TextEncoder().encode(JSON.stringify({ message: draft.message, names: files.map((f) => f.name) })) : undefined;
+      const expiresAt = new Date(`${draft.expires}T23:59:00`).toISOString();
+      const created = await api<CreatedTransfer>('POST', '/api/v1/transfers', {
+        subject: draft.subject,
+        level,
+        expiresAt,
+        language,
+        ...(draft.limit.trim() !== '' ? { downloadLimit: Number(draft.limit) } : {}),
+        ...(level <= 3 && draft.message.trim() !== '' ? { message: draft.message } : {}),
+        recipients: emails,
+        // Level 4: the names travel only in the encrypted bundle.
+        files: files.map((f, i) => ({ ...(level === 4 ? {} : { name: f.name }), size: f.size, ...(level <= 2 ? { fileKey: toBase64Url(fileKeys[i]!) } : {}) })),
+        ...(bundle ? { bundle: { size: bundle.length } } : {}),
+      });
+      if (created.files.length !== files.length) throw new Error('the server lists another number of files');
+
+      // Encrypt and upload, one file after the other (each upload request moves the request token on).
+      const items: Progress[] = files.map((f, i) => ({ name: f.name, sent: 0, total: created.files[i]!.cipherSize }));
+      if (bundle) items.push({ name: t('transfers.bundle'), sent: 0, total: ciphertextSize(bundle.length) });
+      setProgress(items.map((p) => ({ ...p })));
+      const report = (index: number, sent: number) => {
+        items[index]!.sent = sent;
+        setProgress(items.map((p) => ({ ...p })));
+      };
+      setPhase(t('transfers.phase.upload'));
+      for (const [i, file] of files.entries()) {
+        const meta = created.files[i]!;
+        if (meta.cipherSize !== ciphertextSize(file.size)) throw new Error(`unexpected ciphertext size for ${file.name}`);
+        await uploadStream(created.id, meta.id, encryptStream(fileKeys[i]!, fileContext(created.id, meta.id), file.stream()), meta.cipherSize, (sent) => report(i, sent));
+      }
+      if (bundle && bundleKey) {
+        if (!created.bundleId) throw new Error('the server did not create the encrypted bundle');
+        const cipher = await encryptBytes(bundleKey, fileContext(created.id, created.bundleId), bundle);
+        await uploadStream(created.id, created.bundleId, streamOf(cipher), cipher.length, (sent) => report(files.length, sent));
+      }
+
+      if (e2e && own) {
+        setPhase(t('transfers.phase.wrap'));
+        const holders: { recipientId: string; publicKey: string; fingerprint?: string }[] = [
+          { recipientId: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint },
+          ...created.recipients.flatMap((r) => (r.publicKey ? [{ recipientId: r.id, publicKey: r.publicKey, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}) }] : [])),
+        ];
+        const secrets = created.files.map((f, i) => ({ fileId: f.id, key: fileKeys[i]! }));
+        if (bundleKey && created.bundleId) secrets.push({ fileId: created.bundleId, key: bundleKey });
+        const wraps: { fileId: string; recipientId: string; fingerprint: string; wrapped: string }[] = [];
+        for (const holder of holders) {
+          const publicKey = await decodePublicKey(holder.publicKey);
+          if (holder.fingerprint && !(await fingerprintMatches(publicKey, holder.fingerprint))) throw new Error(t('transfers.fingerprintMismatch'));
+          const fp = await fingerprint(publicKey);
+          for (const s of secrets) {
+            wraps.push({ fileId: s.fileId, recipientId: holder.recipientId, fingerprint: fp, wrapped: toBase64Url(await wrapFileKey(s.key, publicKey, fileContext(created.id, s.fileId))) });
+          }
+        }
+        for (let i = 0; i < wraps.length; i += WRAP_BATCH) await api('POST', `/api/v1/transfers/${created.id}/wraps`, { wraps: wraps.slice(i, i + WRAP_BATCH) });
+      }
+      for (const k of fileKeys) k.fill(0);
+      bundleKey?.fill(0);
+
+      setPhase(t('transfers.phase.send'));
+      await api('POST', `/api/v1/transfers/${created.id}/send`);
+      const pending = e2e ? created.recipients.filter((r) => !r.publicKey).length : 0;
+      setNotice(t('transfers.sent', { count: emails.length }) + (pending > 0 ? ` ${t('transfers.sentPending', { count: pending })}` : ''));
+      setDraft({ ...draft, recipients: '', subject: '', message: '', limit: '' });
+      setFiles([]);
+      if (fileInput.current) fileInput.current.value = '';
+      setProgress(undefined);
+      await load();
+    } catch (e) {
+      setError(messageOf(e));
+    } finally {
+      setPhase(undefined);
+    }
+  };
+
+  const withdraw = async (transfer: SentTransfer) => {
+    setError(undefined);
+    setNotice(undefined);
+    try {
+      await api('DELETE', `/api/v1/transfers/${transfer.id}`);
+      setNotice(t('transfers.withdrawn', { subject: transfer.subject }));
+      await load();
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  };
+
+  /** Re-wraps every file key of the transfer for the recipient's new key, after the sender saw its fingerprint. */
+  const approve = async (event: Event, transfer: SentTransfer, recipient: SentRecipient) => {
+    event.preventDefault();
+    setError(undefined);
+    setNotice(undefined);
+    setPhase(t('transfers.phase.approve'));
+    try {
+      const expected = recipient.pendingFingerprint;
+      if (!expected) throw new Error(t('transfers.fingerprintMismatch'));
+      const { privateKey } = await openOwnKey(secupass);
+      const { keys } = await api<{ keys: Record<string, { publicKey: string; fingerprint: string } | null> }>('POST', '/api/v1/e2e/keys', { emails: [recipient.email] });
+      const theirs = keys[recipient.email] ?? Object.values(keys)[0];
+      if (!theirs) throw new Error(t('transfers.noRecipientKey'));
+      const publicKey = await decodePublicKey(theirs.publicKey);
+      if (!(await fingerprintMatches(publicKey, expected))) throw new Error(t('transfers.fingerprintMismatch'));
+      const senderWraps = await api<{ fileId: string; wrapped: string; fingerprint: string }[]>('GET', `/api/v1/transfers/${transfer.id}/sender-wraps`);
+      if (senderWraps.length === 0) throw new Error(t('transfers.noSenderWraps'));
+      const wraps: { fileId: string; wrapped: string }[] = [];
+      for (const w of senderWraps) {
+        const context = fileContext(transfer.id, w.fileId);
+        const fileKey = await unwrapFileKey(fromBase64Url(w.wrapped), privateKey, context);
+        wraps.push({ fileId: w.fileId, wrapped: toBase64Url(await wrapFileKey(fileKey, publicKey, context)) });
+        fileKey.fill(0);
+      }
+      await api('POST', `/api/v1/transfers/${transfer.id}/recipients/${recipient.id}/approve`, { fingerprint: await fingerprint(publicKey), wraps });
+      setApproving(undefined);
+      setSecupass('');
+      setNotice(t('transfers.approved', { email: recipient.email }));
+      await load();
+    } catch (e) {
+      setError(e instanceof Error && 'code' in e && e.code === 'WRONG_KEY' ? t('secupass.wrong') : messageOf(e));
+    } finally {
+      setPhase(undefined);
+    }
+  };
+
+  const stateText = (tr: SentTransfer) =>
+    tr.withdrawnAt ? t('transfers.state.withdrawn') : new Date(tr.expiresAt) <= new Date() ? t('transfers.state.expired') : tr.sentAt ? t('transfers.state.sent') : t('transfers.state.draft');
+  const active = (tr: SentTransfer) => !tr.withdrawnAt && new Date(tr.expiresAt) > new Date();
+
+  return (
+    <Page title={t('transfers.title')}>
+      {error ? (
+        <p role="alert" class="error">
+          {error}
+        </p>
+      ) : null}
+      {notice ? <p role="status">{notice}</p> : null}
+      {dataAccess === undefined ? (
+        <p>{t('common.loading')}</p>
+      ) : !dataAccess ? (
+        <p class="notice">{t('contacts.noAccess')}</p>
+      ) : (
+        <>
+          <form class="card" aria-label={t('transfers.new')} onSubmit={send}>
+            <h2>{t('transfers.new')}</h2>
+            <div class="field">
+              <label for="transfer-recipients">{t('transfers.recipients')}</label>
+              <textarea id="transfer-recipients" rows={2} required value={draft.recipients} aria-describedby="transfer-recipients-hint" onInput={set('recipients')} />
+              <small id="transfer-recipients-hint" class="hint">
+                {t('transfers.recipientsHint')}
+              </small>
+            </div>
+            <div class="field">
+              <label for="transfer-subject">{t('transfers.subject')}</label>
+              <input id="transfer-subject" type="text" required maxLength={200} value={draft.subject} onInput={set('subject')} />
+            </div>
+            <div class="field">
+              <label for="transfer-message">{t('transfers.message')}</label>
+              <textarea id="transfer-message" rows={4} value={draft.message} onInput={set('message')} />
+            </div>
+            <fieldset class="levels">
+              <legend>{t('transfers.level')}</legend>
+              {LEVELS.map((l) => (
+                <div class="radio" key={l}>
+                  <input
+                    id={`transfer-level-${l}`}
+                    type="radio"
+                    name="transfer-level"
+                    value={String(l)}
+                    checked={draft.level === l}
+                    aria-describedby={`transfer-level-${l}-hint`}
+                    onChange={() => setDraft({ ...draft, level: l })}
+                  />
+                  <label for={`transfer-level-${l}`}>{t(`transfers.level${l}` as TextKey)}</label>
+                  <small id={`transfer-level-${l}-hint`} class="hint">
+                    {t(`transfers.level${l}Hint` as TextKey)}
+                  </small>
+                </div>
+              ))}
+            </fieldset>
+            {draft.level >= 3 && key === null ? <p class="notice">{t('transfers.needKeyBelow')}</p> : null}
+            <div class="row">
+              <div class="field">
+                <label for="transfer-expires">{t('transfers.expires')}</label>
+                <input id="transfer-expires" type="date" required min={inDays(0)} value={draft.expires} onInput={set('expires')} />
+              </div>
+              <div class="field">
+                <label for="transfer-limit">{t('transfers.limit')}</label>
+                <input id="transfer-limit" type="number" min={1} step={1} value={draft.limit} aria-describedby="transfer-limit-hint" onInput={set('limit')} />
+                <small id="transfer-limit-hint" class="hint">
+                  {t('transfers.limitHint')}
+                </small>
+              </div>
+            </div>
+            <div class="field">
+              <label for="transfer-files">{t('transfers.files')}</label>
+              <input id="transfer-files" ref={fileInput} type="file" multiple required onChange={(e) => setFiles(Array.from((e.target as HTMLInputElement).files ?? []))} />
+            </div>
+            {files.length > 0 ? (
+              <ul class="plain" aria-label={t('transfers.chosen')}>
+                {files.map((f) => (
+                  <li key={f.name + f.size}>
+                    {f.name} ({formatSize(f.size, language)})
+                  </li>
+                ))}
+              </ul>
+            ) : null}
+            {progress ? (
+              <ul class="plain progress-list" aria-label={t('transfers.progress')}>
+                {progress.map((p, i) => (
+                  <li key={i}>
+                    <label for={`upload-${i}`}>{p.name}</label>{' '}
+                    <progress id={`upload-${i}`} max={p.total} value={p.sent} />{' '}
+                    <span>{t('transfers.uploaded', { sent: formatSize(p.sent, language), total: formatSize(p.total, language) })}</span>
+                  </li>
+                ))}
+              </ul>
+            ) : null}
+            {phase ? (
+              <p role="status" class="progress-text">
+                {phase}
+              </p>
+            ) : null}
+            <button type="submit" disabled={busy}>
+              {t('transfers.send')}
+            </button>
+          </form>
+          {draft.level >= 3 && key === null ? <SecuPassSetup t={t} reset={false} onDone={() => void load()} /> : null}
+
+          <h2>{t('transfers.sentList')}</h2>
+          {transfers === undefined ? (
+            <p>{t('common.loading')}</p>
+          ) : transfers.length === 0 ? (
+            <p>{t('transfers.none')}</p>
+          ) : (
+            transfers.map((tr) => (
+              <article key={tr.id} class="card transfer" aria-label={tr.subject}>
+                <h3>{tr.subject}</h3>
+                <p>
+                  {t(`transfers.level${tr.level}` as TextKey)} · {stateText(tr)} · {t('transfers.until', { time: formatTime(language, tr.expiresAt) })}
+                  {tr.downloadLimit !== null ? ` · ${t('transfers.limitShort', { count: tr.downloadLimit })}` : ''}
+                </p>
+                <p>
+                  {t('transfers.filesShort')}:{' '}
+                  {tr.files.some((f) => f.name === null)
+                    ? t('transfers.namesEncrypted', { count: tr.files.length, size: formatSize(tr.files.reduce((s, f) => s + f.size, 0), language) })
+                    : tr.files.map((f) => `${f.name ?? ''} (${formatSize(f.size, language)})`).join(', ')}
+                </p>
+                <table>
+                  <caption class="visually-hidden">{t('transfers.recipientsOf', { subject: tr.subject })}</caption>
+                  <thead>
+                    <tr>
+                      <th scope="col">{t('transfers.recipient')}</th>
+                      <th scope="col">{t('transfers.recipientState')}</th>
+                      <th scope="col">{t('transfers.downloads')}</th>
+                      {tr.level >= 3 ? <th scope="col">{t('transfers.keyState')}</th> : null}
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {tr.recipients.map((r) => (
+                      <tr key={r.id}>
+                        <td>{r.email}</td>
+                        <td>{t(`transfers.rstate.${r.state}` as TextKey)}</td>
+                        <td>{r.downloads}</td>
+                        {tr.level >= 3 ? (
+                          <td>
+                            {t(`transfers.kstate.${r.keyState}` as TextKey)}
+                            {r.keyState === 'approval-needed' && r.pendingFingerprint && active(tr) ? (
+                              <div class="approve">
+                                <Fingerprint label={t('transfers.newKey')} value={r.pendingFingerprint} />
+                                {approving?.transferId === tr.id && approving.recipientId === r.id ? (
+                                  <form aria-label={t('transfers.approveFor', { email: r.email })} onSubmit={(e) => void approve(e, tr, r)}>
+                                    <p class="hint">{t('transfers.approveHint')}</p>
+                                    <SecretField id={`approve-${r.id}`} label={t('transfers.yourSecupass')} value={secupass} onInput={setSecupass} autocomplete="current-password" />
+                                    <button type="submit" disabled={busy}>
+                                      {t('transfers.approveConfirm')}
+                                    </button>{' '}
+                                    <button type="button" class="link" onClick={() => setApproving(undefined)}>
+                                      {t('secupass.cancel')}
+                                    </button>
+                                  </form>
+                                ) : (
+                                  <button type="button" onClick={() => (setSecupass(''), setApproving({ transferId: tr.id, recipientId: r.id }))}>
+                                    {t('transfers.approve')}
+                                  </button>
+                                )}
+                              </div>
+                            ) : null}
+                          </td>
+                        ) : null}
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+                {active(tr) ? (
+                  <button type="button" class="danger" onClick={() => void withdraw(tr)} aria-label={t('transfers.withdrawLabel', { subject: tr.subject })}>
+                    {t('transfers.withdraw')}
+                  </button>
+                ) : null}
+              </article>
+            ))
+          )}
+        </>
+      )}
+    </Page>
+  );
+}
