@@ -1,0 +1,139 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
+import { GOOD_PASSWORD, mailedKey, mailedTransferLink } from './helpers.js';
+
+/**
+ * The secure exchange end to end through the real CLI against a real `tresor serve`: levels 1, 3 and 4,
+ * a recipient's first SecuPass key approved by the sender with its fingerprint, a key reset that makes
+ * old transfers unreadable until approved again, and a SecuPass key equal to the password refused.
+ */
+describe('tresor send / receive (CLI, real server)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tresor-transfer-cli-'));
+  const files = join(dir, 'files');
+  let server: ServeProcess;
+  const env: Record<string, string> = {};
+  const tokens: Record<string, string> = {};
+  const outbox = join(dir, 'data', 'outbox');
+  const cli = (who: string | undefined, args: string[], extra: Record<string, string> = {}) =>
+    tresor(['--json', ...args], { cwd: dir, env: { ...env, ...(who ? { TRESOR_TOKEN: tokens[who]! } : {}), ...extra } });
+  const curl = (token: string | undefined, method: string, path: string, body?: unknown) => {
+    const r = spawnSync('curl', ['-sS', '-X', method, '-w', '\n%{http_code}', '--cacert', env.TRESOR_CACERT!, ...(token ? ['-H', `authorization: Bearer ${token}`] : []), ...(body === undefined ? [] : ['-H', 'content-type: application/json', '-d', JSON.stringify(body)]), `${server.url}${path}`], { encoding: 'utf8' }).stdout;
+    return Number(r.slice(r.lastIndexOf('\n') + 1));
+  };
+  const login = (email: string, password = GOOD_PASSWORD) => {
+    const r = tresor(['--json', 'login', '--login', email], { cwd: dir, env: { ...env, TRESOR_PASSWORD: password } });
+    expect(r.code, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout) as { sessionToken: string }).sessionToken;
+  };
+  const accept = (email: string) => expect(curl(undefined, 'POST', '/api/v1/auth/invitation/accept', { key: mailedKey(outbox, email), newPassword: GOOD_PASSWORD })).toBe(204);
+  const BIG = randomBytes(3 * 1024 * 1024 + 12345); // crosses many 64 KiB records
+  const SECRET_TEXT = Buffer.from('Befund: Patientin Frieda Beispiel, geboren 01.02.1960 — streng vertraulich\n'.repeat(100));
+
+  beforeAll(async () => {
+    const port = await freePort();
+    Object.assign(env, { TRESOR_SERVER_PORT: String(port), TRESOR_METRICS_ENABLED: 'false' });
+    server = await startServe({ cwd: dir, env });
+    const local = { ...env }; // the platform owner's terminal: no TRESOR_URL
+    env.TRESOR_URL = server.url;
+    env.TRESOR_CACERT = join(dir, 'data', 'pki', 'ca.pem');
+    const tenant = JSON.parse(tresor(['--json', 'tenant', 'create', '--name', 'Praxis am Markt'], { cwd: dir, env: local }).stdout) as { id: string; initialKeys: { activationKey: string } };
+    expect(tresor(['account', 'invite', '--email', 'admin@praxis.test', '--role', 'admin', '--tenant', tenant.id], { cwd: dir, env: local }).code).toBe(0);
+    accept('admin@praxis.test');
+    tokens.admin = login('admin@praxis.test');
+    expect(curl(tokens.admin, 'POST', '/api/v1/accounts', { email: 'sender@praxis.test', role: 'member' })).toBe(201);
+    accept('sender@praxis.test');
+    tokens.sender = login('sender@praxis.test');
+    expect(curl(tokens.sender, 'POST', '/api/v1/keys/activate', { activationKey: tenant.initialKeys.activationKey })).toBe(204);
+    expect(cli('sender', ['secupass', 'init'], { TRESOR_SECUPASS: 'Absender Schlüssel 99' }).code).toBe(0);
+    writeFileSync(join(dir, 'big.bin'), BIG);
+    writeFileSync(join(dir, 'befund.txt'), SECRET_TEXT);
+  });
+  afterAll(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('level 1: sent and received with the CLI, the address as the key to the link', () => {
+    const sent = cli('sender', ['send', '--to', 'eins@example.org', '--subject', 'Ihre Unterlagen', '--message', 'Anbei.', '--level', '1', join(dir, 'befund.txt')]);
+    expect(sent.code, sent.stderr).toBe(0);
+    const { link } = mailedTransferLink(outbox, 'eins@example.org');
+    expect(cli(undefined, ['receive', link, '--out', join(files, 'l1-wrong'), '--email', 'falsch@example.org']).code).toBe(4);
+    const got = cli(undefined, ['receive', link, '--out', join(files, 'l1'), '--email', 'eins@example.org']);
+    expect(got.code, got.stderr).toBe(0);
+    expect(JSON.parse(got.stdout)).toMatchObject({ subject: 'Ihre Unterlagen', message: 'Anbei.', level: 1 });
+    expect(readFileSync(join(files, 'l1', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
+  });
+
+  it("level 3: the recipient's first key is approved by the sender with its fingerprint; only then the files open", () => {
+    const sent = cli('sender', ['send', '--to', 'gast@example.org', '--subject', 'Röntgenbilder', '--level', '3', join(dir, 'big.bin'), join(dir, 'befund.txt')], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
+    expect(sent.code, sent.stderr).toBe(0);
+    const transfer = JSON.parse(sent.stdout) as { id: string; recipients: { keyState: string }[] };
+    expect(transfer.recipients[0]!.keyState).toBe('pending-key');
+    const { link, recipientId, secret, fingerprint } = mailedTransferLink(outbox, 'gast@example.org');
+    expect(fingerprint).toBeUndefined(); // no key at sending time
+    // The guest registers from the link, accepts the mailed invitation and logs in.
+    expect(curl(undefined, 'POST', `/api/v1/r/${recipientId}/register`, { secret })).toBe(202);
+    accept('gast@example.org');
+    tokens.gast = login('gast@example.org');
+    expect(cli('gast', ['receive', link, '--out', join(files, 'none')]).stderr).toMatch(/create your SecuPass key/);
+    // The SecuPass key must differ from the login password (checked by hash, neither sent).
+    const same = cli('gast', ['secupass', 'init'], { TRESOR_SECUPASS: GOOD_PASSWORD });
+    expect(same.code).toBe(5);
+    expect(same.stderr).toMatch(/must differ from your login password/);
+    const init = cli('gast', ['secupass', 'init'], { TRESOR_SECUPASS: 'Gast Schlüssel 4711' });
+    expect(init.code, init.stderr).toBe(0);
+    const fp = (JSON.parse(init.stdout) as { fingerprint: string }).fingerprint;
+    const waiting = cli('gast', ['receive', link, '--out', join(files, 'l3')], { TRESOR_SECUPASS: 'Gast Schlüssel 4711' });
+    expect(waiting.code).toBe(5);
+    expect(waiting.stderr).toMatch(/waits for the sender's approval/);
+    const list = JSON.parse(cli('sender', ['transfer', 'list']).stdout) as { id: string; recipients: { email: string; keyState: string; pendingFingerprint: string }[] }[];
+    expect(list.find((t) => t.id === transfer.id)!.recipients[0]).toMatchObject({ keyState: 'approval-needed', pendingFingerprint: fp });
+    expect(cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', 'ffff-0000'], { TRESOR_SECUPASS: 'Absender Schlüssel 99' }).code).toBe(5);
+    const approved = cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', fp], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
+    expect(approved.code, approved.stderr).toBe(0);
+    expect(readFileSync(join(outbox, readdirSync(outbox).filter((f) => f.endsWith('.eml')).sort().at(-1)!), 'utf8')).toMatch(/gast@example.org/);
+    expect(cli('gast', ['receive', link, '--out', join(files, 'l3-wrong')], { TRESOR_SECUPASS: 'falsch' }).stderr).toMatch(/SecuPass key is not right/);
+    const got = cli('gast', ['receive', link, '--out', join(files, 'l3')], { TRESOR_SECUPASS: 'Gast Schlüssel 4711' });
+    expect(got.code, got.stderr).toBe(0);
+    expect(readFileSync(join(files, 'l3', 'big.bin')).equals(BIG)).toBe(true);
+    expect(readFileSync(join(files, 'l3', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
+    // The server never had the file key: the blob is ciphertext and the database holds no key to it.
+    const blobs = join(dir, 'data', 'blobs');
+    for (const tenant of readdirSync(blobs)) {
+      const folder = join(blobs, tenant, transfer.id);
+      for (const f of readdirSync(folder)) expect(readFileSync(join(folder, f)).includes(SECRET_TEXT.subarray(0, 40))).toBe(false);
+    }
+  });
+
+  it('level 4: message and names end to end; a key reset makes it unreadable until the sender approves again', () => {
+    const sent = cli('sender', ['send', '--to', 'gast@example.org', '--subject', 'Befund', '--message', 'Die Werte sind gut, Frau Beispiel.', '--level', '4', join(dir, 'befund.txt')], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
+    expect(sent.code, sent.stderr).toBe(0);
+    const transfer = JSON.parse(sent.stdout) as { id: string; recipients: { keyState: string }[] };
+    expect(transfer.recipients[0]!.keyState).toBe('ok'); // wrapped at once for the known key
+    const { link, fingerprint } = mailedTransferLink(outbox, 'gast@example.org');
+    expect(fingerprint).toMatch(/^[0-9a-f]{4}(-[0-9a-f]{4}){15}$/);
+    const mail = readFileSync(join(outbox, readdirSync(outbox).filter((f) => f.endsWith('.eml')).sort().at(-1)!), 'utf8');
+    expect(mail).not.toContain('Befund'); // levels 3/4 keep the subject out of the mail
+    const got = cli('gast', ['receive', link, '--out', join(files, 'l4')], { TRESOR_SECUPASS: 'Gast Schlüssel 4711' });
+    expect(got.code, got.stderr).toBe(0);
+    expect(JSON.parse(got.stdout)).toMatchObject({ message: 'Die Werte sind gut, Frau Beispiel.', level: 4 });
+    expect(readFileSync(join(files, 'l4', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
+
+    // A reset: what was sent for the old key is unreadable now, until the sender approves the new key.
+    const reset = cli('gast', ['secupass', 'init', '--reset'], { TRESOR_SECUPASS: 'Neuer Gast Schlüssel 1' });
+    expect(reset.code, reset.stderr).toBe(0);
+    const { fingerprint: newFp, pendingApprovals } = JSON.parse(reset.stdout) as { fingerprint: string; pendingApprovals: number };
+    expect(pendingApprovals).toBe(2); // this transfer and the level-3 one
+    const locked = cli('gast', ['receive', link, '--out', join(files, 'l4-reset')], { TRESOR_SECUPASS: 'Neuer Gast Schlüssel 1' });
+    expect(locked.code).toBe(5);
+    expect(cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', newFp], { TRESOR_SECUPASS: 'Absender Schlüssel 99' }).code).toBe(0);
+    const again = cli('gast', ['receive', link, '--out', join(files, 'l4-reset')], { TRESOR_SECUPASS: 'Neuer Gast Schlüssel 1' });
+    expect(again.code, again.stderr).toBe(0);
+    expect(readFileSync(join(files, 'l4-reset', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
+  });
+});
