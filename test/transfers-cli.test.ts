@@ -58,7 +58,7 @@ describe('tresor send / receive (CLI, real server)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('level 1: sent and received with the CLI, the address as the key to the link', () => {
+  it('level 1: sent and received with the CLI, the address as the key to the link', async () => {
     const sent = cli('sender', ['send', '--to', 'eins@example.org', '--subject', 'Ihre Unterlagen', '--message', 'Anbei.', '--level', '1', join(dir, 'befund.txt')]);
     expect(sent.code, sent.stderr).toBe(0);
     const { link } = mailedTransferLink(outbox, 'eins@example.org');
@@ -67,6 +67,12 @@ describe('tresor send / receive (CLI, real server)', () => {
     expect(got.code, got.stderr).toBe(0);
     expect(JSON.parse(got.stdout)).toMatchObject({ subject: 'Ihre Unterlagen', message: 'Anbei.', level: 1 });
     expect(readFileSync(join(files, 'l1', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
+    // The server log names the routes it served, never a link secret or a download token.
+    for (let i = 0; i < 50 && !server.output().includes('/api/v1/r/'); i++) await new Promise((r) => setTimeout(r, 100)); // pino writes asynchronously
+    const log = server.output();
+    expect(log).toContain('/api/v1/r/');
+    expect(log).not.toContain(mailedTransferLink(outbox, 'eins@example.org').secret);
+    expect(log).not.toMatch(/token=[A-Za-z0-9_-]{43}/);
   });
 
   it("level 3: the recipient's first key is approved by the sender with its fingerprint; only then the files open", () => {

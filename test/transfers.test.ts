@@ -156,6 +156,22 @@ describe.each(engines)('transfers (%s)', (engine) => {
     ]);
   });
 
+  it('re-wraps transfer keys when the tenant secret is rotated: the sent list and the links keep working', async () => {
+    const c = await sendTransfer(1, ['rotation@example.org']);
+    const link = mailedTransferLink(outbox(), 'rotation@example.org');
+    const rotated = await call('anna', 'POST', '/api/v1/keys/rotate', {});
+    expect(rotated.statusCode).toBe(200);
+    expect(rotated.body.trim().split('\n').at(-1)).toMatch(/"version":2/);
+    tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26'); // the old session's copy is worthless
+    const list = await call('anna', 'GET', '/api/v1/transfers');
+    expect(list.statusCode, list.body).toBe(200);
+    expect(list.json<{ id: string; subject: string }[]>().find((x) => x.id === c.id)!.subject).toBe('Lohnabrechnung November');
+    const db = await core.storage.tenantDb({ tenantId, databaseName: (await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirstOrThrow()).database_name });
+    const versions = await db.selectFrom('transfers' as never).select('key_version' as never).where('deleted_at' as never, 'is', null).execute();
+    expect(versions.every((v) => (v as { key_version: number }).key_version === 2)).toBe(true);
+    expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'rotation@example.org' })).statusCode).toBe(200);
+  });
+
   it('withdrawal and expiry delete the blobs and the key material; the links stop working', async () => {
     const withdrawn = await sendTransfer(1, ['zurueck@example.org']);
     const link = mailedTransferLink(outbox(), 'zurueck@example.org');
