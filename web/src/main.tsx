@@ -649,7 +649,19 @@ function App() {
   else if (!me) {
     if (path !== '/app/login') queueMicrotask(() => navigate('/app/login'));
     // Back to a transfer link that asked for the login, if any (kept for this tab only).
-    content = <LoginPage t={t} onLoggedIn={() => void refresh().then(() => navigate(returnPath() ?? '/app/'))} />;
+    content = (
+      <LoginPage
+        t={t}
+        onLoggedIn={() => {
+          const back = returnPath();
+          if (back) {
+            setMe('loading'); // the link page waits for the session before it opens the transfer
+            navigate(back);
+          }
+          void refresh().then(() => (back ? undefined : navigate('/app/')));
+        }}
+      />
+    );
   } else if (me.pending.includes('password_change')) {
     content = <PasswordPage t={t} forced={true} onChanged={() => void refresh()} />;
   } else if (me.pending.includes('second_factor_setup') || path === '/app/totp') {

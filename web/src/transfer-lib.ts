@@ -270,7 +270,13 @@ let registration: Promise<ServiceWorkerRegistration> | undefined;
 async function activeWorker(): Promise<ServiceWorker> {
   if (!('serviceWorker' in navigator)) throw new Error('no service worker');
   registration ??= navigator.serviceWorker.register('/sw.js', { scope: '/app/' }).then(() => navigator.serviceWorker.ready);
-  const ready = await registration;
+  let ready: ServiceWorkerRegistration;
+  try {
+    ready = await registration;
+  } catch (error) {
+    registration = undefined; // try again at the next download
+    throw error;
+  }
   if (!ready.active) throw new Error('the service worker is not active');
   return ready.active;
 }

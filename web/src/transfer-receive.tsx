@@ -60,7 +60,7 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
   const [notice, setNotice] = useState<string>();
   const [error, setError] = useState<string>();
   const [gone, setGone] = useState(false);
-  const started = useRef(false);
+  const openedFor = useRef<string | undefined>(undefined);
   const valid = /^[A-Za-z0-9_-]{8,64}$/.test(rid) && typeof link.s === 'string';
 
   const open = async (address?: string) => {
@@ -78,8 +78,11 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
     }
   };
   useEffect(() => {
-    if (me === 'loading' || started.current || !valid) return;
-    started.current = true;
+    // Once the session is known, and again when another account logs in.
+    if (me === 'loading' || !valid) return;
+    const who = me?.accountId ?? 'anonymous';
+    if (openedFor.current === who) return;
+    openedFor.current = who;
     void open();
   }, [me]);
   useEffect(() => {

@@ -123,8 +123,8 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         ...(draft.limit.trim() !== '' ? { downloadLimit: Number(draft.limit) } : {}),
         ...(level <= 3 && draft.message.trim() !== '' ? { message: draft.message } : {}),
         recipients: emails,
-        // Level 4: the names travel only in the encrypted bundle.
-        files: files.map((f, i) => ({ ...(level === 4 ? {} : { name: f.name }), size: f.size, ...(level <= 2 ? { fileKey: toBase64Url(fileKeys[i]!) } : {}) })),
+        // Level 4: the names travel only in the encrypted bundle; the server gets placeholders.
+        files: files.map((f, i) => ({ name: level === 4 ? `file-${i + 1}` : f.name, size: f.size, ...(level <= 2 ? { fileKey: toBase64Url(fileKeys[i]!) } : {}) })),
         ...(bundle ? { bundle: { size: bundle.length } } : {}),
       });
       if (created.files.length !== files.length) throw new Error('the server lists another number of files');
@@ -237,6 +237,8 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
 
   const stateText = (tr: SentTransfer) =>
     tr.withdrawnAt ? t('transfers.state.withdrawn') : new Date(tr.expiresAt) <= new Date() ? t('transfers.state.expired') : tr.sentAt ? t('transfers.state.sent') : t('transfers.state.draft');
+  // Level 4: the files have no name here (it is in the bundle); the list also names the bundle itself, which is no file.
+  const filesOf = (tr: SentTransfer) => (tr.level === 4 ? tr.files.filter((f) => f.name === null) : tr.files);
   const active = (tr: SentTransfer) => !tr.withdrawnAt && new Date(tr.expiresAt) > new Date();
 
   return (
@@ -354,9 +356,11 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
                 </p>
                 <p>
                   {t('transfers.filesShort')}:{' '}
-                  {tr.files.some((f) => f.name === null)
-                    ? t('transfers.namesEncrypted', { count: tr.files.length, size: formatSize(tr.files.reduce((s, f) => s + f.size, 0), language) })
-                    : tr.files.map((f) => `${f.name ?? ''} (${formatSize(f.size, language)})`).join(', ')}
+                  {tr.level === 4
+                    ? t('transfers.namesEncrypted', { count: filesOf(tr).length, size: formatSize(filesOf(tr).reduce((s, f) => s + f.size, 0), language) })
+                    : filesOf(tr)
+                        .map((f) => `${f.name ?? ''} (${formatSize(f.size, language)})`)
+                        .join(', ')}
                 </p>
                 <table>
                   <caption class="visually-hidden">{t('transfers.recipientsOf', { subject: tr.subject })}</caption>

@@ -1,0 +1,368 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, request, type APIRequestContext, type Browser, type Download, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, screenshot, watchedPage } from './browser.js';
+import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
+import { mailedKey, readOutbox } from './helpers.js';
+
+/** The newest transfer link mailed to `email`, as recipient id, secret and (levels 3/4) fingerprint. */
+function transferLink(outbox: string, email: string, after = 0): { recipientId: string; secret: string; fp?: string } {
+  const mails = readOutbox(outbox).filter((m) => m.to === email);
+  for (const mail of mails.slice(after).reverse()) {
+    const m = /\/app\/r\/([0-9a-f-]{36})#s=([A-Za-z0-9_-]{43})(?:&fp=([0-9a-f-]+))?/.exec(mail.text);
+    if (m) return { recipientId: m[1]!, secret: m[2]!, ...(m[3] ? { fp: m[3] } : {}) };
+  }
+  throw new Error(`no transfer link mailed to ${email}`);
+}
+
+/** Every file below `dir`. */
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : [join(dir, e.name)]));
+}
+
+/** A text file of about `size` bytes, with a line that marks it. */
+const textFile = (marker: string, size: number) => {
+  const line = Buffer.from(`${marker}: Erika Mustermann, IBAN DE02 1203 0000 0000 2020 51, Gehalt 4711 EUR. Äöü ß.\n`);
+  return Buffer.concat(Array.from({ length: Math.ceil(size / line.length) }, () => line)).subarray(0, size);
+};
+
+const bytesOf = async (download: Download) => {
+  expect(await download.failure()).toBeNull();
+  return readFileSync((await download.path())!);
+};
+
+/**
+ * The secure-exchange pages in Chromium against a real `tresor serve`: a member sends at levels 1–4 from
+ * /app/transfers (files encrypted in the browser, uploaded in pieces), recipients open their links in a
+ * second browser context: level 1 with the address, level 2 after registering a guest account, levels
+ * 3–4 with a SecuPass key the sender approves, decrypted by the service worker as it downloads. Withdrawal
+ * and a key reset too. Every page runs under the strict CSP; any violation or console error fails.
+ */
+describe('secure transfers in Chromium', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tresor-transfers-web-'));
+  const outbox = join(dir, 'data', 'outbox');
+  let server: ServeProcess;
+  let browser: Browser;
+  let http: APIRequestContext;
+  let port = 0;
+  const env = () => ({ TRESOR_SERVER_PORT: String(port), TRESOR_METRICS_ENABLED: 'false' });
+  type Watched = Awaited<ReturnType<typeof watchedPage>>;
+  let sender: Watched;
+  let guest: Watched;
+  const SENDER = 'anna@praxis-transfer.test';
+  const SENDER_PASSWORD = 'Sicher senden im Herbst 26';
+  const SENDER_SECUPASS = 'Mein eigener Schlüssel für Dateien';
+  const GUEST = 'gast@extern-transfer.test';
+  const GUEST_PASSWORD = 'Wanderer am Gartenzaun 2026';
+  const GUEST_SECUPASS = 'Blauer Vogel über dem See';
+  const GUEST_SECUPASS_2 = 'Roter Drache unter der Brücke';
+  const state: { level3?: { recipientId: string; secret: string }; level4?: { recipientId: string; secret: string; fp?: string }; level1?: { recipientId: string; secret: string } } = {};
+  const linkUrl = (l: { recipientId: string; secret: string; fp?: string }) => `${server.url}/app/r/${l.recipientId}#s=${l.secret}${l.fp ? `&fp=${l.fp}` : ''}`;
+
+  beforeAll(async () => {
+    port = await freePort();
+    server = await startServe({ cwd: dir, env: env() });
+    // As launchBrowser(), but trusting the test server's self-signed certificate at the browser level:
+    // Chromium registers no service worker from an origin with a certificate error, and the per-context
+    // ignoreHTTPSErrors does not lift that. A real installation has a valid certificate.
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--ignore-certificate-errors'] });
+    http = await request.newContext({ baseURL: server.url, ignoreHTTPSErrors: true });
+    const tenant = JSON.parse(tresor(['--json', 'tenant', 'create', '--name', 'Praxis Transfer'], { cwd: dir, env: env() }).stdout) as { id: string; initialKeys: { activationKey: string } };
+    const invited = tresor(['--json', 'account', 'invite', '--email', SENDER, '--role', 'member', '--tenant', tenant.id, '--language', 'en'], { cwd: dir, env: env() });
+    expect(invited.code, invited.stderr).toBe(0);
+    const key = /#key=([A-Za-z0-9_-]+)/.exec((JSON.parse(invited.stdout) as { link: string }).link)![1]!;
+    expect((await http.post('/api/v1/auth/invitation/accept', { data: { key, newPassword: SENDER_PASSWORD } })).status()).toBe(204);
+    const login = await http.post('/api/v1/auth/login', { data: { login: SENDER, password: SENDER_PASSWORD, mode: 'token' } });
+    const token = ((await login.json()) as { sessionToken: string }).sessionToken;
+    const activated = await http.post('/api/v1/keys/activate', { data: { activationKey: tenant.initialKeys.activationKey }, headers: { authorization: `Bearer ${token}` } });
+    expect(activated.status(), await activated.text()).toBe(204);
+
+    sender = await watchedPage(browser, 'en-GB');
+    await sender.page.goto(`${server.url}/app/login`);
+    await sender.page.getByLabel('Login or e-mail address').fill(SENDER);
+    await sender.page.getByLabel('Password', { exact: true }).fill(SENDER_PASSWORD);
+    await sender.page.getByRole('button', { name: 'Log in' }).click();
+    await sender.page.getByRole('heading', { name: 'Address book' }).waitFor();
+    guest = await watchedPage(browser, 'de-DE');
+  });
+  afterEach(async (context) => {
+    // What the pages showed when a step failed.
+    if (context.task.result?.state === 'fail') {
+      if (sender) await screenshot(sender.page, 'failed-transfers-sender').catch(() => undefined);
+      if (guest) await screenshot(guest.page, 'failed-transfers-recipient').catch(() => undefined);
+    }
+  });
+  afterAll(async () => {
+    await http?.dispose();
+    await browser?.close();
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Fills the compose form and sends; waits for the confirmation. */
+  const send = async (page: Page, opts: { to: string; subject: string; message: string; level: 1 | 2 | 3 | 4; files: { name: string; buffer: Buffer }[]; shot?: string }) => {
+    await page.getByRole('link', { name: 'Transfers' }).click();
+    await page.getByRole('heading', { name: 'Secure transfers' }).waitFor();
+    const form = page.getByRole('form', { name: 'New transfer' });
+    await form.getByLabel('Recipients (e-mail addresses)').fill(opts.to);
+    await form.getByLabel('Subject', { exact: true }).fill(opts.subject);
+    await form.getByLabel('Message', { exact: true }).fill(opts.message);
+    await form.getByLabel(`Level ${opts.level} –`).check();
+    await form.getByLabel('Files', { exact: true }).setInputFiles(opts.files.map((f) => ({ name: f.name, mimeType: 'application/octet-stream', buffer: f.buffer })));
+    if (opts.shot) await screenshot(page, opts.shot);
+    await form.getByRole('button', { name: 'Encrypt and send' }).click();
+    await page.getByText(/^Sent to 1 recipient\(s\)\./).waitFor({ timeout: 30_000 });
+  };
+
+  it('level 1: the recipient enters the address (a wrong one is refused) and downloads the file unchanged', async () => {
+    const report = textFile('Befund Stufe 1', 300 * 1024);
+    const mailsBefore = readOutbox(outbox).length;
+    await send(sender.page, {
+      to: 'lena@extern-transfer.test',
+      subject: 'Befund Stufe eins',
+      message: 'Hallo Lena,\nanbei der Befund.',
+      level: 1,
+      files: [
+        { name: 'befund.txt', buffer: report },
+        { name: 'bild.bin', buffer: randomBytes(100 * 1024) },
+      ],
+      shot: 'transfer-compose',
+    });
+    expect(readOutbox(outbox).length).toBeGreaterThan(mailsBefore);
+    const card = sender.page.getByRole('article', { name: 'Befund Stufe eins' });
+    await card.getByRole('cell', { name: 'lena@extern-transfer.test' }).waitFor();
+    await card.getByRole('cell', { name: 'notified' }).waitFor();
+    await screenshot(sender.page, 'transfers-sent');
+
+    const link = transferLink(outbox, 'lena@extern-transfer.test');
+    state.level1 = link;
+    const lena = await watchedPage(browser, 'en-GB');
+    await lena.page.goto(linkUrl(link));
+    await lena.page.getByRole('heading', { name: 'Files for you' }).waitFor();
+    expect(lena.page.url()).toBe(`${server.url}/app/r/${link.recipientId}`); // the secret leaves the address bar
+    await lena.page.getByLabel('Your e-mail address', { exact: true }).fill('someone-else@extern-transfer.test');
+    await lena.page.getByRole('button', { name: 'Open' }).click();
+    await lena.page.getByRole('alert').filter({ hasText: 'This address does not match this link.' }).waitFor();
+    await lena.page.getByLabel('Your e-mail address', { exact: true }).fill('Lena@Extern-Transfer.test');
+    await lena.page.getByRole('button', { name: 'Open' }).click();
+    await lena.page.getByRole('heading', { name: 'Befund Stufe eins' }).waitFor();
+    await lena.page.getByText('anbei der Befund.').waitFor();
+    await lena.page.getByText(`From ${SENDER}`).waitFor();
+    await screenshot(lena.page, 'transfer-receive-level1');
+    const [download] = await Promise.all([lena.page.waitForEvent('download'), lena.page.getByRole('link', { name: 'Download befund.txt' }).click()]);
+    expect(download.suggestedFilename()).toBe('befund.txt');
+    expect((await bytesOf(download)).equals(report)).toBe(true);
+    await sender.page.reload();
+    await sender.page.getByRole('article', { name: 'Befund Stufe eins' }).getByRole('cell', { name: 'downloaded' }).waitFor();
+    expect(await lena.problems()).toEqual([]);
+    expect(await sender.problems()).toEqual([]);
+  });
+
+  it('level 2: no download without a login; the recipient registers a guest account from the link, logs in, comes back and downloads', async () => {
+    const contract = textFile('Vertrag Stufe 2', 200 * 1024);
+    await send(sender.page, { to: GUEST, subject: 'Vertrag Stufe zwei', message: 'Bitte unterschreiben.', level: 2, files: [{ name: 'vertrag.txt', buffer: contract }] });
+    const link = transferLink(outbox, GUEST);
+    // Without a session the link alone opens nothing.
+    const anonymous = await http.post(`/api/v1/r/${link.recipientId}/open`, { data: { secret: link.secret } });
+    expect(anonymous.status()).toBe(401);
+    expect(await anonymous.json()).toMatchObject({ code: 'UNAUTHENTICATED', details: { login: true } });
+
+    const { page, problems } = guest;
+    await page.goto(linkUrl(link));
+    await page.getByRole('heading', { name: 'Dateien für Sie' }).waitFor();
+    await page.getByText(/legen Sie ein kostenloses Gastkonto an/).waitFor();
+    await screenshot(page, 'transfer-receive-login');
+    await page.getByRole('button', { name: 'Gastkonto anlegen' }).click();
+    await page.getByText('Bitte sehen Sie in Ihr Postfach').waitFor();
+    // The invitation (the e-mail check) in the same tab; after the login the link page comes back.
+    await page.goto(`${server.url}/app/invite#key=${mailedKey(outbox, GUEST)}`);
+    await page.getByLabel('Neues Passwort', { exact: true }).fill(GUEST_PASSWORD);
+    await page.getByLabel('Neues Passwort wiederholen').fill(GUEST_PASSWORD);
+    await page.getByRole('button', { name: 'Passwort festlegen' }).click();
+    await page.getByRole('link', { name: 'Anmelden' }).click();
+    await page.getByLabel('Anmeldename oder E-Mail-Adresse').fill(GUEST);
+    await page.getByLabel('Passwort', { exact: true }).fill(GUEST_PASSWORD);
+    await page.getByRole('button', { name: 'Anmelden' }).click();
+    await page.getByRole('heading', { name: 'Vertrag Stufe zwei' }).waitFor();
+    expect(page.url()).toBe(`${server.url}/app/r/${link.recipientId}`);
+    await page.getByText('Bitte unterschreiben.').waitFor();
+    await screenshot(page, 'transfer-receive-level2');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'vertrag.txt herunterladen' }).click()]);
+    expect((await bytesOf(download)).equals(contract)).toBe(true);
+    expect(await problems()).toEqual([]);
+  });
+
+  it('level 3: the recipient creates a SecuPass key, the sender approves its fingerprint, the service worker decrypts the download', async () => {
+    // The sender first needs a key of their own: the compose page offers it for levels 3 and 4.
+    await sender.page.getByRole('link', { name: 'Transfers' }).click();
+    await sender.page.getByRole('form', { name: 'New transfer' }).getByLabel('Level 3 –').check();
+    await sender.page.getByText('Levels 3 and 4 need your own SecuPass key. Create it below.').waitFor();
+    const create = sender.page.getByRole('form', { name: 'Create your SecuPass key' });
+    await create.getByLabel('SecuPass', { exact: true }).fill(SENDER_PASSWORD);
+    await create.getByLabel('Repeat the SecuPass').fill(SENDER_PASSWORD);
+    await create.getByRole('button', { name: 'Create key' }).click();
+    await sender.page.getByRole('alert').filter({ hasText: 'The SecuPass must not be your login password.' }).waitFor({ timeout: 30_000 });
+    await create.getByLabel('SecuPass', { exact: true }).fill(SENDER_SECUPASS);
+    await create.getByLabel('Repeat the SecuPass').fill(SENDER_SECUPASS);
+    await screenshot(sender.page, 'secupass-create');
+    await create.getByRole('button', { name: 'Create key' }).click();
+    await create.waitFor({ state: 'detached', timeout: 30_000 });
+
+    const big = textFile('Gehaltsliste Stufe 3', 3 * 1024 * 1024 + 12_345); // crosses many 64 KiB records
+    await send(sender.page, { to: GUEST, subject: 'Gehaltsliste Stufe drei', message: 'Vertraulich.', level: 3, files: [{ name: 'gehaltsliste.txt', buffer: big }] });
+    await sender.page.getByText(/1 recipient\(s\) have no SecuPass key yet/).waitFor();
+    const link = transferLink(outbox, GUEST);
+    expect(link.fp).toBeUndefined(); // the guest had no key when it was sent
+    state.level3 = link;
+    // At rest: ciphertext only.
+    const blobs = filesUnder(join(dir, 'data', 'blobs'));
+    const bigBlob = blobs.find((f) => statSync(f).size > 3 * 1024 * 1024);
+    expect(bigBlob).toBeDefined();
+    const atRest = readFileSync(bigBlob!);
+    expect(atRest.subarray(0, 4).toString()).toBe('TRSE');
+    expect(atRest.includes(Buffer.from('Gehaltsliste Stufe 3'))).toBe(false);
+    for (const f of blobs) expect(readFileSync(f).includes(Buffer.from('Erika Mustermann'))).toBe(false);
+
+    const { page, problems } = guest;
+    await page.goto(linkUrl(link));
+    await page.getByRole('heading', { name: 'Gehaltsliste Stufe drei' }).waitFor();
+    const setup = page.getByRole('form', { name: 'SecuPass-Schlüssel anlegen' });
+    await setup.getByLabel('SecuPass', { exact: true }).fill(GUEST_SECUPASS);
+    await setup.getByLabel('SecuPass wiederholen').fill(GUEST_SECUPASS);
+    await setup.getByRole('button', { name: 'Schlüssel anlegen' }).click();
+    await page.getByText(/Ihr Schlüssel wartet auf die Bestätigung/).waitFor({ timeout: 30_000 });
+    await screenshot(page, 'transfer-receive-waiting');
+    await page.getByRole('link', { name: 'SecuPass' }).click();
+    const guestFingerprint = (await page.locator('code.fingerprint').textContent())!;
+    expect(guestFingerprint).toMatch(/^[0-9a-f]{4}(-[0-9a-f]{4}){15}$/);
+    await screenshot(page, 'secupass');
+
+    await sender.page.reload();
+    const card = sender.page.getByRole('article', { name: 'Gehaltsliste Stufe drei' });
+    await card.getByText('new key – needs your approval').waitFor();
+    expect((await card.locator('code.fingerprint').textContent())!).toBe(guestFingerprint);
+    await card.getByRole('button', { name: 'Approve key' }).click();
+    await card.getByLabel('Your SecuPass').fill('not my secupass at all');
+    await card.getByRole('button', { name: 'Approve', exact: true }).click();
+    await sender.page.getByRole('alert').filter({ hasText: 'The SecuPass is wrong.' }).waitFor({ timeout: 30_000 });
+    await card.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
+    await screenshot(sender.page, 'transfer-approve');
+    await card.getByRole('button', { name: 'Approve', exact: true }).click();
+    await sender.page.getByText(`The new key of ${GUEST} is approved.`).waitFor({ timeout: 30_000 });
+    await card.getByRole('cell', { name: 'fine' }).waitFor();
+
+    await page.goto(linkUrl(link));
+    const unlock = page.getByRole('form', { name: 'Mit SecuPass entsperren' });
+    await unlock.getByLabel('Ihr SecuPass').fill(GUEST_SECUPASS);
+    await unlock.getByRole('button', { name: 'Entsperren' }).click();
+    const button = page.getByRole('button', { name: 'gehaltsliste.txt herunterladen' });
+    await button.waitFor({ timeout: 30_000 });
+    await screenshot(page, 'transfer-receive-level3');
+    const [download] = await Promise.all([page.waitForEvent('download'), button.click()]);
+    expect(download.suggestedFilename()).toBe('gehaltsliste.txt');
+    const got = await bytesOf(download);
+    expect(got.length).toBe(big.length);
+    expect(got.equals(big)).toBe(true);
+    await page.getByText('vollständig und unverändert').waitFor();
+    // It went through the service worker: the page is controlled by /sw.js.
+    expect(await page.evaluate('navigator.serviceWorker.controller?.scriptURL')).toBe(`${server.url}/sw.js`);
+    expect(await problems()).toEqual([]);
+    expect(await sender.problems()).toEqual([]);
+  });
+
+  it('level 4: the message and the file names are readable only after the SecuPass', async () => {
+    const note = textFile('Notiz Stufe 4', 150 * 1024);
+    await send(sender.page, {
+      to: GUEST,
+      subject: 'Unterlagen Stufe vier',
+      message: 'Die geheime Nachricht steht nur im Bündel.',
+      level: 4,
+      files: [
+        { name: 'geheim-notiz.txt', buffer: note },
+        { name: 'anhang.bin', buffer: randomBytes(50_000) },
+      ],
+    });
+    const card = sender.page.getByRole('article', { name: 'Unterlagen Stufe vier' });
+    await card.getByText(/2 file\(s\), .* \(names end-to-end encrypted\)/).waitFor();
+    const link = transferLink(outbox, GUEST);
+    expect(link.fp).toMatch(/^[0-9a-f-]{79}$/); // the guest's key was known: the link names it
+    state.level4 = link;
+
+    const { page, problems } = guest;
+    await page.goto(linkUrl(link));
+    await page.getByRole('heading', { name: 'Unterlagen Stufe vier' }).waitFor();
+    await page.getByText('Die Nachricht ist Ende-zu-Ende-verschlüsselt').waitFor();
+    expect(await page.getByText('Die geheime Nachricht').count()).toBe(0);
+    expect(await page.getByText('geheim-notiz.txt').count()).toBe(0);
+    await page.getByRole('cell', { name: 'Datei 1' }).waitFor();
+    await screenshot(page, 'transfer-receive-level4-locked');
+    const unlock = page.getByRole('form', { name: 'Mit SecuPass entsperren' });
+    await unlock.getByLabel('Ihr SecuPass').fill('falsch falsch falsch');
+    await unlock.getByRole('button', { name: 'Entsperren' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Der SecuPass ist falsch' }).waitFor({ timeout: 30_000 });
+    await unlock.getByLabel('Ihr SecuPass').fill(GUEST_SECUPASS);
+    await unlock.getByRole('button', { name: 'Entsperren' }).click();
+    await page.getByText('Die geheime Nachricht steht nur im Bündel.').waitFor({ timeout: 30_000 });
+    await page.getByRole('cell', { name: 'geheim-notiz.txt', exact: true }).waitFor();
+    await screenshot(page, 'transfer-receive-level4');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'geheim-notiz.txt herunterladen' }).click()]);
+    expect(download.suggestedFilename()).toBe('geheim-notiz.txt');
+    expect((await bytesOf(download)).equals(note)).toBe(true);
+    expect(await problems()).toEqual([]);
+  });
+
+  it('a key reset makes earlier transfers unreadable until the sender approves the new key', async () => {
+    const { page, problems } = guest;
+    await page.goto(`${server.url}/app/secupass`);
+    await page.getByRole('button', { name: 'Schlüssel zurücksetzen …' }).click();
+    const reset = page.getByRole('form', { name: 'SecuPass-Schlüssel zurücksetzen' });
+    await reset.getByText(/Achtung: Beim Zurücksetzen wird Ihr bisheriger Schlüssel gelöscht/).waitFor();
+    await reset.getByLabel('SecuPass', { exact: true }).fill(GUEST_SECUPASS_2);
+    await reset.getByLabel('SecuPass wiederholen').fill(GUEST_SECUPASS_2);
+    await screenshot(page, 'secupass-reset');
+    await reset.getByRole('button', { name: 'Schlüssel zurücksetzen' }).click();
+    await page.getByText(/Ihr neuer Schlüssel ist angelegt\. 2 Übertragung\(en\) warten/).waitFor({ timeout: 30_000 });
+
+    // The level-4 transfer: its link names the old key; the data waits for the sender.
+    await page.goto(linkUrl(state.level4!));
+    await page.getByText(/Ihr Schlüssel wartet auf die Bestätigung/).waitFor();
+    expect(await page.getByRole('form', { name: 'Mit SecuPass entsperren' }).count()).toBe(0);
+
+    await sender.page.reload();
+    const card = sender.page.getByRole('article', { name: 'Unterlagen Stufe vier' });
+    await card.getByText('new key – needs your approval').waitFor();
+    await card.getByRole('button', { name: 'Approve key' }).click();
+    await card.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
+    await card.getByRole('button', { name: 'Approve', exact: true }).click();
+    await sender.page.getByText(`The new key of ${GUEST} is approved.`).waitFor({ timeout: 30_000 });
+
+    // Now the new key opens it, although the link still names the old one: the sender approved the new key.
+    await page.goto(linkUrl(state.level4!));
+    const unlock = page.getByRole('form', { name: 'Mit SecuPass entsperren' });
+    await unlock.getByLabel('Ihr SecuPass').fill(GUEST_SECUPASS_2);
+    await unlock.getByRole('button', { name: 'Entsperren' }).click();
+    await page.getByText('Die geheime Nachricht steht nur im Bündel.').waitFor({ timeout: 30_000 });
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'anhang.bin herunterladen' }).click()]);
+    expect((await bytesOf(download)).length).toBe(50_000);
+    // The level-3 transfer is still waiting for its approval.
+    await page.goto(linkUrl(state.level3!));
+    await page.getByText(/Ihr Schlüssel wartet auf die Bestätigung/).waitFor();
+    expect(await problems()).toEqual([]);
+    expect(await sender.problems()).toEqual([]);
+  });
+
+  it('withdrawal: the recipient link fails at once', async () => {
+    await sender.page.getByRole('link', { name: 'Transfers' }).click();
+    await sender.page.getByRole('button', { name: 'Withdraw “Befund Stufe eins”' }).click();
+    await sender.page.getByText('“Befund Stufe eins” was withdrawn; its files are deleted.').waitFor();
+    await screenshot(sender.page, 'transfers-withdrawn');
+    const lena = await watchedPage(browser, 'en-GB');
+    await lena.page.goto(linkUrl(state.level1!));
+    await lena.page.getByRole('alert').filter({ hasText: 'This link is not valid, has expired or was withdrawn.' }).waitFor();
+    expect(await lena.problems()).toEqual([]);
+    expect(await sender.problems()).toEqual([]);
+  });
+});
