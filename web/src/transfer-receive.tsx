@@ -86,6 +86,12 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
     void open();
   }, [me]);
   useEffect(() => {
+    // The link opened again in this tab changes only the fragment: start afresh with it.
+    const again = () => new URLSearchParams(location.hash.slice(1)).has('s') && location.reload();
+    addEventListener('hashchange', again);
+    return () => removeEventListener('hashchange', again);
+  }, []);
+  useEffect(() => {
     if (view && view.level >= 3) prepareServiceWorker().catch(() => setError(t('receive.noWorker')));
   }, [view?.level]);
 
