@@ -15,7 +15,7 @@ import type { DeletionReport, ResellerView, TenantView } from '../platform/index
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { CHARACTER_CLASSES, POLICY_ROLES, type CharacterClass, type PasswordPolicy } from '../identity/password-policy.js';
-import { approveKey, initSecupass, receiveTransfer, sendTransfer } from '../transfers/client.js';
+import { approveKey, closeConnections, initSecupass, receiveTransfer, sendTransfer } from '../transfers/client.js';
 import { callApi, callApiLines, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
 import { dirname, join } from 'node:path';
 
@@ -776,6 +776,8 @@ export async function runCli(argv: string[]): Promise<number> {
     const message = (error as { code?: string }).code === 'ECONNREFUSED' ? 'cannot reach the server (connection refused)' : String((error as Error).message ?? error);
     process.stderr.write(`tresor: unexpected error: ${message}\n`);
     return EXIT.INTERNAL;
+  } finally {
+    closeConnections();
   }
 }
 

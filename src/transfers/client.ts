@@ -1,6 +1,6 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { request, type RequestOptions } from 'node:https';
+import { Agent, request, type RequestOptions } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -40,15 +40,29 @@ export interface TransferRemote {
 const CHUNK = 8 * 1024 * 1024;
 const fileContext = (transferId: string, fileId: string) => `transfer:${transferId}/file:${fileId}`;
 
+/** One kept-alive connection pool per server and CA: no TLS handshake per uploaded piece. */
+const agents = new Map<string, Agent>();
+const agentFor = (remote: TransferRemote) => {
+  const id = `${new URL(remote.url).origin}|${remote.caFile ?? ''}`;
+  let agent = agents.get(id);
+  if (!agent) agents.set(id, (agent = new Agent({ keepAlive: true, maxSockets: 4, ...(remote.caFile ? { ca: readFileSync(remote.caFile) } : {}) })));
+  return agent;
+};
+/** Closes the kept-alive connections (a CLI command ends faster). */
+export function closeConnections(): void {
+  for (const agent of agents.values()) agent.destroy();
+  agents.clear();
+}
+
 /** One HTTPS call; JSON in and out unless `body` is bytes; a response stream when `stream` is set. */
-async function call<T>(remote: TransferRemote, method: string, path: string, body?: unknown, opts: { stream?: boolean } = {}): Promise<T> {
+export async function call<T>(remote: TransferRemote, method: string, path: string, body?: unknown, opts: { stream?: boolean } = {}): Promise<T> {
   const target = new URL(path, remote.url);
   if (target.protocol !== 'https:') throw new DomainError('VALIDATION', `the server URL must be https://, not ${target.protocol}`);
   const raw = body instanceof Uint8Array;
   const payload = body === undefined ? undefined : raw ? (body as Uint8Array) : Buffer.from(JSON.stringify(body));
   const options: RequestOptions = {
     method,
-    ...(remote.caFile ? { ca: readFileSync(remote.caFile) } : {}),
+    agent: agentFor(remote),
     headers: {
       accept: 'application/json',
       ...(payload ? { 'content-type': raw ? 'application/octet-stream' : 'application/json', 'content-length': payload.length } : {}),
@@ -104,9 +118,16 @@ async function* pieces(stream: ReadableStream<Uint8Array>, size: number): AsyncG
 }
 
 /** Uploads one encrypted stream; a failed piece is sent again from what the server says it has. */
-async function uploadStream(remote: TransferRemote, transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, onProgress: (bytes: number) => void) {
+export async function uploadStream(remote: TransferRemote, transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, onProgress: (bytes: number) => void) {
   let offset = 0;
-  for await (const piece of pieces(cipher, CHUNK)) {
+  // The next piece is encrypted while the current one travels: two pieces in memory at most.
+  const source = pieces(cipher, CHUNK);
+  let next = source.next();
+  for (;;) {
+    const current = await next;
+    if (current.done) break;
+    next = source.next();
+    const piece = current.value;
     for (let attempt = 1; ; attempt++) {
       try {
         const r = await call<{ received: number }>(remote, 'PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}?offset=${offset}`, piece);

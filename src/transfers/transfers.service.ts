@@ -1,8 +1,9 @@
 import { createHmac, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
 import type { Kysely } from 'kysely';
 import type { Actor } from '../access/index.js';
@@ -407,32 +408,55 @@ export function createTransferService(deps: {
       if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
       const f = await db.selectFrom('transfer_files').selectAll().where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!f) throw new NotFoundError('file');
-      const received = Number(f.received);
+      const path = blobPath(s.tenantId, t.id, f.id);
+      // Pieces are not synced one by one (that would halve the throughput); after a crash the file may be
+      // shorter than recorded, so what is really on disk decides where the upload goes on.
+      const onDisk = await stat(path).then((st) => st.size, () => 0);
+      const received = Math.min(Number(f.received), onDisk);
       if (offset !== received) throw new ConflictError(`the upload continues at byte ${received}, not ${offset}`, { client: { received } });
       const limit = Number(f.cipher_size);
-      const path = blobPath(s.tenantId, t.id, f.id);
       await mkdir(blobDir(s.tenantId, t.id), { recursive: true, mode: 0o700 });
-      const handle = await open(path, received === 0 ? 'w' : 'r+', 0o600);
+      if (onDisk > received) await truncate(path, received); // a torn tail of an interrupted write goes
+      // A write stream with a large buffer batches what arrives (writev) instead of one write per TLS
+      // record; with the default 16 KiB the socket waits for every small write (a fifth of the speed).
+      const out = createWriteStream(path, { flags: received === 0 ? 'w' : 'r+', start: received, mode: 0o600, highWaterMark: 4 * 1024 * 1024 });
       let position = received;
       let tooLong = false;
       try {
-        await handle.truncate(received); // a torn tail of an interrupted write goes
-        for await (const chunk of body) {
-          if (position + chunk.length > limit) {
-            tooLong = true;
-            break;
-          }
-          await handle.write(chunk, 0, chunk.length, position);
-          position += chunk.length;
+        await pipeline(
+          body instanceof Readable ? body : Readable.from(body),
+          new Transform({
+            highWaterMark: 4 * 1024 * 1024,
+            transform(chunk: Buffer, _encoding, done) {
+              if (position + chunk.length > limit) {
+                tooLong = true;
+                return done(new ValidationError('too long'));
+              }
+              position += chunk.length;
+              done(null, chunk);
+            },
+          }),
+          out,
+        );
+        if (position === limit) {
+          // Complete: durable before the transfer can be sent.
+          const handle = await open(path, 'r');
+          await handle.sync().finally(() => handle.close());
         }
-        await handle.sync();
+      } catch {
+        // The client broke off, or sent too much: what reached the disk (up to the limit) counts, so the
+        // upload resumes there.
+        const written = await stat(path).then((st) => st.size, () => received);
+        position = Math.min(written, position, limit);
+        if (written > position) await truncate(path, position);
+        if (tooLong) {
+          await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
+          throw new ValidationError(`file ${f.id} is ${limit} bytes encrypted; the upload went beyond that (kept: ${position})`, { client: { received: position } });
+        }
       } finally {
-        await handle.close();
-        // Even when the client broke off: what is on disk counts, so the upload resumes there.
         await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
-        deps.billing?.count(s.tenantId, { bytesTransferred: position - received });
+        deps.billing?.count(s.tenantId, { bytesTransferred: Math.max(0, position - received) });
       }
-      if (tooLong) throw new ValidationError(`file ${f.id} is ${limit} bytes encrypted; the upload went beyond that (kept: ${position})`, { client: { received: position } });
       return { received: position, cipherSize: limit };
     },
 

@@ -1,0 +1,245 @@
+/**
+ * Transfers benchmark (issue 6): a real `tresor serve` in its own process; the sender and recipient are
+ * this process, using the same client code as `tresor send` / `tresor receive`.
+ *
+ *  - upload+store and download throughput of one large file (default 1 GiB) at level 1 (the server
+ *    decrypts on the way out) and level 3 (end-to-end: the client decrypts), against raw AES-256-GCM over
+ *    the same bytes in this process (goal: ratio ≥ 0.5);
+ *  - the server's peak RSS while a 16 MiB and a 2 GiB file go up and down (goal: flat, < 200 MiB);
+ *  - encryption throughput of the e2e module in headless Chromium, against raw WebCrypto AES-GCM there.
+ *
+ *   npm run bench:transfers -- [--size-mib 1024] [--big-mib 2048] [--browser-mib 256]
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createCipheriv, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { build } from 'vite';
+import { call, receiveTransfer, sendTransfer, uploadStream } from '../src/transfers/client.js';
+import { encryptStream, randomFileKey, toBase64Url } from '../src/shared-e2e/index.js';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { option, round, table, timed } from './lib.js';
+
+const SIZE_MIB = option('size-mib', 1024);
+const BIG_MIB = option('big-mib', 2048);
+const BROWSER_MIB = option('browser-mib', 256);
+const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+const PASSWORD = 'Benchmark Passwort 2026 ok';
+
+const dir = mkdtempSync(join(tmpdir(), 'tresor-bench-transfers-'));
+const port = 20_000 + Math.floor(Math.random() * 20_000);
+const env = { ...process.env, TRESOR_SERVER_PORT: String(port), TRESOR_METRICS_ENABLED: 'false', TRESOR_LOG_LEVEL: 'warn', HOME: dir };
+const url = `https://localhost:${port}`;
+const ca = join(dir, 'data', 'pki', 'ca.pem');
+
+const tresor = (args: string[]) => {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: dir, env, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`tresor ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+};
+const api = <T>(method: string, path: string, body?: unknown, token?: string) =>
+  new Promise<T>((resolve, reject) => {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = request(new URL(path, url), { method, ca: readFileSync(ca), headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => ((res.statusCode ?? 500) >= 400 ? reject(new Error(`${method} ${path}: ${res.statusCode} ${Buffer.concat(chunks).toString()}`)) : resolve((chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined) as T)));
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+const mailedKey = (email: string) => {
+  const outbox = join(dir, 'data', 'outbox');
+  for (const f of readdirSync(outbox).sort().reverse()) {
+    const text = readFileSync(join(outbox, f), 'utf8').replace(/=\r?\n/g, '').replace(/=3D/g, '=');
+    if (!text.includes(`To: ${email}`)) continue;
+    const key = /\/app\/invite#key=([A-Za-z0-9_-]{43})/.exec(text)?.[1];
+    if (key) return key;
+  }
+  throw new Error(`no invitation for ${email}`);
+};
+const mailedLink = (email: string) => {
+  const outbox = join(dir, 'data', 'outbox');
+  for (const f of readdirSync(outbox).sort().reverse()) {
+    const text = readFileSync(join(outbox, f), 'utf8').replace(/=\r?\n/g, '').replace(/=3D/g, '=');
+    if (!text.includes(`To: ${email}`)) continue;
+    const link = /(https:\/\/\S+\/app\/r\/[0-9a-f-]{36}#s=[A-Za-z0-9_-]{43}(?:&fp=[0-9a-f-]+)?)/.exec(text)?.[1];
+    if (link) return link;
+  }
+  throw new Error(`no transfer link for ${email}`);
+};
+
+/** Writes `mib` MiB of random bytes (1 MiB pieces, never all in memory). */
+async function makeFile(path: string, mib: number) {
+  const out = createWriteStream(path);
+  const piece = randomBytes(1024 * 1024);
+  for (let i = 0; i < mib; i++) if (!out.write(piece)) await new Promise<void>((r) => out.once('drain', () => r()));
+  await new Promise<void>((r) => out.end(() => r()));
+}
+
+/** Raw AES-256-GCM over a file read in 64 KiB pieces (the baseline: no records, no network, no disk write). */
+async function rawAesGcm(path: string) {
+  const cipher = createCipheriv('aes-256-gcm', randomBytes(32), randomBytes(12));
+  for await (const chunk of createReadStream(path, { highWaterMark: 64 * 1024 })) cipher.update(chunk as Buffer);
+  cipher.final();
+}
+
+/** The server's RSS, sampled from /proc every 25 ms while `work` runs. */
+async function serverPeakRss<T>(pid: number, work: () => Promise<T>): Promise<{ value: T; peakMiB: number }> {
+  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  let peak = rss();
+  const timer = setInterval(() => (peak = Math.max(peak, rss())), 25);
+  try {
+    return { value: await work(), peakMiB: round(Math.max(peak, rss())) };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+process.stdout.write(`# Transfers benchmark — node ${process.version}, ${new Date().toISOString()}\n`);
+tresor(['init']);
+const server = spawn(process.execPath, [CLI, 'serve'], { cwd: dir, env });
+let serverOut = '';
+server.stdout.on('data', (c: Buffer) => (serverOut += c.toString()));
+server.stderr.on('data', (c: Buffer) => (serverOut += c.toString()));
+try {
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${serverOut}`)), 30_000);
+    server.stdout.on('data', () => serverOut.includes('Tresor is running') && (clearTimeout(timer), resolve()));
+  });
+  // A tenant with a member who holds data access, and a recipient with a guest-like member account.
+  const tenant = JSON.parse(tresor(['--json', 'tenant', 'create', '--name', 'Bench Transfers'])) as { id: string; initialKeys: { activationKey: string } };
+  tresor(['account', 'invite', '--email', 'admin@bench.test', '--role', 'admin', '--tenant', tenant.id]);
+  await api('POST', '/api/v1/auth/invitation/accept', { key: mailedKey('admin@bench.test'), newPassword: PASSWORD });
+  const login = async (email: string) => (await api<{ sessionToken: string }>('POST', '/api/v1/auth/login', { login: email, password: PASSWORD, mode: 'token' })).sessionToken;
+  const admin = await login('admin@bench.test');
+  for (const email of ['sender@bench.test', 'recipient@bench.test']) {
+    await api('POST', '/api/v1/accounts', { email, role: 'member' }, admin);
+    await api('POST', '/api/v1/auth/invitation/accept', { key: mailedKey(email), newPassword: PASSWORD });
+  }
+  const sender = { url, token: await login('sender@bench.test'), caFile: ca };
+  const recipient = { url, token: await login('recipient@bench.test'), caFile: ca };
+  await api('POST', '/api/v1/keys/activate', { activationKey: tenant.initialKeys.activationKey }, sender.token);
+  const { initSecupass } = await import('../src/transfers/client.js');
+  await initSecupass(sender, 'Sender SecuPass 1');
+  await initSecupass(recipient, 'Recipient SecuPass 2');
+
+  const expiresAt = new Date(Date.now() + 86_400_000).toISOString();
+  const run = async (path: string, level: 1 | 3, out: string) => {
+    const up = await timed(() => sendTransfer(sender, { to: ['recipient@bench.test'], subject: 'bench', level, expiresAt, files: [path], secupass: 'Sender SecuPass 1' }));
+    const link = mailedLink('recipient@bench.test');
+    const down = await timed(() => receiveTransfer(recipient, link, { outDir: out, email: 'recipient@bench.test', secupass: 'Recipient SecuPass 2' }));
+    rmSync(out, { recursive: true, force: true });
+    return { upMs: up.ms, downMs: down.ms };
+  };
+
+  // Throughput of the server: ciphertext made beforehand (the sender's work is not the server's), then
+  // uploaded and stored, downloaded as it is (levels 3/4) and downloaded decrypted by the server (levels 1/2).
+  const file = join(dir, 'file.bin');
+  await makeFile(file, SIZE_MIB);
+  const raw = await timed(() => rawAesGcm(file));
+  const fileKey = randomFileKey();
+  const created = await call<{ id: string; files: { id: string }[] }>(sender, 'POST', '/api/v1/transfers', {
+    subject: 'bench', level: 1, expiresAt: new Date(Date.now() + 86_400_000).toISOString(), recipients: ['recipient@bench.test'],
+    files: [{ name: 'file.bin', size: SIZE_MIB * 1024 * 1024, fileKey: toBase64Url(fileKey) }],
+  });
+  const cipherFile = join(dir, 'file.tresor');
+  await pipeline(Readable.fromWeb(encryptStream(fileKey, `transfer:${created.id}/file:${created.files[0]!.id}`, Readable.toWeb(createReadStream(file)) as unknown as ReadableStream<Uint8Array>) as never), createWriteStream(cipherFile));
+  const store = await timed(() => uploadStream(sender, created.id, created.files[0]!.id, Readable.toWeb(createReadStream(cipherFile, { highWaterMark: 1024 * 1024 })) as unknown as ReadableStream<Uint8Array>, () => undefined));
+  await call(sender, 'POST', `/api/v1/transfers/${created.id}/send`);
+  const { recipientId, secret } = (() => { const m = /\/app\/r\/([0-9a-f-]{36})#s=([A-Za-z0-9_-]{43})/.exec(mailedLink('recipient@bench.test'))!; return { recipientId: m[1]!, secret: m[2]! }; })();
+  const discard = () => new Writable({ write(_c, _e, done) { done(); } });
+  const fetchFile = async () => {
+    const opened = await call<{ downloadToken: string; files: { id: string }[] }>(recipient, 'POST', `/api/v1/r/${recipientId}/open`, { secret, email: 'recipient@bench.test' });
+    await pipeline(await call<Readable>(recipient, 'GET', `/api/v1/r/${recipientId}/files/${opened.files[0]!.id}?token=${opened.downloadToken}`, undefined, { stream: true }), discard());
+  };
+  const decrypted = await timed(fetchFile);
+  rmSync(cipherFile);
+  // End to end as \`tresor send\` / \`tresor receive\` do it: the sender's and recipient's crypto included.
+  const l1 = await run(file, 1, join(dir, 'out1'));
+  const l3 = await run(file, 3, join(dir, 'out3'));
+  // Level 3 ciphertext straight from disk to the recipient (what the server does for levels 3/4).
+  const l3Link = /\/app\/r\/([0-9a-f-]{36})#s=([A-Za-z0-9_-]{43})/.exec(mailedLink('recipient@bench.test'))!;
+  const asIs = await timed(async () => {
+    const opened = await call<{ downloadToken: string; files: { id: string }[] }>(recipient, 'POST', `/api/v1/r/${l3Link[1]}/open`, { secret: l3Link[2] });
+    await pipeline(await call<Readable>(recipient, 'GET', `/api/v1/r/${l3Link[1]}/files/${opened.files[0]!.id}?token=${opened.downloadToken}`, undefined, { stream: true }), discard());
+  });
+  const mbps = (ms: number) => round((SIZE_MIB / ms) * 1000);
+  table(`${SIZE_MIB} MiB file through the server (loopback, TLS 1.3), against raw AES-256-GCM in this process`, [
+    { what: 'raw AES-256-GCM over the file, 64 KiB pieces (baseline)', 'MiB/s': mbps(raw.ms), ratio: 1 },
+    { what: 'server: upload + store (8 MiB pieces over TLS, streamed to disk, fsync at the end)', 'MiB/s': mbps(store.ms), ratio: round(raw.ms / store.ms, 2) },
+    { what: 'server: download levels 3/4 (ciphertext from disk over TLS)', 'MiB/s': mbps(asIs.ms), ratio: round(raw.ms / asIs.ms, 2) },
+    { what: 'server: download levels 1/2 (decrypted on the fly over TLS)', 'MiB/s': mbps(decrypted.ms), ratio: round(raw.ms / decrypted.ms, 2) },
+    { what: 'end to end, level 1 send: read + encrypt (e2e records) + upload + store', 'MiB/s': mbps(l1.upMs), ratio: round(raw.ms / l1.upMs, 2) },
+    { what: 'end to end, level 1 receive: server decrypts + TLS + write file', 'MiB/s': mbps(l1.downMs), ratio: round(raw.ms / l1.downMs, 2) },
+    { what: 'end to end, level 3 send: + hybrid key wraps', 'MiB/s': mbps(l3.upMs), ratio: round(raw.ms / l3.upMs, 2) },
+    { what: 'end to end, level 3 receive: TLS + recipient decrypts + write file', 'MiB/s': mbps(l3.downMs), ratio: round(raw.ms / l3.downMs, 2) },
+  ]);
+  rmSync(file);
+
+  // The server's memory for a small and a large file, next to what it holds idle.
+  const idle = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid!}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  const rows: Record<string, string | number>[] = [{ file: '(idle, after the runs above)', 'server peak RSS MiB (up + level-1 download)': round(idle), 'up MiB/s': '-', 'down MiB/s': '-' }];
+  for (const mib of [16, BIG_MIB]) {
+    const path = join(dir, `size-${mib}.bin`);
+    await makeFile(path, mib);
+    const measured = await serverPeakRss(server.pid!, () => run(path, 1, join(dir, `rss-${mib}`)));
+    rows.push({ file: `${mib} MiB`, 'server peak RSS MiB (up + level-1 download)': measured.peakMiB, 'up MiB/s': mbps((measured.value.upMs * SIZE_MIB) / mib), 'down MiB/s': mbps((measured.value.downMs * SIZE_MIB) / mib) });
+    rmSync(path);
+  }
+  table('server memory: constant in the file size (goal < 200 MiB)', rows);
+
+  // The browser: the same module bundled, in headless Chromium.
+  const bundled = await build({
+    configFile: false,
+    logLevel: 'silent',
+    build: { write: false, lib: { entry: fileURLToPath(new URL('../../src/shared-e2e/index.ts', import.meta.url)), name: 'TresorE2e', formats: ['iife'] }, minify: true },
+  });
+  const code = (Array.isArray(bundled) ? bundled[0]! : (bundled as { output: { code?: string }[] })).output[0]!.code!;
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  try {
+    // An https page of the server is a secure context (WebCrypto); the bundle is added as a script (CSP bypassed for that).
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, bypassCSP: true });
+    const page = await context.newPage();
+    await page.goto(`${url}/healthz`);
+    await page.addScriptTag({ content: code });
+    const result = await page.evaluate(async (mib: number) => {
+      const e2e = (globalThis as unknown as { TresorE2e: typeof import('../src/shared-e2e/index.js') }).TresorE2e;
+      const piece = new Uint8Array(1024 * 1024);
+      crypto.getRandomValues(piece.subarray(0, 65536));
+      const source = () => {
+        let sent = 0;
+        return new ReadableStream<Uint8Array>({ pull(c) { if (sent++ < mib) c.enqueue(piece); else c.close(); } });
+      };
+      const t0 = performance.now();
+      const reader = e2e.encryptStream(e2e.randomFileKey(), 'bench', source()).getReader();
+      let bytes = 0;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        bytes += value.length;
+      }
+      const e2eMs = performance.now() - t0;
+      const key = await crypto.subtle.importKey('raw', crypto.getRandomValues(new Uint8Array(32)), 'AES-GCM', false, ['encrypt']);
+      const t1 = performance.now();
+      for (let i = 0; i < mib * 16; i++) await crypto.subtle.encrypt({ name: 'AES-GCM', iv: crypto.getRandomValues(new Uint8Array(12)) }, key, piece.subarray(0, 65536));
+      const rawMs = performance.now() - t1;
+      return { e2eMs, rawMs, bytes };
+    }, BROWSER_MIB);
+    table(`encryption in headless Chromium, ${BROWSER_MIB} MiB`, [
+      { what: 'raw WebCrypto AES-GCM, 64 KiB at a time (baseline)', 'MiB/s': round((BROWSER_MIB / result.rawMs) * 1000), ratio: 1 },
+      { what: 'e2e encryptStream (records, nonces, AAD, header)', 'MiB/s': round((BROWSER_MIB / result.e2eMs) * 1000), ratio: round(result.rawMs / result.e2eMs, 2) },
+    ]);
+  } finally {
+    await browser.close();
+  }
+} finally {
+  server.kill('SIGTERM');
+  await new Promise((r) => server.once('exit', r));
+  rmSync(dir, { recursive: true, force: true });
+}
