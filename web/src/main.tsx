@@ -593,6 +593,8 @@ const isDataUser = (me: Me) => me.kind === 'tenant' && (me.role === 'member' || 
 const isGrantee = (me: Me) => me.kind === 'external';
 const isAdministrator = (me: Me) => ['operator', 'reseller', 'installer'].includes(me.kind) || (me.kind === 'tenant' && me.role === 'admin');
 const readsLedger = (me: Me) => me.kind === 'operator' || me.kind === 'reseller' || (me.kind === 'tenant' && me.role === 'dpo');
+/** SecuPass keys are for the people who send and receive transfers, not for platform administrators. */
+const hasSecuPass = (me: Me) => !['operator', 'reseller', 'installer'].includes(me.kind);
 const homeOf = (me: Me) => (isDataUser(me) || isGrantee(me) ? '/app/contacts' : readsLedger(me) ? '/app/ledger' : isAdministrator(me) ? '/app/users' : '/app/sessions');
 
 function App() {
@@ -676,7 +678,7 @@ function App() {
     content = <GrantsPage t={t} me={me} Page={Page} />;
   } else if (path === '/app/transfers' && isDataUser(me)) {
     content = <TransfersPage t={t} me={me} language={language} Page={Page} />;
-  } else if (path === '/app/secupass') {
+  } else if (path === '/app/secupass' && hasSecuPass(me)) {
     content = <SecuPassPage t={t} language={language} Page={Page} />;
   } else if (path === '/app/users' && isAdministrator(me)) {
     content = <UsersPage t={t} me={me} Page={Page} />;
@@ -711,7 +713,7 @@ function App() {
             {isDataUser(me) || isGrantee(me) ? link('/app/jobs', 'nav.jobs') : null}
             {isDataUser(me) ? link('/app/grants', 'nav.grants') : null}
             {isDataUser(me) ? link('/app/transfers', 'nav.transfers') : null}
-            {link('/app/secupass', 'nav.secupass')}
+            {hasSecuPass(me) ? link('/app/secupass', 'nav.secupass') : null}
             {readsLedger(me) ? link('/app/ledger', 'nav.ledger') : null}
             {isAdministrator(me) ? link('/app/users', 'nav.users') : null}
             {link('/app/sessions', 'nav.sessions')}

@@ -208,14 +208,15 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
     try {
       const expected = recipient.pendingFingerprint;
       if (!expected) throw new Error(t('transfers.fingerprintMismatch'));
-      const { privateKey } = await openOwnKey(secupass);
+      const { privateKey, fingerprint: mine } = await openOwnKey(secupass);
       const { keys } = await api<{ keys: Record<string, { publicKey: string; fingerprint: string } | null> }>('POST', '/api/v1/e2e/keys', { emails: [recipient.email] });
       const theirs = keys[recipient.email] ?? Object.values(keys)[0];
       if (!theirs) throw new Error(t('transfers.noRecipientKey'));
       const publicKey = await decodePublicKey(theirs.publicKey);
       if (!(await fingerprintMatches(publicKey, expected))) throw new Error(t('transfers.fingerprintMismatch'));
       const senderWraps = await api<{ fileId: string; wrapped: string; fingerprint: string }[]>('GET', `/api/v1/transfers/${transfer.id}/sender-wraps`);
-      if (senderWraps.length === 0) throw new Error(t('transfers.noSenderWraps'));
+      // Wrapped for an earlier key of the sender (since reset): nothing here can open them any more.
+      if (senderWraps.length === 0 || senderWraps.some((w) => w.fingerprint.toLowerCase() !== mine)) throw new Error(t('transfers.noSenderWraps'));
       const wraps: { fileId: string; wrapped: string }[] = [];
       for (const w of senderWraps) {
         const context = fileContext(transfer.id, w.fileId);
