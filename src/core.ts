@@ -84,7 +84,7 @@ export async function openCore(
     iterations: config.argon2.iterations,
     parallelism: config.argon2.parallelism,
   });
-  const ledgers = createLedgers({
+  const ledgers = await createLedgers({
     storage,
     masterKey: masterKey.ring,
     publicUrl: config.server.public_url,

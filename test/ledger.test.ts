@@ -4,7 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Actor } from '../src/access/index.js';
-import { ensureFirstOperator, type Core } from '../src/core.js';
+import { ensureFirstOperator, openCore, type Core } from '../src/core.js';
+import { loadConfig } from '../src/config/index.js';
 import type { DataSession } from '../src/records/index.js';
 import { buildApp } from '../src/http/app.js';
 import { billingReport, leafHash, MerkleAccumulator, standaloneVerifier, toCsv, type Ledger, type LedgerEvent } from '../src/ledger/index.js';
@@ -210,6 +211,21 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     ).rejects.toThrow();
     expect((await core.collections.contacts.get(s, created.id)).name).toBe('Beide oder keins');
     expect((await ledger.verify()).ok).toBe(true);
+  });
+
+  it('keeps the checkpoint origin a ledger was created with when server.public_url changes', async () => {
+    t = makeTestEnv(engine, { TRESOR_SERVER_PUBLIC_URL: 'https://tresor-alt.example:8443' });
+    core = await openTestCore(t);
+    const tenant = await core.platform.createTenant(system, { name: 'Ursprung GmbH' });
+    const before = { platform: core.ledgers.platform.origin, tenant: (await core.ledgers.tenant(tenant.id)).origin };
+    expect(before.tenant).toBe(`tresor-alt.example:8443/tresor/tenant/${tenant.id}`);
+    const witness = await (await core.ledgers.tenant(tenant.id)).checkpoint();
+    await core.close();
+    core = await openCore(loadConfig({ cwd: t.dir, env: { ...t.env, TRESOR_SERVER_PUBLIC_URL: 'https://tresor-neu.example' } }), { log: silentLog });
+    expect(core.ledgers.platform.origin).toBe(before.platform);
+    const ledger = await core.ledgers.tenant(tenant.id);
+    expect(ledger.origin).toBe(before.tenant);
+    expect((await ledger.verify({ witness: witness.text })).ok).toBe(true); // an old witness checkpoint still matches
   });
 
   it('gives concurrent appends one gap-free order', async () => {

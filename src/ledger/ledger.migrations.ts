@@ -56,7 +56,8 @@ export const ledgerMigration: Migration = {
 };
 
 export interface LedgerSchema {
-  ledger_head: { id: number; tree_size: number; compact_range: string };
+  /** `origin`: the checkpoint origin, pinned when the ledger is first opened (null before). */
+  ledger_head: { id: number; tree_size: number; compact_range: string; origin: string | null };
   ledger_entries: {
     seq: number;
     time: string;
@@ -72,3 +73,13 @@ export interface LedgerSchema {
   ledger_checkpoints: { tree_size: number; root_hash: string; time: string; note: string };
   ledger_keys: { id: number; public_key: string; sealed_private_key: string; created_at: string };
 }
+
+/**
+ * The checkpoint origin is pinned in the ledger itself when it is first opened: witnesses keep checkpoints
+ * by origin, so a later change of `server.public_url` must not change it.
+ */
+export const ledgerOriginMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('ledger_head').addColumn('origin', 'varchar(512)').execute();
+  },
+};

@@ -13,23 +13,34 @@ export interface Ledgers {
   all(): Promise<{ name: string; ledger: Ledger }[]>;
 }
 
-export function createLedgers(deps: {
+/** The origin stored in the ledger, or `wanted` stored now (the first opening pins it). */
+async function pinnedOrigin(db: Kysely<LedgerSchema>, wanted: string): Promise<string> {
+  try {
+    await db.updateTable('ledger_head').set({ origin: wanted }).where('id', '=', 1).where('origin', 'is', null).execute();
+    return (await db.selectFrom('ledger_head').select('origin').where('id', '=', 1).executeTakeFirstOrThrow()).origin ?? wanted;
+  } catch {
+    return wanted; // not migrated yet (a command that opens the store without migrating)
+  }
+}
+
+export async function createLedgers(deps: {
   storage: Storage;
   masterKey: CipherService;
   publicUrl: string;
   retentionDays: number;
   clock: { now(): Date };
-}): Ledgers {
+}): Promise<Ledgers> {
   const host = new URL(deps.publicUrl).host;
   const common = { masterKey: deps.masterKey, retentionDays: deps.retentionDays, clock: deps.clock };
-  const platform = createLedger({ ...common, db: deps.storage.control as unknown as Kysely<LedgerSchema>, origin: `${host}/tresor/platform` });
+  const control = deps.storage.control as unknown as Kysely<LedgerSchema>;
+  const platform = createLedger({ ...common, db: control, origin: await pinnedOrigin(control, `${host}/tresor/platform`) });
   // One ledger object per tenant and process (tenant ids are never reused, so nothing goes stale).
   const cache = new Map<string, Promise<Ledger>>();
   const open = async (tenantId: string) => {
     const row = await deps.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirst();
     if (!row) throw new Error(`tenant ${tenantId} has no database`);
-    const db = await deps.storage.tenantDb({ tenantId, databaseName: row.database_name });
-    return createLedger({ ...common, db: db as unknown as Kysely<LedgerSchema>, origin: `${host}/tresor/tenant/${tenantId}`, tenantId });
+    const db = (await deps.storage.tenantDb({ tenantId, databaseName: row.database_name })) as unknown as Kysely<LedgerSchema>;
+    return createLedger({ ...common, db, origin: await pinnedOrigin(db, `${host}/tresor/tenant/${tenantId}`), tenantId });
   };
   const tenant = (tenantId: string) => {
     let ledger = cache.get(tenantId);

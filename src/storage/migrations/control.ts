@@ -3,7 +3,7 @@ import { tenantKeysControlMigration } from '../../crypto/tenant-keys.js';
 import { accountsMigration } from '../../identity/accounts.migrations.js';
 import { oneTimeKeysMigration } from '../../identity/one-time-keys.js';
 import { secondFactorMigration } from '../../identity/second-factor.js';
-import { ledgerMigration } from '../../ledger/ledger.migrations.js';
+import { ledgerMigration, ledgerOriginMigration } from '../../ledger/ledger.migrations.js';
 import { transfersControlMigration } from '../../transfers/transfers.migrations.js';
 
 /** Control-database migrations: forward only, never edited once released. */
@@ -70,4 +70,5 @@ export const controlMigrations: Record<string, Migration> = {
   '0005_accounts': accountsMigration,
   '0006_tenant_keys': tenantKeysControlMigration,
   '0007_transfers': transfersControlMigration,
+  '0008_ledger_origin': ledgerOriginMigration,
 };

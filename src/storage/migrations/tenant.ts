@@ -3,7 +3,7 @@ import { keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
 import { contactsMigration } from '../../records/contacts.js';
 import { jobsMigration } from '../../records/jobs.js';
 import { grantsMigration } from '../../identity/grants.js';
-import { ledgerMigration } from '../../ledger/ledger.migrations.js';
+import { ledgerMigration, ledgerOriginMigration } from '../../ledger/ledger.migrations.js';
 import { transfersTenantMigration } from '../../transfers/transfers.migrations.js';
 
 /** Migrations applied to every tenant database: forward only. */
@@ -23,4 +23,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0005_grants': grantsMigration,
   '0006_jobs': jobsMigration,
   '0007_transfers': transfersTenantMigration,
+  '0008_ledger_origin': ledgerOriginMigration,
 };
