@@ -88,7 +88,9 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const mail = readOutbox(outbox()).filter((m) => m.to === 'mandant@example.org').at(-1)!;
     expect(mail.text).toContain('Sicherheitsstufe 1');
     const open = (payload: object) => call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, payload);
-    expect((await open({ secret: link.secret })).statusCode).toBe(403); // no address
+    const noAddress = await open({ secret: link.secret });
+    expect(noAddress.statusCode).toBe(403); // no address: the page learns it needs one
+    expect(noAddress.json()).toMatchObject({ details: { email: true } });
     expect((await open({ secret: link.secret, email: 'jemand@example.org' })).statusCode).toBe(403);
     const wrongSecret = await open({ secret: 'A'.repeat(43), email: 'mandant@example.org' });
     expect(wrongSecret.statusCode).toBe(404);
@@ -116,6 +118,7 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const ledger = await core.ledgers.tenant(tenantId);
     const actions = (await ledger.query({ action: 'transfer.' })).map((e) => `${e.action}:${e.outcome}`);
     expect(actions).toEqual(expect.arrayContaining(['transfer.create:success', 'transfer.send:success', 'transfer.open:denied', 'transfer.open:success', 'transfer.download:success']));
+    expect(actions.filter((a) => a === 'transfer.open:denied')).toHaveLength(2); // the wrong address and the wrong secret; asking without an address is no attempt
     expect(JSON.stringify(await ledger.query({ action: 'transfer.' }))).not.toContain('mandant@example.org');
   });
 
@@ -149,6 +152,8 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect((await call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=0`, Buffer.from('x'), { 'content-type': 'application/octet-stream' })).statusCode).toBe(409); // sent
     const bad = await call('anna', 'POST', '/api/v1/transfers', { subject: 'x', level: 3, expiresAt: '2026-11-30T08:00:00.000Z', recipients: ['kein-adresse'], files: [{ name: '../etc/passwd', size: 1, fileKey: toBase64Url(randomFileKey()) }] });
     expect(bad.statusCode).toBe(400);
+    const level4 = await call('anna', 'POST', '/api/v1/transfers', { subject: 'x', level: 4, expiresAt: '2026-11-30T08:00:00.000Z', recipients: ['a@example.org'], files: [{ name: 'geheim.pdf', size: 1 }], bundle: { size: 40 } });
+    expect(level4.json<{ problems: string[] }>().problems).toEqual(['file 1: at level 4 the file names go into the end-to-end encrypted bundle, not to the server']);
     expect(bad.json<{ problems: string[] }>().problems).toEqual([
       '"kein-adresse" is not an e-mail address',
       'file 1: the name must be 1 to 255 characters, without / \\ or control characters',

@@ -26,8 +26,8 @@ export const errorResponseSchema = {
     pending: { type: 'array', items: { type: 'string' }, description: 'ACTION_REQUIRED: what the session must do first' },
     details: {
       type: 'object',
-      description: 'facts the client needs to go on: `login` (log in as the recipient first), `received` (bytes of an upload so far)',
-      properties: { login: { type: 'boolean' }, received: { type: 'integer' } },
+      description: 'facts the client needs to go on: `login` (log in as the recipient first), `email` (enter the address the transfer was sent to), `received` (bytes of an upload so far)',
+      properties: { login: { type: 'boolean' }, email: { type: 'boolean' }, received: { type: 'integer' } },
     },
   },
   required: ['requestId', 'code', 'message'],

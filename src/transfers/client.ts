@@ -189,7 +189,7 @@ export interface SendInput {
 
 interface Created {
   id: string;
-  files: { id: string; name: string; size: number; cipherSize: number }[];
+  files: { id: string; name: string | null; size: number; cipherSize: number }[];
   bundleId?: string;
   recipients: { id: string; email: string; publicKey?: string; fingerprint?: string }[];
   sender?: { publicKey: string; fingerprint: string };
@@ -210,7 +210,7 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
     ...(input.downloadLimit ? { downloadLimit: input.downloadLimit } : {}),
     ...(input.level <= 3 && input.message ? { message: input.message } : {}),
     recipients: input.to,
-    files: files.map((f) => ({ name: f.name, size: f.size, ...(e2e ? {} : { fileKey: toBase64Url(f.key) }) })),
+    files: files.map((f) => ({ ...(input.level === 4 ? {} : { name: f.name }), size: f.size, ...(e2e ? {} : { fileKey: toBase64Url(f.key) }) })),
     ...(bundleText ? { bundle: { size: bundleText.length } } : {}),
   });
   for (const [i, f] of files.entries()) {

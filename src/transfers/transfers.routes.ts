@@ -55,7 +55,12 @@ export function registerTransferRoutes(
   /** Resolves a session when the request has one; a request without any stays anonymous. */
   const optionalSession: preHandlerAsyncHookHandler = async function (request, reply) {
     if (!sessionTokenOf(request)) return;
-    await deps.authenticate.call(this, request, reply);
+    try {
+      await deps.authenticate.call(this, request, reply);
+    } catch (error) {
+      // An expired or ended session is no session (level 1 needs none); a replay or a locked session stays refused.
+      if (!(error instanceof DomainError && error.code === 'UNAUTHENTICATED')) throw error;
+    }
   };
   const senderSession = async (request: FastifyRequest): Promise<SenderSession> => {
     const key = await deps.identity.dataKeyOf(sessionTokenOf(request)!.token);
@@ -135,7 +140,7 @@ export function registerTransferRoutes(
             type: 'array',
             minItems: 1,
             maxItems: 100,
-            items: { type: 'object', additionalProperties: false, properties: { name: { type: 'string', minLength: 1, maxLength: 255 }, size: { type: 'integer', minimum: 0 }, fileKey: b64url(43, 43) }, required: ['name', 'size'] },
+            items: { type: 'object', additionalProperties: false, properties: { name: { type: 'string', minLength: 1, maxLength: 255, description: 'levels 1–3; at level 4 the names go into the bundle' }, size: { type: 'integer', minimum: 0 }, fileKey: b64url(43, 43) }, required: ['size'] },
           },
           bundle: { type: 'object', additionalProperties: false, properties: { size: { type: 'integer', minimum: 2 } }, required: ['size'] },
         },
@@ -146,7 +151,7 @@ export function registerTransferRoutes(
           type: 'object',
           properties: {
             id: { type: 'string' },
-            files: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, name: { type: 'string' }, size: { type: 'integer' }, cipherSize: { type: 'integer' } } } },
+            files: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, name: { type: ['string', 'null'] }, size: { type: 'integer' }, cipherSize: { type: 'integer' } } } },
             bundleId: { type: 'string' },
             bundleCipherSize: { type: 'integer' },
             recipients: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, email: { type: 'string' }, publicKey: { type: 'string' }, fingerprint: { type: 'string' } } } },

@@ -29,7 +29,7 @@ export interface CreateTransferInput {
   language?: 'de' | 'en' | undefined;
   message?: string | undefined;
   recipients: string[];
-  files: { name: string; size: number; fileKey?: string | undefined }[];
+  files: { name?: string | undefined; size: number; fileKey?: string | undefined }[];
   bundle?: { size: number } | undefined;
 }
 
@@ -156,9 +156,9 @@ export function createTransferService(deps: {
       sentAt: t.sent_at,
       withdrawnAt: t.withdrawn_at,
       downloadLimit: t.download_limit,
-      files: files.map((f) => ({
+      files: files.filter((f) => f.kind === 'file').map((f) => ({
         id: f.id,
-        name: f.kind === 'bundle' ? '(bundle)' : f.name_ct === null ? null : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`),
+        name: f.name_ct === null ? null : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`),
         size: Number(f.size),
         cipherSize: Number(f.cipher_size),
         received: Number(f.received),
@@ -297,7 +297,9 @@ export function createTransferService(deps: {
       if (input.files.length < 1 || input.files.length > MAX_FILES) problems.push(`files: 1 to ${MAX_FILES}`);
       const e2e = input.level >= 3;
       input.files.forEach((f, i) => {
-        if (f.name.trim().length < 1 || f.name.length > 255 || /[\u0000-\u001f/\\]/.test(f.name)) problems.push(`file ${i + 1}: the name must be 1 to 255 characters, without / \\ or control characters`);
+        if (input.level === 4) {
+          if (f.name !== undefined) problems.push(`file ${i + 1}: at level 4 the file names go into the end-to-end encrypted bundle, not to the server`);
+        } else if (f.name === undefined || f.name.trim().length < 1 || f.name.length > 255 || /[\u0000-\u001f/\\]/.test(f.name)) problems.push(`file ${i + 1}: the name must be 1 to 255 characters, without / \\ or control characters`);
         if (!Number.isSafeInteger(f.size) || f.size < 0 || f.size > MAX_FILE_BYTES) problems.push(`file ${i + 1}: size must be 0 to ${MAX_FILE_BYTES} bytes`);
         if (!e2e && (f.fileKey === undefined || !/^[A-Za-z0-9_-]{43}$/.test(f.fileKey))) problems.push(`file ${i + 1}: levels 1 and 2 need the file key (32 bytes, base64url)`);
         if (e2e && f.fileKey !== undefined) problems.push(`file ${i + 1}: at level ${input.level} the file key never goes to the server; send wraps instead`);
@@ -336,7 +338,7 @@ export function createTransferService(deps: {
           transfer_id: id,
           idx,
           kind: 'file',
-          name_ct: input.level === 4 ? null : seal(key, f.name.trim(), `transfer|${id}|file-name|${fileId}`),
+          name_ct: input.level === 4 ? null : seal(key, f.name!.trim(), `transfer|${id}|file-name|${fileId}`),
           size: f.size,
           cipher_size: ciphertextSize(f.size),
           received: 0,
@@ -392,7 +394,7 @@ export function createTransferService(deps: {
       const bundle = files.find((f) => f.kind === 'bundle');
       return {
         id,
-        files: files.filter((f) => f.kind === 'file').map((f) => ({ id: f.id, name: input.files[f.idx]!.name.trim(), size: Number(f.size), cipherSize: Number(f.cipher_size) })),
+        files: files.filter((f) => f.kind === 'file').map((f) => ({ id: f.id, name: input.files[f.idx]!.name?.trim() ?? null, size: Number(f.size), cipherSize: Number(f.cipher_size) })),
         ...(bundle ? { bundleId: bundle.id, bundleCipherSize: Number(bundle.cipher_size) } : {}),
         recipients: recipientRows.map((r) => ({ id: r.id, email: r.email, ...(r.publicKey ? { publicKey: r.publicKey, fingerprint: r.key_fingerprint! } : {}) })),
         ...(own ? { sender: { publicKey: own.public_key, fingerprint: own.fingerprint } } : {}),
@@ -589,7 +591,9 @@ export function createTransferService(deps: {
       const actorId = opts.actor && 'accountId' in opts.actor ? opts.actor.accountId : undefined;
       const who: LedgerEvent['actor'] = opts.actor ? ledgerActor(opts.actor) : { tier: 'anonymous', role: 'link-holder', id: r.id };
       if (t.level === 1) {
-        if (!opts.email || !constantTimeEqual(emailCheck(secretBytes, opts.email), r.email_check ?? '')) {
+        // Without an address the page learns only that one is needed (no attempt, nothing recorded).
+        if (!opts.email) throw new DomainError('FORBIDDEN', 'enter the e-mail address this transfer was sent to', { client: { email: true } });
+        if (!constantTimeEqual(emailCheck(secretBytes, opts.email), r.email_check ?? '')) {
           await record(tenantId, { actor: who, action: 'transfer.open', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source: opts.source, details: { recipient: r.id, reason: 'address' } });
           throw new ForbiddenError('enter the e-mail address this transfer was sent to');
         }
@@ -666,14 +670,17 @@ export function createTransferService(deps: {
       const key = unwrapWithKey(grant.key_wrap, Buffer.from(token, 'base64url'), `transfer-download|${r.id}`);
       const downloads = JSON.parse(r.downloads) as Record<string, number>;
       const before = downloads[f.id] ?? 0;
-      if (t.download_limit !== null && before >= t.download_limit) {
+      const bundle = f.kind === 'bundle'; // the level-4 message: reading it is not downloading a file
+      if (!bundle && t.download_limit !== null && before >= t.download_limit) {
         await record(index.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: r.id }, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source, details: { file: f.id, reason: 'limit' } });
         throw new ForbiddenError(`this file may be downloaded ${t.download_limit} time(s); the limit is reached`);
       }
-      downloads[f.id] = before + 1;
-      const first = r.state !== 'downloaded';
-      await db.updateTable('transfer_recipients').set({ downloads: JSON.stringify(downloads), state: 'downloaded', downloaded_at: r.downloaded_at ?? nowIso() }).where('id', '=', r.id).execute();
-      await record(index.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: r.id }, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { file: f.id } });
+      const first = !bundle && r.state !== 'downloaded';
+      if (!bundle) {
+        downloads[f.id] = before + 1;
+        await db.updateTable('transfer_recipients').set({ downloads: JSON.stringify(downloads), state: 'downloaded', downloaded_at: r.downloaded_at ?? nowIso() }).where('id', '=', r.id).execute();
+      }
+      await record(index.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: r.id }, action: bundle ? 'transfer.read-message' : 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { file: f.id } });
       if (first) {
         const senderAccount = await deps.identity.accountInfo(t.sender_id);
         const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);

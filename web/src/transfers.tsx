@@ -124,7 +124,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         ...(level <= 3 && draft.message.trim() !== '' ? { message: draft.message } : {}),
         recipients: emails,
         // Level 4: the names travel only in the encrypted bundle; the server gets placeholders.
-        files: files.map((f, i) => ({ name: level === 4 ? `file-${i + 1}` : f.name, size: f.size, ...(level <= 2 ? { fileKey: toBase64Url(fileKeys[i]!) } : {}) })),
+        files: files.map((f, i) => ({ ...(level === 4 ? {} : { name: f.name }), size: f.size, ...(level <= 2 ? { fileKey: toBase64Url(fileKeys[i]!) } : {}) })),
         ...(bundle ? { bundle: { size: bundle.length } } : {}),
       });
       if (created.files.length !== files.length) throw new Error('the server lists another number of files');
