@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, request, type APIRequestContext, type Browser, type Download, type Page } from 'playwright-core';
@@ -371,4 +371,49 @@ describe('secure transfers in Chromium', () => {
     expect(await lena.problems()).toEqual([]);
     expect(await sender.problems()).toEqual([]);
   });
+
+  it('interoperates with the CLI both ways (level 3), and an expired link fails', async () => {
+    const cliEnv = { ...env(), TRESOR_URL: server.url, TRESOR_CACERT: join(dir, 'data', 'pki', 'ca.pem') };
+    const cliLogin = (login: string, password: string) => (JSON.parse(tresor(['--json', 'login', '--login', login], { cwd: dir, env: { ...cliEnv, TRESOR_PASSWORD: password } }).stdout) as { sessionToken: string }).sessionToken;
+    const senderToken = cliLogin(SENDER, SENDER_PASSWORD);
+    const guestToken = cliLogin(GUEST, GUEST_PASSWORD);
+
+    // Sent with `tresor send`, opened and decrypted in the browser (service worker).
+    const fromCli = textFile('Vom Terminal', 700 * 1024);
+    const cliFile = join(dir, 'vom-terminal.txt');
+    writeFileSync(cliFile, fromCli);
+    const sent = tresor(['send', '--to', GUEST, '--subject', 'Aus dem Terminal', '--level', '3', cliFile], { cwd: dir, env: { ...cliEnv, TRESOR_TOKEN: senderToken, TRESOR_SECUPASS: SENDER_SECUPASS } });
+    expect(sent.code, sent.stderr).toBe(0);
+    const cliLink = transferLink(outbox, GUEST);
+    expect(cliLink.fp).toMatch(/^[0-9a-f-]{79}$/);
+    const { page, problems } = guest;
+    await page.goto(linkUrl(cliLink));
+    await page.getByRole('heading', { name: 'Aus dem Terminal' }).waitFor();
+    const unlock = page.getByRole('form', { name: 'Mit SecuPass entsperren' });
+    await unlock.getByLabel('Ihr SecuPass').fill(GUEST_SECUPASS_2);
+    await unlock.getByRole('button', { name: 'Entsperren' }).click();
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'vom-terminal.txt herunterladen' }).click({ timeout: 30_000 })]);
+    expect((await bytesOf(download)).equals(fromCli)).toBe(true);
+
+    // Sent in the browser, received with `tresor receive`.
+    const fromBrowser = textFile('Aus dem Browser', 500 * 1024);
+    await send(sender.page, { to: GUEST, subject: 'Aus dem Browser', message: 'Für die Kommandozeile.', level: 3, files: [{ name: 'aus-dem-browser.txt', buffer: fromBrowser }] });
+    const browserLink = transferLink(outbox, GUEST);
+    const out = join(dir, 'received');
+    const received = tresor(['--json', 'receive', linkUrl(browserLink), '--out', out], { cwd: dir, env: { ...cliEnv, TRESOR_TOKEN: guestToken, TRESOR_SECUPASS: GUEST_SECUPASS_2 } });
+    expect(received.code, received.stderr).toBe(0);
+    expect(JSON.parse(received.stdout)).toMatchObject({ subject: 'Aus dem Browser', message: 'Für die Kommandozeile.', level: 3 });
+    expect(readFileSync(join(out, 'aus-dem-browser.txt')).equals(fromBrowser)).toBe(true);
+
+    // Expiry: a transfer that ends in a few seconds; then its link opens nothing.
+    const soon = tresor(['send', '--to', 'kurz@extern-transfer.test', '--subject', 'Nur kurz', '--level', '1', '--expires', '0.00005', cliFile], { cwd: dir, env: { ...cliEnv, TRESOR_TOKEN: senderToken } });
+    expect(soon.code, soon.stderr).toBe(0);
+    const soonLink = transferLink(outbox, 'kurz@extern-transfer.test');
+    await new Promise((r) => setTimeout(r, 5_000));
+    const late = await watchedPage(browser, 'en-GB');
+    await late.page.goto(linkUrl(soonLink));
+    await late.page.getByRole('alert').filter({ hasText: 'This link is not valid, has expired or was withdrawn.' }).waitFor();
+    expect(await problems()).toEqual([]);
+    expect(await late.problems()).toEqual([]);
+  }, 120_000);
 });
