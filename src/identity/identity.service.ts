@@ -360,6 +360,36 @@ export function createIdentityService(deps: {
     return { ...row, idHash, pendingList: (row.pending === '' ? [] : row.pending.split(',')) as PendingAction[] };
   };
 
+  /** An account that exists but cannot log in until its invitation is accepted (no usable password). */
+  const insertInvitedAccount = async (a: { login: string; tier: AccountTier; role: AccountRole; resellerId: string | null; tenantId: string | null; language: 'de' | 'en' | null }) => {
+    const id = newId();
+    await control
+      .insertInto('accounts')
+      .values({
+        id,
+        login: a.login,
+        tier: a.tier,
+        role: a.role,
+        reseller_id: a.resellerId,
+        tenant_id: a.tenantId,
+        password_hash: await hasher.hash(randomToken(32)),
+        must_change_password: 0,
+        password_changed_at: null,
+        status: 'invited',
+        language: a.language,
+        created_at: nowIso(),
+      })
+      .execute();
+    return id;
+  };
+  /** Mails a one-time invitation link (7 days); accepting it sets the password and activates the account. */
+  const sendInvitation = async (account: { id: string; login: string; language: 'de' | 'en' | null }, organisation: string, role: string) => {
+    const { key, expiresAt } = await oneTimeKeys.issue('invite', account.id, INVITATION_TTL_MS);
+    const link = `${deps.publicUrl}/app/invite#key=${key}`;
+    await mailTo({ login: account.login, language: account.language }, { kind: 'invitation', link, expiresAt, organisation, role });
+    return { link, expiresAt };
+  };
+
   const pendingFor = async (account: { id: string; role: string; tenant_id: string | null; must_change_password: number; password_changed_at: string | null }) => {
     const policy = await policyOfTenant(account.tenant_id);
     const pending: PendingAction[] = [];
@@ -511,29 +541,9 @@ export function createIdentityService(deps: {
       }
       const existing = await control.selectFrom('accounts').select('id').where('login', '=', email).executeTakeFirst();
       if (existing) throw new ConflictError('an account with this e-mail address exists already');
-      const accountId = newId();
       const language = input.language ?? null;
-      await control
-        .insertInto('accounts')
-        .values({
-          id: accountId,
-          login: email,
-          tier,
-          role,
-          reseller_id: resellerId,
-          tenant_id: tenantId,
-          // No usable password until the invitation is accepted (and an invited account cannot log in).
-          password_hash: await hasher.hash(randomToken(32)),
-          must_change_password: 0,
-          password_changed_at: null,
-          status: 'invited',
-          language,
-          created_at: nowIso(),
-        })
-        .execute();
-      const { key, expiresAt } = await oneTimeKeys.issue('invite', accountId, INVITATION_TTL_MS);
-      const link = `${deps.publicUrl}/app/invite#key=${key}`;
-      await mailTo({ login: email, language }, { kind: 'invitation', link, expiresAt, organisation, role });
+      const accountId = await insertInvitedAccount({ login: email, tier, role, resellerId, tenantId, language });
+      const { link, expiresAt } = await sendInvitation({ id: accountId, login: email, language }, organisation, role);
       await record(tenantId, { actor: ledgerActor(by), action: 'account.invite', resource: { type: 'account', id: accountId }, outcome: 'success', details: { role } });
       return { accountId, login: email, role, expiresAt, link };
     },
@@ -1163,29 +1173,8 @@ export function createIdentityService(deps: {
       const existing = await control.selectFrom('accounts').select(['id', 'status', 'tier', 'language']).where('login', '=', login).executeTakeFirst();
       const tenant = await control.selectFrom('tenants').select('name').where('id', '=', tenantId).executeTakeFirstOrThrow();
       if (existing && !(existing.status === 'invited' && existing.tier === 'guest')) return 'exists';
-      let accountId = existing?.id;
-      if (!accountId) {
-        accountId = newId();
-        await control
-          .insertInto('accounts')
-          .values({
-            id: accountId,
-            login,
-            tier: 'guest',
-            role: 'guest',
-            reseller_id: null,
-            tenant_id: tenantId,
-            password_hash: await hasher.hash(randomToken(32)),
-            must_change_password: 0,
-            password_changed_at: null,
-            status: 'invited',
-            language,
-            created_at: nowIso(),
-          })
-          .execute();
-      }
-      const { key, expiresAt } = await oneTimeKeys.issue('invite', accountId, INVITATION_TTL_MS);
-      await mailTo({ login, language: existing?.language ?? language }, { kind: 'invitation', link: `${deps.publicUrl}/app/invite#key=${key}`, expiresAt, organisation: tenant.name, role: 'guest' });
+      const accountId = existing?.id ?? (await insertInvitedAccount({ login, tier: 'guest', role: 'guest', resellerId: null, tenantId, language }));
+      await sendInvitation({ id: accountId, login, language: existing?.language ?? language }, tenant.name, 'guest');
       await record(tenantId, { actor: { tier: 'anonymous', role: 'link-holder', id: accountId }, action: 'account.guest.register', resource: { type: 'account', id: accountId }, outcome: 'success' });
       return 'invited';
     },

@@ -1,3 +1,4 @@
+import { Alerts } from './ui.js';
 import { useEffect, useState } from 'preact/hooks';
 import { api, type Me } from './api.js';
 import type { TextKey } from './i18n.js';
@@ -109,12 +110,7 @@ export function GrantsPage(props: { t: T; me: Me; Page: (p: { title: string; chi
 
   return (
     <Page title={t('grants.title')}>
-      {error ? (
-        <p role="alert" class="error">
-          {error}
-        </p>
-      ) : null}
-      {notice ? <p role="status">{notice}</p> : null}
+      <Alerts error={error} notice={notice} />
       {status === undefined ? (
         <p>{t('common.loading')}</p>
       ) : !status.dataAccess ? (

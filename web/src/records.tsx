@@ -1,3 +1,4 @@
+import { Alerts } from './ui.js';
 import { useEffect, useState } from 'preact/hooks';
 import { api, ApiError, currentRequestToken, setRequestToken } from './api.js';
 import type { TextKey } from './i18n.js';
@@ -161,11 +162,7 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
 
   return (
     <Page title={t(`${c.path}.title` as TextKey)}>
-      {error ? (
-        <p role="alert" class="error">
-          {error}
-        </p>
-      ) : null}
+      <Alerts error={error} />
       {status === undefined ? (
         <p>{t('common.loading')}</p>
       ) : !status.dataAccess && readOnly ? (

@@ -1,3 +1,4 @@
+import { Alerts } from './ui.js';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError } from './api.js';
 import { formatTime, type Language, type TextKey } from './i18n.js';
@@ -80,11 +81,7 @@ export function SecuPassSetup(props: { t: T; reset: boolean; onDone: (result: { 
       )}
       <SecretField id={`${prefix}-1`} label={t('secupass.new')} value={secupass} onInput={setSecupass} autocomplete="new-password" hint={t('secupass.rules', { min: MIN_LENGTH })} />
       <SecretField id={`${prefix}-2`} label={t('secupass.repeat')} value={repeat} onInput={setRepeat} autocomplete="new-password" />
-      {error ? (
-        <p role="alert" class="error">
-          {error}
-        </p>
-      ) : null}
+      <Alerts error={error} />
       {stage ? (
         <p role="status" class="progress-text">
           {t(`secupass.stage.${stage}` as TextKey)}
@@ -117,12 +114,7 @@ export function SecuPassPage(props: { t: T; language: Language; Page: PageCompon
   };
   return (
     <Page title={t('secupass.title')}>
-      {error ? (
-        <p role="alert" class="error">
-          {error}
-        </p>
-      ) : null}
-      {notice ? <p role="status">{notice}</p> : null}
+      <Alerts error={error} notice={notice} />
       {key === undefined ? (
         <p>{t('common.loading')}</p>
       ) : key === null ? (

@@ -1,3 +1,4 @@
+import { Alerts } from './ui.js';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, type Me } from './api.js';
 import { formatTime, type Language, type TextKey } from './i18n.js';
@@ -174,12 +175,7 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
 
   return (
     <Page title={t('receive.title')}>
-      {error ? (
-        <p role="alert" class="error">
-          {error}
-        </p>
-      ) : null}
-      {notice ? <p role="status">{notice}</p> : null}
+      <Alerts error={error} notice={notice} />
       {!valid || gone ? (
         <p role="alert" class="error">
           {t('receive.invalid')}

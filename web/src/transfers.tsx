@@ -1,3 +1,4 @@
+import { Alerts } from './ui.js';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type Me } from './api.js';
 import { formatTime, type Language, type TextKey } from './i18n.js';
@@ -244,12 +245,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
 
   return (
     <Page title={t('transfers.title')}>
-      {error ? (
-        <p role="alert" class="error">
-          {error}
-        </p>
-      ) : null}
-      {notice ? <p role="status">{notice}</p> : null}
+      <Alerts error={error} notice={notice} />
       {dataAccess === undefined ? (
         <p>{t('common.loading')}</p>
       ) : !dataAccess ? (

@@ -1,3 +1,4 @@
+import { Alerts } from './ui.js';
 import { useEffect, useState } from 'preact/hooks';
 import { api, type Me } from './api.js';
 import type { TextKey } from './i18n.js';
@@ -81,12 +82,7 @@ export function UsersPage(props: { t: T; me: Me; Page: (p: { title: string; chil
           </select>
         </div>
       ) : null}
-      {error ? (
-        <p role="alert" class="error">
-          {error}
-        </p>
-      ) : null}
-      {notice ? <p role="status">{notice}</p> : null}
+      <Alerts error={error} notice={notice} />
       {accounts ? (
         <table>
           <thead>
