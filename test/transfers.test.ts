@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
-import { encryptBytes, randomFileKey, toBase64Url } from '../src/shared-e2e/index.js';
+import { decodePublicKey, decryptBytes, encodePublicKey, encryptBytes, fingerprint, fromBase64Url, generateKeyPair, randomFileKey, sealPrivateKey, toBase64Url, unwrapFileKey, wrapFileKey } from '../src/shared-e2e/index.js';
 import { bearerLogin, engines, fixedClock, mailedKey, mailedTransferLink, makeTestEnv, openTestCore, readOutbox, silentLog, type TestEnv } from './helpers.js';
 
 /**
@@ -161,6 +161,66 @@ describe.each(engines)('transfers (%s)', (engine) => {
     ]);
   });
 
+  it('"request files": an outsider uploads to the member through the link, at level 1 and end to end at level 3', async () => {
+    clock.set('2026-11-23T09:30:00.000Z');
+    tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26');
+    const requested = await call('anna', 'POST', '/api/v1/file-requests', { level: 1, expiresAt: '2026-11-30T08:00:00.000Z', message: 'Bitte die Steuerunterlagen.', email: 'mandantin@example.org' });
+    expect(requested.statusCode, requested.body).toBe(201);
+    const mail = readOutbox(outbox()).filter((m) => m.to === 'mandantin@example.org').at(-1)!;
+    const m = /\/app\/upload\/([0-9a-f-]{36})#s=([A-Za-z0-9_-]{43})/.exec(mail.text)!;
+    const [requestId, secret] = [m[1]!, m[2]!];
+    expect((await call(undefined, 'POST', `/api/v1/u/${requestId}/open`, { secret: 'A'.repeat(43) })).statusCode).toBe(404);
+    expect((await call(undefined, 'POST', `/api/v1/u/${requestId}/open`, { secret })).json()).toMatchObject({ level: 1, message: 'Bitte die Steuerunterlagen.', requester: 'anna@kanzlei.test' });
+
+    // The outsider encrypts, uploads with the link's secret, and sends; the member is the only recipient.
+    const upload = async (level: number, fileKey: Uint8Array, extra: object = {}) => {
+      const created = await call(undefined, 'POST', `/api/v1/u/${requestId}/transfers`, { secret, from: 'Mandantin@Example.org', subject: 'Steuer 2025', files: [{ name: 'steuer.pdf', size: PLAIN.length, ...(level <= 2 ? { fileKey: toBase64Url(fileKey) } : {}) }], ...extra });
+      expect(created.statusCode, created.body).toBe(201);
+      return created.json<{ id: string; files: { id: string }[]; recipients: { id: string; email: string; publicKey?: string; fingerprint?: string }[]; sender?: unknown }>();
+    };
+    const fileKey = randomFileKey();
+    const c = await upload(1, fileKey);
+    expect(c.recipients.map((r) => r.email)).toEqual(['anna@kanzlei.test']);
+    const cipher = Buffer.from(await encryptBytes(fileKey, `transfer:${c.id}/file:${c.files[0]!.id}`, PLAIN));
+    const put = (bytes: Buffer, headers: Record<string, string>) => call(undefined, 'PUT', `/api/v1/u/${requestId}/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=0`, bytes, { 'content-type': 'application/octet-stream', ...headers });
+    expect((await put(cipher, { 'x-tresor-request-secret': 'B'.repeat(43) })).statusCode).toBe(404);
+    expect((await put(cipher, { 'x-tresor-request-secret': secret })).statusCode).toBe(200);
+    expect((await call(undefined, 'POST', `/api/v1/u/${requestId}/transfers/${c.id}/send`, { secret })).statusCode).toBe(200);
+    const link = mailedTransferLink(outbox(), 'anna@kanzlei.test');
+    const opened = (await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'anna@kanzlei.test' })).json<{ files: { id: string }[]; downloadToken: string; sender: string }>();
+    expect((await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${opened.files[0]!.id}?token=${opened.downloadToken}`)).rawPayload.equals(PLAIN)).toBe(true);
+    const listed = (await call('anna', 'GET', '/api/v1/transfers')).json<{ id: string; from: string | null }[]>().find((t) => t.id === c.id)!;
+    expect(listed.from).toBe('mandantin@example.org');
+    expect((await call('anna', 'GET', '/api/v1/file-requests')).json()).toEqual([expect.objectContaining({ id: requestId, level: 1, uploads: 1, message: 'Bitte die Steuerunterlagen.' })]);
+
+    // Level 3: the outsider encrypts for the member's key; the server never sees the file key.
+    const pair = await generateKeyPair();
+    const put3 = await call('anna', 'PUT', '/api/v1/e2e/key', { publicKey: encodePublicKey(pair.publicKey), sealedPrivateKey: await sealPrivateKey(pair.privateKey, 'Annas SecuPass 77', { m: 8192, t: 5, allowWeakParamsForTests: true }), loginCheck: Buffer.alloc(32, 1).toString('base64') });
+    expect(put3.statusCode, put3.body).toBe(200);
+    const r3 = (await call('anna', 'POST', '/api/v1/file-requests', { level: 3, expiresAt: '2026-11-30T08:00:00.000Z' })).json<{ id: string; link: string }>();
+    const s3 = /#s=([A-Za-z0-9_-]{43})&fp=([0-9a-f-]+)/.exec(r3.link)!;
+    const info = (await call(undefined, 'POST', `/api/v1/u/${r3.id}/open`, { secret: s3[1] })).json<{ publicKey: string; fingerprint: string }>();
+    expect(info.fingerprint).toBe(s3[2]);
+    const key3 = randomFileKey();
+    const c3 = (await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers`, { secret: s3[1], from: 'mandantin@example.org', subject: 'Vertraulich', files: [{ name: 'akte.pdf', size: PLAIN.length }] })).json<{ id: string; files: { id: string }[]; recipients: { id: string; fingerprint: string }[] }>();
+    const ctx = `transfer:${c3.id}/file:${c3.files[0]!.id}`;
+    const cipher3 = Buffer.from(await encryptBytes(key3, ctx, PLAIN));
+    expect((await call(undefined, 'PUT', `/api/v1/u/${r3.id}/transfers/${c3.id}/blobs/${c3.files[0]!.id}?offset=0`, cipher3, { 'content-type': 'application/octet-stream', 'x-tresor-request-secret': s3[1]! })).statusCode).toBe(200);
+    const wrapped = toBase64Url(await wrapFileKey(key3, await decodePublicKey(info.publicKey), ctx));
+    expect((await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c3.id}/wraps`, { secret: s3[1], wraps: [{ fileId: c3.files[0]!.id, recipientId: c3.recipients[0]!.id, fingerprint: await fingerprint(await decodePublicKey(info.publicKey)), wrapped }] })).statusCode).toBe(200);
+    expect((await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c3.id}/send`, { secret: s3[1] })).statusCode).toBe(200);
+    const link3 = mailedTransferLink(outbox(), 'anna@kanzlei.test');
+    const o3 = (await call('anna', 'POST', `/api/v1/r/${link3.recipientId}/open`, { secret: link3.secret })).json<{ keyState: string; files: { id: string; wrapped: string }[]; downloadToken: string }>();
+    expect(o3.keyState).toBe('ok');
+    const got = await call(undefined, 'GET', `/api/v1/r/${link3.recipientId}/files/${o3.files[0]!.id}?token=${o3.downloadToken}`);
+    const fileKey3 = await unwrapFileKey(fromBase64Url(o3.files[0]!.wrapped), pair.privateKey, ctx);
+    expect(Buffer.from(await decryptBytes(fileKey3, ctx, new Uint8Array(got.rawPayload))).equals(PLAIN)).toBe(true);
+
+    // A closed request opens nothing more.
+    expect((await call('anna', 'DELETE', `/api/v1/file-requests/${requestId}`)).statusCode).toBe(204);
+    expect((await call(undefined, 'POST', `/api/v1/u/${requestId}/open`, { secret })).statusCode).toBe(404);
+  });
+
   it('re-wraps transfer keys when the tenant secret is rotated: the sent list and the links keep working', async () => {
     const c = await sendTransfer(1, ['rotation@example.org']);
     const link = mailedTransferLink(outbox(), 'rotation@example.org');
@@ -172,8 +232,13 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect(list.statusCode, list.body).toBe(200);
     expect(list.json<{ id: string; subject: string }[]>().find((x) => x.id === c.id)!.subject).toBe('Lohnabrechnung November');
     const db = await core.storage.tenantDb({ tenantId, databaseName: (await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirstOrThrow()).database_name });
-    const versions = await db.selectFrom('transfers' as never).select('key_version' as never).where('deleted_at' as never, 'is', null).execute();
+    const versions = await db.selectFrom('transfers' as never).select('key_version' as never).where('deleted_at' as never, 'is', null).where('request_id' as never, 'is', null).execute();
     expect(versions.every((v) => (v as { key_version: number }).key_version === 2)).toBe(true);
+    // Transfers uploaded through a request hang on the request's key, which was re-wrapped too.
+    const requests = await db.selectFrom('file_requests' as never).select('key_version' as never).execute();
+    expect(requests.length).toBeGreaterThan(0);
+    expect(requests.every((v) => (v as { key_version: number }).key_version === 2)).toBe(true);
+    expect(list.json<{ from: string | null; subject: string }[]>().some((x) => x.from === 'mandantin@example.org' && x.subject === 'Vertraulich')).toBe(true);
     expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'rotation@example.org' })).statusCode).toBe(200);
   });
 

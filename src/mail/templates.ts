@@ -11,6 +11,7 @@ export type MailTemplate =
   | { kind: 'access-link'; link: string; expiresAt: string; organisation: string; grantEndsAt: string }
   | { kind: 'transfer-notification'; link: string; sender: string; organisation: string; subject: string; level: number; files: number; expiresAt: string }
   | { kind: 'transfer-downloaded'; subject: string; recipient: string; time: string }
+  | { kind: 'file-request'; link: string; requester: string; organisation: string; level: number; expiresAt: string }
   | { kind: 'transfer-key-pending'; subject: string; recipient: string; fingerprint: string }
   | { kind: 'transfer-key-approved'; subject: string; sender: string }
   | { kind: 'failed-logins'; failures: number; time: string }
@@ -110,6 +111,32 @@ export function renderMail(template: MailTemplate, language: MailLanguage): { su
             ].join('\n'),
           };
     }
+    case 'file-request':
+      return de
+        ? {
+            subject: `${template.organisation}: Bitte senden Sie uns Ihre Unterlagen (Tresor)`,
+            text: [
+              `${template.requester} (${template.organisation}) bittet Sie, Dateien sicher über Tresor zu senden (Sicherheitsstufe ${template.level}).`,
+              '',
+              'Hochladen:',
+              template.link,
+              '',
+              template.level >= 3 ? 'Die Dateien werden schon in Ihrem Browser verschlüsselt; nur der Empfänger kann sie öffnen.' : 'Die Dateien werden in Ihrem Browser verschlüsselt hochgeladen.',
+              `Der Link gilt bis ${when(template.expiresAt, language)}.`,
+            ].join('\n'),
+          }
+        : {
+            subject: `${template.organisation}: please send us your documents (Tresor)`,
+            text: [
+              `${template.requester} (${template.organisation}) asks you to send files securely through Tresor (security level ${template.level}).`,
+              '',
+              'Upload:',
+              template.link,
+              '',
+              template.level >= 3 ? 'The files are encrypted in your browser already; only the recipient can open them.' : 'The files are encrypted in your browser before they are uploaded.',
+              `The link works until ${when(template.expiresAt, language)}.`,
+            ].join('\n'),
+          };
     case 'transfer-downloaded':
       return de
         ? { subject: `Tresor: „${template.subject}“ wurde heruntergeladen`, text: `${template.recipient} hat die Dateien Ihrer Übertragung „${template.subject}“ am ${when(template.time, language)} heruntergeladen.` }

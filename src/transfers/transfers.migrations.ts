@@ -81,8 +81,31 @@ export interface TransferDownloadTable {
   expires_at: string;
 }
 
+/**
+ * A "request files" link (S4): an outsider uploads to the member who made it. Its key K_req is wrapped
+ * under the tenant data key (for the member) and under the link secret (for the outsider); transfers
+ * uploaded through it have their K_tr wrapped under K_req.
+ */
+export interface FileRequestTable {
+  id: string;
+  owner_id: string;
+  level: number;
+  message_ct: string | null;
+  key_wrap: string | null;
+  key_version: number;
+  link_wrap: string | null;
+  secret_hash: string | null;
+  owner_fingerprint: string | null;
+  language: string;
+  expires_at: string;
+  created_at: string;
+  closed_at: string | null;
+  uploads: number;
+}
+
 export interface TransferSchema {
-  transfers: TransferTable;
+  file_requests: FileRequestTable;
+  transfers: TransferTable & { request_id: string | null; from_ct: string | null };
   transfer_files: TransferFileTable;
   transfer_recipients: TransferRecipientTable;
   transfer_wraps: TransferWrapTable;
@@ -202,5 +225,29 @@ export const transfersControlMigration: Migration = {
       .addColumn('recipient_id', 'varchar(36)', (c) => c.primaryKey())
       .addColumn('tenant_id', 'varchar(36)', (c) => c.notNull().references('tenants.id').onDelete('cascade'))
       .execute();
+  },
+};
+
+export const fileRequestsTenantMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema
+      .createTable('file_requests')
+      .addColumn('id', 'varchar(36)', (c) => c.primaryKey())
+      .addColumn('owner_id', 'varchar(36)', (c) => c.notNull())
+      .addColumn('level', 'integer', (c) => c.notNull())
+      .addColumn('message_ct', 'text')
+      .addColumn('key_wrap', 'text')
+      .addColumn('key_version', 'integer', (c) => c.notNull())
+      .addColumn('link_wrap', 'text')
+      .addColumn('secret_hash', 'varchar(64)')
+      .addColumn('owner_fingerprint', 'varchar(80)')
+      .addColumn('language', 'varchar(2)', (c) => c.notNull())
+      .addColumn('expires_at', 'varchar(32)', (c) => c.notNull())
+      .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+      .addColumn('closed_at', 'varchar(32)')
+      .addColumn('uploads', 'integer', (c) => c.notNull())
+      .execute();
+    await db.schema.alterTable('transfers').addColumn('request_id', 'varchar(36)').execute();
+    await db.schema.alterTable('transfers').addColumn('from_ct', 'text').execute();
   },
 };

@@ -21,6 +21,7 @@ const transferView = {
     sentAt: { type: ['string', 'null'] },
     withdrawnAt: { type: ['string', 'null'] },
     downloadLimit: { type: ['integer', 'null'] },
+    from: { type: ['string', 'null'], description: 'set when an outsider uploaded this through your "request files" link' },
     files: {
       type: 'array',
       items: { type: 'object', properties: { id: { type: 'string' }, name: { type: ['string', 'null'] }, size: { type: 'integer' }, cipherSize: { type: 'integer' }, received: { type: 'integer' } } },
@@ -273,6 +274,147 @@ export function registerTransferRoutes(
     handler: async (request, reply) => {
       await transfers.approve(await senderSession(request), request.params.id, request.params.rid, request.body);
       return reply.status(204).send();
+    },
+  });
+
+  // ---- "request files" --------------------------------------------------------------------------------------
+  app.post<{ Body: { level: 1 | 2 | 3 | 4; expiresAt: string; message?: string; email?: string; language?: 'de' | 'en' } }>('/api/v1/file-requests', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Ask someone for files: a link to upload to you at a chosen level (mailed when email is given)',
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { level: { type: 'integer', enum: [1, 2, 3, 4] }, expiresAt: { type: 'string', format: 'date-time' }, message: { type: 'string', maxLength: 5000 }, email, language: { type: 'string', enum: ['de', 'en'] } },
+        required: ['level', 'expiresAt'],
+      },
+      response: { 201: { type: 'object', properties: { id: { type: 'string' }, link: { type: 'string' }, expiresAt: { type: 'string' } } }, ...errors },
+    },
+    handler: async (request, reply) => reply.status(201).send(await transfers.createRequest(await senderSession(request), request.body)),
+  });
+  app.get('/api/v1/file-requests', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Your "request files" links',
+      response: {
+        200: {
+          type: 'array',
+          items: { type: 'object', properties: { id: { type: 'string' }, level: { type: 'integer' }, message: { type: ['string', 'null'] }, expiresAt: { type: 'string' }, createdAt: { type: 'string' }, closedAt: { type: ['string', 'null'] }, uploads: { type: 'integer' } } },
+        },
+        ...errors,
+      },
+    },
+    handler: async (request) => transfers.listRequests(await senderSession(request)),
+  });
+  app.delete<{ Params: { id: string } }>('/api/v1/file-requests/:id', {
+    ...secured,
+    schema: { tags: ['transfers'], summary: 'Close a "request files" link', params: { type: 'object', properties: { id: uuid }, required: ['id'] }, response: { 204: { type: 'null' }, ...errors } },
+    handler: async (request, reply) => {
+      await transfers.closeRequest(await senderSession(request), request.params.id);
+      return reply.status(204).send();
+    },
+  });
+  const requestParams = { type: 'object', properties: { id: uuid }, required: ['id'] } as const;
+  const requestSecret = (request: FastifyRequest) => {
+    const header = request.headers['x-tresor-request-secret'];
+    const fromBody = (request.body as { secret?: unknown } | undefined)?.secret;
+    const secret = typeof header === 'string' ? header : fromBody;
+    if (typeof secret !== 'string') throw new DomainError('VALIDATION', 'send the secret of the request link (x-tresor-request-secret or "secret")');
+    return secret;
+  };
+  app.post<{ Params: { id: string }; Body: { secret: string } }>('/api/v1/u/:id/open', {
+    schema: {
+      tags: ['transfers'],
+      summary: 'What a "request files" link asks for: who, at which level, and (levels 3/4) the key to encrypt for',
+      params: requestParams,
+      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43) }, required: ['secret'] },
+      response: {
+        200: { type: 'object', properties: { level: { type: 'integer' }, message: { type: ['string', 'null'] }, requester: { type: 'string' }, expiresAt: { type: 'string' }, publicKey: { type: 'string' }, fingerprint: { type: 'string' } } },
+        ...errors,
+      },
+    },
+    handler: async (request) => transfers.openRequest(request.params.id, request.body.secret),
+  });
+  app.post<{ Params: { id: string }; Body: { secret: string; from: string; subject: string; message?: string; files: { name?: string; size: number; fileKey?: string }[]; bundle?: { size: number } } }>('/api/v1/u/:id/transfers', {
+    schema: {
+      tags: ['transfers'],
+      summary: 'Upload through a "request files" link: creates a transfer to the requester (then blobs, wraps and send as usual)',
+      params: requestParams,
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          secret: b64url(43, 43),
+          from: email,
+          subject: { type: 'string', minLength: 1, maxLength: 200 },
+          message: { type: 'string', maxLength: 20000 },
+          files: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 100,
+            items: { type: 'object', additionalProperties: false, properties: { name: { type: 'string', minLength: 1, maxLength: 255 }, size: { type: 'integer', minimum: 0 }, fileKey: b64url(43, 43) }, required: ['size'] },
+          },
+          bundle: { type: 'object', additionalProperties: false, properties: { size: { type: 'integer', minimum: 2 } }, required: ['size'] },
+        },
+        required: ['secret', 'from', 'subject', 'files'],
+      },
+    },
+    handler: async (request, reply) => {
+      const { secret, from, subject, message, files, bundle } = request.body;
+      return reply.status(201).send(await transfers.createViaRequest(request.params.id, secret, { from, subject, message, files, bundle }));
+    },
+  });
+  app.register(async (scope) => {
+    scope.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
+    scope.put<{ Params: { id: string; tid: string; fileId: string }; Querystring: { offset: number } }>('/api/v1/u/:id/transfers/:tid/blobs/:fileId', {
+      schema: {
+        tags: ['transfers'],
+        summary: 'Append ciphertext of an upload through a request link (header x-tresor-request-secret)',
+        params: { type: 'object', properties: { id: uuid, tid: uuid, fileId: uuid }, required: ['id', 'tid', 'fileId'] },
+        querystring: { type: 'object', properties: { offset: { type: 'integer', minimum: 0 } }, required: ['offset'] },
+        response: { 200: { type: 'object', properties: { received: { type: 'integer' }, cipherSize: { type: 'integer' } } }, ...errors },
+      },
+      handler: async (request) => {
+        const access = await transfers.requestAccess(request.params.id, requestSecret(request), request.params.tid);
+        return transfers.uploadVia(access, request.params.fileId, request.query.offset, request.body as AsyncIterable<Uint8Array>);
+      },
+    });
+  });
+  app.post<{ Params: { id: string; tid: string }; Body: { secret: string; wraps: { fileId: string; recipientId: string; fingerprint: string; wrapped: string }[] } }>('/api/v1/u/:id/transfers/:tid/wraps', {
+    schema: {
+      tags: ['transfers'],
+      summary: "Levels 3/4 through a request link: the file keys wrapped to the requester's key",
+      params: { type: 'object', properties: { id: uuid, tid: uuid }, required: ['id', 'tid'] },
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          secret: b64url(43, 43),
+          wraps: { type: 'array', minItems: 1, maxItems: 101, items: { type: 'object', additionalProperties: false, properties: { fileId: uuid, recipientId: uuid, fingerprint: { type: 'string', maxLength: 80 }, wrapped: b64url(100, 4096) }, required: ['fileId', 'recipientId', 'fingerprint', 'wrapped'] } },
+        },
+        required: ['secret', 'wraps'],
+      },
+      response: { 200: { type: 'object', properties: { stored: { type: 'integer' } } }, ...errors },
+    },
+    handler: async (request) => {
+      const access = await transfers.requestAccess(request.params.id, request.body.secret, request.params.tid);
+      return transfers.addWrapsVia(access, request.body.wraps.map((w) => ({ fileId: w.fileId, holder: w.recipientId, fingerprint: w.fingerprint, wrapped: w.wrapped })));
+    },
+  });
+  app.post<{ Params: { id: string; tid: string }; Body: { secret: string } }>('/api/v1/u/:id/transfers/:tid/send', {
+    schema: {
+      tags: ['transfers'],
+      summary: 'Send an upload through a request link: the requester is mailed their link',
+      params: { type: 'object', properties: { id: uuid, tid: uuid }, required: ['id', 'tid'] },
+      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43) }, required: ['secret'] },
+      response: { 200: { type: 'object', properties: { id: { type: 'string' }, sentAt: { type: ['string', 'null'] } } }, ...errors },
+    },
+    handler: async (request) => {
+      const access = await transfers.requestAccess(request.params.id, request.body.secret, request.params.tid);
+      const sent = await transfers.sendVia(access);
+      return { id: sent.id, sentAt: sent.sentAt }; // the outsider learns nothing of the requester's other data
     },
   });
 

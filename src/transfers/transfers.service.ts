@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Actor } from '../access/index.js';
 import { aeadOpen, aeadSeal, hkdf32, unwrapWithKey, wrapWithKey } from '../crypto/envelope.js';
 import { constantTimeEqual, newId, sha256Hex } from '../crypto/random.js';
@@ -42,6 +42,7 @@ export interface TransferView {
   sentAt: string | null;
   withdrawnAt: string | null;
   downloadLimit: number | null;
+  from: string | null;
   files: { id: string; name: string | null; size: number; cipherSize: number; received: number }[];
   recipients: { id: string; email: string; state: string; downloads: number; keyState: KeyState; pendingFingerprint: string | null }[];
 }
@@ -112,8 +113,19 @@ export function createTransferService(deps: {
   const seal = (key: Buffer, text: string, aad: string) => aeadSeal(key, Buffer.from(text, 'utf8'), aad).toString('base64url');
   const unseal = (key: Buffer, sealed: string, aad: string) => aeadOpen(key, Buffer.from(sealed, 'base64url'), aad).toString('utf8');
   const emailCheck = (secret: Uint8Array, email: string) => createHmac('sha256', hkdf32(secret, 'tresor/transfer-email-check/v1')).update(normaliseEmail(email)).digest('hex');
-  const transferKeyOf = (s: SenderSession, t: TransferTable) => {
+  const requestKeyContext = (id: string, version: number) => `file-request-key|${id}|v${version}`;
+  const requestLinkContext = (id: string) => `file-request-link|${id}`;
+  const requestTransferContext = (id: string) => `transfer-key|${id}|request`;
+  /** K_tr of a transfer for a data session: under the tenant data key, or (uploaded through a request) under K_req. */
+  const transferKeyOf = async (s: SenderSession, t: TransferTable & { request_id?: string | null }) => {
     if (!t.key_wrap) throw new NotFoundError('transfer');
+    if (t.request_id) {
+      const db = await deps.tenantDb(s.tenantId);
+      const fr = await db.selectFrom('file_requests').select(['id', 'key_wrap', 'key_version']).where('id', '=', t.request_id).executeTakeFirst();
+      if (!fr?.key_wrap) throw new NotFoundError('transfer');
+      const requestKey = unwrapWithKey(fr.key_wrap, tenantKek(s.dataKey), requestKeyContext(fr.id, fr.key_version));
+      return unwrapWithKey(t.key_wrap, requestKey, requestTransferContext(t.id));
+    }
     return unwrapWithKey(t.key_wrap, tenantKek(s.dataKey), transferKeyContext(t.id, t.key_version));
   };
 
@@ -140,11 +152,164 @@ export function createTransferService(deps: {
     return { db, t, a };
   };
 
+  /** A transfer as its creator may change it: a data user's session, or an outsider holding a request link. */
+  interface Access {
+    tenantId: string;
+    db: Kysely<TransferSchema>;
+    t: TransferSchema['transfers'];
+    key(): Promise<Buffer>;
+    actor: LedgerEvent['actor'];
+    senderLabel(): Promise<string>;
+    ownFingerprint(): Promise<string | undefined>;
+    viaRequest: boolean;
+  }
+  const sessionAccess = async (s: SenderSession, id: string): Promise<Access> => {
+    const { db, t, a } = await ownTransfer(s, id);
+    return {
+      tenantId: s.tenantId,
+      db,
+      t,
+      key: () => transferKeyOf(s, t),
+      actor: ledgerActor(s.actor),
+      senderLabel: async () => (await deps.identity.accountInfo(a.accountId))?.login ?? 'Tresor',
+      ownFingerprint: async () => (await currentKey(a.accountId))?.fingerprint,
+      viaRequest: false,
+    };
+  };
+
   const currentKey = async (accountId: string) =>
     control.selectFrom('e2e_keys').selectAll().where('account_id', '=', accountId).where('replaced_at', 'is', null).executeTakeFirst();
 
+  /** Who creates a transfer: a data user (K_tr under the tenant data key) or an outsider through a request (under K_req). */
+  interface TransferOrigin {
+    tenantId: string;
+    senderId: string;
+    actor: LedgerEvent['actor'];
+    wrapKey(id: string, key: Buffer): { key_wrap: string; key_version: number };
+    requestId?: string;
+    from?: string;
+  }
+  const createTransfer = async (origin: TransferOrigin, input: CreateTransferInput) => {
+      const problems: string[] = [];
+      const subject = input.subject.trim();
+      if (subject.length < 1 || subject.length > 200) problems.push('subject must be 1 to 200 characters');
+      if (![1, 2, 3, 4].includes(input.level)) problems.push('level must be 1, 2, 3 or 4');
+      const expires = new Date(input.expiresAt);
+      const now = clock.now();
+      if (!Number.isFinite(expires.getTime()) || expires <= now || expires.getTime() - now.getTime() > 90 * DAY_MS) problems.push('expiresAt must be in the future, at most 90 days ahead');
+      const recipients = [...new Set(input.recipients.map(normaliseEmail))];
+      if (recipients.length < 1 || recipients.length > MAX_RECIPIENTS) problems.push(`recipients: 1 to ${MAX_RECIPIENTS} e-mail addresses`);
+      for (const r of recipients) if (r.length > 254 || !EMAIL.test(r)) problems.push(`"${r.slice(0, 60)}" is not an e-mail address`);
+      if (input.files.length < 1 || input.files.length > MAX_FILES) problems.push(`files: 1 to ${MAX_FILES}`);
+      const e2e = input.level >= 3;
+      input.files.forEach((f, i) => {
+        if (input.level === 4) {
+          if (f.name !== undefined) problems.push(`file ${i + 1}: at level 4 the file names go into the end-to-end encrypted bundle, not to the server`);
+        } else if (f.name === undefined || f.name.trim().length < 1 || f.name.length > 255 || /[\u0000-\u001f/\\]/.test(f.name)) problems.push(`file ${i + 1}: the name must be 1 to 255 characters, without / \\ or control characters`);
+        if (!Number.isSafeInteger(f.size) || f.size < 0 || f.size > MAX_FILE_BYTES) problems.push(`file ${i + 1}: size must be 0 to ${MAX_FILE_BYTES} bytes`);
+        if (!e2e && (f.fileKey === undefined || !/^[A-Za-z0-9_-]{43}$/.test(f.fileKey))) problems.push(`file ${i + 1}: levels 1 and 2 need the file key (32 bytes, base64url)`);
+        if (e2e && f.fileKey !== undefined) problems.push(`file ${i + 1}: at level ${input.level} the file key never goes to the server; send wraps instead`);
+      });
+      if (input.level === 4) {
+        if (!input.bundle || !Number.isSafeInteger(input.bundle.size) || input.bundle.size < 2 || input.bundle.size > MAX_BUNDLE_BYTES) problems.push(`level 4 needs bundle.size (the encrypted message and file names), at most ${MAX_BUNDLE_BYTES} bytes`);
+        if (input.message) problems.push('at level 4 the message goes into the end-to-end encrypted bundle, not into message');
+      } else if (input.bundle) problems.push('bundle is for level 4 only');
+      if ((input.message ?? '').length > 20_000) problems.push('message must be at most 20,000 characters');
+      if (input.downloadLimit !== undefined && (!Number.isInteger(input.downloadLimit) || input.downloadLimit < 1 || input.downloadLimit > 1000)) problems.push('downloadLimit must be 1 to 1000');
+      if (problems.length > 0) throw new ValidationError(problems.join('; '), { problems });
+
+      const id = newId();
+      const key = randomBytes(32);
+      const db = await deps.tenantDb(origin.tenantId);
+      const row: TransferSchema['transfers'] = {
+        id,
+        sender_id: origin.senderId,
+        level: input.level,
+        subject_ct: seal(key, subject, `transfer|${id}|subject`),
+        message_ct: input.level <= 3 && input.message ? seal(key, input.message, `transfer|${id}|message`) : null,
+        language: input.language ?? deps.defaultLanguage,
+        ...origin.wrapKey(id, key),
+        request_id: origin.requestId ?? null,
+        from_ct: origin.from ? seal(key, origin.from, `transfer|${id}|from`) : null,
+        download_limit: input.downloadLimit ?? null,
+        created_at: now.toISOString(),
+        expires_at: expires.toISOString(),
+        sent_at: null,
+        withdrawn_at: null,
+        deleted_at: null,
+      };
+      const files: TransferFileTable[] = input.files.map((f, idx) => {
+        const fileId = newId();
+        return {
+          id: fileId,
+          transfer_id: id,
+          idx,
+          kind: 'file',
+          name_ct: input.level === 4 ? null : seal(key, f.name!.trim(), `transfer|${id}|file-name|${fileId}`),
+          size: f.size,
+          cipher_size: ciphertextSize(f.size),
+          received: 0,
+          file_key_ct: e2e ? null : aeadSeal(key, Buffer.from(f.fileKey!, 'base64url'), `transfer|${id}|file-key|${fileId}`).toString('base64url'),
+        };
+      });
+      if (input.level === 4) {
+        files.push({ id: newId(), transfer_id: id, idx: files.length, kind: 'bundle', name_ct: null, size: input.bundle!.size, cipher_size: ciphertextSize(input.bundle!.size), received: 0, file_key_ct: null });
+      }
+      const recipientRows: (TransferRecipientTable & { email: string; publicKey?: string })[] = [];
+      for (const [idx, email] of recipients.entries()) {
+        const rid = newId();
+        let keyInfo: { publicKey: string; fingerprint: string } | undefined;
+        if (e2e) {
+          const account = await deps.identity.accountByLogin(email);
+          const k = account ? await currentKey(account.id) : undefined;
+          if (k) keyInfo = { publicKey: k.public_key, fingerprint: k.fingerprint };
+        }
+        recipientRows.push({
+          id: rid,
+          transfer_id: id,
+          idx,
+          email_ct: seal(key, email, `transfer|${id}|recipient|${rid}`),
+          email_check: null,
+          secret_hash: null,
+          key_wrap: null,
+          state: 'draft',
+          downloads: '{}',
+          opened_at: null,
+          downloaded_at: null,
+          key_fingerprint: keyInfo?.fingerprint ?? null,
+          key_state: !e2e ? 'none' : keyInfo ? 'ok' : 'pending-key',
+          pending_fingerprint: null,
+          email,
+          ...(keyInfo ? { publicKey: keyInfo.publicKey } : {}),
+        });
+      }
+      await db.transaction().execute(async (trx) => {
+        await trx.insertInto('transfers').values(row).execute();
+        await trx.insertInto('transfer_files').values(files).execute();
+        await trx.insertInto('transfer_recipients').values(recipientRows.map(({ email: _e, publicKey: _p, ...r }) => r)).execute();
+      });
+      await control.insertInto('transfer_index').values(recipientRows.map((r) => ({ recipient_id: r.id, tenant_id: origin.tenantId }))).execute();
+      await mkdir(blobDir(origin.tenantId, id), { recursive: true, mode: 0o700 });
+      await record(origin.tenantId, {
+        actor: origin.actor,
+        action: 'transfer.create',
+        resource: { type: 'transfer', id },
+        outcome: 'success',
+        details: { level: input.level, files: input.files.length, recipients: recipients.length, bytes: input.files.reduce((n, f) => n + f.size, 0) },
+      });
+      const own = e2e ? await currentKey(origin.senderId) : undefined;
+      const bundle = files.find((f) => f.kind === 'bundle');
+      return {
+        id,
+        files: files.filter((f) => f.kind === 'file').map((f) => ({ id: f.id, name: input.files[f.idx]!.name?.trim() ?? null, size: Number(f.size), cipherSize: Number(f.cipher_size) })),
+        ...(bundle ? { bundleId: bundle.id, bundleCipherSize: Number(bundle.cipher_size) } : {}),
+        recipients: recipientRows.map((r) => ({ id: r.id, email: r.email, ...(r.publicKey ? { publicKey: r.publicKey, fingerprint: r.key_fingerprint! } : {}) })),
+        ...(own ? { sender: { publicKey: own.public_key, fingerprint: own.fingerprint } } : {}),
+      };
+  };
+
   // ---- sent list -------------------------------------------------------------------------------------
-  const viewOf = async (db: Kysely<TransferSchema>, key: Buffer, t: TransferTable): Promise<TransferView> => {
+  const viewOf = async (db: Kysely<TransferSchema>, key: Buffer, t: TransferSchema['transfers']): Promise<TransferView> => {
     const files = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
     const recipients = await db.selectFrom('transfer_recipients').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
     return {
@@ -156,6 +321,8 @@ export function createTransferService(deps: {
       sentAt: t.sent_at,
       withdrawnAt: t.withdrawn_at,
       downloadLimit: t.download_limit,
+      // Uploaded by an outsider through a "request files" link: who says they sent it (unverified address).
+      from: t.from_ct ? unseal(key, t.from_ct, `transfer|${t.id}|from`) : null,
       files: files.filter((f) => f.kind === 'file').map((f) => ({
         id: f.id,
         name: f.name_ct === null ? null : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`),
@@ -209,6 +376,17 @@ export function createTransferService(deps: {
     const key = unwrapWithKey(r.key_wrap, secretBytes, linkContext(t.id, r.id));
     const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
     return { tenantId: index.tenant_id, db, t, r, key, email, secretBytes };
+  };
+
+  /** Resolves a request link: its tenant and row, with K_req opened by the link secret. */
+  const resolveRequest = async (id: string, secret: string) => {
+    if (!TOKEN.test(secret) || !/^[0-9a-f-]{36}$/.test(id)) throw new TransferLinkError();
+    const index = await control.selectFrom('transfer_index').selectAll().where('recipient_id', '=', id).executeTakeFirst();
+    if (!index) throw new TransferLinkError();
+    const db = await deps.tenantDb(index.tenant_id);
+    const fr = await db.selectFrom('file_requests').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!fr || !fr.secret_hash || !fr.link_wrap || fr.closed_at !== null || fr.expires_at <= nowIso() || !constantTimeEqual(sha256Hex(secret), fr.secret_hash)) throw new TransferLinkError();
+    return { tenantId: index.tenant_id, db, fr, requestKey: unwrapWithKey(fr.link_wrap, Buffer.from(secret, 'base64url'), requestLinkContext(fr.id)) };
   };
 
   return {
@@ -284,140 +462,29 @@ export function createTransferService(deps: {
     // ---- sending --------------------------------------------------------------------------------------
     async create(s: SenderSession, input: CreateTransferInput) {
       const a = sender(s);
-      const problems: string[] = [];
-      const subject = input.subject.trim();
-      if (subject.length < 1 || subject.length > 200) problems.push('subject must be 1 to 200 characters');
-      if (![1, 2, 3, 4].includes(input.level)) problems.push('level must be 1, 2, 3 or 4');
-      const expires = new Date(input.expiresAt);
-      const now = clock.now();
-      if (!Number.isFinite(expires.getTime()) || expires <= now || expires.getTime() - now.getTime() > 90 * DAY_MS) problems.push('expiresAt must be in the future, at most 90 days ahead');
-      const recipients = [...new Set(input.recipients.map(normaliseEmail))];
-      if (recipients.length < 1 || recipients.length > MAX_RECIPIENTS) problems.push(`recipients: 1 to ${MAX_RECIPIENTS} e-mail addresses`);
-      for (const r of recipients) if (r.length > 254 || !EMAIL.test(r)) problems.push(`"${r.slice(0, 60)}" is not an e-mail address`);
-      if (input.files.length < 1 || input.files.length > MAX_FILES) problems.push(`files: 1 to ${MAX_FILES}`);
-      const e2e = input.level >= 3;
-      input.files.forEach((f, i) => {
-        if (input.level === 4) {
-          if (f.name !== undefined) problems.push(`file ${i + 1}: at level 4 the file names go into the end-to-end encrypted bundle, not to the server`);
-        } else if (f.name === undefined || f.name.trim().length < 1 || f.name.length > 255 || /[\u0000-\u001f/\\]/.test(f.name)) problems.push(`file ${i + 1}: the name must be 1 to 255 characters, without / \\ or control characters`);
-        if (!Number.isSafeInteger(f.size) || f.size < 0 || f.size > MAX_FILE_BYTES) problems.push(`file ${i + 1}: size must be 0 to ${MAX_FILE_BYTES} bytes`);
-        if (!e2e && (f.fileKey === undefined || !/^[A-Za-z0-9_-]{43}$/.test(f.fileKey))) problems.push(`file ${i + 1}: levels 1 and 2 need the file key (32 bytes, base64url)`);
-        if (e2e && f.fileKey !== undefined) problems.push(`file ${i + 1}: at level ${input.level} the file key never goes to the server; send wraps instead`);
-      });
-      if (input.level === 4) {
-        if (!input.bundle || !Number.isSafeInteger(input.bundle.size) || input.bundle.size < 2 || input.bundle.size > MAX_BUNDLE_BYTES) problems.push(`level 4 needs bundle.size (the encrypted message and file names), at most ${MAX_BUNDLE_BYTES} bytes`);
-        if (input.message) problems.push('at level 4 the message goes into the end-to-end encrypted bundle, not into message');
-      } else if (input.bundle) problems.push('bundle is for level 4 only');
-      if ((input.message ?? '').length > 20_000) problems.push('message must be at most 20,000 characters');
-      if (input.downloadLimit !== undefined && (!Number.isInteger(input.downloadLimit) || input.downloadLimit < 1 || input.downloadLimit > 1000)) problems.push('downloadLimit must be 1 to 1000');
-      if (problems.length > 0) throw new ValidationError(problems.join('; '), { problems });
-
-      const id = newId();
-      const key = randomBytes(32);
-      const db = await deps.tenantDb(s.tenantId);
-      const row: TransferTable = {
-        id,
-        sender_id: a.accountId,
-        level: input.level,
-        subject_ct: seal(key, subject, `transfer|${id}|subject`),
-        message_ct: input.level <= 3 && input.message ? seal(key, input.message, `transfer|${id}|message`) : null,
-        language: input.language ?? deps.defaultLanguage,
-        key_wrap: wrapWithKey(key, tenantKek(s.dataKey), transferKeyContext(id, s.keyVersion)),
-        key_version: s.keyVersion,
-        download_limit: input.downloadLimit ?? null,
-        created_at: now.toISOString(),
-        expires_at: expires.toISOString(),
-        sent_at: null,
-        withdrawn_at: null,
-        deleted_at: null,
-      };
-      const files: TransferFileTable[] = input.files.map((f, idx) => {
-        const fileId = newId();
-        return {
-          id: fileId,
-          transfer_id: id,
-          idx,
-          kind: 'file',
-          name_ct: input.level === 4 ? null : seal(key, f.name!.trim(), `transfer|${id}|file-name|${fileId}`),
-          size: f.size,
-          cipher_size: ciphertextSize(f.size),
-          received: 0,
-          file_key_ct: e2e ? null : aeadSeal(key, Buffer.from(f.fileKey!, 'base64url'), `transfer|${id}|file-key|${fileId}`).toString('base64url'),
-        };
-      });
-      if (input.level === 4) {
-        files.push({ id: newId(), transfer_id: id, idx: files.length, kind: 'bundle', name_ct: null, size: input.bundle!.size, cipher_size: ciphertextSize(input.bundle!.size), received: 0, file_key_ct: null });
-      }
-      const recipientRows: (TransferRecipientTable & { email: string; publicKey?: string })[] = [];
-      for (const [idx, email] of recipients.entries()) {
-        const rid = newId();
-        let keyInfo: { publicKey: string; fingerprint: string } | undefined;
-        if (e2e) {
-          const account = await deps.identity.accountByLogin(email);
-          const k = account ? await currentKey(account.id) : undefined;
-          if (k) keyInfo = { publicKey: k.public_key, fingerprint: k.fingerprint };
-        }
-        recipientRows.push({
-          id: rid,
-          transfer_id: id,
-          idx,
-          email_ct: seal(key, email, `transfer|${id}|recipient|${rid}`),
-          email_check: null,
-          secret_hash: null,
-          key_wrap: null,
-          state: 'draft',
-          downloads: '{}',
-          opened_at: null,
-          downloaded_at: null,
-          key_fingerprint: keyInfo?.fingerprint ?? null,
-          key_state: !e2e ? 'none' : keyInfo ? 'ok' : 'pending-key',
-          pending_fingerprint: null,
-          email,
-          ...(keyInfo ? { publicKey: keyInfo.publicKey } : {}),
-        });
-      }
-      await db.transaction().execute(async (trx) => {
-        await trx.insertInto('transfers').values(row).execute();
-        await trx.insertInto('transfer_files').values(files).execute();
-        await trx.insertInto('transfer_recipients').values(recipientRows.map(({ email: _e, publicKey: _p, ...r }) => r)).execute();
-      });
-      await control.insertInto('transfer_index').values(recipientRows.map((r) => ({ recipient_id: r.id, tenant_id: s.tenantId }))).execute();
-      await mkdir(blobDir(s.tenantId, id), { recursive: true, mode: 0o700 });
-      await record(s.tenantId, {
-        actor: ledgerActor(s.actor),
-        action: 'transfer.create',
-        resource: { type: 'transfer', id },
-        outcome: 'success',
-        details: { level: input.level, files: input.files.length, recipients: recipients.length, bytes: input.files.reduce((n, f) => n + f.size, 0) },
-      });
-      const own = e2e ? await currentKey(a.accountId) : undefined;
-      const bundle = files.find((f) => f.kind === 'bundle');
-      return {
-        id,
-        files: files.filter((f) => f.kind === 'file').map((f) => ({ id: f.id, name: input.files[f.idx]!.name?.trim() ?? null, size: Number(f.size), cipherSize: Number(f.cipher_size) })),
-        ...(bundle ? { bundleId: bundle.id, bundleCipherSize: Number(bundle.cipher_size) } : {}),
-        recipients: recipientRows.map((r) => ({ id: r.id, email: r.email, ...(r.publicKey ? { publicKey: r.publicKey, fingerprint: r.key_fingerprint! } : {}) })),
-        ...(own ? { sender: { publicKey: own.public_key, fingerprint: own.fingerprint } } : {}),
-      };
+      return createTransfer(
+        { tenantId: s.tenantId, senderId: a.accountId, actor: ledgerActor(s.actor), wrapKey: (id, key) => ({ key_wrap: wrapWithKey(key, tenantKek(s.dataKey), transferKeyContext(id, s.keyVersion)), key_version: s.keyVersion }) },
+        input,
+      );
     },
 
     /**
      * Appends ciphertext at `offset` (which must be what was received so far), streamed to disk in
      * constant memory. An interrupted upload keeps what arrived; the sender resumes from `received`.
      */
-    async upload(s: SenderSession, transferId: string, fileId: string, offset: number, body: AsyncIterable<Uint8Array>) {
-      const { db, t } = await ownTransfer(s, transferId);
+    async uploadVia(x: Access, fileId: string, offset: number, body: AsyncIterable<Uint8Array>) {
+      const { db, t } = x;
       if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
       const f = await db.selectFrom('transfer_files').selectAll().where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!f) throw new NotFoundError('file');
-      const path = blobPath(s.tenantId, t.id, f.id);
+      const path = blobPath(x.tenantId, t.id, f.id);
       // Pieces are not synced one by one (that would halve the throughput); after a crash the file may be
       // shorter than recorded, so what is really on disk decides where the upload goes on.
       const onDisk = await stat(path).then((st) => st.size, () => 0);
       const received = Math.min(Number(f.received), onDisk);
       if (offset !== received) throw new ConflictError(`the upload continues at byte ${received}, not ${offset}`, { client: { received } });
       const limit = Number(f.cipher_size);
-      await mkdir(blobDir(s.tenantId, t.id), { recursive: true, mode: 0o700 });
+      await mkdir(blobDir(x.tenantId, t.id), { recursive: true, mode: 0o700 });
       if (onDisk > received) await truncate(path, received); // a torn tail of an interrupted write goes
       // A write stream with a large buffer batches what arrives (writev) instead of one write per TLS
       // record; with the default 16 KiB the socket waits for every small write (a fifth of the speed).
@@ -457,9 +524,13 @@ export function createTransferService(deps: {
         }
       } finally {
         await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
-        deps.billing?.count(s.tenantId, { bytesTransferred: Math.max(0, position - received) });
+        deps.billing?.count(x.tenantId, { bytesTransferred: Math.max(0, position - received) });
       }
       return { received: position, cipherSize: limit };
+    },
+
+    async upload(s: SenderSession, transferId: string, fileId: string, offset: number, body: AsyncIterable<Uint8Array>) {
+      return this.uploadVia(await sessionAccess(s, transferId), fileId, offset, body);
     },
 
     async uploadStatus(s: SenderSession, transferId: string, fileId: string) {
@@ -470,16 +541,16 @@ export function createTransferService(deps: {
     },
 
     /** Levels 3/4: file keys wrapped in the sender's browser or CLI, to recipients' keys and the sender's own. */
-    async addWraps(s: SenderSession, transferId: string, wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[]) {
-      const { db, t, a } = await ownTransfer(s, transferId);
+    async addWrapsVia(x: Access, wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[]) {
+      const { db, t } = x;
       if (t.level < 3) throw new ConflictError('wraps are for levels 3 and 4; at levels 1 and 2 the server holds the file keys');
       if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; a new key of a recipient is approved instead');
       const files = new Set((await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).execute()).map((f) => f.id));
       const recipients = new Map((await db.selectFrom('transfer_recipients').select(['id', 'key_fingerprint']).where('transfer_id', '=', t.id).execute()).map((r) => [r.id, r.key_fingerprint]));
-      const own = await currentKey(a.accountId);
+      const ownFingerprint = await x.ownFingerprint();
       for (const w of wraps) {
         if (!files.has(w.fileId)) throw new ValidationError(`file ${w.fileId} is not part of this transfer`);
-        const expected = w.holder === 'sender' ? own?.fingerprint : recipients.get(w.holder);
+        const expected = w.holder === 'sender' ? (x.viaRequest ? undefined : ownFingerprint) : recipients.get(w.holder);
         if (expected === undefined) throw new ValidationError(`holder ${w.holder} is not the sender or a recipient of this transfer`);
         if (expected === null || expected !== w.fingerprint) throw new ConflictError(`the wrap for ${w.holder} is for key ${w.fingerprint}, but the key on record is ${expected ?? 'none'}`);
         if (fromBase64Url(w.wrapped).length !== WRAPPED_KEY_SIZE) throw new ValidationError(`a wrapped key is ${WRAPPED_KEY_SIZE} bytes`);
@@ -493,9 +564,13 @@ export function createTransferService(deps: {
       return { stored: wraps.length };
     },
 
+    async addWraps(s: SenderSession, transferId: string, wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[]) {
+      return this.addWrapsVia(await sessionAccess(s, transferId), wraps);
+    },
+
     /** Sends: every blob complete (and wrapped, at levels 3/4); a link with a fresh secret per recipient. */
-    async send(s: SenderSession, transferId: string): Promise<TransferView> {
-      const { db, t, a } = await ownTransfer(s, transferId);
+    async sendVia(x: Access): Promise<TransferView> {
+      const { db, t } = x;
       if (t.sent_at !== null) throw new ConflictError('this transfer was sent already');
       const files = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).execute();
       const incomplete = files.filter((f) => Number(f.received) !== Number(f.cipher_size));
@@ -504,13 +579,13 @@ export function createTransferService(deps: {
       if (t.level >= 3) {
         const wraps = await db.selectFrom('transfer_wraps').select(['file_id', 'holder']).where('transfer_id', '=', t.id).execute();
         const has = (holder: string) => files.every((f) => wraps.some((w) => w.file_id === f.id && w.holder === holder));
-        if (!has('sender')) throw new ConflictError('wrap every file key for your own key too (so that you can approve a recipient\'s new key later)');
+        if (!x.viaRequest && !has('sender')) throw new ConflictError('wrap every file key for your own key too (so that you can approve a recipient\'s new key later)');
         const missing = recipients.filter((r) => r.key_state === 'ok' && !has(r.id));
         if (missing.length > 0) throw new ConflictError(`${missing.length} recipient(s) with a key have no wrapped file keys yet`);
       }
-      const key = transferKeyOf(s, t);
-      const me = await deps.identity.accountInfo(a.accountId);
-      const organisation = await deps.tenantName(s.tenantId);
+      const key = await x.key();
+      const senderLabel = await x.senderLabel();
+      const organisation = await deps.tenantName(x.tenantId);
       const subject = unseal(key, t.subject_ct, `transfer|${t.id}|subject`);
       const fileCount = files.filter((f) => f.kind === 'file').length;
       for (const r of recipients) {
@@ -523,11 +598,16 @@ export function createTransferService(deps: {
           .execute();
         const link = `${deps.publicUrl}/app/r/${r.id}#s=${b64(secret)}${r.key_fingerprint ? `&fp=${r.key_fingerprint}` : ''}`;
         const account = await deps.identity.accountByLogin(email);
-        await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: me?.login ?? 'Tresor', organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
+        await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: senderLabel, organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
       }
       await db.updateTable('transfers').set({ sent_at: nowIso() }).where('id', '=', t.id).execute();
-      await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
+      if (t.request_id) await db.updateTable('file_requests').set({ uploads: sql<number>`uploads + 1` }).where('id', '=', t.request_id).execute();
+      await record(x.tenantId, { actor: x.actor, action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
       return viewOf(db, key, { ...t, sent_at: nowIso() });
+    },
+
+    async send(s: SenderSession, transferId: string): Promise<TransferView> {
+      return this.sendVia(await sessionAccess(s, transferId));
     },
 
     async list(s: SenderSession): Promise<TransferView[]> {
@@ -536,7 +616,7 @@ export function createTransferService(deps: {
       let q = db.selectFrom('transfers').selectAll().where('deleted_at', 'is', null).orderBy('created_at', 'desc').limit(200);
       if (a.role !== 'dpo') q = q.where('sender_id', '=', a.accountId);
       const out: TransferView[] = [];
-      for (const t of await q.execute()) out.push(await viewOf(db, transferKeyOf(s, t), t));
+      for (const t of await q.execute()) out.push(await viewOf(db, await transferKeyOf(s, t), t));
       return out;
     },
 
@@ -557,7 +637,7 @@ export function createTransferService(deps: {
       const r = await db.selectFrom('transfer_recipients').selectAll().where('id', '=', recipientId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!r) throw new NotFoundError('recipient');
       if (r.key_state !== 'approval-needed' || r.pending_fingerprint !== input.fingerprint) throw new ConflictError('there is no new key with this fingerprint waiting for approval for this recipient');
-      const key = transferKeyOf(s, t);
+      const key = await transferKeyOf(s, t);
       const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
       const account = await deps.identity.accountByLogin(email);
       const current = account ? await currentKey(account.id) : undefined;
@@ -699,6 +779,134 @@ export function createTransferService(deps: {
       return { stream: Readable.fromWeb(plain as unknown as NodeWebReadableStream<Uint8Array>), name, length: Number(f.size), encrypted: false };
     },
 
+    // ---- "request files": an outsider uploads to a data user ----------------------------------------
+    /** A data user asks someone for files: a link (mailed when `email` is given) to upload at `level`. */
+    async createRequest(s: SenderSession, input: { level: Level; expiresAt: string; message?: string | undefined; email?: string | undefined; language?: 'de' | 'en' | undefined }) {
+      const a = sender(s);
+      const expires = new Date(input.expiresAt);
+      const now = clock.now();
+      const problems: string[] = [];
+      if (![1, 2, 3, 4].includes(input.level)) problems.push('level must be 1, 2, 3 or 4');
+      if (!Number.isFinite(expires.getTime()) || expires <= now || expires.getTime() - now.getTime() > 90 * DAY_MS) problems.push('expiresAt must be in the future, at most 90 days ahead');
+      if (input.email !== undefined && !EMAIL.test(normaliseEmail(input.email))) problems.push('email must be an e-mail address');
+      if ((input.message ?? '').length > 5000) problems.push('message must be at most 5,000 characters');
+      const own = input.level >= 3 ? await currentKey(a.accountId) : undefined;
+      if (input.level >= 3 && !own) problems.push('levels 3 and 4 need your own SecuPass key first: the files are encrypted for it');
+      if (problems.length > 0) throw new ValidationError(problems.join('; '), { problems });
+      const id = newId();
+      const requestKey = randomBytes(32);
+      const secret = randomBytes(32);
+      const db = await deps.tenantDb(s.tenantId);
+      await db
+        .insertInto('file_requests')
+        .values({
+          id,
+          owner_id: a.accountId,
+          level: input.level,
+          message_ct: input.message ? seal(requestKey, input.message, `file-request|${id}|message`) : null,
+          key_wrap: wrapWithKey(requestKey, tenantKek(s.dataKey), requestKeyContext(id, s.keyVersion)),
+          key_version: s.keyVersion,
+          link_wrap: wrapWithKey(requestKey, secret, requestLinkContext(id)),
+          secret_hash: sha256Hex(b64(secret)),
+          owner_fingerprint: own?.fingerprint ?? null,
+          language: input.language ?? deps.defaultLanguage,
+          expires_at: expires.toISOString(),
+          created_at: now.toISOString(),
+          closed_at: null,
+          uploads: 0,
+        })
+        .execute();
+      await control.insertInto('transfer_index').values({ recipient_id: id, tenant_id: s.tenantId }).execute();
+      const link = `${deps.publicUrl}/app/upload/${id}#s=${b64(secret)}${own ? `&fp=${own.fingerprint}` : ''}`;
+      if (input.email) {
+        const me = await deps.identity.accountInfo(a.accountId);
+        await mailTo({ login: normaliseEmail(input.email), language: input.language ?? null }, { kind: 'file-request', link, requester: me?.login ?? 'Tresor', organisation: await deps.tenantName(s.tenantId), level: input.level, expiresAt: expires.toISOString() });
+      }
+      await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.request.create', resource: { type: 'file-request', id }, outcome: 'success', details: { level: input.level, mailed: input.email !== undefined } });
+      return { id, link, expiresAt: expires.toISOString() };
+    },
+
+    async listRequests(s: SenderSession) {
+      const a = sender(s);
+      const db = await deps.tenantDb(s.tenantId);
+      const rows = await db.selectFrom('file_requests').selectAll().where('owner_id', '=', a.accountId).orderBy('created_at', 'desc').limit(200).execute();
+      const out = [];
+      for (const r of rows) {
+        const key = r.key_wrap ? unwrapWithKey(r.key_wrap, tenantKek(s.dataKey), requestKeyContext(r.id, r.key_version)) : undefined;
+        out.push({ id: r.id, level: r.level, message: key && r.message_ct ? unseal(key, r.message_ct, `file-request|${r.id}|message`) : null, expiresAt: r.expires_at, createdAt: r.created_at, closedAt: r.closed_at, uploads: r.uploads });
+      }
+      return out;
+    },
+
+    async closeRequest(s: SenderSession, id: string) {
+      const a = sender(s);
+      const db = await deps.tenantDb(s.tenantId);
+      const updated = await db.updateTable('file_requests').set({ closed_at: nowIso(), link_wrap: null, secret_hash: null }).where('id', '=', id).where('owner_id', '=', a.accountId).where('closed_at', 'is', null).executeTakeFirst();
+      if (Number(updated.numUpdatedRows) === 0) throw new NotFoundError('file request');
+      await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.request.close', resource: { type: 'file-request', id }, outcome: 'success' });
+    },
+
+    /** What the outsider's page shows: who asks, at which level, and (levels 3/4) the key to encrypt for. */
+    async openRequest(id: string, secret: string) {
+      const { fr, requestKey } = await resolveRequest(id, secret);
+      const owner = await deps.identity.accountInfo(fr.owner_id);
+      const key = fr.level >= 3 ? await currentKey(fr.owner_id) : undefined;
+      return {
+        level: fr.level as Level,
+        message: fr.message_ct ? unseal(requestKey, fr.message_ct, `file-request|${fr.id}|message`) : null,
+        requester: owner?.login ?? 'Tresor',
+        expiresAt: fr.expires_at,
+        ...(key ? { publicKey: key.public_key, fingerprint: key.fingerprint } : {}),
+      };
+    },
+
+    /** The outsider's transfer: to the requester only, at the request's level; then upload, wraps and send as usual. */
+    async createViaRequest(id: string, secret: string, input: { from: string; subject: string; message?: string | undefined; files: CreateTransferInput['files']; bundle?: { size: number } | undefined }) {
+      const { tenantId, fr, requestKey } = await resolveRequest(id, secret);
+      const from = normaliseEmail(input.from);
+      if (!EMAIL.test(from)) throw new ValidationError('from must be your e-mail address', { problems: ['from must be your e-mail address'] });
+      const owner = await deps.identity.accountInfo(fr.owner_id);
+      if (!owner || owner.status !== 'active') throw new TransferLinkError();
+      const created = await createTransfer(
+        {
+          tenantId,
+          senderId: fr.owner_id,
+          actor: { tier: 'anonymous', role: 'request-link-holder', id: fr.id },
+          wrapKey: (tid, key) => ({ key_wrap: wrapWithKey(key, requestKey, requestTransferContext(tid)), key_version: 0 }),
+          requestId: fr.id,
+          from,
+        },
+        {
+          subject: input.subject,
+          level: fr.level as Level,
+          expiresAt: new Date(Math.min(clock.now().getTime() + 30 * DAY_MS, new Date(fr.expires_at).getTime() + 30 * DAY_MS)).toISOString(),
+          language: fr.language as 'de' | 'en',
+          message: input.message,
+          recipients: [owner.login],
+          files: input.files,
+          bundle: input.bundle,
+        },
+      );
+      const { sender: _ownersKey, ...answer } = created;
+      return answer;
+    },
+
+    async requestAccess(id: string, secret: string, transferId: string): Promise<Access> {
+      const { tenantId, db, fr, requestKey } = await resolveRequest(id, secret);
+      const t = await db.selectFrom('transfers').selectAll().where('id', '=', transferId).where('request_id', '=', fr.id).executeTakeFirst();
+      if (!t || t.deleted_at !== null || t.key_wrap === null) throw new NotFoundError('transfer');
+      return {
+        tenantId,
+        db,
+        t,
+        key: async () => unwrapWithKey(t.key_wrap!, requestKey, requestTransferContext(t.id)),
+        actor: { tier: 'anonymous', role: 'request-link-holder', id: fr.id },
+        senderLabel: async () => (t.from_ct ? unseal(unwrapWithKey(t.key_wrap!, requestKey, requestTransferContext(t.id)), t.from_ct, `transfer|${t.id}|from`) : 'Tresor'),
+        ownFingerprint: async () => undefined,
+        viaRequest: true,
+      };
+    },
+
     /** Deletes expired (and withdrawn, not yet purged) transfers of every tenant; the scheduler calls it. */
     async expire(tenantIds: string[]) {
       let purged = 0;
@@ -719,6 +927,12 @@ export function createTransferService(deps: {
       const db = await deps.tenantDb(tenantId);
       const rows = await db.selectFrom('transfers').select(['id', 'key_wrap', 'key_version']).where('key_version', '=', from.version).where('key_wrap', 'is not', null).execute();
       let done = 0;
+      const requests = await db.selectFrom('file_requests').select(['id', 'key_wrap']).where('key_version', '=', from.version).where('key_wrap', 'is not', null).execute();
+      for (const r of requests) {
+        const key = unwrapWithKey(r.key_wrap!, tenantKek(from.dataKey), requestKeyContext(r.id, from.version));
+        await db.updateTable('file_requests').set({ key_wrap: wrapWithKey(key, tenantKek(to.dataKey), requestKeyContext(r.id, to.version)), key_version: to.version }).where('id', '=', r.id).where('key_version', '=', from.version).execute();
+        progress(++done);
+      }
       for (const t of rows) {
         const key = unwrapWithKey(t.key_wrap!, tenantKek(from.dataKey), transferKeyContext(t.id, from.version));
         await db.updateTable('transfers').set({ key_wrap: wrapWithKey(key, tenantKek(to.dataKey), transferKeyContext(t.id, to.version)), key_version: to.version }).where('id', '=', t.id).where('key_version', '=', from.version).execute();
