@@ -416,4 +416,42 @@ describe('secure transfers in Chromium', () => {
     expect(await problems()).toEqual([]);
     expect(await late.problems()).toEqual([]);
   }, 120_000);
+
+  it('"request files": the member mails an upload link; an outsider encrypts for the member\'s key and sends; the member opens it', async () => {
+    await sender.page.getByRole('link', { name: 'Transfers' }).click();
+    const form = sender.page.getByRole('form', { name: 'New request' });
+    await form.getByLabel('Security level').selectOption('3');
+    await form.getByLabel('Message to the sender').fill('Bitte die Unterlagen zur Steuer.');
+    await form.getByLabel(/E-mail address \(optional/).fill('einreicher@extern-transfer.test');
+    await form.getByRole('button', { name: 'Create link' }).click();
+    await sender.page.getByText('The link is ready.', { exact: false }).waitFor();
+    await screenshot(sender.page, 'file-request-created');
+    const mail = readOutbox(outbox).filter((m) => m.to === 'einreicher@extern-transfer.test').at(-1)!;
+    const uploadLink = /(https:\/\/\S+\/app\/upload\/[0-9a-f-]{36}#s=[A-Za-z0-9_-]{43}&fp=[0-9a-f-]+)/.exec(mail.text)![1]!;
+
+    const outsider = await watchedPage(browser, 'de-DE');
+    await outsider.page.goto(uploadLink);
+    await outsider.page.getByText(/bittet Sie um Dateien \(Sicherheitsstufe 3\)/).waitFor();
+    await outsider.page.getByText('Bitte die Unterlagen zur Steuer.').waitFor();
+    const papers = textFile('Steuerunterlagen', 400 * 1024);
+    await outsider.page.getByLabel('Ihre E-Mail-Adresse').fill('einreicher@extern-transfer.test');
+    await outsider.page.getByLabel('Betreff').fill('Steuer 2025');
+    await outsider.page.getByLabel('Dateien', { exact: true }).setInputFiles([{ name: 'steuer.txt', mimeType: 'text/plain', buffer: papers }]);
+    await screenshot(outsider.page, 'file-request-upload');
+    await outsider.page.getByRole('button', { name: 'Verschlüsseln und senden' }).click();
+    await outsider.page.getByText(`Gesendet. ${SENDER} wird benachrichtigt.`).waitFor({ timeout: 30_000 });
+
+    // The member got a recipient link like any other; the upload is in the list with its sender.
+    const link = transferLink(outbox, SENDER);
+    await sender.page.goto(linkUrl(link));
+    await sender.page.getByRole('heading', { name: 'Steuer 2025' }).waitFor();
+    const unlock = sender.page.getByRole('form', { name: 'Unlock with your SecuPass' });
+    await unlock.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
+    await unlock.getByRole('button', { name: 'Unlock' }).click();
+    const [download] = await Promise.all([sender.page.waitForEvent('download'), sender.page.getByRole('button', { name: 'Download steuer.txt' }).click({ timeout: 30_000 })]);
+    expect((await bytesOf(download)).equals(papers)).toBe(true);
+    for (const f of filesUnder(join(dir, 'data', 'blobs'))) expect(readFileSync(f).includes(Buffer.from('Steuerunterlagen: Erika'))).toBe(false);
+    expect(await outsider.problems()).toEqual([]);
+    expect(await sender.problems()).toEqual([]);
+  }, 120_000);
 });

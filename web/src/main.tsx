@@ -10,6 +10,7 @@ import { SecuPassPage } from './secupass.js';
 import { ReceivePage, RECEIVE_PREFIX } from './transfer-receive.js';
 import { returnPath } from './transfer-lib.js';
 import { TransfersPage } from './transfers.js';
+import { UPLOAD_PREFIX, UploadPage } from './file-requests.js';
 import './app.css';
 
 type T = (key: TextKey, vars?: Record<string, string | number>) => string;
@@ -630,6 +631,7 @@ function App() {
   };
   let content: preact.JSX.Element;
   if (publicPages[path]) content = publicPages[path]();
+  else if (path.startsWith(UPLOAD_PREFIX)) content = <UploadPage key={path} t={t} path={path} Page={Page} />;
   else if (path.startsWith(RECEIVE_PREFIX)) {
     // A transfer link: public (level 1), or for the recipient's login (levels 2–4).
     content = (

@@ -105,29 +105,44 @@ export const UPLOAD_CHUNK = 8 * 1024 * 1024;
 const RETRIES = 4;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function errorOf(response: Response): Promise<ApiError> {
-  const body = (await response.json().catch(() => ({}))) as { code?: string; message?: string };
-  return new ApiError(response.status, body.code ?? 'ERROR', body.message ?? response.statusText);
+async function errorOf(response: Response): Promise<ApiError & { received?: number }> {
+  const body = (await response.json().catch(() => ({}))) as { code?: string; message?: string; details?: { received?: number } };
+  return Object.assign(new ApiError(response.status, body.code ?? 'ERROR', body.message ?? response.statusText), body.details?.received !== undefined ? { received: body.details.received } : {});
 }
 
 /**
  * PUTs one piece of ciphertext at `base`. A piece that fails (network, 5xx, or the server holding a
  * different count) is resumed from the byte count the server reports (GET …/status), up to a few times.
  */
-async function putPiece(transferId: string, fileId: string, base: number, piece: Uint8Array<ArrayBuffer>): Promise<void> {
+/** Where pieces go: the sender's own transfer (session), or an upload through a "request files" link (its secret). */
+export interface UploadVia {
+  requestId: string;
+  secret: string;
+}
+
+async function putPiece(transferId: string, fileId: string, base: number, piece: Uint8Array<ArrayBuffer>, via?: UploadVia): Promise<void> {
   let start = 0;
   for (let attempt = 0; ; attempt++) {
     let failure: unknown;
     try {
-      const response = await fetch(`/api/v1/transfers/${transferId}/blobs/${fileId}?offset=${base + start}`, {
+      const url = via ? `/api/v1/u/${via.requestId}/transfers/${transferId}/blobs/${fileId}` : `/api/v1/transfers/${transferId}/blobs/${fileId}`;
+      const response = await fetch(`${url}?offset=${base + start}`, {
         method: 'PUT',
         credentials: 'same-origin',
-        headers: { 'content-type': 'application/octet-stream', ...requestTokenHeader() },
+        headers: { 'content-type': 'application/octet-stream', ...(via ? { 'x-tresor-request-secret': via.secret } : requestTokenHeader()) },
         body: piece.subarray(start),
       });
-      rememberToken(response);
+      if (!via) rememberToken(response);
       if (response.ok) return;
       failure = await errorOf(response);
+      // An upload through a request link learns where to go on from the refusal itself.
+      const received = (failure as ApiError & { received?: number }).received;
+      if (via && response.status === 409 && typeof received === 'number') {
+        if (received < base || received > base + piece.length) throw new Error(`upload out of step: the server holds ${received} bytes`);
+        if (received === base + piece.length) return;
+        start = received - base;
+        continue;
+      }
       // A refusal that a retry cannot mend (not allowed, not found, too large, a locked session).
       if (response.status !== 409 && response.status < 500) throw failure;
     } catch (error) {
@@ -136,6 +151,7 @@ async function putPiece(transferId: string, fileId: string, base: number, piece:
     }
     if (attempt >= RETRIES) throw failure instanceof Error ? failure : new Error(String(failure));
     await sleep(300 * (attempt + 1));
+    if (via) continue; // (no status call for a link holder: the next refusal says where to go on)
     const { received } = await api<{ received: number; cipherSize: number }>('GET', `/api/v1/transfers/${transferId}/blobs/${fileId}/status`);
     if (received < base || received > base + piece.length) throw new Error(`upload out of step: the server holds ${received} bytes`);
     if (received === base + piece.length) return;
@@ -147,7 +163,7 @@ async function putPiece(transferId: string, fileId: string, base: number, piece:
  * Reads an (encrypted) stream and uploads it in pieces of `UPLOAD_CHUNK` bytes, holding at most one piece:
  * memory stays constant whatever the file size.
  */
-export async function uploadStream(transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, cipherSize: number, onProgress: (sent: number) => void): Promise<void> {
+export async function uploadStream(transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, cipherSize: number, onProgress: (sent: number) => void, via?: UploadVia): Promise<void> {
   const reader = cipher.getReader();
   const piece = new Uint8Array(Math.max(1, Math.min(UPLOAD_CHUNK, cipherSize)));
   let pending: Uint8Array = new Uint8Array(0);
@@ -173,7 +189,7 @@ export async function uploadStream(transferId: string, fileId: string, cipher: R
       }
       if (fill === 0) break;
       if (sent + fill > cipherSize) throw new Error('the encrypted file is larger than announced');
-      await putPiece(transferId, fileId, sent, piece.subarray(0, fill));
+      await putPiece(transferId, fileId, sent, piece.subarray(0, fill), via);
       sent += fill;
       onProgress(sent);
     }

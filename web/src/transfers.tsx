@@ -1,4 +1,5 @@
 import { Alerts } from './ui.js';
+import { FileRequestsPanel } from './file-requests.js';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type Me } from './api.js';
 import { formatTime, type Language, type TextKey } from './i18n.js';
@@ -413,6 +414,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
               </article>
             ))
           )}
+          <FileRequestsPanel t={t} />
         </>
       )}
     </Page>
