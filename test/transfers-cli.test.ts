@@ -116,6 +116,24 @@ describe('tresor send / receive (CLI, real server)', () => {
     }
   });
 
+  it('"request files" from the CLI: the member makes an upload link, an outsider uploads with tresor upload, the member receives', () => {
+    const made = cli('sender', ['transfer', 'request', '--level', '3', '--email', 'zulieferer@example.org', '--message', 'Bitte die Messwerte.']);
+    expect(made.code, made.stderr).toBe(0);
+    const { link } = JSON.parse(made.stdout) as { link: string };
+    expect(link).toMatch(/\/app\/upload\/[0-9a-f-]{36}#s=[A-Za-z0-9_-]{43}&fp=/);
+    expect(readFileSync(join(outbox, readdirSync(outbox).filter((f) => f.endsWith('.eml')).sort().at(-1)!), 'utf8')).toContain('zulieferer@example.org');
+    // A link whose fingerprint was changed (a swapped key) is refused before anything is encrypted.
+    const swapped = cli(undefined, ['upload', link.replace(/fp=[0-9a-f]/, (m) => (m.endsWith('0') ? 'fp=1' : 'fp=0')), '--from', 'zulieferer@example.org', '--subject', 'Messwerte', join(dir, 'befund.txt')]);
+    expect(swapped.code).toBe(5);
+    expect(swapped.stderr).toMatch(/not the one the link names/);
+    const up = cli(undefined, ['upload', link, '--from', 'zulieferer@example.org', '--subject', 'Messwerte', '--message', 'Anbei die Werte.', join(dir, 'big.bin')]);
+    expect(up.code, up.stderr).toBe(0);
+    const got = cli('sender', ['receive', mailedTransferLink(outbox, 'sender@praxis.test').link, '--out', join(files, 'request')], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
+    expect(got.code, got.stderr).toBe(0);
+    expect(JSON.parse(got.stdout)).toMatchObject({ subject: 'Messwerte', message: 'Anbei die Werte.', level: 3 });
+    expect(readFileSync(join(files, 'request', 'big.bin')).equals(BIG)).toBe(true);
+  });
+
   it('level 4: message and names end to end; a key reset makes it unreadable until the sender approves again', () => {
     const sent = cli('sender', ['send', '--to', 'gast@example.org', '--subject', 'Befund', '--message', 'Die Werte sind gut, Frau Beispiel.', '--level', '4', join(dir, 'befund.txt')], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
     expect(sent.code, sent.stderr).toBe(0);

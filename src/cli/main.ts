@@ -15,7 +15,7 @@ import type { DeletionReport, ResellerView, TenantView } from '../platform/index
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { CHARACTER_CLASSES, POLICY_ROLES, type CharacterClass, type PasswordPolicy } from '../identity/password-policy.js';
-import { approveKey, closeConnections, initSecupass, receiveTransfer, sendTransfer } from '../transfers/client.js';
+import { approveKey, closeConnections, initSecupass, receiveTransfer, sendTransfer, uploadToRequest } from '../transfers/client.js';
 import { callApi, callApiLines, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
 import { dirname, join } from 'node:path';
 
@@ -307,7 +307,7 @@ export function buildCli(): Command {
       );
       emit(program, sent, () => {
         out(`Sent transfer ${sent.id}:`);
-        for (const r of sent.recipients) out(`  ${r.email}: ${r.state}${r.keyState === 'pending-key' ? ' (no SecuPass key yet: you approve it when they create one)' : ''}`);
+        for (const r of sent.recipients ?? []) out(`  ${r.email}: ${r.state}${r.keyState === 'pending-key' ? ' (no SecuPass key yet: you approve it when they create one)' : ''}`);
       });
     });
 
@@ -335,6 +335,20 @@ export function buildCli(): Command {
       });
     });
 
+  program
+    .command('upload')
+    .description('send files through someone\'s "request files" link (no account needed); they are encrypted here first')
+    .argument('<link>', 'the https://…/app/upload/…#s=… link')
+    .requiredOption('--from <email>', 'your e-mail address')
+    .requiredOption('--subject <text>', 'subject')
+    .option('--message <text>', 'message')
+    .argument('<files...>', 'files to send')
+    .action(async (link: string, files: string[], opts: { from: string; subject: string; message?: string }) => {
+      const global = program.opts<GlobalOptions>();
+      const sent = await uploadToRequest({ url: global.url, caFile: global.cacert }, link, { from: opts.from, subject: opts.subject, message: opts.message, files }, (line) => global.json || err(line));
+      emit(program, sent, () => out(`Sent to ${sent.requester} (level ${sent.level}).`));
+    });
+
   const transfer = program.command('transfer').description('your sent transfers');
   transfer
     .command('list')
@@ -354,6 +368,27 @@ export function buildCli(): Command {
     .action(async (id: string, opts: { recipient: string; fingerprint: string }) => {
       await approveKey(remoteOf(true), id, opts.recipient, opts.fingerprint, await secupassOf());
       emit(program, { approved: true }, () => out(`Approved: ${opts.recipient} can open the transfer now.`));
+    });
+  transfer
+    .command('request')
+    .description('ask someone for files: prints an upload link (and mails it with --email); levels 3/4 encrypt for your SecuPass key')
+    .addOption(new Option('--level <n>', 'security level for the upload').choices(['1', '2', '3', '4']).default('2'))
+    .option('--email <address>', 'mail the link to this address')
+    .option('--message <text>', 'what you ask for')
+    .option('--expires <days>', 'days the link works', '14')
+    .action(async (opts: { level: string; email?: string; message?: string; expires: string }) => {
+      const days = Number(opts.expires);
+      if (!Number.isFinite(days) || days <= 0 || days > 90) throw new DomainError('VALIDATION', '--expires must be 1 to 90 days');
+      const made = await callApi<{ id: string; link: string; expiresAt: string }>(remoteOf(true), 'POST', '/api/v1/file-requests', {
+        level: Number(opts.level),
+        expiresAt: new Date(Date.now() + days * 86_400_000).toISOString(),
+        ...(opts.email ? { email: opts.email } : {}),
+        ...(opts.message ? { message: opts.message } : {}),
+      });
+      emit(program, made, () => {
+        out(`Upload link (valid until ${made.expiresAt}${opts.email ? `, mailed to ${opts.email}` : ''}):`);
+        out(made.link);
+      });
     });
   transfer
     .command('withdraw')

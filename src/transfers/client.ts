@@ -55,7 +55,7 @@ export function closeConnections(): void {
 }
 
 /** One HTTPS call; JSON in and out unless `body` is bytes; a response stream when `stream` is set. */
-export async function call<T>(remote: TransferRemote, method: string, path: string, body?: unknown, opts: { stream?: boolean } = {}): Promise<T> {
+export async function call<T>(remote: TransferRemote, method: string, path: string, body?: unknown, opts: { stream?: boolean; headers?: Record<string, string> } = {}): Promise<T> {
   const target = new URL(path, remote.url);
   if (target.protocol !== 'https:') throw new DomainError('VALIDATION', `the server URL must be https://, not ${target.protocol}`);
   const raw = body instanceof Uint8Array;
@@ -67,6 +67,7 @@ export async function call<T>(remote: TransferRemote, method: string, path: stri
       accept: 'application/json',
       ...(payload ? { 'content-type': raw ? 'application/octet-stream' : 'application/json', 'content-length': payload.length } : {}),
       ...(remote.token ? { authorization: `Bearer ${remote.token}` } : {}),
+      ...opts.headers,
     },
   };
   return new Promise<T>((resolve, reject) => {
@@ -117,8 +118,25 @@ async function* pieces(stream: ReadableStream<Uint8Array>, size: number): AsyncG
   }
 }
 
+/** An upload through a "request files" link instead of the caller's own session. */
+export interface RequestVia {
+  requestId: string;
+  secret: string;
+}
+const transferBase = (via: RequestVia | undefined) => (via ? `/api/v1/u/${via.requestId}/transfers` : '/api/v1/transfers');
+
 /** Uploads one encrypted stream; a failed piece is sent again from what the server says it has. */
-export async function uploadStream(remote: TransferRemote, transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, onProgress: (bytes: number) => void) {
+export async function uploadStream(remote: TransferRemote, transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, onProgress: (bytes: number) => void, via?: RequestVia) {
+  const path = `${transferBase(via)}/${transferId}/blobs/${fileId}`;
+  const headers = via ? { 'x-tresor-request-secret': via.secret } : {};
+  const put = async (offset: number, bytes: Uint8Array) => (await call<{ received: number }>(remote, 'PUT', `${path}?offset=${offset}`, bytes, { headers })).received;
+  /** What the server holds: its status answer, or (through a request link) the count a refusal names. */
+  const held = async (error: unknown) => {
+    const named = error instanceof DomainError ? (error.details.client as { received?: unknown } | undefined)?.received : undefined;
+    if (typeof named === 'number') return named;
+    if (via) throw error;
+    return (await call<{ received: number }>(remote, 'GET', `${path}/status`)).received;
+  };
   let offset = 0;
   // The next piece is encrypted while the current one travels: two pieces in memory at most.
   const source = pieces(cipher, CHUNK);
@@ -130,21 +148,20 @@ export async function uploadStream(remote: TransferRemote, transferId: string, f
     const piece = current.value;
     for (let attempt = 1; ; attempt++) {
       try {
-        const r = await call<{ received: number }>(remote, 'PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}?offset=${offset}`, piece);
-        offset = r.received;
+        offset = await put(offset, piece);
         break;
       } catch (error) {
         if (attempt >= 5) throw error;
         // The server keeps what arrived: continue from there within this piece.
-        const status = await call<{ received: number }>(remote, 'GET', `/api/v1/transfers/${transferId}/blobs/${fileId}/status`);
-        const done = status.received - offset;
+        const received = await held(error);
+        const done = received - offset;
+        if (done < 0 || done > piece.length) throw error;
+        if (done === piece.length) {
+          offset = received;
+          break;
+        }
         if (done > 0) {
-          offset = status.received;
-          if (done >= piece.length) break;
-          // Send the rest of the piece.
-          const rest = piece.subarray(done);
-          const r = await call<{ received: number }>(remote, 'PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}?offset=${offset}`, rest);
-          offset = r.received;
+          offset = await put(received, piece.subarray(done));
           break;
         }
       }
@@ -195,48 +212,90 @@ interface Created {
   sender?: { publicKey: string; fingerprint: string };
 }
 
-/** Encrypts and uploads the files, wraps the keys (levels 3/4) and sends. */
-export async function sendTransfer(remote: TransferRemote, input: SendInput, onProgress: (line: string) => void = () => undefined) {
+/**
+ * Encrypts and uploads the files, wraps the keys (levels 3/4) and sends: the caller's own transfer, or
+ * (with `via`) an upload through a "request files" link, to the requester alone.
+ */
+export async function sendTransfer(remote: TransferRemote, input: SendInput, onProgress: (line: string) => void = () => undefined, via?: RequestVia & { from: string; fingerprint?: string | undefined }) {
   const e2e = input.level >= 3;
-  if (e2e && !input.secupass) throw new DomainError('VALIDATION', 'levels 3 and 4 need your SecuPass key (TRESOR_SECUPASS or the prompt)');
-  const own = e2e ? await myPrivateKey(remote, input.secupass!) : undefined;
+  if (e2e && !via && !input.secupass) throw new DomainError('VALIDATION', 'levels 3 and 4 need your SecuPass key (TRESOR_SECUPASS or the prompt)');
+  const own = e2e && !via ? await myPrivateKey(remote, input.secupass!) : undefined;
   const files = await Promise.all(input.files.map(async (path) => ({ path, name: basename(path), size: (await stat(path)).size, key: randomFileKey() })));
   const bundleKey = randomFileKey();
   const bundleText = input.level === 4 ? Buffer.from(JSON.stringify({ message: input.message ?? '', names: files.map((f) => f.name) }), 'utf8') : undefined;
-  const created = await call<Created>(remote, 'POST', '/api/v1/transfers', {
+  const base = transferBase(via);
+  const secret = via ? { secret: via.secret } : {};
+  const common = {
     subject: input.subject,
-    level: input.level,
-    expiresAt: input.expiresAt,
-    ...(input.downloadLimit ? { downloadLimit: input.downloadLimit } : {}),
     ...(input.level <= 3 && input.message ? { message: input.message } : {}),
-    recipients: input.to,
     files: files.map((f) => ({ ...(input.level === 4 ? {} : { name: f.name }), size: f.size, ...(e2e ? {} : { fileKey: toBase64Url(f.key) }) })),
     ...(bundleText ? { bundle: { size: bundleText.length } } : {}),
-  });
+  };
+  const created = await call<Created>(
+    remote,
+    'POST',
+    base,
+    via ? { ...secret, from: via.from, ...common } : { ...common, level: input.level, expiresAt: input.expiresAt, ...(input.downloadLimit ? { downloadLimit: input.downloadLimit } : {}), recipients: input.to },
+  );
   for (const [i, f] of files.entries()) {
     const fileId = created.files[i]!.id;
     const plain = Readable.toWeb(createReadStream(f.path, { highWaterMark: 1024 * 1024 })) as unknown as ReadableStream<Uint8Array>;
-    await uploadStream(remote, created.id, fileId, encryptStream(f.key, fileContext(created.id, fileId), plain), (n) => onProgress(`${f.name}: ${n} / ${created.files[i]!.cipherSize} bytes`));
+    await uploadStream(remote, created.id, fileId, encryptStream(f.key, fileContext(created.id, fileId), plain), (n) => onProgress(`${f.name}: ${n} / ${created.files[i]!.cipherSize} bytes`), via);
   }
   if (bundleText && created.bundleId) {
     const sealed = await encryptBytes(bundleKey, fileContext(created.id, created.bundleId), bundleText);
-    await call(remote, 'PUT', `/api/v1/transfers/${created.id}/blobs/${created.bundleId}?offset=0`, sealed);
+    await call(remote, 'PUT', `${base}/${created.id}/blobs/${created.bundleId}?offset=0`, sealed, { headers: via ? { 'x-tresor-request-secret': via.secret } : {} });
   }
   if (e2e) {
     const keys = [...files.map((f, i) => ({ fileId: created.files[i]!.id, key: f.key })), ...(created.bundleId ? [{ fileId: created.bundleId, key: bundleKey }] : [])];
     const wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[] = [];
-    const holders: { holder: string; publicKey: string; fingerprint: string }[] = [{ holder: 'sender', publicKey: own!.publicKey, fingerprint: own!.fingerprint }];
+    const holders: { holder: string; publicKey: string; fingerprint: string }[] = own ? [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }] : [];
     for (const r of created.recipients) if (r.publicKey && r.fingerprint) holders.push({ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint });
     for (const h of holders) {
       const publicKey = await decodePublicKey(h.publicKey);
       // The server names the key and its fingerprint; the fingerprint is recomputed here, not trusted.
-      if ((await fingerprint(publicKey)) !== h.fingerprint) throw new DomainError('CONFLICT', `the key offered for ${h.holder} does not have the fingerprint the server states: refusing to encrypt for it`);
+      const actual = await fingerprint(publicKey);
+      if (actual !== h.fingerprint) throw new DomainError('CONFLICT', `the key offered for ${h.holder} does not have the fingerprint the server states: refusing to encrypt for it`);
+      if (via && h.holder !== 'sender' && actual !== via.fingerprint) throw new DomainError('CONFLICT', `the requester's key offered (${actual}) is not the one the link names: refusing to encrypt for it`);
       for (const k of keys) wraps.push({ fileId: k.fileId, holder: h.holder, fingerprint: h.fingerprint, wrapped: toBase64Url(await wrapFileKey(k.key, publicKey, fileContext(created.id, k.fileId))) });
     }
-    await call(remote, 'POST', `/api/v1/transfers/${created.id}/wraps`, { wraps });
+    await call(remote, 'POST', `${base}/${created.id}/wraps`, { ...secret, wraps: via ? wraps.map(({ holder, ...w }) => ({ ...w, recipientId: holder })) : wraps });
   }
-  const sent = await call<{ id: string; recipients: { email: string; state: string; keyState: string }[] }>(remote, 'POST', `/api/v1/transfers/${created.id}/send`);
-  return sent;
+  return call<{ id: string; recipients?: { email: string; state: string; keyState: string }[] }>(remote, 'POST', `${base}/${created.id}/send`, via ? secret : undefined);
+}
+
+/** Parses an upload link: `<url>/app/upload/<requestId>#s=<secret>[&fp=<fingerprint>]`. */
+export function parseRequestLink(link: string): { base: string; requestId: string; secret: string; fingerprint?: string } {
+  const url = (() => {
+    try {
+      return new URL(link);
+    } catch {
+      throw new DomainError('VALIDATION', 'the link must be the full https://…/app/upload/…#s=… link');
+    }
+  })();
+  const match = /^\/app\/upload\/([0-9a-f-]{36})$/.exec(url.pathname);
+  const fragment = new URLSearchParams(url.hash.slice(1));
+  const secret = fragment.get('s');
+  if (!match || !secret) throw new DomainError('VALIDATION', 'the link must be the full https://…/app/upload/…#s=… link');
+  const fp = fragment.get('fp');
+  return { base: url.origin, requestId: match[1]!, secret, ...(fp ? { fingerprint: fp } : {}) };
+}
+
+/** Sends files through someone's "request files" link (no account needed). */
+export async function uploadToRequest(remote: Omit<TransferRemote, 'url'> & { url?: string | undefined }, link: string, input: { from: string; subject: string; message?: string | undefined; files: string[] }, onProgress: (line: string) => void = () => undefined) {
+  const parsed = parseRequestLink(link);
+  const server: TransferRemote = { caFile: remote.caFile, url: remote.url ?? parsed.base };
+  const info = await call<{ level: 1 | 2 | 3 | 4; requester: string; fingerprint?: string }>(server, 'POST', `/api/v1/u/${parsed.requestId}/open`, { secret: parsed.secret });
+  if (info.level >= 3 && (!parsed.fingerprint || info.fingerprint !== parsed.fingerprint)) {
+    throw new DomainError('CONFLICT', `the requester's key (${info.fingerprint ?? 'none'}) is not the one the link names: refusing to encrypt for it`);
+  }
+  const sent = await sendTransfer(server, { to: [], subject: input.subject, message: input.message, level: info.level, expiresAt: '', files: input.files }, onProgress, {
+    requestId: parsed.requestId,
+    secret: parsed.secret,
+    from: input.from,
+    fingerprint: parsed.fingerprint,
+  });
+  return { id: sent.id, requester: info.requester, level: info.level };
 }
 
 /** Approves a recipient's new key: re-wraps every file key of the transfer for it. */
