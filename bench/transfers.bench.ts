@@ -11,7 +11,7 @@
  *   npm run bench:transfers -- [--size-mib 1024] [--big-mib 2048] [--browser-mib 256]
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { createCipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -74,6 +74,12 @@ const mailedLink = (email: string) => {
   throw new Error(`no transfer link for ${email}`);
 };
 
+async function sha256Of(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
 /** Writes `mib` MiB of random bytes (1 MiB pieces, never all in memory). */
 async function makeFile(path: string, mib: number) {
   const out = createWriteStream(path);
@@ -134,6 +140,9 @@ try {
     const up = await timed(() => sendTransfer(sender, { to: ['recipient@bench.test'], subject: 'bench', level, expiresAt, files: [path], secupass: 'Sender SecuPass 1' }));
     const link = mailedLink('recipient@bench.test');
     const down = await timed(() => receiveTransfer(recipient, link, { outDir: out, email: 'recipient@bench.test', secupass: 'Recipient SecuPass 2' }));
+    // What arrived is what was sent (hashed as streams: no file is held in memory).
+    const [sentHash, gotHash] = await Promise.all([sha256Of(path), sha256Of(down.value.files[0]!.path)]);
+    if (sentHash !== gotHash) throw new Error(`the received file differs from the sent one (${path})`);
     rmSync(out, { recursive: true, force: true });
     return { upMs: up.ms, downMs: down.ms };
   };

@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
@@ -50,7 +51,11 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect((await call('anna', 'GET', `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}/status`)).json()).toEqual({ received: half, cipherSize: cipher.length });
     expect((await call('anna', 'POST', `/api/v1/transfers/${c.id}/send`)).statusCode).toBe(409); // not complete yet
     expect((await put(half, cipher.subarray(half))).statusCode).toBe(200);
-    expect((await put(cipher.length, Buffer.from('more'))).statusCode).toBe(400); // beyond the file
+    expect((await put(cipher.length, Buffer.from('more'))).statusCode).toBe(400); // beyond the file (declared length)
+    // … and without a declared length: drained, refused, nothing written past the end.
+    const streamed = await app.inject({ method: 'PUT', url: `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=${cipher.length}`, headers: { authorization: `Bearer ${tokens.anna}`, 'content-type': 'application/octet-stream' }, payload: Readable.from([Buffer.from('more bytes')]) });
+    expect(streamed.statusCode).toBe(400);
+    expect(statSync(join(core.config.data_dir, 'blobs', tenantId, c.id, c.files[0]!.id)).size).toBe(cipher.length);
     const sent = await call('anna', 'POST', `/api/v1/transfers/${c.id}/send`);
     expect(sent.statusCode, sent.body).toBe(200);
     return c;

@@ -63,6 +63,11 @@ export function registerTransferRoutes(
       if (!(error instanceof DomainError && error.code === 'UNAUTHENTICATED')) throw error;
     }
   };
+  /** The body's declared length, so that an upload beyond its file is refused before a byte is read. */
+  const declaredLength = (request: FastifyRequest) => {
+    const length = Number(request.headers['content-length']);
+    return Number.isSafeInteger(length) && length >= 0 ? length : undefined;
+  };
   const senderSession = async (request: FastifyRequest): Promise<SenderSession> => {
     const key = await deps.identity.dataKeyOf(sessionTokenOf(request)!.token);
     if (!key || key.grants) throw new ForbiddenError('sending transfers needs data access: only data users of a tenant who were given access can send');
@@ -179,7 +184,7 @@ export function registerTransferRoutes(
       },
       handler: async (request) => {
         if (request.headers['content-type'] !== 'application/octet-stream') throw new DomainError('VALIDATION', 'send the ciphertext as application/octet-stream');
-        return transfers.upload(await senderSession(request), request.params.id, request.params.fileId, request.query.offset, request.body as AsyncIterable<Uint8Array>);
+        return transfers.upload(await senderSession(request), request.params.id, request.params.fileId, request.query.offset, request.body as AsyncIterable<Uint8Array>, declaredLength(request));
       },
     });
   });
@@ -378,7 +383,7 @@ export function registerTransferRoutes(
       },
       handler: async (request) => {
         const access = await transfers.requestAccess(request.params.id, requestSecret(request), request.params.tid);
-        return transfers.uploadVia(access, request.params.fileId, request.query.offset, request.body as AsyncIterable<Uint8Array>);
+        return transfers.uploadVia(access, request.params.fileId, request.query.offset, request.body as AsyncIterable<Uint8Array>, declaredLength(request));
       },
     });
   });

@@ -472,7 +472,7 @@ export function createTransferService(deps: {
      * Appends ciphertext at `offset` (which must be what was received so far), streamed to disk in
      * constant memory. An interrupted upload keeps what arrived; the sender resumes from `received`.
      */
-    async uploadVia(x: Access, fileId: string, offset: number, body: AsyncIterable<Uint8Array>) {
+    async uploadVia(x: Access, fileId: string, offset: number, body: AsyncIterable<Uint8Array>, declaredLength?: number) {
       const { db, t } = x;
       if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
       const f = await db.selectFrom('transfer_files').selectAll().where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
@@ -484,6 +484,9 @@ export function createTransferService(deps: {
       const received = Math.min(Number(f.received), onDisk);
       if (offset !== received) throw new ConflictError(`the upload continues at byte ${received}, not ${offset}`, { client: { received } });
       const limit = Number(f.cipher_size);
+      if (declaredLength !== undefined && received + declaredLength > limit) {
+        throw new ValidationError(`file ${f.id} is ${limit} bytes encrypted; ${declaredLength} more bytes at ${received} would go beyond that`, { client: { received } });
+      }
       await mkdir(blobDir(x.tenantId, t.id), { recursive: true, mode: 0o700 });
       if (onDisk > received) await truncate(path, received); // a torn tail of an interrupted write goes
       // A write stream with a large buffer batches what arrives (writev) instead of one write per TLS
@@ -497,9 +500,11 @@ export function createTransferService(deps: {
           new Transform({
             highWaterMark: 4 * 1024 * 1024,
             transform(chunk: Buffer, _encoding, done) {
-              if (position + chunk.length > limit) {
+              // Beyond the file (a body without a declared length): nothing more is written; the rest is
+              // drained, so that every stream ends the ordinary way, and refused afterwards.
+              if (tooLong || position + chunk.length > limit) {
                 tooLong = true;
-                return done(new ValidationError('too long'));
+                return done();
               }
               position += chunk.length;
               done(null, chunk);
@@ -507,21 +512,21 @@ export function createTransferService(deps: {
           }),
           out,
         );
+        if (tooLong) {
+          await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
+          throw new ValidationError(`file ${f.id} is ${limit} bytes encrypted; the upload went beyond that (kept: ${position})`, { client: { received: position } });
+        }
         if (position === limit) {
           // Complete: durable before the transfer can be sent.
           const handle = await open(path, 'r');
           await handle.sync().finally(() => handle.close());
         }
-      } catch {
-        // The client broke off, or sent too much: what reached the disk (up to the limit) counts, so the
-        // upload resumes there.
+      } catch (error) {
+        if (error instanceof ValidationError) throw error;
+        // The client broke off: what reached the disk (up to the limit) counts, so the upload resumes there.
         const written = await stat(path).then((st) => st.size, () => received);
         position = Math.min(written, position, limit);
         if (written > position) await truncate(path, position);
-        if (tooLong) {
-          await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
-          throw new ValidationError(`file ${f.id} is ${limit} bytes encrypted; the upload went beyond that (kept: ${position})`, { client: { received: position } });
-        }
       } finally {
         await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
         deps.billing?.count(x.tenantId, { bytesTransferred: Math.max(0, position - received) });
@@ -529,8 +534,8 @@ export function createTransferService(deps: {
       return { received: position, cipherSize: limit };
     },
 
-    async upload(s: SenderSession, transferId: string, fileId: string, offset: number, body: AsyncIterable<Uint8Array>) {
-      return this.uploadVia(await sessionAccess(s, transferId), fileId, offset, body);
+    async upload(s: SenderSession, transferId: string, fileId: string, offset: number, body: AsyncIterable<Uint8Array>, declaredLength?: number) {
+      return this.uploadVia(await sessionAccess(s, transferId), fileId, offset, body, declaredLength);
     },
 
     async uploadStatus(s: SenderSession, transferId: string, fileId: string) {
