@@ -72,21 +72,56 @@ export function plaintextSize(cipherSize: number): number {
   return full * RECORD_SIZE + (last - TAG_SIZE);
 }
 
+/**
+ * AES-256-GCM over one record under the content key. The format fixes the algorithm; the engine is
+ * exchangeable: WebCrypto by default (browsers), Node's `crypto` where it is faster (see ./node.ts).
+ * Both produce the same bytes (tested). `open` throws on a failed tag.
+ */
+export interface RecordAead {
+  seal(iv: Bytes, additionalData: Bytes, plaintext: Uint8Array): Bytes | Promise<Bytes>;
+  open(iv: Bytes, additionalData: Bytes, ciphertext: Uint8Array): Bytes | Promise<Bytes>;
+}
+/** Makes a `RecordAead` for a 32-byte content key; the caller wipes `rawKey` afterwards. */
+export type RecordAeadFactory = (rawKey: Uint8Array, usage: 'encrypt' | 'decrypt') => Promise<RecordAead>;
+/** Engine choice for the stream and byte functions. */
+export interface RecordOptions {
+  aead?: RecordAeadFactory | undefined;
+}
+
+/** The default engine: WebCrypto with a non-extractable key. */
+export const webCryptoAead: RecordAeadFactory = async (rawKey, usage) => {
+  const key: WebCryptoKey = await importAesGcmKey(rawKey, [usage]);
+  return {
+    async seal(iv, additionalData, plaintext) {
+      return new Uint8Array(await globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData, tagLength: 128 }, key, ab(plaintext)));
+    },
+    async open(iv, additionalData, ciphertext) {
+      return new Uint8Array(await globalThis.crypto.subtle.decrypt({ name: 'AES-GCM', iv, additionalData, tagLength: 128 }, key, ab(ciphertext)));
+    },
+  };
+};
+
 interface RecordKeys {
-  readonly key: WebCryptoKey;
+  readonly aead: RecordAead;
   readonly nonceBase: Bytes;
   readonly commitment: Bytes;
 }
 
 /** Derivations of §3: content key, nonce base and key commitment from (fileKey, salt, context). */
-export async function deriveRecordKeys(fileKey: Uint8Array, salt: Uint8Array, context: string, usage: 'encrypt' | 'decrypt'): Promise<RecordKeys & { rawKey: Bytes }> {
+export async function deriveRecordKeys(
+  fileKey: Uint8Array,
+  salt: Uint8Array,
+  context: string,
+  usage: 'encrypt' | 'decrypt',
+  aead: RecordAeadFactory = webCryptoAead,
+): Promise<RecordKeys & { rawKey: Bytes }> {
   const ctx = utf8(context);
   const [rawKey, nonceBase, commitment] = await Promise.all([
     hkdf(fileKey, salt, concat(utf8(INFO_CONTENT), ctx), 32),
     hkdf(fileKey, salt, concat(utf8(INFO_NONCE), ctx), NONCE_SIZE),
     hkdf(fileKey, salt, concat(utf8(INFO_COMMIT), ctx), COMMITMENT_SIZE),
   ]);
-  return { key: await importAesGcmKey(rawKey, [usage]), rawKey, nonceBase, commitment };
+  return { aead: await aead(rawKey, usage), rawKey, nonceBase, commitment };
 }
 
 /** nonce_i = nonceBase XOR (i as a 96-bit big-endian integer); i < 2^32. */
@@ -107,7 +142,7 @@ function buildHeader(salt: Uint8Array, commitment: Uint8Array): Bytes {
 }
 
 /** Encrypts plaintext pushed in any chunking into header + records. */
-class Sealer {
+export class Sealer {
   private readonly buffer = new Uint8Array(RECORD_SIZE);
   private fill = 0;
   private index = 0;
@@ -117,19 +152,18 @@ class Sealer {
     readonly header: Bytes,
   ) {}
 
-  static async create(fileKey: Uint8Array, context: string, salt: Uint8Array = randomBytes(SALT_SIZE)): Promise<Sealer> {
+  static async create(fileKey: Uint8Array, context: string, salt: Uint8Array = randomBytes(SALT_SIZE), aead?: RecordAeadFactory): Promise<Sealer> {
+    checkArgs(fileKey, context);
     checkBytes(salt, SALT_SIZE, 'salt');
-    const { rawKey, ...keys } = await deriveRecordKeys(fileKey, salt, context, 'encrypt');
-    rawKey.fill(0); // only the non-extractable CryptoKey is kept
+    const { rawKey, ...keys } = await deriveRecordKeys(fileKey, salt, context, 'encrypt', aead);
+    rawKey.fill(0); // only the engine's key is kept
     return new Sealer(keys, buildHeader(salt, keys.commitment));
   }
 
   private async seal(plaintext: Uint8Array, final: boolean): Promise<Bytes> {
     if (this.index >= MAX_RECORDS) throw new E2eError('TOO_LARGE', 'file too large for the record counter');
     const iv = recordNonce(this.keys.nonceBase, this.index++);
-    const additionalData = final ? AAD_FINAL : AAD_NOT_FINAL;
-    const out = await globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData, tagLength: 128 }, this.keys.key, ab(plaintext));
-    return new Uint8Array(out);
+    return this.keys.aead.seal(iv, final ? AAD_FINAL : AAD_NOT_FINAL, plaintext);
   }
 
   /** Consumes `chunk`; calls `emit` for each completed (non-final) record. */
@@ -161,7 +195,7 @@ class Sealer {
 }
 
 /** Decrypts header + records pushed in any chunking; emits each record's plaintext once authenticated. */
-class Opener {
+export class Opener {
   private readonly header = new Uint8Array(HEADER_SIZE);
   private headerFill = 0;
   private keys: RecordKeys | undefined;
@@ -174,7 +208,9 @@ class Opener {
   constructor(
     fileKey: Uint8Array,
     private readonly context: string,
+    private readonly aead: RecordAeadFactory = webCryptoAead,
   ) {
+    checkArgs(fileKey, context);
     this.fileKey = new Uint8Array(fileKey);
   }
 
@@ -186,8 +222,8 @@ class Opener {
     if (rs !== RECORD_SIZE) throw new E2eError('BAD_HEADER', `unsupported record size ${rs}`);
     const saltStart = MAGIC.length + 5;
     const salt = h.slice(saltStart, saltStart + SALT_SIZE);
-    const { rawKey, ...keys } = await deriveRecordKeys(this.fileKey, salt, this.context, 'decrypt');
-    rawKey.fill(0); // only the non-extractable CryptoKey is kept
+    const { rawKey, ...keys } = await deriveRecordKeys(this.fileKey, salt, this.context, 'decrypt', this.aead);
+    rawKey.fill(0); // only the engine's key is kept
     this.fileKey.fill(0); // our copy; not needed after the header
     if (!constantTimeEqual(keys.commitment, h.subarray(saltStart + SALT_SIZE))) {
       throw new E2eError('WRONG_KEY', 'wrong file key or context (or the header was altered)');
@@ -198,10 +234,8 @@ class Opener {
   private async open(keys: RecordKeys, record: Uint8Array, final: boolean): Promise<Bytes> {
     if (this.index >= MAX_RECORDS) throw new E2eError('TOO_LARGE', 'file too large for the record counter');
     const iv = recordNonce(keys.nonceBase, this.index++);
-    const additionalData = final ? AAD_FINAL : AAD_NOT_FINAL;
     try {
-      const out = await globalThis.crypto.subtle.decrypt({ name: 'AES-GCM', iv, additionalData, tagLength: 128 }, keys.key, ab(record));
-      return new Uint8Array(out);
+      return await keys.aead.open(iv, final ? AAD_FINAL : AAD_NOT_FINAL, record);
     } catch {
       throw new E2eError('TAMPERED', `record ${this.index - 1} failed authentication: the ciphertext was altered, reordered or spliced`);
     }
@@ -246,8 +280,8 @@ function asChunk(chunk: unknown): Uint8Array {
 }
 
 /** Encrypts a stream of plaintext in any chunking; the result is header + records (§2). */
-export function encryptStream(fileKey: Uint8Array, context: string, input: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-  return encryptStreamWithSalt(fileKey, context, input, undefined);
+export function encryptStream(fileKey: Uint8Array, context: string, input: ReadableStream<Uint8Array>, options: RecordOptions = {}): ReadableStream<Uint8Array> {
+  return encryptStreamWithSalt(fileKey, context, input, undefined, options);
 }
 
 /** @internal For the test vectors only: a fixed salt makes the output deterministic. Never use a salt twice. */
@@ -256,13 +290,15 @@ export function encryptStreamWithSalt(
   context: string,
   input: ReadableStream<Uint8Array>,
   salt: Uint8Array | undefined,
+  options: RecordOptions = {},
 ): ReadableStream<Uint8Array> {
   checkArgs(fileKey, context);
   const key = new Uint8Array(fileKey);
   let sealer: Sealer | undefined;
   const transform = new TransformStream<Uint8Array, Uint8Array>({
     async start(controller) {
-      sealer = await Sealer.create(key, context, salt);
+      sealer = await Sealer.create(key, context, salt, options.aead);
+      key.fill(0);
       controller.enqueue(sealer.header);
     },
     async transform(chunk, controller) {
@@ -280,9 +316,8 @@ export function encryptStreamWithSalt(
  * authenticated; truncation is detected only when the input ends, so a consumer must treat the
  * output as provisional until the stream closes without error (§7).
  */
-export function decryptStream(fileKey: Uint8Array, context: string, input: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-  checkArgs(fileKey, context);
-  const opener = new Opener(fileKey, context);
+export function decryptStream(fileKey: Uint8Array, context: string, input: ReadableStream<Uint8Array>, options: RecordOptions = {}): ReadableStream<Uint8Array> {
+  const opener = new Opener(fileKey, context, options.aead);
   const transform = new TransformStream<Uint8Array, Uint8Array>({
     async transform(chunk, controller) {
       await opener.push(asChunk(chunk), (p) => {
@@ -298,15 +333,15 @@ export function decryptStream(fileKey: Uint8Array, context: string, input: Reada
 }
 
 /** Encrypts a small byte array (e.g. a message text) in the same record format. */
-export function encryptBytes(fileKey: Uint8Array, context: string, plaintext: Uint8Array): Promise<Uint8Array> {
-  return encryptBytesWithSalt(fileKey, context, plaintext, undefined);
+export function encryptBytes(fileKey: Uint8Array, context: string, plaintext: Uint8Array, options: RecordOptions = {}): Promise<Uint8Array> {
+  return encryptBytesWithSalt(fileKey, context, plaintext, undefined, options);
 }
 
 /** @internal For the test vectors only: a fixed salt makes the output deterministic. Never use a salt twice. */
-export async function encryptBytesWithSalt(fileKey: Uint8Array, context: string, plaintext: Uint8Array, salt: Uint8Array | undefined): Promise<Uint8Array> {
+export async function encryptBytesWithSalt(fileKey: Uint8Array, context: string, plaintext: Uint8Array, salt: Uint8Array | undefined, options: RecordOptions = {}): Promise<Uint8Array> {
   checkArgs(fileKey, context);
   if (!(plaintext instanceof Uint8Array)) throw new E2eError('BAD_INPUT', 'plaintext must be a Uint8Array');
-  const sealer = await Sealer.create(fileKey, context, salt);
+  const sealer = await Sealer.create(fileKey, context, salt, options.aead);
   const parts: Uint8Array[] = [sealer.header];
   await sealer.push(plaintext, (r) => parts.push(r));
   parts.push(await sealer.finish());
@@ -314,10 +349,10 @@ export async function encryptBytesWithSalt(fileKey: Uint8Array, context: string,
 }
 
 /** Decrypts the output of `encryptBytes` (or of `encryptStream`, held in memory). */
-export async function decryptBytes(fileKey: Uint8Array, context: string, ciphertext: Uint8Array): Promise<Uint8Array> {
+export async function decryptBytes(fileKey: Uint8Array, context: string, ciphertext: Uint8Array, options: RecordOptions = {}): Promise<Uint8Array> {
   checkArgs(fileKey, context);
   if (!(ciphertext instanceof Uint8Array)) throw new E2eError('BAD_INPUT', 'ciphertext must be a Uint8Array');
-  const opener = new Opener(fileKey, context);
+  const opener = new Opener(fileKey, context, options.aead);
   const parts: Uint8Array[] = [];
   await opener.push(ciphertext, (p) => parts.push(p));
   parts.push(await opener.finish());

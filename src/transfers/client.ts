@@ -3,17 +3,14 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { Agent, request, type RequestOptions } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
+import { pipeline as pipelineStreams, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
 import { hashRaw } from '@node-rs/argon2';
 import {
   decodePublicKey,
   decryptBytes,
-  decryptStream,
   encodePublicKey,
   encryptBytes,
-  encryptStream,
   fingerprint,
   generateKeyPair,
   openPrivateKey,
@@ -25,6 +22,7 @@ import {
   wrapFileKey,
   type E2ePrivateKey,
 } from '../shared-e2e/index.js';
+import { decryptTransform, encryptTransform } from '../shared-e2e/node.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 
 /**
@@ -37,7 +35,6 @@ export interface TransferRemote {
   caFile?: string | undefined;
 }
 
-const CHUNK = 8 * 1024 * 1024;
 const fileContext = (transferId: string, fileId: string) => `transfer:${transferId}/file:${fileId}`;
 
 /** One kept-alive connection pool per server and CA: no TLS handshake per uploaded piece. */
@@ -54,18 +51,23 @@ export function closeConnections(): void {
   agents.clear();
 }
 
-/** One HTTPS call; JSON in and out unless `body` is bytes; a response stream when `stream` is set. */
+/** A request body streamed as it comes (chunked), for uploads of any size in constant memory. */
+const isStream = (body: unknown): body is AsyncIterable<Uint8Array> => typeof body === 'object' && body !== null && !(body instanceof Uint8Array) && Symbol.asyncIterator in body;
+
+/** One HTTPS call; JSON in and out unless `body` is bytes or a stream; a response stream when `stream` is set. */
 export async function call<T>(remote: TransferRemote, method: string, path: string, body?: unknown, opts: { stream?: boolean; headers?: Record<string, string> } = {}): Promise<T> {
   const target = new URL(path, remote.url);
   if (target.protocol !== 'https:') throw new DomainError('VALIDATION', `the server URL must be https://, not ${target.protocol}`);
+  const streamed = isStream(body) ? body : undefined;
   const raw = body instanceof Uint8Array;
-  const payload = body === undefined ? undefined : raw ? (body as Uint8Array) : Buffer.from(JSON.stringify(body));
+  const payload = body === undefined || streamed ? undefined : raw ? (body as Uint8Array) : Buffer.from(JSON.stringify(body));
   const options: RequestOptions = {
     method,
     agent: agentFor(remote),
     headers: {
       accept: 'application/json',
       ...(payload ? { 'content-type': raw ? 'application/octet-stream' : 'application/json', 'content-length': payload.length } : {}),
+      ...(streamed ? { 'content-type': 'application/octet-stream' } : {}),
       ...(remote.token ? { authorization: `Bearer ${remote.token}` } : {}),
       ...opts.headers,
     },
@@ -76,6 +78,7 @@ export async function call<T>(remote: TransferRemote, method: string, path: stri
       if (opts.stream && status < 400) return resolve(res as unknown as T);
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
         let parsed: unknown;
@@ -88,34 +91,14 @@ export async function call<T>(remote: TransferRemote, method: string, path: stri
           const e = (parsed ?? {}) as { code?: string; message?: string; details?: Record<string, unknown> };
           reject(new DomainError((e.code ?? 'VALIDATION') as ErrorCode, e.message ?? `server answered ${status}`, { client: e.details ?? {} }));
         } else resolve(parsed as T);
+        // An answer before the whole body went (a refusal): stop sending.
+        if (streamed && !req.writableFinished) req.destroy();
       });
     });
     req.on('error', reject);
-    req.end(payload);
+    if (streamed) pipeline(Readable.from(streamed), req).catch(reject);
+    else req.end(payload);
   });
-}
-
-/** Re-chunks a stream of ciphertext into pieces of `size` bytes (the last one shorter). */
-async function* pieces(stream: ReadableStream<Uint8Array>, size: number): AsyncGenerator<Uint8Array> {
-  const reader = stream.getReader();
-  let parts: Uint8Array[] = [];
-  let length = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (value) {
-      parts.push(value);
-      length += value.length;
-    }
-    while (length >= size || (done && length > 0)) {
-      const all = Buffer.concat(parts);
-      const take = Math.min(size, all.length);
-      yield all.subarray(0, take);
-      const rest = all.subarray(take);
-      parts = rest.length > 0 ? [rest] : [];
-      length = rest.length;
-    }
-    if (done) return;
-  }
 }
 
 /** An upload through a "request files" link instead of the caller's own session. */
@@ -125,49 +108,103 @@ export interface RequestVia {
 }
 const transferBase = (via: RequestVia | undefined) => (via ? `/api/v1/u/${via.requestId}/transfers` : '/api/v1/transfers');
 
-/** Uploads one encrypted stream; a failed piece is sent again from what the server says it has. */
-export async function uploadStream(remote: TransferRemote, transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, onProgress: (bytes: number) => void, via?: RequestVia) {
+/**
+ * Ciphertext kept after it went out, so that after a broken connection the upload goes on from what the
+ * server holds without encrypting anything twice (a second encryption of a changed file under the same
+ * nonces would break AES-GCM). What the server loses beyond this (never on a working server: it keeps
+ * what reached it) means starting the transfer again.
+ */
+const REPLAY_BYTES = 32 * 1024 * 1024;
+const PROGRESS_EVERY = 8 * 1024 * 1024;
+
+/**
+ * Uploads one encrypted stream in a single streamed request (no round trip per piece); when the
+ * connection breaks, it asks the server how much arrived and goes on from there, at most 5 times.
+ */
+export async function uploadStream(remote: TransferRemote, transferId: string, fileId: string, cipher: AsyncIterable<Uint8Array>, onProgress: (bytes: number) => void, via?: RequestVia) {
   const path = `${transferBase(via)}/${transferId}/blobs/${fileId}`;
   const headers = via ? { 'x-tresor-request-secret': via.secret } : {};
-  const put = async (offset: number, bytes: Uint8Array) => (await call<{ received: number }>(remote, 'PUT', `${path}?offset=${offset}`, bytes, { headers })).received;
-  /** What the server holds: its status answer, or (through a request link) the count a refusal names. */
-  const held = async (error: unknown) => {
+  const source = cipher[Symbol.asyncIterator]();
+  const kept: Uint8Array[] = [];
+  let keptFrom = 0; // byte offset of kept[0]
+  let keptBytes = 0;
+  let produced = 0;
+  let ended = false;
+  let reported = 0;
+  let attempt = 0;
+  // Pulls are chained: a pull of a broken attempt that is still under way lands in `kept` before a
+  // new attempt looks at it, so no chunk is skipped or sent twice.
+  let tail: Promise<unknown> = Promise.resolve();
+  const pull = (): Promise<Uint8Array | undefined> => {
+    const next = tail.then(async () => {
+      if (ended) return undefined;
+      const step = await source.next();
+      if (step.done) {
+        ended = true;
+        return undefined;
+      }
+      const chunk = step.value;
+      kept.push(chunk);
+      keptBytes += chunk.length;
+      produced += chunk.length;
+      while (kept.length > 1 && keptBytes - kept[0]!.length >= REPLAY_BYTES) {
+        const dropped = kept.shift()!;
+        keptBytes -= dropped.length;
+        keptFrom += dropped.length;
+      }
+      if (produced - reported >= PROGRESS_EVERY) onProgress((reported = produced));
+      return chunk;
+    });
+    tail = next.catch(() => undefined);
+    return next;
+  };
+  /** The stream from `offset`: first what is kept and the server lacks, then new ciphertext. */
+  async function* from(offset: number): AsyncGenerator<Uint8Array> {
+    const mine = ++attempt;
+    await tail;
+    let position = keptFrom;
+    for (const chunk of kept.slice()) {
+      const end = position + chunk.length;
+      if (end > offset) yield chunk.subarray(Math.max(0, offset - position));
+      position = end;
+    }
+    while (mine === attempt) {
+      const chunk = await pull();
+      if (chunk === undefined) return;
+      yield chunk;
+    }
+  }
+  /** What the server holds: the count a refusal names, its status answer, or (through a request link) an empty append's answer. */
+  const held = async (error: unknown): Promise<number> => {
     const named = error instanceof DomainError ? (error.details.client as { received?: unknown } | undefined)?.received : undefined;
     if (typeof named === 'number') return named;
-    if (via) throw error;
-    return (await call<{ received: number }>(remote, 'GET', `${path}/status`)).received;
+    if (!via) return (await call<{ received: number }>(remote, 'GET', `${path}/status`)).received;
+    try {
+      return (await call<{ received: number }>(remote, 'PUT', `${path}?offset=0`, new Uint8Array(0), { headers })).received;
+    } catch (refusal) {
+      const count = refusal instanceof DomainError ? (refusal.details.client as { received?: unknown } | undefined)?.received : undefined;
+      if (typeof count === 'number') return count;
+      throw refusal;
+    }
   };
   let offset = 0;
-  // The next piece is encrypted while the current one travels: two pieces in memory at most.
-  const source = pieces(cipher, CHUNK);
-  let next = source.next();
-  for (;;) {
-    const current = await next;
-    if (current.done) break;
-    next = source.next();
-    const piece = current.value;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        offset = await put(offset, piece);
-        break;
-      } catch (error) {
-        if (attempt >= 5) throw error;
-        // The server keeps what arrived: continue from there within this piece.
-        const received = await held(error);
-        const done = received - offset;
-        if (done < 0 || done > piece.length) throw error;
-        if (done === piece.length) {
-          offset = received;
-          break;
-        }
-        if (done > 0) {
-          offset = await put(received, piece.subarray(done));
-          break;
-        }
+  for (let failures = 0; ; ) {
+    try {
+      offset = (await call<{ received: number }>(remote, 'PUT', `${path}?offset=${offset}`, from(offset), { headers })).received;
+      if (ended && offset === produced) break;
+      throw new DomainError('CONFLICT', `the server holds ${offset} bytes, ${produced} were sent`, { client: { received: offset } });
+    } catch (error) {
+      // A refusal other than "go on from byte n" (no access, gone, too long) is final.
+      if (error instanceof DomainError && error.code !== 'CONFLICT') throw error;
+      if (++failures > 5) throw error;
+      const received = await held(error);
+      if (received < keptFrom || received > produced) {
+        throw new DomainError('CONFLICT', `the upload cannot go on: the server holds ${received} bytes, but only bytes ${keptFrom} to ${produced} can be sent again; send the transfer anew`);
       }
+      offset = received;
     }
-    onProgress(offset);
   }
+  onProgress(offset);
 }
 
 async function myPrivateKey(remote: TransferRemote, secupass: string): Promise<{ privateKey: E2ePrivateKey; fingerprint: string; publicKey: string }> {
@@ -239,8 +276,8 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
   );
   for (const [i, f] of files.entries()) {
     const fileId = created.files[i]!.id;
-    const plain = Readable.toWeb(createReadStream(f.path, { highWaterMark: 1024 * 1024 })) as unknown as ReadableStream<Uint8Array>;
-    await uploadStream(remote, created.id, fileId, encryptStream(f.key, fileContext(created.id, fileId), plain), (n) => onProgress(`${f.name}: ${n} / ${created.files[i]!.cipherSize} bytes`), via);
+    const cipher = pipelineStreams(createReadStream(f.path, { highWaterMark: 1024 * 1024 }), encryptTransform(f.key, fileContext(created.id, fileId)), () => undefined);
+    await uploadStream(remote, created.id, fileId, cipher, (n) => onProgress(`${f.name}: ${n} / ${created.files[i]!.cipherSize} bytes`), via);
   }
   if (bundleText && created.bundleId) {
     const sealed = await encryptBytes(bundleKey, fileContext(created.id, created.bundleId), bundleText);
@@ -397,8 +434,7 @@ export async function receiveTransfer(remote: Omit<TransferRemote, 'url'> & { ur
     try {
       if (opened.level >= 3) {
         const key = await keyFor(f);
-        const plain = decryptStream(key, fileContext(opened.transferId, f.id), Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>);
-        await pipeline(Readable.fromWeb(plain as unknown as NodeWebReadableStream<Uint8Array>), createWriteStream(partial, { mode: 0o600 }));
+        await pipeline(res, decryptTransform(key, fileContext(opened.transferId, f.id)), createWriteStream(partial, { mode: 0o600 }));
       } else {
         await pipeline(res, createWriteStream(partial, { mode: 0o600 }) as Writable);
       }
