@@ -4,7 +4,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { freePort, startServe, tresor, tresorAsync, type ServeProcess } from './cli-process.js';
 import { GOOD_PASSWORD, mailedKey, mailedTransferLink } from './helpers.js';
 
 /**
@@ -132,6 +133,63 @@ describe('tresor send / receive (CLI, real server)', () => {
     expect(got.code, got.stderr).toBe(0);
     expect(JSON.parse(got.stdout)).toMatchObject({ subject: 'Messwerte', message: 'Anbei die Werte.', level: 3 });
     expect(readFileSync(join(files, 'request', 'big.bin')).equals(BIG)).toBe(true);
+  });
+
+  it('a connection broken in the middle of an upload: send and upload go on from what the server holds, and the file arrives intact', async () => {
+    // A TCP proxy in front of the server that cuts the first connection to carry more than 1.5 MiB
+    // towards the server (TLS passes through it untouched).
+    const target = Number(new URL(server.url).port);
+    let armed = false;
+    let cuts = 0;
+    const sockets = new Set<Socket>();
+    const proxy: Server = createServer((client) => {
+      const upstream = connect(target, '127.0.0.1');
+      sockets.add(client).add(upstream);
+      let sent = 0;
+      client.on('data', (chunk: Buffer) => {
+        sent += chunk.length;
+        if (armed && sent > 1.5 * 1024 * 1024) {
+          armed = false;
+          cuts++;
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        upstream.write(chunk);
+      });
+      upstream.on('data', (chunk: Buffer) => client.write(chunk));
+      for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
+        a.on('end', () => b.end());
+        a.on('error', () => b.destroy());
+        a.on('close', () => b.destroy());
+      }
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
+    const via = { ...env, TRESOR_URL: `https://localhost:${(proxy.address() as { port: number }).port}` };
+    try {
+      armed = true;
+      const sent = await tresorAsync(['--json', 'send', '--to', 'unterbrochen@example.org', '--subject', 'Großer Befund', '--level', '1', join(dir, 'big.bin')], { cwd: dir, env: { ...via, TRESOR_TOKEN: tokens.sender! } });
+      expect(sent.code, sent.stderr).toBe(0);
+      expect(cuts).toBe(1);
+      const got = cli(undefined, ['receive', mailedTransferLink(outbox, 'unterbrochen@example.org').link, '--out', join(files, 'cut'), '--email', 'unterbrochen@example.org']);
+      expect(got.code, got.stderr).toBe(0);
+      expect(readFileSync(join(files, 'cut', 'big.bin')).equals(BIG)).toBe(true);
+
+      // The same through a "request files" link (no account: the server names what it holds in a refusal).
+      const made = cli('sender', ['transfer', 'request', '--level', '1']);
+      expect(made.code, made.stderr).toBe(0);
+      const link = (JSON.parse(made.stdout) as { link: string }).link.replace(server.url, via.TRESOR_URL);
+      armed = true;
+      const up = await tresorAsync(['--json', 'upload', link, '--from', 'aussen@example.org', '--subject', 'Messreihe', join(dir, 'big.bin')], { cwd: dir, env: { TRESOR_CACERT: env.TRESOR_CACERT! } });
+      expect(up.code, up.stderr).toBe(0);
+      expect(cuts).toBe(2);
+      const mine = cli('sender', ['receive', mailedTransferLink(outbox, 'sender@praxis.test').link, '--out', join(files, 'cut-request'), '--email', 'sender@praxis.test']);
+      expect(mine.code, mine.stderr).toBe(0);
+      expect(readFileSync(join(files, 'cut-request', 'big.bin')).equals(BIG)).toBe(true);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
   });
 
   it('level 4: message and names end to end; a key reset makes it unreadable until the sender approves again', () => {
