@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, screenshot, watchedPage } from './browser.js';
 import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
 import { mailedKey, readOutbox } from './helpers.js';
+import { encodePublicKey, fingerprint, generateKeyPair } from '../src/shared-e2e/index.js';
 
 /** The newest transfer link mailed to `email`, as recipient id, secret and (levels 3/4) fingerprint. */
 function transferLink(outbox: string, email: string, after = 0): { recipientId: string; secret: string; fp?: string } {
@@ -453,5 +454,65 @@ describe('secure transfers in Chromium', () => {
     for (const f of filesUnder(join(dir, 'data', 'blobs'))) expect(readFileSync(f).includes(Buffer.from('Steuerunterlagen: Erika'))).toBe(false);
     expect(await outsider.problems()).toEqual([]);
     expect(await sender.problems()).toEqual([]);
+  }, 120_000);
+
+  it('a key swapped by the server is refused by the browser: on the upload page against the link\'s fingerprint, and when composing against the fingerprint the server itself names', async () => {
+    // The server is made to lie by rewriting its answers in the browser's network layer: another key pair's
+    // public key where the requester's (or a recipient's) key should be.
+    const other = await generateKeyPair();
+    const otherKey = encodePublicKey(other.publicKey);
+    const otherFingerprint = await fingerprint(other.publicKey);
+    const login = await http.post('/api/v1/auth/login', { data: { login: SENDER, password: SENDER_PASSWORD, mode: 'token' } });
+    const auth = { authorization: `Bearer ${((await login.json()) as { sessionToken: string }).sessionToken}` };
+    const made = await http.post('/api/v1/file-requests', { data: { level: 3, expiresAt: new Date(Date.now() + 86_400_000).toISOString() }, headers: auth });
+    expect(made.status(), await made.text()).toBe(201);
+    const { id: requestId, link: uploadLink } = (await made.json()) as { id: string; link: string };
+    expect(uploadLink).toMatch(/&fp=[0-9a-f-]+$/);
+
+    // 1. The upload page: the server offers another key (with that key's own, consistent fingerprint).
+    const outsider = await watchedPage(browser, 'en-GB');
+    await outsider.page.route('**/api/v1/u/*/open', async (route) => {
+      const response = await route.fetch();
+      const body = (await response.json()) as Record<string, unknown>;
+      await route.fulfill({ response, json: { ...body, publicKey: otherKey, fingerprint: otherFingerprint } });
+    });
+    await outsider.page.goto(uploadLink);
+    await outsider.page.getByText(/asks you for files \(security level 3\)/).waitFor();
+    await outsider.page.getByLabel('Your e-mail address').fill('mallory-opfer@extern-transfer.test');
+    await outsider.page.getByLabel('Subject').fill('Nicht für fremde Schlüssel');
+    await outsider.page.getByLabel('Files', { exact: true }).setInputFiles([{ name: 'geheim.txt', mimeType: 'text/plain', buffer: textFile('Geheim', 10_000) }]);
+    await outsider.page.getByRole('button', { name: 'Encrypt and send' }).click();
+    await outsider.page.getByRole('alert').filter({ hasText: 'The key offered is not the one the link names. For your safety nothing is sent.' }).waitFor({ timeout: 30_000 });
+    await screenshot(outsider.page, 'file-request-swapped-key');
+    // Nothing reached the server: the request has no upload.
+    const requests = (await (await http.get('/api/v1/file-requests', { headers: auth })).json()) as { id: string; uploads: number }[];
+    expect(requests.find((r) => r.id === requestId)?.uploads).toBe(0);
+
+    // 2. Composing: the server names the recipient's real fingerprint but hands over another public key.
+    await sender.page.route('**/api/v1/transfers', async (route) => {
+      if (route.request().method() !== 'POST') return route.continue();
+      const response = await route.fetch();
+      const body = (await response.json()) as { recipients: { publicKey?: string }[] };
+      await route.fulfill({ response, json: { ...body, recipients: body.recipients.map((r) => (r.publicKey ? { ...r, publicKey: otherKey } : r)) } });
+    });
+    try {
+      const mailsBefore = readOutbox(outbox).filter((m) => m.to === GUEST).length;
+      await sender.page.getByRole('link', { name: 'Transfers' }).click();
+      const form = sender.page.getByRole('form', { name: 'New transfer' });
+      await form.getByLabel('Recipients (e-mail addresses)').fill(GUEST);
+      await form.getByLabel('Subject', { exact: true }).fill('Untergeschobener Schlüssel');
+      await form.getByLabel(`Level 3 –`).check();
+      await form.getByLabel('Files', { exact: true }).setInputFiles([{ name: 'lohn.txt', mimeType: 'text/plain', buffer: textFile('Lohn', 10_000) }]);
+      await form.getByRole('button', { name: 'Encrypt and send' }).click();
+      await sender.page.getByRole('alert').filter({ hasText: 'The key offered does not have the expected fingerprint. Stopped.' }).waitFor({ timeout: 30_000 });
+      // Not sent: the guest got no mail for it, and the empty transfer is gone from the sent list.
+      expect(readOutbox(outbox).filter((m) => m.to === GUEST).length).toBe(mailsBefore);
+      const list = (await (await http.get('/api/v1/transfers', { headers: auth })).json()) as { subject: string }[];
+      expect(list.map((x) => x.subject)).not.toContain('Untergeschobener Schlüssel');
+      expect(list.map((x) => x.subject)).toContain('Gehaltsliste Stufe drei');
+    } finally {
+      await sender.page.unroute('**/api/v1/transfers');
+    }
+    expect(await outsider.problems()).toEqual([]);
   }, 120_000);
 });

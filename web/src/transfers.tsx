@@ -20,6 +20,7 @@ import {
 import {
   ciphertextSize,
   decodePublicKey,
+  type E2ePublicKey,
   encryptBytes,
   encryptStream,
   fingerprint,
@@ -130,6 +131,24 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         ...(bundle ? { bundle: { size: bundle.length } } : {}),
       });
       if (created.files.length !== files.length) throw new Error('the server lists another number of files');
+      // Every key to encrypt for is checked before a byte is uploaded: a public key the server hands over
+      // must have the fingerprint the server names for it (recomputed here, never trusted).
+      const holders: { recipientId: string; publicKey: E2ePublicKey; fingerprint: string }[] = [];
+      if (e2e && own) {
+        const offered = [
+          { recipientId: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint },
+          ...created.recipients.flatMap((r) => (r.publicKey ? [{ recipientId: r.id, publicKey: r.publicKey, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}) }] : [])),
+        ];
+        for (const holder of offered) {
+          const publicKey = await decodePublicKey(holder.publicKey);
+          if (holder.fingerprint && !(await fingerprintMatches(publicKey, holder.fingerprint))) {
+            // Nothing was uploaded; the empty transfer goes at once instead of waiting for its expiry.
+            await api('DELETE', `/api/v1/transfers/${created.id}`).catch(() => undefined);
+            throw new Error(t('transfers.fingerprintMismatch'));
+          }
+          holders.push({ recipientId: holder.recipientId, publicKey, fingerprint: await fingerprint(publicKey) });
+        }
+      }
 
       // Encrypt and upload, one file after the other (each upload request moves the request token on).
       const items: Progress[] = files.map((f, i) => ({ name: f.name, sent: 0, total: created.files[i]!.cipherSize }));
@@ -153,19 +172,12 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
 
       if (e2e && own) {
         setPhase(t('transfers.phase.wrap'));
-        const holders: { recipientId: string; publicKey: string; fingerprint?: string }[] = [
-          { recipientId: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint },
-          ...created.recipients.flatMap((r) => (r.publicKey ? [{ recipientId: r.id, publicKey: r.publicKey, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}) }] : [])),
-        ];
         const secrets = created.files.map((f, i) => ({ fileId: f.id, key: fileKeys[i]! }));
         if (bundleKey && created.bundleId) secrets.push({ fileId: created.bundleId, key: bundleKey });
         const wraps: { fileId: string; recipientId: string; fingerprint: string; wrapped: string }[] = [];
         for (const holder of holders) {
-          const publicKey = await decodePublicKey(holder.publicKey);
-          if (holder.fingerprint && !(await fingerprintMatches(publicKey, holder.fingerprint))) throw new Error(t('transfers.fingerprintMismatch'));
-          const fp = await fingerprint(publicKey);
           for (const s of secrets) {
-            wraps.push({ fileId: s.fileId, recipientId: holder.recipientId, fingerprint: fp, wrapped: toBase64Url(await wrapFileKey(s.key, publicKey, fileContext(created.id, s.fileId))) });
+            wraps.push({ fileId: s.fileId, recipientId: holder.recipientId, fingerprint: holder.fingerprint, wrapped: toBase64Url(await wrapFileKey(s.key, holder.publicKey, fileContext(created.id, s.fileId))) });
           }
         }
         for (let i = 0; i < wraps.length; i += WRAP_BATCH) await api('POST', `/api/v1/transfers/${created.id}/wraps`, { wraps: wraps.slice(i, i + WRAP_BATCH) });
