@@ -31,6 +31,9 @@ const SIZE_MIB = option('size-mib', 1024);
 const BIG_MIB = option('big-mib', 2048);
 const BROWSER_MIB = option('browser-mib', 256);
 const ROUNDS = option('rounds', 3);
+const WEB_MIB = option('web-mib', 1024);
+/** \`--only web\`: just the web app end to end (e.g. with --web-mib 4096). */
+const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 const PASSWORD = 'Benchmark Passwort 2026 ok';
 
@@ -151,6 +154,7 @@ try {
   await initSecupass(sender, 'Sender SecuPass 1');
   await initSecupass(recipient, 'Recipient SecuPass 2');
 
+  const mbps = (ms: number, mib = SIZE_MIB) => round((mib / ms) * 1000);
   const expiresAt = new Date(Date.now() + 86_400_000).toISOString();
   const run = async (path: string, level: 1 | 3, out: string) => {
     const up = await timed(() => sendTransfer(sender, { to: ['recipient@bench.test'], subject: 'bench', level, expiresAt, files: [path], secupass: 'Sender SecuPass 1' }));
@@ -163,13 +167,13 @@ try {
     return { upMs: up.ms, downMs: down.ms };
   };
 
+  if (ONLY !== 'web') {
   // Throughput of the server: ciphertext made beforehand (the sender's work is not the server's), then
   // uploaded and stored, downloaded as it is (levels 3/4) and downloaded decrypted by the server (levels 1/2).
   // This machine's speed drifts (shared vCPUs, page cache), so each measurement is paired with a baseline
   // run right before it, in ROUNDS alternating rounds; the tables give medians.
   const file = join(dir, 'file.bin');
   await makeFile(file, SIZE_MIB);
-  const mbps = (ms: number) => round((SIZE_MIB / ms) * 1000);
   const discard = () => new Writable({ write(_c, _e, done) { done(); } });
   const linkParts = (link: string) => { const m = /\/app\/r\/([0-9a-f-]{36})#s=([A-Za-z0-9_-]{43})/.exec(link)!; return { recipientId: m[1]!, secret: m[2]! }; };
   const fetchFile = async (recipientId: string, secret: string, email?: string) => {
@@ -257,6 +261,94 @@ try {
     rmSync(path);
   }
   table('server memory: constant in the file size (goal < 200 MiB)', rows);
+
+  }
+
+  // The web app end to end in headless Chromium: the sender's page encrypts a file of WEB_MIB MiB read
+  // from disk and uploads it (level 3), the recipient's page unlocks with the SecuPass and the service
+  // worker decrypts the download as it streams to disk. Time, both sides' memory, and the bytes compared.
+  {
+    const webFile = join(dir, 'web.bin');
+    await makeFile(webFile, WEB_MIB);
+    const sentHash = await sha256Of(webFile);
+    // The browser trusts the local CA's certificate only through this flag; a service worker needs a
+    // certificate without errors (the per-context ignoreHTTPSErrors is not enough for it).
+    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--ignore-certificate-errors'] });
+    const chromiumRss = () => {
+      let kib = 0;
+      for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+        try {
+          if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('chromium')) continue;
+          kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+        } catch {
+          // the process ended meanwhile
+        }
+      }
+      return kib / 1024;
+    };
+    const peaks = async <T>(work: () => Promise<T>) => {
+      let browserPeak = chromiumRss();
+      const measured = await serverPeakRss(server.pid!, async () => {
+        const timer = setInterval(() => (browserPeak = Math.max(browserPeak, chromiumRss())), 250);
+        try {
+          return await timed(work);
+        } finally {
+          clearInterval(timer);
+        }
+      });
+      return { ms: measured.value.ms, value: measured.value.value, serverMiB: measured.peakMiB, browserMiB: round(browserPeak) };
+    };
+    try {
+      const loggedIn = async (email: string) => {
+        const context = await browser.newContext({ locale: 'en-GB', acceptDownloads: true });
+        const page = await context.newPage();
+        await page.goto(`${url}/app/login`);
+        await page.getByLabel('Login or e-mail address').fill(email);
+        await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+        await page.getByRole('button', { name: 'Log in' }).click();
+        await page.getByRole('link', { name: 'Transfers' }).waitFor();
+        return page;
+      };
+      const senderPage = await loggedIn('sender@bench.test');
+      const recipientPage = await loggedIn('recipient@bench.test');
+      const idleBrowser = round(chromiumRss());
+      await senderPage.getByRole('link', { name: 'Transfers' }).click();
+      const form = senderPage.getByRole('form', { name: 'New transfer' });
+      await form.getByLabel('Recipients (e-mail addresses)').fill('recipient@bench.test');
+      await form.getByLabel('Subject', { exact: true }).fill('web bench');
+      await form.getByLabel('Level 3 –').check();
+      await form.getByLabel('Files', { exact: true }).setInputFiles(webFile); // a path: Chromium reads the file itself
+      const up = await peaks(async () => {
+        await form.getByRole('button', { name: 'Encrypt and send' }).click();
+        await senderPage.getByText(/^Sent to 1 recipient\(s\)\./).waitFor({ timeout: 60 * 60_000 });
+      });
+      const link = mailedLink('recipient@bench.test');
+      if (!link.includes('&fp=')) throw new Error('the level-3 link carries no key fingerprint');
+      await recipientPage.goto(link);
+      const unlock = recipientPage.getByRole('form', { name: 'Unlock with your SecuPass' });
+      await unlock.getByLabel('Your SecuPass').fill('Recipient SecuPass 2');
+      await unlock.getByRole('button', { name: 'Unlock' }).click();
+      const button = recipientPage.getByRole('button', { name: 'Download web.bin' });
+      await button.waitFor({ timeout: 60_000 });
+      const down = await peaks(async () => {
+        const [download] = await Promise.all([recipientPage.waitForEvent('download', { timeout: 60 * 60_000 }), button.click()]);
+        const path = await download.path(); // resolves when the download is complete
+        if ((await download.failure()) !== null) throw new Error(`download failed: ${await download.failure()}`);
+        const gotHash = await sha256Of(path);
+        await download.delete();
+        return gotHash;
+      });
+      await recipientPage.getByText('complete and unaltered').waitFor({ timeout: 60_000 });
+      if (down.value !== sentHash) throw new Error('the file the browser saved differs from the one sent');
+      table(`the web app end to end in headless Chromium, level 3, one ${WEB_MIB} MiB file (browser idle: ${idleBrowser} MiB RSS, all its processes)`, [
+        { what: 'sender page: read, encrypt (e2e records), upload 8 MiB pieces, wrap, send', 'MiB/s': mbps(up.ms, WEB_MIB), 'seconds': round(up.ms / 1000), 'browser peak RSS MiB': up.browserMiB, 'server peak RSS MiB': up.serverMiB },
+        { what: 'recipient page: service worker fetches, decrypts, streams to disk (hash checked: identical)', 'MiB/s': mbps(down.ms, WEB_MIB), 'seconds': round(down.ms / 1000), 'browser peak RSS MiB': down.browserMiB, 'server peak RSS MiB': down.serverMiB },
+      ]);
+    } finally {
+      await browser.close();
+      rmSync(webFile, { force: true });
+    }
+  }
 
   // The browser: the same module bundled, in headless Chromium.
   const bundled = await build({
