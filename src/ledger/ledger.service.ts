@@ -139,20 +139,47 @@ function canonicalFromColumns(
   const text = row.entry;
   if (text.length !== prefix.length + 44 + suffix.length || !text.startsWith(prefix) || !text.endsWith(suffix)) return undefined;
   if (!(ENTRY_OUTCOMES as readonly string[]).includes(row.outcome) || !ISO_TIME.test(row.time)) return undefined;
-  if (/[\uD800-\uDFFF]/.test(prefix + suffix)) return undefined; // surrogates: let the strict decoder judge
+  if (/[\uD800-\uDFFF]/.test(text)) return undefined; // surrogates: let the strict decoder judge (text = prefix ‖ base64 ‖ suffix)
   const commitment = text.slice(prefix.length, prefix.length + 44);
   const bytes = Buffer.from(commitment, 'base64');
   return bytes.length === 32 && bytes.toString('base64') === commitment ? bytes : undefined;
 }
 const sha256Once = (data: Buffer) => oneShotHash('sha256', data, 'buffer') as unknown as Buffer;
+const LEAF_PREFIX = Buffer.of(0x00); // RFC 9162 §2.1.1
+
+/**
+ * SHA-256 of `bytes ‖ UTF-8(text)` through one reused buffer: the verify loop hashes two texts per entry
+ * without allocating for them (a million entries otherwise leave millions of short-lived buffers to the GC).
+ */
+class ScratchHasher {
+  #buffer = Buffer.allocUnsafe(8192);
+  #room(bytes: number) {
+    if (bytes > this.#buffer.length) this.#buffer = Buffer.allocUnsafe(Math.max(bytes, this.#buffer.length * 2));
+    return this.#buffer;
+  }
+  /** `prefix` as bytes. */
+  hash(prefix: Uint8Array, text: string): Buffer {
+    const buffer = this.#room(prefix.length + text.length * 3); // a UTF-16 unit is at most 3 UTF-8 bytes
+    buffer.set(prefix, 0);
+    const written = buffer.write(text, prefix.length, 'utf8');
+    return sha256Once(buffer.subarray(0, prefix.length + written));
+  }
+  /** `prefixHex` as hex (a payload's salt); undefined when it is not `bytes` bytes of hex. */
+  hashHexPrefixed(prefixHex: string, bytes: number, text: string): Buffer | undefined {
+    if (prefixHex.length !== bytes * 2 || !/^[0-9a-f]*$/i.test(prefixHex)) return undefined;
+    const buffer = this.#room(bytes + text.length * 3);
+    buffer.write(prefixHex, 0, 'hex');
+    const written = buffer.write(text, bytes, 'utf8');
+    return sha256Once(buffer.subarray(0, bytes + written));
+  }
+}
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
 /** Payload check: hash the stored (canonical) text directly; older rows stored otherwise are canonicalised first. */
-function payloadMatches(payload: string, saltHex: string, commitment: Uint8Array): boolean {
-  const salt = Buffer.from(saltHex, 'hex');
-  if (salt.length === PAYLOAD_SALT_BYTES && sha256Once(Buffer.concat([salt, Buffer.from(payload, 'utf8')])).equals(commitment)) return true;
+function payloadMatches(payload: string, saltHex: string, commitment: Uint8Array, hasher: ScratchHasher): boolean {
+  if (hasher.hashHexPrefixed(saltHex, PAYLOAD_SALT_BYTES, payload)?.equals(commitment)) return true;
   try {
-    return verifyPayloadCommitment(JSON.parse(payload) as JsonValue, salt, commitment);
+    return verifyPayloadCommitment(JSON.parse(payload) as JsonValue, Buffer.from(saltHex, 'hex'), commitment);
   } catch {
     return false;
   }
@@ -456,6 +483,7 @@ export function createLedger(deps: {
       }
       const expected = new Map(checkpoints.map((c) => [c.tree_size, c.root_hash]));
       const accumulator = new MerkleAccumulator();
+      const hasher = new ScratchHasher();
       let witnessResult: { treeSize: number; consistent: boolean } | undefined;
       let payloadsChecked = 0;
       const checkRootsAt = (size: number) => {
@@ -489,14 +517,14 @@ export function createLedger(deps: {
           // Anything else goes through the strict decoder, which also names what is wrong.
           const quick = canonicalFromColumns(row, at, deps.tenantId);
           if (quick !== undefined) {
-            const leaf = leafHash(Buffer.from(row.entry, 'utf8'));
-            if (hex(leaf) !== row.leaf_hash) {
+            const leaf = hasher.hash(LEAF_PREFIX, row.entry);
+            if (leaf.toString('hex') !== row.leaf_hash) {
               findings.push({ kind: 'changed-entry', seq: at, message: `entry ${at} was changed after it was written` });
               break scan;
             }
             if (row.payload !== null && row.salt !== null) {
               payloadsChecked++;
-              if (!payloadMatches(row.payload, row.salt, quick)) {
+              if (!payloadMatches(row.payload, row.salt, quick, hasher)) {
                 findings.push({ kind: 'changed-payload', seq: at, message: `the payload of entry ${at} was changed after it was written` });
                 break scan;
               }
@@ -530,7 +558,7 @@ export function createLedger(deps: {
           }
           if (row.payload !== null && row.salt !== null) {
             payloadsChecked++;
-            if (!payloadMatches(row.payload, row.salt, decoded.payloadCommitment)) {
+            if (!payloadMatches(row.payload, row.salt, decoded.payloadCommitment, hasher)) {
               findings.push({ kind: 'changed-payload', seq: at, message: `the payload of entry ${at} was changed after it was written` });
               break scan;
             }
