@@ -8,6 +8,7 @@ import { renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, openCore, type Core } from '../core.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { sha256Hex } from '../crypto/random.js';
+import { transferExpiryJob } from '../ops/jobs.js';
 import { startScheduler } from '../ops/scheduler.js';
 import { buildApp } from './app.js';
 import { tlsServerOptions } from './tls.js';
@@ -116,16 +117,7 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
             if (ended > 0) log.info({ ended }, 'grants expired');
           },
         },
-        {
-          // Expired and withdrawn transfers: blobs and key material go.
-          name: 'transfer-expiry',
-          intervalMs: 60_000,
-          run: async () => {
-            const tenants = await core.storage.control.selectFrom('tenants').select('id').execute();
-            const purged = await core.transfers.expire(tenants.map((t) => t.id));
-            if (purged > 0) log.info({ purged }, 'transfers expired');
-          },
-        },
+        transferExpiryJob(core, log),
         {
           name: 'billing-flush',
           intervalMs: 60_000,

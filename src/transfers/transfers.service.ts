@@ -14,6 +14,7 @@ import type { Ledger, LedgerEvent } from '../ledger/index.js';
 import type { Mailer } from '../mail/mailer.js';
 import { renderMail, type MailTemplate } from '../mail/templates.js';
 import { decryptTransform } from '../shared-e2e/node.js';
+import { E2eError } from '../shared-e2e/errors.js';
 import { ciphertextSize, decodePublicKey, fingerprint as fingerprintOf, fromBase64Url, WRAPPED_KEY_SIZE } from '../shared-e2e/index.js';
 import { ConflictError, DomainError, ForbiddenError, NotFoundError, UnauthenticatedError, ValidationError } from '../shared/errors.js';
 import type { TransferControlSchema, TransferFileTable, TransferRecipientTable, TransferSchema, TransferTable } from './transfers.migrations.js';
@@ -421,7 +422,9 @@ export function createTransferService(deps: {
       const old = await currentKey(actor.accountId);
       if (old?.fingerprint === fingerprint) throw new ConflictError('this is your current key already');
       const now = nowIso();
-      if (old) await control.updateTable('e2e_keys').set({ replaced_at: now }).where('id', '=', old.id).execute();
+      // The replaced key's sealed private key is wiped with it: nobody (not even with the old SecuPass) can
+      // open the old key again, and every wrap for it goes below, so what was sent for it is unreadable.
+      if (old) await control.updateTable('e2e_keys').set({ replaced_at: now, sealed_private_key: null }).where('id', '=', old.id).execute();
       await control.insertInto('e2e_keys').values({ id: newId(), account_id: actor.accountId, public_key: input.publicKey, fingerprint, sealed_private_key: input.sealedPrivateKey, created_at: now, replaced_at: null }).execute();
       let pendingApprovals = 0;
       const me = await deps.identity.accountInfo(actor.accountId);
@@ -685,6 +688,7 @@ export function createTransferService(deps: {
       } else {
         const account = actorId ? await deps.identity.accountInfo(actorId) : undefined;
         if (!account || account.login !== normaliseEmail(email)) {
+          await record(tenantId, { actor: who, action: 'transfer.open', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source: opts.source, details: { recipient: r.id, reason: account ? 'account' : 'login' } });
           throw new DomainError('UNAUTHENTICATED', 'log in with the e-mail address this transfer was sent to (or register a free guest account from this link)', { client: { login: true } });
         }
       }
@@ -702,7 +706,7 @@ export function createTransferService(deps: {
       }
       if (r.state === 'notified') await db.updateTable('transfer_recipients').set({ state: 'opened', opened_at: nowIso() }).where('id', '=', r.id).execute();
       const token = randomBytes(32);
-      await db.insertInto('transfer_downloads').values({ token_hash: sha256Hex(b64(token)), recipient_id: r.id, transfer_id: t.id, key_wrap: wrapWithKey(key, token, `transfer-download|${r.id}`), expires_at: new Date(clock.now().getTime() + DOWNLOAD_TOKEN_MS).toISOString() }).execute();
+      await db.insertInto('transfer_downloads').values({ token_hash: sha256Hex(b64(token)), recipient_id: r.id, transfer_id: t.id, account_id: t.level >= 2 ? (actorId ?? null) : null, key_wrap: wrapWithKey(key, token, `transfer-download|${r.id}`), expires_at: new Date(clock.now().getTime() + DOWNLOAD_TOKEN_MS).toISOString() }).execute();
       const files = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
       const wraps = t.level >= 3 && keyState === 'ok' ? await db.selectFrom('transfer_wraps').selectAll().where('transfer_id', '=', t.id).where('holder', '=', r.id).execute() : [];
       const wrapOf = (fileId: string) => {
@@ -741,23 +745,43 @@ export function createTransferService(deps: {
      * A file for a download token: levels 1–2 decrypted on the fly (the file key under K_tr), levels 3–4
      * the ciphertext for the recipient's browser or CLI. Counts the download against the limit.
      */
-    async download(recipientId: string, fileId: string, token: string, source: string) {
+    async download(recipientId: string, fileId: string, token: string, opts: { actor?: Actor | undefined; source: string }) {
+      const { source } = opts;
       if (!TOKEN.test(token) || !/^[0-9a-f-]{36}$/.test(recipientId)) throw new TransferLinkError();
       const index = await control.selectFrom('transfer_index').selectAll().where('recipient_id', '=', recipientId).executeTakeFirst();
       if (!index) throw new TransferLinkError();
+      const actorId = opts.actor && 'accountId' in opts.actor ? opts.actor.accountId : undefined;
+      const who: LedgerEvent['actor'] = opts.actor ? ledgerActor(opts.actor) : { tier: 'anonymous', role: 'link-holder', id: recipientId };
+      const refused = (resource: LedgerEvent['resource'], reason: string) =>
+        record(index.tenant_id, { actor: who, action: 'transfer.download', resource, outcome: 'denied', source, details: { recipient: recipientId, file: fileId, reason } });
       const db = await deps.tenantDb(index.tenant_id);
       const grant = await db.selectFrom('transfer_downloads').selectAll().where('token_hash', '=', sha256Hex(token)).executeTakeFirst();
-      if (!grant || grant.recipient_id !== recipientId || grant.expires_at <= nowIso()) throw new TransferLinkError();
+      if (!grant || grant.recipient_id !== recipientId || grant.expires_at <= nowIso()) {
+        await refused(grant ? { type: 'transfer', id: grant.transfer_id } : { type: 'transfer-recipient', id: recipientId }, grant && grant.recipient_id === recipientId ? 'token-expired' : 'token');
+        throw new TransferLinkError();
+      }
       const t = await db.selectFrom('transfers').selectAll().where('id', '=', grant.transfer_id).executeTakeFirst();
       const r = await db.selectFrom('transfer_recipients').selectAll().where('id', '=', recipientId).executeTakeFirst();
       const f = await db.selectFrom('transfer_files').selectAll().where('id', '=', fileId).where('transfer_id', '=', grant.transfer_id).executeTakeFirst();
       if (!t || !r || !f || t.deleted_at !== null || t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new TransferLinkError();
+      // Levels 2–4: the token was issued to the account that opened the link and works only in its session
+      // (a token copied out of a page, a log or a history is worthless without that login).
+      if (t.level >= 2) {
+        if (!actorId) {
+          await refused({ type: 'transfer', id: t.id }, 'login');
+          throw new DomainError('UNAUTHENTICATED', 'log in with the account this transfer was sent to, then open the link again to download', { client: { login: true } });
+        }
+        if (grant.account_id === null || grant.account_id !== actorId) {
+          await refused({ type: 'transfer', id: t.id }, 'account');
+          throw new ForbiddenError('this download belongs to another account: log in as the recipient of this transfer and open the link again');
+        }
+      }
       const key = unwrapWithKey(grant.key_wrap, Buffer.from(token, 'base64url'), `transfer-download|${r.id}`);
       const downloads = JSON.parse(r.downloads) as Record<string, number>;
       const before = downloads[f.id] ?? 0;
       const bundle = f.kind === 'bundle'; // the level-4 message: reading it is not downloading a file
       if (!bundle && t.download_limit !== null && before >= t.download_limit) {
-        await record(index.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: r.id }, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source, details: { file: f.id, reason: 'limit' } });
+        await record(index.tenant_id, { actor: who, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source, details: { recipient: r.id, file: f.id, reason: 'limit' } });
         throw new ForbiddenError(`this file may be downloaded ${t.download_limit} time(s); the limit is reached`);
       }
       const first = !bundle && r.state !== 'downloaded';
@@ -765,7 +789,7 @@ export function createTransferService(deps: {
         downloads[f.id] = before + 1;
         await db.updateTable('transfer_recipients').set({ downloads: JSON.stringify(downloads), state: 'downloaded', downloaded_at: r.downloaded_at ?? nowIso() }).where('id', '=', r.id).execute();
       }
-      await record(index.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: r.id }, action: bundle ? 'transfer.read-message' : 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { file: f.id } });
+      await record(index.tenant_id, { actor: who, action: bundle ? 'transfer.read-message' : 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { recipient: r.id, file: f.id } });
       if (first) {
         const senderAccount = await deps.identity.accountInfo(t.sender_id);
         const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
@@ -781,7 +805,13 @@ export function createTransferService(deps: {
       const fileKey = aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`);
       // Decrypted on the way out with Node's crypto (one OpenSSL call per record); an altered blob ends
       // the response with an error instead of passing on unauthenticated bytes.
-      const plain = pipelineStreams(createReadStream(path, { highWaterMark: 1024 * 1024 }), decryptTransform(new Uint8Array(fileKey), fileContext(t.id, f.id)), () => undefined);
+      const plain = pipelineStreams(createReadStream(path, { highWaterMark: 1024 * 1024 }), decryptTransform(new Uint8Array(fileKey), fileContext(t.id, f.id)), (error) => {
+        // A blob that fails authentication on the way out (altered or truncated at rest) is a failure to
+        // record; a recipient who breaks off the download is not.
+        if (error instanceof E2eError) {
+          void record(index.tenant_id, { actor: who, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'failure', source, details: { recipient: r.id, file: f.id, reason: 'decrypt', code: error.code } }).catch(() => undefined);
+        }
+      });
       fileKey.fill(0);
       return { stream: plain, name, length: Number(f.size), encrypted: false };
     },
@@ -925,6 +955,21 @@ export function createTransferService(deps: {
           purged++;
         }
         await db.deleteFrom('transfer_downloads').where('expires_at', '<=', nowIso()).execute();
+        // "Request files" links that expired or were closed: the outsider's way in (the link's wrap of K_req)
+        // goes at once; the member's wrap of K_req once no transfer uploaded through the link is left.
+        await db
+          .updateTable('file_requests')
+          .set({ link_wrap: null, secret_hash: null })
+          .where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('closed_at', 'is not', null)]))
+          .where((eb) => eb.or([eb('link_wrap', 'is not', null), eb('secret_hash', 'is not', null)]))
+          .execute();
+        await db
+          .updateTable('file_requests')
+          .set({ key_wrap: null })
+          .where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('closed_at', 'is not', null)]))
+          .where('key_wrap', 'is not', null)
+          .where((eb) => eb.not(eb.exists(eb.selectFrom('transfers').select('transfers.id').whereRef('transfers.request_id', '=', 'file_requests.id').where('transfers.deleted_at', 'is', null))))
+          .execute();
       }
       return purged;
     },
