@@ -951,7 +951,7 @@ export function createIdentityService(deps: {
     async rotateTenantSecret(sessionToken, opts, progress) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id || me.tier !== 'tenant') throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'key.rotate', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
       const tenantId = me.tenant_id;
       const accounts = await control
         .selectFrom('accounts')
@@ -1007,7 +1007,7 @@ export function createIdentityService(deps: {
     async createGrant(sessionToken, input) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id || me.tier !== 'tenant') throw new ForbiddenError('only a data user with data access can grant access');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'grant.create', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can grant access');
       const grantee = await control.selectFrom('accounts').select(['id', 'role', 'tier', 'status', 'public_key', 'tenant_id']).where('id', '=', input.granteeId).executeTakeFirst();
       if (!grantee || grantee.tenant_id !== me.tenant_id) throw new NotFoundError('account');
       if (grantee.tier !== 'external') throw new ConflictError(`grants are for external accounts (technician, control-centre, authority), not for a ${grantee.role}`);
@@ -1043,16 +1043,17 @@ export function createIdentityService(deps: {
 
     async listGrants(sessionToken) {
       const me = await sessionOf(sessionToken);
-      if (!me.tenant_id || !DATA_ROLES.includes(me.role as AccountRole)) throw new ForbiddenError('grants are for data users and external accounts');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'grant.list', { type: 'data', tenantId: me.tenant_id })) throw new ForbiddenError('grants are for data users and external accounts');
       const db = await deps.tenantDb(me.tenant_id);
       let q = db.selectFrom('grants').selectAll().orderBy('created_at');
-      if (me.tier === 'external') q = q.where('grantee_id', '=', me.id);
+      // Who cannot give grants sees only the grants given to it.
+      if (!isAllowed(actorOf(me), 'grant.create', { type: 'data', tenantId: me.tenant_id })) q = q.where('grantee_id', '=', me.id);
       return (await q.execute()).map(grantView);
     },
 
     async revokeGrant(sessionToken, grantId) {
       const me = await sessionOf(sessionToken);
-      if (!me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole)) throw new ForbiddenError('only a data user can revoke a grant');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'grant.revoke', { type: 'data', tenantId: me.tenant_id })) throw new ForbiddenError('only a data user can revoke a grant');
       const db = await deps.tenantDb(me.tenant_id);
       const updated = await db.updateTable('grants').set({ ended_at: nowIso(), end_reason: 'revoked' }).where('id', '=', grantId).where('ended_at', 'is', null).executeTakeFirst();
       if (Number(updated.numUpdatedRows) === 0) throw new NotFoundError('grant');
@@ -1063,7 +1064,7 @@ export function createIdentityService(deps: {
     async sendAccessLink(sessionToken, grantId, ttlMs = ACCESS_LINK_TTL_MS) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id || me.tier !== 'tenant') throw new ForbiddenError('only a data user with data access can send an access link');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'grant.create', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can send an access link');
       const db = await deps.tenantDb(me.tenant_id);
       const grant = await db.selectFrom('grants').selectAll().where('id', '=', grantId).where('ended_at', 'is', null).where('expires_at', '>', nowIso()).executeTakeFirst();
       if (!grant) throw new NotFoundError('grant');
@@ -1123,7 +1124,7 @@ export function createIdentityService(deps: {
 
     async activateDataAccess(sessionToken, code) {
       const me = await sessionOf(sessionToken);
-      if (!me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole) || !me.public_key) {
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'key.activate', { type: 'data', tenantId: me.tenant_id }) || !me.public_key) {
         throw new ForbiddenError('only a data user of a tenant (member, dpo) can be given data access');
       }
       let secret: Buffer | undefined;
@@ -1151,10 +1152,11 @@ export function createIdentityService(deps: {
     async grantDataAccess(sessionToken, accountId) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id) throw new ForbiddenError('only a data user with data access can give it to a colleague');
-      const target = await control.selectFrom('accounts').select(['id', 'role', 'status', 'public_key', 'tenant_id']).where('id', '=', accountId).executeTakeFirst();
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'key.grant', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can give it to a colleague');
+      const target = await control.selectFrom('accounts').select(['id', 'login', 'tier', 'role', 'reseller_id', 'status', 'public_key', 'tenant_id', 'language']).where('id', '=', accountId).executeTakeFirst();
       if (!target || target.tenant_id !== me.tenant_id) throw new NotFoundError('account');
-      if (!DATA_ROLES.includes(target.role as AccountRole) || target.role !== 'member' && target.role !== 'dpo') {
+      // Only who may hold the tenant secret itself gets a copy (the policy's key.activate).
+      if (!isAllowed(actorOf(target), 'key.activate', { type: 'data', tenantId: me.tenant_id })) {
         throw new ConflictError(`a ${target.role} gets no copy of the tenant secret; external accounts get grants on a scope`);
       }
       if (target.status !== 'active' || !target.public_key) throw new ConflictError('this account has not accepted its invitation yet');
