@@ -145,6 +145,7 @@ export async function openCore(
       return total;
     },
     keyDerivation: { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
+    log: opts.log,
   });
   const billing = createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) });
   transfers = createTransferService({
@@ -186,6 +187,10 @@ export async function openCore(
     masterKey: masterKey.ring,
     appliedMigrations,
     close: async () => {
+      // Queued security notices go out first, but a hanging relay does not hold the shutdown for long.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([identity.noticesSent(), new Promise<void>((resolve) => (timer = setTimeout(resolve, 5_000)))]);
+      clearTimeout(timer);
       mailer.close();
       masterKey.ring.close();
       await attempts.close();

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
-import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
+import { ACCOUNT_ROLES, authorizeData, type AccountRole } from '../access/index.js';
 import { actorOf, SESSION_COOKIE, sessionTokenOf } from '../http/auth.js';
 import { errorResponseSchema } from '../http/errors.js';
 import { streamJsonLines } from '../http/stream.js';
@@ -425,7 +425,10 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
     handler: async (request, reply) => {
       const token = tokenOf(request);
-      if (!(await identity.dataKeyOf(token))) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+      const key = await identity.dataKeyOf(token);
+      if (!key) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+      // Asked before the stream starts, so that a refusal is a 403 and not an error line after a 200.
+      authorizeData(actorOf(request), 'key.rotate', key.tenantId, 'only a data user with data access can rotate the tenant secret');
       return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, { exclude: request.body.excludeAccountIds }, (n) => line({ reencrypted: n })));
     },
   });
@@ -435,7 +438,9 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     schema: { tags: ['keys'], summary: 'Continue an interrupted rotation of the tenant secret (JSON lines with progress)', response: { 401: errorResponseSchema, 403: errorResponseSchema } },
     handler: async (request, reply) => {
       const token = tokenOf(request);
-      if (!(await identity.dataKeyOf(token))) throw new ForbiddenError('only a data user holding the new tenant secret can resume a rotation');
+      const key = await identity.dataKeyOf(token);
+      if (!key) throw new ForbiddenError('only a data user holding the new tenant secret can resume a rotation');
+      authorizeData(actorOf(request), 'key.rotate', key.tenantId, 'only a data user holding the new tenant secret can resume a rotation');
       return streamJsonLines(reply, (line) => identity.resumeRotation(token, (n) => line({ reencrypted: n })));
     },
   });

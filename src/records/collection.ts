@@ -1,5 +1,5 @@
 import type { Kysely, Migration } from 'kysely';
-import type { Actor } from '../access/index.js';
+import { authorizeData, isAllowed, type Actor } from '../access/index.js';
 import { aeadOpen, aeadSeal, blindIndex, hkdf32, normaliseForIndex, type IndexKind } from '../crypto/envelope.js';
 import { newId } from '../crypto/random.js';
 import { ledgerActor, type Ledger } from '../ledger/index.js';
@@ -132,19 +132,21 @@ export function createCollection(
   };
 
   /** The data users of the tenant (member, dpo) may write; grantees only read within their grant. */
-  const dataUser = (s: DataSession) => {
+  const dataUser = (s: DataSession, action: 'records.write' | 'records.read' = 'records.write') => {
     const a = s.actor;
-    if (a.kind !== 'tenant' || (a.role !== 'member' && a.role !== 'dpo') || a.tenantId !== s.tenantId) throw new ForbiddenError(`${spec.table} are for the data users of a tenant`);
+    authorizeData(a, action, s.tenantId, `${spec.table} are for the data users of a tenant`);
+    if (a.kind !== 'tenant') throw new ForbiddenError(`${spec.table} are for the data users of a tenant`); // narrows the type; the policy decided
     return a;
   };
   const readScope = (s: DataSession): { books: string[] | 'all'; ids: string[] | null } => {
-    if (s.actor.kind === 'external' && s.actor.tenantId === s.tenantId) {
+    if (isAllowed(s.actor, 'records.read-granted', { type: 'data', tenantId: s.tenantId })) {
       // The union of the grantee's active grants on this collection; none: the same refusal as for anyone.
       const grants = (s.grants ?? []).filter((g) => g.collection === spec.table);
       if (grants.length > 0) return { books: ['shared'], ids: grants.some((g) => g.recordIds === null) ? null : [...new Set(grants.flatMap((g) => g.recordIds ?? []))] };
     }
-    const a = dataUser(s);
-    return { books: a.role === 'dpo' || !spec.books ? 'all' : ['shared', `personal:${a.accountId}`], ids: null };
+    const a = dataUser(s, 'records.read');
+    const allBooks = isAllowed(a, 'records.read-all-books', { type: 'data', tenantId: s.tenantId });
+    return { books: allBooks || !spec.books ? 'all' : ['shared', `personal:${a.accountId}`], ids: null };
   };
   const bookOf = (s: DataSession, book: 'shared' | 'personal') => (book === 'personal' && spec.books ? `personal:${dataUser(s).accountId}` : 'shared');
 

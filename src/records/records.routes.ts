@@ -5,6 +5,7 @@ import { streamJsonLines } from '../http/stream.js';
 import type { IdentityService } from '../identity/index.js';
 import { toCsv } from '../shared/csv.js';
 import { ForbiddenError, ValidationError } from '../shared/errors.js';
+import { authorizeData } from '../access/index.js';
 import { ledgerSubjectIndex, type Collection, type DataSession, type RecordInput } from './collection.js';
 
 const errors = { 400: errorResponseSchema, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema };
@@ -159,7 +160,7 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { collections: 
     },
     handler: async (request) => {
       const s = await dataSession(request);
-      if (s.actor.kind !== 'tenant' || s.actor.role !== 'dpo') throw new ForbiddenError('the privacy centre is for the data-protection officer');
+      authorizeData(s.actor, 'privacy.search', s.tenantId, 'the privacy centre is for the data-protection officer');
       const { email, name } = request.query;
       return { subject: email !== undefined ? ledgerSubjectIndex(s.dataKey, 'email', email) : ledgerSubjectIndex(s.dataKey, 'name', name!) };
     },

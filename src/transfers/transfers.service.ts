@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pipeline as pipelineStreams, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { sql, type Kysely } from 'kysely';
-import type { Actor } from '../access/index.js';
+import { authorizeData, isAllowed, type Actor } from '../access/index.js';
 import { aeadOpen, aeadSeal, hkdf32, unwrapWithKey, wrapWithKey } from '../crypto/envelope.js';
 import { constantTimeEqual, newId, sha256Hex } from '../crypto/random.js';
 import type { IdentityService } from '../identity/index.js';
@@ -142,14 +142,15 @@ export function createTransferService(deps: {
   /** A data user of the tenant (member or DPO) acting in a session that holds the tenant's data key. */
   const sender = (s: SenderSession) => {
     const a = s.actor;
-    if (a.kind !== 'tenant' || (a.role !== 'member' && a.role !== 'dpo') || a.tenantId !== s.tenantId) throw new ForbiddenError('transfers are sent by the data users of a tenant');
+    authorizeData(a, 'transfer.send', s.tenantId, 'transfers are sent by the data users of a tenant');
+    if (a.kind !== 'tenant') throw new ForbiddenError('transfers are sent by the data users of a tenant'); // narrows the type; the policy decided
     return a;
   };
   const ownTransfer = async (s: SenderSession, id: string) => {
     const a = sender(s);
     const db = await deps.tenantDb(s.tenantId);
     const t = await db.selectFrom('transfers').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!t || t.deleted_at !== null || (t.sender_id !== a.accountId && a.role !== 'dpo')) throw new NotFoundError('transfer');
+    if (!t || t.deleted_at !== null || (t.sender_id !== a.accountId && !isAllowed(a, 'transfer.manage-any', { type: 'data', tenantId: s.tenantId }))) throw new NotFoundError('transfer');
     return { db, t, a };
   };
 
@@ -409,7 +410,7 @@ export function createTransferService(deps: {
      * for it becomes unreadable) and asks each sender of such data to approve the new key.
      */
     async putKey(actor: Actor, input: { publicKey: string; sealedPrivateKey: string; loginCheck: string }) {
-      if (!('accountId' in actor) || actor.kind === 'operator' || actor.kind === 'reseller' || actor.kind === 'installer') throw new ForbiddenError('SecuPass keys are for the people who send and receive transfers');
+      if (!('tenantId' in actor) || !isAllowed(actor, 'e2e-key.own', { type: 'data', tenantId: actor.tenantId })) throw new ForbiddenError('SecuPass keys are for the people who send and receive transfers');
       let fingerprint: string;
       try {
         fingerprint = await fingerprintOf(await decodePublicKey(input.publicKey));
@@ -622,7 +623,7 @@ export function createTransferService(deps: {
       const a = sender(s);
       const db = await deps.tenantDb(s.tenantId);
       let q = db.selectFrom('transfers').selectAll().where('deleted_at', 'is', null).orderBy('created_at', 'desc').limit(200);
-      if (a.role !== 'dpo') q = q.where('sender_id', '=', a.accountId);
+      if (!isAllowed(a, 'transfer.manage-any', { type: 'data', tenantId: s.tenantId })) q = q.where('sender_id', '=', a.accountId);
       const out: TransferView[] = [];
       for (const t of await q.execute()) out.push(await viewOf(db, await transferKeyOf(s, t), t));
       return out;
