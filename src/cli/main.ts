@@ -495,9 +495,9 @@ export function buildCli(): Command {
       );
       emit(program, t, () => {
         out(`Created tenant ${t.name} (${t.id})`);
-        out('Hand these to the customer; they are shown only now and not stored anywhere:');
-        out(`  activation key (the first data user enters it once): ${t.initialKeys.activationKey}`);
-        out(`  recovery code (restores data access if every data user lost theirs): ${t.initialKeys.recoveryCode}`);
+        out("Hand this to the customer's first data user; it is shown only now and not stored anywhere:");
+        out(`  activation key (entered once): ${t.initialKeys.activationKey}`);
+        out('The activation renews the tenant secret, so this key opens nothing afterwards; the recovery code is shown only to that data user.');
       });
     });
   tenant

@@ -18,7 +18,7 @@ export interface PlatformClient {
   setTenantPolicy(tenantId: string, policy: Partial<PasswordPolicy>): Promise<PasswordPolicy>;
   listResellers(): Promise<ResellerView[]>;
   getReseller(id: string): Promise<ResellerView>;
-  createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null }): Promise<TenantView & { initialKeys: { recoveryCode: string; activationKey: string } }>;
+  createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null }): Promise<TenantView & { initialKeys: { activationKey: string } }>;
   listTenants(): Promise<TenantView[]>;
   getTenant(id: string): Promise<TenantView>;
   suspendTenant(id: string): Promise<TenantView>;
