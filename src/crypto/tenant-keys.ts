@@ -368,6 +368,14 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
       return unwrapWithPrivateKey(wrap.wrapped, privateKey, secretContext(tenantId, wrap.secret_version));
     },
 
+    /** The accounts holding a copy of the current secret. */
+    async accountHolders(tenantId: string): Promise<string[]> {
+      const current = await store.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', tenantId).executeTakeFirst();
+      if (!current) return [];
+      const db = await store.tenantDb(tenantId);
+      return (await db.selectFrom('key_wraps').select('holder').where('kind', '=', 'account').where('secret_version', '=', current.secret_version).execute()).map((w) => w.holder);
+    },
+
     async hasAccountCopy(tenantId: string, accountId: string): Promise<boolean> {
       const db = await store.tenantDb(tenantId);
       return (await db.selectFrom('key_wraps').select('id').where('kind', '=', 'account').where('holder', '=', accountId).executeTakeFirst()) !== undefined;

@@ -934,7 +934,10 @@ export function createIdentityService(deps: {
         if (!accounts.some((a) => a.id === opts.only)) throw new NotFoundError('account');
         for (const a of accounts) if (a.id !== opts.only) excluded.add(a.id);
       }
-      const keep = accounts.filter((a) => !excluded.has(a.id)).map((a) => ({ id: a.id, publicKey: a.public_key! }));
+      // Only those who hold the secret now keep it (and a handover's owner gets it): a rotation must not
+      // hand it back to someone who lost it (an installer's seat after the handover, a reset password).
+      const holders = new Set(await deps.tenantKeys.accountHolders(tenantId));
+      const keep = accounts.filter((a) => a.id === opts.only || (!excluded.has(a.id) && holders.has(a.id))).map((a) => ({ id: a.id, publicKey: a.public_key! }));
       if (keep.length === 0) throw new ConflictError('after the rotation nobody would hold the tenant secret: keep at least one data user');
       const db = await deps.tenantDb(tenantId);
       const active = await db.selectFrom('grants').select(['id', 'grantee_id']).where('ended_at', 'is', null).where('expires_at', '>', nowIso()).execute();
