@@ -495,9 +495,9 @@ export function buildCli(): Command {
       );
       emit(program, t, () => {
         out(`Created tenant ${t.name} (${t.id})`);
-        out('Hand these to the customer; they are shown only now and not stored anywhere:');
-        out(`  activation key (the first data user enters it once): ${t.initialKeys.activationKey}`);
-        out(`  recovery code (restores data access if every data user lost theirs): ${t.initialKeys.recoveryCode}`);
+        out("Hand this to the customer's first data user; it is shown only now and not stored anywhere:");
+        out(`  activation key (entered once): ${t.initialKeys.activationKey}`);
+        out('The activation renews the tenant secret, so this key opens nothing afterwards; the recovery code is shown only to that data user.');
       });
     });
   tenant
@@ -563,19 +563,33 @@ export function buildCli(): Command {
       "installer handover (S2.3): make the customer's data user the owner. The tenant secret is renewed and wrapped for the owner alone (and active grants), every record is re-encrypted with progress, and your access ends. Remote mode, logged in as the data user who set the tenant up",
     )
     .requiredOption('--tenant <id>', 'tenant id')
-    .requiredOption('--owner <login>', "the customer's data user (login or account id) who becomes the owner")
+    .option('--owner <login>', "the customer's data user (login or account id) who becomes the owner")
+    .option('--resume', 'continue an interrupted handover or rotation: re-encrypt the records still under the old secret (logged in as a data user holding the new one, e.g. the owner)')
     .option('-y, --yes', 'do not ask for confirmation (for scripts)')
-    .action(async (opts: { tenant: string; owner: string; yes?: boolean }) => {
+    .action(async (opts: { tenant: string; owner?: string; resume?: boolean; yes?: boolean }) => {
       const global = program.opts<GlobalOptions>();
       if (!global.url || !global.token) {
         throw new DomainError('VALIDATION', 'the handover needs the tenant secret, which only a logged-in data user holds: set TRESOR_URL, run `tresor login` as the installer and set TRESOR_TOKEN');
       }
       const remote = { url: global.url, token: global.token, caFile: global.cacert };
-      const status = await callApi<{ dataAccess: boolean; colleagues: { id: string; login: string }[] }>(remote, 'GET', '/api/v1/keys/status');
+      const status = await callApi<{ dataAccess: boolean; colleagues: { id: string; login: string }[]; rotationPending?: boolean }>(remote, 'GET', '/api/v1/keys/status');
+      if (opts.resume) {
+        if (!status.dataAccess) throw new DomainError('FORBIDDEN', 'this session has no data access: log in as a data user who holds the new tenant secret (after a handover: the owner) and set TRESOR_TOKEN');
+        const resumed = await callApiLines<{ reencrypted: number }>(remote, 'POST', '/api/v1/keys/rotate/resume', {}, (line) => {
+          if (!global.json && typeof line.reencrypted === 'number') process.stderr.write(`\rre-encrypted ${line.reencrypted} records`);
+        });
+        if (!global.json) process.stderr.write('\n');
+        emit(program, { ...resumed, tenant: opts.tenant, wasPending: status.rotationPending === true }, () =>
+          out(status.rotationPending ? `Resumed: ${resumed.reencrypted} records re-encrypted; the old tenant secret opens nothing any more.` : 'No interrupted rotation: nothing to do.'),
+        );
+        return;
+      }
+      if (!opts.owner) throw new DomainError('VALIDATION', 'name the new owner with --owner <login>, or continue an interrupted handover with --resume');
       if (!status.dataAccess) throw new DomainError('FORBIDDEN', 'this session has no data access: only a data user holding the tenant secret can hand the tenant over');
-      const wanted = opts.owner.trim().toLowerCase();
+      const ownerName = opts.owner;
+      const wanted = ownerName.trim().toLowerCase();
       const owner = status.colleagues.find((c) => c.id === wanted || c.login === wanted);
-      if (!owner) throw new DomainError('NOT_FOUND', `no data user "${opts.owner}" with a key pair in this tenant: the owner must have accepted the invitation first`);
+      if (!owner) throw new DomainError('NOT_FOUND', `no data user "${ownerName}" with a key pair in this tenant: the owner must have accepted the invitation first`);
       if (!opts.yes) {
         const answer = await confirm(`Hand tenant ${opts.tenant} over to ${owner.login}? Your own access ends. Type "handover" to confirm: `);
         if (answer !== 'handover') throw new DomainError('VALIDATION', 'not confirmed; nothing was changed (use --yes in scripts)');

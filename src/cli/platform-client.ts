@@ -18,7 +18,7 @@ export interface PlatformClient {
   setTenantPolicy(tenantId: string, policy: Partial<PasswordPolicy>): Promise<PasswordPolicy>;
   listResellers(): Promise<ResellerView[]>;
   getReseller(id: string): Promise<ResellerView>;
-  createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null }): Promise<TenantView & { initialKeys: { recoveryCode: string; activationKey: string } }>;
+  createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null }): Promise<TenantView & { initialKeys: { activationKey: string } }>;
   listTenants(): Promise<TenantView[]>;
   getTenant(id: string): Promise<TenantView>;
   suspendTenant(id: string): Promise<TenantView>;
@@ -129,7 +129,7 @@ export async function callApiLines<T>(opts: RemoteOptions, method: string, path:
           if ((res.statusCode ?? 500) >= 400) {
             reject(new DomainError(((last?.code as string | undefined) ?? 'INTERNAL') as ErrorCode, (last?.message as string | undefined) ?? `server answered ${res.statusCode}`));
           } else if (typeof last?.error === 'string') {
-            reject(new DomainError('CONFLICT', `${last.error} (the work stopped; run it again, or resume with POST /api/v1/keys/rotate/resume)`));
+            reject(new DomainError('CONFLICT', `${last.error} (the work stopped: continue it with 'tresor tenant handover --tenant <id> --resume' or POST /api/v1/keys/rotate/resume, as a data user holding the new secret)`));
           } else resolve(last as T);
         });
       },

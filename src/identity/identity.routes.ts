@@ -385,6 +385,8 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
             waiting: { type: 'array', items: accountBrief, description: 'data users of the tenant still without data access' },
             colleagues: { type: 'array', items: accountBrief, description: 'every data user of the tenant with a key pair (possible handover owners)' },
             externals: { type: 'array', items: accountBrief, description: 'external accounts that can be given a grant' },
+            recoveryCodePending: { type: 'boolean', description: 'a recovery code waits for this data user: POST /api/v1/keys/recovery-code shows it once' },
+            rotationPending: { type: 'boolean', description: 'a rotation of the tenant secret stopped before every record was re-encrypted: POST /api/v1/keys/rotate/resume' },
           },
           required: ['dataAccess', 'waiting', 'colleagues', 'externals'],
         },
@@ -412,6 +414,22 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       await identity.activateDataAccess(tokenOf(request), request.body);
       return reply.status(204).send();
     },
+  });
+
+  app.post('/api/v1/keys/recovery-code', {
+    ...secured,
+    schema: {
+      tags: ['keys'],
+      summary:
+        "The tenant's recovery code, shown once to the data user it is owed to (after their first activation, a rotation they ran, or as the owner after a handover); keep it offline",
+      response: {
+        200: { type: 'object', properties: { recoveryCode: { type: 'string' } }, required: ['recoveryCode'] },
+        401: errorResponseSchema,
+        403: errorResponseSchema,
+        404: errorResponseSchema,
+      },
+    },
+    handler: async (request) => identity.takeRecoveryCode(tokenOf(request)),
   });
 
   app.post<{ Body: { excludeAccountIds?: string[] } }>('/api/v1/keys/rotate', {

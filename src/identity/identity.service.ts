@@ -3,6 +3,7 @@ import { ledgerActor, type JsonValue, type Ledger, type LedgerEvent } from '../l
 import { newId, randomPassword, randomToken, sha256Hex } from '../crypto/random.js';
 import {
   ConflictError,
+  DomainError,
   ForbiddenError,
   NotFoundError,
   SessionLockedError,
@@ -133,6 +134,11 @@ export interface IdentityService {
   rotateTenantSecret(sessionToken: string, opts: { exclude?: string[] | undefined; only?: string | undefined; reason?: 'handover' | 'rotation' }, progress: (done: number) => void): Promise<{ version: number; reencrypted: number; keptAccounts: number; excluded: number }>;
   /** Continues an interrupted rotation (any data user holding the new secret). */
   resumeRotation(sessionToken: string, progress: (done: number) => void): Promise<{ reencrypted: number }>;
+  /**
+   * The tenant's recovery code, once, for the data user who is owed it: after their first activation, a
+   * rotation they ran, or as the owner after a handover. Nobody on the administrating side ever gets it.
+   */
+  takeRecoveryCode(sessionToken: string): Promise<{ recoveryCode: string }>;
   /** A data user grants an external account read access to a collection (or chosen records of it) until `expiresAt`. */
   createGrant(sessionToken: string, input: { granteeId: string; collection?: string | undefined; recordIds?: string[] | undefined; expiresAt: string }): Promise<GrantView>;
   /** Grants of the caller's tenant (data users), or the caller's own (external accounts). */
@@ -157,7 +163,7 @@ export interface IdentityService {
    * waiting for it, every data user of the tenant (a handover's possible owners) and the external accounts
    * that can be given a grant.
    */
-  dataAccessStatus(sessionToken: string): Promise<{ dataAccess: boolean; waiting: AccountBrief[]; colleagues: AccountBrief[]; externals: AccountBrief[] }>;
+  dataAccessStatus(sessionToken: string): Promise<{ dataAccess: boolean; waiting: AccountBrief[]; colleagues: AccountBrief[]; externals: AccountBrief[]; recoveryCodePending?: boolean; rotationPending?: boolean }>;
   /** Login name, language and tier of an account (for other modules' mails and checks). */
   accountInfo(accountId: string): Promise<{ id: string; login: string; language: 'de' | 'en' | null; tier: string; status: string } | undefined>;
   /** The active account whose login is this e-mail address. */
@@ -966,7 +972,10 @@ export function createIdentityService(deps: {
         if (!accounts.some((a) => a.id === opts.only)) throw new NotFoundError('account');
         for (const a of accounts) if (a.id !== opts.only) excluded.add(a.id);
       }
-      const keep = accounts.filter((a) => !excluded.has(a.id)).map((a) => ({ id: a.id, publicKey: a.public_key! }));
+      // Only those who hold the secret now keep it (and a handover's owner gets it): a rotation must not
+      // hand it back to someone who lost it (an installer's seat after the handover, a reset password).
+      const holders = new Set(await deps.tenantKeys.accountHolders(tenantId));
+      const keep = accounts.filter((a) => a.id === opts.only || (!excluded.has(a.id) && holders.has(a.id))).map((a) => ({ id: a.id, publicKey: a.public_key! }));
       if (keep.length === 0) throw new ConflictError('after the rotation nobody would hold the tenant secret: keep at least one data user');
       const db = await deps.tenantDb(tenantId);
       const active = await db.selectFrom('grants').select(['id', 'grantee_id']).where('ended_at', 'is', null).where('expires_at', '>', nowIso()).execute();
@@ -975,7 +984,10 @@ export function createIdentityService(deps: {
         const key = grantees.find((a) => a.id === g.grantee_id)?.public_key;
         return key ? [{ id: g.id, publicKey: key }] : [];
       });
-      const rotated = await deps.tenantKeys.rotate(tenantId, secret, { by: me.id, keep, grants });
+      // The new recovery code is owed to the caller if they keep access, else to the owner (handover) or
+      // to every kept data user; it is shown once, in their own session (takeRecoveryCode).
+      const recoveryFor = !excluded.has(me.id) ? [me.id] : opts.only !== undefined ? [opts.only] : keep.map((a) => a.id);
+      const rotated = await deps.tenantKeys.rotate(tenantId, secret, { by: me.id, keep, grants, recoveryFor });
       await record(tenantId, {
         actor: ledgerActor(actorOf(me)),
         action: opts.reason === 'handover' ? 'tenant.handover' : 'key.rotate-tenant-secret',
@@ -1001,7 +1013,21 @@ export function createIdentityService(deps: {
       if (!from) return { reencrypted: 0 };
       const reencrypted = (await deps.reencryptRecords?.(key.tenantId, from, { dataKey: key.dataKey, version: key.keyVersion }, progress)) ?? 0;
       await deps.tenantKeys.finishRotation(key.tenantId);
+      const me = await sessionOf(sessionToken);
+      await record(key.tenantId, { actor: ledgerActor(actorOf(me)), action: 'key.rotation-finished', resource: { type: 'tenant', id: key.tenantId }, outcome: 'success', details: { reencrypted, resumed: true } });
       return { reencrypted };
+    },
+
+    async takeRecoveryCode(sessionToken) {
+      const me = await sessionOf(sessionToken);
+      const secret = secretOfSession(sessionToken, me);
+      if (!secret || !me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole)) {
+        throw new ForbiddenError('only a data user with data access can see a recovery code owed to them');
+      }
+      const recoveryCode = await deps.tenantKeys.takeRecoveryCode(me.tenant_id, me.id, secret);
+      if (!recoveryCode) throw new DomainError('NOT_FOUND', 'no recovery code is waiting for you: it is shown once, to the data user who activated or renewed the tenant secret; for a new one, rotate the secret (POST /api/v1/keys/rotate)');
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'key.recovery-code.show', resource: { type: 'account', id: me.id }, outcome: 'success' });
+      return { recoveryCode };
     },
 
     async createGrant(sessionToken, input) {
@@ -1129,7 +1155,7 @@ export function createIdentityService(deps: {
       }
       let secret: Buffer | undefined;
       if (code.activationKey) {
-        secret = /^[A-Za-z0-9_-]{43}$/.test(code.activationKey) ? await deps.tenantKeys.redeemActivation(me.tenant_id, code.activationKey) : undefined;
+        secret = /^[A-Za-z0-9_-]{43}$/.test(code.activationKey) ? await deps.tenantKeys.openActivation(me.tenant_id, code.activationKey) : undefined;
       } else if (code.recoveryCode) {
         const parsed = parseRecoveryCode(code.recoveryCode);
         secret = parsed && (await deps.tenantKeys.checkSecret(me.tenant_id, parsed)) ? parsed : undefined;
@@ -1138,7 +1164,18 @@ export function createIdentityService(deps: {
         await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'key.activate', resource: { type: 'tenant', id: me.tenant_id }, outcome: 'denied' });
         throw new OneTimeKeyError();
       }
-      await deps.tenantKeys.wrapForAccount(me.tenant_id, secret, { id: me.id, publicKey: me.public_key }, me.id);
+      if (code.activationKey) {
+        // B.1: whoever created the tenant saw the activation key, and with a database copy it opens the
+        // secret behind it. So that secret is replaced now, before any data exists under it: the new one is
+        // wrapped for this data user alone, and its recovery code is owed to them (shown once). The rotation
+        // deletes the activation copy; of two activations at once, the second fails (ConflictError).
+        const rotated = await deps.tenantKeys.rotate(me.tenant_id, secret, { by: me.id, keep: [{ id: me.id, publicKey: me.public_key }], grants: [], recoveryFor: [me.id] });
+        await deps.reencryptRecords?.(me.tenant_id, rotated.from, rotated.to, () => undefined);
+        await deps.tenantKeys.finishRotation(me.tenant_id);
+        secret = rotated.secret;
+      } else {
+        await deps.tenantKeys.wrapForAccount(me.tenant_id, secret, { id: me.id, publicKey: me.public_key }, me.id);
+      }
       await control.updateTable('sessions').set({ sealed_tenant_secret: sealForSession(sessionToken, secret) }).where('id_hash', '=', me.idHash).execute();
       await record(me.tenant_id, {
         actor: ledgerActor(actorOf(me)),
@@ -1170,6 +1207,8 @@ export function createIdentityService(deps: {
       // A grantee's copy is worth something only while one of its grants is active.
       if (dataAccess && me.tier === 'external' && me.tenant_id) dataAccess = (await activeGrantsOf(me.tenant_id, me.id)).length > 0;
       if (!me.tenant_id || !dataAccess || me.tier !== 'tenant') return { dataAccess, waiting: [], colleagues: [], externals: [] };
+      const recoveryCodePending = await deps.tenantKeys.owesRecoveryCode(me.tenant_id, me.id);
+      const rotationPending = await deps.tenantKeys.rotationPending(me.tenant_id);
       const candidates = await control
         .selectFrom('accounts')
         .select(['id', 'login', 'role', 'tier'])
@@ -1183,7 +1222,7 @@ export function createIdentityService(deps: {
       const colleagues = candidates.filter((c) => c.tier === 'tenant').map(brief);
       const waiting = [];
       for (const c of colleagues) if (!(await deps.tenantKeys.hasAccountCopy(me.tenant_id, c.id))) waiting.push(c);
-      return { dataAccess, waiting, colleagues, externals: candidates.filter((c) => c.tier === 'external').map(brief) };
+      return { dataAccess, waiting, colleagues, externals: candidates.filter((c) => c.tier === 'external').map(brief), recoveryCodePending, rotationPending };
     },
 
     async accountInfo(accountId) {

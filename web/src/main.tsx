@@ -4,6 +4,7 @@ import { api, ApiError, onApiError, setRequestToken, whoAmI, type Me } from './a
 import { formatTime, initialLanguage, rememberLanguage, translate, type Language, type TextKey } from './i18n.js';
 import { checkpointRoot, verifyInclusion } from './proof.js';
 import { GrantsPage } from './grants.js';
+import { RecoveryCodeNotice } from './keys.js';
 import { CONTACTS, JOBS, RecordsPage } from './records.js';
 import { UsersPage } from './users.js';
 import { SecuPassPage } from './secupass.js';
@@ -326,6 +327,7 @@ function KeyPasswordPage(props: { t: T; kind: 'invite' | 'reset' }) {
   return (
     <Page title={t(props.kind === 'invite' ? 'invite.title' : 'reset.title')}>
       {info ? <p>{t('invite.for', info)}</p> : null}
+      {props.kind === 'reset' ? <p class="notice">{t('reset.dataAccess')}</p> : null}
       {done ? (
         <p role="status">
           {t(props.kind === 'invite' ? 'invite.done' : 'reset.done')}{' '}
@@ -732,7 +734,10 @@ function App() {
           </button>
         ) : null}
       </header>
-      <main id="main">{content}</main>
+      <main id="main">
+        {me && me !== 'loading' && me.pending.length === 0 && isDataUser(me) ? <RecoveryCodeNotice t={t} path={path} /> : null}
+        {content}
+      </main>
     </>
   );
 }

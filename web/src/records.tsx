@@ -95,6 +95,7 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
     setError(undefined);
     try {
       await api('POST', '/api/v1/keys/activate', activation.activationKey ? { activationKey: activation.activationKey.trim() } : { recoveryCode: activation.recoveryCode.trim() });
+      window.dispatchEvent(new Event('tresor:keys-changed')); // the recovery code notice (keys.tsx)
       await load();
     } catch (e) {
       setError(e instanceof ApiError && e.status === 401 ? t('invite.invalid') : messageOf(e));
