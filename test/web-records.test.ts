@@ -162,10 +162,21 @@ describe('address book and jobs pages in Chromium', () => {
       await only({ name: 'Nicht gespeichert' }, []);
       await screenshot(page, `records-contacts-edit-${language}`);
 
-      // Delete.
+      // Delete, in a second session of the same member while the first one edits the record: saving then
+      // says the entry is gone instead of failing silently, and the list is reloaded without it.
       await only({ name: bernd.name }, [bernd.name]);
-      await page.getByRole('button', { name: `${t('contacts.delete')}: ${bernd.name}` }).click();
+      await page.getByRole('button', { name: `${t('records.edit')}: ${bernd.name}` }).click();
+      await edit.getByLabel(t('contacts.notes'), { exact: true }).fill('zu spät');
+      const other = await open(language);
+      await login(other.page, language);
+      await other.page.getByRole('button', { name: `${t('contacts.delete')}: ${bernd.name}` }).click();
+      await other.page.getByRole('cell', { name: bernd.name, exact: true }).waitFor({ state: 'detached' });
+      expect(await other.problems()).toEqual([]);
+      await other.page.context().close();
+      await edit.getByRole('button', { name: t('records.save') }).click();
+      await page.getByRole('alert').filter({ hasText: t('records.gone') }).waitFor();
       await page.getByRole('cell', { name: bernd.name, exact: true }).waitFor({ state: 'detached' });
+      await edit.waitFor({ state: 'detached' });
       await only({ email: bernd.email }, []);
 
       // Import: the progress bar fills, each bad line is named with what to fix, the good ones arrive.
@@ -248,9 +259,17 @@ describe('address book and jobs pages in Chromium', () => {
       expect(updated).toMatchObject({ window_start: '2026-12-01T08:00:00.000Z', window_end: '2026-12-01T10:30:00.000Z', notes: 'Hund im Haus', address: first.address });
       await screenshot(page, `records-jobs-edit-${language}`);
 
-      // Delete.
+      // Delete, in a second session first: the page still showing the job then says it is gone.
       await only({ customer_name: second.customer_name }, [second.customer_name]);
+      const other = await open(language);
+      await login(other.page, language);
+      await other.page.getByRole('link', { name: t('nav.jobs') }).click();
+      await other.page.getByRole('button', { name: `${t('contacts.delete')}: ${second.customer_name}` }).click();
+      await other.page.getByRole('cell', { name: second.customer_name, exact: true }).waitFor({ state: 'detached' });
+      expect(await other.problems()).toEqual([]);
+      await other.page.context().close();
       await page.getByRole('button', { name: `${t('contacts.delete')}: ${second.customer_name}` }).click();
+      await page.getByRole('alert').filter({ hasText: t('records.gone') }).waitFor();
       await page.getByRole('cell', { name: second.customer_name, exact: true }).waitFor({ state: 'detached' });
       await only({ asset_id: second.asset_id }, []);
 

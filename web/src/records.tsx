@@ -135,11 +135,19 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
       setError(messageOf(e));
     }
   };
+  /** Runs a change, reloads the list, then shows what went wrong (load() clears the error it finds). */
+  const thenReload = async (change: Promise<unknown>) => {
+    const failed = await change.then(
+      () => undefined,
+      (e: unknown) => (e instanceof ApiError && e.status === 404 ? t('records.gone') : messageOf(e)),
+    );
+    await load();
+    if (failed) setError(failed);
+  };
   const remove = async (id: string) => {
     setNotice(undefined);
-    await api('DELETE', `/api/v1/${c.path}/${id}`).catch((e) => setError(messageOf(e)));
     if (editing?.id === id) setEditing(undefined);
-    await load();
+    await thenReload(api('DELETE', `/api/v1/${c.path}/${id}`));
   };
   const startEdit = (r: RecordRow) => {
     setError(undefined);
@@ -162,14 +170,13 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) {
         setEditing(undefined);
+        await load(); // clears the error: say what happened after it
         setError(t('records.gone'));
-        await load();
       } else setError(messageOf(e));
     }
   };
   const grant = async (accountId: string) => {
-    await api('POST', '/api/v1/keys/grant', { accountId }).catch((e) => setError(messageOf(e)));
-    await load();
+    await thenReload(api('POST', '/api/v1/keys/grant', { accountId }));
   };
 
   /** Uploads the file and reads the JSON lines the server streams back: progress, then the result. */
