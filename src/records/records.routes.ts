@@ -122,6 +122,38 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { collections: 
       },
     });
 
+    const planSchema = {
+      type: 'object',
+      properties: {
+        collection: { type: 'string' },
+        expectedRows: { type: 'integer' },
+        nextBits: { type: 'integer' },
+        built: { type: 'array', items: { type: 'object', properties: { keyVersion: { type: 'integer' }, bits: { type: 'integer' } }, required: ['keyVersion', 'bits'] } },
+      },
+      required: ['collection', 'expectedRows', 'nextBits'],
+    };
+    app.get(`/api/v1/${path}/index-plan`, {
+      ...secured,
+      schema: { tags, summary: `The blind-index plan of ${path}: expected row count, the index length it gives, and the length each key version was built with (docs/keys.md)`, response: { 200: planSchema, ...errors } },
+      handler: async (request) => {
+        const actor = actorOf(request);
+        return collection.indexPlan(actor, 'tenantId' in actor ? actor.tenantId : '');
+      },
+    });
+    app.put<{ Body: { expectedRows: number } }>(`/api/v1/${path}/index-plan`, {
+      ...secured,
+      schema: {
+        tags,
+        summary: `Set how many records ${path} is expected to hold (tenant admin or data user); the next rotation of the tenant secret re-indexes with the length it gives`,
+        body: { type: 'object', additionalProperties: false, properties: { expectedRows: { type: 'integer' } }, required: ['expectedRows'] },
+        response: { 200: planSchema, ...errors },
+      },
+      handler: async (request) => {
+        const actor = actorOf(request);
+        return collection.setExpectedRows(actor, 'tenantId' in actor ? actor.tenantId : '', request.body.expectedRows);
+      },
+    });
+
     app.get<{ Params: { id: string } }>(`/api/v1/${path}/:id`, {
       ...secured,
       schema: { tags, summary: `One record of ${path}`, params: byId, response: { 200: recordSchema, ...errors } },
