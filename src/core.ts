@@ -147,7 +147,21 @@ export async function openCore(
     keyDerivation: { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
     log: opts.log,
   });
-  const billing = createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) });
+  const billing = createBillingMeter({
+    tenantLedger: (tenantId) => ledgers.tenant(tenantId),
+    // Rows are counted, not read: no key needed.
+    recordsStored: async (tenantId) => {
+      const db = (await tenantDbOf(tenantId)) as unknown as Kysely<Record<string, { id: string }>>;
+      let stored = 0;
+      for (const { spec } of Object.values(collections)) {
+        const row = await db.selectFrom(spec.table).select((eb) => eb.fn.countAll<number | string>().as('n')).executeTakeFirst();
+        stored += Number(row?.n ?? 0);
+      }
+      return stored;
+    },
+    tenantIds: async () => (await storage.control.selectFrom('tenants').select('id').execute()).map((t) => t.id),
+    clock,
+  });
   transfers = createTransferService({
     control: storage.control as unknown as Kysely<TransferControlSchema>,
     tenantDb: async (tenantId) => (await tenantDbOf(tenantId)) as unknown as Kysely<TransferSchema>,

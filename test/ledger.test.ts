@@ -2,16 +2,18 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../src/access/index.js';
 import { ensureFirstOperator, openCore, type Core } from '../src/core.js';
 import { loadConfig } from '../src/config/index.js';
 import type { DataSession } from '../src/records/index.js';
 import { buildApp } from '../src/http/app.js';
+import { startServer, type RunningServer } from '../src/http/server.js';
+import { encryptBytes, randomFileKey, toBase64Url } from '../src/shared-e2e/index.js';
 import { billingReport, leafHash, MerkleAccumulator, standaloneVerifier, toCsv, type Ledger, type LedgerEvent } from '../src/ledger/index.js';
 import type { LedgerSchema } from '../src/ledger/ledger.migrations.js';
-import { tresor } from './cli-process.js';
-import { bearerLogin, engines, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
+import { freePort, tresor, tresorAsync } from './cli-process.js';
+import { bearerLogin, engines, GOOD_PASSWORD, mailedKey, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
 
 const system: Actor = { kind: 'system', name: 'cli' };
 const event = (i: number): LedgerEvent => ({
@@ -59,6 +61,11 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     const actions = await core!.storage.control.selectFrom('ledger_entries').select(['action', 'outcome', 'resource']).execute();
     expect(actions).toEqual(expect.arrayContaining([{ action: 'tenant.create', outcome: 'success', resource: `tenant:${tenant.id}` }]));
     expect((await core!.ledgers.platform.verify()).ok).toBe(true);
+    // The newest entries, in ledger order, straight from the database (ORDER BY seq DESC LIMIT n).
+    expect((await ledger.query({ limit: 5 }, undefined, { newest: true })).map((e) => e.seq)).toEqual([15, 16, 17, 18, 19]);
+    const byActor = (await ledger.query({ actor: 'account-1' })).map((e) => e.seq);
+    expect(byActor.length).toBeGreaterThan(3);
+    expect((await ledger.query({ limit: 3, actor: 'account-1' }, undefined, { newest: true })).map((e) => e.seq)).toEqual(byActor.slice(-3));
   });
 
   it('detects a changed entry', async () => {
@@ -286,6 +293,9 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     expect(byActor.entries[0]!.payload).toMatchObject({ source: '192.0.2.10' });
     await expect(ledger.export({ actor: "x' or 1=1 --" })).rejects.toMatchObject({ code: 'VALIDATION' });
     await expect(ledger.export({ subject: '%' })).rejects.toMatchObject({ code: 'VALIDATION' });
+    // '_' is no wildcard: account_1 is not account-1, and bidx_0003 is not bidx-0003.
+    expect((await ledger.export({ actor: 'account_1' })).entries).toEqual([]);
+    expect((await ledger.export({ subject: 'bidx_0003' })).entries.map((e) => e.action)).toEqual(['ledger.export']);
 
     const out = join(t!.dir, 'export.csv');
     const cli = tresor(['ledger', 'export', '--tenant', tenant.id, '--subject', 'bidx-0003', '--format', 'csv', '--out', out], { cwd: t!.dir, env: t!.env });
@@ -311,10 +321,199 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     const month = new Date().toISOString().slice(0, 7);
     const report = await billingReport(ledger, month);
     expect(report.totals.apiCalls).toBe(3);
-    expect(report.totals.bytesTransferred).toBeGreaterThan(0);
+    expect(report.totals.bytesTransferred).toBe(0); // bytes are a transfer's payload, counted by the transfer service
     const cli = tresor(['--json', 'billing', 'report', '--tenant', tenant.id, '--month', month], { cwd: t!.dir, env: t!.env });
     expect(cli.code, cli.stderr).toBe(0);
     expect(JSON.parse(cli.stdout)).toMatchObject({ tenantId: tenant.id, events: 1, totals: { apiCalls: 3 } });
     expect(tresor(['billing', 'report', '--tenant', tenant.id, '--month', '2026-13'], { cwd: t!.dir, env: t!.env }).code).toBe(6);
+  });
+});
+
+/**
+ * The ledger through a real `tresor serve` (TLS, scheduler running) with a tenant's own data users: what
+ * their calls are billed, the DPO's Art. 15 export by e-mail address and by name (HTTP and the CLI in
+ * remote mode), and that every read of a person's data, lists and exports included, names that person.
+ */
+describe.each(engines)('ledger with a tenant and its data users, over TLS (%s)', (engine) => {
+  let t: TestEnv;
+  let server: RunningServer;
+  let tenantId = '';
+  const printed: string[] = [];
+  const tokens: Record<string, string> = {};
+  const PERSON = { name: 'Henrike Vogelsang-Apitz', email: 'h.vogelsang@beispiel-patient.test', phone: '+49 30 1234567' };
+  const call = (who: string, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: object | Buffer | string, headers: Record<string, string> = {}) =>
+    server.app.inject({ method, url, headers: { authorization: `Bearer ${tokens[who]}`, ...headers }, ...(payload ? { payload } : {}) });
+  const outbox = () => server.core.config.mail.outbox_dir;
+  const invite = async (who: string, email: string, role: string) => {
+    expect((await call(who, 'POST', '/api/v1/accounts', { email, role, tenantId })).statusCode).toBe(201);
+    const accepted = await server.app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(outbox(), email), newPassword: GOOD_PASSWORD } });
+    expect(accepted.statusCode, accepted.body).toBe(204);
+    return bearerLogin(server.app, email, GOOD_PASSWORD);
+  };
+  const tenantLedger = () => server.core.ledgers.tenant(tenantId);
+  const month = () => new Date().toISOString().slice(0, 7);
+
+  beforeAll(async () => {
+    t = makeTestEnv(engine, { TRESOR_SERVER_PORT: String(await freePort()), TRESOR_METRICS_ENABLED: 'false' });
+    server = await startServer(t.config, silentLog, (line) => printed.push(line));
+    const password = /password: (\S+)/.exec(printed.join('\n'))![1]!;
+    tokens.operator = await bearerLogin(server.app, 'operator', password);
+    const created = await call('operator', 'POST', '/api/v1/tenants', { name: 'Praxis Vogelsang' });
+    expect(created.statusCode).toBe(201);
+    const { id, initialKeys } = created.json<{ id: string; initialKeys: { activationKey: string } }>();
+    tenantId = id;
+    tokens.admin = await invite('operator', 'admin@vogelsang.test', 'admin');
+    tokens.anna = await invite('admin', 'anna@vogelsang.test', 'member');
+    tokens.dpo = await invite('admin', 'dpo@vogelsang.test', 'dpo');
+    expect((await call('anna', 'POST', '/api/v1/keys/activate', { activationKey: initialKeys.activationKey })).statusCode).toBe(204);
+    const dpoId = (await call('anna', 'GET', '/api/v1/keys/status')).json<{ waiting: { id: string }[] }>().waiting[0]!.id;
+    expect((await call('anna', 'POST', '/api/v1/keys/grant', { accountId: dpoId })).statusCode).toBe(204);
+    tokens.dpo = await bearerLogin(server.app, 'dpo@vogelsang.test', GOOD_PASSWORD); // a new session holds the key
+  }, 60_000);
+  afterAll(async () => {
+    await server?.stop();
+    await t?.cleanup();
+  });
+
+  it("bills a tenant's own data users' calls, the bytes of its transfers and the records it stores", async () => {
+    await server.core.billing.flush();
+    const before = await billingReport(await tenantLedger(), month());
+    let calls = 0;
+    const billed = async (res: ReturnType<typeof call>, status: number) => {
+      const answered = await res;
+      expect(answered.statusCode, answered.body).toBe(status);
+      calls++;
+      return answered;
+    };
+    await billed(call('anna', 'POST', '/api/v1/contacts', PERSON), 201);
+    await billed(call('anna', 'POST', '/api/v1/contacts', { name: 'Zweiter Kontakt', email: 'zwei@beispiel-patient.test' }), 201);
+    await billed(call('anna', 'GET', '/api/v1/contacts'), 200);
+    await billed(call('dpo', 'GET', '/api/v1/ledger/entries?limit=5'), 200);
+    await billed(call('admin', 'GET', `/api/v1/tenants/${tenantId}`), 200);
+    expect((await call('anna', 'GET', '/api/v1/ledger/entries')).statusCode).toBe(403); // refused: not billed
+    // A transfer: its payload bytes are billed once (not again as the HTTP body that carried them).
+    const fileKey = randomFileKey();
+    const plain = Buffer.from('Befundbericht '.repeat(5000));
+    const made = await billed(
+      call('anna', 'POST', '/api/v1/transfers', {
+        subject: 'Befund',
+        level: 1,
+        expiresAt: new Date(Date.now() + 2 * 86_400_000).toISOString(),
+        recipients: ['empfang@beispiel-patient.test'],
+        files: [{ name: 'befund.txt', size: plain.length, fileKey: toBase64Url(fileKey) }],
+      }),
+      201,
+    );
+    const c = made.json<{ id: string; files: { id: string }[] }>();
+    const cipher = Buffer.from(await encryptBytes(fileKey, `transfer:${c.id}/file:${c.files[0]!.id}`, plain));
+    await billed(call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=0`, cipher, { 'content-type': 'application/octet-stream' }), 200);
+    expect(await server.core.billing.flush()).toBeGreaterThanOrEqual(1);
+    const after = await billingReport(await tenantLedger(), month());
+    expect(after.totals.apiCalls - before.totals.apiCalls).toBe(calls);
+    expect(after.totals.bytesTransferred - before.totals.bytesTransferred).toBe(cipher.length);
+    expect(after.totals.recordsStored).toBe(2);
+    // The CLI reads the same figures from the ledger.
+    const cli = tresor(['--json', 'billing', 'report', '--tenant', tenantId, '--month', month()], { cwd: t.dir, env: t.env });
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(JSON.parse(cli.stdout)).toMatchObject({ tenantId, totals: after.totals });
+  });
+
+  it('names every data subject of a list, a search and an export in the ledger, in bounded entries', async () => {
+    const rows = ['name,email', ...Array.from({ length: 30 }, (_, i) => `Person ${i},person${i}@beispiel-patient.test`)].join('\r\n');
+    expect((await call('anna', 'POST', '/api/v1/contacts/import', rows, { 'content-type': 'text/csv' })).statusCode).toBe(200);
+    const ledger = await tenantLedger();
+    const from = (await ledger.head()).treeSize;
+    expect((await call('anna', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(32);
+    expect((await call('anna', 'GET', `/api/v1/contacts?phone=${encodeURIComponent('0049 30 123 4567')}`)).json<unknown[]>()).toHaveLength(1);
+    expect((await call('anna', 'GET', '/api/v1/contacts/export?format=json')).statusCode).toBe(200);
+    const written = (await ledger.query({ action: 'record.' })).filter((e) => e.seq >= from);
+    const list = written.filter((e) => e.action === 'record.list');
+    // 32 contacts with a name and an e-mail address: 64 subjects, 15 to an entry.
+    expect(list).toHaveLength(Math.ceil(64 / 15));
+    expect(written.filter((e) => e.action === 'record.export')).toHaveLength(Math.ceil(64 / 15));
+    expect(written.every((e) => e.resource.length <= 512)).toBe(true);
+    expect(list.map((e) => (e.payload as { details: { part: number; parts: number } }).details)).toEqual(list.map((_, i) => expect.objectContaining({ part: i + 1, parts: list.length, results: 32 })));
+    const subjects = list.flatMap((e) => e.resource.split('#bidx=')[1]!.split(','));
+    expect(new Set(subjects).size).toBe(64);
+    // The search by phone found the person: the entry names her by both pseudonyms.
+    const { subject: byEmail } = (await call('dpo', 'GET', `/api/v1/privacy/subject-index?email=${encodeURIComponent(PERSON.email)}`)).json<{ subject: string }>();
+    const { subject: byName } = (await call('dpo', 'GET', `/api/v1/privacy/subject-index?name=${encodeURIComponent(PERSON.name)}`)).json<{ subject: string }>();
+    const search = written.find((e) => e.action === 'record.search')!;
+    expect(search.resource).toContain(byEmail);
+    expect(search.resource).toContain(byName);
+    expect(JSON.stringify(written)).not.toContain(PERSON.email);
+    expect((await ledger.verify()).ok).toBe(true);
+  });
+
+  it("exports the entries about one person for the DPO by e-mail address and by name (Art. 15), with the covering checkpoint", async () => {
+    const byEmail = await call('dpo', 'GET', `/api/v1/ledger/export?email=${encodeURIComponent(PERSON.email.toUpperCase())}`);
+    expect(byEmail.statusCode, byEmail.body).toBe(200);
+    const body = byEmail.json<{ checkpoint: string; publicKey: string; filter: { subject: string[] }; entries: { seq: number; action: string; resource: string; entry: string }[] }>();
+    const actions = body.entries.map((e) => e.action);
+    // Her creation, the list and the search that returned her, the export of the address book, and this export.
+    for (const action of ['record.create', 'record.list', 'record.search', 'record.export']) expect(actions).toContain(action);
+    expect(actions.at(-1)).toBe('ledger.export');
+    expect(byEmail.body).not.toContain(PERSON.email);
+    expect(byEmail.body).not.toContain(PERSON.email.toUpperCase());
+    expect(standaloneVerifier.verifyCheckpoint(body.checkpoint, body.publicKey).valid).toBe(true);
+    const size = Number(body.checkpoint.split('\n')[1]);
+    expect(body.entries.every((e) => e.seq < size)).toBe(true);
+    // Another person's entries are not in it.
+    const other = (await call('dpo', 'GET', `/api/v1/privacy/subject-index?email=${encodeURIComponent('zwei@beispiel-patient.test')}`)).json<{ subject: string }>().subject;
+    expect(body.entries.filter((e) => e.action === 'record.create').every((e) => !e.resource.includes(other))).toBe(true);
+
+    const byName = await call('dpo', 'GET', `/api/v1/ledger/export?format=csv&name=${encodeURIComponent('  henrike VOGELSANG-apitz ')}`);
+    expect(byName.statusCode, byName.body).toBe(200);
+    expect(byName.headers['content-type']).toMatch(/^text\/csv/);
+    const csv = byName.body.trim().split('\r\n');
+    expect(csv[0]).toBe('seq,time,actor,action,resource,outcome,payload,entry');
+    expect(csv.some((line) => line.includes(',record.create,'))).toBe(true);
+    expect(byName.body).not.toContain('Vogelsang');
+    const checkpoint = Buffer.from(String(byName.headers['x-tresor-checkpoint']), 'base64').toString('utf8');
+    expect(standaloneVerifier.verifyCheckpoint(checkpoint, body.publicKey).valid).toBe(true);
+    // The export is in the ledger, naming the person by pseudonym only.
+    const recorded = (await (await tenantLedger()).query({ action: 'ledger.export' })).at(-1)!;
+    expect(recorded.actor).toMatch(/^tenant:dpo:/);
+    expect(JSON.stringify(recorded)).not.toMatch(/vogelsang/i);
+  });
+
+  it('refuses the export to everyone but the DPO (tenant ledger) and the operator (platform ledger)', async () => {
+    for (const who of ['anna', 'admin']) expect((await call(who, 'GET', '/api/v1/ledger/export')).statusCode, who).toBe(403);
+    expect((await call('anna', 'GET', `/api/v1/ledger/export?email=${encodeURIComponent(PERSON.email)}`)).statusCode).toBe(403);
+    expect([403, 404]).toContain((await call('operator', 'GET', `/api/v1/ledger/export?tenantId=${tenantId}`)).statusCode);
+    expect((await call('operator', 'GET', `/api/v1/ledger/export?email=${encodeURIComponent(PERSON.email)}`)).statusCode).toBe(403); // no data key
+    const platform = await call('operator', 'GET', '/api/v1/ledger/export?action=tenant.');
+    expect(platform.statusCode).toBe(200);
+    expect(platform.json<{ entries: { action: string }[] }>().entries.map((e) => e.action)).toContain('tenant.create');
+    expect((await call('dpo', 'GET', '/api/v1/ledger/export?tenantId=00000000-0000-4000-8000-000000000000')).statusCode).toBe(404);
+    const both = await call('dpo', 'GET', `/api/v1/ledger/export?subject=abcdefgh12&email=${encodeURIComponent(PERSON.email)}`);
+    expect(both.statusCode).toBe(400);
+    expect(both.json<{ message: string }>().message).toMatch(/either as subject/);
+    expect((await call('dpo', 'GET', "/api/v1/ledger/export?actor=x'%20or%201=1")).statusCode).toBe(400);
+  });
+
+  it('exports by e-mail address and by name from the CLI through the server, and says why not locally', async () => {
+    const remote = { TRESOR_URL: server.url, TRESOR_TOKEN: tokens.dpo!, TRESOR_CACERT: server.caCertPath! };
+    const out = join(t.dir, 'art15.csv');
+    const byEmail = await tresorAsync(['ledger', 'export', '--email', PERSON.email, '--format', 'csv', '--out', out], { cwd: t.dir, env: { ...t.env, ...remote } });
+    expect(byEmail.code, byEmail.stderr).toBe(0);
+    expect(readFileSync(out, 'utf8')).toContain(',record.create,');
+    expect(readFileSync(`${out}.checkpoint`, 'utf8')).toMatch(new RegExp(`/tresor/tenant/${tenantId}\\n\\d+\\n`));
+    const byName = await tresorAsync(['ledger', 'export', '--name', PERSON.name], { cwd: t.dir, env: { ...t.env, ...remote } });
+    expect(byName.code, byName.stderr).toBe(0);
+    const json = JSON.parse(byName.stdout) as { entries: { action: string }[] };
+    expect(json.entries.map((e) => e.action)).toContain('record.search');
+    expect(byName.stdout).not.toContain(PERSON.name);
+    const local = tresor(['ledger', 'export', '--tenant', tenantId, '--email', PERSON.email], { cwd: t.dir, env: t.env });
+    expect(local.code).toBe(6);
+    expect(local.stderr).toMatch(/data key.*the local operator does not have.*as the tenant's DPO/);
+  });
+
+  it('lists the newest entries, not the oldest, when more match than the limit', async () => {
+    const ledger = await tenantLedger();
+    const all = await ledger.query({ action: 'record.' });
+    expect(all.length).toBeGreaterThan(5);
+    const res = await call('dpo', 'GET', '/api/v1/ledger/entries?action=record.&limit=5');
+    expect(res.json<{ entries: { seq: number }[] }>().entries.map((e) => e.seq)).toEqual(all.slice(-5).map((e) => e.seq));
   });
 });

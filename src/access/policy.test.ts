@@ -5,7 +5,7 @@ import { ACCOUNT_ROLES, authorize, authorizeData, DATA_ACTIONS, isAllowed, type 
 
 const actions: PlatformAction[] = [
   'reseller.create', 'reseller.list', 'reseller.read', 'tenant.create', 'tenant.list', 'tenant.read',
-  'tenant.suspend', 'tenant.resume', 'tenant.set-licence', 'tenant.delete', 'ledger.read',
+  'tenant.suspend', 'tenant.resume', 'tenant.set-licence', 'tenant.delete', 'ledger.read', 'ledger.export',
 ];
 
 describe('access policy', () => {
@@ -21,6 +21,18 @@ describe('access policy', () => {
     expect(isAllowed(reseller, 'ledger.read', { type: 'tenant', tenantId: 't', resellerId: 'r1' })).toBe(true);
     expect(isAllowed(reseller, 'ledger.read', { type: 'tenant', tenantId: 't', resellerId: 'r2' })).toBe(false);
     expect(isAllowed(reseller, 'ledger.read', { type: 'platform' })).toBe(false);
+  });
+
+  it("leaves a tenant ledger's export to the tenant's DPO and the platform ledger's to the operator", () => {
+    const tenantLedger = { type: 'tenant', tenantId: 't', resellerId: 'r1' } as const;
+    const operator: Actor = { kind: 'operator', accountId: 'o' };
+    expect(isAllowed({ kind: 'tenant', accountId: 'd', tenantId: 't', role: 'dpo' }, 'ledger.export', tenantLedger)).toBe(true);
+    expect(isAllowed({ kind: 'tenant', accountId: 'd', tenantId: 'u', role: 'dpo' }, 'ledger.export', tenantLedger)).toBe(false);
+    for (const role of ['admin', 'member'] as const) expect(isAllowed({ kind: 'tenant', accountId: 'x', tenantId: 't', role }, 'ledger.export', tenantLedger)).toBe(false);
+    expect(isAllowed(reseller, 'ledger.export', tenantLedger)).toBe(false);
+    expect(isAllowed(operator, 'ledger.export', tenantLedger)).toBe(false);
+    expect(isAllowed(operator, 'ledger.export', { type: 'platform' })).toBe(true);
+    expect(isAllowed({ kind: 'tenant', accountId: 'd', tenantId: 't', role: 'dpo' }, 'ledger.export', { type: 'platform' })).toBe(false);
   });
 
   it('never lets a reseller create resellers or list them', () => {

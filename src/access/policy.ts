@@ -39,6 +39,8 @@ export type PlatformAction =
   | 'tenant.delete'
   /** Ledger entries, proofs and checkpoints: ids and hashes only, never personal data. */
   | 'ledger.read'
+  /** An export of ledger entries with their payloads (Art. 15, audits): the tenant's DPO, or the operator for the platform ledger. */
+  | 'ledger.export'
   /** Accounts of a tier: invite one with a given role, list them, disable/enable/reset them. */
   | 'account.invite'
   | 'account.list'
@@ -192,6 +194,8 @@ export function isAllowed(actor: Actor, action: PlatformAction | DataAction, res
       // The platform owner administers every tier, but never tenant data (that is not a PlatformAction)
       // and never hands out data roles: those come from inside the tenant.
       if (resource.type === 'accounts') return GRANTABLE.operator.has(resource.role) && (resource.role !== 'admin' || resource.tenantId !== null);
+      // A tenant's ledger is exported by the tenant's own privacy officer, not by the platform.
+      if (action === 'ledger.export') return resource.type === 'platform';
       return true;
     case 'reseller':
     case 'installer': {
@@ -216,7 +220,7 @@ export function isAllowed(actor: Actor, action: PlatformAction | DataAction, res
         return false;
       }
       // The privacy officer reads the tenant's ledger (ids and blind indexes only); members work with data.
-      return actor.role === 'dpo' && action === 'ledger.read' && resource.type === 'tenant';
+      return actor.role === 'dpo' && (action === 'ledger.read' || action === 'ledger.export') && resource.type === 'tenant';
     case 'external':
     case 'guest':
       // Their rights are grants on data (issue: split-key encryption), never administration.

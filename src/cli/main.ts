@@ -9,7 +9,7 @@ import { startCipherServiceServer, startMutualTlsCipherServer } from '../crypto/
 import { countVersions, resealColumn } from '../crypto/rotate.js';
 import { ensureLocalPki, ensureMutualTlsPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
-import { billingReport, toCsv, type VerifyReport } from '../ledger/index.js';
+import { billingReport, EXPORT_CSV_COLUMNS, exportCsvRow, toCsv, type ExportedEntry, type VerifyReport } from '../ledger/index.js';
 import { createLogger } from '../ops/logger.js';
 import type { DeletionReport, ResellerView, TenantView } from '../platform/index.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
@@ -744,34 +744,51 @@ export function buildCli(): Command {
 
   ledger
     .command('export')
-    .description('export entries (JSON or CSV) with the signed checkpoint that covers them, for auditors and the DPO')
-    .option('--tenant <id>', "the tenant's ledger (default: the platform ledger)")
+    .description(
+      'export entries (JSON or CSV) with the signed checkpoint that covers them, for auditors and the DPO; with --url (remote mode) through the server as the logged-in DPO or operator, which also finds a data subject by --email or --name',
+    )
+    .option('--tenant <id>', "the tenant's ledger (default: the platform ledger; a DPO gets its tenant's)")
     .option('--from <time>', 'start, ISO 8601 (inclusive)')
     .option('--to <time>', 'end, ISO 8601 (exclusive)')
     .option('--actor <id>', 'only this actor (account id or tier:role:id)')
     .option('--action <action>', 'only this action, or a prefix ending in "." (e.g. auth.)')
     .option('--subject <blind-index>', "only entries about this data subject's blind index (Art. 15 GDPR)")
+    .option('--email <address>', 'only entries about the data subject with this e-mail address (remote mode, as the DPO)')
+    .option('--name <name>', 'only entries about the data subject with this name (remote mode, as the DPO)')
     .addOption(new Option('--format <format>', 'output format').choices(['json', 'csv']).default('json'))
     .option('--out <file>', 'write to FILE (CSV: the checkpoint goes to FILE.checkpoint)')
-    .action(async (opts: { tenant?: string; from?: string; to?: string; actor?: string; action?: string; subject?: string; format: 'json' | 'csv'; out?: string }) => {
-      await withCore(program, async (core, cfg) => {
-      const l = await pickLedger(core, opts.tenant);
-      const result = await l.export({ from: opts.from, to: opts.to, actor: opts.actor, action: opts.action, subject: opts.subject });
+    .action(async (opts: { tenant?: string; from?: string; to?: string; actor?: string; action?: string; subject?: string; email?: string; name?: string; format: 'json' | 'csv'; out?: string }) => {
+      if (opts.format === 'csv' && !opts.out) throw new DomainError('VALIDATION', 'CSV export needs --out FILE (the checkpoint is written next to it)');
+      const global = program.opts<GlobalOptions>();
+      const bySubjectInClear = opts.email !== undefined || opts.name !== undefined;
+      type Exported = { origin: string; checkpoint: string; entries: ExportedEntry[] };
+      let result: Exported;
+      if (global.url) {
+        if (!global.token) throw new DomainError('UNAUTHENTICATED', 'remote mode needs a token: run `tresor login` as the DPO (or operator) and set TRESOR_TOKEN, or pass --token');
+        const query = new URLSearchParams({ format: 'json' });
+        for (const key of ['tenant', 'from', 'to', 'actor', 'action', 'subject', 'email', 'name'] as const) {
+          const value = opts[key];
+          if (value !== undefined) query.set(key === 'tenant' ? 'tenantId' : key, value);
+        }
+        result = await callApi<Exported>({ url: global.url, token: global.token, caFile: global.cacert }, 'GET', `/api/v1/ledger/export?${query.toString()}`);
+      } else {
+        if (bySubjectInClear) {
+          throw new DomainError(
+            'VALIDATION',
+            "--email and --name need the tenant's data key, which the local operator does not have: run the export through the server as the tenant's DPO (TRESOR_URL=https://… TRESOR_TOKEN=… from `tresor login`), or pass --subject with the blind index from the privacy centre",
+          );
+        }
+        result = await withCore(program, async (core) => (await pickLedger(core, opts.tenant)).export({ from: opts.from, to: opts.to, actor: opts.actor, action: opts.action, subject: opts.subject }));
+      }
       if (opts.format === 'json') {
         const text = JSON.stringify(result, null, 2) + '\n';
         if (opts.out) writeFileSync(opts.out, text, { mode: 0o600 });
         else process.stdout.write(text);
       } else {
-        if (!opts.out) throw new DomainError('VALIDATION', 'CSV export needs --out FILE (the checkpoint is written next to it)');
-        const csv = toCsv(
-          ['seq', 'time', 'actor', 'action', 'resource', 'outcome', 'payload', 'entry'],
-          result.entries.map((e) => [e.seq, e.time, e.actor, e.action, e.resource, e.outcome, e.payload === null ? null : JSON.stringify(e.payload), e.entry]),
-        );
-        writeFileSync(opts.out, csv, { mode: 0o600 });
-        writeFileSync(`${opts.out}.checkpoint`, result.checkpoint, { mode: 0o600 });
+        writeFileSync(opts.out!, toCsv(EXPORT_CSV_COLUMNS, result.entries.map(exportCsvRow)), { mode: 0o600 });
+        writeFileSync(`${opts.out!}.checkpoint`, result.checkpoint, { mode: 0o600 });
       }
       if (opts.out) process.stderr.write(`exported ${result.entries.length} entries of ${result.origin} to ${opts.out}\n`);
-      });
     });
 
   program

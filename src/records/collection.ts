@@ -2,7 +2,7 @@ import type { Kysely, Migration } from 'kysely';
 import { authorizeData, isAllowed, type Actor } from '../access/index.js';
 import { aeadOpen, aeadSeal, blindIndex, hkdf32, normaliseForIndex, type IndexKind } from '../crypto/envelope.js';
 import { newId } from '../crypto/random.js';
-import { ledgerActor, type Ledger } from '../ledger/index.js';
+import { ledgerActor, MAX_ENTRY_FIELD_LENGTH, type Ledger } from '../ledger/index.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../shared/errors.js';
 import { parseCsv } from '../shared/csv.js';
 
@@ -258,6 +258,22 @@ export function createCollection(
     };
   };
   /**
+   * The events of a read of many records at once (list, search, export): the blind indexes of every data
+   * subject among them (and of the subject searched for), a bounded number per entry, so that an Art. 15
+   * export by subject finds every read of that person's data. Chunked because an entry's resource field is
+   * bounded (MAX_ENTRY_FIELD_LENGTH); all chunks are appended in one transaction.
+   */
+  const perEntry = Math.floor((MAX_ENTRY_FIELD_LENGTH - `${spec.table}:-#bidx=`.length + 1) / 33); // 32 hex digits and a comma each
+  const readEvents = (s: DataSession, action: string, found: readonly RecordView[], searched: RecordInput | undefined, details: Record<string, number>) => {
+    const all = [...new Set([...(searched ? subjects(s, searched) : []), ...found.flatMap((r) => subjects(s, r))])].sort();
+    const parts = Math.max(1, Math.ceil(all.length / perEntry));
+    return Array.from({ length: parts }, (_, i) => {
+      const base = event(s, action, undefined, undefined, { ...details, ...(parts > 1 ? { part: i + 1, parts } : {}) });
+      const blindIndexes = all.slice(i * perEntry, (i + 1) * perEntry);
+      return { ...base, resource: { type: spec.table, ...(blindIndexes.length > 0 ? { blindIndexes } : {}) } };
+    });
+  };
+  /**
    * Records the event; `write` (the change it records) runs in the same transaction of the tenant
    * database, so a record and its ledger entry are committed together or not at all.
    */
@@ -326,7 +342,7 @@ export function createCollection(
       const norm = (f: string, v: string) => normaliseForIndex(spec.fields[f]!.index ?? 'text', v);
       const found = rows.map((r) => view(s, r)).filter((r) => wanted.every((f) => r[f] !== null && norm(f, r[f]!) === norm(f, query[f] as string)));
       const subjectQuery = Object.fromEntries(spec.subject.map(({ field }) => [field, typeof query[field] === 'string' ? (query[field] as string) : null]));
-      await (await deps.tenantLedger(s.tenantId)).append(event(s, wanted.length > 0 ? 'record.search' : 'record.list', undefined, subjectQuery, { results: found.length }));
+      await (await deps.tenantLedger(s.tenantId)).append(readEvents(s, wanted.length > 0 ? 'record.search' : 'record.list', found, subjectQuery, { results: found.length }));
       return found;
     },
 
@@ -381,11 +397,11 @@ export function createCollection(
       return { created, errors };
     },
 
-    /** Every record the session may see, decrypted, for an export (one ledger entry names the count). */
+    /** Every record the session may see, decrypted, for an export (the ledger names the count and every data subject). */
     async exportAll(s: DataSession): Promise<RecordView[]> {
       const rows = (await scoped(s, (await deps.tenantDb(s.tenantId)).selectFrom(spec.table).selectAll()).orderBy('created_at').execute()) as Row[];
       const found = rows.map((r) => view(s, r));
-      await (await deps.tenantLedger(s.tenantId)).append(event(s, 'record.export', undefined, undefined, { records: found.length }));
+      await (await deps.tenantLedger(s.tenantId)).append(readEvents(s, 'record.export', found, undefined, { records: found.length }));
       return found;
     },
 
