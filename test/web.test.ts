@@ -287,6 +287,7 @@ describe('web app in Chromium', () => {
     await tech.page.getByRole('cell', { name: 'Herr Otto Ablesung', exact: true }).waitFor();
     expect(await tech.page.getByRole('cell', { name: 'Frau Käthe Zähler' }).count()).toBe(0); // only the granted job
     expect(await tech.page.getByRole('button', { name: /Löschen/ }).count()).toBe(0); // read only
+    expect(await tech.page.getByRole('button', { name: /Bearbeiten/ }).count()).toBe(0);
     expect(await tech.page.getByRole('link', { name: 'Freigaben' }).count()).toBe(0);
     await screenshot(tech.page, 'access-link');
     // The link works once: opened again (another browser), it is refused.

@@ -12,7 +12,8 @@ import { parseCsv } from '../shared/csv.js';
  * tenant ‖ table ‖ record id ‖ field ‖ key version, so a ciphertext copied to another row or field does not
  * open. Searchable personal fields also get a blind index: HMAC-SHA-256 under a per-field key derived from
  * K_t, truncated to a length planned from the collection's expected row count (`blindIndexBits`,
- * docs/keys.md), so an index value alone does not single a person out; candidates are decrypted and compared. Plain fields are stored as they are.
+ * docs/keys.md), so an index value alone does not single a person out; candidates are decrypted and
+ * compared. Plain fields are stored as they are.
  */
 export type FieldClass = 'personal' | 'searchable' | 'plain';
 
