@@ -13,7 +13,7 @@ import { encryptBytes, randomFileKey, toBase64Url } from '../src/shared-e2e/inde
 import { billingReport, leafHash, MerkleAccumulator, standaloneVerifier, toCsv, type Ledger, type LedgerEvent } from '../src/ledger/index.js';
 import type { LedgerSchema } from '../src/ledger/ledger.migrations.js';
 import { freePort, tresor, tresorAsync } from './cli-process.js';
-import { bearerLogin, engines, GOOD_PASSWORD, mailedKey, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
+import { bearerLogin, engines, fixedClock, GOOD_PASSWORD, mailedKey, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
 
 const system: Actor = { kind: 'system', name: 'cli' };
 const event = (i: number): LedgerEvent => ({
@@ -304,6 +304,34 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     expect(csv[0]).toBe('seq,time,actor,action,resource,outcome,payload,entry');
     expect(csv).toHaveLength(7); // header, four events, two exports
     expect(readFileSync(`${out}.checkpoint`, 'utf8')).toMatch(/^\S+\/tresor\/tenant\//);
+  });
+
+  it('expires technical payloads after ledger.technical_retention_days and the rest after ledger.retention_days, through the scheduler, and still verifies', async () => {
+    const clock = fixedClock('2026-11-02T08:00:00.000Z');
+    t = makeTestEnv(engine, { TRESOR_SERVER_PORT: String(await freePort()), TRESOR_METRICS_ENABLED: 'false', TRESOR_LEDGER_TECHNICAL_RETENTION_DAYS: '3' });
+    const server = await startServer(t.config, silentLog, () => undefined, { clock });
+    try {
+      const ledger = server.core.ledgers.platform;
+      await ledger.append({ actor: { tier: 'system', role: 'alarm', id: 'smtp' }, action: 'technical.alarm.delivery', resource: { type: 'route', id: 'r1' }, outcome: 'success', source: '192.0.2.25' });
+      await ledger.append({ ...event(1), action: 'tenant.suspend' });
+      await ledger.append({ ...event(2), action: 'billing.usage', retentionDays: 3650 });
+      const kept = async () => Object.fromEntries((await ledger.query({})).map((e) => [e.action, e.payload !== null]));
+      expect(await kept()).toMatchObject({ 'technical.migration': true, 'technical.start': true, 'technical.alarm.delivery': true, 'tenant.suspend': true, 'billing.usage': true });
+      clock.advanceDays(2);
+      await server.runJob('ledger-payload-retention');
+      expect(await kept()).toMatchObject({ 'technical.start': true, 'technical.alarm.delivery': true });
+      clock.advanceDays(2); // day 4: past the technical class (3 days), within the default 90
+      await server.runJob('ledger-payload-retention');
+      expect(await kept()).toEqual({ 'technical.migration': false, 'technical.start': false, 'technical.alarm.delivery': false, 'account.create': true, 'tenant.suspend': true, 'billing.usage': true });
+      expect((await ledger.verify()).ok).toBe(true);
+      clock.advanceDays(87); // day 91
+      await server.runJob('ledger-payload-retention');
+      expect(await kept()).toEqual({ 'technical.migration': false, 'technical.start': false, 'technical.alarm.delivery': false, 'account.create': false, 'tenant.suspend': false, 'billing.usage': true });
+      const report = await ledger.verify();
+      expect(report).toMatchObject({ ok: true, payloadsChecked: 1, findings: [] });
+    } finally {
+      await server.stop();
+    }
   });
 
   it('neutralises spreadsheet formulas and quotes in CSV', () => {
