@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../src/access/index.js';
 import { ensureFirstOperator, openCore, type Core } from '../src/core.js';
 import { loadConfig } from '../src/config/index.js';
-import type { DataSession } from '../src/records/index.js';
+import { ledgerSubjectIndex, type DataSession } from '../src/records/index.js';
 import { buildApp } from '../src/http/app.js';
 import { startServer, type RunningServer } from '../src/http/server.js';
 import { encryptBytes, randomFileKey, toBase64Url } from '../src/shared-e2e/index.js';
@@ -98,6 +98,70 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     const last = await raw.selectFrom('ledger_entries').selectAll().where('seq', '=', 19).executeTakeFirstOrThrow();
     await raw.insertInto('ledger_entries').values({ ...last, seq: 20 }).execute();
     expect(await firstFinding(ledger)).toMatchObject({ kind: 'inserted-entry', seq: 20 });
+  });
+
+  it('detects an entry inserted in the middle of the tree, with every later entry and payload moved up one place', async () => {
+    const { ledger, raw } = await seeded();
+    // The attacker makes room at 10 (highest first, so no key collides), then writes a well-formed entry
+    // there with a correct leaf hash and payload, and fixes the head's size.
+    for (let seq = 19; seq >= 10; seq--) {
+      await raw.updateTable('ledger_entries').set({ seq: seq + 1 }).where('seq', '=', seq).execute();
+      await raw.updateTable('ledger_payloads').set({ seq: seq + 1 }).where('seq', '=', seq).execute();
+    }
+    const model = await raw.selectFrom('ledger_entries').selectAll().where('seq', '=', 9).executeTakeFirstOrThrow();
+    const forged = model.entry.replace('"seq":9,', '"seq":10,').replace('"outcome":"success"', '"outcome":"denied"');
+    await raw.insertInto('ledger_entries').values({ ...model, seq: 10, outcome: 'denied', entry: forged, leaf_hash: leafHash(Buffer.from(forged)).toString('hex') }).execute();
+    await raw.updateTable('ledger_head').set({ tree_size: 21 }).execute();
+    // Position 10 looks fine on its own; position 11 then holds the entry written as number 10.
+    expect(await firstFinding(ledger)).toMatchObject({ kind: 'inserted-entry', seq: 11 });
+  });
+
+  it('writes technical.migration, technical.start and technical.stop to the platform ledger', async () => {
+    t = makeTestEnv(engine, { TRESOR_SERVER_PORT: String(await freePort()), TRESOR_METRICS_ENABLED: 'false' });
+    const server = await startServer(t.config, silentLog, () => undefined);
+    await server.stop();
+    core = await openTestCore(t);
+    const technical = (await core.ledgers.platform.query({ action: 'technical.' })).map((e) => ({ action: e.action, actor: e.actor, details: (e.payload as { details: Record<string, unknown> }).details }));
+    expect(technical).toEqual([
+      { action: 'technical.migration', actor: 'system:migrate:migrate', details: { applied: expect.any(Number) } },
+      { action: 'technical.start', actor: 'system:server:server', details: { configSha256: expect.stringMatching(/^[0-9a-f]{64}$/) } },
+      { action: 'technical.stop', actor: 'system:server:server', details: {} },
+    ]);
+    expect(technical[0]!.details.applied).toBeGreaterThan(0);
+    expect((await core.ledgers.platform.verify()).ok).toBe(true);
+  });
+
+  it('writes record.delete and record.export with the data subjects, and key.rotate-master from the CLI', async () => {
+    t = makeTestEnv(engine);
+    core = await openTestCore(t);
+    const tenant = await core.platform.createTenant(system, { name: 'Ereignis GmbH' });
+    const s: DataSession = { actor: { kind: 'tenant', accountId: 'member-1', tenantId: tenant.id, role: 'member' }, tenantId: tenant.id, dataKey: Buffer.alloc(32, 9), keyVersion: 1 };
+    const kept = await core.collections.contacts.create(s, 'shared', { name: 'Bleibt Hier', email: 'bleibt@example.org' });
+    const gone = await core.collections.contacts.create(s, 'shared', { name: 'Geht Weg', email: 'geht@example.org' });
+    await core.collections.contacts.remove(s, gone.id);
+    expect(await core.collections.contacts.exportAll(s)).toHaveLength(1);
+    const ledger = await core.ledgers.tenant(tenant.id);
+    const [deleted] = await ledger.query({ action: 'record.delete' });
+    expect(deleted).toMatchObject({ actor: 'tenant:member:member-1', outcome: 'success' });
+    expect(deleted!.resource).toMatch(new RegExp(`^contacts:${gone.id}#bidx=[0-9a-f]{32},[0-9a-f]{32}$`));
+    const subject = ledgerSubjectIndex(s.dataKey, 'email', 'GEHT@example.org');
+    expect(deleted!.resource).toContain(subject);
+    const [exported] = await ledger.query({ action: 'record.export' });
+    expect(exported!.payload).toMatchObject({ details: { records: 1 } });
+    expect(exported!.resource).toContain(ledgerSubjectIndex(s.dataKey, 'name', kept.name!));
+    expect(exported!.resource).not.toContain(subject); // deleted before the export
+    expect(JSON.stringify(await ledger.query({}))).not.toMatch(/bleibt@|geht@|Bleibt Hier|Geht Weg/);
+    await core.close();
+    core = undefined;
+
+    const rotated = tresor(['keys', 'rotate-master'], { cwd: t.dir, env: t.env });
+    expect(rotated.code, rotated.stderr).toBe(0);
+    core = await openTestCore(t);
+    const rotation = await core.ledgers.platform.query({ action: 'key.rotate-master' });
+    expect(rotation).toHaveLength(1);
+    expect(rotation[0]).toMatchObject({ actor: 'system:cli:cli', resource: 'master-key:2', outcome: 'success' });
+    expect((rotation[0]!.payload as { details: { resealed: number } }).details.resealed).toBeGreaterThan(0);
+    expect((await core.ledgers.platform.verify()).ok).toBe(true);
   });
 
   it('detects two reordered entries', async () => {
