@@ -1,7 +1,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../src/access/index.js';
 import { ensureFirstOperator, openCore, type Core } from '../src/core.js';
@@ -395,6 +396,35 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
       expect(report).toMatchObject({ ok: true, payloadsChecked: 1, findings: [] });
     } finally {
       await server.stop();
+    }
+  });
+
+  it('makes every commit durable before it is acknowledged: synchronous=FULL on SQLite, synchronous_commit=on on PostgreSQL', async () => {
+    t = makeTestEnv(engine);
+    if (engine === 'postgres') {
+      // Even a server (database) whose default says otherwise does not weaken Tresor's commits.
+      core = await openTestCore(t);
+      await core.close();
+      const admin = new pg.Client({ connectionString: process.env.TRESOR_TEST_PG });
+      await admin.connect();
+      try {
+        await admin.query(`alter database ${pg.escapeIdentifier(t.pgDatabase!)} set synchronous_commit = off`);
+      } finally {
+        await admin.end();
+      }
+    }
+    core = await openTestCore(t);
+    const tenant = await core.platform.createTenant(system, { name: 'Dauerhaft GmbH' });
+    const { database_name } = await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenant.id).executeTakeFirstOrThrow();
+    const tenantDb = await core.storage.tenantDb({ tenantId: tenant.id, databaseName: database_name });
+    for (const db of [core.storage.control, tenantDb] as Kysely<unknown>[]) {
+      if (engine === 'sqlite') {
+        const { rows } = await sql<{ synchronous: number }>`pragma synchronous`.execute(db);
+        expect(rows).toEqual([{ synchronous: 2 }]); // 2 = FULL
+      } else {
+        const { rows } = await sql<{ synchronous_commit: string }>`show synchronous_commit`.execute(db);
+        expect(rows).toEqual([{ synchronous_commit: 'on' }]);
+      }
     }
   });
 
