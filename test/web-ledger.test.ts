@@ -4,7 +4,7 @@ import type { Browser, Download, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../src/http/server.js';
 import type { LedgerSchema } from '../src/ledger/ledger.migrations.js';
-import { standaloneVerifier } from '../src/ledger/index.js';
+import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, standaloneVerifier } from '../src/ledger/index.js';
 import { launchBrowser, screenshot, watchedPage } from './browser.js';
 import { freePort } from './cli-process.js';
 import { bearerLogin, GOOD_PASSWORD, mailedKey, makeTestEnv, silentLog, type TestEnv } from './helpers.js';
@@ -60,6 +60,24 @@ describe('ledger view for the DPO in Chromium', () => {
     await browser?.close();
     await server?.stop();
     await t?.cleanup();
+  });
+
+  it('checks checkpoint signatures in the browser code as the server writes them, and refuses changed ones', async () => {
+    // Imported by path: the web app is type-checked with its own (DOM) configuration; Node has WebCrypto.
+    const { verifyCheckpointSignature } = (await import('../web/src/proof.js' as string)) as { verifyCheckpointSignature(checkpoint: string, publicKeyPem: string): Promise<boolean> };
+    const keys = generateLedgerKeyPair();
+    const other = generateLedgerKeyPair();
+    const note = formatCheckpoint(createCheckpoint({ origin: 'tresor.example/tresor/tenant/x', treeSize: 42, rootHash: Buffer.alloc(32, 7), time: new Date('2026-11-30T10:00:00.000Z'), privateKeyPem: keys.privateKeyPem }));
+    expect(await verifyCheckpointSignature(note, keys.publicKeyPem)).toBe(true);
+    expect(await verifyCheckpointSignature(note, other.publicKeyPem)).toBe(false); // another ledger's key
+    expect(await verifyCheckpointSignature(note.replace('\n42\n', '\n43\n'), keys.publicKeyPem)).toBe(false); // another size
+    expect(await verifyCheckpointSignature(note.replace('2026-11-30', '2026-11-29'), keys.publicKeyPem)).toBe(false); // another time
+    const [body, signature] = note.split('\n\n') as [string, string];
+    const flipped = signature.replace(/([A-Za-z0-9+/]{20})([A-Za-z0-9+/])/, (_m, head: string, c: string) => head + (c === 'A' ? 'B' : 'A'));
+    expect(await verifyCheckpointSignature(`${body}\n\n${flipped}`, keys.publicKeyPem)).toBe(false); // a changed signature
+    expect(await verifyCheckpointSignature(`${body}\n\n${signature.replace('— tresor.example', '— other.example')}`, keys.publicKeyPem)).toBe(false); // named for another origin
+    expect(await verifyCheckpointSignature(body + '\n', keys.publicKeyPem)).toBe(false); // no signature
+    expect(await verifyCheckpointSignature(note, 'not a key')).toBe(false);
   });
 
   const logIn = async (page: Page, texts: { login: string; password: string; submit: string; nav: string; title: string }) => {
@@ -128,6 +146,7 @@ describe('ledger view for the DPO in Chromium', () => {
     // An entry with its inclusion proof, checked here in the browser against the signed checkpoint.
     await page.getByRole('button', { name: /^Open \d+$/ }).first().click();
     await page.getByText('Proof valid: the entry is in the signed tree.').waitFor();
+    await page.getByText("Checkpoint signature valid (ECDSA P-256, this ledger's key), checked in your browser.").waitFor();
     await page.getByRole('button', { name: 'Close' }).click();
 
     // Exports with the checkpoint that covers them: JSON, then CSV with the checkpoint beside it.
@@ -172,6 +191,16 @@ describe('ledger view for the DPO in Chromium', () => {
     expect(await alarm.textContent()).toContain(`entry ${target.seq} was changed after it was written`);
     await screenshot(de.page, 'ledger-dpo-tampered-de');
     expect(await de.problems()).toEqual([]);
+
+    // A signed checkpoint rewritten in the database (its time line): the browser's own check of the
+    // signature says so when an entry is opened.
+    await (await server.core.ledgers.tenant(tenantId)).checkpoint();
+    const latest = await raw.selectFrom('ledger_checkpoints').select(['tree_size', 'note']).orderBy('tree_size', 'desc').executeTakeFirstOrThrow();
+    await raw.updateTable('ledger_checkpoints').set({ note: latest.note.replace(/time (\d{4})/, (_m, year: string) => `time ${Number(year) - 1}`) }).where('tree_size', '=', latest.tree_size).execute();
+    await de.page.getByRole('button', { name: /^Öffnen \d+$/ }).first().click();
+    await de.page.getByText('Beweis gültig: der Eintrag ist im signierten Baum enthalten.').waitFor(); // the root is untouched
+    await de.page.getByText(/^✗ Signatur des Kontrollpunkts UNGÜLTIG/).waitFor();
+    await de.page.getByRole('button', { name: 'Schließen' }).click();
 
     await de.page.getByRole('button', { name: 'Sprache wechseln' }).click();
     await de.page.getByRole('heading', { name: 'Tamper-evident ledger' }).waitFor();

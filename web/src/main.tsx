@@ -2,7 +2,7 @@ import { render, type ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, onApiError, setRequestToken, whoAmI, type Me } from './api.js';
 import { formatTime, initialLanguage, rememberLanguage, translate, type Language, type TextKey } from './i18n.js';
-import { checkpointRoot, verifyInclusion } from './proof.js';
+import { checkpointRoot, verifyCheckpointSignature, verifyInclusion } from './proof.js';
 import { GrantsPage } from './grants.js';
 import { CONTACTS, JOBS, RecordsPage } from './records.js';
 import { UsersPage } from './users.js';
@@ -403,7 +403,7 @@ function LedgerPage(props: { t: T; language: Language; me: Me }) {
   // A data subject is named by e-mail address or name (the DPO's data session turns them into blind indexes).
   const [filter, setFilter] = useState({ from: '', to: '', actor: '', action: '', email: '', name: '' });
   const [entries, setEntries] = useState<LedgerEntry[]>();
-  const [detail, setDetail] = useState<{ entry: EntryWithProof; valid: boolean }>();
+  const [detail, setDetail] = useState<{ entry: EntryWithProof; valid: boolean; signed: boolean }>();
   const [report, setReport] = useState<VerifyReport>();
   const [checkpoint, setCheckpoint] = useState<string>();
   const [error, setError] = useState<string>();
@@ -439,7 +439,10 @@ function LedgerPage(props: { t: T; language: Language; me: Me }) {
     try {
       const entry = await api<EntryWithProof>('GET', scoped(`/api/v1/ledger/entries/${seq}`));
       const { root } = checkpointRoot(entry.checkpoint);
-      setDetail({ entry, valid: await verifyInclusion(entry.entry, entry.seq, entry.treeSize, entry.proof, root) });
+      // The checkpoint's signature too, with the ledger's published key (WebCrypto ECDSA P-256).
+      const { publicKey } = await api<{ publicKey: string }>('GET', scoped('/api/v1/ledger/checkpoint'));
+      const [valid, signed] = await Promise.all([verifyInclusion(entry.entry, entry.seq, entry.treeSize, entry.proof, root), verifyCheckpointSignature(entry.checkpoint, publicKey)]);
+      setDetail({ entry, valid, signed });
     } catch (e) {
       setError(messageOf(e));
     }
@@ -600,6 +603,9 @@ function LedgerPage(props: { t: T; language: Language; me: Me }) {
           <h2>{t('ledger.entry', { seq: detail.entry.seq })}</h2>
           <p role="status" class={detail.valid ? 'ok' : 'error'}>
             {detail.valid ? `✓ ${t('ledger.proofValid')}` : `✗ ${t('ledger.proofInvalid')}`}
+          </p>
+          <p role="status" class={detail.signed ? 'ok' : 'error'}>
+            {detail.signed ? `✓ ${t('ledger.signatureValid')}` : `✗ ${t('ledger.signatureInvalid')}`}
           </p>
           <pre>{new TextDecoder().decode(Uint8Array.from(atob(detail.entry.entry), (c) => c.charCodeAt(0)))}</pre>
           <p>
