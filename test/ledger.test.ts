@@ -631,6 +631,27 @@ describe.each(engines)('ledger with a tenant and its data users, over TLS (%s)',
     expect(local.stderr).toMatch(/data key.*the local operator does not have.*as the tenant's DPO/);
   });
 
+  it("names a transfer's recipients by pseudonym, so the DPO's export by e-mail address finds what was sent to them", async () => {
+    const recipients = Array.from({ length: 20 }, (_, i) => `empfaenger${i}@beispiel-patient.test`);
+    const made = await call('anna', 'POST', '/api/v1/transfers', {
+      subject: 'Rundschreiben',
+      level: 1,
+      expiresAt: new Date(Date.now() + 2 * 86_400_000).toISOString(),
+      recipients,
+      files: [{ name: 'brief.txt', size: 10, fileKey: toBase64Url(randomFileKey()) }],
+    });
+    expect(made.statusCode, made.body).toBe(201);
+    const transferId = made.json<{ id: string }>().id;
+    const entries = (await (await tenantLedger()).query({ action: 'transfer.' })).filter((e) => e.resource.startsWith(`transfer:${transferId}`));
+    expect(entries.map((e) => e.action)).toEqual(['transfer.create', 'transfer.recipients']); // 14 + 6 pseudonyms
+    expect(entries.every((e) => e.resource.length <= 512)).toBe(true);
+    expect(JSON.stringify(entries)).not.toContain('empfaenger');
+    for (const email of [recipients[0]!, recipients[19]!.toUpperCase()]) {
+      const exported = (await call('dpo', 'GET', `/api/v1/ledger/export?email=${encodeURIComponent(email)}&action=transfer.`)).json<{ entries: { resource: string }[] }>();
+      expect(exported.entries.filter((e) => e.resource.startsWith(`transfer:${transferId}`))).toHaveLength(1);
+    }
+  });
+
   it('lists the newest entries, not the oldest, when more match than the limit', async () => {
     const ledger = await tenantLedger();
     const all = await ledger.query({ action: 'record.' });
