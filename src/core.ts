@@ -89,6 +89,7 @@ export async function openCore(
     masterKey: masterKey.ring,
     publicUrl: config.server.public_url,
     retentionDays: config.ledger.retention_days,
+    technicalRetentionDays: config.ledger.technical_retention_days,
     clock,
   });
   if (appliedMigrations.length > 0) {

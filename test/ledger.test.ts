@@ -1,19 +1,20 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../src/access/index.js';
 import { ensureFirstOperator, openCore, type Core } from '../src/core.js';
 import { loadConfig } from '../src/config/index.js';
-import type { DataSession } from '../src/records/index.js';
+import { ledgerSubjectIndex, type DataSession } from '../src/records/index.js';
 import { buildApp } from '../src/http/app.js';
 import { startServer, type RunningServer } from '../src/http/server.js';
 import { encryptBytes, randomFileKey, toBase64Url } from '../src/shared-e2e/index.js';
 import { billingReport, leafHash, MerkleAccumulator, standaloneVerifier, toCsv, type Ledger, type LedgerEvent } from '../src/ledger/index.js';
 import type { LedgerSchema } from '../src/ledger/ledger.migrations.js';
 import { freePort, tresor, tresorAsync } from './cli-process.js';
-import { bearerLogin, engines, GOOD_PASSWORD, mailedKey, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
+import { bearerLogin, engines, fixedClock, GOOD_PASSWORD, mailedKey, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
 
 const system: Actor = { kind: 'system', name: 'cli' };
 const event = (i: number): LedgerEvent => ({
@@ -98,6 +99,70 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     const last = await raw.selectFrom('ledger_entries').selectAll().where('seq', '=', 19).executeTakeFirstOrThrow();
     await raw.insertInto('ledger_entries').values({ ...last, seq: 20 }).execute();
     expect(await firstFinding(ledger)).toMatchObject({ kind: 'inserted-entry', seq: 20 });
+  });
+
+  it('detects an entry inserted in the middle of the tree, with every later entry and payload moved up one place', async () => {
+    const { ledger, raw } = await seeded();
+    // The attacker makes room at 10 (highest first, so no key collides), then writes a well-formed entry
+    // there with a correct leaf hash and payload, and fixes the head's size.
+    for (let seq = 19; seq >= 10; seq--) {
+      await raw.updateTable('ledger_entries').set({ seq: seq + 1 }).where('seq', '=', seq).execute();
+      await raw.updateTable('ledger_payloads').set({ seq: seq + 1 }).where('seq', '=', seq).execute();
+    }
+    const model = await raw.selectFrom('ledger_entries').selectAll().where('seq', '=', 9).executeTakeFirstOrThrow();
+    const forged = model.entry.replace('"seq":9,', '"seq":10,').replace('"outcome":"success"', '"outcome":"denied"');
+    await raw.insertInto('ledger_entries').values({ ...model, seq: 10, outcome: 'denied', entry: forged, leaf_hash: leafHash(Buffer.from(forged)).toString('hex') }).execute();
+    await raw.updateTable('ledger_head').set({ tree_size: 21 }).execute();
+    // Position 10 looks fine on its own; position 11 then holds the entry written as number 10.
+    expect(await firstFinding(ledger)).toMatchObject({ kind: 'inserted-entry', seq: 11 });
+  });
+
+  it('writes technical.migration, technical.start and technical.stop to the platform ledger', async () => {
+    t = makeTestEnv(engine, { TRESOR_SERVER_PORT: String(await freePort()), TRESOR_METRICS_ENABLED: 'false' });
+    const server = await startServer(t.config, silentLog, () => undefined);
+    await server.stop();
+    core = await openTestCore(t);
+    const technical = (await core.ledgers.platform.query({ action: 'technical.' })).map((e) => ({ action: e.action, actor: e.actor, details: (e.payload as { details: Record<string, unknown> }).details }));
+    expect(technical).toEqual([
+      { action: 'technical.migration', actor: 'system:migrate:migrate', details: { applied: expect.any(Number) } },
+      { action: 'technical.start', actor: 'system:server:server', details: { configSha256: expect.stringMatching(/^[0-9a-f]{64}$/) } },
+      { action: 'technical.stop', actor: 'system:server:server', details: {} },
+    ]);
+    expect(technical[0]!.details.applied).toBeGreaterThan(0);
+    expect((await core.ledgers.platform.verify()).ok).toBe(true);
+  });
+
+  it('writes record.delete and record.export with the data subjects, and key.rotate-master from the CLI', async () => {
+    t = makeTestEnv(engine);
+    core = await openTestCore(t);
+    const tenant = await core.platform.createTenant(system, { name: 'Ereignis GmbH' });
+    const s: DataSession = { actor: { kind: 'tenant', accountId: 'member-1', tenantId: tenant.id, role: 'member' }, tenantId: tenant.id, dataKey: Buffer.alloc(32, 9), keyVersion: 1 };
+    const kept = await core.collections.contacts.create(s, 'shared', { name: 'Bleibt Hier', email: 'bleibt@example.org' });
+    const gone = await core.collections.contacts.create(s, 'shared', { name: 'Geht Weg', email: 'geht@example.org' });
+    await core.collections.contacts.remove(s, gone.id);
+    expect(await core.collections.contacts.exportAll(s)).toHaveLength(1);
+    const ledger = await core.ledgers.tenant(tenant.id);
+    const [deleted] = await ledger.query({ action: 'record.delete' });
+    expect(deleted).toMatchObject({ actor: 'tenant:member:member-1', outcome: 'success' });
+    expect(deleted!.resource).toMatch(new RegExp(`^contacts:${gone.id}#bidx=[0-9a-f]{32},[0-9a-f]{32}$`));
+    const subject = ledgerSubjectIndex(s.dataKey, 'email', 'GEHT@example.org');
+    expect(deleted!.resource).toContain(subject);
+    const [exported] = await ledger.query({ action: 'record.export' });
+    expect(exported!.payload).toMatchObject({ details: { records: 1 } });
+    expect(exported!.resource).toContain(ledgerSubjectIndex(s.dataKey, 'name', kept.name!));
+    expect(exported!.resource).not.toContain(subject); // deleted before the export
+    expect(JSON.stringify(await ledger.query({}))).not.toMatch(/bleibt@|geht@|Bleibt Hier|Geht Weg/);
+    await core.close();
+    core = undefined;
+
+    const rotated = tresor(['keys', 'rotate-master'], { cwd: t.dir, env: t.env });
+    expect(rotated.code, rotated.stderr).toBe(0);
+    core = await openTestCore(t);
+    const rotation = await core.ledgers.platform.query({ action: 'key.rotate-master' });
+    expect(rotation).toHaveLength(1);
+    expect(rotation[0]).toMatchObject({ actor: 'system:cli:cli', resource: 'master-key:2', outcome: 'success' });
+    expect((rotation[0]!.payload as { details: { resealed: number } }).details.resealed).toBeGreaterThan(0);
+    expect((await core.ledgers.platform.verify()).ok).toBe(true);
   });
 
   it('detects two reordered entries', async () => {
@@ -306,6 +371,63 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
     expect(readFileSync(`${out}.checkpoint`, 'utf8')).toMatch(/^\S+\/tresor\/tenant\//);
   });
 
+  it('expires technical payloads after ledger.technical_retention_days and the rest after ledger.retention_days, through the scheduler, and still verifies', async () => {
+    const clock = fixedClock('2026-11-02T08:00:00.000Z');
+    t = makeTestEnv(engine, { TRESOR_SERVER_PORT: String(await freePort()), TRESOR_METRICS_ENABLED: 'false', TRESOR_LEDGER_TECHNICAL_RETENTION_DAYS: '3' });
+    const server = await startServer(t.config, silentLog, () => undefined, { clock });
+    try {
+      const ledger = server.core.ledgers.platform;
+      await ledger.append({ actor: { tier: 'system', role: 'alarm', id: 'smtp' }, action: 'technical.alarm.delivery', resource: { type: 'route', id: 'r1' }, outcome: 'success', source: '192.0.2.25' });
+      await ledger.append({ ...event(1), action: 'tenant.suspend' });
+      await ledger.append({ ...event(2), action: 'billing.usage', retentionDays: 3650 });
+      const kept = async () => Object.fromEntries((await ledger.query({})).map((e) => [e.action, e.payload !== null]));
+      expect(await kept()).toMatchObject({ 'technical.migration': true, 'technical.start': true, 'technical.alarm.delivery': true, 'tenant.suspend': true, 'billing.usage': true });
+      clock.advanceDays(2);
+      await server.runJob('ledger-payload-retention');
+      expect(await kept()).toMatchObject({ 'technical.start': true, 'technical.alarm.delivery': true });
+      clock.advanceDays(2); // day 4: past the technical class (3 days), within the default 90
+      await server.runJob('ledger-payload-retention');
+      expect(await kept()).toEqual({ 'technical.migration': false, 'technical.start': false, 'technical.alarm.delivery': false, 'account.create': true, 'tenant.suspend': true, 'billing.usage': true });
+      expect((await ledger.verify()).ok).toBe(true);
+      clock.advanceDays(87); // day 91
+      await server.runJob('ledger-payload-retention');
+      expect(await kept()).toEqual({ 'technical.migration': false, 'technical.start': false, 'technical.alarm.delivery': false, 'account.create': false, 'tenant.suspend': false, 'billing.usage': true });
+      const report = await ledger.verify();
+      expect(report).toMatchObject({ ok: true, payloadsChecked: 1, findings: [] });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('makes every commit durable before it is acknowledged: synchronous=FULL on SQLite, synchronous_commit=on on PostgreSQL', async () => {
+    t = makeTestEnv(engine);
+    if (engine === 'postgres') {
+      // Even a server (database) whose default says otherwise does not weaken Tresor's commits.
+      core = await openTestCore(t);
+      await core.close();
+      const admin = new pg.Client({ connectionString: process.env.TRESOR_TEST_PG });
+      await admin.connect();
+      try {
+        await admin.query(`alter database ${pg.escapeIdentifier(t.pgDatabase!)} set synchronous_commit = off`);
+      } finally {
+        await admin.end();
+      }
+    }
+    core = await openTestCore(t);
+    const tenant = await core.platform.createTenant(system, { name: 'Dauerhaft GmbH' });
+    const { database_name } = await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenant.id).executeTakeFirstOrThrow();
+    const tenantDb = await core.storage.tenantDb({ tenantId: tenant.id, databaseName: database_name });
+    for (const db of [core.storage.control, tenantDb] as Kysely<unknown>[]) {
+      if (engine === 'sqlite') {
+        const { rows } = await sql<{ synchronous: number }>`pragma synchronous`.execute(db);
+        expect(rows).toEqual([{ synchronous: 2 }]); // 2 = FULL
+      } else {
+        const { rows } = await sql<{ synchronous_commit: string }>`show synchronous_commit`.execute(db);
+        expect(rows).toEqual([{ synchronous_commit: 'on' }]);
+      }
+    }
+  });
+
   it('neutralises spreadsheet formulas and quotes in CSV', () => {
     expect(toCsv(['a', 'b'], [['=HYPERLINK("x")', 'plain'], ['-1', 'a,b']])).toBe('a,b\r\n"\'=HYPERLINK(""x"")",plain\r\n\'-1,"a,b"\r\n');
   });
@@ -507,6 +629,27 @@ describe.each(engines)('ledger with a tenant and its data users, over TLS (%s)',
     const local = tresor(['ledger', 'export', '--tenant', tenantId, '--email', PERSON.email], { cwd: t.dir, env: t.env });
     expect(local.code).toBe(6);
     expect(local.stderr).toMatch(/data key.*the local operator does not have.*as the tenant's DPO/);
+  });
+
+  it("names a transfer's recipients by pseudonym, so the DPO's export by e-mail address finds what was sent to them", async () => {
+    const recipients = Array.from({ length: 20 }, (_, i) => `empfaenger${i}@beispiel-patient.test`);
+    const made = await call('anna', 'POST', '/api/v1/transfers', {
+      subject: 'Rundschreiben',
+      level: 1,
+      expiresAt: new Date(Date.now() + 2 * 86_400_000).toISOString(),
+      recipients,
+      files: [{ name: 'brief.txt', size: 10, fileKey: toBase64Url(randomFileKey()) }],
+    });
+    expect(made.statusCode, made.body).toBe(201);
+    const transferId = made.json<{ id: string }>().id;
+    const entries = (await (await tenantLedger()).query({ action: 'transfer.' })).filter((e) => e.resource.startsWith(`transfer:${transferId}`));
+    expect(entries.map((e) => e.action)).toEqual(['transfer.create', 'transfer.recipients']); // 14 + 6 pseudonyms
+    expect(entries.every((e) => e.resource.length <= 512)).toBe(true);
+    expect(JSON.stringify(entries)).not.toContain('empfaenger');
+    for (const email of [recipients[0]!, recipients[19]!.toUpperCase()]) {
+      const exported = (await call('dpo', 'GET', `/api/v1/ledger/export?email=${encodeURIComponent(email)}&action=transfer.`)).json<{ entries: { resource: string }[] }>();
+      expect(exported.entries.filter((e) => e.resource.startsWith(`transfer:${transferId}`))).toHaveLength(1);
+    }
   });
 
   it('lists the newest entries, not the oldest, when more match than the limit', async () => {

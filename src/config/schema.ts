@@ -133,6 +133,11 @@ export const ConfigSchema = Type.Object(
           default: 90,
           description: 'days a ledger payload (details, source address) is kept; the leaf hash stays and the tree still verifies',
         }),
+        technical_retention_days: Type.Integer({
+          minimum: 1,
+          default: 7,
+          description: 'days the payload of a technical event (technical.*: start, stop, migration, alarm-gateway logs) is kept; a shorter class than retention_days',
+        }),
         checkpoint_interval_seconds: Type.Integer({
           minimum: 5,
           default: 300,

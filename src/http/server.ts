@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, openCore, type Core } from '../core.js';
+import type { Clock } from '../identity/index.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { sha256Hex } from '../crypto/random.js';
 import { transferExpiryJob } from '../ops/jobs.js';
@@ -21,6 +22,8 @@ export interface RunningServer {
   metricsUrl: string | undefined;
   redirectPort: number | undefined;
   caCertPath: string | undefined;
+  /** Runs one scheduled job now (as its timer would) and waits for it. */
+  runJob(name: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -29,8 +32,8 @@ export interface RunningServer {
  * certificate is configured, then serves HTTPS, the optional redirect port, the metrics listener and
  * the scheduler. `print` receives the lines meant for the person who started the server.
  */
-export async function startServer(config: Readonly<TresorConfig>, log: Logger, print: (line: string) => void): Promise<RunningServer> {
-  const core = await openCore(config, { log });
+export async function startServer(config: Readonly<TresorConfig>, log: Logger, print: (line: string) => void, opts: { clock?: Clock } = {}): Promise<RunningServer> {
+  const core = await openCore(config, { log, ...(opts.clock ? { clock: opts.clock } : {}) });
   const stops: (() => Promise<void>)[] = [() => core.close()];
   const stop = async () => {
     for (const fn of stops.reverse()) await fn().catch((error: unknown) => log.error({ err: error }, 'error while stopping'));
@@ -166,7 +169,7 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
       print('');
     }
     log.info({ url, migrations: core.appliedMigrations.length }, 'tresor started');
-    return { core, app, url, metricsUrl, redirectPort, caCertPath, stop };
+    return { core, app, url, metricsUrl, redirectPort, caCertPath, runJob: (name) => scheduler.runNow(name), stop };
   } catch (error) {
     await stop();
     throw error;

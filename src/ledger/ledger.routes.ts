@@ -44,6 +44,17 @@ export function registerLedgerRoutes(
   },
 ): void {
   const secured = { preHandler: deps.authenticate };
+  /**
+   * The data subject filter: a blind index as given, or the blind indexes of an e-mail address and/or name.
+   * The clear value goes no further than here: filters, responses and ledger entries carry blind indexes only.
+   */
+  const subjectFilter = async (request: FastifyRequest, q: { subject?: string | undefined; email?: string | undefined; name?: string | undefined }) => {
+    if (q.subject !== undefined && (q.email !== undefined || q.name !== undefined)) {
+      throw new ValidationError('give the data subject either as subject (a blind index) or as email and/or name, not both');
+    }
+    if (q.email !== undefined || q.name !== undefined) return deps.subjectIndexes(request, { email: q.email, name: q.name });
+    return q.subject !== undefined ? [q.subject] : undefined;
+  };
 
   app.get<{
     Querystring: { tenantId?: string; format?: 'json' | 'csv'; from?: string; to?: string; actor?: string; action?: string; subject?: string; email?: string; name?: string };
@@ -91,12 +102,7 @@ export function registerLedgerRoutes(
       const { tenantId, format = 'json', email, name, subject, ...rest } = request.query;
       const actor = actorOf(request);
       const ledger = await deps.ledgerFor(actor, tenantId, 'ledger.export');
-      if (subject !== undefined && (email !== undefined || name !== undefined)) {
-        throw new ValidationError('give the data subject either as subject (a blind index) or as email and/or name, not both');
-      }
-      // The clear e-mail address or name goes no further than here: the filter, the response and the
-      // ledger entry carry its blind indexes only.
-      const subjects = email !== undefined || name !== undefined ? await deps.subjectIndexes(request, { email, name }) : subject !== undefined ? [subject] : undefined;
+      const subjects = await subjectFilter(request, { subject, email, name });
       const filter = { ...rest, ...(subjects ? { subject: subjects } : {}) };
       const result = await ledger.export({ ...filter, limit: EXPORT_LIMIT + 1 }, ledgerActor(actor));
       if (result.entries.length > EXPORT_LIMIT) throw new ValidationError(`more than ${EXPORT_LIMIT} entries match: narrow the period (from, to) and export it in parts`);
@@ -132,7 +138,7 @@ export function registerLedgerRoutes(
     },
   });
 
-  app.get<{ Querystring: { tenantId?: string; from?: string; to?: string; actor?: string; action?: string; subject?: string; limit?: number } }>(
+  app.get<{ Querystring: { tenantId?: string; from?: string; to?: string; actor?: string; action?: string; subject?: string; email?: string; name?: string; limit?: number } }>(
     '/api/v1/ledger/entries',
     {
       ...secured,
@@ -149,6 +155,8 @@ export function registerLedgerRoutes(
             actor: { type: 'string', maxLength: 512 },
             action: { type: 'string', maxLength: 512 },
             subject: { type: 'string', maxLength: 128 },
+            email: { type: 'string', minLength: 3, maxLength: 254, description: "the data subject's e-mail address (DPO with data access)" },
+            name: { type: 'string', minLength: 1, maxLength: 200, description: "the data subject's name (DPO with data access)" },
             limit: { type: 'integer', minimum: 1, maximum: 1000, default: 200 },
           },
         },
@@ -181,10 +189,11 @@ export function registerLedgerRoutes(
       },
     },
     async (request) => {
-      const { tenantId, ...filter } = request.query;
+      const { tenantId, email, name, subject, ...filter } = request.query;
       const ledger = await deps.ledgerFor(actorOf(request), tenantId);
+      const subjects = await subjectFilter(request, { subject, email, name });
       // The newest `limit` entries, in ledger order.
-      return { origin: ledger.origin, entries: await ledger.query({ ...filter, limit: filter.limit ?? 200 }, undefined, { newest: true }) };
+      return { origin: ledger.origin, entries: await ledger.query({ ...filter, ...(subjects ? { subject: subjects } : {}), limit: filter.limit ?? 200 }, undefined, { newest: true }) };
     },
   );
 

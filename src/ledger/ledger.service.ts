@@ -28,7 +28,7 @@ export interface LedgerEvent {
   /** Source address of the request; personal data under the GDPR, so it lives in the expiring payload. */
   source?: string | undefined;
   details?: Record<string, JsonValue> | undefined;
-  /** Overrides the ledger's default payload retention (e.g. alarm technical logs: 7 days). */
+  /** Overrides the ledger's payload retention (default: `ledger.retention_days`, `technical.*` events `ledger.technical_retention_days`). */
   retentionDays?: number | undefined;
 }
 
@@ -194,6 +194,8 @@ export function createLedger(deps: {
   tenantId?: string | undefined;
   masterKey: CipherService;
   retentionDays: number;
+  /** The shorter retention class of technical events (`technical.*`); default: `retentionDays`. */
+  technicalRetentionDays?: number | undefined;
   clock: { now(): Date };
 }) {
   const { db, origin, masterKey, clock } = deps;
@@ -303,7 +305,7 @@ export function createLedger(deps: {
             entry: bytes.toString('utf8'),
             leaf_hash: hex(leaf),
           });
-          const retention = event.retentionDays ?? deps.retentionDays;
+          const retention = event.retentionDays ?? (event.action.startsWith('technical.') ? (deps.technicalRetentionDays ?? deps.retentionDays) : deps.retentionDays);
           payloads.push({
             seq,
             salt: hex(salt),

@@ -10,7 +10,8 @@ import { aeadOpen, aeadSeal, hkdf32, unwrapWithKey, wrapWithKey } from '../crypt
 import { constantTimeEqual, newId, sha256Hex } from '../crypto/random.js';
 import type { IdentityService } from '../identity/index.js';
 import { ledgerActor } from '../ledger/ledgers.js';
-import type { Ledger, LedgerEvent } from '../ledger/index.js';
+import { MAX_ENTRY_FIELD_LENGTH, type Ledger, type LedgerEvent } from '../ledger/index.js';
+import { ledgerSubjectIndex } from '../records/collection.js';
 import type { Mailer } from '../mail/mailer.js';
 import { renderMail, type MailTemplate } from '../mail/templates.js';
 import { decryptTransform } from '../shared-e2e/node.js';
@@ -190,6 +191,8 @@ export function createTransferService(deps: {
     wrapKey(id: string, key: Buffer): { key_wrap: string; key_version: number };
     requestId?: string;
     from?: string;
+    /** The ledger pseudonym of a recipient's e-mail address (Art. 15), when the sender holds the tenant data key. */
+    subjectIndex?: (email: string) => string;
   }
   const createTransfer = async (origin: TransferOrigin, input: CreateTransferInput) => {
       const problems: string[] = [];
@@ -292,13 +295,23 @@ export function createTransferService(deps: {
       });
       await control.insertInto('transfer_index').values(recipientRows.map((r) => ({ recipient_id: r.id, tenant_id: origin.tenantId }))).execute();
       await mkdir(blobDir(origin.tenantId, id), { recursive: true, mode: 0o700 });
-      await record(origin.tenantId, {
-        actor: origin.actor,
-        action: 'transfer.create',
-        resource: { type: 'transfer', id },
-        outcome: 'success',
-        details: { level: input.level, files: input.files.length, recipients: recipients.length, bytes: input.files.reduce((n, f) => n + f.size, 0) },
-      });
+      // The recipients by pseudonym, so that an Art. 15 export by e-mail address finds what was sent to
+      // them: as many as fit the entry's resource field, the rest in transfer.recipients entries.
+      const subjects = origin.subjectIndex ? [...new Set(recipients.map(origin.subjectIndex))].sort() : [];
+      const perEntry = Math.floor((MAX_ENTRY_FIELD_LENGTH - `transfer:${id}#bidx=`.length + 1) / 33);
+      const chunks = Array.from({ length: Math.max(1, Math.ceil(subjects.length / perEntry)) }, (_, i) => subjects.slice(i * perEntry, (i + 1) * perEntry));
+      await (await deps.tenantLedger(origin.tenantId)).append(
+        chunks.map((blindIndexes, i) => ({
+          actor: origin.actor,
+          action: i === 0 ? 'transfer.create' : 'transfer.recipients',
+          resource: { type: 'transfer', id, ...(blindIndexes.length > 0 ? { blindIndexes } : {}) },
+          outcome: 'success' as const,
+          details:
+            i === 0
+              ? { level: input.level, files: input.files.length, recipients: recipients.length, bytes: input.files.reduce((n, f) => n + f.size, 0) }
+              : { part: i + 1, parts: chunks.length },
+        })),
+      );
       const own = e2e ? await currentKey(origin.senderId) : undefined;
       const bundle = files.find((f) => f.kind === 'bundle');
       return {
@@ -467,7 +480,13 @@ export function createTransferService(deps: {
     async create(s: SenderSession, input: CreateTransferInput) {
       const a = sender(s);
       return createTransfer(
-        { tenantId: s.tenantId, senderId: a.accountId, actor: ledgerActor(s.actor), wrapKey: (id, key) => ({ key_wrap: wrapWithKey(key, tenantKek(s.dataKey), transferKeyContext(id, s.keyVersion)), key_version: s.keyVersion }) },
+        {
+          tenantId: s.tenantId,
+          senderId: a.accountId,
+          actor: ledgerActor(s.actor),
+          wrapKey: (id, key) => ({ key_wrap: wrapWithKey(key, tenantKek(s.dataKey), transferKeyContext(id, s.keyVersion)), key_version: s.keyVersion }),
+          subjectIndex: (email) => ledgerSubjectIndex(s.dataKey, 'email', email),
+        },
         input,
       );
     },
