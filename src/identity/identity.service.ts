@@ -10,7 +10,7 @@ import {
   ValidationError,
   type PendingAction,
 } from '../shared/errors.js';
-import { assertAcceptablePassword, parseTenantPolicy, passwordExpired, PLATFORM_PASSWORD_POLICY, type PasswordPolicy } from './password-policy.js';
+import { assertAcceptablePassword, parseTenantPolicy, passwordRefusal, passwordExpired, PLATFORM_PASSWORD_POLICY, type PasswordPolicy } from './password-policy.js';
 import type { AccountTier, ControlDb } from '../storage/index.js';
 import type { PasswordHasher } from './passwords.js';
 import type { LoginAttempt, LoginThrottle } from './throttle.js';
@@ -344,8 +344,7 @@ export function createIdentityService(deps: {
       .execute();
     for (const row of earlier) {
       if (await hasher.verify(row.password_hash, password)) {
-        const problem = `password must differ from your last ${policy.historyCount} passwords (your organisation's rule)`;
-        throw new ValidationError(problem, { problems: [problem] });
+        throw passwordRefusal([{ code: 'in-history', params: { count: policy.historyCount }, message: `password must differ from your last ${policy.historyCount} passwords (your organisation's rule)` }]);
       }
     }
   };
