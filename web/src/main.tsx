@@ -630,11 +630,18 @@ function App() {
     void refresh();
     const onVisible = () => document.visibilityState === 'visible' && void whoAmI().catch(() => undefined);
     document.addEventListener('visibilitychange', onVisible);
+    let checking = false;
     const off = onApiError((error) => {
       if (error.code === 'SESSION_LOCKED') {
         setMe(undefined);
         navigate('/app/locked');
       } else if (error.code === 'ACTION_REQUIRED') void refresh();
+      else if (error.code === 'UNAUTHENTICATED' && !checking) {
+        // The session may have ended elsewhere (logged out from another browser, timed out): ask once,
+        // and go back to the login if so. A wrong current password leaves the session as it is.
+        checking = true;
+        void refresh().finally(() => (checking = false));
+      }
     });
     return () => {
       document.removeEventListener('visibilitychange', onVisible);
@@ -742,7 +749,7 @@ function App() {
             {link('/app/totp', 'nav.totp')}
           </nav>
         ) : null}
-        <button type="button" class="link" lang={language === 'de' ? 'en' : 'de'} aria-label={t('nav.languageLabel')} onClick={() => setLanguage(language === 'de' ? 'en' : 'de')}>
+        <button type="button" class="link" lang={language === 'de' ? 'en' : 'de'} aria-label={`${t('nav.language')} – ${t('nav.languageLabel')}`} onClick={() => setLanguage(language === 'de' ? 'en' : 'de')}>
           {t('nav.language')}
         </button>
         {me && me !== 'loading' ? (
