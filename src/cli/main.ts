@@ -437,6 +437,14 @@ export function buildCli(): Command {
       });
   }
   account
+    .command('reset-2fa')
+    .description("remove an account's second factor (a lost phone): its sessions end, the owner is told by mail and sets up a new one")
+    .requiredOption('--login <login>', 'account login (or id)')
+    .action(async (opts: { login: string }) => {
+      const result = await withPlatform(program, (c) => c.resetSecondFactor(opts.login));
+      emit(program, result, () => out(`Second factor of ${opts.login} removed${result.sessionsEnded ? `; ${result.sessionsEnded} sessions ended` : ''}`));
+    });
+  account
     .command('reset-link')
     .description('issue a one-time password-reset link for an account (valid 24 h, usable once); hand it over on a trusted channel')
     .requiredOption('--login <login>', 'account login')

@@ -239,6 +239,17 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
   });
 
+  app.post<{ Body: { code: string } }>('/api/v1/auth/totp/recovery-codes', {
+    ...secured,
+    schema: {
+      tags: ['auth'],
+      summary: 'Ten new recovery codes, shown once; all earlier ones stop working. Needs a current code from the authenticator app',
+      body: { type: 'object', additionalProperties: false, properties: { code: { type: 'string', pattern: '^[0-9]{6}$' } }, required: ['code'] },
+      response: { 200: { type: 'object', properties: { recoveryCodes: { type: 'array', items: { type: 'string' } } }, required: ['recoveryCodes'] }, 400: errorResponseSchema, 401: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request) => ({ recoveryCodes: await identity.regenerateRecoveryCodes(tokenOf(request), request.body.code) }),
+  });
+
   app.get('/api/v1/auth/me', {
     ...secured,
     schema: {
@@ -326,6 +337,17 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       handler: async (request) => identity.setAccountStatus(request.params.id, status, actorOf(request)),
     });
   }
+
+  app.post<{ Params: { id: string } }>('/api/v1/accounts/:id/second-factor/reset', {
+    ...secured,
+    schema: {
+      tags: ['accounts'],
+      summary: "Remove an account's second factor (a lost phone): its sessions end, the owner is told by mail and sets up a new one",
+      params: byId,
+      response: { 200: { type: 'object', properties: { accountId: { type: 'string' }, sessionsEnded: { type: 'integer' } }, required: ['accountId', 'sessionsEnded'] }, 401: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request) => identity.resetSecondFactor(actorOf(request), request.params.id),
+  });
 
   app.delete<{ Params: { id: string } }>('/api/v1/accounts/:id', {
     ...secured,

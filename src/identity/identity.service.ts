@@ -11,7 +11,7 @@ import {
   ValidationError,
   type PendingAction,
 } from '../shared/errors.js';
-import { assertAcceptablePassword, parseTenantPolicy, passwordExpired, PLATFORM_PASSWORD_POLICY, type PasswordPolicy } from './password-policy.js';
+import { assertAcceptablePassword, parseTenantPolicy, passwordRefusal, passwordExpired, PLATFORM_PASSWORD_POLICY, type PasswordPolicy } from './password-policy.js';
 import type { AccountTier, ControlDb } from '../storage/index.js';
 import type { PasswordHasher } from './passwords.js';
 import type { LoginAttempt, LoginThrottle } from './throttle.js';
@@ -110,6 +110,13 @@ export interface IdentityService {
   endAllSessions(sessionToken: string): Promise<number>;
   /** Needs the current password; ends every session and returns a new one (a new id after a privilege change). */
   changePassword(sessionToken: string, currentPassword: string, newPassword: string, source: string): Promise<Omit<NewSession, 'actor'>>;
+  /**
+   * An administrator of the right tier removes an account's second factor (a lost phone): its sessions end,
+   * the owner is told by mail and sets up a new factor at the next login if the policy requires one.
+   */
+  resetSecondFactor(by: Actor, ref: string): Promise<{ accountId: string; sessionsEnded: number }>;
+  /** Ten new recovery codes for the caller, replacing all earlier ones; needs a current code from the app. */
+  regenerateRecoveryCodes(sessionToken: string, code: string): Promise<string[]>;
   /** The password policy that applies to the caller (for forms that explain the rules). */
   policyFor(sessionToken: string): Promise<PasswordPolicy>;
   tenantPolicy(by: Actor, tenantId: string): Promise<PasswordPolicy>;
@@ -343,8 +350,7 @@ export function createIdentityService(deps: {
       .execute();
     for (const row of earlier) {
       if (await hasher.verify(row.password_hash, password)) {
-        const problem = `password must differ from your last ${policy.historyCount} passwords (your organisation's rule)`;
-        throw new ValidationError(problem, { problems: [problem] });
+        throw passwordRefusal([{ code: 'in-history', params: { count: policy.historyCount }, message: `password must differ from your last ${policy.historyCount} passwords (your organisation's rule)` }]);
       }
     }
   };
@@ -511,11 +517,11 @@ export function createIdentityService(deps: {
   };
 
   /** An account the actor may manage; any other (or a missing one) is "not found", so nothing is revealed. */
-  const manageable = async (by: Actor, ref: string) => {
+  const manageable = async (by: Actor, ref: string, action: 'account.manage' | 'account.reset-second-factor' = 'account.manage') => {
     const account = await accountByLogin(ref);
     const tenant = account.tenant_id ? await tenantScope(account.tenant_id) : undefined;
     const resource = { type: 'accounts' as const, role: account.role as AccountRole, tenantId: account.tenant_id, resellerId: tenant ? tenant.reseller_id : account.reseller_id };
-    if (!isAllowed(by, 'account.manage', resource)) throw new NotFoundError('account');
+    if (!isAllowed(by, action, resource)) throw new NotFoundError('account');
     return account;
   };
 
@@ -833,6 +839,30 @@ export function createIdentityService(deps: {
       const session = await startSession(me.id, me.kind, me.pendingList.filter((p) => p !== 'second_factor_setup'), secretOfSession(sessionToken, me));
       await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.enable', resource: { type: 'account', id: me.id }, outcome: 'success' });
       return { recoveryCodes, session };
+    },
+
+    async resetSecondFactor(by, ref) {
+      const account = await manageable(by, ref, 'account.reset-second-factor');
+      // A stolen session must not be able to strip its own account's second factor.
+      if ('accountId' in by && by.accountId === account.id) throw new ConflictError('you cannot reset your own second factor; ask another administrator');
+      if (!(await secondFactors.remove(account.id))) throw new ConflictError('this account has no second factor to reset');
+      const ended = await control.deleteFrom('sessions').where('account_id', '=', account.id).executeTakeFirst();
+      await record(account.tenant_id, { actor: ledgerActor(by), action: 'account.second-factor.reset', resource: { type: 'account', id: account.id }, outcome: 'success' });
+      notify(account, { kind: 'second-factor-reset', time: nowIso() });
+      return { accountId: account.id, sessionsEnded: Number(ended.numDeletedRows) };
+    },
+
+    async regenerateRecoveryCodes(sessionToken, code) {
+      const me = await sessionOf(sessionToken);
+      if (!(await secondFactors.isEnabled(me.id))) throw new ConflictError('set up a second factor first (POST /api/v1/auth/totp/setup)');
+      // Proof that the caller holds the authenticator, not only the session; each code works once.
+      if (!/^\d{6}$/.test(code.trim()) || !(await secondFactors.verify(me.id, code))) {
+        await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'failure' });
+        throw new ValidationError('that code is not valid; enter the current 6-digit code from your authenticator app');
+      }
+      const codes = await secondFactors.regenerateRecoveryCodes(me.id);
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'success' });
+      return codes;
     },
 
     async policyFor(sessionToken) {

@@ -1,7 +1,7 @@
 import { render, type ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, onApiError, setRequestToken, whoAmI, type Me } from './api.js';
-import { formatTime, initialLanguage, rememberLanguage, translate, type Language, type TextKey } from './i18n.js';
+import { dictionaries, formatTime, initialLanguage, rememberLanguage, translate, type Language, type TextKey } from './i18n.js';
 import { checkpointRoot, verifyCheckpointSignature, verifyInclusion } from './proof.js';
 import { GrantsPage } from './grants.js';
 import { RecoveryCodeNotice } from './keys.js';
@@ -93,6 +93,22 @@ function Field(props: { id: string; label: string; type?: 'text' | 'password' | 
 
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
+/**
+ * A refused password in the page's language: the server's problem codes map to `problem.<code>` texts;
+ * an unknown code (a newer server) falls back to the server's English message.
+ */
+function passwordErrorOf(error: unknown, t: T): string {
+  if (!(error instanceof ApiError) || !error.problemCodes?.length) return messageOf(error);
+  const texts = error.problemCodes.map(({ code, params }) => {
+    const key = `problem.${code}` as TextKey;
+    const classKey = `problem.class.${String(params.class)}` as TextKey;
+    const vars = code === 'needs-class' && isTextKey(classKey) ? { ...params, class: t(classKey) } : params;
+    return isTextKey(key) ? t(key, vars) : undefined;
+  });
+  return texts.every((x) => x !== undefined) ? texts.join(' ') : messageOf(error);
+}
+const isTextKey = (key: string): key is TextKey => key in dictionaries.de;
+
 // ---- pages -----------------------------------------------------------------------------------------
 
 function LoginPage(props: { t: T; onLoggedIn: () => void }) {
@@ -152,7 +168,10 @@ function PasswordPage(props: { t: T; forced: boolean; onChanged: () => void }) {
       setDone(true);
       props.onChanged();
     } catch (e) {
-      setError(messageOf(e));
+      if (e instanceof ApiError && e.code === 'UNAUTHENTICATED') setError(t('password.wrongCurrent'));
+      else if (e instanceof ApiError && e.code === 'CONFLICT') setError(t('password.same'));
+      else if (e instanceof ApiError && e.code === 'THROTTLED') setError(t('login.throttled', { seconds: e.retryAfter ?? 1 }));
+      else setError(passwordErrorOf(e, t));
     }
   };
   return (
@@ -321,7 +340,7 @@ function KeyPasswordPage(props: { t: T; kind: 'invite' | 'reset' }) {
       await api('POST', props.kind === 'invite' ? '/api/v1/auth/invitation/accept' : '/api/v1/auth/reset', { key, newPassword: password });
       setDone(true);
     } catch (e) {
-      setError(e instanceof ApiError && e.status === 401 ? t('invite.invalid') : messageOf(e));
+      setError(e instanceof ApiError && e.status === 401 ? t('invite.invalid') : passwordErrorOf(e, t));
     }
   };
   return (
@@ -677,11 +696,18 @@ function App() {
     void refresh();
     const onVisible = () => document.visibilityState === 'visible' && void whoAmI().catch(() => undefined);
     document.addEventListener('visibilitychange', onVisible);
+    let checking = false;
     const off = onApiError((error) => {
       if (error.code === 'SESSION_LOCKED') {
         setMe(undefined);
         navigate('/app/locked');
       } else if (error.code === 'ACTION_REQUIRED') void refresh();
+      else if (error.code === 'UNAUTHENTICATED' && !checking) {
+        // The session may have ended elsewhere (logged out from another browser, timed out): ask once,
+        // and go back to the login if so. A wrong current password leaves the session as it is.
+        checking = true;
+        void refresh().finally(() => (checking = false));
+      }
     });
     return () => {
       document.removeEventListener('visibilitychange', onVisible);
@@ -789,7 +815,7 @@ function App() {
             {link('/app/totp', 'nav.totp')}
           </nav>
         ) : null}
-        <button type="button" class="link" lang={language === 'de' ? 'en' : 'de'} aria-label={t('nav.languageLabel')} onClick={() => setLanguage(language === 'de' ? 'en' : 'de')}>
+        <button type="button" class="link" lang={language === 'de' ? 'en' : 'de'} aria-label={`${t('nav.language')} – ${t('nav.languageLabel')}`} onClick={() => setLanguage(language === 'de' ? 'en' : 'de')}>
           {t('nav.language')}
         </button>
         {me && me !== 'loading' ? (
