@@ -69,6 +69,16 @@ export const tenantKeysControlMigration: Migration = {
   },
 };
 
+/**
+ * The installer handover (S2.3) also ends the reseller staff's administration of the tenant: the policy
+ * refuses installers on a tenant with `handed_over_at` set (the reseller itself keeps its rights).
+ */
+export const tenantHandoverControlMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('tenants').addColumn('handed_over_at', 'varchar(32)').execute();
+  },
+};
+
 export const keyWrapsTenantMigration: Migration = {
   async up(db: Kysely<unknown>) {
     await db.schema
