@@ -135,7 +135,8 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     await core.tenantKeys.rotate(ids.tenant!, await secretOf(), { by: 'test', keep: [{ id: owner.id, publicKey: owner.public_key! }], grants: [] });
     expect(ownerKey.keyVersion).toBe(2);
     tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
-    expect((await call('owner', 'GET', '/api/v1/contacts')).statusCode).toBe(403); // old records do not open with the new key yet
+    // The records still under the old secret stay readable meanwhile (the previous key, from the rotation copy).
+    expect((await call('owner', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(7);
     const resumed = await call('owner', 'POST', '/api/v1/keys/rotate/resume');
     expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 8 });
     expect((await call('owner', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(7);
@@ -202,6 +203,10 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect((await call('colleague', 'GET', '/api/v1/contacts')).statusCode).toBe(401);
     tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
     expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ dataAccess: true, rotationPending: true, recoveryCodePending: true });
+    // Both halves are readable while the rotation waits: one record of each version.
+    const oldOne = (await db.selectFrom('contacts').select('id').where('key_version', '=', from).executeTakeFirstOrThrow()).id;
+    const newOne = (await db.selectFrom('contacts').select('id').where('key_version', '=', from + 1).executeTakeFirstOrThrow()).id;
+    for (const id of [oldOne, newOne]) expect((await call('owner', 'GET', `/api/v1/contacts/${id}`)).json()).toMatchObject({ id, name: expect.stringMatching(/^(Kunde|Person) \d+$/) });
     const resumed = await call('owner', 'POST', '/api/v1/keys/rotate/resume');
     expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 608 });
     expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ rotationPending: false });

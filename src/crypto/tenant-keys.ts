@@ -273,6 +273,20 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
       return { dataKey: tenantDataKey(oldSecret, (await masterKey.open(r.sealed_component, componentAad(tenantId)))), version };
     },
 
+    /**
+     * While a rotation to `version` is unfinished: the previous data key (from the rotation copy, which only
+     * the new data key opens), so that records not re-encrypted yet can still be read. Reads only.
+     */
+    async previousKey(tenantId: string, dataKey: Buffer, version: number): Promise<{ dataKey: Buffer; version: number } | undefined> {
+      const db = await store.tenantDb(tenantId);
+      const w = await db.selectFrom('key_wraps').select(['holder', 'wrapped']).where('kind', '=', 'rotation').where('secret_version', '=', version).executeTakeFirst();
+      if (!w) return undefined;
+      const from = Number(w.holder.slice(1));
+      const oldSecret = unwrapWithKey(w.wrapped, dataKey, secretContext(tenantId, from));
+      const r = await row(tenantId);
+      return { dataKey: tenantDataKey(oldSecret, await masterKey.open(r.sealed_component, componentAad(tenantId))), version: from };
+    },
+
     /** Whether a rotation of the current version still waits for its records (any data user may resume it). */
     async rotationPending(tenantId: string): Promise<boolean> {
       const r = await store.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', tenantId).executeTakeFirst();

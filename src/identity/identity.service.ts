@@ -122,7 +122,7 @@ export interface IdentityService {
    * The tenant data key K_t while a data user with a copy of the tenant secret acts, or an external account
    * within an active grant (then with the grant's scope); undefined otherwise.
    */
-  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; keyVersion: number; grants?: { id: string; collection: string; recordIds: string[] | null }[] } | undefined>;
+  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; keyVersion: number; grants?: { id: string; collection: string; recordIds: string[] | null }[]; previous?: { dataKey: Buffer; version: number } } | undefined>;
   /**
    * Replaces the tenant secret (S2.3): records are re-encrypted under the new one, resumably, with progress;
    * the data users and active grants keep access except `exclude`; every other copy of the old secret
@@ -915,7 +915,10 @@ export function createIdentityService(deps: {
         }
         return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, grants: grants.map(grantView).map((g) => ({ id: g.id, collection: g.collection, recordIds: g.recordIds })) };
       }
-      return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version };
+      // During a rotation the records not re-encrypted yet stay readable with the previous key (from the
+      // rotation copy, which only the new secret opens).
+      const previous = await deps.tenantKeys.previousKey(me.tenant_id, opened.dataKey, opened.version);
+      return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, ...(previous ? { previous } : {}) };
     },
 
     async rotateTenantSecret(sessionToken, opts, progress) {

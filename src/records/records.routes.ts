@@ -20,7 +20,7 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { collections: 
   const dataSession = async (request: FastifyRequest): Promise<DataSession> => {
     const key = await deps.identity.dataKeyOf(sessionTokenOf(request)!.token);
     if (!key) throw new ForbiddenError('this session has no data access: only data users of a tenant who were given access (activation key or a colleague), or an external account with an active grant, can work with personal data');
-    return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, keyVersion: key.keyVersion, grants: key.grants };
+    return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, keyVersion: key.keyVersion, grants: key.grants, previous: key.previous };
   };
   // CSV arrives as text (up to 20 MiB); an import answers with JSON lines as it goes.
   app.addContentTypeParser('text/csv', { parseAs: 'string', bodyLimit: 20 * 1024 * 1024 }, (_request, body, done) => done(null, body));
