@@ -29,7 +29,16 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     app = await buildApp(core, { logger: silentLog });
     const operator = (await ensureFirstOperator(core))!;
     tokens.operator = await bearerLogin(app, operator.login, operator.oneTimePassword);
-    const tenant = (await call('operator', 'POST', '/api/v1/tenants', { name: 'Kunde mit Übergabe' })).json<{ id: string; initialKeys: { activationKey: string } }>();
+    // The tenant belongs to a reseller whose installer sets it up.
+    const acceptAs = async (email: string, password: string) => {
+      expect((await app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(core.config.mail.outbox_dir, email), newPassword: password } })).statusCode).toBe(204);
+      return bearerLogin(app, email, password);
+    };
+    expect((await call('operator', 'POST', '/api/v1/resellers', { name: 'Partner Süd', adminLogin: 'chef@partner.test' })).statusCode).toBe(201);
+    tokens.reseller = await acceptAs('chef@partner.test', 'Wiederverkauf im Sueden 5');
+    expect((await call('reseller', 'POST', '/api/v1/accounts', { email: 'monteur@partner.test', role: 'installer' })).statusCode).toBe(201);
+    tokens.installer = await acceptAs('monteur@partner.test', 'Montage beim Kunden 6');
+    const tenant = (await call('reseller', 'POST', '/api/v1/tenants', { name: 'Kunde mit Übergabe' })).json<{ id: string; initialKeys: { activationKey: string } }>();
     ids.tenant = tenant.id;
     activationKey = tenant.initialKeys.activationKey;
     const invite = async (by: string, who: keyof typeof PASSWORDS | 'admin', email: string, role: string, password: string) => {
@@ -38,8 +47,8 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
       tokens[who] = await bearerLogin(app, email, password);
       ids[who] = (await call(who, 'GET', '/api/v1/auth/me')).json<{ accountId: string }>().accountId;
     };
-    await invite('operator', 'admin', 'admin@uebergabe.test', 'admin', 'Verwaltung beim Kunden 4');
-    await invite('admin', 'setup', 'setup@partner.test', 'member', PASSWORDS.setup);
+    await invite('installer', 'admin', 'admin@uebergabe.test', 'admin', 'Verwaltung beim Kunden 4');
+    await invite('installer', 'setup', 'setup@partner.test', 'member', PASSWORDS.setup);
     await invite('admin', 'owner', 'owner@uebergabe.test', 'dpo', PASSWORDS.owner);
     await invite('admin', 'colleague', 'colleague@uebergabe.test', 'member', PASSWORDS.colleague);
   });
@@ -61,6 +70,14 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     const setupAccount = await core.storage.control.selectFrom('accounts').selectAll().where('id', '=', ids.setup!).executeTakeFirstOrThrow();
 
     expect((await call('admin', 'POST', `/api/v1/tenants/${ids.tenant}/handover`, { ownerAccountId: ids.owner })).statusCode).toBe(403); // holds no key
+    // Until the handover the reseller's installer administers the tenant.
+    const installerRights = async () => [
+      (await call('installer', 'GET', `/api/v1/tenants/${ids.tenant}`)).statusCode,
+      (await call('installer', 'GET', `/api/v1/accounts?tenantId=${ids.tenant}`)).statusCode,
+      (await call('installer', 'GET', `/api/v1/tenants/${ids.tenant}/password-policy`)).statusCode,
+      (await call('installer', 'POST', '/api/v1/accounts', { email: `spaet-${Date.now()}@uebergabe.test`, role: 'member', tenantId: ids.tenant })).statusCode,
+    ];
+    expect(await installerRights()).toEqual([200, 200, 200, 201]);
     const handover = await call('setup', 'POST', `/api/v1/tenants/${ids.tenant}/handover`, { ownerAccountId: ids.owner });
     expect(handover.statusCode).toBe(200);
     const result = lines(handover.body);
@@ -72,6 +89,9 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect(after.every((r) => r.key_version === 2)).toBe(true);
     expect(after.map((r) => r.name_ct)).not.toEqual(before.map((r) => r.name_ct));
     expect(after.map((r) => r.email_bidx)).not.toEqual(before.map((r) => r.email_bidx));
+    // The installer's administration of the tenant ended with the handover; the reseller keeps its own.
+    expect(await installerRights()).toEqual([404, 404, 404, 403]);
+    expect((await call('reseller', 'GET', `/api/v1/accounts?tenantId=${ids.tenant}`)).statusCode).toBe(200);
     // The installer's account is out: its sessions ended, and after a new login it has no data access.
     expect((await call('setup', 'GET', '/api/v1/contacts')).statusCode).toBe(401);
     tokens.setup = await bearerLogin(app, 'setup@partner.test', PASSWORDS.setup);
@@ -115,7 +135,8 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     await core.tenantKeys.rotate(ids.tenant!, await secretOf(), { by: 'test', keep: [{ id: owner.id, publicKey: owner.public_key! }], grants: [] });
     expect(ownerKey.keyVersion).toBe(2);
     tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
-    expect((await call('owner', 'GET', '/api/v1/contacts')).statusCode).toBe(403); // old records do not open with the new key yet
+    // The records still under the old secret stay readable meanwhile (the previous key, from the rotation copy).
+    expect((await call('owner', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(7);
     const resumed = await call('owner', 'POST', '/api/v1/keys/rotate/resume');
     expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 8 });
     expect((await call('owner', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(7);
@@ -182,6 +203,10 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect((await call('colleague', 'GET', '/api/v1/contacts')).statusCode).toBe(401);
     tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
     expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ dataAccess: true, rotationPending: true, recoveryCodePending: true });
+    // Both halves are readable while the rotation waits: one record of each version.
+    const oldOne = (await db.selectFrom('contacts').select('id').where('key_version', '=', from).executeTakeFirstOrThrow()).id;
+    const newOne = (await db.selectFrom('contacts').select('id').where('key_version', '=', from + 1).executeTakeFirstOrThrow()).id;
+    for (const id of [oldOne, newOne]) expect((await call('owner', 'GET', `/api/v1/contacts/${id}`)).json()).toMatchObject({ id, name: expect.stringMatching(/^(Kunde|Person) \d+$/) });
     const resumed = await call('owner', 'POST', '/api/v1/keys/rotate/resume');
     expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 608 });
     expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ rotationPending: false });

@@ -104,9 +104,9 @@ export const DATA_ACTIONS: readonly DataAction[] = [
 export type Resource =
   | { type: 'platform' }
   | { type: 'reseller'; resellerId: string }
-  | { type: 'tenant'; tenantId: string; resellerId: string | null }
+  | { type: 'tenant'; tenantId: string; resellerId: string | null; handedOver?: boolean }
   /** Accounts with `role` at the platform (no tenant, no reseller), of a reseller, or of a tenant. */
-  | { type: 'accounts'; role: AccountRole; resellerId: string | null; tenantId: string | null }
+  | { type: 'accounts'; role: AccountRole; resellerId: string | null; tenantId: string | null; handedOver?: boolean }
   /** The personal data of one tenant. */
   | { type: 'data'; tenantId: string };
 
@@ -199,6 +199,8 @@ export function isAllowed(actor: Actor, action: PlatformAction | DataAction, res
       return true;
     case 'reseller':
     case 'installer': {
+      // An installer sets a tenant up until its handover (S2.3); afterwards only the reseller administers it.
+      if (actor.kind === 'installer' && (resource.type === 'tenant' || resource.type === 'accounts') && resource.handedOver === true) return false;
       if (resource.type === 'accounts') {
         if (!ACCOUNT_ACTIONS.has(action) || resource.resellerId !== actor.resellerId) return false;
         return GRANTABLE[actor.kind].has(resource.role) && (resource.tenantId !== null) === TENANT_ROLES.includes(resource.role as TenantRole);

@@ -69,6 +69,16 @@ export const tenantKeysControlMigration: Migration = {
   },
 };
 
+/**
+ * The installer handover (S2.3) also ends the reseller staff's administration of the tenant: the policy
+ * refuses installers on a tenant with `handed_over_at` set (the reseller itself keeps its rights).
+ */
+export const tenantHandoverControlMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('tenants').addColumn('handed_over_at', 'varchar(32)').execute();
+  },
+};
+
 export const keyWrapsTenantMigration: Migration = {
   async up(db: Kysely<unknown>) {
     await db.schema
@@ -261,6 +271,20 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
       const version = Number(w.holder.slice(1));
       const oldSecret = unwrapWithKey(w.wrapped, dataKey, secretContext(tenantId, version));
       return { dataKey: tenantDataKey(oldSecret, (await masterKey.open(r.sealed_component, componentAad(tenantId)))), version };
+    },
+
+    /**
+     * While a rotation to `version` is unfinished: the previous data key (from the rotation copy, which only
+     * the new data key opens), so that records not re-encrypted yet can still be read. Reads only.
+     */
+    async previousKey(tenantId: string, dataKey: Buffer, version: number): Promise<{ dataKey: Buffer; version: number } | undefined> {
+      const db = await store.tenantDb(tenantId);
+      const w = await db.selectFrom('key_wraps').select(['holder', 'wrapped']).where('kind', '=', 'rotation').where('secret_version', '=', version).executeTakeFirst();
+      if (!w) return undefined;
+      const from = Number(w.holder.slice(1));
+      const oldSecret = unwrapWithKey(w.wrapped, dataKey, secretContext(tenantId, from));
+      const r = await row(tenantId);
+      return { dataKey: tenantDataKey(oldSecret, await masterKey.open(r.sealed_component, componentAad(tenantId))), version: from };
     },
 
     /** Whether a rotation of the current version still waits for its records (any data user may resume it). */

@@ -132,7 +132,7 @@ export interface IdentityService {
    * The tenant data key K_t while a data user with a copy of the tenant secret acts, or an external account
    * within an active grant (then with the grant's scope); undefined otherwise.
    */
-  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; keyVersion: number; grants?: { id: string; collection: string; recordIds: string[] | null }[] } | undefined>;
+  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; keyVersion: number; grants?: { id: string; collection: string; recordIds: string[] | null }[]; previous?: { dataKey: Buffer; version: number } } | undefined>;
   /**
    * Replaces the tenant secret (S2.3): records are re-encrypted under the new one, resumably, with progress;
    * the data users and active grants keep access except `exclude`; every other copy of the old secret
@@ -503,9 +503,9 @@ export function createIdentityService(deps: {
 
   /** Looks up the tenant or reseller an invitation or policy is about, for the policy decision. */
   const tenantScope = async (tenantId: string) => {
-    const tenant = await control.selectFrom('tenants').select(['id', 'name', 'reseller_id', 'status']).where('id', '=', tenantId).executeTakeFirst();
+    const tenant = await control.selectFrom('tenants').select(['id', 'name', 'reseller_id', 'status', 'handed_over_at']).where('id', '=', tenantId).executeTakeFirst();
     if (!tenant) throw new NotFoundError('tenant', { id: tenantId });
-    return tenant;
+    return { ...tenant, handedOver: (tenant.handed_over_at ?? null) !== null };
   };
 
   /** By id (a UUID) or by login. */
@@ -520,7 +520,7 @@ export function createIdentityService(deps: {
   const manageable = async (by: Actor, ref: string, action: 'account.manage' | 'account.reset-second-factor' = 'account.manage') => {
     const account = await accountByLogin(ref);
     const tenant = account.tenant_id ? await tenantScope(account.tenant_id) : undefined;
-    const resource = { type: 'accounts' as const, role: account.role as AccountRole, tenantId: account.tenant_id, resellerId: tenant ? tenant.reseller_id : account.reseller_id };
+    const resource = { type: 'accounts' as const, role: account.role as AccountRole, tenantId: account.tenant_id, resellerId: tenant ? tenant.reseller_id : account.reseller_id, handedOver: tenant?.handedOver ?? false };
     if (!isAllowed(by, action, resource)) throw new NotFoundError('account');
     return account;
   };
@@ -570,7 +570,7 @@ export function createIdentityService(deps: {
         tenantId = input.tenantId ?? ('tenantId' in by ? by.tenantId : null);
         if (!tenantId) throw new ValidationError(`an account with the role '${role}' belongs to a tenant: name it (tenantId / --tenant)`);
         const tenant = await tenantScope(tenantId);
-        authorize(by, 'account.invite', { type: 'accounts', role, tenantId, resellerId: tenant.reseller_id });
+        authorize(by, 'account.invite', { type: 'accounts', role, tenantId, resellerId: tenant.reseller_id, handedOver: tenant.handedOver });
         organisation = tenant.name;
       } else if (tier === 'reseller' || tier === 'installer') {
         resellerId = input.resellerId ?? ('resellerId' in by ? by.resellerId : null);
@@ -631,9 +631,11 @@ export function createIdentityService(deps: {
     async listAccounts(by, scope) {
       let query = control.selectFrom('accounts as a').leftJoin('second_factors as f', 'f.account_id', 'a.id').select(['a.id', 'a.login', 'a.role', 'a.status', 'a.tenant_id', 'a.reseller_id', 'a.created_at', 'f.enabled_at']);
       let tenantReseller: string | null = null;
+      let handedOver = false;
       if (scope.tenantId !== undefined) {
         const tenant = await tenantScope(scope.tenantId);
         tenantReseller = tenant.reseller_id;
+        handedOver = tenant.handedOver;
         query = query.where('a.tenant_id', '=', scope.tenantId);
       } else if (scope.resellerId !== undefined) {
         query = query.where('a.reseller_id', '=', scope.resellerId);
@@ -646,7 +648,7 @@ export function createIdentityService(deps: {
       }
       const rows = await query.orderBy('a.created_at').execute();
       const visible = rows.filter((r) => {
-        const resource = { type: 'accounts' as const, role: r.role as AccountRole, tenantId: r.tenant_id, resellerId: r.tenant_id ? tenantReseller : r.reseller_id };
+        const resource = { type: 'accounts' as const, role: r.role as AccountRole, tenantId: r.tenant_id, resellerId: r.tenant_id ? tenantReseller : r.reseller_id, handedOver };
         try {
           authorize(by, 'account.list', resource);
           return true;
@@ -656,7 +658,7 @@ export function createIdentityService(deps: {
       });
       if (scope.tenantId !== undefined && visible.length === 0) {
         // Say "not found" for a foreign tenant, an empty list for one's own.
-        authorize(by, 'tenant.read', { type: 'tenant', tenantId: scope.tenantId, resellerId: tenantReseller });
+        authorize(by, 'tenant.read', { type: 'tenant', tenantId: scope.tenantId, resellerId: tenantReseller, handedOver });
       }
       return visible.map((r) => ({
         id: r.id,
@@ -872,13 +874,13 @@ export function createIdentityService(deps: {
 
     async tenantPolicy(by, tenantId) {
       const tenant = await tenantScope(tenantId);
-      authorize(by, 'policy.read', { type: 'tenant', tenantId, resellerId: tenant.reseller_id });
+      authorize(by, 'policy.read', { type: 'tenant', tenantId, resellerId: tenant.reseller_id, handedOver: tenant.handedOver });
       return policyOfTenant(tenantId);
     },
 
     async setTenantPolicy(by, tenantId, input) {
       const tenant = await tenantScope(tenantId);
-      authorize(by, 'policy.write', { type: 'tenant', tenantId, resellerId: tenant.reseller_id });
+      authorize(by, 'policy.write', { type: 'tenant', tenantId, resellerId: tenant.reseller_id, handedOver: tenant.handedOver });
       const policy = parseTenantPolicy(input);
       const json = JSON.stringify(policy);
       const updated = await control.updateTable('tenant_policies').set({ policy: json, updated_at: nowIso() }).where('tenant_id', '=', tenantId).executeTakeFirst();
@@ -981,7 +983,10 @@ export function createIdentityService(deps: {
         }
         return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, grants: grants.map(grantView).map((g) => ({ id: g.id, collection: g.collection, recordIds: g.recordIds })) };
       }
-      return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version };
+      // During a rotation the records not re-encrypted yet stay readable with the previous key (from the
+      // rotation copy, which only the new secret opens).
+      const previous = await deps.tenantKeys.previousKey(me.tenant_id, opened.dataKey, opened.version);
+      return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, ...(previous ? { previous } : {}) };
     },
 
     async rotateTenantSecret(sessionToken, opts, progress) {
@@ -1018,6 +1023,7 @@ export function createIdentityService(deps: {
       // to every kept data user; it is shown once, in their own session (takeRecoveryCode).
       const recoveryFor = !excluded.has(me.id) ? [me.id] : opts.only !== undefined ? [opts.only] : keep.map((a) => a.id);
       const rotated = await deps.tenantKeys.rotate(tenantId, secret, { by: me.id, keep, grants, recoveryFor });
+      if (opts.reason === 'handover') await control.updateTable('tenants').set({ handed_over_at: nowIso() }).where('id', '=', tenantId).execute();
       await record(tenantId, {
         actor: ledgerActor(actorOf(me)),
         action: opts.reason === 'handover' ? 'tenant.handover' : 'key.rotate-tenant-secret',

@@ -67,7 +67,7 @@ export function createPlatformService(deps: PlatformDeps) {
     const found = await repo.findTenantById(tenantId);
     try {
       if (!found) throw new NotFoundError('tenant', { id: tenantId });
-      authorize(actor, action, { type: 'tenant', tenantId, resellerId: found.view.resellerId });
+      authorize(actor, action, { type: 'tenant', tenantId, resellerId: found.view.resellerId, handedOver: found.handedOver });
     } catch (error) {
       // Refusals and probes for other tiers' tenants are security events.
       await record(actor, action, { type: 'tenant', id: tenantId }, 'denied');

@@ -92,6 +92,8 @@ export interface DataSession {
   keyVersion: number;
   /** External accounts act within their active grants: each one collection, maybe only listed records; read only. */
   grants?: { id: string; collection: string; recordIds: string[] | null }[] | undefined;
+  /** While a rotation of the tenant secret runs: the previous data key, to read records not re-encrypted yet. */
+  previous?: { dataKey: Buffer; version: number } | undefined;
 }
 
 /** The data subject index of the ledger: full-length (no coincidences), so an Art. 15 export finds exactly one person. */
@@ -243,7 +245,9 @@ export function createCollection(
       if (f.class === 'plain') out[name] = (row[name] as string | null) ?? null;
       else {
         const ct = row[`${name}_ct`] as string | null;
-        out[name] = ct === null ? null : aeadOpen(fieldKey(s), Buffer.from(ct, 'base64url'), aad(s, row.id as string, name, row.key_version as number)).toString('utf8');
+        // A record still under the previous secret (a rotation is running) is read with the previous key.
+        const key = s.previous && row.key_version === s.previous.version && row.key_version !== s.keyVersion ? fieldKey({ ...s, dataKey: s.previous.dataKey }) : fieldKey(s);
+        out[name] = ct === null ? null : aeadOpen(key, Buffer.from(ct, 'base64url'), aad(s, row.id as string, name, row.key_version as number)).toString('utf8');
       }
     }
     return { ...out, id: row.id as string, book: row.book === 'shared' ? 'shared' : 'personal', createdAt: row.created_at as string, updatedAt: row.updated_at as string };

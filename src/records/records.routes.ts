@@ -20,7 +20,7 @@ const byId = { type: 'object', properties: { id: { type: 'string', format: 'uuid
 export async function dataSessionOf(identity: Pick<IdentityService, 'dataKeyOf'>, request: FastifyRequest): Promise<DataSession> {
   const key = await identity.dataKeyOf(sessionTokenOf(request)!.token);
   if (!key) throw new ForbiddenError('this session has no data access: only data users of a tenant who were given access (activation key or a colleague), or an external account with an active grant, can work with personal data');
-  return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, keyVersion: key.keyVersion, grants: key.grants };
+  return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, keyVersion: key.keyVersion, grants: key.grants, previous: key.previous };
 }
 
 /**

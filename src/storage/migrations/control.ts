@@ -1,5 +1,5 @@
 import { type Kysely, type Migration } from 'kysely';
-import { tenantKeysControlMigration } from '../../crypto/tenant-keys.js';
+import { tenantHandoverControlMigration, tenantKeysControlMigration } from '../../crypto/tenant-keys.js';
 import { accountsMigration } from '../../identity/accounts.migrations.js';
 import { oneTimeKeysMigration } from '../../identity/one-time-keys.js';
 import { secondFactorMigration } from '../../identity/second-factor.js';
@@ -72,4 +72,5 @@ export const controlMigrations: Record<string, Migration> = {
   '0007_transfers': transfersControlMigration,
   '0008_ledger_origin': ledgerOriginMigration,
   '0009_e2e_sealed_key_nullable': e2eSealedKeyNullableMigration,
+  '0010_tenant_handover': tenantHandoverControlMigration,
 };
