@@ -17,6 +17,13 @@ export interface StorageOptions {
   masterKey: CipherService;
 }
 
+/**
+ * How another thread of this process opens one of the databases itself (ledger verification in worker
+ * threads): the SQLite file, or the PostgreSQL URL with the credentials of that database's own role.
+ * Holds a password on PostgreSQL: hand it to a worker, never to a log or an error.
+ */
+export type DatabaseLocation = { engine: 'sqlite'; file: string } | { engine: 'postgres'; url: string };
+
 /** Where a tenant's database lives, as remembered in the control database. */
 export interface TenantLocation {
   tenantId: string;
@@ -34,6 +41,8 @@ export interface Storage {
   /** Creates the tenant's own database (file, or PostgreSQL database plus a role that can connect only to it). */
   provisionTenant(tenant: TenantLocation): Promise<void>;
   tenantDb(tenant: TenantLocation): Promise<TenantDb>;
+  /** The control database (no tenant) or a tenant's database, for a worker thread to open on its own. */
+  locate(tenant?: TenantLocation): Promise<DatabaseLocation>;
   migrateTenant(tenant: TenantLocation): Promise<string[]>;
   /** Removes the tenant's database and role for good; returns what was removed, for the deletion report. */
   dropTenant(tenant: TenantLocation): Promise<string[]>;
@@ -122,6 +131,7 @@ function openSqliteStorage(opts: StorageOptions): Storage {
       await migrate(db as Kysely<unknown>, tenantMigrations);
     },
     tenantDb,
+    locate: (t) => Promise.resolve({ engine: 'sqlite', file: t ? fileOf(t) : controlFile }),
     async migrateTenant(t) {
       if (!existsSync(fileOf(t))) throw new Error(`tenant database file for ${t.tenantId} is missing`);
       return migrate((await tenantDb(t)) as Kysely<unknown>, tenantMigrations);
@@ -244,6 +254,7 @@ async function openPostgresStorage(opts: StorageOptions): Promise<Storage> {
       await migrate((await tenantDb(t)) as Kysely<unknown>, tenantMigrations);
     },
     tenantDb,
+    locate: async (t) => ({ engine: 'postgres', url: (t ? await tenantUrl(t) : controlUrl).toString() }),
     async migrateTenant(t) {
       return migrate((await tenantDb(t)) as Kysely<unknown>, tenantMigrations);
     },
