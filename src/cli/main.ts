@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, migrateEverything, openCore, sealedColumns, type Core } from '../core.js';
 import { addMasterKeyVersion, loadOrCreateMasterKey, retireMasterKeyVersion } from '../crypto/master-key.js';
-import { startCipherServiceServer, startMutualTlsCipherServer } from '../crypto/cipher-service.js';
+import { localCipherService, remoteCipherService, startCipherServiceServer, startMutualTlsCipherServer } from '../crypto/cipher-service.js';
 import { countVersions, resealColumn } from '../crypto/rotate.js';
+import { backupFolder, createBackup, listBackups, pruneBackups, recordRestore, restoreBackup, verifyBackup } from '../ops/backup.js';
 import { ensureLocalPki, ensureMutualTlsPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
 import { billingReport, EXPORT_CSV_COLUMNS, exportCsvRow, toCsv, type ExportedEntry, type VerifyReport } from '../ledger/index.js';
@@ -657,6 +658,70 @@ export function buildCli(): Command {
       };
       const p = await withPlatform(program, (c) => c.setTenantPolicy(id, input));
       emit(program, p, () => printPolicy(p));
+    });
+
+  const backup = program.command('backup').description('backups of every database and blob (local, platform owner; S1.3): create, list, verify, restore');
+  backup
+    .command('create')
+    .description('write a backup now into backup.dir (consistent copies of the databases, the encrypted blobs, a manifest of SHA-256 sums); old ones beyond backup.keep_days are pruned')
+    .action(async () => {
+      await withCore(program, async (core, cfg) => {
+        err(`Writing a backup into ${cfg.backup.dir} …`);
+        const summary = await createBackup(core, { actor: 'cli' });
+        const pruned = pruneBackups(cfg.backup.dir, cfg.backup.keep_days, core.clock.now());
+        emit(program, { ...summary, pruned }, () => {
+          out(`Backup ${summary.id}: ${summary.tenants} tenants, ${summary.files} files (${summary.linked} unchanged blobs linked), ${summary.bytes} bytes`);
+          out(`  ${summary.path}`);
+          if (pruned.length > 0) out(`Pruned backups older than ${cfg.backup.keep_days} days: ${pruned.join(', ')}`);
+          out(`The master key is not in it: keep ${cfg.master_key.file} backed up apart.`);
+        });
+      });
+    });
+  backup
+    .command('list')
+    .description('the complete backups in backup.dir, newest first')
+    .action(() => {
+      const cfg = config(program);
+      const rows = listBackups(cfg.backup.dir).map((m) => ({ id: m.id, created: m.createdAt, engine: m.engine, tenants: String(m.tenants.length), files: String(m.files.length), bytes: String(m.files.reduce((n, f) => n + f.bytes, 0)) }));
+      emit(program, rows, () => (rows.length === 0 ? out(`No backups in ${cfg.backup.dir}.`) : table(rows)));
+    });
+  backup
+    .command('verify')
+    .description('check every file of a backup against its manifest (exit 6 and the first damaged file otherwise)')
+    .argument('<backup>', 'a backup id from `tresor backup list`, or the path of a backup folder')
+    .action(async (which: string) => {
+      const cfg = config(program);
+      const folder = backupFolder(cfg.backup.dir, which);
+      const manifest = await verifyBackup(folder);
+      emit(program, { id: manifest.id, ok: true, files: manifest.files.length }, () => out(`OK ${manifest.id}: all ${manifest.files.length} files match the manifest`));
+    });
+  backup
+    .command('restore')
+    .description('put a backup back, with the server stopped: checks every file first, moves the current database files and blobs aside into <data_dir>/pre-restore-<time>/ (PostgreSQL: restored in place), then records the restore in the ledger')
+    .argument('<backup>', 'a backup id from `tresor backup list`, or the path of a backup folder')
+    .option('-y, --yes', 'do not ask for confirmation (for scripts)')
+    .action(async (which: string, opts: { yes?: boolean }) => {
+      const cfg = config(program);
+      const folder = backupFolder(cfg.backup.dir, which);
+      if (!opts.yes) {
+        const answer = await confirm(`Stop every tresor server first. Replace the current data with backup ${which}? Type "restore" to confirm: `);
+        if (answer !== 'restore') throw new DomainError('VALIDATION', 'not confirmed; nothing was restored (use --yes in scripts)');
+      }
+      if (cfg.cipher.url === '' && cfg.master_key.value === '' && !existsSync(cfg.master_key.file)) {
+        throw new DomainError('VALIDATION', `the master key file ${cfg.master_key.file} is missing: put back the master key the backup was taken with (it is never part of a backup)`);
+      }
+      const masterKey =
+        cfg.cipher.url !== ''
+          ? remoteCipherService(cfg.cipher.url, { caFile: cfg.cipher.ca_file, certFile: cfg.cipher.cert_file, keyFile: cfg.cipher.key_file })
+          : localCipherService(loadOrCreateMasterKey({ file: cfg.master_key.file, value: cfg.master_key.value }).ring);
+      const { manifest, asideDir } = await restoreBackup(cfg, masterKey, folder, { now: new Date(), onProgress: (step) => err(`  ${step} …`) });
+      await withCore(program, async (core) => {
+        await recordRestore(core, manifest, 'cli');
+      });
+      emit(program, { id: manifest.id, createdAt: manifest.createdAt, tenants: manifest.tenants.length, asideDir }, () => {
+        out(`Restored backup ${manifest.id} (taken ${manifest.createdAt}, ${manifest.tenants.length} tenants).`);
+        out(`The data it replaced is in ${asideDir}.`);
+      });
     });
 
   const keys = program.command('keys').description('the master key (local, platform owner)');

@@ -10,6 +10,7 @@ import type { Clock } from '../identity/index.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { sha256Hex } from '../crypto/random.js';
 import { transferExpiryJob } from '../ops/jobs.js';
+import { backupJob } from '../ops/backup.js';
 import { startScheduler } from '../ops/scheduler.js';
 import { buildApp } from './app.js';
 import { tlsServerOptions } from './tls.js';
@@ -121,6 +122,7 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
           },
         },
         transferExpiryJob(core, log),
+        ...[backupJob(core, log)].filter((job) => job !== undefined),
         {
           name: 'billing-flush',
           intervalMs: 60_000,
