@@ -9,7 +9,7 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Bytes } from './encoding.js';
-import { Opener, type RecordAead, type RecordAeadFactory, Sealer, TAG_SIZE, webCryptoAead } from './records.js';
+import { Opener, type RecordAead, type RecordAeadFactory, Sealer, TAG_SIZE } from './records.js';
 
 /** AES-256-GCM through OpenSSL; the key is copied into this closure (the caller wipes its `rawKey`). */
 export const nodeAead: RecordAeadFactory = async (rawKey) => {
@@ -82,42 +82,6 @@ export function decryptTransform(fileKey: Uint8Array, context: string): Transfor
     },
     flush(done: TransformCallback) {
       opener.finish().then((last) => done(null, last.length > 0 ? last : undefined), done);
-    },
-  });
-  return out;
-}
-
-/**
- * As `decryptTransform`, but up to `depth` records are opened at once through Node's WebCrypto, whose
- * AES-GCM jobs run in libuv's thread pool: the event loop is left free for the TLS encryption of what goes
- * out (the server's level-1/2 downloads), instead of doing both AES passes in one thread. Records are
- * released strictly in order, each only once authenticated; the first refusal ends the stream, and nothing
- * after the refused record is released.
- */
-export function decryptTransformParallel(fileKey: Uint8Array, context: string, depth = 4): Transform {
-  const opener = new Opener(fileKey, context, webCryptoAead);
-  const inFlight: Promise<Uint8Array>[] = [];
-  const release = async (keep: number) => {
-    while (inFlight.length > keep) {
-      const plain = await inFlight.shift()!;
-      if (plain.length > 0) out.push(plain);
-    }
-  };
-  const out = new Transform({
-    highWaterMark: 1024 * 1024,
-    transform(chunk: Buffer, _encoding, done: TransformCallback) {
-      opener
-        .pushPipelined(chunk, (plain) => {
-          plain.catch(() => undefined); // awaited in order below; a refusal must not count as unhandled meanwhile
-          inFlight.push(plain);
-        })
-        .then(() => release(depth - 1))
-        .then(() => done(), done);
-    },
-    flush(done: TransformCallback) {
-      release(0)
-        .then(() => opener.finish())
-        .then((last) => done(null, last.length > 0 ? last : undefined), done);
     },
   });
   return out;

@@ -265,35 +265,6 @@ export class Opener {
     }
   }
 
-  /**
-   * As `push`, but each full record's opening is started and handed to `start` without waiting for it, in
-   * record order, so that several records can be opened at once (Node's WebCrypto runs them in its thread
-   * pool beside the event loop). The caller releases each result only after the ones before it and stops at
-   * the first refusal; a record's bytes are copied, since the buffer is reused.
-   */
-  async pushPipelined(chunk: Uint8Array, start: (plaintext: Promise<Bytes>) => void): Promise<void> {
-    let offset = 0;
-    if (this.keys === undefined) {
-      const take = Math.min(HEADER_SIZE - this.headerFill, chunk.length);
-      this.header.set(chunk.subarray(0, take), this.headerFill);
-      this.headerFill += take;
-      offset = take;
-      if (this.headerFill < HEADER_SIZE) return;
-      this.keys = await this.readHeader();
-    }
-    const keys = this.keys;
-    while (offset < chunk.length) {
-      const take = Math.min(ENCRYPTED_RECORD_SIZE - this.fill, chunk.length - offset);
-      this.buffer.set(chunk.subarray(offset, offset + take), this.fill);
-      this.fill += take;
-      offset += take;
-      if (this.fill === ENCRYPTED_RECORD_SIZE) {
-        start(this.open(keys, this.buffer.slice(), false));
-        this.fill = 0;
-      }
-    }
-  }
-
   /** Opens the final record; the input has ended. */
   async finish(): Promise<Bytes> {
     if (this.keys === undefined) throw new E2eError('TRUNCATED', 'the ciphertext ends inside the header');

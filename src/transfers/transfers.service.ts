@@ -13,7 +13,7 @@ import { ledgerActor } from '../ledger/ledgers.js';
 import type { Ledger, LedgerEvent } from '../ledger/index.js';
 import type { Mailer } from '../mail/mailer.js';
 import { renderMail, type MailTemplate } from '../mail/templates.js';
-import { decryptTransformParallel } from '../shared-e2e/node.js';
+import { decryptTransform } from '../shared-e2e/node.js';
 import { E2eError } from '../shared-e2e/errors.js';
 import { ciphertextSize, decodePublicKey, fingerprint as fingerprintOf, fromBase64Url, WRAPPED_KEY_SIZE } from '../shared-e2e/index.js';
 import { ConflictError, DomainError, ForbiddenError, NotFoundError, UnauthenticatedError, ValidationError } from '../shared/errors.js';
@@ -803,10 +803,9 @@ export function createTransferService(deps: {
         return { stream: createReadStream(path, { highWaterMark: 1024 * 1024 }), name: f.kind === 'file' && t.level === 3 ? `${name}.tresor` : name, length: size, encrypted: true };
       }
       const fileKey = aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`);
-      // Decrypted on the way out, up to four records at once in the crypto thread pool, so that the event
-      // loop is free for the TLS encryption of the response (bench/RESULTS.md); an altered blob ends the
-      // response with an error instead of passing on unauthenticated bytes.
-      const plain = pipelineStreams(createReadStream(path, { highWaterMark: 1024 * 1024 }), decryptTransformParallel(new Uint8Array(fileKey), fileContext(t.id, f.id), 4), (error) => {
+      // Decrypted on the way out with Node's crypto (one OpenSSL call per record); an altered blob ends
+      // the response with an error instead of passing on unauthenticated bytes.
+      const plain = pipelineStreams(createReadStream(path, { highWaterMark: 1024 * 1024 }), decryptTransform(new Uint8Array(fileKey), fileContext(t.id, f.id)), (error) => {
         // A blob that fails authentication on the way out (altered or truncated at rest) is a failure to
         // record; a recipient who breaks off the download is not.
         if (error instanceof E2eError) {
