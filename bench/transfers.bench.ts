@@ -8,7 +8,7 @@
  *  - the server's peak RSS while a 16 MiB and a 2 GiB file go up and down (goal: flat, < 200 MiB);
  *  - encryption throughput of the e2e module in headless Chromium, against raw WebCrypto AES-GCM there.
  *
- *   npm run bench:transfers -- [--size-mib 1024] [--big-mib 2048] [--browser-mib 256] [--rounds 3]
+ *   npm run bench:transfers -- [--size-mib 1024] [--big-mib 2048] [--browser-mib 256] [--rounds 3] [--only web|server]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
@@ -32,7 +32,7 @@ const BIG_MIB = option('big-mib', 2048);
 const BROWSER_MIB = option('browser-mib', 256);
 const ROUNDS = option('rounds', 3);
 const WEB_MIB = option('web-mib', 1024);
-/** \`--only web\`: just the web app end to end (e.g. with --web-mib 4096). */
+/** \`--only web\`: just the web app end to end (e.g. with --web-mib 4096); \`--only server\`: just the server throughput table. */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 const PASSWORD = 'Benchmark Passwort 2026 ok';
@@ -223,9 +223,10 @@ try {
     await measure('asIs', () => fetchFile(level3.recipientId, level3.secret));
   }
   // End to end as \`tresor send\` / \`tresor receive\` do it: the sender's and recipient's crypto included.
+  const serverOnly = ONLY === 'server';
   const e2eRaw = await timed(() => rawAesGcm(file));
-  const l1 = await run(file, 1, join(dir, 'out1'));
-  const l3 = await run(file, 3, join(dir, 'out3'));
+  const l1 = serverOnly ? { upMs: NaN, downMs: NaN } : await run(file, 1, join(dir, 'out1'));
+  const l3 = serverOnly ? { upMs: NaN, downMs: NaN } : await run(file, 3, join(dir, 'out3'));
   const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2; };
   const rawMs = Math.min(...samples.raw);
   const row = (what: string, xs: number[], versus = rawMs) => ({
@@ -242,7 +243,7 @@ try {
     row('server: download levels 3/4 (ciphertext from disk over TLS)', samples.asIs),
     row('server: download levels 1/2 (decrypted on the fly over TLS)', samples.decrypted),
   ]);
-  table(`${SIZE_MIB} MiB file end to end, as \`tresor send\` / \`tresor receive\` do it (one run each; baseline ${mbps(e2eRaw.ms)} MiB/s just before)`, [
+  if (!serverOnly) table(`${SIZE_MIB} MiB file end to end, as \`tresor send\` / \`tresor receive\` do it (one run each; baseline ${mbps(e2eRaw.ms)} MiB/s just before)`, [
     { what: 'level 1 send: read + encrypt (e2e records) + upload + store', 'MiB/s': mbps(l1.upMs), ratio: round(e2eRaw.ms / l1.upMs, 2) },
     { what: 'level 1 receive: server decrypts + TLS + write file', 'MiB/s': mbps(l1.downMs), ratio: round(e2eRaw.ms / l1.downMs, 2) },
     { what: 'level 3 send: + hybrid key wraps', 'MiB/s': mbps(l3.upMs), ratio: round(e2eRaw.ms / l3.upMs, 2) },
@@ -253,21 +254,21 @@ try {
   // The server's memory for a small and a large file, next to what it holds idle.
   const idle = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid!}/status`, 'utf8'))?.[1] ?? 0) / 1024;
   const rows: Record<string, string | number>[] = [{ file: '(idle, after the runs above)', 'server peak RSS MiB (up + level-1 download)': round(idle), 'up MiB/s': '-', 'down MiB/s': '-' }];
-  for (const mib of [16, BIG_MIB]) {
+  for (const mib of serverOnly ? [] : [16, BIG_MIB]) {
     const path = join(dir, `size-${mib}.bin`);
     await makeFile(path, mib);
     const measured = await serverPeakRss(server.pid!, () => run(path, 1, join(dir, `rss-${mib}`)));
     rows.push({ file: `${mib} MiB`, 'server peak RSS MiB (up + level-1 download)': measured.peakMiB, 'up MiB/s': mbps((measured.value.upMs * SIZE_MIB) / mib), 'down MiB/s': mbps((measured.value.downMs * SIZE_MIB) / mib) });
     rmSync(path);
   }
-  table('server memory: constant in the file size (goal < 200 MiB)', rows);
+  if (!serverOnly) table('server memory: constant in the file size (goal < 200 MiB)', rows);
 
   }
 
   // The web app end to end in headless Chromium: the sender's page encrypts a file of WEB_MIB MiB read
   // from disk and uploads it (level 3), the recipient's page unlocks with the SecuPass and the service
   // worker decrypts the download as it streams to disk. Time, both sides' memory, and the bytes compared.
-  {
+  if (ONLY !== 'server') {
     const webFile = join(dir, 'web.bin');
     await makeFile(webFile, WEB_MIB);
     const sentHash = await sha256Of(webFile);
@@ -351,6 +352,7 @@ try {
   }
 
   // The browser: the same module bundled, in headless Chromium.
+  if (ONLY !== 'server') {
   const bundled = await build({
     configFile: false,
     logLevel: 'silent',
@@ -393,6 +395,7 @@ try {
     ]);
   } finally {
     await browser.close();
+  }
   }
 } finally {
   server.kill('SIGTERM');
