@@ -50,7 +50,7 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     expect(created.statusCode).toBe(201);
     ({ id: tenantId, initialKeys } = created.json<{ id: string; initialKeys: typeof initialKeys }>());
     expect(initialKeys.recoveryCode).toMatch(/^([A-Z2-7]{4}-){12}[A-Z2-7]{4}$/);
-    tokens.admin = await invite('operator', 'admin@praxis.test', 'admin', 'Verwaltung Sommer 2026');
+    tokens.admin = await invite('operator', 'admin@praxis.test', 'admin', 'Verwaltung Winter 2026');
     tokens.anna = await invite('admin', 'anna@praxis.test', 'member', 'Sie arbeitet gern 2026');
     tokens.dpo = await invite('admin', 'dpo@praxis.test', 'dpo', 'Datenschutz zuerst 2026');
   });

@@ -332,8 +332,14 @@ export function createIdentityService(deps: {
   };
 
   /** Policy checks plus the history rule (earlier hashes are verified one by one: bounded by historyCount ≤ 24). */
-  const assertNewPassword = async (account: { id: string; login: string; tenant_id: string | null }, password: string, policy: PasswordPolicy) => {
-    assertAcceptablePassword(password, { login: account.login }, policy);
+  const assertNewPassword = async (account: { id: string; login: string; tenant_id: string | null; reseller_id: string | null }, password: string, policy: PasswordPolicy) => {
+    // The organisation's name is a context word the password must not contain.
+    const organisation = account.tenant_id
+      ? (await control.selectFrom('tenants').select('name').where('id', '=', account.tenant_id).executeTakeFirst())?.name
+      : account.reseller_id
+        ? (await control.selectFrom('resellers').select('name').where('id', '=', account.reseller_id).executeTakeFirst())?.name
+        : undefined;
+    assertAcceptablePassword(password, { login: account.login, organisation }, policy);
     if (policy.historyCount === 0) return;
     const earlier = await control
       .selectFrom('password_history')
