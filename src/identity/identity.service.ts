@@ -787,7 +787,7 @@ export function createIdentityService(deps: {
         if (Number(graced.numUpdatedRows) === 1) return requestTokenFor(sessionToken, s.request_counter);
       }
       if (verdict.kind === 'invalid') {
-        throw new ForbiddenError('this request needs the request token of the previous response (header x-tresor-request-token); reload the page');
+        throw new ForbiddenError('this request needs the request token of the previous response (header x-tresor-request-token, or the form field _requestToken); reload the page');
       }
       // A token this session used before: somebody sends a copy of an earlier request. Lock at once.
       await control.updateTable('sessions').set({ locked_at: now.toISOString() }).where('id_hash', '=', s.idHash).execute();
