@@ -458,7 +458,7 @@ export function createIdentityService(deps: {
   const sealKeyPair = async (accountId: string, password: string, privateKey?: Buffer) => {
     const pair = privateKey ? undefined : generateAccountKeyPair();
     const salt = randomBytes(16);
-    const kek = await passwordKey(password, salt, deps.keyDerivation);
+    const kek = await hasher.run(() => passwordKey(password, salt, deps.keyDerivation)); // under the same limit as every hash
     const sealed = aeadSeal(kek, privateKey ?? pair!.privateKey, `account-key|${accountId}`).toString('base64url');
     await control
       .updateTable('accounts')
@@ -468,7 +468,7 @@ export function createIdentityService(deps: {
   };
   const openPrivateKey = async (account: { id: string; sealed_private_key: string | null; key_salt: string | null }, password: string) => {
     if (!account.sealed_private_key || !account.key_salt) return undefined;
-    const kek = await passwordKey(password, Buffer.from(account.key_salt, 'hex'), deps.keyDerivation);
+    const kek = await hasher.run(() => passwordKey(password, Buffer.from(account.key_salt!, 'hex'), deps.keyDerivation));
     return aeadOpen(kek, Buffer.from(account.sealed_private_key, 'base64url'), `account-key|${account.id}`);
   };
   const sessionContext = (idHash: string) => `session-secret|${idHash}`;
