@@ -79,11 +79,10 @@ export async function openCore(
     await storage.close();
     throw error;
   }
-  const hasher = createPasswordHasher({
-    memoryKib: config.argon2.memory_kib,
-    iterations: config.argon2.iterations,
-    parallelism: config.argon2.parallelism,
-  });
+  const hasher = createPasswordHasher(
+    { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
+    { maxConcurrent: config.argon2.max_concurrent, maxQueued: config.argon2.max_queued },
+  );
   const ledgers = await createLedgers({
     storage,
     masterKey: masterKey.ring,

@@ -74,7 +74,7 @@ describe('loadConfig: sources and precedence', () => {
       log: { level: 'info' },
       cipher: { url: '', ca_file: '', cert_file: '', key_file: '' },
       mail: { transport: 'outbox', outbox_dir: join(dir, 'data', 'outbox'), smtp_url: '', smtp_ca_file: '', from: 'Tresor <tresor@localhost>', language: 'de' },
-      argon2: { memory_kib: 19456, iterations: 2, parallelism: 1 },
+      argon2: { memory_kib: 19456, iterations: 2, parallelism: 1, max_concurrent: 2, max_queued: 1000 },
     });
   });
 

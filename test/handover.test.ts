@@ -18,7 +18,7 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
   const tokens: Record<string, string> = {};
   const ids: Record<string, string> = {};
   let activationKey = '';
-  const PASSWORDS = { setup: 'Einrichtung durch Partner 1', owner: 'Eigentuemerin der Daten 2', colleague: 'Kollegin im Team drei 3' };
+  const PASSWORDS = { setup: 'Einrichtung durch Monteur 1', owner: 'Eigentuemerin der Daten 2', colleague: 'Kollegin im Team drei 3' };
   const call = (who: string, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: object) =>
     app.inject({ method, url, headers: { authorization: `Bearer ${tokens[who]}` }, ...(payload ? { payload } : {}) });
   const lines = (body: string) => body.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -47,7 +47,7 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
       tokens[who] = await bearerLogin(app, email, password);
       ids[who] = (await call(who, 'GET', '/api/v1/auth/me')).json<{ accountId: string }>().accountId;
     };
-    await invite('installer', 'admin', 'admin@uebergabe.test', 'admin', 'Verwaltung beim Kunden 4');
+    await invite('installer', 'admin', 'admin@uebergabe.test', 'admin', 'Verwaltung beim Auftrag 4');
     await invite('installer', 'setup', 'setup@partner.test', 'member', PASSWORDS.setup);
     await invite('admin', 'owner', 'owner@uebergabe.test', 'dpo', PASSWORDS.owner);
     await invite('admin', 'colleague', 'colleague@uebergabe.test', 'member', PASSWORDS.colleague);

@@ -42,7 +42,7 @@ describe.each(engines)('replay lock and forced password change (%s)', (engine) =
     expect(res.statusCode, res.body).toBe(200);
     const body = res.json<{ requestToken: string; pending: string[] }>();
     expect(body.pending).toEqual([]);
-    expect(body.requestToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(body.requestToken).toMatch(/^[A-Za-z0-9_-]{43}\.[0-9a-z]+$/); // the HMAC and the counter it is for
     expect(tokenOf(res)).toBe(body.requestToken);
     return { cookie: `__Host-tresor_session=${cookieOf(res)}`, requestToken: body.requestToken };
   };
@@ -161,6 +161,62 @@ describe.each(engines)('replay lock and forced password change (%s)', (engine) =
     // The user's own next request still works: probing does not lock the victim out.
     const ok = await createTenant(s.cookie, 'Kunde 1', s.requestToken);
     expect(ok.statusCode).toBe(201);
+  });
+
+  it('takes the token from the hidden field of an HTML form too, and locks the session when a form post is replayed', async () => {
+    const s = await browserSession();
+    const form = (name: string, token: string | undefined, url = '/api/v1/tenants') =>
+      app.inject({
+        method: 'POST',
+        url,
+        headers: { cookie: s.cookie, 'content-type': 'application/x-www-form-urlencoded' },
+        payload: new URLSearchParams({ name, ...(token ? { _requestToken: token } : {}) }).toString(),
+      });
+    const first = await form('Kunde 1', s.requestToken);
+    expect(first.statusCode, first.body).toBe(201);
+    const next = tokenOf(first)!;
+    expect(next).not.toBe(s.requestToken);
+    expect((await form('Kunde 2', next)).statusCode).toBe(201);
+    // Without the field, or with a made-up one, a form changes nothing (a cross-site form post).
+    expect((await form('Forged', undefined)).statusCode).toBe(403);
+    expect((await form('Forged', `${'A'.repeat(43)}.1`)).statusCode).toBe(403);
+    // The captured first form, sent again later: the session is locked, as for the header.
+    clock.set('2026-11-23T08:00:10.000Z');
+    const replay = await form('Kunde 1', s.requestToken);
+    expect(replay.statusCode).toBe(401);
+    expect(replay.json()).toMatchObject({ code: 'SESSION_LOCKED' });
+    expect((await app.inject({ method: 'GET', url: '/api/v1/tenants', headers: { cookie: s.cookie } })).json()).toMatchObject({ code: 'SESSION_LOCKED' });
+    expect(await tenantNames()).toEqual(['Kunde 1', 'Kunde 2']);
+    expect(await core.ledgers.platform.query({ action: 'auth.session.replay' })).toHaveLength(1);
+  });
+
+  it('refuses an HTML form on a route without a session, such as the login (no login CSRF)', async () => {
+    await browserSession();
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', origin: 'https://evil.example' },
+      payload: new URLSearchParams({ login: EMAIL, password: GOOD_PASSWORD, mode: 'cookie' }).toString(),
+    });
+    expect(res.statusCode).toBe(400);
+    expect(res.json<{ message: string }>().message).toMatch(/takes JSON/);
+    expect(res.headers['set-cookie']).toBeUndefined();
+  });
+
+  it('locks the session for any token it was issued earlier, however long ago', async () => {
+    const s = await browserSession();
+    let token = s.requestToken;
+    // 1,200 state changes: more than any fixed look-back window would remember.
+    await core.storage.control.updateTable('sessions').set({ request_counter: 1_200 }).execute();
+    const current = (await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { cookie: s.cookie } })).headers['x-tresor-request-token'] as string;
+    expect(current).toMatch(/\.xc$/); // 1200 in base 36
+    const ok = await createTenant(s.cookie, 'Kunde 1', current);
+    expect(ok.statusCode).toBe(201);
+    token = s.requestToken; // token 0, issued at login
+    const replay = await createTenant(s.cookie, 'Kunde 2', token);
+    expect(replay.statusCode).toBe(401);
+    expect(replay.json()).toMatchObject({ code: 'SESSION_LOCKED' });
+    expect(await tenantNames()).toEqual(['Kunde 1']);
   });
 
   it('does not accept a browser session as a bearer token (which would skip the replay lock)', async () => {

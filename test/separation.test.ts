@@ -64,7 +64,7 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     tokens.operator = await bearerLogin(app, operator.login, operator.oneTimePassword);
     // Every administrating tier: the operator, a reseller who creates the tenant, its installer, the tenant admin.
     expect((await call('operator', 'POST', '/api/v1/resellers', { name: 'Partner Nord', adminLogin: 'chef@partner-nord.test' })).statusCode).toBe(201);
-    tokens.reseller = await accept('chef@partner-nord.test', 'Wiederverkauf im Norden 1');
+    tokens.reseller = await accept('chef@partner-nord.test', 'Wiederverkauf im Sueden 1');
     expect((await call('reseller', 'POST', '/api/v1/accounts', { email: 'monteur@partner-nord.test', role: 'installer' })).statusCode).toBe(201);
     tokens.installer = await accept('monteur@partner-nord.test', 'Einrichtung vor Ort 2026');
     const created = await call('reseller', 'POST', '/api/v1/tenants', { name: 'Praxis Dr. Sommer' });
@@ -75,7 +75,7 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     expect(Object.keys(creation.initialKeys)).toEqual(['activationKey']);
     wrapsAtCreation = await (await tenantDb()).selectFrom('key_wraps').select(['kind', 'holder', 'wrapped', 'secret_version']).execute();
     expect(wrapsAtCreation.map((w) => w.kind)).toEqual(['activation']);
-    tokens.admin = await invite('reseller', 'admin@praxis.test', 'admin', 'Verwaltung Sommer 2026');
+    tokens.admin = await invite('reseller', 'admin@praxis.test', 'admin', 'Verwaltung Winter 2026');
     tokens.anna = await invite('admin', 'anna@praxis.test', 'member', PASSWORDS.anna);
     tokens.dpo = await invite('admin', 'dpo@praxis.test', 'dpo', PASSWORDS.dpo);
   });

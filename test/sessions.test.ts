@@ -2,9 +2,9 @@ import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
-import { COMMON_PASSWORD_COUNT, passwordProblems } from '../src/identity/password-policy.js';
+import { COMMON_PASSWORD_COUNT, passwordProblemList, passwordProblems } from '../src/identity/password-policy.js';
 import { Secret, TOTP } from 'otpauth';
-import { fixedClock, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
+import { fixedClock, mailedKey, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
 
 describe('password policy', () => {
   it('ships a list of at least 10,000 common passwords', () => {
@@ -19,6 +19,50 @@ describe('password policy', () => {
     expect(passwordProblems('qwertyuiop123', { login: 'a@b.example' })[0]).toMatch(/commonly used/);
     expect(passwordProblems('erika.mustermann-2026', { login: 'erika.mustermann@example.de' })).toEqual(['password must not contain your login or e-mail address']);
     expect(passwordProblems('x'.repeat(129), { login: 'a@b.example' })).toEqual(['password must be at most 128 characters long']);
+  });
+
+  it('refuses the context words: parts of the e-mail address, the organisation and "tresor" (NIST SP 800-63B-4)', () => {
+    const erika = { login: 'erika.mustermann@stadtwerke-nord.de', organisation: 'Wasserversorgung Musterstadt GmbH' };
+    const refused = (password: string) => passwordProblemList(password, erika).filter((p) => p.code === 'contains-context').map((p) => p.params.word);
+    expect(refused('Mustermann im Garten 2026')).toEqual(['mustermann']); // a part of the local part
+    expect(refused('Sommer bei den Stadtwerken 7')).toEqual(['stadtwerke']); // a domain label's part
+    expect(refused('stadtwerke-nord ist prima')).toEqual(['stadtwerke-nord']);
+    expect(refused('Wir fahren nach Norden 2026')).toEqual(['nord']);
+    expect(refused('Die Wasserversorgung läuft 1')).toEqual(['wasserversorgung']); // the organisation
+    expect(refused('Schönes MUSTERSTADT im Herbst')).toEqual(['musterstadt']);
+    expect(refused('Mein Tresor ist sicher 2026')).toEqual(['tresor']); // the name of the service
+    expect(passwordProblems('Mein Tresor ist sicher 2026', erika)).toEqual([
+      "password must not contain 'tresor' (a part of your address, your organisation's name or the name of this service)",
+    ]);
+    // Short pieces and the top-level domain are no context words; an unrelated phrase passes.
+    expect(refused('Der Hund de GmbH 2026 ok')).toEqual([]);
+    expect(passwordProblems('korb lampe wiese fluss', erika)).toEqual([]);
+  });
+
+  it('refuses an organisation word when an invitation is accepted, and says so as a code', async () => {
+    const t = makeTestEnv('sqlite');
+    const core = await openTestCore(t);
+    const app = await buildApp(core, { logger: silentLog });
+    try {
+      const tenant = await core.platform.createTenant({ kind: 'system', name: 'cli' }, { name: 'Feuerwache Lindenau' });
+      await core.identity.invite({ kind: 'system', name: 'cli' }, { email: 'leitung@brandschutz-kreis.example', role: 'admin', tenantId: tenant.id });
+      const accept = (newPassword: string) =>
+        app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(core.config.mail.outbox_dir, 'leitung@brandschutz-kreis.example'), newPassword } });
+      for (const [password, word] of [
+        ['Sirene der Feuerwache 2026', 'feuerwache'],
+        ['Linden in Lindenau blühen', 'lindenau'],
+        ['Guter Brandschutz rettet 2026', 'brandschutz'],
+      ] as const) {
+        const res = await accept(password);
+        expect(res.statusCode).toBe(400);
+        expect(res.json<{ problemCodes: unknown }>().problemCodes).toEqual([{ code: 'contains-context', params: { word } }]);
+      }
+      expect((await accept('Leiter am Wagen ausfahren 9')).statusCode).toBe(204); // the key was not used up by the refusals
+    } finally {
+      await app.close();
+      await core.close();
+      await t.cleanup();
+    }
   });
 
   it('accepts long phrases with no composition rules, counting characters not bytes', () => {

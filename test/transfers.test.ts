@@ -97,8 +97,8 @@ describe.each(engines)('transfers (%s)', (engine) => {
       expect((await call(by, 'POST', '/api/v1/accounts', { email, role, tenantId })).statusCode).toBe(201);
       expect((await app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(outbox(), email), newPassword: password } })).statusCode).toBe(204);
     };
-    await invite('operator', 'admin@kanzlei.test', 'admin', 'Verwaltung der Kanzlei 1');
-    tokens.admin = await bearerLogin(app, 'admin@kanzlei.test', 'Verwaltung der Kanzlei 1');
+    await invite('operator', 'admin@kanzlei.test', 'admin', 'Verwaltung der Akten 1');
+    tokens.admin = await bearerLogin(app, 'admin@kanzlei.test', 'Verwaltung der Akten 1');
     await invite('admin', 'anna@kanzlei.test', 'member', 'Sicher senden im Herbst 26');
     await invite('admin', 'bert@kanzlei.test', 'member', 'Auch sicher senden 2026');
     tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26');

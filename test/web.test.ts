@@ -183,7 +183,7 @@ describe('web app in Chromium', () => {
       await page.getByLabel('Password', { exact: true }).fill(password);
       await page.getByRole('button', { name: 'Log in' }).click();
     };
-    await acceptAndLogin(admin.page, adminLink, 'admin@praxis-web.test', 'Verwaltung der Praxis 2026');
+    await acceptAndLogin(admin.page, adminLink, 'admin@praxis-web.test', 'Verwaltung am Empfang 2026');
     await admin.page.getByRole('heading', { name: 'Users' }).waitFor();
     await admin.page.getByText('Administrators manage users and settings but see no personal data.').waitFor();
     expect(await admin.page.getByRole('link', { name: 'Address book' }).count()).toBe(0);
@@ -247,7 +247,7 @@ describe('web app in Chromium', () => {
     await tech.page.getByRole('button', { name: 'Passwort festlegen' }).click();
     await tech.page.getByRole('status').waitFor();
     const owner = await watchedPage(browser, 'en-GB');
-    await acceptAndLogin(owner.page, `${server.url}/app/invite#key=${mailedKey(outbox, 'chefin@praxis-web.test')}`, 'chefin@praxis-web.test', 'Die Praxis gehört mir 2026');
+    await acceptAndLogin(owner.page, `${server.url}/app/invite#key=${mailedKey(outbox, 'chefin@praxis-web.test')}`, 'chefin@praxis-web.test', 'Der Laden gehört mir 2026');
     await owner.page.getByText(/This session has no data access/).waitFor();
 
     // Jobs: the second encrypted collection, with appointment times entered in local time.
@@ -315,7 +315,7 @@ describe('web app in Chromium', () => {
     await owner.page.reload(); // the owner's copy of the new secret opens at the next login
     await owner.page.getByRole('button', { name: 'Log out' }).click();
     await owner.page.getByLabel('Login or e-mail address').fill('chefin@praxis-web.test');
-    await owner.page.getByLabel('Password', { exact: true }).fill('Die Praxis gehört mir 2026');
+    await owner.page.getByLabel('Password', { exact: true }).fill('Der Laden gehört mir 2026');
     await owner.page.getByRole('button', { name: 'Log in' }).click();
     await owner.page.getByRole('cell', { name: 'Erika Mustermann', exact: true }).waitFor();
     await member.page.getByRole('link', { name: 'Address book' }).click();

@@ -217,6 +217,13 @@ export const ConfigSchema = Type.Object(
         memory_kib: Type.Integer({ minimum: 19456, default: 19456, description: 'Argon2id memory cost in KiB (OWASP minimum 19456)' }),
         iterations: Type.Integer({ minimum: 2, default: 2, description: 'Argon2id iterations (OWASP minimum 2)' }),
         parallelism: Type.Integer({ minimum: 1, maximum: 16, default: 1, description: 'Argon2id lanes' }),
+        max_concurrent: Type.Integer({ minimum: 1, maximum: 64, default: 2, description: 'password hashes (and password-derived keys) computed at once; each needs memory_kib of memory' }),
+        max_queued: Type.Integer({
+          minimum: 0,
+          maximum: 100000,
+          default: 1000,
+          description: 'password hashes that may wait for a free slot; beyond that a login is answered 503 with Retry-After',
+        }),
       },
       { additionalProperties: false, default: {}, description: 'password hashing cost; can only be raised above the minimum' },
     ),

@@ -12,7 +12,7 @@ import type { Core } from '../core.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { registerLedgerRoutes } from '../ledger/ledger.routes.js';
 import { registerPlatformRoutes } from '../platform/platform.routes.js';
-import { registerRequestTokenHeader, requireActor } from './auth.js';
+import { registerFormRequestToken, registerRequestTokenHeader, requireActor } from './auth.js';
 import { dataSessionOf, registerRecordRoutes, subjectIndexesOf } from '../records/index.js';
 import { registerGrantRoutes } from '../identity/identity.routes.js';
 import { registerTransferRoutes } from '../transfers/index.js';
@@ -106,6 +106,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
 
   registerRequestTokenHeader(app);
   const authenticate = requireActor(core.identity);
+  registerFormRequestToken(app, authenticate);
   registerIdentityRoutes(app, { identity: core.identity, authenticate });
   registerPlatformRoutes(app, { platform: core.platform, authenticate });
   registerRecordRoutes(app, { collections: core.collections, identity: core.identity, authenticate });

@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Actor } from '../access/index.js';
 import type { IdentityService } from '../identity/index.js';
-import { REQUEST_TOKEN_HEADER } from '../identity/request-tokens.js';
-import { ActionRequiredError, UnauthenticatedError } from '../shared/errors.js';
+import { REQUEST_TOKEN_FIELD, REQUEST_TOKEN_HEADER } from '../identity/request-tokens.js';
+import { ActionRequiredError, UnauthenticatedError, ValidationError } from '../shared/errors.js';
 
 export const SESSION_COOKIE = '__Host-tresor_session';
 export { REQUEST_TOKEN_HEADER };
@@ -22,6 +22,8 @@ declare module 'fastify' {
     actor?: Actor;
     /** Cookie sessions: the request token the next state-changing request must carry. */
     nextRequestToken?: string | undefined;
+    /** The request token of an HTML form (hidden field `_requestToken`), taken out of the body. */
+    formRequestToken?: string | undefined;
   }
 }
 
@@ -46,8 +48,10 @@ export function requireActor(identity: Pick<IdentityService, 'resolveSession' | 
       if (['GET', 'HEAD'].includes(request.method)) {
         if (resolved.requestToken) request.nextRequestToken = resolved.requestToken;
       } else {
-        const presented = request.headers[REQUEST_TOKEN_HEADER];
-        request.nextRequestToken = await identity.useRequestToken(session.token, typeof presented === 'string' ? presented : undefined, request.ip);
+        // The header (API, the web app) or the hidden field of a plain HTML form: both are checked alike.
+        const header = request.headers[REQUEST_TOKEN_HEADER];
+        const presented = typeof header === 'string' ? header : request.formRequestToken;
+        request.nextRequestToken = await identity.useRequestToken(session.token, presented, request.ip);
       }
     }
     if (resolved.pending.length > 0 && !ALLOWED_WHILE_PENDING.has(request.routeOptions.url ?? '')) {
@@ -55,6 +59,39 @@ export function requireActor(identity: Pick<IdentityService, 'resolveSession' | 
     }
     request.actor = resolved.actor;
   };
+}
+
+const FORM = 'application/x-www-form-urlencoded';
+
+/**
+ * HTML forms (S2.6: "hidden field for forms"): urlencoded bodies are parsed, but only for routes that
+ * need a session, where the replay lock checks their `_requestToken` field; every other route (the login
+ * above all: no login CSRF) refuses a form. Register before the routes: it looks at each route as it is
+ * added, to see whether `authenticate` guards it.
+ */
+export function registerFormRequestToken(app: FastifyInstance, authenticate: unknown): void {
+  const guarded = new Set<string>();
+  app.addHook('onRoute', (route) => {
+    const handlers = route.preHandler === undefined ? [] : Array.isArray(route.preHandler) ? route.preHandler : [route.preHandler];
+    if (handlers.includes(authenticate as (typeof handlers)[number])) {
+      for (const method of Array.isArray(route.method) ? route.method : [route.method]) guarded.add(`${method} ${route.url}`);
+    }
+  });
+  app.addContentTypeParser(FORM, { parseAs: 'string' }, (_request, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(body as string)));
+  });
+  app.addHook('preValidation', async (request) => {
+    if (!(request.headers['content-type'] ?? '').toLowerCase().startsWith(FORM)) return;
+    if (!guarded.has(`${request.method} ${request.routeOptions.url ?? ''}`)) {
+      throw new ValidationError('this endpoint takes JSON (content-type: application/json), not an HTML form');
+    }
+    const body = request.body as Record<string, unknown> | undefined;
+    if (body && typeof body === 'object' && REQUEST_TOKEN_FIELD in body) {
+      const value = body[REQUEST_TOKEN_FIELD];
+      request.formRequestToken = typeof value === 'string' ? value : undefined;
+      delete body[REQUEST_TOKEN_FIELD];
+    }
+  });
 }
 
 /** Hands the next request token to the browser on every response of a cookie session. */

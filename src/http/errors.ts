@@ -14,6 +14,7 @@ const STATUS: Record<ErrorCode, number> = {
   SECOND_FACTOR_REQUIRED: 401,
   SESSION_LOCKED: 401,
   ACTION_REQUIRED: 403,
+  BUSY: 503,
 };
 
 export const errorResponseSchema = {

@@ -338,8 +338,14 @@ export function createIdentityService(deps: {
   };
 
   /** Policy checks plus the history rule (earlier hashes are verified one by one: bounded by historyCount ≤ 24). */
-  const assertNewPassword = async (account: { id: string; login: string; tenant_id: string | null }, password: string, policy: PasswordPolicy) => {
-    assertAcceptablePassword(password, { login: account.login }, policy);
+  const assertNewPassword = async (account: { id: string; login: string; tenant_id: string | null; reseller_id: string | null }, password: string, policy: PasswordPolicy) => {
+    // The organisation's name is a context word the password must not contain.
+    const organisation = account.tenant_id
+      ? (await control.selectFrom('tenants').select('name').where('id', '=', account.tenant_id).executeTakeFirst())?.name
+      : account.reseller_id
+        ? (await control.selectFrom('resellers').select('name').where('id', '=', account.reseller_id).executeTakeFirst())?.name
+        : undefined;
+    assertAcceptablePassword(password, { login: account.login, organisation }, policy);
     if (policy.historyCount === 0) return;
     const earlier = await control
       .selectFrom('password_history')
@@ -458,7 +464,7 @@ export function createIdentityService(deps: {
   const sealKeyPair = async (accountId: string, password: string, privateKey?: Buffer) => {
     const pair = privateKey ? undefined : generateAccountKeyPair();
     const salt = randomBytes(16);
-    const kek = await passwordKey(password, salt, deps.keyDerivation);
+    const kek = await hasher.run(() => passwordKey(password, salt, deps.keyDerivation)); // under the same limit as every hash
     const sealed = aeadSeal(kek, privateKey ?? pair!.privateKey, `account-key|${accountId}`).toString('base64url');
     await control
       .updateTable('accounts')
@@ -468,7 +474,7 @@ export function createIdentityService(deps: {
   };
   const openPrivateKey = async (account: { id: string; sealed_private_key: string | null; key_salt: string | null }, password: string) => {
     if (!account.sealed_private_key || !account.key_salt) return undefined;
-    const kek = await passwordKey(password, Buffer.from(account.key_salt, 'hex'), deps.keyDerivation);
+    const kek = await hasher.run(() => passwordKey(password, Buffer.from(account.key_salt!, 'hex'), deps.keyDerivation));
     return aeadOpen(kek, Buffer.from(account.sealed_private_key, 'base64url'), `account-key|${account.id}`);
   };
   const sessionContext = (idHash: string) => `session-secret|${idHash}`;
@@ -789,7 +795,7 @@ export function createIdentityService(deps: {
         if (Number(graced.numUpdatedRows) === 1) return requestTokenFor(sessionToken, s.request_counter);
       }
       if (verdict.kind === 'invalid') {
-        throw new ForbiddenError('this request needs the request token of the previous response (header x-tresor-request-token); reload the page');
+        throw new ForbiddenError('this request needs the request token of the previous response (header x-tresor-request-token, or the form field _requestToken); reload the page');
       }
       // A token this session used before: somebody sends a copy of an earlier request. Lock at once.
       await control.updateTable('sessions').set({ locked_at: now.toISOString() }).where('id_hash', '=', s.idHash).execute();

@@ -66,7 +66,7 @@ export interface PasswordProblem {
 }
 
 /** The problems with a proposed password, each with its code and what to fix; empty when it is acceptable. */
-export function passwordProblemList(password: string, context: { login: string }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): PasswordProblem[] {
+export function passwordProblemList(password: string, context: { login: string; organisation?: string | undefined }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): PasswordProblem[] {
   const problems: PasswordProblem[] = [];
   const length = lengthOf(password);
   if (length < policy.minLength) problems.push({ code: 'too-short', params: { min: policy.minLength, length }, message: `password must be at least ${policy.minLength} characters long (it has ${length})` });
@@ -84,12 +84,49 @@ export function passwordProblemList(password: string, context: { login: string }
   const localPart = login.split('@')[0] ?? login;
   if ((localPart.length >= 3 && lower.includes(localPart)) || lower === login) {
     problems.push({ code: 'contains-login', params: {}, message: 'password must not contain your login or e-mail address' });
+  } else {
+    // NIST SP 800-63B-4 §3.1.1.2: context-specific words (the service, the user's address, the organisation).
+    const word = contextWords(login, context.organisation).find((w) => lower.includes(w));
+    if (word !== undefined) {
+      problems.push({ code: 'contains-context', params: { word }, message: `password must not contain '${word}' (a part of your address, your organisation's name or the name of this service)` });
+    }
   }
   return problems;
 }
 
+/** Shorter parts would refuse too much by accident ("de", "nrw"); the whole local part is checked above. */
+const MIN_CONTEXT_WORD = 4;
+/** Legal forms say nothing about one organisation. */
+const LEGAL_FORMS = new Set(['gmbh', 'ggmbh', 'kgaa', 'partg', 'mbb']);
+
+/**
+ * The words a password must not contain: the parts of the e-mail address (local part and domain labels,
+ * split at dots and hyphens, without the top-level domain), the organisation's name and its words, and
+ * "tresor". Lower case, NFC.
+ */
+export function contextWords(login: string, organisation?: string): string[] {
+  const normal = login.normalize('NFC').toLowerCase();
+  const [localPart = normal, domain = ''] = normal.split('@');
+  const words = new Set<string>(['tresor']);
+  const add = (w: string) => {
+    if ([...w].length >= MIN_CONTEXT_WORD) words.add(w);
+  };
+  for (const piece of localPart.split(/[._+-]+/u)) add(piece);
+  const labels = domain.split('.').slice(0, -1);
+  for (const label of labels) {
+    add(label);
+    for (const piece of label.split('-')) add(piece);
+  }
+  if (organisation) {
+    const name = organisation.normalize('NFC').toLowerCase();
+    add(name.replace(/[^\p{L}\p{Nd}]+/gu, ''));
+    for (const piece of name.split(/[^\p{L}\p{Nd}]+/u)) if (!LEGAL_FORMS.has(piece)) add(piece);
+  }
+  return [...words];
+}
+
 /** The problems as messages only (each saying what to fix); empty when the password is acceptable. */
-export function passwordProblems(password: string, context: { login: string }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): string[] {
+export function passwordProblems(password: string, context: { login: string; organisation?: string | undefined }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): string[] {
   return passwordProblemList(password, context, policy).map((p) => p.message);
 }
 
@@ -101,7 +138,7 @@ export function passwordRefusal(problems: PasswordProblem[]): ValidationError {
   });
 }
 
-export function assertAcceptablePassword(password: string, context: { login: string }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): void {
+export function assertAcceptablePassword(password: string, context: { login: string; organisation?: string | undefined }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): void {
   const problems = passwordProblemList(password, context, policy);
   if (problems.length > 0) throw passwordRefusal(problems);
 }

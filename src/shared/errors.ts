@@ -14,7 +14,9 @@ export type ErrorCode =
   | 'THROTTLED'
   | 'SECOND_FACTOR_REQUIRED'
   | 'SESSION_LOCKED'
-  | 'ACTION_REQUIRED';
+  | 'ACTION_REQUIRED'
+  /** The server is at a limit it protects itself with (e.g. password hashes waiting); retry shortly. */
+  | 'BUSY';
 
 export class DomainError extends Error {
   constructor(
