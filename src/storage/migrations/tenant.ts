@@ -1,6 +1,7 @@
 import type { Kysely, Migration } from 'kysely';
 import { keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
 import { contactsMigration } from '../../records/contacts.js';
+import { bookKeysMigration } from '../../records/collection.js';
 import { jobsMigration } from '../../records/jobs.js';
 import { grantsMigration } from '../../identity/grants.js';
 import { ledgerMigration, ledgerOriginMigration } from '../../ledger/ledger.migrations.js';
@@ -25,4 +26,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0007_transfers': transfersTenantMigration,
   '0008_ledger_origin': ledgerOriginMigration,
   '0009_file_requests': fileRequestsTenantMigration,
+  '0010_book_keys': bookKeysMigration,
 };
