@@ -132,6 +132,26 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     expect((await call('anna', 'POST', '/api/v1/contacts', { name: 'X', email: 'not-an-address' })).json()).toMatchObject({ code: 'VALIDATION' });
   });
 
+  it('removes blind-index false positives: with two rows forced by SQL onto the same index values, search returns only the true match', async () => {
+    const db = await tenantDb();
+    const zacharias = await db.selectFrom('contacts').selectAll().where('id', '=', contactId).executeTakeFirstOrThrow();
+    const berta = await db.selectFrom('contacts').selectAll().where('id', '!=', contactId).executeTakeFirstOrThrow();
+    await db.updateTable('contacts').set({ name_bidx: zacharias.name_bidx, phone_bidx: zacharias.phone_bidx, email_bidx: zacharias.email_bidx }).where('id', '=', berta.id).execute();
+    // The collision is real: the index alone now points at both rows.
+    for (const column of ['name_bidx', 'phone_bidx', 'email_bidx'] as const) {
+      expect((await db.selectFrom('contacts').select('id').where(column, '=', zacharias[column]!).execute()).map((r) => r.id).sort()).toEqual([berta.id, contactId].sort());
+    }
+    // Search decrypts both candidates and keeps the one whose value really matches.
+    const byName = await call('anna', 'GET', `/api/v1/contacts?name=${encodeURIComponent(SECRET_VALUES.name.toUpperCase())}`);
+    expect(byName.json<{ id: string }[]>().map((c) => c.id)).toEqual([contactId]);
+    const byPhone = await call('anna', 'GET', `/api/v1/contacts?phone=${encodeURIComponent('0049 30 98765432')}`);
+    expect(byPhone.json<{ id: string }[]>().map((c) => c.id)).toEqual([contactId]);
+    // Berta's own values no longer reach her row (the search goes through the index, not a scan).
+    expect((await call('anna', 'GET', `/api/v1/contacts?name=${encodeURIComponent('Berta Beispiel')}`)).json()).toEqual([]);
+    await db.updateTable('contacts').set({ name_bidx: berta.name_bidx, phone_bidx: berta.phone_bidx, email_bidx: berta.email_bidx }).where('id', '=', berta.id).execute();
+    expect((await call('anna', 'GET', `/api/v1/contacts?name=${encodeURIComponent('berta beispiel')}`)).json<{ id: string }[]>().map((c) => c.id)).toEqual([berta.id]);
+  });
+
   it('imports CSV with progress and per-row errors, and exports CSV that imports again unchanged', async () => {
     const csv = [
       'name,email,phone,address,company,notes',
@@ -181,7 +201,9 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     expect((await call('dpo', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(2);
     const { subject } = (await call('dpo', 'GET', `/api/v1/privacy/subject-index?email=${encodeURIComponent(SECRET_VALUES.email.toUpperCase())}`)).json<{ subject: string }>();
     const entries = (await call('dpo', 'GET', `/api/v1/ledger/entries?subject=${subject}`)).json<{ entries: { action: string; resource: string }[] }>().entries;
-    expect(entries.map((e) => e.action)).toEqual(['record.create', 'record.search', 'record.update']);
+    // Every read that returned the person names her too: the searches by e-mail, phone and name, both
+    // exports of the address book, and the DPO's own list just now.
+    expect(entries.map((e) => e.action)).toEqual(['record.create', 'record.search', 'record.search', 'record.search', 'record.update', 'record.export', 'record.export', 'record.list']);
     expect(JSON.stringify(entries)).not.toContain(SECRET_VALUES.email);
     expect((await call('anna', 'GET', `/api/v1/privacy/subject-index?email=x%40y.test`)).statusCode).toBe(403); // the DPO's tool
   });

@@ -72,7 +72,8 @@ export {
 } from './entry.js';
 /** The standalone verifier customers copy; namespaced because its names mirror the ones above. */
 export * as standaloneVerifier from './verifier.js';
-export { createLedger, type Ledger, type LedgerEvent, type VerifyReport, type VerifyFinding, type StoredCheckpoint, type EntryWithProof } from './ledger.service.js';
+export { createLedger, type Ledger, type LedgerEvent, type VerifyReport, type VerifyFinding, type VerifyThreads, type StoredCheckpoint, type EntryWithProof } from './ledger.service.js';
 export { createLedgers, ledgerActor, type Ledgers } from './ledgers.js';
 export { createBillingMeter, billingReport, toCsv, BILLING_RETENTION_DAYS, type BillingTotals } from './billing.js';
 export type { LedgerFilter, ExportedEntry } from './ledger.service.js';
+export { EXPORT_CSV_COLUMNS, exportCsvRow } from './ledger.routes.js';

@@ -1,19 +1,25 @@
-import { hash as oneShotHash } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { CipherService } from '../crypto/cipher-service.js';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, parseCheckpoint, verifyCheckpointSignature } from './checkpoint.js';
-import { canonicalJson, commitPayload, decodeEntry, ENTRY_OUTCOMES, ENTRY_VERSION, PAYLOAD_SALT_BYTES, encodeEntry, verifyPayloadCommitment, type EntryOutcome, type JsonValue } from './entry.js';
+import type { DatabaseLocation } from '../storage/storage.js';
+import { canonicalJson, commitPayload, encodeEntry, type EntryOutcome, type JsonValue } from './entry.js';
 import type { LedgerSchema } from './ledger.migrations.js';
 import {
   assembleProof,
   consistencyProofPlan,
+  HASH_SIZE,
   inclusionProofPlan,
   leafHash,
   MerkleAccumulator,
   verifyConsistency,
   type NodeId,
 } from './merkle.js';
+import { DEFAULT_VERIFY_THREADS, verifyInWorkers, type VerifyThreads } from './verify-parallel.js';
+import { EntryChecker, RangeCollector, type RangeResult, type VerifyFinding } from './verify-range.js';
+
+export type { VerifyFinding, VerifyFindingKind } from './verify-range.js';
+export type { VerifyThreads } from './verify-parallel.js';
 
 /**
  * The one event interface every module uses (issue: tamper-evident ledger). Names people only by id or
@@ -28,7 +34,7 @@ export interface LedgerEvent {
   /** Source address of the request; personal data under the GDPR, so it lives in the expiring payload. */
   source?: string | undefined;
   details?: Record<string, JsonValue> | undefined;
-  /** Overrides the ledger's default payload retention (e.g. alarm technical logs: 7 days). */
+  /** Overrides the ledger's payload retention (default: `ledger.retention_days`, `technical.*` events `ledger.technical_retention_days`). */
   retentionDays?: number | undefined;
 }
 
@@ -37,24 +43,6 @@ export interface StoredCheckpoint {
   rootHash: string;
   time: string;
   text: string;
-}
-
-export type VerifyFindingKind =
-  | 'missing-entry'
-  | 'inserted-entry'
-  | 'reordered-entry'
-  | 'changed-entry'
-  | 'changed-payload'
-  | 'rewritten-before-checkpoint'
-  | 'truncated'
-  | 'bad-checkpoint-signature'
-  | 'witness-mismatch';
-
-export interface VerifyFinding {
-  kind: VerifyFindingKind;
-  seq?: number;
-  treeSize?: number;
-  message: string;
 }
 
 export interface VerifyReport {
@@ -88,8 +76,8 @@ export interface LedgerFilter {
   actor?: string | undefined;
   /** Action, or a prefix ending in `.` (e.g. `billing.`). */
   action?: string | undefined;
-  /** Blind index of a data subject (e-mail or name): the right of access, Art. 15 GDPR. */
-  subject?: string | undefined;
+  /** Blind index(es) of a data subject (e-mail and/or name): the right of access, Art. 15 GDPR. Any of them matches. */
+  subject?: string | readonly string[] | undefined;
   limit?: number | undefined;
 }
 
@@ -119,82 +107,25 @@ const encodeActor = (a: LedgerEvent['actor']) => `${a.tier}:${a.role}:${a.id}`;
 const encodeResource = (r: LedgerEvent['resource']) =>
   `${r.type}:${r.id ?? '-'}${r.blindIndexes && r.blindIndexes.length > 0 ? `#bidx=${[...r.blindIndexes].sort().join(',')}` : ''}`;
 
+/** The master-key context of a ledger's signing key. */
+export const ledgerKeyAad = (tenantId: string | undefined) => `ledger-key|${tenantId ? `tenant/${tenantId}` : 'platform'}`;
+
 /**
  * One append-only Merkle ledger in one database (the control database's platform ledger, or a tenant's).
  * Appends take the head row's lock (FOR UPDATE on PostgreSQL; SQLite serialises writers), so several
  * nodes get one gap-free order.
  */
-/**
- * The entry text a row must hold if nothing was changed: its columns in canonical form (RFC 8785
- * member order) around its payload commitment. Returns the commitment, or undefined when the text is
- * anything else (then the strict decoder looks at it).
- */
-function canonicalFromColumns(
-  row: { entry: string; time: string; actor: string; action: string; resource: string; outcome: string },
-  seq: number,
-  tenantId: string | undefined,
-): Buffer | undefined {
-  const prefix = `{"action":${JSON.stringify(row.action)},"actor":${JSON.stringify(row.actor)},"outcome":${JSON.stringify(row.outcome)},"payloadCommitment":"`;
-  const suffix = `","resource":${JSON.stringify(row.resource)},"seq":${seq},${tenantId === undefined ? '' : `"tenant":${JSON.stringify(tenantId)},`}"time":${JSON.stringify(row.time)},"v":${ENTRY_VERSION}}`;
-  const text = row.entry;
-  if (text.length !== prefix.length + 44 + suffix.length || !text.startsWith(prefix) || !text.endsWith(suffix)) return undefined;
-  if (!(ENTRY_OUTCOMES as readonly string[]).includes(row.outcome) || !ISO_TIME.test(row.time)) return undefined;
-  if (/[\uD800-\uDFFF]/.test(text)) return undefined; // surrogates: let the strict decoder judge (text = prefix ‖ base64 ‖ suffix)
-  const commitment = text.slice(prefix.length, prefix.length + 44);
-  const bytes = Buffer.from(commitment, 'base64');
-  return bytes.length === 32 && bytes.toString('base64') === commitment ? bytes : undefined;
-}
-const sha256Once = (data: Buffer) => oneShotHash('sha256', data, 'buffer') as unknown as Buffer;
-const LEAF_PREFIX = Buffer.of(0x00); // RFC 9162 §2.1.1
-
-/**
- * SHA-256 of `bytes ‖ UTF-8(text)` through one reused buffer: the verify loop hashes two texts per entry
- * without allocating for them (a million entries otherwise leave millions of short-lived buffers to the GC).
- */
-class ScratchHasher {
-  #buffer = Buffer.allocUnsafe(8192);
-  #room(bytes: number) {
-    if (bytes > this.#buffer.length) this.#buffer = Buffer.allocUnsafe(Math.max(bytes, this.#buffer.length * 2));
-    return this.#buffer;
-  }
-  /** `prefix` as bytes. */
-  hash(prefix: Uint8Array, text: string): Buffer {
-    const buffer = this.#room(prefix.length + text.length * 3); // a UTF-16 unit is at most 3 UTF-8 bytes
-    buffer.set(prefix, 0);
-    const written = buffer.write(text, prefix.length, 'utf8');
-    return sha256Once(buffer.subarray(0, prefix.length + written));
-  }
-  /** `prefixHex` as hex (a payload's salt); undefined when it is not `bytes` bytes of hex. */
-  hashHexPrefixed(prefixHex: string, bytes: number, text: string): Buffer | undefined {
-    if (prefixHex.length !== bytes * 2 || !/^[0-9a-f]*$/i.test(prefixHex)) return undefined;
-    const buffer = this.#room(bytes + text.length * 3);
-    buffer.write(prefixHex, 0, 'hex');
-    const written = buffer.write(text, bytes, 'utf8');
-    return sha256Once(buffer.subarray(0, bytes + written));
-  }
-}
-const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
-
-/** Payload check: hash the stored (canonical) text directly; older rows stored otherwise are canonicalised first. */
-function payloadMatches(payload: string, saltHex: string, commitment: Uint8Array, hasher: ScratchHasher): boolean {
-  if (hasher.hashHexPrefixed(saltHex, PAYLOAD_SALT_BYTES, payload)?.equals(commitment)) return true;
-  try {
-    return verifyPayloadCommitment(JSON.parse(payload) as JsonValue, Buffer.from(saltHex, 'hex'), commitment);
-  } catch {
-    return false;
-  }
-}
-
-/** The master-key context of a ledger's signing key. */
-export const ledgerKeyAad = (tenantId: string | undefined) => `ledger-key|${tenantId ? `tenant/${tenantId}` : 'platform'}`;
-
 export function createLedger(deps: {
   db: Kysely<LedgerSchema>;
   origin: string;
   tenantId?: string | undefined;
   masterKey: CipherService;
   retentionDays: number;
+  /** The shorter retention class of technical events (`technical.*`); default: `retentionDays`. */
+  technicalRetentionDays?: number | undefined;
   clock: { now(): Date };
+  /** Where worker threads open this ledger's database to verify a large ledger in parallel (else one thread). */
+  location?: (() => Promise<DatabaseLocation>) | undefined;
 }) {
   const { db, origin, masterKey, clock } = deps;
   // Bound to the ledger, not to its origin text (which follows server.public_url and may change).
@@ -254,6 +185,29 @@ export function createLedger(deps: {
     return row ? { treeSize: row.tree_size, rootHash: row.root_hash, time: row.time, text: row.note } : undefined;
   };
 
+  /** The checked entries of positions [0, end) on this thread, a batch at a time (small ledgers; see verify). */
+  async function* checkedRanges(end: number): AsyncGenerator<RangeResult> {
+    const checker = new EntryChecker(deps.tenantId, 0);
+    let next = 0;
+    while (next < end) {
+      const rows = await db
+        .selectFrom('ledger_entries as e')
+        .leftJoin('ledger_payloads as p', 'p.seq', 'e.seq')
+        .select(['e.seq', 'e.time', 'e.actor', 'e.action', 'e.resource', 'e.outcome', 'e.entry', 'e.leaf_hash', 'p.salt', 'p.payload'])
+        .where('e.seq', '>=', next)
+        .where('e.seq', '<', end)
+        .orderBy('e.seq')
+        .limit(BATCH)
+        .execute();
+      if (rows.length === 0) return;
+      const collector = new RangeCollector(checker, rows.length);
+      for (const r of rows) if (!collector.add([r.seq, r.time, r.actor, r.action, r.resource, r.outcome, r.entry, r.leaf_hash, r.salt, r.payload])) break;
+      yield collector.result();
+      if (collector.stop !== undefined) return;
+      next = rows[rows.length - 1]!.seq + 1;
+    }
+  }
+
   return {
     origin,
 
@@ -303,7 +257,7 @@ export function createLedger(deps: {
             entry: bytes.toString('utf8'),
             leaf_hash: hex(leaf),
           });
-          const retention = event.retentionDays ?? deps.retentionDays;
+          const retention = event.retentionDays ?? (event.action.startsWith('technical.') ? (deps.technicalRetentionDays ?? deps.retentionDays) : deps.retentionDays);
           payloads.push({
             seq,
             salt: hex(salt),
@@ -388,8 +342,11 @@ export function createLedger(deps: {
       return (await proofFrom(consistencyProofPlan(oldSize, newSize))).map((p) => p.toString('base64'));
     },
 
-    /** Entries matching a filter, in ledger order, with their payloads while retained. */
-    async query(filter: LedgerFilter, coveredBy?: number): Promise<ExportedEntry[]> {
+    /**
+     * Entries matching a filter, in ledger order, with their payloads while retained: the first `limit`
+     * (default 100,000), or with `newest` the last `limit` (still returned in ledger order).
+     */
+    async query(filter: LedgerFilter, coveredBy?: number, opts: { newest?: boolean } = {}): Promise<ExportedEntry[]> {
       let q = db
         .selectFrom('ledger_entries as e')
         .leftJoin('ledger_payloads as p', 'p.seq', 'e.seq')
@@ -401,22 +358,34 @@ export function createLedger(deps: {
           throw new ValidationError(`${name} filter may contain only letters, digits and : . _ @ -`);
         }
       }
-      // LIKE narrows the scan ('_' may over-match); the exact test below decides.
-      if (filter.actor) q = q.where((eb) => eb.or([eb('e.actor', '=', filter.actor!), eb('e.actor', 'like', `%:${filter.actor!}`)]));
-      if (filter.action) q = filter.action.endsWith('.') ? q.where('e.action', 'like', `${filter.action}%`) : q.where('e.action', '=', filter.action);
-      if (filter.subject) {
-        if (!/^[A-Za-z0-9_-]{8,128}$/.test(filter.subject)) throw new ValidationError('subject must be a blind index (8 to 128 letters, digits, - or _)');
+      // LIKE with '_' escaped, so the database does all the filtering and LIMIT is exact.
+      const like = (column: 'e.actor' | 'e.action' | 'e.resource', pattern: string) => sql<boolean>`${sql.ref(column)} like ${pattern} escape '!'`;
+      const literal = (text: string) => text.replace(/[!%_]/g, (c) => `!${c}`);
+      if (filter.actor) {
+        const actor = filter.actor;
+        q = q.where((eb) => eb.or([eb('e.actor', '=', actor), like('e.actor', `%:${literal(actor)}`)]));
+      }
+      if (filter.action) q = filter.action.endsWith('.') ? q.where(like('e.action', `${literal(filter.action)}%`)) : q.where('e.action', '=', filter.action);
+      const subjects = filter.subject === undefined ? [] : typeof filter.subject === 'string' ? [filter.subject] : [...filter.subject];
+      if (filter.subject !== undefined) {
+        if (subjects.length === 0 || subjects.length > 8 || subjects.some((s) => !/^[A-Za-z0-9_-]{8,128}$/.test(s))) {
+          throw new ValidationError('subject must be one to eight blind indexes (8 to 128 letters, digits, - or _ each)');
+        }
+        // The blind indexes of an entry are kept sorted after "#bidx=", separated by commas.
         q = q.where((eb) =>
-          eb.or([eb('e.resource', 'like', `%#bidx=${filter.subject}`), eb('e.resource', 'like', `%#bidx=${filter.subject},%`), eb('e.resource', 'like', `%,${filter.subject},%`), eb('e.resource', 'like', `%,${filter.subject}`)]),
+          eb.or(
+            subjects.flatMap((subject) => {
+              const s = literal(subject);
+              return [like('e.resource', `%#bidx=${s}`), like('e.resource', `%#bidx=${s},%`), like('e.resource', `%,${s},%`), like('e.resource', `%,${s}`)];
+            }),
+          ),
         );
       }
       if (coveredBy !== undefined) q = q.where('e.seq', '<', coveredBy);
-      const rows = (await q.orderBy('e.seq').execute()).filter(
-        (r) =>
-          (!filter.actor || r.actor === filter.actor || r.actor.endsWith(`:${filter.actor}`)) &&
-          (!filter.action || (filter.action.endsWith('.') ? r.action.startsWith(filter.action) : r.action === filter.action)),
-      );
-      return rows.slice(0, Math.min(filter.limit ?? 100_000, 1_000_000)).map((r) => ({
+      const limit = Math.min(filter.limit ?? 100_000, 1_000_000);
+      const rows = await q.orderBy('e.seq', opts.newest ? 'desc' : 'asc').limit(limit).execute();
+      if (opts.newest) rows.reverse();
+      return rows.map((r) => ({
         seq: r.seq,
         time: r.time,
         actor: r.actor,
@@ -434,7 +403,7 @@ export function createLedger(deps: {
       await this.append({
         actor: by,
         action: 'ledger.export',
-        resource: { type: 'ledger', id: deps.tenantId ?? 'platform', blindIndexes: filter.subject ? [filter.subject] : undefined },
+        resource: { type: 'ledger', id: deps.tenantId ?? 'platform', blindIndexes: filter.subject === undefined ? undefined : typeof filter.subject === 'string' ? [filter.subject] : filter.subject },
         outcome: 'success',
         details: { from: filter.from ?? null, to: filter.to ?? null, actor: filter.actor ?? null, action: filter.action ?? null },
       });
@@ -454,10 +423,18 @@ export function createLedger(deps: {
      * reordered entry, a changed payload, a truncated tree, a checkpoint whose signed root no longer
      * matches, and (with `witness`) whether the tree is consistent with a checkpoint kept outside.
      */
-    async verify(opts: { witness?: string } = {}): Promise<VerifyReport> {
+    async verify(opts: { witness?: string; threads?: VerifyThreads } = {}): Promise<VerifyReport> {
       const key = await signingKey();
-      const head = await db.selectFrom('ledger_head').select('tree_size').where('id', '=', 1).executeTakeFirstOrThrow();
+      // Checkpoints before the head (a checkpoint never covers more than the head had when it was written),
+      // and the head with the last stored position in one statement: entries appended while this runs lie
+      // beyond both and are left for the next verification instead of counting as inserted.
       const checkpoints = await db.selectFrom('ledger_checkpoints').selectAll().orderBy('tree_size').execute();
+      const head = await db
+        .selectFrom('ledger_head')
+        .select((eb) => ['tree_size', eb.selectFrom('ledger_entries').select((e) => e.fn.max('seq').as('last')).as('last_seq')])
+        .where('id', '=', 1)
+        .executeTakeFirstOrThrow();
+      const end = head.last_seq === null || head.last_seq === undefined ? 0 : Number(head.last_seq) + 1;
       const findings: VerifyFinding[] = [];
       for (const cp of checkpoints) {
         let valid = false;
@@ -483,7 +460,6 @@ export function createLedger(deps: {
       }
       const expected = new Map(checkpoints.map((c) => [c.tree_size, c.root_hash]));
       const accumulator = new MerkleAccumulator();
-      const hasher = new ScratchHasher();
       let witnessResult: { treeSize: number; consistent: boolean } | undefined;
       let payloadsChecked = 0;
       const checkRootsAt = (size: number) => {
@@ -496,78 +472,27 @@ export function createLedger(deps: {
         }
       };
       checkRootsAt(0);
-      let next = 0;
-      scan: while (findings.length === 0) {
-        const rows = await db
-          .selectFrom('ledger_entries as e')
-          .leftJoin('ledger_payloads as p', 'p.seq', 'e.seq')
-          .select(['e.seq', 'e.time', 'e.actor', 'e.action', 'e.resource', 'e.outcome', 'e.entry', 'e.leaf_hash', 'p.salt', 'p.payload'])
-          .where('e.seq', '>=', next)
-          .orderBy('e.seq')
-          .limit(BATCH)
-          .execute();
-        if (rows.length === 0) break;
-        for (const row of rows) {
-          const at = accumulator.size;
-          if (row.seq > at) {
-            findings.push({ kind: 'missing-entry', seq: at, message: `entry ${at} is missing (the next stored entry is ${row.seq})` });
-            break scan;
-          }
-          // Fast path: the stored entry is exactly the canonical form of its own columns at this position.
-          // Anything else goes through the strict decoder, which also names what is wrong.
-          const quick = canonicalFromColumns(row, at, deps.tenantId);
-          if (quick !== undefined) {
-            const leaf = hasher.hash(LEAF_PREFIX, row.entry);
-            if (leaf.toString('hex') !== row.leaf_hash) {
-              findings.push({ kind: 'changed-entry', seq: at, message: `entry ${at} was changed after it was written` });
-              break scan;
-            }
-            if (row.payload !== null && row.salt !== null) {
-              payloadsChecked++;
-              if (!payloadMatches(row.payload, row.salt, quick, hasher)) {
-                findings.push({ kind: 'changed-payload', seq: at, message: `the payload of entry ${at} was changed after it was written` });
-                break scan;
-              }
-            }
-            accumulator.append(leaf);
+      if (findings.length === 0) {
+        const threads = opts.threads ?? DEFAULT_VERIFY_THREADS;
+        const parallel = threads.workers > 0 && end >= threads.minEntries && deps.location !== undefined;
+        const ranges = parallel
+          ? verifyInWorkers({ location: await deps.location!(), tenantId: deps.tenantId, end, workers: threads.workers, rangeSize: threads.rangeSize })
+          : checkedRanges(end);
+        fold: for await (const range of ranges) {
+          for (let i = 0; i < range.count; i++) {
+            accumulator.append(range.leaves.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE));
+            payloadsChecked += range.payloadsChecked[i]!;
             checkRootsAt(accumulator.size);
-            if (findings.length > 0) break scan;
-            continue;
+            if (findings.length > 0) break fold;
           }
-          let decoded;
-          try {
-            decoded = decodeEntry(Buffer.from(row.entry, 'utf8'));
-          } catch {
-            findings.push({ kind: 'changed-entry', seq: at, message: `entry ${at} is not a well-formed ledger entry any more` });
-            break scan;
-          }
-          if (decoded.seq !== at) {
-            findings.push({
-              kind: decoded.seq > at ? 'reordered-entry' : 'inserted-entry',
-              seq: at,
-              message: `position ${at} holds the entry written as number ${decoded.seq}`,
-            });
-            break scan;
-          }
-          const leaf = leafHash(Buffer.from(row.entry, 'utf8'));
-          const columnsMatch =
-            row.time === decoded.time && row.actor === decoded.actor && row.action === decoded.action && row.resource === decoded.resource && row.outcome === decoded.outcome;
-          if (hex(leaf) !== row.leaf_hash || !columnsMatch) {
-            findings.push({ kind: 'changed-entry', seq: at, message: `entry ${at} was changed after it was written` });
-            break scan;
-          }
-          if (row.payload !== null && row.salt !== null) {
-            payloadsChecked++;
-            if (!payloadMatches(row.payload, row.salt, decoded.payloadCommitment, hasher)) {
-              findings.push({ kind: 'changed-payload', seq: at, message: `the payload of entry ${at} was changed after it was written` });
-              break scan;
+          if (range.stop !== undefined) {
+            if (range.stop !== 'end') {
+              payloadsChecked += range.stop.payloadChecked;
+              findings.push(range.stop.finding);
             }
+            break;
           }
-          accumulator.append(leaf);
-          checkRootsAt(accumulator.size);
-          if (findings.length > 0) break scan;
         }
-        next = rows[rows.length - 1]!.seq + 1;
       }
       const size = accumulator.size;
       if (findings.length === 0) {

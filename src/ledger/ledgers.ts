@@ -28,19 +28,21 @@ export async function createLedgers(deps: {
   masterKey: CipherService;
   publicUrl: string;
   retentionDays: number;
+  technicalRetentionDays?: number;
   clock: { now(): Date };
 }): Promise<Ledgers> {
   const host = new URL(deps.publicUrl).host;
-  const common = { masterKey: deps.masterKey, retentionDays: deps.retentionDays, clock: deps.clock };
+  const common = { masterKey: deps.masterKey, retentionDays: deps.retentionDays, technicalRetentionDays: deps.technicalRetentionDays, clock: deps.clock };
   const control = deps.storage.control as unknown as Kysely<LedgerSchema>;
-  const platform = createLedger({ ...common, db: control, origin: await pinnedOrigin(control, `${host}/tresor/platform`) });
+  const platform = createLedger({ ...common, db: control, origin: await pinnedOrigin(control, `${host}/tresor/platform`), location: () => deps.storage.locate() });
   // One ledger object per tenant and process (tenant ids are never reused, so nothing goes stale).
   const cache = new Map<string, Promise<Ledger>>();
   const open = async (tenantId: string) => {
     const row = await deps.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirst();
     if (!row) throw new Error(`tenant ${tenantId} has no database`);
-    const db = (await deps.storage.tenantDb({ tenantId, databaseName: row.database_name })) as unknown as Kysely<LedgerSchema>;
-    return createLedger({ ...common, db, origin: await pinnedOrigin(db, `${host}/tresor/tenant/${tenantId}`), tenantId });
+    const place = { tenantId, databaseName: row.database_name };
+    const db = (await deps.storage.tenantDb(place)) as unknown as Kysely<LedgerSchema>;
+    return createLedger({ ...common, db, origin: await pinnedOrigin(db, `${host}/tresor/tenant/${tenantId}`), tenantId, location: () => deps.storage.locate(place) });
   };
   const tenant = (tenantId: string) => {
     let ledger = cache.get(tenantId);

@@ -253,14 +253,14 @@ export function createPlatformService(deps: PlatformDeps) {
     listDeletionReports: () => repo.listDeletionReports(),
 
     /** The ledger an actor asks for: the platform's (operator) or a tenant's (operator, or its reseller). */
-    async ledgerFor(actor: Actor, requested: string | undefined) {
+    async ledgerFor(actor: Actor, requested: string | undefined, action: 'ledger.read' | 'ledger.export' = 'ledger.read') {
       // Tenant-tier actors (the DPO) have one ledger: their tenant's.
       const tenantId = requested ?? ('tenantId' in actor ? actor.tenantId : undefined);
       if (tenantId === undefined) {
-        authorize(actor, 'ledger.read', { type: 'platform' });
+        authorize(actor, action, { type: 'platform' });
         return ledgers.platform;
       }
-      await loadTenant(actor, 'ledger.read', tenantId);
+      await loadTenant(actor, action, tenantId);
       return ledgers.tenant(tenantId);
     },
   };

@@ -1,2 +1,2 @@
-export { openStorage, tenantDatabaseName, type Storage, type StorageOptions, type TenantLocation } from './storage.js';
+export { openStorage, tenantDatabaseName, type Storage, type StorageOptions, type TenantLocation, type DatabaseLocation } from './storage.js';
 export type * from './schema.js';

@@ -17,6 +17,13 @@ export interface StorageOptions {
   masterKey: CipherService;
 }
 
+/**
+ * How another thread of this process opens one of the databases itself (ledger verification in worker
+ * threads): the SQLite file, or the PostgreSQL URL with the credentials of that database's own role.
+ * Holds a password on PostgreSQL: hand it to a worker, never to a log or an error.
+ */
+export type DatabaseLocation = { engine: 'sqlite'; file: string } | { engine: 'postgres'; url: string };
+
 /** Where a tenant's database lives, as remembered in the control database. */
 export interface TenantLocation {
   tenantId: string;
@@ -34,6 +41,8 @@ export interface Storage {
   /** Creates the tenant's own database (file, or PostgreSQL database plus a role that can connect only to it). */
   provisionTenant(tenant: TenantLocation): Promise<void>;
   tenantDb(tenant: TenantLocation): Promise<TenantDb>;
+  /** The control database (no tenant) or a tenant's database, for a worker thread to open on its own. */
+  locate(tenant?: TenantLocation): Promise<DatabaseLocation>;
   migrateTenant(tenant: TenantLocation): Promise<string[]>;
   /** Removes the tenant's database and role for good; returns what was removed, for the deletion report. */
   dropTenant(tenant: TenantLocation): Promise<string[]>;
@@ -88,7 +97,9 @@ function openSqliteFile<T>(file: string): Kysely<T> {
   database.pragma('journal_mode = WAL');
   database.pragma('foreign_keys = ON');
   database.pragma('busy_timeout = 5000');
-  database.pragma('synchronous = NORMAL');
+  // An event is durable before the action it records is acknowledged (docs/ledger.md): in WAL mode
+  // NORMAL may lose the last commits on power loss; FULL syncs the WAL at every commit.
+  database.pragma('synchronous = FULL');
   return new Kysely<T>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
 }
 
@@ -120,6 +131,7 @@ function openSqliteStorage(opts: StorageOptions): Storage {
       await migrate(db as Kysely<unknown>, tenantMigrations);
     },
     tenantDb,
+    locate: (t) => Promise.resolve({ engine: 'sqlite', file: t ? fileOf(t) : controlFile }),
     async migrateTenant(t) {
       if (!existsSync(fileOf(t))) throw new Error(`tenant database file for ${t.tenantId} is missing`);
       return migrate((await tenantDb(t)) as Kysely<unknown>, tenantMigrations);
@@ -147,7 +159,9 @@ function openSqliteStorage(opts: StorageOptions): Storage {
 // that can connect to nothing else (CONNECT is revoked from PUBLIC on every Tresor database).
 
 function pgPool(url: URL, max: number): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url.toString(), max, idleTimeoutMillis: 30_000 });
+  // synchronous_commit=on for Tresor's sessions, whatever the server's default: a commit (and so a ledger
+  // entry) is flushed to the WAL on disk before it is acknowledged (docs/ledger.md).
+  const pool = new pg.Pool({ connectionString: url.toString(), max, idleTimeoutMillis: 30_000, options: '-c synchronous_commit=on' });
   // An idle client can be cut off by the server (restart, or a tenant database dropped WITH (FORCE));
   // without a listener that would crash the process. The pool discards the client; the next query
   // opens a new connection or fails with its own error. The error object carries the connection
@@ -240,6 +254,7 @@ async function openPostgresStorage(opts: StorageOptions): Promise<Storage> {
       await migrate((await tenantDb(t)) as Kysely<unknown>, tenantMigrations);
     },
     tenantDb,
+    locate: async (t) => ({ engine: 'postgres', url: (t ? await tenantUrl(t) : controlUrl).toString() }),
     async migrateTenant(t) {
       return migrate((await tenantDb(t)) as Kysely<unknown>, tenantMigrations);
     },
