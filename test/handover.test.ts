@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { Kysely } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { aeadOpen, hkdf32, passwordKey, unwrapWithPrivateKey } from '../src/crypto/envelope.js';
@@ -184,6 +185,8 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     const csv = ['name,email,phone,address,company,notes', ...Array.from({ length: 1100 }, (_, i) => `Person ${i},person${i}@example.org,,,,Notiz ${i}`)].join('\n');
     const imported = await app.inject({ method: 'POST', url: '/api/v1/contacts/import', headers: { authorization: `Bearer ${tokens.owner}`, 'content-type': 'text/csv' }, payload: csv });
     expect(lines(imported.body).at(-1)).toEqual({ created: 1100, errors: [] });
+    // The owner's personal book (its own key, wrapped under the tenant data key) goes through the rotation too.
+    expect((await call('owner', 'POST', '/api/v1/contacts', { name: 'Privat Ottilie', book: 'personal' })).statusCode).toBe(201);
     // A second data user (in the installer's place) holds the secret and hands over to the owner.
     expect((await call('owner', 'POST', '/api/v1/keys/grant', { accountId: ids.colleague! })).statusCode).toBe(204);
     tokens.colleague = await bearerLogin(app, 'colleague@uebergabe.test', PASSWORDS.colleague);
@@ -198,7 +201,7 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     const db = await tenantDb();
     const versions = (await db.selectFrom('contacts').select('key_version').execute()).map((r) => r.key_version);
     expect(versions.filter((v) => v === from + 1).length).toBe(500);
-    expect(versions.filter((v) => v === from).length).toBe(607);
+    expect(versions.filter((v) => v === from).length).toBe(608);
     // The colleague is out already; the owner sees the interrupted rotation and resumes it.
     expect((await call('colleague', 'GET', '/api/v1/contacts')).statusCode).toBe(401);
     tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
@@ -208,10 +211,13 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     const newOne = (await db.selectFrom('contacts').select('id').where('key_version', '=', from + 1).executeTakeFirstOrThrow()).id;
     for (const id of [oldOne, newOne]) expect((await call('owner', 'GET', `/api/v1/contacts/${id}`)).json()).toMatchObject({ id, name: expect.stringMatching(/^(Kunde|Person) \d+$/) });
     const resumed = await call('owner', 'POST', '/api/v1/keys/rotate/resume');
-    expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 608 });
+    expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 609 });
+    expect((await call('owner', 'GET', '/api/v1/contacts?book=personal')).json<{ name: string }[]>().map((c) => c.name)).toEqual(['Privat Ottilie']);
+    const bookKeys = await (db as unknown as Kysely<{ book_keys: { key_version: number } }>).selectFrom('book_keys').select('key_version').execute();
+    expect(bookKeys.map((b) => b.key_version)).toEqual([from + 1]);
     expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ rotationPending: false });
     const after = await db.selectFrom('contacts').selectAll().execute();
-    expect(after).toHaveLength(1107);
+    expect(after).toHaveLength(1108);
     expect(after.every((r) => r.key_version === from + 1)).toBe(true);
     expect((await call('owner', 'GET', '/api/v1/contacts')).statusCode).toBe(200);
     expect((await call('owner', 'GET', '/api/v1/contacts?email=person1099%40example.org')).json<{ notes: string }[]>().map((c) => c.notes)).toEqual(['Notiz 1099']);

@@ -366,6 +366,16 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     const annaId = (await call('admin', 'GET', '/api/v1/accounts')).json<{ id: string; login: string }[]>().find((a) => a.login === 'anna@praxis.test')!.id;
     const before = (await call('dpo', 'GET', '/api/v1/contacts')).json<{ name: string; book: string }[]>();
     expect(before.map((c) => `${c.name}:${c.book}`).sort()).toEqual(['Berta Beispiel:personal', `${SECRET_VALUES.name}:shared`]);
+    // B.7: the personal book has its own key, wrapped under K_t; its records are sealed under that key alone.
+    const db = await tenantDb();
+    const book = `personal:${annaId}`;
+    const berta = await db.selectFrom('contacts').selectAll().where('book', '=', book).executeTakeFirstOrThrow();
+    const bookWrap = await (db as unknown as Kysely<{ book_keys: { book: string; wrapped: string; key_version: number } }>).selectFrom('book_keys').selectAll().where('book', '=', book).executeTakeFirstOrThrow();
+    const { dataKey } = (await core.identity.dataKeyOf(tokens.dpo!))!;
+    const nameAad = `${tenantId}|contacts|${berta.id}|name|v${berta.key_version}`;
+    expect(() => aeadOpen(hkdf32(dataKey, 'tresor/field/v1'), Buffer.from(berta.name_ct, 'base64url'), nameAad)).toThrow(); // not under K_t
+    const bookKey = unwrapWithKey(bookWrap.wrapped, dataKey, `book-key|${tenantId}|${book}|v${bookWrap.key_version}`);
+    expect(aeadOpen(hkdf32(bookKey, 'tresor/field/v1'), Buffer.from(berta.name_ct, 'base64url'), nameAad).toString('utf8')).toBe('Berta Beispiel');
     expect((await call('operator', 'DELETE', `/api/v1/accounts/${annaId}`)).statusCode).toBe(404); // not the operator's to manage
     const deleted = await call('admin', 'DELETE', `/api/v1/accounts/${annaId}`);
     expect(deleted.json()).toEqual({ accountId: annaId, personalRecordsDeleted: 1 });
@@ -373,6 +383,8 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     expect((await call('dpo', 'GET', '/api/v1/contacts')).json<{ name: string }[]>().map((c) => c.name)).toEqual([SECRET_VALUES.name]);
     const holders = (await (await tenantDb()).selectFrom('key_wraps').select('holder').execute()).map((w) => w.holder);
     expect(holders).not.toContain(annaId);
+    // The book's key is destroyed with it: a copy of the record from before opens with nothing left.
+    expect(await (db as unknown as Kysely<{ book_keys: { book: string } }>).selectFrom('book_keys').selectAll().where('book', '=', book).execute()).toEqual([]);
     const events = await (await core.ledgers.tenant(tenantId)).query({ action: 'account.delete' });
     expect(events[0]?.payload).toMatchObject({ details: { role: 'member', personalRecordsDeleted: 1 } });
   });

@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import type { Kysely, Migration } from 'kysely';
 import { authorizeData, isAllowed, type Actor } from '../access/index.js';
-import { aeadOpen, aeadSeal, blindIndex, hkdf32, normaliseForIndex, type IndexKind } from '../crypto/envelope.js';
+import { aeadOpen, aeadSeal, blindIndex, hkdf32, KeyError, normaliseForIndex, unwrapWithKey, wrapWithKey, type IndexKind } from '../crypto/envelope.js';
 import { newId } from '../crypto/random.js';
 import { ledgerActor, MAX_ENTRY_FIELD_LENGTH, type Ledger } from '../ledger/index.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../shared/errors.js';
@@ -101,6 +102,25 @@ export function ledgerSubjectIndex(dataKey: Buffer, kind: 'email' | 'name', valu
   return blindIndex(hkdf32(dataKey, `bidx/ledger-subject/${kind}`), kind === 'email' ? 'email' : 'text', value, 16);
 }
 
+/**
+ * B.7: each personal address book has its own key P_b, stored only wrapped under the tenant data key
+ * (`book_keys`, one row per book, the secret version it is wrapped under). A personal record's fields are
+ * sealed under a key derived from P_b; deleting the user destroys P_b with the book.
+ */
+export const bookKeysMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema
+      .createTable('book_keys')
+      .addColumn('book', 'varchar(64)', (c) => c.primaryKey())
+      .addColumn('wrapped', 'text', (c) => c.notNull())
+      .addColumn('key_version', 'integer', (c) => c.notNull())
+      .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+      .execute();
+  },
+};
+
+const bookKeyContext = (tenantId: string, book: string, version: number) => `book-key|${tenantId}|${book}|v${version}`;
+
 /** Table and indexes for a collection: `<field>_ct` for personal fields, `<field>_bidx` beside searchable ones. */
 export function collectionMigration(spec: CollectionSpec): Migration {
   return {
@@ -143,6 +163,43 @@ export function createCollection(
     return key;
   };
   const fieldKey = (s: DataSession) => derive(s, 'tresor/field/v1');
+  // Personal books (B.7): the field key comes from the book's own key; loaded per session before use.
+  const bookKeys = new WeakMap<Buffer, Map<string, Buffer>>();
+  const isPersonal = (book: unknown): book is string => spec.books === true && typeof book === 'string' && book.startsWith('personal:');
+  /** Makes the keys of these books available to `fieldKeyOf` for this session; `create` makes a missing one. */
+  const loadBookKeys = async (s: DataSession, books: unknown[], create = false): Promise<void> => {
+    const wanted = [...new Set(books.filter(isPersonal))];
+    if (wanted.length === 0) return;
+    let cache = bookKeys.get(s.dataKey);
+    if (!cache) bookKeys.set(s.dataKey, (cache = new Map()));
+    const missing = wanted.filter((b) => !cache!.has(b));
+    if (missing.length === 0) return;
+    const db = (await deps.tenantDb(s.tenantId)) as Kysely<any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- book_keys is this module's table
+    const rows = (await db.selectFrom('book_keys').selectAll().where('book', 'in', missing).execute()) as { book: string; wrapped: string; key_version: number }[];
+    for (const r of rows) {
+      // During a rotation a book key may still be wrapped under the previous data key.
+      const dataKey = r.key_version === s.keyVersion ? s.dataKey : s.previous && r.key_version === s.previous.version ? s.previous.dataKey : undefined;
+      if (dataKey) cache.set(r.book, unwrapWithKey(r.wrapped, dataKey, bookKeyContext(s.tenantId, r.book, r.key_version)));
+    }
+    if (!create) return;
+    for (const book of missing.filter((b) => !cache!.has(b))) {
+      const key = randomBytes(32);
+      await db
+        .insertInto('book_keys')
+        .values({ book, wrapped: wrapWithKey(key, s.dataKey, bookKeyContext(s.tenantId, book, s.keyVersion)), key_version: s.keyVersion, created_at: deps.clock.now().toISOString() })
+        .onConflict((oc) => oc.column('book').doNothing())
+        .execute();
+      const stored = (await db.selectFrom('book_keys').selectAll().where('book', '=', book).executeTakeFirstOrThrow()) as { wrapped: string; key_version: number };
+      cache.set(book, unwrapWithKey(stored.wrapped, s.dataKey, bookKeyContext(s.tenantId, book, stored.key_version)));
+    }
+  };
+  /** The field key for a record of `book`: its book key's (personal books), else the tenant's. */
+  const fieldKeyOf = (s: DataSession, book: unknown): Buffer => {
+    if (!isPersonal(book)) return fieldKey(s);
+    const key = bookKeys.get(s.dataKey)?.get(book);
+    if (!key) throw new KeyError('the key of this personal address book is missing (its owner was deleted)');
+    return hkdf32(key, 'tresor/field/v1');
+  };
   const aad = (s: DataSession, id: string, field: string, version: number) => `${s.tenantId}|${spec.table}|${id}|${field}|v${version}`;
   const empty = (v: string | null | undefined): v is null | undefined | '' => v === null || v === undefined || v.trim() === '';
   /** The first `bits` bits of the HMAC, as hex (the last hex digit's unused low bits are zero). */
@@ -223,12 +280,13 @@ export function createCollection(
   };
   const bookOf = (s: DataSession, book: 'shared' | 'personal') => (book === 'personal' && spec.books ? `personal:${dataUser(s).accountId}` : 'shared');
 
-  const toRow = (s: DataSession, bits: number, id: string, input: RecordInput): Row => {
+  const toRow = (s: DataSession, bits: number, id: string, input: RecordInput, book: unknown): Row => {
     const row: Row = { key_version: s.keyVersion };
+    const key = fieldKeyOf(s, book);
     for (const [name, f] of fields) {
       const value = empty(input[name]) ? null : input[name]!.trim();
       if (f.class === 'plain') row[name] = value;
-      else row[`${name}_ct`] = value === null ? null : aeadSeal(fieldKey(s), Buffer.from(value, 'utf8'), aad(s, id, name, s.keyVersion)).toString('base64url');
+      else row[`${name}_ct`] = value === null ? null : aeadSeal(key, Buffer.from(value, 'utf8'), aad(s, id, name, s.keyVersion)).toString('base64url');
       if (f.class === 'searchable') row[`${name}_bidx`] = index(s, bits, name, value);
     }
     return row;
@@ -245,9 +303,21 @@ export function createCollection(
       if (f.class === 'plain') out[name] = (row[name] as string | null) ?? null;
       else {
         const ct = row[`${name}_ct`] as string | null;
-        // A record still under the previous secret (a rotation is running) is read with the previous key.
-        const key = s.previous && row.key_version === s.previous.version && row.key_version !== s.keyVersion ? fieldKey({ ...s, dataKey: s.previous.dataKey }) : fieldKey(s);
-        out[name] = ct === null ? null : aeadOpen(key, Buffer.from(ct, 'base64url'), aad(s, row.id as string, name, row.key_version as number)).toString('utf8');
+        // A record still under the previous secret (a rotation is running) is read with the previous key;
+        // a personal record with its book's key, or, written before book keys existed, with the tenant's.
+        const tenantKey = s.previous && row.key_version === s.previous.version && row.key_version !== s.keyVersion ? fieldKey({ ...s, dataKey: s.previous.dataKey }) : fieldKey(s);
+        const sealed = ct === null ? null : Buffer.from(ct, 'base64url');
+        const context = aad(s, row.id as string, name, row.key_version as number);
+        if (sealed === null) out[name] = null;
+        else if (!isPersonal(row.book)) out[name] = aeadOpen(tenantKey, sealed, context).toString('utf8');
+        else {
+          try {
+            out[name] = aeadOpen(fieldKeyOf(s, row.book), sealed, context).toString('utf8');
+          } catch (error) {
+            if (bookKeys.get(s.dataKey)?.has(row.book as string) !== true) throw error;
+            out[name] = aeadOpen(tenantKey, sealed, context).toString('utf8'); // before B.7
+          }
+        }
       }
     }
     return { ...out, id: row.id as string, book: row.book === 'shared' ? 'shared' : 'personal', createdAt: row.created_at as string, updatedAt: row.updated_at as string };
@@ -306,13 +376,15 @@ export function createCollection(
       validate(input);
       const id = newId();
       const now = deps.clock.now().toISOString();
-      const row: Row = { id, book: bookOf(s, book), ...toRow(s, await indexBits(s.tenantId, s.keyVersion), id, input), created_at: now, updated_at: now };
+      await loadBookKeys(s, [bookOf(s, book)], true);
+      const row: Row = { id, book: bookOf(s, book), ...toRow(s, await indexBits(s.tenantId, s.keyVersion), id, input, bookOf(s, book)), created_at: now, updated_at: now };
       await record(s, 'record.create', id, input, (trx) => trx.insertInto(spec.table).values(row).execute());
       return viewOfInput(row, input);
     },
 
     async get(s: DataSession, id: string): Promise<RecordView> {
       const { row } = await load(s, id);
+      await loadBookKeys(s, [row.book]);
       const found = view(s, row);
       await record(s, 'record.read', id, found);
       return found;
@@ -322,7 +394,8 @@ export function createCollection(
       dataUser(s); // a grant gives read access only
       validate(input);
       const { row } = await load(s, id);
-      const updated: Row = { ...row, ...toRow(s, await indexBits(s.tenantId, s.keyVersion), id, input), updated_at: deps.clock.now().toISOString() };
+      await loadBookKeys(s, [row.book], true);
+      const updated: Row = { ...row, ...toRow(s, await indexBits(s.tenantId, s.keyVersion), id, input, row.book), updated_at: deps.clock.now().toISOString() };
       await record(s, 'record.update', id, input, (trx) => trx.updateTable(spec.table).set(updated).where('id', '=', id).execute());
       return viewOfInput(updated, input);
     },
@@ -330,6 +403,7 @@ export function createCollection(
     async remove(s: DataSession, id: string): Promise<void> {
       dataUser(s);
       const { row } = await load(s, id);
+      await loadBookKeys(s, [row.book]);
       const old = view(s, row);
       await record(s, 'record.delete', id, old, (trx) => trx.deleteFrom(spec.table).where('id', '=', id).execute());
     },
@@ -343,6 +417,7 @@ export function createCollection(
       for (const field of wanted) q = q.where(`${field}_bidx`, '=', index(s, bits, field, query[field] as string));
       const limit = Math.min(typeof query.limit === 'number' ? query.limit : 500, 5000);
       const rows = (await q.orderBy('created_at').limit(limit).execute()) as Row[];
+      await loadBookKeys(s, rows.map((r) => r.book));
       // Blind indexes coincide on purpose: decrypt the candidates and keep exact matches only.
       const norm = (f: string, v: string) => normaliseForIndex(spec.fields[f]!.index ?? 'text', v);
       const found = rows.map((r) => view(s, r)).filter((r) => wanted.every((f) => r[f] !== null && norm(f, r[f]!) === norm(f, query[f] as string)));
@@ -371,6 +446,7 @@ export function createCollection(
       }
       const errors: { line: number; message: string }[] = [];
       const ledger = await deps.tenantLedger(s.tenantId);
+      await loadBookKeys(s, [bookOf(s, book)], true);
       const bits = await indexBits(s.tenantId, s.keyVersion);
       let created = 0;
       for (let start = 0; start < rows.length; start += IMPORT_BATCH) {
@@ -385,7 +461,7 @@ export function createCollection(
           }
           const id = newId();
           const now = deps.clock.now().toISOString();
-          batch.push({ row: { id, book: bookOf(s, book), ...toRow(s, bits, id, input), created_at: now, updated_at: now }, input });
+          batch.push({ row: { id, book: bookOf(s, book), ...toRow(s, bits, id, input, bookOf(s, book)), created_at: now, updated_at: now }, input });
         });
         if (batch.length > 0) {
           // The batch and its ledger entries in one transaction.
@@ -405,6 +481,7 @@ export function createCollection(
     /** Every record the session may see, decrypted, for an export (the ledger names the count and every data subject). */
     async exportAll(s: DataSession): Promise<RecordView[]> {
       const rows = (await scoped(s, (await deps.tenantDb(s.tenantId)).selectFrom(spec.table).selectAll()).orderBy('created_at').execute()) as Row[];
+      await loadBookKeys(s, rows.map((r) => r.book));
       const found = rows.map((r) => view(s, r));
       await (await deps.tenantLedger(s.tenantId)).append(readEvents(s, 'record.export', found, undefined, { records: found.length }));
       return found;
@@ -420,16 +497,28 @@ export function createCollection(
       const old: DataSession = { actor: system, tenantId, dataKey: from.dataKey, keyVersion: from.version };
       const next: DataSession = { actor: system, tenantId, dataKey: to.dataKey, keyVersion: to.version };
       const db = await deps.tenantDb(tenantId);
+      if (spec.books) {
+        // The book keys themselves stay; each is wrapped again under the new data key (resumable: by version).
+        const wraps = (await (db as Kysely<any>).selectFrom('book_keys').selectAll().where('key_version', '=', from.version).execute()) as { book: string; wrapped: string }[]; // eslint-disable-line @typescript-eslint/no-explicit-any -- this module's table
+        for (const w of wraps) {
+          const key = unwrapWithKey(w.wrapped, from.dataKey, bookKeyContext(tenantId, w.book, from.version));
+          await (db as Kysely<any>).updateTable('book_keys').set({ wrapped: wrapWithKey(key, to.dataKey, bookKeyContext(tenantId, w.book, to.version)), key_version: to.version }).where('book', '=', w.book).where('key_version', '=', from.version).execute(); // eslint-disable-line @typescript-eslint/no-explicit-any -- this module's table
+        }
+      }
+      const both: DataSession = { ...next, previous: from };
       const bits = await indexBits(tenantId, to.version); // the new version's plan: the tenant's current expected row count
       let done = 0;
       for (;;) {
         const rows = (await db.selectFrom(spec.table).selectAll().where('key_version', '=', from.version).limit(IMPORT_BATCH).execute()) as Row[];
         if (rows.length === 0) return done;
+        await loadBookKeys(both, rows.map((r) => r.book));
+        const booksOfOld = bookKeys.get(both.dataKey);
+        if (booksOfOld) bookKeys.set(old.dataKey, booksOfOld); // the same book keys under either data key
         await db.transaction().execute(async (trx) => {
           for (const row of rows) {
             const plain = view(old, row);
             const input: RecordInput = Object.fromEntries(columns.map((c) => [c, plain[c] ?? null]));
-            await trx.updateTable(spec.table).set(toRow(next, bits, row.id as string, input)).where('id', '=', row.id).where('key_version', '=', from.version).execute();
+            await trx.updateTable(spec.table).set(toRow(next, bits, row.id as string, input, row.book)).where('id', '=', row.id).where('key_version', '=', from.version).execute();
           }
         });
         done += rows.length;
@@ -475,6 +564,8 @@ export function createCollection(
     async deletePersonalBook(tenantId: string, accountId: string): Promise<number> {
       if (!spec.books) return 0;
       const db = await deps.tenantDb(tenantId);
+      // The book's own key goes first (B.7): whatever of the book survives opens nothing any more.
+      await (db as Kysely<any>).deleteFrom('book_keys').where('book', '=', `personal:${accountId}`).execute(); // eslint-disable-line @typescript-eslint/no-explicit-any -- this module's table
       return Number((await db.deleteFrom(spec.table).where('book', '=', `personal:${accountId}`).executeTakeFirst()).numDeletedRows);
     },
   };

@@ -1,6 +1,6 @@
 import type { Kysely, Migration } from 'kysely';
 import { keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
-import { blindIndexPlanMigration } from '../../records/collection.js';
+import { blindIndexPlanMigration, bookKeysMigration } from '../../records/collection.js';
 import { contactsMigration, contactsSpec } from '../../records/contacts.js';
 import { jobsMigration, jobsSpec } from '../../records/jobs.js';
 import { grantsMigration } from '../../identity/grants.js';
@@ -28,4 +28,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0009_file_requests': fileRequestsTenantMigration,
   '0010_transfer_download_account': transferDownloadAccountMigration,
   '0011_blind_index_plans': blindIndexPlanMigration([contactsSpec, jobsSpec]),
+  '0012_book_keys': bookKeysMigration,
 };
