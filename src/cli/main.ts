@@ -774,7 +774,7 @@ export function buildCli(): Command {
       });
     });
 
-  const ledger = program.command('ledger').description('tamper-evident ledgers: checkpoints and verification (local, operator)');
+  const ledger = program.command('ledger').description('tamper-evident ledgers: checkpoints, verification and exports (local, operator; export also through the server)');
   const pickLedger = async (core: Core, tenant: string | undefined) =>
     tenant ? core.ledgers.tenant((await core.platform.getTenant({ kind: 'system', name: 'cli' }, tenant)).id) : core.ledgers.platform;
   ledger
