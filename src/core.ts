@@ -89,6 +89,7 @@ export async function openCore(
     masterKey: masterKey.ring,
     publicUrl: config.server.public_url,
     retentionDays: config.ledger.retention_days,
+    technicalRetentionDays: config.ledger.technical_retention_days,
     clock,
   });
   if (appliedMigrations.length > 0) {
@@ -145,8 +146,23 @@ export async function openCore(
       return total;
     },
     keyDerivation: { memoryKib: config.argon2.memory_kib, iterations: config.argon2.iterations, parallelism: config.argon2.parallelism },
+    log: opts.log,
   });
-  const billing = createBillingMeter({ tenantLedger: (tenantId) => ledgers.tenant(tenantId) });
+  const billing = createBillingMeter({
+    tenantLedger: (tenantId) => ledgers.tenant(tenantId),
+    // Rows are counted, not read: no key needed.
+    recordsStored: async (tenantId) => {
+      const db = (await tenantDbOf(tenantId)) as unknown as Kysely<Record<string, { id: string }>>;
+      let stored = 0;
+      for (const { spec } of Object.values(collections)) {
+        const row = await db.selectFrom(spec.table).select((eb) => eb.fn.countAll<number | string>().as('n')).executeTakeFirst();
+        stored += Number(row?.n ?? 0);
+      }
+      return stored;
+    },
+    tenantIds: async () => (await storage.control.selectFrom('tenants').select('id').execute()).map((t) => t.id),
+    clock,
+  });
   transfers = createTransferService({
     control: storage.control as unknown as Kysely<TransferControlSchema>,
     tenantDb: async (tenantId) => (await tenantDbOf(tenantId)) as unknown as Kysely<TransferSchema>,
@@ -186,6 +202,10 @@ export async function openCore(
     masterKey: masterKey.ring,
     appliedMigrations,
     close: async () => {
+      // Queued security notices go out first, but a hanging relay does not hold the shutdown for long.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([identity.noticesSent(), new Promise<void>((resolve) => (timer = setTimeout(resolve, 5_000)))]);
+      clearTimeout(timer);
       mailer.close();
       masterKey.ring.close();
       await attempts.close();

@@ -16,8 +16,8 @@ export async function launchBrowser(): Promise<Browser> {
  * A page that records every CSP violation (the server's policy allows no inline script or style) and
  * every console error; `problems()` returns them.
  */
-export async function watchedPage(browser: Browser, locale: string): Promise<{ page: Page; problems(): Promise<string[]> }> {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, locale });
+export async function watchedPage(browser: Browser, locale: string, options: { timezoneId?: string } = {}): Promise<{ page: Page; problems(): Promise<string[]> }> {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, locale, ...options });
   const page = await context.newPage();
   const console: string[] = [];
   page.on('console', (message) => {

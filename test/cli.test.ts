@@ -40,7 +40,7 @@ describe.each(engines)('the tresor CLI (%s)', (engine) => {
   it('prints help for every command', () => {
     for (const cmd of [[], ['init'], ['serve'], ['migrate'], ['config', 'print'], ['login'], ['account', 'reset-link'], ['account', 'disable'], ['account', 'enable'], ['ledger', 'verify'], ['ledger', 'checkpoint'], ['ledger', 'export'], ['billing', 'report'], ['reseller', 'create'], ['reseller', 'list'], ['reseller', 'show'],
       ['tenant', 'create'], ['tenant', 'list'], ['tenant', 'show'], ['tenant', 'suspend'], ['tenant', 'resume'], ['tenant', 'set-licence'], ['tenant', 'delete'],
-      ['tenant', 'policy', 'show'], ['tenant', 'policy', 'set'], ['account', 'invite'], ['account', 'list'], ['keys', 'status'], ['keys', 'rotate-master'], ['keys', 'retire-master']]) {
+      ['tenant', 'policy', 'show'], ['tenant', 'policy', 'set'], ['account', 'invite'], ['account', 'list'], ['keys', 'status'], ['keys', 'rotate-master'], ['keys', 'retire-master'], ['backup', 'create'], ['backup', 'list'], ['backup', 'verify'], ['backup', 'restore']]) {
       const r = run(...cmd, '--help');
       expect(r.code, cmd.join(' ')).toBe(0);
       expect(r.stdout).toMatch(/Usage: tresor/);

@@ -117,6 +117,39 @@ describe.each(engines)('grants to external accounts (%s)', (engine) => {
     expect((await call('tech', 'DELETE', `/api/v1/jobs/${jobId}`)).statusCode).toBe(403);
   });
 
+  it('replaces a job with PUT: the new values are found, the old blind indexes are gone, grantees, admins and bad input are refused', async () => {
+    tokens.ina = await bearerLogin(app, 'ina@sw-sued.test', 'Zählerstände sind wichtig');
+    const [job] = (await call('ina', 'GET', '/api/v1/jobs?asset_id=Z-4711-0815')).json<{ id: string; createdAt: string }[]>();
+    const jobId = job!.id;
+    const replacement = { customer_name: 'Frau Käthe Zähler-Neumann', address: 'Lindenallee 5, 79098 Freiburg', window_start: '2026-11-25T08:00Z', window_end: '2026-11-25T09:30Z', asset_id: 'Z-4711-0816', notes: null };
+    const put = await call('ina', 'PUT', `/api/v1/jobs/${jobId}`, replacement);
+    expect(put.statusCode, put.body).toBe(200);
+    expect(put.json()).toMatchObject({ ...replacement, id: jobId, book: 'shared', createdAt: job!.createdAt });
+    expect((await call('ina', 'GET', `/api/v1/jobs/${jobId}`)).json()).toMatchObject({ ...replacement, id: jobId });
+    expect((await call('ina', 'GET', '/api/v1/jobs?asset_id=Z-4711-0815')).json()).toEqual([]);
+    expect((await call('ina', 'GET', `/api/v1/jobs?customer_name=${encodeURIComponent('Frau Käthe Zähler')}`)).json()).toEqual([]);
+    expect((await call('ina', 'GET', '/api/v1/jobs?asset_id=z-4711-0816').then((r) => r.json<{ id: string }[]>())).map((j) => j.id)).toEqual([jobId]);
+    expect((await call('ina', 'GET', `/api/v1/jobs?customer_name=${encodeURIComponent(' frau käthe zähler-NEUMANN')}`)).json<{ id: string }[]>().map((j) => j.id)).toEqual([jobId]);
+    const raw = (await (await tenantDb()).selectFrom('jobs' as never).selectAll().where('id' as never, '=', jobId as never).executeTakeFirstOrThrow()) as Record<string, unknown>;
+    expect(JSON.stringify(raw)).not.toMatch(/Neumann|Lindenallee 5|Hund/);
+    expect(raw).toMatchObject({ window_start: '2026-11-25T08:00Z', notes_ct: null }); // the cleared note is gone, not kept encrypted
+
+    const invalid = await call('ina', 'PUT', `/api/v1/jobs/${jobId}`, { ...replacement, window_end: 'nach dem Mittag' });
+    expect(invalid.statusCode).toBe(400);
+    expect(invalid.json()).toMatchObject({ code: 'VALIDATION', problems: ['window_start and window_end must be times such as 2026-12-01T08:00Z'] });
+    const incomplete = await call('ina', 'PUT', `/api/v1/jobs/${jobId}`, { customer_name: 'Nur ein Name' });
+    expect(incomplete.statusCode).toBe(400);
+    expect(incomplete.json<{ message: string }>().message).toMatch(/address/);
+    expect((await call('ina', 'PUT', '/api/v1/jobs/00000000-0000-4000-8000-000000000000', replacement)).statusCode).toBe(404);
+    expect((await call('tech', 'PUT', `/api/v1/jobs/${jobId}`, { ...replacement, notes: 'vom Monteur' })).statusCode).toBe(403); // a grant reads only
+    expect((await call('admin', 'PUT', `/api/v1/jobs/${jobId}`, replacement)).statusCode).toBe(403);
+    expect((await call('ina', 'GET', `/api/v1/jobs/${jobId}`)).json()).toMatchObject({ ...replacement, id: jobId }); // unchanged by the refusals
+
+    const updates = await (await core.ledgers.tenant(ids.tenant)).query({ action: 'record.update' });
+    expect(updates.map((e) => e.resource).filter((r) => r.includes(jobId))).toHaveLength(1); // the refused attempts changed nothing
+    expect(JSON.stringify(updates)).not.toMatch(/Neumann|Lindenallee/);
+  });
+
   it('mails the grantee a one-time access link that opens the grant without a password, once, and never past the grant', async () => {
     clock.set('2026-11-23T09:00:00.000Z');
     tokens.ina = await bearerLogin(app, 'ina@sw-sued.test', 'Zählerstände sind wichtig');

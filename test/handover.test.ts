@@ -2,7 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { aeadOpen, hkdf32, passwordKey, unwrapWithPrivateKey } from '../src/crypto/envelope.js';
-import { secretContext, tenantDataKey } from '../src/crypto/tenant-keys.js';
+import { newId } from '../src/crypto/random.js';
+import { createTenantKeys, secretContext, tenantDataKey } from '../src/crypto/tenant-keys.js';
 import { buildApp } from '../src/http/app.js';
 import { bearerLogin, engines, mailedKey, makeTestEnv, openTestCore, silentLog, type TestEnv } from './helpers.js';
 
@@ -28,7 +29,16 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     app = await buildApp(core, { logger: silentLog });
     const operator = (await ensureFirstOperator(core))!;
     tokens.operator = await bearerLogin(app, operator.login, operator.oneTimePassword);
-    const tenant = (await call('operator', 'POST', '/api/v1/tenants', { name: 'Kunde mit Übergabe' })).json<{ id: string; initialKeys: { activationKey: string } }>();
+    // The tenant belongs to a reseller whose installer sets it up.
+    const acceptAs = async (email: string, password: string) => {
+      expect((await app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(core.config.mail.outbox_dir, email), newPassword: password } })).statusCode).toBe(204);
+      return bearerLogin(app, email, password);
+    };
+    expect((await call('operator', 'POST', '/api/v1/resellers', { name: 'Partner Süd', adminLogin: 'chef@partner.test' })).statusCode).toBe(201);
+    tokens.reseller = await acceptAs('chef@partner.test', 'Wiederverkauf im Sueden 5');
+    expect((await call('reseller', 'POST', '/api/v1/accounts', { email: 'monteur@partner.test', role: 'installer' })).statusCode).toBe(201);
+    tokens.installer = await acceptAs('monteur@partner.test', 'Montage beim Kunden 6');
+    const tenant = (await call('reseller', 'POST', '/api/v1/tenants', { name: 'Kunde mit Übergabe' })).json<{ id: string; initialKeys: { activationKey: string } }>();
     ids.tenant = tenant.id;
     activationKey = tenant.initialKeys.activationKey;
     const invite = async (by: string, who: keyof typeof PASSWORDS | 'admin', email: string, role: string, password: string) => {
@@ -37,8 +47,8 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
       tokens[who] = await bearerLogin(app, email, password);
       ids[who] = (await call(who, 'GET', '/api/v1/auth/me')).json<{ accountId: string }>().accountId;
     };
-    await invite('operator', 'admin', 'admin@uebergabe.test', 'admin', 'Verwaltung beim Kunden 4');
-    await invite('admin', 'setup', 'setup@partner.test', 'member', PASSWORDS.setup);
+    await invite('installer', 'admin', 'admin@uebergabe.test', 'admin', 'Verwaltung beim Kunden 4');
+    await invite('installer', 'setup', 'setup@partner.test', 'member', PASSWORDS.setup);
     await invite('admin', 'owner', 'owner@uebergabe.test', 'dpo', PASSWORDS.owner);
     await invite('admin', 'colleague', 'colleague@uebergabe.test', 'member', PASSWORDS.colleague);
   });
@@ -60,6 +70,14 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     const setupAccount = await core.storage.control.selectFrom('accounts').selectAll().where('id', '=', ids.setup!).executeTakeFirstOrThrow();
 
     expect((await call('admin', 'POST', `/api/v1/tenants/${ids.tenant}/handover`, { ownerAccountId: ids.owner })).statusCode).toBe(403); // holds no key
+    // Until the handover the reseller's installer administers the tenant.
+    const installerRights = async () => [
+      (await call('installer', 'GET', `/api/v1/tenants/${ids.tenant}`)).statusCode,
+      (await call('installer', 'GET', `/api/v1/accounts?tenantId=${ids.tenant}`)).statusCode,
+      (await call('installer', 'GET', `/api/v1/tenants/${ids.tenant}/password-policy`)).statusCode,
+      (await call('installer', 'POST', '/api/v1/accounts', { email: `spaet-${Date.now()}@uebergabe.test`, role: 'member', tenantId: ids.tenant })).statusCode,
+    ];
+    expect(await installerRights()).toEqual([200, 200, 200, 201]);
     const handover = await call('setup', 'POST', `/api/v1/tenants/${ids.tenant}/handover`, { ownerAccountId: ids.owner });
     expect(handover.statusCode).toBe(200);
     const result = lines(handover.body);
@@ -71,6 +89,9 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect(after.every((r) => r.key_version === 2)).toBe(true);
     expect(after.map((r) => r.name_ct)).not.toEqual(before.map((r) => r.name_ct));
     expect(after.map((r) => r.email_bidx)).not.toEqual(before.map((r) => r.email_bidx));
+    // The installer's administration of the tenant ended with the handover; the reseller keeps its own.
+    expect(await installerRights()).toEqual([404, 404, 404, 403]);
+    expect((await call('reseller', 'GET', `/api/v1/accounts?tenantId=${ids.tenant}`)).statusCode).toBe(200);
     // The installer's account is out: its sessions ended, and after a new login it has no data access.
     expect((await call('setup', 'GET', '/api/v1/contacts')).statusCode).toBe(401);
     tokens.setup = await bearerLogin(app, 'setup@partner.test', PASSWORDS.setup);
@@ -114,7 +135,8 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     await core.tenantKeys.rotate(ids.tenant!, await secretOf(), { by: 'test', keep: [{ id: owner.id, publicKey: owner.public_key! }], grants: [] });
     expect(ownerKey.keyVersion).toBe(2);
     tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
-    expect((await call('owner', 'GET', '/api/v1/contacts')).statusCode).toBe(403); // old records do not open with the new key yet
+    // The records still under the old secret stay readable meanwhile (the previous key, from the rotation copy).
+    expect((await call('owner', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(7);
     const resumed = await call('owner', 'POST', '/api/v1/keys/rotate/resume');
     expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 8 });
     expect((await call('owner', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(7);
@@ -122,6 +144,94 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     const versions = (await (await tenantDb()).selectFrom('contacts').select('key_version').execute()).map((r) => r.key_version);
     expect(new Set(versions)).toEqual(new Set([3]));
   });
+
+  it('repeats a rotation safely after a crash between the tenant database and the control database', async () => {
+    const db = await tenantDb();
+    const secret = await accountSecret('owner');
+    const owner = await core.storage.control.selectFrom('accounts').select(['id', 'public_key']).where('id', '=', ids.owner!).executeTakeFirstOrThrow();
+    const before = (await core.storage.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', ids.tenant!).executeTakeFirstOrThrow()).secret_version;
+    // The process dies after the tenant database got the new copies, before the control database moved on.
+    const control = core.storage.control;
+    const crashing = new Proxy(control, {
+      get(target, prop) {
+        if (prop === 'updateTable') return () => {
+          throw new Error('the process stopped between the two databases');
+        };
+        const value = Reflect.get(target, prop, target) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const dying = createTenantKeys({ store: { control: crashing, tenantDb: async () => db }, masterKey: core.masterKey, clock: { now: () => new Date() }, newId });
+    await expect(dying.rotate(ids.tenant!, secret, { by: 'test', keep: [{ id: owner.id, publicKey: owner.public_key! }], grants: [], recoveryFor: [owner.id] })).rejects.toThrow(/between the two databases/);
+    const leftovers = await db.selectFrom('key_wraps').selectAll().where('secret_version', '=', before + 1).execute();
+    expect(leftovers.map((w) => w.kind).sort()).toEqual(['account', 'recovery', 'rotation']);
+    // Nothing changed for the users: the copies of the version the control database knows are used.
+    tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
+    expect((await call('owner', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(7);
+    expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ rotationPending: false });
+    // Done again: one copy per holder, all of the new version, the leftovers gone.
+    const again = await call('owner', 'POST', '/api/v1/keys/rotate', {});
+    expect(lines(again.body).at(-1)).toMatchObject({ version: before + 1, reencrypted: 8 });
+    const wraps = await db.selectFrom('key_wraps').selectAll().execute();
+    expect(wraps.filter((w) => w.kind === 'account').map((w) => [w.holder, w.secret_version])).toEqual([[owner.id, before + 1]]);
+    expect(wraps.some((w) => leftovers.some((l) => l.id === w.id))).toBe(false);
+    expect((await call('owner', 'GET', '/api/v1/contacts')).json<unknown[]>()).toHaveLength(7);
+    expect((await call('owner', 'POST', '/api/v1/keys/recovery-code')).json<{ recoveryCode: string }>().recoveryCode).toMatch(/^([A-Z2-7]{4}-){12}[A-Z2-7]{4}$/);
+  });
+
+  it('resumes a handover that crashed in the middle of the re-encryption batches: everything readable, the old key useless', async () => {
+    // Enough records for several batches of 500.
+    const csv = ['name,email,phone,address,company,notes', ...Array.from({ length: 1100 }, (_, i) => `Person ${i},person${i}@example.org,,,,Notiz ${i}`)].join('\n');
+    const imported = await app.inject({ method: 'POST', url: '/api/v1/contacts/import', headers: { authorization: `Bearer ${tokens.owner}`, 'content-type': 'text/csv' }, payload: csv });
+    expect(lines(imported.body).at(-1)).toEqual({ created: 1100, errors: [] });
+    // A second data user (in the installer's place) holds the secret and hands over to the owner.
+    expect((await call('owner', 'POST', '/api/v1/keys/grant', { accountId: ids.colleague! })).statusCode).toBe(204);
+    tokens.colleague = await bearerLogin(app, 'colleague@uebergabe.test', PASSWORDS.colleague);
+    const oldSecret = await accountSecret('colleague');
+    const from = (await core.storage.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', ids.tenant!).executeTakeFirstOrThrow()).secret_version;
+    let batches = 0;
+    const crash = core.identity.rotateTenantSecret(tokens.colleague!, { only: ids.owner!, reason: 'handover' }, () => {
+      // The process dies right after the first batch was committed.
+      if (++batches === 1) throw new Error('the process died during the re-encryption');
+    });
+    await expect(crash).rejects.toThrow(/died during the re-encryption/);
+    const db = await tenantDb();
+    const versions = (await db.selectFrom('contacts').select('key_version').execute()).map((r) => r.key_version);
+    expect(versions.filter((v) => v === from + 1).length).toBe(500);
+    expect(versions.filter((v) => v === from).length).toBe(607);
+    // The colleague is out already; the owner sees the interrupted rotation and resumes it.
+    expect((await call('colleague', 'GET', '/api/v1/contacts')).statusCode).toBe(401);
+    tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
+    expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ dataAccess: true, rotationPending: true, recoveryCodePending: true });
+    // Both halves are readable while the rotation waits: one record of each version.
+    const oldOne = (await db.selectFrom('contacts').select('id').where('key_version', '=', from).executeTakeFirstOrThrow()).id;
+    const newOne = (await db.selectFrom('contacts').select('id').where('key_version', '=', from + 1).executeTakeFirstOrThrow()).id;
+    for (const id of [oldOne, newOne]) expect((await call('owner', 'GET', `/api/v1/contacts/${id}`)).json()).toMatchObject({ id, name: expect.stringMatching(/^(Kunde|Person) \d+$/) });
+    const resumed = await call('owner', 'POST', '/api/v1/keys/rotate/resume');
+    expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 608 });
+    expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ rotationPending: false });
+    const after = await db.selectFrom('contacts').selectAll().execute();
+    expect(after).toHaveLength(1107);
+    expect(after.every((r) => r.key_version === from + 1)).toBe(true);
+    expect((await call('owner', 'GET', '/api/v1/contacts')).statusCode).toBe(200);
+    expect((await call('owner', 'GET', '/api/v1/contacts?email=person1099%40example.org')).json<{ notes: string }[]>().map((c) => c.notes)).toEqual(['Notiz 1099']);
+    // The colleague's old copy gives the old secret, whose data key opens no record.
+    expect(await core.tenantKeys.openSecret(ids.tenant!, oldSecret)).toBeUndefined();
+    const oldFieldKey = hkdf32(await core.tenantKeys.dataKey(ids.tenant!, oldSecret), 'tresor/field/v1');
+    for (const row of after) {
+      for (const version of [from, from + 1]) expect(() => aeadOpen(oldFieldKey, Buffer.from(row.name_ct, 'base64url'), `${ids.tenant}|contacts|${row.id}|name|v${version}`)).toThrow();
+    }
+    const wraps = await db.selectFrom('key_wraps').selectAll().execute();
+    expect(wraps.filter((w) => w.kind !== 'recovery').map((w) => [w.kind, w.holder, w.secret_version])).toEqual([['account', ids.owner, from + 1]]);
+  }, 180_000);
+
+  /** The tenant secret from an account's own copy, opened with its password (as its owner can). */
+  async function accountSecret(who: 'owner' | 'colleague') {
+    const a = await core.storage.control.selectFrom('accounts').select(['sealed_private_key', 'key_salt']).where('id', '=', ids[who]!).executeTakeFirstOrThrow();
+    const kek = await passwordKey(PASSWORDS[who], Buffer.from(a.key_salt!, 'hex'), { memoryKib: 19456, iterations: 2, parallelism: 1 });
+    const pk = aeadOpen(kek, Buffer.from(a.sealed_private_key!, 'base64url'), `account-key|${ids[who]}`);
+    return (await core.tenantKeys.unwrapForAccount(ids.tenant!, ids[who]!, pk))!;
+  }
 
   async function tenantDb() {
     const row = await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', ids.tenant!).executeTakeFirstOrThrow();

@@ -113,7 +113,8 @@ export function readOutbox(dir: string): SentMail[] {
       } else if (encoding === 'base64') {
         body = Buffer.from(body, 'base64').toString('utf8');
       }
-      const subject = header('Subject').replace(/=\?utf-8\?Q\?(.*?)\?=/gi, (_m, q: string) =>
+      // RFC 2047 §6.2: white space between two adjacent encoded words is not part of the text.
+      const subject = header('Subject').replace(/\?=\s+=\?/g, '?==?').replace(/=\?utf-8\?Q\?(.*?)\?=/gi, (_m, q: string) =>
         Buffer.from(q.replace(/_/g, ' ').replace(/=([0-9A-F]{2})/g, (_x, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8'),
       );
       return { file, to: header('To'), subject, text: body };

@@ -1,7 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { SqliteDatabase } from '../src/storage/sqlite-driver.js';
 import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
 
 /** Master key rotation through the real CLI while a server keeps running on the same data. */
@@ -57,8 +58,54 @@ describe('tresor keys rotate-master / retire-master', () => {
     const checkpoint = await api(`${server.url}/api/v1/ledger/checkpoint`, ca, 'GET', undefined, token);
     expect(checkpoint.status, JSON.stringify(checkpoint.body)).toBe(200);
     expect(checkpoint.body.checkpoint).toMatch(/\/tresor\/platform\n/);
+  }, 300_000);
 
-  });
+  it('continues an interrupted rotation with --resume: part sealed under the new version, the rest after, counted per version', () => {
+    const dir2 = mkdtempSync(join(tmpdir(), 'tresor-keys-resume-'));
+    try {
+      const run2 = (...args: string[]) => tresor(args, { cwd: dir2, env: { TRESOR_METRICS_ENABLED: 'false' } });
+      const counts = () => Object.fromEntries((JSON.parse(run2('--json', 'keys', 'status').stdout) as { version: string; 'sealed values': string }[]).map((r) => [r.version, Number(r['sealed values'])]));
+      expect(run2('--json', 'init').code).toBe(0);
+      const tenants = ['Kunde Alpha', 'Kunde Beta'].map((name) => (JSON.parse(run2('--json', 'tenant', 'create', '--name', name).stdout) as { id: string }).id);
+      expect(run2('ledger', 'checkpoint').code).toBe(0);
+      for (const id of tenants) expect(run2('ledger', 'checkpoint', '--tenant', id).code).toBe(0); // a sealed ledger key in each tenant database
+      const total = counts()['1']!;
+      expect(total).toBe(5); // two service components, the platform ledger key, two tenant ledger keys
+
+      // The second tenant's sealed ledger key cannot be opened for a moment (as if that database failed):
+      // the rotation stops there, after everything before it was sealed again.
+      const tenantsDir = join(dir2, 'data', 'tenants');
+      const second = new SqliteDatabase(join(tenantsDir, readdirSync(tenantsDir).find((f) => f.endsWith('.db') && f.includes(tenants[1]!.replace(/-/g, '').slice(0, 20)))!));
+      const original = second.prepare('select id, sealed_private_key as sealed from ledger_keys').get() as { id: string; sealed: string };
+      expect(original.sealed).toMatch(/^mk1\./);
+      second.prepare('update ledger_keys set sealed_private_key = ? where id = ?').run(`${original.sealed.slice(0, -8)}AAAAAAAA`, original.id);
+      let stopped: ReturnType<typeof run2>;
+      try {
+        stopped = run2('keys', 'rotate-master');
+      } finally {
+        second.prepare('update ledger_keys set sealed_private_key = ? where id = ?').run(original.sealed, original.id);
+        second.close();
+      }
+      expect(stopped.code, stopped.stderr).not.toBe(0);
+      expect(stopped.stderr).toMatch(/Added master key version 2/);
+      expect(counts()).toEqual({ '1': 1, '2': total - 1 }); // only the second tenant's ledger key is left behind
+      expect(run2('keys', 'retire-master', '--key-version', '1').code).toBe(5); // still in use
+
+      // --resume adds no version and seals only what is left.
+      const resumed = run2('--json', 'keys', 'rotate-master', '--resume');
+      expect(resumed.code, resumed.stderr).toBe(0);
+      const results = (JSON.parse(resumed.stdout) as { version: number; results: { database: string; resealed: number; current: number }[] });
+      expect(results.version).toBe(2);
+      expect(results.results.reduce((n, r) => n + r.resealed, 0)).toBe(1);
+      expect(results.results.find((r) => r.database === `tenant ${tenants[1]}`)).toMatchObject({ resealed: 1, current: 0 });
+      expect(counts()).toEqual({ '1': 0, '2': total });
+      expect(run2('keys', 'retire-master', '--key-version', '1').code).toBe(0);
+      expect(counts()).toEqual({ '2': total });
+      expect(run2('ledger', 'verify', '--all').code).toBe(0); // every sealed key still opens
+    } finally {
+      rmSync(dir2, { recursive: true, force: true });
+    }
+  }, 300_000);
 });
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -1,6 +1,8 @@
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ensureFirstOperator, type Core } from '../src/core.js';
+import { loadConfig } from '../src/config/index.js';
+import { ensureFirstOperator, openCore, type Core } from '../src/core.js';
+import { freePort } from './cli-process.js';
 import { buildApp } from '../src/http/app.js';
 import { acceptMailedInvitation, engines, fixedClock, GOOD_PASSWORD, makeTestEnv, openTestCore, readOutbox, silentLog, type TestEnv } from './helpers.js';
 
@@ -84,11 +86,33 @@ describe.each(engines)('replay lock and forced password change (%s)', (engine) =
     const events = await core.ledgers.platform.query({ action: 'auth.session.replay' });
     expect(events).toHaveLength(1);
     expect(events[0]).toMatchObject({ outcome: 'denied' });
+    await core.identity.noticesSent(); // the notice is sent in the background
     const mail = readOutbox(core.config.mail.outbox_dir).find((m) => m.to === EMAIL && /Sitzung gesperrt/.test(m.subject));
     expect(mail?.text).toMatch(/erneut gesendet/);
     // Logging in again gives a new, working session.
     const relog = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { login: EMAIL, password: GOOD_PASSWORD } });
     expect(relog.statusCode).toBe(200);
+  });
+
+  it('still locks a replayed session with 401 SESSION_LOCKED when the mail relay fails', async () => {
+    const s = await browserSession();
+    // The same installation, now with a relay that refuses every connection.
+    await app.close();
+    await core.close();
+    const config = loadConfig({ cwd: t.dir, env: { ...t.env, TRESOR_MAIL_TRANSPORT: 'smtp', TRESOR_MAIL_SMTP_URL: `smtp://127.0.0.1:${await freePort()}` } });
+    core = await openCore(config, { log: silentLog, clock });
+    app = await buildApp(core, { logger: silentLog });
+    const first = await createTenant(s.cookie, 'Kunde 1', s.requestToken);
+    expect(first.statusCode, first.body).toBe(201);
+    await createTenant(s.cookie, 'Kunde 2', tokenOf(first));
+    clock.set('2026-11-23T08:00:10.000Z');
+    const replay = await createTenant(s.cookie, 'Kunde 1', s.requestToken);
+    expect(replay.statusCode).toBe(401);
+    expect(replay.json()).toMatchObject({ code: 'SESSION_LOCKED' });
+    const after = await app.inject({ method: 'GET', url: '/api/v1/tenants', headers: { cookie: s.cookie } });
+    expect(after.json()).toMatchObject({ code: 'SESSION_LOCKED' });
+    expect(await core.ledgers.platform.query({ action: 'auth.session.replay' })).toHaveLength(1);
+    await core.identity.noticesSent();
   });
 
   it('forgives the previous token once within 5 seconds (a second tab, a lost response), but not twice or later', async () => {

@@ -110,6 +110,10 @@ describe('sessions and password change', () => {
     const weak = await change(a, password, 'Password2026!');
     expect(weak.statusCode).toBe(400);
     expect(weak.json<{ message: string }>().message).toMatch(/commonly used/);
+    // The same problems as stable codes, so that the web app can say them in German too.
+    expect(weak.json<{ problemCodes: unknown }>().problemCodes).toEqual([{ code: 'common', params: {} }]);
+    const short = await change(a, password, 'kurz');
+    expect(short.json<{ problemCodes: unknown }>().problemCodes).toEqual([{ code: 'too-short', params: { min: 12, length: 4 } }]);
     const ok = await change(a, password, 'a long new pass phrase');
     expect(ok.statusCode).toBe(200);
     const fresh = ok.json<{ sessionToken: string }>().sessionToken;

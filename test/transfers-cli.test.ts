@@ -1,12 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { freePort, startServe, tresor, tresorAsync, type ServeProcess } from './cli-process.js';
-import { GOOD_PASSWORD, mailedKey, mailedTransferLink } from './helpers.js';
+import { GOOD_PASSWORD, mailedKey, mailedTransferLink, readOutbox } from './helpers.js';
+import { fingerprint, generateKeyPair, randomFileKey, toBase64Url, wrapFileKey } from '../src/shared-e2e/index.js';
 
 /**
  * The secure exchange end to end through the real CLI against a real `tresor serve`: levels 1, 3 and 4,
@@ -53,7 +55,7 @@ describe('tresor send / receive (CLI, real server)', () => {
     expect(cli('sender', ['secupass', 'init'], { TRESOR_SECUPASS: 'Absender Schlüssel 99' }).code).toBe(0);
     writeFileSync(join(dir, 'big.bin'), BIG);
     writeFileSync(join(dir, 'befund.txt'), SECRET_TEXT);
-  });
+  }, 180_000); // a server and a dozen CLI processes with Argon2id: slow on a loaded machine
   afterAll(async () => {
     await server?.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -101,9 +103,13 @@ describe('tresor send / receive (CLI, real server)', () => {
     const list = JSON.parse(cli('sender', ['transfer', 'list']).stdout) as { id: string; recipients: { email: string; keyState: string; pendingFingerprint: string }[] }[];
     expect(list.find((t) => t.id === transfer.id)!.recipients[0]).toMatchObject({ keyState: 'approval-needed', pendingFingerprint: fp });
     expect(cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', 'ffff-0000'], { TRESOR_SECUPASS: 'Absender Schlüssel 99' }).code).toBe(5);
+    const approvedMails = () => readOutbox(outbox).filter((m) => m.to === 'gast@example.org' && m.subject === 'Tresor: Ihre Dateien lassen sich jetzt öffnen');
+    expect(approvedMails()).toHaveLength(0); // the refused approval above told the guest nothing
     const approved = cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', fp], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
     expect(approved.code, approved.stderr).toBe(0);
-    expect(readFileSync(join(outbox, readdirSync(outbox).filter((f) => f.endsWith('.eml')).sort().at(-1)!), 'utf8')).toMatch(/gast@example.org/);
+    // The guest (not the sender, who got the key-pending mail) is told that the files can be opened now.
+    expect(approvedMails()).toHaveLength(1);
+    expect(approvedMails()[0]!.text).toContain('sender@praxis.test hat Ihren SecuPass-Schlüssel freigegeben.');
     expect(cli('gast', ['receive', link, '--out', join(files, 'l3-wrong')], { TRESOR_SECUPASS: 'falsch' }).stderr).toMatch(/SecuPass key is not right/);
     const got = cli('gast', ['receive', link, '--out', join(files, 'l3')], { TRESOR_SECUPASS: 'Gast Schlüssel 4711' });
     expect(got.code, got.stderr).toBe(0);
@@ -115,7 +121,7 @@ describe('tresor send / receive (CLI, real server)', () => {
       const folder = join(blobs, tenant, transfer.id);
       for (const f of readdirSync(folder)) expect(readFileSync(join(folder, f)).includes(SECRET_TEXT.subarray(0, 40))).toBe(false);
     }
-  });
+  }, 180_000); // a dozen CLI processes, each with Argon2id: slow on a loaded machine
 
   it('"request files" from the CLI: the member makes an upload link, an outsider uploads with tresor upload, the member receives', () => {
     const made = cli('sender', ['transfer', 'request', '--level', '3', '--email', 'zulieferer@example.org', '--message', 'Bitte die Messwerte.']);
@@ -218,4 +224,61 @@ describe('tresor send / receive (CLI, real server)', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(readFileSync(join(files, 'l4-reset', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
   });
+
+  it("a wrap for a foreign key slipped into the link's answer is refused by tresor receive, and nothing is written", async () => {
+    // A TLS proxy with the server's own certificate (what a compromised server or a man in the middle with
+    // its key could send): it passes everything through but rewrites the answer of `open` so that the file
+    // keys are wrapped for another key pair, with that key's fingerprint.
+    const pki = join(dir, 'data', 'pki');
+    const other = await generateKeyPair();
+    const otherFingerprint = await fingerprint(other.publicKey);
+    const upstreamPort = Number(new URL(server.url).port);
+    const ca = readFileSync(env.TRESOR_CACERT!);
+    let rewritten = 0;
+    const proxy = createHttpsServer({ key: readFileSync(join(pki, 'server-key.pem')), cert: readFileSync(join(pki, 'server.pem')) }, (req, res) => {
+      const forward = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: upstreamPort, method: req.method, path: req.url, headers: req.headers, ca }, (answer) => {
+        if (!/^\/api\/v1\/r\/[0-9a-f-]{36}\/open$/.test(req.url ?? '') || answer.statusCode !== 200) {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+          return;
+        }
+        const chunks: Buffer[] = [];
+        answer.on('data', (c: Buffer) => chunks.push(c));
+        answer.on('end', () => {
+          void (async () => {
+            const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { transferId: string; files: { id: string }[]; bundle?: { id: string } };
+            const foreign = async (id: string) => ({ fingerprint: otherFingerprint, wrapped: toBase64Url(await wrapFileKey(randomFileKey(), other.publicKey, `transfer:${body.transferId}/file:${id}`)) });
+            const files = [];
+            for (const f of body.files) files.push({ ...f, ...(await foreign(f.id)) });
+            const text = JSON.stringify({ ...body, files, ...(body.bundle ? { bundle: { ...body.bundle, ...(await foreign(body.bundle.id)) } } : {}) });
+            rewritten++;
+            const { 'content-length': _length, ...headers } = answer.headers;
+            res.writeHead(200, { ...headers, 'content-length': String(Buffer.byteLength(text)) });
+            res.end(text);
+          })();
+        });
+      });
+      forward.on('error', () => res.destroy());
+      req.pipe(forward);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
+    const via = `https://localhost:${(proxy.address() as { port: number }).port}`;
+    const { link } = mailedTransferLink(outbox, 'gast@example.org'); // the level-4 transfer, approved for the guest's new key
+    try {
+      const refused = await tresorAsync(['--json', 'receive', link.replace(server.url, via), '--out', join(files, 'foreign')], {
+        cwd: dir,
+        env: { ...env, TRESOR_URL: via, TRESOR_TOKEN: tokens.gast!, TRESOR_SECUPASS: 'Neuer Gast Schlüssel 1' },
+      });
+      expect(refused.code).toBe(5);
+      expect(refused.stderr).toMatch(/the files are not wrapped for your key [0-9a-f-]+ \(the link expects [0-9a-f-]+\): refusing/);
+      expect(rewritten).toBe(1);
+      expect(existsSync(join(files, 'foreign', 'befund.txt'))).toBe(false);
+    } finally {
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+    // The same link straight to the server opens (the refusal came from the foreign wraps alone).
+    const straight = cli('gast', ['receive', link, '--out', join(files, 'not-foreign')], { TRESOR_SECUPASS: 'Neuer Gast Schlüssel 1' });
+    expect(straight.code, straight.stderr).toBe(0);
+    expect(readFileSync(join(files, 'not-foreign', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
+  }, 120_000);
 });

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, screenshot, watchedPage } from './browser.js';
 import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
 import { mailedKey, readOutbox } from './helpers.js';
-import { encodePublicKey, fingerprint, generateKeyPair } from '../src/shared-e2e/index.js';
+import { encodePublicKey, fingerprint, generateKeyPair, randomFileKey, toBase64Url, wrapFileKey } from '../src/shared-e2e/index.js';
 
 /** The newest transfer link mailed to `email`, as recipient id, secret and (levels 3/4) fingerprint. */
 function transferLink(outbox: string, email: string, after = 0): { recipientId: string; secret: string; fp?: string } {
@@ -61,6 +61,11 @@ describe('secure transfers in Chromium', () => {
   const GUEST_SECUPASS = 'Blauer Vogel über dem See';
   const GUEST_SECUPASS_2 = 'Roter Drache unter der Brücke';
   const state: { level3?: { recipientId: string; secret: string }; level4?: { recipientId: string; secret: string; fp?: string }; level1?: { recipientId: string; secret: string } } = {};
+  /**
+   * Mails to the guest saying that a sender approved the key and the files can be opened now: in English,
+   * the guest account's language (it was registered from a transfer composed on the sender's English page).
+   */
+  const approvalMails = () => readOutbox(outbox).filter((m) => m.to === GUEST && m.subject === 'Tresor: your files can be opened now');
   const linkUrl = (l: { recipientId: string; secret: string; fp?: string }) => `${server.url}/app/r/${l.recipientId}#s=${l.secret}${l.fp ? `&fp=${l.fp}` : ''}`;
 
   beforeAll(async () => {
@@ -184,10 +189,12 @@ describe('secure transfers in Chromium', () => {
     await screenshot(page, 'transfer-receive-login');
     await page.getByRole('button', { name: 'Gastkonto anlegen' }).click();
     await page.getByText('Bitte sehen Sie in Ihr Postfach').waitFor();
+    await screenshot(page, 'transfer-guest-registered');
     // The invitation (the e-mail check) in the same tab; after the login the link page comes back.
     await page.goto(`${server.url}/app/invite#key=${mailedKey(outbox, GUEST)}`);
     await page.getByLabel('Neues Passwort', { exact: true }).fill(GUEST_PASSWORD);
     await page.getByLabel('Neues Passwort wiederholen').fill(GUEST_PASSWORD);
+    await screenshot(page, 'transfer-guest-registration');
     await page.getByRole('button', { name: 'Passwort festlegen' }).click();
     await page.getByRole('link', { name: 'Anmelden' }).click();
     await page.getByLabel('Anmeldename oder E-Mail-Adresse').fill(GUEST);
@@ -257,8 +264,12 @@ describe('secure transfers in Chromium', () => {
     await sender.page.getByRole('alert').filter({ hasText: 'The SecuPass is wrong.' }).waitFor({ timeout: 30_000 });
     await card.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
     await screenshot(sender.page, 'transfer-approve');
+    expect(approvalMails()).toHaveLength(0); // nothing yet, not even for the wrong SecuPass above
     await card.getByRole('button', { name: 'Approve', exact: true }).click();
     await sender.page.getByText(`The new key of ${GUEST} is approved.`).waitFor({ timeout: 30_000 });
+    // The recipient (not the sender) is told that the files can be opened now.
+    expect(approvalMails()).toHaveLength(1);
+    expect(approvalMails()[0]!.text).toContain(`${SENDER} approved your SecuPass key.`);
     await card.getByRole('cell', { name: 'fine' }).waitFor();
 
     await page.goto(linkUrl(link));
@@ -278,7 +289,7 @@ describe('secure transfers in Chromium', () => {
     expect(await page.evaluate('navigator.serviceWorker.controller?.scriptURL')).toBe(`${server.url}/sw.js`);
     expect(await problems()).toEqual([]);
     expect(await sender.problems()).toEqual([]);
-  });
+  }, 120_000); // two Argon2id key derivations in the browser and a 3 MiB file: slow on a loaded machine
 
   it('level 4: the message and the file names are readable only after the SecuPass', async () => {
     const note = textFile('Notiz Stufe 4', 150 * 1024);
@@ -345,6 +356,7 @@ describe('secure transfers in Chromium', () => {
     await card.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
     await card.getByRole('button', { name: 'Approve', exact: true }).click();
     await sender.page.getByText(`The new key of ${GUEST} is approved.`).waitFor({ timeout: 30_000 });
+    expect(approvalMails()).toHaveLength(2); // the first approval (level 3) and this one
 
     // Now the new key opens it, although the link still names the old one: the sender approved the new key.
     await page.goto(linkUrl(state.level4!));
@@ -414,6 +426,7 @@ describe('secure transfers in Chromium', () => {
     const late = await watchedPage(browser, 'en-GB');
     await late.page.goto(linkUrl(soonLink));
     await late.page.getByRole('alert').filter({ hasText: 'This link is not valid, has expired or was withdrawn.' }).waitFor();
+    await screenshot(late.page, 'transfer-link-expired');
     expect(await problems()).toEqual([]);
     expect(await late.problems()).toEqual([]);
   }, 120_000);
@@ -515,4 +528,93 @@ describe('secure transfers in Chromium', () => {
     }
     expect(await outsider.problems()).toEqual([]);
   }, 120_000);
+
+  it("a wrap for a foreign key slipped into the link's answer is refused by the recipient's browser", async () => {
+    // The server (or whoever rewrites its answers) hands the guest file keys wrapped for another key pair:
+    // the level-4 link names the guest's old key, the wraps name neither it nor the guest's current key.
+    const other = await generateKeyPair();
+    const otherFingerprint = await fingerprint(other.publicKey);
+    const foreignWrap = async (transferId: string, fileId: string) => toBase64Url(await wrapFileKey(randomFileKey(), other.publicKey, `transfer:${transferId}/file:${fileId}`));
+    const { page, problems } = guest;
+    let rewritten = 0;
+    await page.route('**/api/v1/r/*/open', async (route) => {
+      const response = await route.fetch();
+      const body = (await response.json()) as { transferId: string; files: { id: string }[]; bundle?: { id: string } };
+      const files = [];
+      for (const f of body.files) files.push({ ...f, fingerprint: otherFingerprint, wrapped: await foreignWrap(body.transferId, f.id) });
+      const bundle = body.bundle ? { ...body.bundle, fingerprint: otherFingerprint, wrapped: await foreignWrap(body.transferId, body.bundle.id) } : undefined;
+      rewritten++;
+      await route.fulfill({ response, json: { ...body, files, ...(bundle ? { bundle } : {}) } });
+    });
+    try {
+      await page.goto(linkUrl(state.level4!));
+      await page.getByRole('heading', { name: 'Unterlagen Stufe vier' }).waitFor();
+      const unlock = page.getByRole('form', { name: 'Mit SecuPass entsperren' });
+      await unlock.getByLabel('Ihr SecuPass').fill(GUEST_SECUPASS_2);
+      await unlock.getByRole('button', { name: 'Entsperren' }).click();
+      await page.getByRole('alert').filter({ hasText: 'Warnung: Der angebotene Schlüssel ist nicht der, den die Absenderin oder der Absender verwendet hat. Die Dateien werden nicht geöffnet.' }).waitFor({ timeout: 30_000 });
+      await screenshot(page, 'transfer-receive-key-mismatch');
+      expect(rewritten).toBeGreaterThan(0);
+      expect(await page.getByText('Die geheime Nachricht steht nur im Bündel.').count()).toBe(0);
+      expect(await page.getByRole('button', { name: /herunterladen$/ }).count()).toBe(0);
+    } finally {
+      await page.unroute('**/api/v1/r/*/open');
+    }
+    // The same link and SecuPass without the rewrite: it opens (the refusal above came from the foreign wraps).
+    await page.goto(linkUrl(state.level4!));
+    const unlock = page.getByRole('form', { name: 'Mit SecuPass entsperren' });
+    await unlock.getByLabel('Ihr SecuPass').fill(GUEST_SECUPASS_2);
+    await unlock.getByRole('button', { name: 'Entsperren' }).click();
+    await page.getByText('Die geheime Nachricht steht nur im Bündel.').waitFor({ timeout: 30_000 });
+    expect(await problems()).toEqual([]);
+  }, 120_000);
+
+  it('interoperates with the CLI both ways at level 4: message and file names end to end', async () => {
+    const cliEnv = { ...env(), TRESOR_URL: server.url, TRESOR_CACERT: join(dir, 'data', 'pki', 'ca.pem') };
+    const cliLogin = (login: string, password: string) => (JSON.parse(tresor(['--json', 'login', '--login', login], { cwd: dir, env: { ...cliEnv, TRESOR_PASSWORD: password } }).stdout) as { sessionToken: string }).sessionToken;
+    const senderToken = cliLogin(SENDER, SENDER_PASSWORD);
+    const guestToken = cliLogin(GUEST, GUEST_PASSWORD);
+
+    // Sent with `tresor send --level 4`: the browser decrypts the bundle (message and names) and the file.
+    const fromCli = textFile('Stufe vier vom Terminal', 600 * 1024);
+    const cliFile = join(dir, 'stufe-vier-terminal.txt');
+    writeFileSync(cliFile, fromCli);
+    const sent = tresor(['send', '--to', GUEST, '--subject', 'Stufe vier aus dem Terminal', '--message', 'Nachricht nur im Bündel, vom Terminal.', '--level', '4', cliFile], {
+      cwd: dir,
+      env: { ...cliEnv, TRESOR_TOKEN: senderToken, TRESOR_SECUPASS: SENDER_SECUPASS },
+    });
+    expect(sent.code, sent.stderr).toBe(0);
+    const cliLink = transferLink(outbox, GUEST);
+    expect(cliLink.fp).toMatch(/^[0-9a-f-]{79}$/);
+    const { page, problems } = guest;
+    await page.goto(linkUrl(cliLink));
+    await page.getByRole('heading', { name: 'Stufe vier aus dem Terminal' }).waitFor();
+    expect(await page.getByText('Nachricht nur im Bündel').count()).toBe(0);
+    expect(await page.getByText('stufe-vier-terminal.txt').count()).toBe(0);
+    const unlock = page.getByRole('form', { name: 'Mit SecuPass entsperren' });
+    await unlock.getByLabel('Ihr SecuPass').fill(GUEST_SECUPASS_2);
+    await unlock.getByRole('button', { name: 'Entsperren' }).click();
+    await page.getByText('Nachricht nur im Bündel, vom Terminal.').waitFor({ timeout: 30_000 });
+    await page.getByRole('cell', { name: 'stufe-vier-terminal.txt', exact: true }).waitFor();
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'stufe-vier-terminal.txt herunterladen' }).click({ timeout: 30_000 })]);
+    expect(download.suggestedFilename()).toBe('stufe-vier-terminal.txt');
+    expect((await bytesOf(download)).equals(fromCli)).toBe(true);
+
+    // Sent in the browser at level 4, received with `tresor receive`: the CLI opens the bundle too.
+    const fromBrowser = textFile('Stufe vier aus dem Browser', 400 * 1024);
+    await send(sender.page, { to: GUEST, subject: 'Stufe vier aus dem Browser', message: 'Geheime Zeilen für die Kommandozeile.', level: 4, files: [{ name: 'stufe-vier-browser.txt', buffer: fromBrowser }] });
+    const browserLink = transferLink(outbox, GUEST);
+    const out = join(dir, 'received-level4');
+    const received = tresor(['--json', 'receive', linkUrl(browserLink), '--out', out], { cwd: dir, env: { ...cliEnv, TRESOR_TOKEN: guestToken, TRESOR_SECUPASS: GUEST_SECUPASS_2 } });
+    expect(received.code, received.stderr).toBe(0);
+    expect(JSON.parse(received.stdout)).toMatchObject({ subject: 'Stufe vier aus dem Browser', message: 'Geheime Zeilen für die Kommandozeile.', level: 4, files: [expect.objectContaining({ name: 'stufe-vier-browser.txt' })] });
+    expect(readFileSync(join(out, 'stufe-vier-browser.txt')).equals(fromBrowser)).toBe(true);
+    // Neither the message nor a name reached the server in clear.
+    for (const f of filesUnder(join(dir, 'data', 'blobs'))) {
+      const bytes = readFileSync(f);
+      for (const clear of ['Geheime Zeilen', 'Nachricht nur im Bündel', 'stufe-vier-browser.txt', 'Stufe vier aus dem Browser:']) expect(bytes.includes(Buffer.from(clear))).toBe(false);
+    }
+    expect(await problems()).toEqual([]);
+    expect(await sender.problems()).toEqual([]);
+  }, 180_000);
 });

@@ -1,11 +1,12 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
-import { decodePublicKey, decryptBytes, encodePublicKey, encryptBytes, fingerprint, fromBase64Url, generateKeyPair, randomFileKey, sealPrivateKey, toBase64Url, unwrapFileKey, wrapFileKey } from '../src/shared-e2e/index.js';
+import { transferExpiryJob } from '../src/ops/jobs.js';
+import { decodePublicKey, decryptBytes, encodePublicKey, encryptBytes, fingerprint, fromBase64Url, generateKeyPair, openPrivateKey, randomFileKey, sealPrivateKey, toBase64Url, unwrapFileKey, wrapFileKey } from '../src/shared-e2e/index.js';
 import { bearerLogin, engines, fixedClock, mailedKey, mailedTransferLink, makeTestEnv, openTestCore, readOutbox, silentLog, type TestEnv } from './helpers.js';
 
 /**
@@ -61,6 +62,29 @@ describe.each(engines)('transfers (%s)', (engine) => {
     return c;
   };
 
+  /** Anna sends a level-3 transfer through the API as her browser would: the file key wrapped for her own key and each recipient's. */
+  const sendLevel3 = async (to: string) => {
+    const own = (await call('anna', 'GET', '/api/v1/e2e/key')).json<{ publicKey: string; fingerprint: string }>();
+    const created = await call('anna', 'POST', '/api/v1/transfers', { subject: 'Befund Stufe drei', level: 3, expiresAt: '2026-11-30T08:00:00.000Z', recipients: [to], files: [{ name: 'befund.txt', size: PLAIN.length }] });
+    expect(created.statusCode, created.body).toBe(201);
+    const c = created.json<{ id: string; files: { id: string }[]; recipients: { id: string; publicKey?: string; fingerprint?: string }[] }>();
+    const fileKey = randomFileKey();
+    const ctx = `transfer:${c.id}/file:${c.files[0]!.id}`;
+    const cipher = Buffer.from(await encryptBytes(fileKey, ctx, PLAIN));
+    expect((await call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=0`, cipher, { 'content-type': 'application/octet-stream' })).statusCode).toBe(200);
+    const holders = [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }, ...c.recipients.flatMap((r) => (r.publicKey ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint! }] : []))];
+    const wraps = [];
+    for (const h of holders) wraps.push({ fileId: c.files[0]!.id, holder: h.holder, fingerprint: h.fingerprint, wrapped: toBase64Url(await wrapFileKey(fileKey, await decodePublicKey(h.publicKey), ctx)) });
+    const stored = await call('anna', 'POST', `/api/v1/transfers/${c.id}/wraps`, { wraps });
+    expect(stored.statusCode, stored.body).toBe(200);
+    const sent = await call('anna', 'POST', `/api/v1/transfers/${c.id}/send`);
+    expect(sent.statusCode, sent.body).toBe(200);
+    return { ...c, ctx };
+  };
+  const tenantDb = async () =>
+    core.storage.tenantDb({ tenantId, databaseName: (await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenantId).executeTakeFirstOrThrow()).database_name });
+  const rowsOf = async (table: string, column: string, value: string) => (await (await tenantDb()).selectFrom(table as never).selectAll().where(column as never, '=', value as never).execute()) as Record<string, unknown>[];
+
   beforeAll(async () => {
     t = makeTestEnv(engine);
     core = await openTestCore(t, clock);
@@ -108,7 +132,7 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect(file.statusCode).toBe(200);
     expect(file.headers['content-disposition']).toContain('abrechnung.txt');
     expect(file.rawPayload.equals(PLAIN)).toBe(true);
-    expect((await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${'B'.repeat(43)}`)).statusCode).toBe(404);
+    expect((await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${'B'.repeat(43)}`)).statusCode).toBe(404); // a made-up token
 
     // The sender sees the state and got a mail; the blob on disk is ciphertext; the database holds no clear text.
     const list = (await call('anna', 'GET', '/api/v1/transfers')).json<{ id: string; recipients: { email: string; state: string; downloads: number }[] }[]>();
@@ -124,6 +148,9 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const actions = (await ledger.query({ action: 'transfer.' })).map((e) => `${e.action}:${e.outcome}`);
     expect(actions).toEqual(expect.arrayContaining(['transfer.create:success', 'transfer.send:success', 'transfer.open:denied', 'transfer.open:success', 'transfer.download:success']));
     expect(actions.filter((a) => a === 'transfer.open:denied')).toHaveLength(2); // the wrong address and the wrong secret; asking without an address is no attempt
+    const badToken = (await ledger.query({ action: 'transfer.download' })).filter((e) => e.outcome === 'denied');
+    expect(badToken).toHaveLength(1);
+    expect(badToken[0]!.payload).toMatchObject({ details: { reason: 'token', recipient: link.recipientId } });
     expect(JSON.stringify(await ledger.query({ action: 'transfer.' }))).not.toContain('mandant@example.org');
   });
 
@@ -146,8 +173,62 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const o = opened.json<{ files: { id: string }[]; downloadToken: string; downloadsLeft: number }>();
     expect(o.downloadsLeft).toBe(1);
     const url = `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${o.downloadToken}`;
-    expect((await call(undefined, 'GET', url)).rawPayload.equals(PLAIN)).toBe(true);
-    expect((await call(undefined, 'GET', url)).statusCode).toBe(403); // the limit of one download
+    // The download token is bound to the guest's account: without a session it is refused, and so it is
+    // in another account's session (a token copied from the guest's page, history or a log) …
+    const noSession = await call(undefined, 'GET', url);
+    expect(noSession.statusCode).toBe(401);
+    expect(noSession.json()).toMatchObject({ code: 'UNAUTHENTICATED', details: { login: true } });
+    expect(noSession.rawPayload.includes(Buffer.from('Erika Mustermann'))).toBe(false);
+    for (const other of ['anna', 'bert']) {
+      const foreign = await call(other, 'GET', url);
+      expect(foreign.statusCode).toBe(403);
+      expect(foreign.json<{ message: string }>().message).toMatch(/belongs to another account/);
+    }
+    // … and none of these refusals counted against the limit of one download: the guest gets the file.
+    const mine = await call('gast', 'GET', url);
+    expect(mine.statusCode, mine.body).toBe(200);
+    expect(mine.rawPayload.equals(PLAIN)).toBe(true);
+    expect((await call('gast', 'GET', url)).statusCode).toBe(403); // the limit of one download
+
+    // Every refusal is in the ledger, naming the link and the account by id only.
+    const ledger = await core.ledgers.tenant(tenantId);
+    const refusals = (await ledger.query({ action: 'transfer.' })).filter((e) => e.outcome === 'denied' && (e.payload as { details?: { recipient?: string } } | undefined)?.details?.recipient === link.recipientId);
+    expect(refusals.map((e) => `${e.action}:${(e.payload as { details: { reason: string } }).details.reason}`)).toEqual([
+      'transfer.open:login',
+      'transfer.open:account',
+      'transfer.download:login',
+      'transfer.download:account',
+      'transfer.download:account',
+      'transfer.download:limit',
+    ]);
+    expect(JSON.stringify(refusals)).not.toContain('gast@example.org');
+
+    // An expired token opens nothing, also in the right session; that is recorded too.
+    clock.set('2026-11-23T09:00:01.000Z');
+    expect((await call('gast', 'GET', url)).statusCode).toBe(404);
+    const expired = (await ledger.query({ action: 'transfer.download' })).at(-1)!;
+    expect(expired).toMatchObject({ outcome: 'denied', payload: { details: { reason: 'token-expired', recipient: link.recipientId } } });
+    clock.set('2026-11-23T08:00:00.000Z');
+  });
+
+  it('level 1: a blob altered at rest ends the download with an error instead of passing on unauthenticated bytes, and is recorded', async () => {
+    const c = await sendTransfer(1, ['veraendert@example.org']);
+    const link = mailedTransferLink(outbox(), 'veraendert@example.org');
+    const blob = join(core.config.data_dir, 'blobs', tenantId, c.id, c.files[0]!.id);
+    const bytes = readFileSync(blob);
+    bytes[100_000] = bytes[100_000]! ^ 0x01; // in the second 64 KiB record
+    writeFileSync(blob, bytes);
+    const o = (await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'veraendert@example.org' })).json<{ files: { id: string }[]; downloadToken: string }>();
+    const got = await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${o.downloadToken}`).then(
+      (r) => r.rawPayload,
+      () => Buffer.alloc(0),
+    );
+    expect(got.length).toBeLessThan(PLAIN.length); // the stream ends at the altered record
+    expect(got.equals(PLAIN.subarray(0, got.length))).toBe(true); // what came before it is authentic
+    const ledger = await core.ledgers.tenant(tenantId);
+    const failures = async () => (await ledger.query({ action: 'transfer.download' })).filter((e) => e.outcome === 'failure');
+    for (let i = 0; i < 50 && (await failures()).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect((await failures()).map((e) => e.payload)).toEqual([expect.objectContaining({ details: { recipient: link.recipientId, file: o.files[0]!.id, reason: 'decrypt', code: 'TAMPERED' } })]);
   });
 
   it('keeps senders to their own transfers and data users only', async () => {
@@ -217,7 +298,8 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const link3 = mailedTransferLink(outbox(), 'anna@kanzlei.test');
     const o3 = (await call('anna', 'POST', `/api/v1/r/${link3.recipientId}/open`, { secret: link3.secret })).json<{ keyState: string; files: { id: string; wrapped: string }[]; downloadToken: string }>();
     expect(o3.keyState).toBe('ok');
-    const got = await call(undefined, 'GET', `/api/v1/r/${link3.recipientId}/files/${o3.files[0]!.id}?token=${o3.downloadToken}`);
+    expect((await call(undefined, 'GET', `/api/v1/r/${link3.recipientId}/files/${o3.files[0]!.id}?token=${o3.downloadToken}`)).statusCode).toBe(401); // level 3: only in Anna's session
+    const got = await call('anna', 'GET', `/api/v1/r/${link3.recipientId}/files/${o3.files[0]!.id}?token=${o3.downloadToken}`);
     const fileKey3 = await unwrapFileKey(fromBase64Url(o3.files[0]!.wrapped), pair.privateKey, ctx);
     expect(Buffer.from(await decryptBytes(fileKey3, ctx, new Uint8Array(got.rawPayload))).equals(PLAIN)).toBe(true);
 
@@ -264,6 +346,123 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect(readdirSync(join(core.config.data_dir, 'blobs', tenantId))).not.toContain(expiring.id);
     const ledger = await core.ledgers.tenant(tenantId);
     expect((await ledger.query({ action: 'transfer.' })).map((e) => e.action)).toEqual(expect.arrayContaining(['transfer.withdraw', 'transfer.expire']));
+    clock.set('2026-11-23T09:00:00.000Z');
+  });
+
+  it('notifications go out in the recipient\'s language: an account\'s own language wins, an unknown address gets the transfer\'s', async () => {
+    clock.set('2026-11-23T09:00:00.000Z');
+    tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26');
+    tokens.admin = await bearerLogin(app, 'admin@kanzlei.test', 'Verwaltung der Kanzlei 1');
+    expect((await call('admin', 'POST', '/api/v1/accounts', { email: 'carol@kanzlei.test', role: 'member', tenantId, language: 'en' })).statusCode).toBe(201);
+    expect((await app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(outbox(), 'carol@kanzlei.test'), newPassword: 'Lesen auf Englisch im Herbst 26' } })).statusCode).toBe(204);
+    await sendTransfer(1, ['carol@kanzlei.test', 'deutsch@example.org']); // the transfer's language: the server default (German)
+    await sendTransfer(2, ['english@example.org'], { language: 'en' });
+    const last = (to: string) => readOutbox(outbox()).filter((m) => m.to === to).at(-1)!;
+    expect(last('carol@kanzlei.test')).toMatchObject({ subject: 'Kanzlei Süd: Lohnabrechnung November (Tresor)', text: expect.stringContaining('anna@kanzlei.test (Kanzlei Süd) sent you 1 file(s) through Tresor, security level 1.') });
+    expect(last('carol@kanzlei.test').text).toContain('Available until 30 November 2026');
+    expect(last('deutsch@example.org').text).toContain('anna@kanzlei.test (Kanzlei Süd) hat Ihnen 1 Datei(en) über Tresor geschickt, Sicherheitsstufe 1.');
+    expect(last('english@example.org').text).toContain('To open them, log in or create a free guest account.');
+  });
+
+  it('a SecuPass reset wipes the old sealed private key and every wrap for the old key: the old SecuPass opens nothing any more', async () => {
+    tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26');
+    tokens.gast = await bearerLogin(app, 'gast@example.org', 'Besuch mit Passwort 2026');
+    const weak = { m: 8192, t: 5, allowWeakParamsForTests: true } as const;
+    const OLD_SECUPASS = 'Gast SecuPass vom Herbst';
+    const first = await generateKeyPair();
+    const created = await call('gast', 'PUT', '/api/v1/e2e/key', { publicKey: encodePublicKey(first.publicKey), sealedPrivateKey: await sealPrivateKey(first.privateKey, OLD_SECUPASS, weak), loginCheck: Buffer.alloc(32, 7).toString('base64') });
+    expect(created.statusCode, created.body).toBe(200);
+    const oldFp = created.json<{ fingerprint: string; reset: boolean }>().fingerprint;
+    expect(created.json()).toMatchObject({ reset: false });
+
+    // A level-3 transfer for that key: it opens and decrypts with the old key.
+    const c = await sendLevel3('gast@example.org');
+    const link = mailedTransferLink(outbox(), 'gast@example.org');
+    expect(link.fingerprint).toBe(oldFp);
+    const before = (await call('gast', 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret })).json<{ keyState: string; files: { id: string; wrapped?: string }[]; downloadToken: string }>();
+    expect(before.keyState).toBe('ok');
+    const cipher = (await call('gast', 'GET', `/api/v1/r/${link.recipientId}/files/${before.files[0]!.id}?token=${before.downloadToken}`)).rawPayload;
+    const fileKey = await unwrapFileKey(fromBase64Url(before.files[0]!.wrapped!), first.privateKey, c.ctx);
+    expect(Buffer.from(await decryptBytes(fileKey, c.ctx, new Uint8Array(cipher))).equals(PLAIN)).toBe(true);
+    expect((await rowsOf('transfer_wraps', 'fingerprint', oldFp)).length).toBeGreaterThan(0);
+
+    // The reset: a new key pair under a new SecuPass.
+    const second = await generateKeyPair();
+    const reset = await call('gast', 'PUT', '/api/v1/e2e/key', { publicKey: encodePublicKey(second.publicKey), sealedPrivateKey: await sealPrivateKey(second.privateKey, 'Gast SecuPass vom Winter', weak), loginCheck: Buffer.alloc(32, 8).toString('base64') });
+    expect(reset.statusCode, reset.body).toBe(200);
+    expect(reset.json()).toMatchObject({ reset: true, pendingApprovals: 1 });
+    // No wrap for the old key is left in the tenant, and the old key's row keeps no sealed private key.
+    expect(await rowsOf('transfer_wraps', 'fingerprint', oldFp)).toEqual([]);
+    const oldRow = await core.storage.control.selectFrom('e2e_keys' as never).selectAll().where('fingerprint' as never, '=', oldFp as never).executeTakeFirstOrThrow() as { sealed_private_key: string | null; replaced_at: string | null };
+    expect(oldRow.sealed_private_key).toBeNull();
+    expect(oldRow.replaced_at).not.toBeNull();
+    // The server hands out only the new sealed key, which the old SecuPass does not open …
+    const current = (await call('gast', 'GET', '/api/v1/e2e/key')).json<{ fingerprint: string; sealedPrivateKey: string }>();
+    expect(current.fingerprint).not.toBe(oldFp);
+    await expect(openPrivateKey(current.sealedPrivateKey, OLD_SECUPASS, { allowWeakParamsForTests: true })).rejects.toThrow();
+    // … and the link offers no wrapped key until Anna approves the new key: even the old private key (which
+    // the test still holds in memory) has nothing left to unwrap.
+    const after = (await call('gast', 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret })).json<{ keyState: string; files: { id: string; wrapped?: string }[] }>();
+    expect(after.keyState).toBe('approval-needed');
+    expect(after.files[0]!.wrapped).toBeUndefined();
+
+    // Anna approves the new key with the file key re-wrapped for it; the approval and both key events are in the ledger.
+    const approve = await call('anna', 'POST', `/api/v1/transfers/${c.id}/recipients/${c.recipients[0]!.id}/approve`, {
+      fingerprint: current.fingerprint,
+      wraps: [{ fileId: c.files[0]!.id, wrapped: toBase64Url(await wrapFileKey(fileKey, second.publicKey, c.ctx)) }],
+    });
+    expect(approve.statusCode, approve.body).toBe(204);
+    const approvedMail = readOutbox(outbox()).filter((m) => m.to === 'gast@example.org').at(-1)!;
+    expect(approvedMail.subject).toBe('Tresor: Ihre Dateien lassen sich jetzt öffnen');
+    expect(approvedMail.text).toContain('anna@kanzlei.test hat Ihren SecuPass-Schlüssel freigegeben.');
+    const ledger = await core.ledgers.tenant(tenantId);
+    const events = (await ledger.query({})).map((e) => `${e.action}:${e.outcome}`);
+    expect(events).toEqual(expect.arrayContaining(['e2e.key.create:success', 'e2e.key.reset:success', 'transfer.approve:success']));
+    const approval = (await ledger.query({ action: 'transfer.approve' })).at(-1)!;
+    expect(approval.payload).toMatchObject({ details: { recipient: c.recipients[0]!.id } });
+    expect(JSON.stringify(await ledger.query({ action: 'e2e.' }))).not.toContain('gast@example.org');
+  });
+
+  it('the scheduler\'s transfer-expiry job deletes the blobs and every piece of key material of expired transfers, and the keys of expired request links', async () => {
+    clock.set('2026-11-23T09:00:00.000Z');
+    tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26');
+    const level1 = await sendTransfer(1, ['ablauf@example.org']);
+    const level3 = await sendLevel3('gast@example.org'); // wraps for Anna's and the guest's keys
+    const link1 = mailedTransferLink(outbox(), 'ablauf@example.org');
+    const opened = await call(undefined, 'POST', `/api/v1/r/${link1.recipientId}/open`, { secret: link1.secret, email: 'ablauf@example.org' });
+    expect(opened.statusCode).toBe(200); // leaves a download token behind
+    const request = (await call('anna', 'POST', '/api/v1/file-requests', { level: 1, expiresAt: '2026-11-25T08:00:00.000Z' })).json<{ id: string }>();
+    // Before: the key material is there.
+    expect((await rowsOf('transfer_wraps', 'transfer_id', level3.id)).length).toBe(2);
+    expect((await rowsOf('transfer_files', 'transfer_id', level1.id))[0]!.file_key_ct).not.toBeNull();
+    expect((await rowsOf('transfer_downloads', 'transfer_id', level1.id)).length).toBe(1);
+    expect((await rowsOf('file_requests', 'id', request.id))[0]).toMatchObject({ link_wrap: expect.any(String), key_wrap: expect.any(String), secret_hash: expect.any(String) });
+
+    clock.set('2026-11-30T08:00:01.000Z');
+    await transferExpiryJob(core, silentLog).run();
+
+    for (const c of [level1, level3]) {
+      expect(existsSync(join(core.config.data_dir, 'blobs', tenantId, c.id))).toBe(false);
+      expect((await rowsOf('transfers', 'id', c.id))[0]).toMatchObject({ key_wrap: null, deleted_at: '2026-11-30T08:00:01.000Z' });
+      for (const r of await rowsOf('transfer_recipients', 'transfer_id', c.id)) expect(r).toMatchObject({ key_wrap: null, secret_hash: null });
+      for (const f of await rowsOf('transfer_files', 'transfer_id', c.id)) expect(f.file_key_ct).toBeNull();
+      expect(await rowsOf('transfer_wraps', 'transfer_id', c.id)).toEqual([]);
+      expect(await rowsOf('transfer_downloads', 'transfer_id', c.id)).toEqual([]);
+    }
+    expect((await rowsOf('file_requests', 'id', request.id))[0]).toMatchObject({ link_wrap: null, key_wrap: null, secret_hash: null });
+    // A request link whose uploaded transfer still runs keeps the member's wrap of its key (the transfer
+    // hangs on it), but never the outsider's.
+    const requests = (await (await tenantDb()).selectFrom('file_requests' as never).selectAll().execute()) as { id: string; expires_at: string; link_wrap: string | null; key_wrap: string | null }[];
+    const live = new Set(((await (await tenantDb()).selectFrom('transfers' as never).select('request_id' as never).where('deleted_at' as never, 'is', null).execute()) as { request_id: string | null }[]).map((x) => x.request_id));
+    for (const r of requests.filter((x) => x.expires_at <= '2026-11-30T08:00:01.000Z')) {
+      expect(r.link_wrap).toBeNull();
+      expect(r.key_wrap === null).toBe(!live.has(r.id));
+    }
+    expect([...live].some((id) => id !== null && requests.some((r) => r.id === id && r.key_wrap !== null))).toBe(true);
+    expect((await call(undefined, 'POST', `/api/v1/u/${request.id}/open`, { secret: 'A'.repeat(43) })).statusCode).toBe(404);
+    const ledger = await core.ledgers.tenant(tenantId);
+    const expired = (await ledger.query({ action: 'transfer.expire' })).map((e) => e.resource);
+    expect(expired).toEqual(expect.arrayContaining([expect.stringContaining(level1.id), expect.stringContaining(level3.id)]));
     clock.set('2026-11-23T09:00:00.000Z');
   });
 });

@@ -150,7 +150,9 @@ describe('web app in Chromium', () => {
     await page.getByLabel('Neues Passwort', { exact: true }).fill('kurz');
     await page.getByLabel('Neues Passwort wiederholen').fill('kurz');
     await page.getByRole('button', { name: 'Passwort festlegen' }).click();
-    await page.getByRole('alert').filter({ hasText: 'at least 12 characters' }).waitFor();
+    // The server's problem code, in the page's language (not the server's English message).
+    await page.getByRole('alert').filter({ hasText: 'Das Passwort muss mindestens 12 Zeichen lang sein (es hat 4).' }).waitFor();
+    expect(await page.getByRole('alert').textContent()).not.toMatch(/at least/);
     await page.getByLabel('Neues Passwort', { exact: true }).fill('Sommerwiese Laterne 2026');
     await page.getByLabel('Neues Passwort wiederholen').fill('Sommerwiese Laterne 2026');
     await page.getByRole('button', { name: 'Passwort festlegen' }).click();
@@ -287,6 +289,7 @@ describe('web app in Chromium', () => {
     await tech.page.getByRole('cell', { name: 'Herr Otto Ablesung', exact: true }).waitFor();
     expect(await tech.page.getByRole('cell', { name: 'Frau Käthe Zähler' }).count()).toBe(0); // only the granted job
     expect(await tech.page.getByRole('button', { name: /Löschen/ }).count()).toBe(0); // read only
+    expect(await tech.page.getByRole('button', { name: /Bearbeiten/ }).count()).toBe(0);
     expect(await tech.page.getByRole('link', { name: 'Freigaben' }).count()).toBe(0);
     await screenshot(tech.page, 'access-link');
     // The link works once: opened again (another browser), it is refused.

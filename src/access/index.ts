@@ -1,5 +1,7 @@
 export {
   authorize,
+  authorizeData,
+  DATA_ACTIONS,
   isAllowed,
   ACCOUNT_ROLES,
   DATA_ROLES,
@@ -7,6 +9,7 @@ export {
   TENANT_ROLES,
   type AccountRole,
   type Actor,
+  type DataAction,
   type ExternalRole,
   type PlatformAction,
   type Resource,

@@ -39,21 +39,123 @@ export type PlatformAction =
   | 'tenant.delete'
   /** Ledger entries, proofs and checkpoints: ids and hashes only, never personal data. */
   | 'ledger.read'
+  /** An export of ledger entries with their payloads (Art. 15, audits): the tenant's DPO, or the operator for the platform ledger. */
+  | 'ledger.export'
   /** Accounts of a tier: invite one with a given role, list them, disable/enable/reset them. */
   | 'account.invite'
   | 'account.list'
   | 'account.manage'
+  /** Remove an account's second factor (lost phone): the owner sets up a new one at the next login. */
+  | 'account.reset-second-factor'
   /** A tenant's password and second-factor policy. */
   | 'policy.read'
   | 'policy.write';
+
+/**
+ * Work with a tenant's personal data. The policy says who may try; whether the session holds the tenant
+ * secret (the key path, DESIGN §3) and, for external accounts, an active grant is checked where the data is.
+ */
+export type DataAction =
+  /** Create, change and delete records (address book, jobs) in the shared and one's own personal book. */
+  | 'records.write'
+  /** Read records of the shared book and one's own personal book. */
+  | 'records.read'
+  /** Read only what an active grant covers (external accounts). */
+  | 'records.read-granted'
+  /** Read every personal book of the tenant (the privacy officer answers data-subject requests). */
+  | 'records.read-all-books'
+  /** The privacy centre: the ledger pseudonym of a data subject, exports and erasure. */
+  | 'privacy.search'
+  /** Send transfers and manage one's own. */
+  | 'transfer.send'
+  /** See and manage every transfer of the tenant, not only one's own. */
+  | 'transfer.manage-any'
+  /** Hold an end-to-end (SecuPass) key pair to receive transfers. */
+  | 'e2e-key.own'
+  /** Give an external account a grant on a scope, or end one. */
+  | 'grant.create'
+  | 'grant.revoke'
+  /** See grants: a data user those of the tenant, an external account its own. */
+  | 'grant.list'
+  /** Become a holder of the tenant secret (activation key, recovery code) or give a colleague a copy. */
+  | 'key.activate'
+  | 'key.grant'
+  /** Replace the tenant secret (rotation, handover). */
+  | 'key.rotate';
+
+export const DATA_ACTIONS: readonly DataAction[] = [
+  'records.write',
+  'records.read',
+  'records.read-granted',
+  'records.read-all-books',
+  'privacy.search',
+  'transfer.send',
+  'transfer.manage-any',
+  'e2e-key.own',
+  'grant.create',
+  'grant.revoke',
+  'grant.list',
+  'key.activate',
+  'key.grant',
+  'key.rotate',
+];
 
 /** What the action is about: a reseller, or a tenant with the reseller that owns it (null = the operator's own). */
 export type Resource =
   | { type: 'platform' }
   | { type: 'reseller'; resellerId: string }
-  | { type: 'tenant'; tenantId: string; resellerId: string | null }
+  | { type: 'tenant'; tenantId: string; resellerId: string | null; handedOver?: boolean }
   /** Accounts with `role` at the platform (no tenant, no reseller), of a reseller, or of a tenant. */
-  | { type: 'accounts'; role: AccountRole; resellerId: string | null; tenantId: string | null };
+  | { type: 'accounts'; role: AccountRole; resellerId: string | null; tenantId: string | null; handedOver?: boolean }
+  /** The personal data of one tenant. */
+  | { type: 'data'; tenantId: string };
+
+/** Which data actions each role of a tenant has (DESIGN §1); every role not named here has none. */
+const DATA_RIGHTS: Partial<Record<AccountRole, ReadonlySet<DataAction>>> = {
+  member: new Set(['records.write', 'records.read', 'transfer.send', 'e2e-key.own', 'grant.create', 'grant.revoke', 'grant.list', 'key.activate', 'key.grant', 'key.rotate']),
+  dpo: new Set([
+    'records.write',
+    'records.read',
+    'records.read-all-books',
+    'privacy.search',
+    'transfer.send',
+    'transfer.manage-any',
+    'e2e-key.own',
+    'grant.create',
+    'grant.revoke',
+    'grant.list',
+    'key.activate',
+    'key.grant',
+    'key.rotate',
+  ]),
+  // A tenant admin administers but never reads data (B.1); a SecuPass key lets it receive transfers.
+  admin: new Set(['e2e-key.own']),
+  technician: new Set(['records.read-granted', 'grant.list', 'e2e-key.own']),
+  'control-centre': new Set(['records.read-granted', 'grant.list', 'e2e-key.own']),
+  authority: new Set(['records.read-granted', 'grant.list', 'e2e-key.own']),
+  guest: new Set(['e2e-key.own']),
+};
+
+const isDataAction = (action: PlatformAction | DataAction): action is DataAction => (DATA_ACTIONS as readonly string[]).includes(action);
+
+/** The data rights of an actor on one tenant's data: none outside its own tenant, none for other tiers. */
+function dataAllowed(actor: Actor, action: DataAction, resource: Resource): boolean {
+  if (resource.type !== 'data') return false;
+  let role: AccountRole;
+  switch (actor.kind) {
+    case 'tenant':
+    case 'external':
+      role = actor.role;
+      break;
+    case 'guest':
+      role = 'guest';
+      break;
+    default:
+      // Operators, resellers, installers and the local CLI hold no key path to any tenant's data.
+      return false;
+  }
+  return actor.tenantId === resource.tenantId && (DATA_RIGHTS[role]?.has(action) ?? false);
+}
 
 const RESELLER_TENANT_ACTIONS: ReadonlySet<PlatformAction> = new Set([
   'tenant.create',
@@ -67,7 +169,7 @@ const RESELLER_TENANT_ACTIONS: ReadonlySet<PlatformAction> = new Set([
   'policy.write',
 ]);
 
-const ACCOUNT_ACTIONS: ReadonlySet<PlatformAction> = new Set(['account.invite', 'account.list', 'account.manage']);
+const ACCOUNT_ACTIONS: ReadonlySet<PlatformAction> = new Set(['account.invite', 'account.list', 'account.manage', 'account.reset-second-factor']);
 
 /** Which roles each administering kind may hand out (DESIGN §1); data roles only from inside the tenant. */
 const GRANTABLE: Record<'operator' | 'reseller' | 'installer' | 'tenant-admin', ReadonlySet<AccountRole>> = {
@@ -80,7 +182,10 @@ const GRANTABLE: Record<'operator' | 'reseller' | 'installer' | 'tenant-admin', 
 const isOwnTenant = (actor: { tenantId: string }, resource: Resource) =>
   (resource.type === 'tenant' || resource.type === 'accounts') && resource.tenantId === actor.tenantId;
 
-export function isAllowed(actor: Actor, action: PlatformAction, resource: Resource): boolean {
+export function isAllowed(actor: Actor, action: PlatformAction | DataAction, resource: Resource): boolean {
+  if (isDataAction(action)) return dataAllowed(actor, action, resource);
+  // Administration never applies to data, and data rights never to administration.
+  if (resource.type === 'data') return false;
   switch (actor.kind) {
     case 'system':
       // The local CLI and the scheduler run with the data directory and master key at hand.
@@ -89,9 +194,13 @@ export function isAllowed(actor: Actor, action: PlatformAction, resource: Resour
       // The platform owner administers every tier, but never tenant data (that is not a PlatformAction)
       // and never hands out data roles: those come from inside the tenant.
       if (resource.type === 'accounts') return GRANTABLE.operator.has(resource.role) && (resource.role !== 'admin' || resource.tenantId !== null);
+      // A tenant's ledger is exported by the tenant's own privacy officer, not by the platform.
+      if (action === 'ledger.export') return resource.type === 'platform';
       return true;
     case 'reseller':
     case 'installer': {
+      // An installer sets a tenant up until its handover (S2.3); afterwards only the reseller administers it.
+      if (actor.kind === 'installer' && (resource.type === 'tenant' || resource.type === 'accounts') && resource.handedOver === true) return false;
       if (resource.type === 'accounts') {
         if (!ACCOUNT_ACTIONS.has(action) || resource.resellerId !== actor.resellerId) return false;
         return GRANTABLE[actor.kind].has(resource.role) && (resource.tenantId !== null) === TENANT_ROLES.includes(resource.role as TenantRole);
@@ -113,7 +222,7 @@ export function isAllowed(actor: Actor, action: PlatformAction, resource: Resour
         return false;
       }
       // The privacy officer reads the tenant's ledger (ids and blind indexes only); members work with data.
-      return actor.role === 'dpo' && action === 'ledger.read' && resource.type === 'tenant';
+      return actor.role === 'dpo' && (action === 'ledger.read' || action === 'ledger.export') && resource.type === 'tenant';
     case 'external':
     case 'guest':
       // Their rights are grants on data (issue: split-key encryption), never administration.
@@ -144,4 +253,12 @@ export function authorize(actor: Actor, action: PlatformAction, resource: Resour
 /** Whether the actor may know that the tenant exists (so a refusal there may say "forbidden"). */
 function canSeeTenant(actor: Actor, tenantId: string, resellerId: string | null): boolean {
   return isAllowed(actor, 'tenant.read', { type: 'tenant', tenantId, resellerId });
+}
+
+/**
+ * Throws ForbiddenError (with `message`, which says who may) unless the actor may do the data action in the
+ * tenant. Data of another tenant is refused the same way: the caller's session names its own tenant only.
+ */
+export function authorizeData(actor: Actor, action: DataAction, tenantId: string, message?: string): void {
+  if (!isAllowed(actor, action, { type: 'data', tenantId })) throw new ForbiddenError(message);
 }

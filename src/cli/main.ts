@@ -1,15 +1,16 @@
 #!/usr/bin/env node
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, migrateEverything, openCore, sealedColumns, type Core } from '../core.js';
 import { addMasterKeyVersion, loadOrCreateMasterKey, retireMasterKeyVersion } from '../crypto/master-key.js';
-import { startCipherServiceServer, startMutualTlsCipherServer } from '../crypto/cipher-service.js';
+import { localCipherService, remoteCipherService, startCipherServiceServer, startMutualTlsCipherServer } from '../crypto/cipher-service.js';
 import { countVersions, resealColumn } from '../crypto/rotate.js';
+import { backupFolder, createBackup, listBackups, pruneBackups, recordRestore, restoreBackup, verifyBackup } from '../ops/backup.js';
 import { ensureLocalPki, ensureMutualTlsPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
-import { billingReport, toCsv, type VerifyReport } from '../ledger/index.js';
+import { billingReport, EXPORT_CSV_COLUMNS, exportCsvRow, toCsv, type ExportedEntry, type VerifyReport } from '../ledger/index.js';
 import { createLogger } from '../ops/logger.js';
 import type { DeletionReport, ResellerView, TenantView } from '../platform/index.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
@@ -437,6 +438,14 @@ export function buildCli(): Command {
       });
   }
   account
+    .command('reset-2fa')
+    .description("remove an account's second factor (a lost phone): its sessions end, the owner is told by mail and sets up a new one")
+    .requiredOption('--login <login>', 'account login (or id)')
+    .action(async (opts: { login: string }) => {
+      const result = await withPlatform(program, (c) => c.resetSecondFactor(opts.login));
+      emit(program, result, () => out(`Second factor of ${opts.login} removed${result.sessionsEnded ? `; ${result.sessionsEnded} sessions ended` : ''}`));
+    });
+  account
     .command('reset-link')
     .description('issue a one-time password-reset link for an account (valid 24 h, usable once); hand it over on a trusted channel')
     .requiredOption('--login <login>', 'account login')
@@ -495,9 +504,9 @@ export function buildCli(): Command {
       );
       emit(program, t, () => {
         out(`Created tenant ${t.name} (${t.id})`);
-        out('Hand these to the customer; they are shown only now and not stored anywhere:');
-        out(`  activation key (the first data user enters it once): ${t.initialKeys.activationKey}`);
-        out(`  recovery code (restores data access if every data user lost theirs): ${t.initialKeys.recoveryCode}`);
+        out("Hand this to the customer's first data user; it is shown only now and not stored anywhere:");
+        out(`  activation key (entered once): ${t.initialKeys.activationKey}`);
+        out('The activation renews the tenant secret, so this key opens nothing afterwards; the recovery code is shown only to that data user.');
       });
     });
   tenant
@@ -563,19 +572,33 @@ export function buildCli(): Command {
       "installer handover (S2.3): make the customer's data user the owner. The tenant secret is renewed and wrapped for the owner alone (and active grants), every record is re-encrypted with progress, and your access ends. Remote mode, logged in as the data user who set the tenant up",
     )
     .requiredOption('--tenant <id>', 'tenant id')
-    .requiredOption('--owner <login>', "the customer's data user (login or account id) who becomes the owner")
+    .option('--owner <login>', "the customer's data user (login or account id) who becomes the owner")
+    .option('--resume', 'continue an interrupted handover or rotation: re-encrypt the records still under the old secret (logged in as a data user holding the new one, e.g. the owner)')
     .option('-y, --yes', 'do not ask for confirmation (for scripts)')
-    .action(async (opts: { tenant: string; owner: string; yes?: boolean }) => {
+    .action(async (opts: { tenant: string; owner?: string; resume?: boolean; yes?: boolean }) => {
       const global = program.opts<GlobalOptions>();
       if (!global.url || !global.token) {
         throw new DomainError('VALIDATION', 'the handover needs the tenant secret, which only a logged-in data user holds: set TRESOR_URL, run `tresor login` as the installer and set TRESOR_TOKEN');
       }
       const remote = { url: global.url, token: global.token, caFile: global.cacert };
-      const status = await callApi<{ dataAccess: boolean; colleagues: { id: string; login: string }[] }>(remote, 'GET', '/api/v1/keys/status');
+      const status = await callApi<{ dataAccess: boolean; colleagues: { id: string; login: string }[]; rotationPending?: boolean }>(remote, 'GET', '/api/v1/keys/status');
+      if (opts.resume) {
+        if (!status.dataAccess) throw new DomainError('FORBIDDEN', 'this session has no data access: log in as a data user who holds the new tenant secret (after a handover: the owner) and set TRESOR_TOKEN');
+        const resumed = await callApiLines<{ reencrypted: number }>(remote, 'POST', '/api/v1/keys/rotate/resume', {}, (line) => {
+          if (!global.json && typeof line.reencrypted === 'number') process.stderr.write(`\rre-encrypted ${line.reencrypted} records`);
+        });
+        if (!global.json) process.stderr.write('\n');
+        emit(program, { ...resumed, tenant: opts.tenant, wasPending: status.rotationPending === true }, () =>
+          out(status.rotationPending ? `Resumed: ${resumed.reencrypted} records re-encrypted; the old tenant secret opens nothing any more.` : 'No interrupted rotation: nothing to do.'),
+        );
+        return;
+      }
+      if (!opts.owner) throw new DomainError('VALIDATION', 'name the new owner with --owner <login>, or continue an interrupted handover with --resume');
       if (!status.dataAccess) throw new DomainError('FORBIDDEN', 'this session has no data access: only a data user holding the tenant secret can hand the tenant over');
-      const wanted = opts.owner.trim().toLowerCase();
+      const ownerName = opts.owner;
+      const wanted = ownerName.trim().toLowerCase();
       const owner = status.colleagues.find((c) => c.id === wanted || c.login === wanted);
-      if (!owner) throw new DomainError('NOT_FOUND', `no data user "${opts.owner}" with a key pair in this tenant: the owner must have accepted the invitation first`);
+      if (!owner) throw new DomainError('NOT_FOUND', `no data user "${ownerName}" with a key pair in this tenant: the owner must have accepted the invitation first`);
       if (!opts.yes) {
         const answer = await confirm(`Hand tenant ${opts.tenant} over to ${owner.login}? Your own access ends. Type "handover" to confirm: `);
         if (answer !== 'handover') throw new DomainError('VALIDATION', 'not confirmed; nothing was changed (use --yes in scripts)');
@@ -635,6 +658,70 @@ export function buildCli(): Command {
       };
       const p = await withPlatform(program, (c) => c.setTenantPolicy(id, input));
       emit(program, p, () => printPolicy(p));
+    });
+
+  const backup = program.command('backup').description('backups of every database and blob (local, platform owner; S1.3): create, list, verify, restore');
+  backup
+    .command('create')
+    .description('write a backup now into backup.dir (consistent copies of the databases, the encrypted blobs, a manifest of SHA-256 sums); old ones beyond backup.keep_days are pruned')
+    .action(async () => {
+      await withCore(program, async (core, cfg) => {
+        err(`Writing a backup into ${cfg.backup.dir} …`);
+        const summary = await createBackup(core, { actor: 'cli' });
+        const pruned = pruneBackups(cfg.backup.dir, cfg.backup.keep_days, core.clock.now());
+        emit(program, { ...summary, pruned }, () => {
+          out(`Backup ${summary.id}: ${summary.tenants} tenants, ${summary.files} files (${summary.linked} unchanged blobs linked), ${summary.bytes} bytes`);
+          out(`  ${summary.path}`);
+          if (pruned.length > 0) out(`Pruned backups older than ${cfg.backup.keep_days} days: ${pruned.join(', ')}`);
+          out(`The master key is not in it: keep ${cfg.master_key.file} backed up apart.`);
+        });
+      });
+    });
+  backup
+    .command('list')
+    .description('the complete backups in backup.dir, newest first')
+    .action(() => {
+      const cfg = config(program);
+      const rows = listBackups(cfg.backup.dir).map((m) => ({ id: m.id, created: m.createdAt, engine: m.engine, tenants: String(m.tenants.length), files: String(m.files.length), bytes: String(m.files.reduce((n, f) => n + f.bytes, 0)) }));
+      emit(program, rows, () => (rows.length === 0 ? out(`No backups in ${cfg.backup.dir}.`) : table(rows)));
+    });
+  backup
+    .command('verify')
+    .description('check every file of a backup against its manifest (exit 6 and the first damaged file otherwise)')
+    .argument('<backup>', 'a backup id from `tresor backup list`, or the path of a backup folder')
+    .action(async (which: string) => {
+      const cfg = config(program);
+      const folder = backupFolder(cfg.backup.dir, which);
+      const manifest = await verifyBackup(folder);
+      emit(program, { id: manifest.id, ok: true, files: manifest.files.length }, () => out(`OK ${manifest.id}: all ${manifest.files.length} files match the manifest`));
+    });
+  backup
+    .command('restore')
+    .description('put a backup back, with the server stopped: checks every file first, moves the current database files and blobs aside into <data_dir>/pre-restore-<time>/ (PostgreSQL: restored in place), then records the restore in the ledger')
+    .argument('<backup>', 'a backup id from `tresor backup list`, or the path of a backup folder')
+    .option('-y, --yes', 'do not ask for confirmation (for scripts)')
+    .action(async (which: string, opts: { yes?: boolean }) => {
+      const cfg = config(program);
+      const folder = backupFolder(cfg.backup.dir, which);
+      if (!opts.yes) {
+        const answer = await confirm(`Stop every tresor server first. Replace the current data with backup ${which}? Type "restore" to confirm: `);
+        if (answer !== 'restore') throw new DomainError('VALIDATION', 'not confirmed; nothing was restored (use --yes in scripts)');
+      }
+      if (cfg.cipher.url === '' && cfg.master_key.value === '' && !existsSync(cfg.master_key.file)) {
+        throw new DomainError('VALIDATION', `the master key file ${cfg.master_key.file} is missing: put back the master key the backup was taken with (it is never part of a backup)`);
+      }
+      const masterKey =
+        cfg.cipher.url !== ''
+          ? remoteCipherService(cfg.cipher.url, { caFile: cfg.cipher.ca_file, certFile: cfg.cipher.cert_file, keyFile: cfg.cipher.key_file })
+          : localCipherService(loadOrCreateMasterKey({ file: cfg.master_key.file, value: cfg.master_key.value }).ring);
+      const { manifest, asideDir } = await restoreBackup(cfg, masterKey, folder, { now: new Date(), onProgress: (step) => err(`  ${step} …`) });
+      await withCore(program, async (core) => {
+        await recordRestore(core, manifest, 'cli');
+      });
+      emit(program, { id: manifest.id, createdAt: manifest.createdAt, tenants: manifest.tenants.length, asideDir }, () => {
+        out(`Restored backup ${manifest.id} (taken ${manifest.createdAt}, ${manifest.tenants.length} tenants).`);
+        out(`The data it replaced is in ${asideDir}.`);
+      });
     });
 
   const keys = program.command('keys').description('the master key (local, platform owner)');
@@ -741,34 +828,51 @@ export function buildCli(): Command {
 
   ledger
     .command('export')
-    .description('export entries (JSON or CSV) with the signed checkpoint that covers them, for auditors and the DPO')
-    .option('--tenant <id>', "the tenant's ledger (default: the platform ledger)")
+    .description(
+      'export entries (JSON or CSV) with the signed checkpoint that covers them, for auditors and the DPO; with --url (remote mode) through the server as the logged-in DPO or operator, which also finds a data subject by --email or --name',
+    )
+    .option('--tenant <id>', "the tenant's ledger (default: the platform ledger; a DPO gets its tenant's)")
     .option('--from <time>', 'start, ISO 8601 (inclusive)')
     .option('--to <time>', 'end, ISO 8601 (exclusive)')
     .option('--actor <id>', 'only this actor (account id or tier:role:id)')
     .option('--action <action>', 'only this action, or a prefix ending in "." (e.g. auth.)')
     .option('--subject <blind-index>', "only entries about this data subject's blind index (Art. 15 GDPR)")
+    .option('--email <address>', 'only entries about the data subject with this e-mail address (remote mode, as the DPO)')
+    .option('--name <name>', 'only entries about the data subject with this name (remote mode, as the DPO)')
     .addOption(new Option('--format <format>', 'output format').choices(['json', 'csv']).default('json'))
     .option('--out <file>', 'write to FILE (CSV: the checkpoint goes to FILE.checkpoint)')
-    .action(async (opts: { tenant?: string; from?: string; to?: string; actor?: string; action?: string; subject?: string; format: 'json' | 'csv'; out?: string }) => {
-      await withCore(program, async (core, cfg) => {
-      const l = await pickLedger(core, opts.tenant);
-      const result = await l.export({ from: opts.from, to: opts.to, actor: opts.actor, action: opts.action, subject: opts.subject });
+    .action(async (opts: { tenant?: string; from?: string; to?: string; actor?: string; action?: string; subject?: string; email?: string; name?: string; format: 'json' | 'csv'; out?: string }) => {
+      if (opts.format === 'csv' && !opts.out) throw new DomainError('VALIDATION', 'CSV export needs --out FILE (the checkpoint is written next to it)');
+      const global = program.opts<GlobalOptions>();
+      const bySubjectInClear = opts.email !== undefined || opts.name !== undefined;
+      type Exported = { origin: string; checkpoint: string; entries: ExportedEntry[] };
+      let result: Exported;
+      if (global.url) {
+        if (!global.token) throw new DomainError('UNAUTHENTICATED', 'remote mode needs a token: run `tresor login` as the DPO (or operator) and set TRESOR_TOKEN, or pass --token');
+        const query = new URLSearchParams({ format: 'json' });
+        for (const key of ['tenant', 'from', 'to', 'actor', 'action', 'subject', 'email', 'name'] as const) {
+          const value = opts[key];
+          if (value !== undefined) query.set(key === 'tenant' ? 'tenantId' : key, value);
+        }
+        result = await callApi<Exported>({ url: global.url, token: global.token, caFile: global.cacert }, 'GET', `/api/v1/ledger/export?${query.toString()}`);
+      } else {
+        if (bySubjectInClear) {
+          throw new DomainError(
+            'VALIDATION',
+            "--email and --name need the tenant's data key, which the local operator does not have: run the export through the server as the tenant's DPO (TRESOR_URL=https://… TRESOR_TOKEN=… from `tresor login`), or pass --subject with the blind index from the privacy centre",
+          );
+        }
+        result = await withCore(program, async (core) => (await pickLedger(core, opts.tenant)).export({ from: opts.from, to: opts.to, actor: opts.actor, action: opts.action, subject: opts.subject }));
+      }
       if (opts.format === 'json') {
         const text = JSON.stringify(result, null, 2) + '\n';
         if (opts.out) writeFileSync(opts.out, text, { mode: 0o600 });
         else process.stdout.write(text);
       } else {
-        if (!opts.out) throw new DomainError('VALIDATION', 'CSV export needs --out FILE (the checkpoint is written next to it)');
-        const csv = toCsv(
-          ['seq', 'time', 'actor', 'action', 'resource', 'outcome', 'payload', 'entry'],
-          result.entries.map((e) => [e.seq, e.time, e.actor, e.action, e.resource, e.outcome, e.payload === null ? null : JSON.stringify(e.payload), e.entry]),
-        );
-        writeFileSync(opts.out, csv, { mode: 0o600 });
-        writeFileSync(`${opts.out}.checkpoint`, result.checkpoint, { mode: 0o600 });
+        writeFileSync(opts.out!, toCsv(EXPORT_CSV_COLUMNS, result.entries.map(exportCsvRow)), { mode: 0o600 });
+        writeFileSync(`${opts.out!}.checkpoint`, result.checkpoint, { mode: 0o600 });
       }
       if (opts.out) process.stderr.write(`exported ${result.entries.length} entries of ${result.origin} to ${opts.out}\n`);
-      });
     });
 
   program

@@ -14,11 +14,12 @@ export interface PlatformClient {
   inviteAccount(input: InviteInput): Promise<{ accountId: string; login: string; role: AccountRole; expiresAt: string; link?: string }>;
   listAccounts(scope: { tenantId?: string; resellerId?: string }): Promise<AccountView[]>;
   setAccountStatus(ref: string, status: 'active' | 'disabled'): Promise<{ accountId: string; sessionsEnded: number }>;
+  resetSecondFactor(ref: string): Promise<{ accountId: string; sessionsEnded: number }>;
   tenantPolicy(tenantId: string): Promise<PasswordPolicy>;
   setTenantPolicy(tenantId: string, policy: Partial<PasswordPolicy>): Promise<PasswordPolicy>;
   listResellers(): Promise<ResellerView[]>;
   getReseller(id: string): Promise<ResellerView>;
-  createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null }): Promise<TenantView & { initialKeys: { recoveryCode: string; activationKey: string } }>;
+  createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null }): Promise<TenantView & { initialKeys: { activationKey: string } }>;
   listTenants(): Promise<TenantView[]>;
   getTenant(id: string): Promise<TenantView>;
   suspendTenant(id: string): Promise<TenantView>;
@@ -35,6 +36,7 @@ export function localPlatformClient(platform: PlatformService, identity: Identit
     inviteAccount: (input) => identity.invite(actor, input),
     listAccounts: (scope) => identity.listAccounts(actor, scope),
     setAccountStatus: (ref, status) => identity.setAccountStatus(ref, status, actor),
+    resetSecondFactor: (ref) => identity.resetSecondFactor(actor, ref),
     tenantPolicy: (tenantId) => identity.tenantPolicy(actor, tenantId),
     setTenantPolicy: (tenantId, policy) => identity.setTenantPolicy(actor, tenantId, policy),
     listResellers: () => platform.listResellers(actor),
@@ -129,7 +131,7 @@ export async function callApiLines<T>(opts: RemoteOptions, method: string, path:
           if ((res.statusCode ?? 500) >= 400) {
             reject(new DomainError(((last?.code as string | undefined) ?? 'INTERNAL') as ErrorCode, (last?.message as string | undefined) ?? `server answered ${res.statusCode}`));
           } else if (typeof last?.error === 'string') {
-            reject(new DomainError('CONFLICT', `${last.error} (the work stopped; run it again, or resume with POST /api/v1/keys/rotate/resume)`));
+            reject(new DomainError('CONFLICT', `${last.error} (the work stopped: continue it with 'tresor tenant handover --tenant <id> --resume' or POST /api/v1/keys/rotate/resume, as a data user holding the new secret)`));
           } else resolve(last as T);
         });
       },
@@ -150,6 +152,11 @@ export function remotePlatformClient(opts: RemoteOptions): PlatformClient {
       const id = /^[0-9a-f-]{36}$/.test(ref) ? ref : (await call<AccountView[]>('GET', '/api/v1/accounts')).find((a) => a.login === ref.trim().toLowerCase())?.id;
       if (!id) throw new DomainError('NOT_FOUND', 'account not found');
       return call('POST', `/api/v1/accounts/${id}/${status === 'disabled' ? 'disable' : 'enable'}`);
+    },
+    resetSecondFactor: async (ref) => {
+      const id = /^[0-9a-f-]{36}$/.test(ref) ? ref : (await call<AccountView[]>('GET', '/api/v1/accounts')).find((a) => a.login === ref.trim().toLowerCase())?.id;
+      if (!id) throw new DomainError('NOT_FOUND', 'account not found');
+      return call('POST', `/api/v1/accounts/${id}/second-factor/reset`);
     },
     tenantPolicy: (tenantId) => call('GET', `${tenant(tenantId)}/password-policy`),
     setTenantPolicy: (tenantId, policy) => call('PUT', `${tenant(tenantId)}/password-policy`, policy),

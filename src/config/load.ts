@@ -67,6 +67,7 @@ export function loadConfig(opts: LoadConfigOptions): Readonly<TresorConfig> {
   }
   if (config.server.public_url === '') config.server.public_url = `https://localhost:${config.server.port}`;
   if (config.mail.outbox_dir === '') config.mail.outbox_dir = join(config.data_dir, 'outbox');
+  if (config.backup.dir === '') config.backup.dir = join(config.data_dir, 'backups');
 
   return deepFreeze(config);
 }

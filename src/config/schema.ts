@@ -133,6 +133,11 @@ export const ConfigSchema = Type.Object(
           default: 90,
           description: 'days a ledger payload (details, source address) is kept; the leaf hash stays and the tree still verifies',
         }),
+        technical_retention_days: Type.Integer({
+          minimum: 1,
+          default: 7,
+          description: 'days the payload of a technical event (technical.*: start, stop, migration, alarm-gateway logs) is kept; a shorter class than retention_days',
+        }),
         checkpoint_interval_seconds: Type.Integer({
           minimum: 5,
           default: 300,
@@ -140,6 +145,14 @@ export const ConfigSchema = Type.Object(
         }),
       },
       { additionalProperties: false, default: {}, description: 'tamper-evident ledger' },
+    ),
+    backup: Type.Object(
+      {
+        dir: Type.String({ default: '', description: 'folder of the backups (`tresor backup`); empty: <data_dir>/backups. Better on another disk; the master key is never in a backup' }),
+        interval_hours: Type.Integer({ minimum: 0, maximum: 8760, default: 24, description: 'hours between automatic backups by `tresor serve`; 0 = none' }),
+        keep_days: Type.Integer({ minimum: 1, default: 7, description: 'days a backup is kept (rolling); the newest one always stays' }),
+      },
+      { additionalProperties: false, default: {}, description: 'backups (S1.3)' },
     ),
     log: Type.Object(
       {
@@ -266,4 +279,4 @@ export const CONFIG_KEYS: readonly ConfigKey[] = collectKeys(ConfigSchema, []);
 export const SECRET_KEYS: readonly string[] = CONFIG_KEYS.filter((k) => k.secret).map((k) => k.path);
 
 /** Keys holding file-system paths; relative values are resolved against the configuration file's directory (else cwd). */
-export const PATH_KEYS: readonly string[] = ['data_dir', 'tls.cert_file', 'tls.key_file', 'master_key.file', 'mail.outbox_dir', 'mail.smtp_ca_file'];
+export const PATH_KEYS: readonly string[] = ['data_dir', 'tls.cert_file', 'tls.key_file', 'master_key.file', 'mail.outbox_dir', 'mail.smtp_ca_file', 'backup.dir'];

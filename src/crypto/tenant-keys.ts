@@ -3,13 +3,17 @@ import type { Kysely, Migration } from 'kysely';
 import { constantTimeEqual, sha256Hex } from './random.js';
 import { hkdf32, KeyError, unwrapWithKey, unwrapWithPrivateKey, wrapForPublicKey, wrapWithKey } from './envelope.js';
 import type { CipherService } from './cipher-service.js';
+import { ConflictError } from '../shared/errors.js';
 
 /**
  * The tenant key hierarchy of DESIGN §3.
  *
  *  - service component C_t: random 32 bytes, stored only sealed under the master key (control database);
  *  - tenant secret T_t: random 32 bytes, never stored in clear — wrapped to each data-capable account's
- *    public key, under a one-time activation key, and shown once as the recovery code;
+ *    public key and shown once, as the recovery code, to the data user who activated or rotated it;
+ *  - at creation only a placeholder secret (version 0) exists, wrapped under the one-time activation key
+ *    that the creator passes on; the first activation replaces it by a fresh T_t (version 1) that nobody
+ *    on the administrating side ever saw, so the activation key opens nothing once data can exist;
  *  - tenant data key K_t = HKDF-SHA-256(T_t ‖ C_t, "tresor/tenant/v1").
  *
  * So the database alone, or the database with the master key, yields no K_t: T_t is missing. An account
@@ -30,9 +34,11 @@ export interface KeyWrapTable {
   id: string;
   /**
    * `account` (to an account's public key), `grant` (to a grantee's key, for one grant), `activation`, or
-   * `rotation` (the previous secret under the new data key, while records are re-encrypted).
+   * `rotation` (the previous secret under the new data key, while records are re-encrypted), or
+   * `recovery` (no key at all: a note that the account is owed the recovery code of this version, which it
+   * can see once, from a session that holds the secret).
    */
-  kind: 'account' | 'activation' | 'grant' | 'link' | 'rotation';
+  kind: 'account' | 'activation' | 'grant' | 'link' | 'recovery' | 'rotation';
   /**
    * Account id, grant id (for `grant`, and for `link`: the copy behind a grant's one-time access link,
    * wrapped under that link's key), or the SHA-256 of the activation key.
@@ -60,6 +66,16 @@ export const tenantKeysControlMigration: Migration = {
     await db.schema.alterTable('accounts').addColumn('key_salt', 'varchar(64)').execute();
     // T_t for the length of a session, sealed under a key derived from the session id (only in the cookie).
     await db.schema.alterTable('sessions').addColumn('sealed_tenant_secret', 'text').execute();
+  },
+};
+
+/**
+ * The installer handover (S2.3) also ends the reseller staff's administration of the tenant: the policy
+ * refuses installers on a tenant with `handed_over_at` set (the reseller itself keeps its rights).
+ */
+export const tenantHandoverControlMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('tenants').addColumn('handed_over_at', 'varchar(32)').execute();
   },
 };
 
@@ -140,8 +156,12 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
   };
 
   return {
-    /** New keys for a new tenant. Returns the recovery code and a one-time activation key, each shown once. */
-    async create(tenantId: string, by: string): Promise<{ recoveryCode: string; activationKey: string }> {
+    /**
+     * New keys for a new tenant. Returns only the one-time activation key: the secret behind it is a
+     * placeholder (version 0) that the first activation replaces (`rotate`), so neither the creator nor a
+     * copy of the database taken now ever holds the secret that protects data. No recovery code exists yet.
+     */
+    async create(tenantId: string, by: string): Promise<{ activationKey: string }> {
       const secret = randomBytes(32);
       const component = randomBytes(32);
       const activationKey = randomBytes(32);
@@ -150,7 +170,7 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
         .values({
           tenant_id: tenantId,
           sealed_component: await masterKey.seal(component, componentAad(tenantId)),
-          secret_version: 1,
+          secret_version: 0,
           secret_check: checkOf(tenantDataKey(secret, component)),
           created_at: deps.clock.now().toISOString(),
         })
@@ -162,13 +182,13 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
           id: deps.newId(),
           kind: 'activation',
           holder: sha256Hex(activationKey.toString('base64url')),
-          wrapped: wrapWithKey(secret, activationKey, secretContext(tenantId, 1)),
-          secret_version: 1,
+          wrapped: wrapWithKey(secret, activationKey, secretContext(tenantId, 0)),
+          secret_version: 0,
           created_at: deps.clock.now().toISOString(),
           created_by: by,
         })
         .execute();
-      return { recoveryCode: formatRecoveryCode(secret), activationKey: activationKey.toString('base64url') };
+      return { activationKey: activationKey.toString('base64url') };
     },
 
     /**
@@ -183,12 +203,23 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
     },
 
     /**
-     * Replaces T_t by a new secret (handover, or after someone with a copy left): the new one is wrapped for
-     * `keep` (accounts) and `grants`; the old one is kept, wrapped under the new data key, until the records
-     * are re-encrypted (`finishRotation`), so an interrupted rotation can be resumed by anyone with the new
+     * Replaces T_t by a new secret (first activation, handover, or after someone with a copy left): the new
+     * one is wrapped for `keep` (accounts) and `grants`; `recoveryFor` are owed its recovery code (shown once,
+     * `takeRecoveryCode`). The old one is kept, wrapped under the new data key, until the records are
+     * re-encrypted (`finishRotation`), so an interrupted rotation can be resumed by anyone with the new
      * secret; every other copy of the old secret is deleted.
+     *
+     * Safe to repeat after a crash: the tenant database gets the new copies first, then the control
+     * database moves to the new version (only from the version this call started from). Copies left by an
+     * attempt that stopped in between are at a version the control database never reached; readers ignore
+     * them (they only use copies of the current version) and the next successful rotation removes them. Of
+     * two rotations at once, the second finds the version moved on, removes its own copies and fails.
      */
-    async rotate(tenantId: string, oldSecret: Uint8Array, opts: { by: string; keep: { id: string; publicKey: string }[]; grants: { id: string; publicKey: string }[] }) {
+    async rotate(
+      tenantId: string,
+      oldSecret: Uint8Array,
+      opts: { by: string; keep: { id: string; publicKey: string }[]; grants: { id: string; publicKey: string }[]; recoveryFor?: string[] },
+    ) {
       const current = await row(tenantId);
       const component = await masterKey.open(current.sealed_component, componentAad(tenantId));
       if (!constantTimeEqual(checkOf(tenantDataKey(oldSecret, component)), current.secret_check)) throw new KeyError('this is not the current tenant secret');
@@ -199,30 +230,95 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
       const db = await store.tenantDb(tenantId);
       const now = deps.clock.now().toISOString();
       const wrap = (kind: KeyWrapTable['kind'], holder: string, wrapped: string) => ({ id: deps.newId(), kind, holder, wrapped, secret_version: to, created_at: now, created_by: opts.by });
+      const rows = [
+        wrap('rotation', `v${from}`, wrapWithKey(oldSecret, dataKey, secretContext(tenantId, from))),
+        ...opts.keep.map((a) => wrap('account', a.id, wrapForPublicKey(secret, a.publicKey, secretContext(tenantId, to)))),
+        ...opts.grants.map((g) => wrap('grant', g.id, wrapForPublicKey(secret, g.publicKey, secretContext(tenantId, to)))),
+        ...[...new Set(opts.recoveryFor ?? [])].map((accountId) => wrap('recovery', accountId, '')),
+      ];
+      const ours = rows.map((r) => r.id);
       await db.transaction().execute(async (trx) => {
-        await trx.insertInto('key_wraps').values(wrap('rotation', `v${from}`, wrapWithKey(oldSecret, dataKey, secretContext(tenantId, from)))).execute();
-        for (const a of opts.keep) await trx.insertInto('key_wraps').values(wrap('account', a.id, wrapForPublicKey(secret, a.publicKey, secretContext(tenantId, to)))).execute();
-        for (const g of opts.grants) await trx.insertInto('key_wraps').values(wrap('grant', g.id, wrapForPublicKey(secret, g.publicKey, secretContext(tenantId, to)))).execute();
+        for (const r of rows) await trx.insertInto('key_wraps').values(r).execute();
       });
-      await store.control.updateTable('tenant_keys').set({ secret_version: to, secret_check: checkOf(dataKey) }).where('tenant_id', '=', tenantId).where('secret_version', '=', from).execute();
+      const moved = await store.control
+        .updateTable('tenant_keys')
+        .set({ secret_version: to, secret_check: checkOf(dataKey) })
+        .where('tenant_id', '=', tenantId)
+        .where('secret_version', '=', from)
+        .where('secret_check', '=', current.secret_check)
+        .executeTakeFirst();
+      if (Number(moved.numUpdatedRows) !== 1) {
+        await db.deleteFrom('key_wraps').where('id', 'in', ours).execute();
+        throw new ConflictError('another rotation of the tenant secret finished first: log in again and retry if still needed');
+      }
+      // Leftovers of an attempt that stopped before the control database moved on, then the old copies.
+      await db.deleteFrom('key_wraps').where('secret_version', '=', to).where('id', 'not in', ours).execute();
       await db.deleteFrom('key_wraps').where('secret_version', '<', to).where('kind', '!=', 'rotation').execute();
       return { secret, from: { dataKey: tenantDataKey(oldSecret, component), version: from }, to: { dataKey, version: to } };
     },
 
-    /** During a rotation: the previous secret's data key, from the rotation copy (to resume re-encryption). */
+    /**
+     * During a rotation: the previous secret's data key, from the rotation copy (to resume re-encryption).
+     * Old copies that a crash may have left behind are deleted first, so they cannot open the records that
+     * are still at the old version.
+     */
     async rotationInProgress(tenantId: string, dataKey: Buffer): Promise<{ dataKey: Buffer; version: number } | undefined> {
       const db = await store.tenantDb(tenantId);
-      const w = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'rotation').executeTakeFirst();
+      const r = await row(tenantId);
+      await db.deleteFrom('key_wraps').where('secret_version', '<', r.secret_version).where('kind', '!=', 'rotation').execute();
+      const w = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'rotation').where('secret_version', '=', r.secret_version).executeTakeFirst();
       if (!w) return undefined;
       const version = Number(w.holder.slice(1));
       const oldSecret = unwrapWithKey(w.wrapped, dataKey, secretContext(tenantId, version));
-      const r = await row(tenantId);
       return { dataKey: tenantDataKey(oldSecret, (await masterKey.open(r.sealed_component, componentAad(tenantId)))), version };
+    },
+
+    /**
+     * While a rotation to `version` is unfinished: the previous data key (from the rotation copy, which only
+     * the new data key opens), so that records not re-encrypted yet can still be read. Reads only.
+     */
+    async previousKey(tenantId: string, dataKey: Buffer, version: number): Promise<{ dataKey: Buffer; version: number } | undefined> {
+      const db = await store.tenantDb(tenantId);
+      const w = await db.selectFrom('key_wraps').select(['holder', 'wrapped']).where('kind', '=', 'rotation').where('secret_version', '=', version).executeTakeFirst();
+      if (!w) return undefined;
+      const from = Number(w.holder.slice(1));
+      const oldSecret = unwrapWithKey(w.wrapped, dataKey, secretContext(tenantId, from));
+      const r = await row(tenantId);
+      return { dataKey: tenantDataKey(oldSecret, await masterKey.open(r.sealed_component, componentAad(tenantId))), version: from };
+    },
+
+    /** Whether a rotation of the current version still waits for its records (any data user may resume it). */
+    async rotationPending(tenantId: string): Promise<boolean> {
+      const r = await store.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', tenantId).executeTakeFirst();
+      if (!r) return false;
+      const db = await store.tenantDb(tenantId);
+      return (await db.selectFrom('key_wraps').select('id').where('kind', '=', 'rotation').where('secret_version', '=', r.secret_version).executeTakeFirst()) !== undefined;
     },
 
     async finishRotation(tenantId: string): Promise<void> {
       const db = await store.tenantDb(tenantId);
-      await db.deleteFrom('key_wraps').where('kind', '=', 'rotation').execute();
+      const { secret_version: version } = await row(tenantId);
+      await db.deleteFrom('key_wraps').where((eb) => eb.or([eb('kind', '=', 'rotation'), eb('secret_version', '<', version)])).execute();
+    },
+
+    /**
+     * The recovery code for an account that is owed it (after its activation, or as the owner after a
+     * rotation or handover): shown once. `secret` is the secret of the caller's session.
+     */
+    async takeRecoveryCode(tenantId: string, accountId: string, secret: Uint8Array): Promise<string | undefined> {
+      const r = await row(tenantId);
+      const component = await masterKey.open(r.sealed_component, componentAad(tenantId));
+      if (!constantTimeEqual(checkOf(tenantDataKey(secret, component)), r.secret_check)) return undefined;
+      const db = await store.tenantDb(tenantId);
+      const taken = await db.deleteFrom('key_wraps').where('kind', '=', 'recovery').where('holder', '=', accountId).where('secret_version', '=', r.secret_version).executeTakeFirst();
+      return Number(taken.numDeletedRows) === 1 ? formatRecoveryCode(secret) : undefined;
+    },
+
+    async owesRecoveryCode(tenantId: string, accountId: string): Promise<boolean> {
+      const r = await store.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', tenantId).executeTakeFirst();
+      if (!r) return false;
+      const db = await store.tenantDb(tenantId);
+      return (await db.selectFrom('key_wraps').select('id').where('kind', '=', 'recovery').where('holder', '=', accountId).where('secret_version', '=', r.secret_version).executeTakeFirst()) !== undefined;
     },
 
     /** K_t for a tenant secret: the service component is unwrapped with the master key (cipher service). */
@@ -236,6 +332,21 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
       const r = await row(tenantId);
       const dataKey = tenantDataKey(secret, (await masterKey.open(r.sealed_component, componentAad(tenantId))));
       return constantTimeEqual(checkOf(dataKey), r.secret_check);
+    },
+
+    /**
+     * The secret behind a one-time activation key, without using it up: the caller replaces that secret at
+     * once (`rotate`), which deletes the activation copy together with every other copy of it.
+     */
+    async openActivation(tenantId: string, activationKey: string): Promise<Buffer | undefined> {
+      const db = await store.tenantDb(tenantId);
+      const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'activation').where('holder', '=', sha256Hex(activationKey)).executeTakeFirst();
+      if (!wrap) return undefined;
+      try {
+        return unwrapWithKey(wrap.wrapped, Buffer.from(activationKey, 'base64url'), secretContext(tenantId, wrap.secret_version));
+      } catch {
+        return undefined;
+      }
     },
 
     /** T_t from the one-time activation key; the activation copy is deleted, so the key works once. */
@@ -273,9 +384,20 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
     /** T_t through an account's private key, or undefined when the account holds no copy. */
     async unwrapForAccount(tenantId: string, accountId: string, privateKey: Uint8Array): Promise<Buffer | undefined> {
       const db = await store.tenantDb(tenantId);
-      const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'account').where('holder', '=', accountId).orderBy('secret_version', 'desc').executeTakeFirst();
+      const current = await store.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', tenantId).executeTakeFirst();
+      if (!current) return undefined;
+      // Only a copy of the current version: one of a rotation that stopped half-way holds a secret never set.
+      const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'account').where('holder', '=', accountId).where('secret_version', '=', current.secret_version).executeTakeFirst();
       if (!wrap) return undefined;
       return unwrapWithPrivateKey(wrap.wrapped, privateKey, secretContext(tenantId, wrap.secret_version));
+    },
+
+    /** The accounts holding a copy of the current secret. */
+    async accountHolders(tenantId: string): Promise<string[]> {
+      const current = await store.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', tenantId).executeTakeFirst();
+      if (!current) return [];
+      const db = await store.tenantDb(tenantId);
+      return (await db.selectFrom('key_wraps').select('holder').where('kind', '=', 'account').where('secret_version', '=', current.secret_version).execute()).map((w) => w.holder);
     },
 
     async hasAccountCopy(tenantId: string, accountId: string): Promise<boolean> {
@@ -301,7 +423,9 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
 
     async unwrapForGrant(tenantId: string, grantId: string, privateKey: Uint8Array): Promise<Buffer | undefined> {
       const db = await store.tenantDb(tenantId);
-      const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'grant').where('holder', '=', grantId).executeTakeFirst();
+      const current = await store.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', tenantId).executeTakeFirst();
+      if (!current) return undefined;
+      const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'grant').where('holder', '=', grantId).where('secret_version', '=', current.secret_version).executeTakeFirst();
       return wrap ? unwrapWithPrivateKey(wrap.wrapped, privateKey, secretContext(tenantId, wrap.secret_version)) : undefined;
     },
 
@@ -345,9 +469,21 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
       return undefined;
     },
 
-    /** Crypto-shredding: without C_t no copy of T_t, wherever it survived, opens anything any more. */
-    async shred(tenantId: string): Promise<void> {
-      await store.control.deleteFrom('tenant_keys').where('tenant_id', '=', tenantId).execute();
+    /**
+     * Crypto-shredding, before anything else of a tenant is removed: every wrapped copy of T_t in the tenant
+     * database, then the service component C_t. Without C_t no copy of T_t, wherever it survived (a copy of
+     * the tenant database, a recovery code on paper), opens anything any more. Returns what was destroyed.
+     */
+    async shred(tenantId: string): Promise<{ keyCopies: number; serviceComponent: boolean }> {
+      let keyCopies = 0;
+      try {
+        const db = await store.tenantDb(tenantId);
+        keyCopies = Number((await db.deleteFrom('key_wraps').executeTakeFirst()).numDeletedRows);
+      } catch {
+        // A tenant database that cannot be opened is dropped next anyway; C_t must go regardless.
+      }
+      const component = await store.control.deleteFrom('tenant_keys').where('tenant_id', '=', tenantId).executeTakeFirst();
+      return { keyCopies, serviceComponent: Number(component.numDeletedRows) === 1 };
     },
   };
 }

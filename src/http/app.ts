@@ -13,7 +13,7 @@ import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { registerLedgerRoutes } from '../ledger/ledger.routes.js';
 import { registerPlatformRoutes } from '../platform/platform.routes.js';
 import { registerRequestTokenHeader, requireActor } from './auth.js';
-import { registerRecordRoutes } from '../records/index.js';
+import { dataSessionOf, registerRecordRoutes, subjectIndexesOf } from '../records/index.js';
 import { registerGrantRoutes } from '../identity/identity.routes.js';
 import { registerTransferRoutes } from '../transfers/index.js';
 import { registerErrorHandling } from './errors.js';
@@ -92,13 +92,16 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   });
   app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  // Billing: every authenticated call about a tenant counts for that tenant (flushed to its ledger).
+  // Billing: every successful authenticated call counts for the tenant it is about — the caller's own
+  // tenant (its data users, admins, grantees) or, for platform and reseller calls, the tenant named in the
+  // path or query. Bytes are not taken from the HTTP envelope: the transfer service counts the payload bytes
+  // it stores and sends (an upload or download would otherwise be counted twice).
   app.addHook('onResponse', async (request, reply) => {
-    const tenantId = (request.params as { tenantId?: unknown } | undefined)?.tenantId ?? (request.query as { tenantId?: unknown } | undefined)?.tenantId;
-    if (request.actor && typeof tenantId === 'string' && reply.statusCode < 400) {
-      const bytes = Number(reply.getHeader('content-length') ?? 0) + Number(request.headers['content-length'] ?? 0);
-      core.billing.count(tenantId, { apiCalls: 1, bytesTransferred: Number.isFinite(bytes) ? bytes : 0 });
-    }
+    const actor = request.actor;
+    if (!actor || reply.statusCode >= 400) return;
+    const named = (request.params as { tenantId?: unknown } | undefined)?.tenantId ?? (request.query as { tenantId?: unknown } | undefined)?.tenantId;
+    const tenantId = 'tenantId' in actor ? actor.tenantId : named;
+    if (typeof tenantId === 'string') core.billing.count(tenantId, { apiCalls: 1 });
   });
 
   registerRequestTokenHeader(app);
@@ -108,7 +111,11 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   registerRecordRoutes(app, { collections: core.collections, identity: core.identity, authenticate });
   registerGrantRoutes(app, { identity: core.identity, authenticate });
   registerTransferRoutes(app, { transfers: core.transfers, identity: core.identity, authenticate });
-  registerLedgerRoutes(app, { ledgerFor: (actor, tenantId) => core.platform.ledgerFor(actor, tenantId), authenticate });
+  registerLedgerRoutes(app, {
+    ledgerFor: (actor, tenantId, action) => core.platform.ledgerFor(actor, tenantId, action),
+    subjectIndexes: async (request, subject) => subjectIndexesOf(await dataSessionOf(core.identity, request), subject),
+    authenticate,
+  });
 
   // The web app (built by `npm run build:web` into dist/web), same origin as the API, under the strict CSP.
   const webRoot = fileURLToPath(new URL('../../dist/web/', import.meta.url));

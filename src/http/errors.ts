@@ -23,6 +23,15 @@ export const errorResponseSchema = {
     code: { type: 'string' },
     message: { type: 'string' },
     problems: { type: 'array', items: { type: 'string' }, description: 'VALIDATION of a password: each thing to fix' },
+    problemCodes: {
+      type: 'array',
+      description: 'VALIDATION of a password: the same problems as stable codes with parameters, for clients that translate them',
+      items: {
+        type: 'object',
+        properties: { code: { type: 'string' }, params: { type: 'object', additionalProperties: { anyOf: [{ type: 'string' }, { type: 'number' }] } } },
+        required: ['code', 'params'],
+      },
+    },
     pending: { type: 'array', items: { type: 'string' }, description: 'ACTION_REQUIRED: what the session must do first' },
     details: {
       type: 'object',
@@ -43,12 +52,13 @@ export function registerErrorHandling(app: FastifyInstance): void {
       const retryAfter = error.details['retryAfterSeconds'];
       if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
       // Only these detail lists (and the `client` object) are meant for the client; other details stay on the server.
-      const { problems, pending, client } = error.details;
+      const { problems, problemCodes, pending, client } = error.details;
       return reply.status(STATUS[error.code]).send({
         requestId: request.id,
         code: error.code,
         message: error.message,
         ...(Array.isArray(problems) ? { problems } : {}),
+        ...(Array.isArray(problemCodes) ? { problemCodes } : {}),
         ...(Array.isArray(pending) ? { pending } : {}),
         ...(client !== null && typeof client === 'object' ? { details: client } : {}),
       });

@@ -6,8 +6,11 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, openCore, type Core } from '../core.js';
+import type { Clock } from '../identity/index.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { sha256Hex } from '../crypto/random.js';
+import { transferExpiryJob } from '../ops/jobs.js';
+import { backupJob } from '../ops/backup.js';
 import { startScheduler } from '../ops/scheduler.js';
 import { buildApp } from './app.js';
 import { tlsServerOptions } from './tls.js';
@@ -20,6 +23,8 @@ export interface RunningServer {
   metricsUrl: string | undefined;
   redirectPort: number | undefined;
   caCertPath: string | undefined;
+  /** Runs one scheduled job now (as its timer would) and waits for it. */
+  runJob(name: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -28,8 +33,8 @@ export interface RunningServer {
  * certificate is configured, then serves HTTPS, the optional redirect port, the metrics listener and
  * the scheduler. `print` receives the lines meant for the person who started the server.
  */
-export async function startServer(config: Readonly<TresorConfig>, log: Logger, print: (line: string) => void): Promise<RunningServer> {
-  const core = await openCore(config, { log });
+export async function startServer(config: Readonly<TresorConfig>, log: Logger, print: (line: string) => void, opts: { clock?: Clock } = {}): Promise<RunningServer> {
+  const core = await openCore(config, { log, ...(opts.clock ? { clock: opts.clock } : {}) });
   const stops: (() => Promise<void>)[] = [() => core.close()];
   const stop = async () => {
     for (const fn of stops.reverse()) await fn().catch((error: unknown) => log.error({ err: error }, 'error while stopping'));
@@ -116,16 +121,8 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
             if (ended > 0) log.info({ ended }, 'grants expired');
           },
         },
-        {
-          // Expired and withdrawn transfers: blobs and key material go.
-          name: 'transfer-expiry',
-          intervalMs: 60_000,
-          run: async () => {
-            const tenants = await core.storage.control.selectFrom('tenants').select('id').execute();
-            const purged = await core.transfers.expire(tenants.map((t) => t.id));
-            if (purged > 0) log.info({ purged }, 'transfers expired');
-          },
-        },
+        transferExpiryJob(core, log),
+        ...[backupJob(core, log)].filter((job) => job !== undefined),
         {
           name: 'billing-flush',
           intervalMs: 60_000,
@@ -174,7 +171,7 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
       print('');
     }
     log.info({ url, migrations: core.appliedMigrations.length }, 'tresor started');
-    return { core, app, url, metricsUrl, redirectPort, caCertPath, stop };
+    return { core, app, url, metricsUrl, redirectPort, caCertPath, runJob: (name) => scheduler.runNow(name), stop };
   } catch (error) {
     await stop();
     throw error;

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
-import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
+import { ACCOUNT_ROLES, authorizeData, type AccountRole } from '../access/index.js';
 import { actorOf, SESSION_COOKIE, sessionTokenOf } from '../http/auth.js';
 import { errorResponseSchema } from '../http/errors.js';
 import { streamJsonLines } from '../http/stream.js';
@@ -239,6 +239,17 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
   });
 
+  app.post<{ Body: { code: string } }>('/api/v1/auth/totp/recovery-codes', {
+    ...secured,
+    schema: {
+      tags: ['auth'],
+      summary: 'Ten new recovery codes, shown once; all earlier ones stop working. Needs a current code from the authenticator app',
+      body: { type: 'object', additionalProperties: false, properties: { code: { type: 'string', pattern: '^[0-9]{6}$' } }, required: ['code'] },
+      response: { 200: { type: 'object', properties: { recoveryCodes: { type: 'array', items: { type: 'string' } } }, required: ['recoveryCodes'] }, 400: errorResponseSchema, 401: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request) => ({ recoveryCodes: await identity.regenerateRecoveryCodes(tokenOf(request), request.body.code) }),
+  });
+
   app.get('/api/v1/auth/me', {
     ...secured,
     schema: {
@@ -327,6 +338,17 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     });
   }
 
+  app.post<{ Params: { id: string } }>('/api/v1/accounts/:id/second-factor/reset', {
+    ...secured,
+    schema: {
+      tags: ['accounts'],
+      summary: "Remove an account's second factor (a lost phone): its sessions end, the owner is told by mail and sets up a new one",
+      params: byId,
+      response: { 200: { type: 'object', properties: { accountId: { type: 'string' }, sessionsEnded: { type: 'integer' } }, required: ['accountId', 'sessionsEnded'] }, 401: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+    },
+    handler: async (request) => identity.resetSecondFactor(actorOf(request), request.params.id),
+  });
+
   app.delete<{ Params: { id: string } }>('/api/v1/accounts/:id', {
     ...secured,
     schema: {
@@ -385,6 +407,8 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
             waiting: { type: 'array', items: accountBrief, description: 'data users of the tenant still without data access' },
             colleagues: { type: 'array', items: accountBrief, description: 'every data user of the tenant with a key pair (possible handover owners)' },
             externals: { type: 'array', items: accountBrief, description: 'external accounts that can be given a grant' },
+            recoveryCodePending: { type: 'boolean', description: 'a recovery code waits for this data user: POST /api/v1/keys/recovery-code shows it once' },
+            rotationPending: { type: 'boolean', description: 'a rotation of the tenant secret stopped before every record was re-encrypted: POST /api/v1/keys/rotate/resume' },
           },
           required: ['dataAccess', 'waiting', 'colleagues', 'externals'],
         },
@@ -414,6 +438,22 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
   });
 
+  app.post('/api/v1/keys/recovery-code', {
+    ...secured,
+    schema: {
+      tags: ['keys'],
+      summary:
+        "The tenant's recovery code, shown once to the data user it is owed to (after their first activation, a rotation they ran, or as the owner after a handover); keep it offline",
+      response: {
+        200: { type: 'object', properties: { recoveryCode: { type: 'string' } }, required: ['recoveryCode'] },
+        401: errorResponseSchema,
+        403: errorResponseSchema,
+        404: errorResponseSchema,
+      },
+    },
+    handler: async (request) => identity.takeRecoveryCode(tokenOf(request)),
+  });
+
   app.post<{ Body: { excludeAccountIds?: string[] } }>('/api/v1/keys/rotate', {
     ...secured,
     schema: {
@@ -425,7 +465,10 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
     handler: async (request, reply) => {
       const token = tokenOf(request);
-      if (!(await identity.dataKeyOf(token))) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+      const key = await identity.dataKeyOf(token);
+      if (!key) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+      // Asked before the stream starts, so that a refusal is a 403 and not an error line after a 200.
+      authorizeData(actorOf(request), 'key.rotate', key.tenantId, 'only a data user with data access can rotate the tenant secret');
       return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, { exclude: request.body.excludeAccountIds }, (n) => line({ reencrypted: n })));
     },
   });
@@ -435,7 +478,9 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     schema: { tags: ['keys'], summary: 'Continue an interrupted rotation of the tenant secret (JSON lines with progress)', response: { 401: errorResponseSchema, 403: errorResponseSchema } },
     handler: async (request, reply) => {
       const token = tokenOf(request);
-      if (!(await identity.dataKeyOf(token))) throw new ForbiddenError('only a data user holding the new tenant secret can resume a rotation');
+      const key = await identity.dataKeyOf(token);
+      if (!key) throw new ForbiddenError('only a data user holding the new tenant secret can resume a rotation');
+      authorizeData(actorOf(request), 'key.rotate', key.tenantId, 'only a data user holding the new tenant secret can resume a rotation');
       return streamJsonLines(reply, (line) => identity.resumeRotation(token, (n) => line({ reencrypted: n })));
     },
   });

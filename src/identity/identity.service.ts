@@ -3,6 +3,7 @@ import { ledgerActor, type JsonValue, type Ledger, type LedgerEvent } from '../l
 import { newId, randomPassword, randomToken, sha256Hex } from '../crypto/random.js';
 import {
   ConflictError,
+  DomainError,
   ForbiddenError,
   NotFoundError,
   SessionLockedError,
@@ -10,10 +11,10 @@ import {
   ValidationError,
   type PendingAction,
 } from '../shared/errors.js';
-import { assertAcceptablePassword, parseTenantPolicy, passwordExpired, PLATFORM_PASSWORD_POLICY, type PasswordPolicy } from './password-policy.js';
+import { assertAcceptablePassword, parseTenantPolicy, passwordRefusal, passwordExpired, PLATFORM_PASSWORD_POLICY, type PasswordPolicy } from './password-policy.js';
 import type { AccountTier, ControlDb } from '../storage/index.js';
 import type { PasswordHasher } from './passwords.js';
-import type { LoginThrottle } from './throttle.js';
+import type { LoginAttempt, LoginThrottle } from './throttle.js';
 import { createOneTimeKeys, OneTimeKeyError } from './one-time-keys.js';
 import { createSecondFactors, SecondFactorRequiredError } from './second-factor.js';
 import type { CipherService } from '../crypto/cipher-service.js';
@@ -24,6 +25,7 @@ import { aeadOpen, aeadSeal, generateAccountKeyPair, KeyError, passwordKey, unwr
 import { parseRecoveryCode, type TenantKeys } from '../crypto/tenant-keys.js';
 import { grantView, type GrantTable, type GrantView } from './grants.js';
 import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 
 export interface Clock {
@@ -72,6 +74,8 @@ export interface InviteInput {
 export /** An access link for a grantee works for at most a day (and never past its grant). */
 const ACCESS_LINK_TTL_MS = 24 * 60 * 60 * 1000;
 const FAILED_LOGIN_NOTICE_THRESHOLD = 5;
+/** Security notices waiting for the relay; beyond this they are dropped (and logged) instead of piling up. */
+const MAX_QUEUED_NOTICES = 1_000;
 export const INVITATION_TTL_MS = 7 * 24 * 60 * 60 * 1000;
 export const RESET_TTL_MS = 24 * 60 * 60 * 1000;
 
@@ -106,6 +110,13 @@ export interface IdentityService {
   endAllSessions(sessionToken: string): Promise<number>;
   /** Needs the current password; ends every session and returns a new one (a new id after a privilege change). */
   changePassword(sessionToken: string, currentPassword: string, newPassword: string, source: string): Promise<Omit<NewSession, 'actor'>>;
+  /**
+   * An administrator of the right tier removes an account's second factor (a lost phone): its sessions end,
+   * the owner is told by mail and sets up a new factor at the next login if the policy requires one.
+   */
+  resetSecondFactor(by: Actor, ref: string): Promise<{ accountId: string; sessionsEnded: number }>;
+  /** Ten new recovery codes for the caller, replacing all earlier ones; needs a current code from the app. */
+  regenerateRecoveryCodes(sessionToken: string, code: string): Promise<string[]>;
   /** The password policy that applies to the caller (for forms that explain the rules). */
   policyFor(sessionToken: string): Promise<PasswordPolicy>;
   tenantPolicy(by: Actor, tenantId: string): Promise<PasswordPolicy>;
@@ -121,7 +132,7 @@ export interface IdentityService {
    * The tenant data key K_t while a data user with a copy of the tenant secret acts, or an external account
    * within an active grant (then with the grant's scope); undefined otherwise.
    */
-  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; keyVersion: number; grants?: { id: string; collection: string; recordIds: string[] | null }[] } | undefined>;
+  dataKeyOf(sessionToken: string): Promise<{ tenantId: string; dataKey: Buffer; keyVersion: number; grants?: { id: string; collection: string; recordIds: string[] | null }[]; previous?: { dataKey: Buffer; version: number } } | undefined>;
   /**
    * Replaces the tenant secret (S2.3): records are re-encrypted under the new one, resumably, with progress;
    * the data users and active grants keep access except `exclude`; every other copy of the old secret
@@ -130,6 +141,11 @@ export interface IdentityService {
   rotateTenantSecret(sessionToken: string, opts: { exclude?: string[] | undefined; only?: string | undefined; reason?: 'handover' | 'rotation' }, progress: (done: number) => void): Promise<{ version: number; reencrypted: number; keptAccounts: number; excluded: number }>;
   /** Continues an interrupted rotation (any data user holding the new secret). */
   resumeRotation(sessionToken: string, progress: (done: number) => void): Promise<{ reencrypted: number }>;
+  /**
+   * The tenant's recovery code, once, for the data user who is owed it: after their first activation, a
+   * rotation they ran, or as the owner after a handover. Nobody on the administrating side ever gets it.
+   */
+  takeRecoveryCode(sessionToken: string): Promise<{ recoveryCode: string }>;
   /** A data user grants an external account read access to a collection (or chosen records of it) until `expiresAt`. */
   createGrant(sessionToken: string, input: { granteeId: string; collection?: string | undefined; recordIds?: string[] | undefined; expiresAt: string }): Promise<GrantView>;
   /** Grants of the caller's tenant (data users), or the caller's own (external accounts). */
@@ -154,7 +170,7 @@ export interface IdentityService {
    * waiting for it, every data user of the tenant (a handover's possible owners) and the external accounts
    * that can be given a grant.
    */
-  dataAccessStatus(sessionToken: string): Promise<{ dataAccess: boolean; waiting: AccountBrief[]; colleagues: AccountBrief[]; externals: AccountBrief[] }>;
+  dataAccessStatus(sessionToken: string): Promise<{ dataAccess: boolean; waiting: AccountBrief[]; colleagues: AccountBrief[]; externals: AccountBrief[]; recoveryCodePending?: boolean; rotationPending?: boolean }>;
   /** Login name, language and tier of an account (for other modules' mails and checks). */
   accountInfo(accountId: string): Promise<{ id: string; login: string; language: 'de' | 'en' | null; tier: string; status: string } | undefined>;
   /** The active account whose login is this e-mail address. */
@@ -171,6 +187,8 @@ export interface IdentityService {
    * e-mail verification). An invited guest gets a new invitation; an existing account nothing but a hint.
    */
   registerGuest(email: string, tenantId: string, language: 'de' | 'en' | null): Promise<'invited' | 'exists'>;
+  /** Resolves when the security notices queued so far have been sent or given up (shutdown waits for it). */
+  noticesSent(): Promise<void>;
 }
 
 /** ASVS 5.0 §7.3: absolute and idle timeouts, enforced on the server. */
@@ -253,6 +271,8 @@ export function createIdentityService(deps: {
   onAccountDeleted?: (tenantId: string, accountId: string) => Promise<number>;
   /** Argon2id cost of the password-derived key that seals a data user's private key. */
   keyDerivation: { memoryKib: number; iterations: number; parallelism: number };
+  /** Where failed background mails are reported (never with an address: that is personal data). */
+  log?: Pick<Logger, 'warn'>;
 }): IdentityService {
   const { control, hasher, clock, throttle } = deps;
   const oneTimeKeys = createOneTimeKeys({ db: control, ledger: deps.ledger, clock });
@@ -268,6 +288,30 @@ export function createIdentityService(deps: {
     if (!account.login.includes('@')) return; // the first operator has no address
     const { subject, text } = renderMail(template, account.language ?? deps.defaultLanguage);
     await deps.mailer.send({ to: account.login, subject, text });
+  };
+
+  /**
+   * Security notices (failed logins, a locked session) are queued and sent one after another in the
+   * background: a slow or failing relay changes neither the answer nor its timing, which would otherwise
+   * tell an attacker that a login exists. A failure is logged by template and error code only.
+   */
+  let noticeQueue: Promise<void> = Promise.resolve();
+  let queuedNotices = 0;
+  const notify = (account: Pick<AccountRow, 'login' | 'language'>, template: MailTemplate): void => {
+    if (queuedNotices >= MAX_QUEUED_NOTICES) {
+      deps.log?.warn({ mail: template.kind }, 'security notice dropped: the mail queue is full (is the relay down?)');
+      return;
+    }
+    queuedNotices++;
+    noticeQueue = noticeQueue
+      .then(() => mailTo(account, template))
+      .catch((error: unknown) => {
+        const code = typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : 'unknown';
+        deps.log?.warn({ mail: template.kind, code }, 'a security notice could not be sent');
+      })
+      .finally(() => {
+        queuedNotices--;
+      });
   };
 
   const actorOf = (a: AccountRow): Actor => {
@@ -306,8 +350,7 @@ export function createIdentityService(deps: {
       .execute();
     for (const row of earlier) {
       if (await hasher.verify(row.password_hash, password)) {
-        const problem = `password must differ from your last ${policy.historyCount} passwords (your organisation's rule)`;
-        throw new ValidationError(problem, { problems: [problem] });
+        throw passwordRefusal([{ code: 'in-history', params: { count: policy.historyCount }, message: `password must differ from your last ${policy.historyCount} passwords (your organisation's rule)` }]);
       }
     }
   };
@@ -460,9 +503,9 @@ export function createIdentityService(deps: {
 
   /** Looks up the tenant or reseller an invitation or policy is about, for the policy decision. */
   const tenantScope = async (tenantId: string) => {
-    const tenant = await control.selectFrom('tenants').select(['id', 'name', 'reseller_id', 'status']).where('id', '=', tenantId).executeTakeFirst();
+    const tenant = await control.selectFrom('tenants').select(['id', 'name', 'reseller_id', 'status', 'handed_over_at']).where('id', '=', tenantId).executeTakeFirst();
     if (!tenant) throw new NotFoundError('tenant', { id: tenantId });
-    return tenant;
+    return { ...tenant, handedOver: (tenant.handed_over_at ?? null) !== null };
   };
 
   /** By id (a UUID) or by login. */
@@ -474,11 +517,11 @@ export function createIdentityService(deps: {
   };
 
   /** An account the actor may manage; any other (or a missing one) is "not found", so nothing is revealed. */
-  const manageable = async (by: Actor, ref: string) => {
+  const manageable = async (by: Actor, ref: string, action: 'account.manage' | 'account.reset-second-factor' = 'account.manage') => {
     const account = await accountByLogin(ref);
     const tenant = account.tenant_id ? await tenantScope(account.tenant_id) : undefined;
-    const resource = { type: 'accounts' as const, role: account.role as AccountRole, tenantId: account.tenant_id, resellerId: tenant ? tenant.reseller_id : account.reseller_id };
-    if (!isAllowed(by, 'account.manage', resource)) throw new NotFoundError('account');
+    const resource = { type: 'accounts' as const, role: account.role as AccountRole, tenantId: account.tenant_id, resellerId: tenant ? tenant.reseller_id : account.reseller_id, handedOver: tenant?.handedOver ?? false };
+    if (!isAllowed(by, action, resource)) throw new NotFoundError('account');
     return account;
   };
 
@@ -527,7 +570,7 @@ export function createIdentityService(deps: {
         tenantId = input.tenantId ?? ('tenantId' in by ? by.tenantId : null);
         if (!tenantId) throw new ValidationError(`an account with the role '${role}' belongs to a tenant: name it (tenantId / --tenant)`);
         const tenant = await tenantScope(tenantId);
-        authorize(by, 'account.invite', { type: 'accounts', role, tenantId, resellerId: tenant.reseller_id });
+        authorize(by, 'account.invite', { type: 'accounts', role, tenantId, resellerId: tenant.reseller_id, handedOver: tenant.handedOver });
         organisation = tenant.name;
       } else if (tier === 'reseller' || tier === 'installer') {
         resellerId = input.resellerId ?? ('resellerId' in by ? by.resellerId : null);
@@ -588,9 +631,11 @@ export function createIdentityService(deps: {
     async listAccounts(by, scope) {
       let query = control.selectFrom('accounts as a').leftJoin('second_factors as f', 'f.account_id', 'a.id').select(['a.id', 'a.login', 'a.role', 'a.status', 'a.tenant_id', 'a.reseller_id', 'a.created_at', 'f.enabled_at']);
       let tenantReseller: string | null = null;
+      let handedOver = false;
       if (scope.tenantId !== undefined) {
         const tenant = await tenantScope(scope.tenantId);
         tenantReseller = tenant.reseller_id;
+        handedOver = tenant.handedOver;
         query = query.where('a.tenant_id', '=', scope.tenantId);
       } else if (scope.resellerId !== undefined) {
         query = query.where('a.reseller_id', '=', scope.resellerId);
@@ -603,7 +648,7 @@ export function createIdentityService(deps: {
       }
       const rows = await query.orderBy('a.created_at').execute();
       const visible = rows.filter((r) => {
-        const resource = { type: 'accounts' as const, role: r.role as AccountRole, tenantId: r.tenant_id, resellerId: r.tenant_id ? tenantReseller : r.reseller_id };
+        const resource = { type: 'accounts' as const, role: r.role as AccountRole, tenantId: r.tenant_id, resellerId: r.tenant_id ? tenantReseller : r.reseller_id, handedOver };
         try {
           authorize(by, 'account.list', resource);
           return true;
@@ -613,7 +658,7 @@ export function createIdentityService(deps: {
       });
       if (scope.tenantId !== undefined && visible.length === 0) {
         // Say "not found" for a foreign tenant, an empty list for one's own.
-        authorize(by, 'tenant.read', { type: 'tenant', tenantId: scope.tenantId, resellerId: tenantReseller });
+        authorize(by, 'tenant.read', { type: 'tenant', tenantId: scope.tenantId, resellerId: tenantReseller, handedOver });
       }
       return visible.map((r) => ({
         id: r.id,
@@ -628,48 +673,55 @@ export function createIdentityService(deps: {
     },
 
     async login(loginInput, password, source, otp, kind = 'token') {
+      let attempt: LoginAttempt;
       try {
-        await throttle.check(loginInput, source);
+        // Check and reserve in one step: parallel guesses for one account cannot all reach the hasher.
+        attempt = await throttle.reserve(loginInput, source);
       } catch (error) {
         await deps.ledger.append({ actor: { tier: 'anonymous', role: 'anonymous', id: 'unknown' }, action: 'auth.login', resource: { type: 'account' }, outcome: 'denied', source, details: { reason: 'throttled' } });
         throw error;
       }
-      const account = await control
-        .selectFrom('accounts as a')
-        .leftJoin('resellers as r', 'r.id', 'a.reseller_id')
-        .leftJoin('tenants as t', 't.id', 'a.tenant_id')
-        .select(ACCOUNT_COLUMNS)
-        .where('a.login', '=', normaliseLogin(loginInput))
-        .executeTakeFirst();
-      // Unknown accounts cost the same work and get the same answer as a wrong password.
-      const ok = account ? await hasher.verify(account.password_hash, password) : await hasher.verifyDummy(password);
-      const usable = account && account.status === 'active' && account.reseller_status !== 'suspended' && account.tenant_status !== 'suspended';
-      if (!account || !ok || !usable) {
-        const { accountFailures } = await throttle.failed(loginInput, source);
-        // The login name may be an e-mail address: only a known account's id is recorded.
-        await record(account?.tenant_id ?? null, {
-          actor: { tier: 'anonymous', role: 'anonymous', id: account?.id ?? 'unknown' },
-          action: 'auth.login',
-          resource: { type: 'account', id: account?.id },
-          outcome: 'failure',
-          source,
-          details: { accountFailures },
-        });
-        if (account && accountFailures > 0 && accountFailures % FAILED_LOGIN_NOTICE_THRESHOLD === 0) {
-          // Tell the owner (not the attacker): the account stays usable for them after the delay.
-          await mailTo(account, { kind: 'failed-logins', failures: accountFailures, time: nowIso() });
+      let account;
+      try {
+        account = await control
+          .selectFrom('accounts as a')
+          .leftJoin('resellers as r', 'r.id', 'a.reseller_id')
+          .leftJoin('tenants as t', 't.id', 'a.tenant_id')
+          .select(ACCOUNT_COLUMNS)
+          .where('a.login', '=', normaliseLogin(loginInput))
+          .executeTakeFirst();
+        // Unknown accounts cost the same work and get the same answer as a wrong password.
+        const ok = account ? await hasher.verify(account.password_hash, password) : await hasher.verifyDummy(password);
+        const usable = account && account.status === 'active' && account.reseller_status !== 'suspended' && account.tenant_status !== 'suspended';
+        if (!account || !ok || !usable) {
+          const { accountFailures } = await attempt.failed();
+          // The login name may be an e-mail address: only a known account's id is recorded.
+          await record(account?.tenant_id ?? null, {
+            actor: { tier: 'anonymous', role: 'anonymous', id: account?.id ?? 'unknown' },
+            action: 'auth.login',
+            resource: { type: 'account', id: account?.id },
+            outcome: 'failure',
+            source,
+            details: { accountFailures },
+          });
+          if (account && accountFailures > 0 && accountFailures % FAILED_LOGIN_NOTICE_THRESHOLD === 0) {
+            // Tell the owner (not the attacker): the account stays usable for them after the delay.
+            notify(account, { kind: 'failed-logins', failures: accountFailures, time: nowIso() });
+          }
+          throw new UnauthenticatedError('login failed: wrong login or password');
         }
-        throw new UnauthenticatedError('login failed: wrong login or password');
-      }
-      if (await secondFactors.isEnabled(account.id)) {
-        if (otp === undefined || otp === '') throw new SecondFactorRequiredError();
-        if (!(await secondFactors.verify(account.id, otp))) {
-          await throttle.failed(loginInput, source);
-          await record(account.tenant_id, { actor: { tier: 'anonymous', role: 'anonymous', id: account.id }, action: 'auth.second-factor', resource: { type: 'account', id: account.id }, outcome: 'failure', source });
-          throw new UnauthenticatedError('login failed: the code is not valid (each code works once)');
+        if (await secondFactors.isEnabled(account.id)) {
+          if (otp === undefined || otp === '') throw new SecondFactorRequiredError();
+          if (!(await secondFactors.verify(account.id, otp))) {
+            await attempt.failed();
+            await record(account.tenant_id, { actor: { tier: 'anonymous', role: 'anonymous', id: account.id }, action: 'auth.second-factor', resource: { type: 'account', id: account.id }, outcome: 'failure', source });
+            throw new UnauthenticatedError('login failed: the code is not valid (each code works once)');
+          }
         }
+        await attempt.succeeded();
+      } finally {
+        await attempt.release();
       }
-      await throttle.succeeded(loginInput);
       if (hasher.needsRehash(account.password_hash)) {
         // Parameters were raised since this hash was made: upgrade it now that the password is at hand.
         await control.updateTable('accounts').set({ password_hash: await hasher.hash(password) }).where('id', '=', account.id).execute();
@@ -742,7 +794,7 @@ export function createIdentityService(deps: {
       // A token this session used before: somebody sends a copy of an earlier request. Lock at once.
       await control.updateTable('sessions').set({ locked_at: now.toISOString() }).where('id_hash', '=', s.idHash).execute();
       await record(s.tenant_id, { actor: ledgerActor(actorOf(s)), action: 'auth.session.replay', resource: { type: 'session', id: s.idHash.slice(0, 16) }, outcome: 'denied', source });
-      await mailTo(s, { kind: 'session-locked', time: now.toISOString() });
+      notify(s, { kind: 'session-locked', time: now.toISOString() });
       throw new SessionLockedError();
     },
 
@@ -791,6 +843,30 @@ export function createIdentityService(deps: {
       return { recoveryCodes, session };
     },
 
+    async resetSecondFactor(by, ref) {
+      const account = await manageable(by, ref, 'account.reset-second-factor');
+      // A stolen session must not be able to strip its own account's second factor.
+      if ('accountId' in by && by.accountId === account.id) throw new ConflictError('you cannot reset your own second factor; ask another administrator');
+      if (!(await secondFactors.remove(account.id))) throw new ConflictError('this account has no second factor to reset');
+      const ended = await control.deleteFrom('sessions').where('account_id', '=', account.id).executeTakeFirst();
+      await record(account.tenant_id, { actor: ledgerActor(by), action: 'account.second-factor.reset', resource: { type: 'account', id: account.id }, outcome: 'success' });
+      notify(account, { kind: 'second-factor-reset', time: nowIso() });
+      return { accountId: account.id, sessionsEnded: Number(ended.numDeletedRows) };
+    },
+
+    async regenerateRecoveryCodes(sessionToken, code) {
+      const me = await sessionOf(sessionToken);
+      if (!(await secondFactors.isEnabled(me.id))) throw new ConflictError('set up a second factor first (POST /api/v1/auth/totp/setup)');
+      // Proof that the caller holds the authenticator, not only the session; each code works once.
+      if (!/^\d{6}$/.test(code.trim()) || !(await secondFactors.verify(me.id, code))) {
+        await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'failure' });
+        throw new ValidationError('that code is not valid; enter the current 6-digit code from your authenticator app');
+      }
+      const codes = await secondFactors.regenerateRecoveryCodes(me.id);
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'success' });
+      return codes;
+    },
+
     async policyFor(sessionToken) {
       const me = await sessionOf(sessionToken);
       return policyOfTenant(me.tenant_id);
@@ -798,13 +874,13 @@ export function createIdentityService(deps: {
 
     async tenantPolicy(by, tenantId) {
       const tenant = await tenantScope(tenantId);
-      authorize(by, 'policy.read', { type: 'tenant', tenantId, resellerId: tenant.reseller_id });
+      authorize(by, 'policy.read', { type: 'tenant', tenantId, resellerId: tenant.reseller_id, handedOver: tenant.handedOver });
       return policyOfTenant(tenantId);
     },
 
     async setTenantPolicy(by, tenantId, input) {
       const tenant = await tenantScope(tenantId);
-      authorize(by, 'policy.write', { type: 'tenant', tenantId, resellerId: tenant.reseller_id });
+      authorize(by, 'policy.write', { type: 'tenant', tenantId, resellerId: tenant.reseller_id, handedOver: tenant.handedOver });
       const policy = parseTenantPolicy(input);
       const json = JSON.stringify(policy);
       const updated = await control.updateTable('tenant_policies').set({ policy: json, updated_at: nowIso() }).where('tenant_id', '=', tenantId).executeTakeFirst();
@@ -907,13 +983,16 @@ export function createIdentityService(deps: {
         }
         return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, grants: grants.map(grantView).map((g) => ({ id: g.id, collection: g.collection, recordIds: g.recordIds })) };
       }
-      return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version };
+      // During a rotation the records not re-encrypted yet stay readable with the previous key (from the
+      // rotation copy, which only the new secret opens).
+      const previous = await deps.tenantKeys.previousKey(me.tenant_id, opened.dataKey, opened.version);
+      return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, ...(previous ? { previous } : {}) };
     },
 
     async rotateTenantSecret(sessionToken, opts, progress) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id || me.tier !== 'tenant') throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'key.rotate', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
       const tenantId = me.tenant_id;
       const accounts = await control
         .selectFrom('accounts')
@@ -928,7 +1007,10 @@ export function createIdentityService(deps: {
         if (!accounts.some((a) => a.id === opts.only)) throw new NotFoundError('account');
         for (const a of accounts) if (a.id !== opts.only) excluded.add(a.id);
       }
-      const keep = accounts.filter((a) => !excluded.has(a.id)).map((a) => ({ id: a.id, publicKey: a.public_key! }));
+      // Only those who hold the secret now keep it (and a handover's owner gets it): a rotation must not
+      // hand it back to someone who lost it (an installer's seat after the handover, a reset password).
+      const holders = new Set(await deps.tenantKeys.accountHolders(tenantId));
+      const keep = accounts.filter((a) => a.id === opts.only || (!excluded.has(a.id) && holders.has(a.id))).map((a) => ({ id: a.id, publicKey: a.public_key! }));
       if (keep.length === 0) throw new ConflictError('after the rotation nobody would hold the tenant secret: keep at least one data user');
       const db = await deps.tenantDb(tenantId);
       const active = await db.selectFrom('grants').select(['id', 'grantee_id']).where('ended_at', 'is', null).where('expires_at', '>', nowIso()).execute();
@@ -937,7 +1019,11 @@ export function createIdentityService(deps: {
         const key = grantees.find((a) => a.id === g.grantee_id)?.public_key;
         return key ? [{ id: g.id, publicKey: key }] : [];
       });
-      const rotated = await deps.tenantKeys.rotate(tenantId, secret, { by: me.id, keep, grants });
+      // The new recovery code is owed to the caller if they keep access, else to the owner (handover) or
+      // to every kept data user; it is shown once, in their own session (takeRecoveryCode).
+      const recoveryFor = !excluded.has(me.id) ? [me.id] : opts.only !== undefined ? [opts.only] : keep.map((a) => a.id);
+      const rotated = await deps.tenantKeys.rotate(tenantId, secret, { by: me.id, keep, grants, recoveryFor });
+      if (opts.reason === 'handover') await control.updateTable('tenants').set({ handed_over_at: nowIso() }).where('id', '=', tenantId).execute();
       await record(tenantId, {
         actor: ledgerActor(actorOf(me)),
         action: opts.reason === 'handover' ? 'tenant.handover' : 'key.rotate-tenant-secret',
@@ -963,13 +1049,27 @@ export function createIdentityService(deps: {
       if (!from) return { reencrypted: 0 };
       const reencrypted = (await deps.reencryptRecords?.(key.tenantId, from, { dataKey: key.dataKey, version: key.keyVersion }, progress)) ?? 0;
       await deps.tenantKeys.finishRotation(key.tenantId);
+      const me = await sessionOf(sessionToken);
+      await record(key.tenantId, { actor: ledgerActor(actorOf(me)), action: 'key.rotation-finished', resource: { type: 'tenant', id: key.tenantId }, outcome: 'success', details: { reencrypted, resumed: true } });
       return { reencrypted };
+    },
+
+    async takeRecoveryCode(sessionToken) {
+      const me = await sessionOf(sessionToken);
+      const secret = secretOfSession(sessionToken, me);
+      if (!secret || !me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole)) {
+        throw new ForbiddenError('only a data user with data access can see a recovery code owed to them');
+      }
+      const recoveryCode = await deps.tenantKeys.takeRecoveryCode(me.tenant_id, me.id, secret);
+      if (!recoveryCode) throw new DomainError('NOT_FOUND', 'no recovery code is waiting for you: it is shown once, to the data user who activated or renewed the tenant secret; for a new one, rotate the secret (POST /api/v1/keys/rotate)');
+      await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'key.recovery-code.show', resource: { type: 'account', id: me.id }, outcome: 'success' });
+      return { recoveryCode };
     },
 
     async createGrant(sessionToken, input) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id || me.tier !== 'tenant') throw new ForbiddenError('only a data user with data access can grant access');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'grant.create', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can grant access');
       const grantee = await control.selectFrom('accounts').select(['id', 'role', 'tier', 'status', 'public_key', 'tenant_id']).where('id', '=', input.granteeId).executeTakeFirst();
       if (!grantee || grantee.tenant_id !== me.tenant_id) throw new NotFoundError('account');
       if (grantee.tier !== 'external') throw new ConflictError(`grants are for external accounts (technician, control-centre, authority), not for a ${grantee.role}`);
@@ -1005,16 +1105,17 @@ export function createIdentityService(deps: {
 
     async listGrants(sessionToken) {
       const me = await sessionOf(sessionToken);
-      if (!me.tenant_id || !DATA_ROLES.includes(me.role as AccountRole)) throw new ForbiddenError('grants are for data users and external accounts');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'grant.list', { type: 'data', tenantId: me.tenant_id })) throw new ForbiddenError('grants are for data users and external accounts');
       const db = await deps.tenantDb(me.tenant_id);
       let q = db.selectFrom('grants').selectAll().orderBy('created_at');
-      if (me.tier === 'external') q = q.where('grantee_id', '=', me.id);
+      // Who cannot give grants sees only the grants given to it.
+      if (!isAllowed(actorOf(me), 'grant.create', { type: 'data', tenantId: me.tenant_id })) q = q.where('grantee_id', '=', me.id);
       return (await q.execute()).map(grantView);
     },
 
     async revokeGrant(sessionToken, grantId) {
       const me = await sessionOf(sessionToken);
-      if (!me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole)) throw new ForbiddenError('only a data user can revoke a grant');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'grant.revoke', { type: 'data', tenantId: me.tenant_id })) throw new ForbiddenError('only a data user can revoke a grant');
       const db = await deps.tenantDb(me.tenant_id);
       const updated = await db.updateTable('grants').set({ ended_at: nowIso(), end_reason: 'revoked' }).where('id', '=', grantId).where('ended_at', 'is', null).executeTakeFirst();
       if (Number(updated.numUpdatedRows) === 0) throw new NotFoundError('grant');
@@ -1025,7 +1126,7 @@ export function createIdentityService(deps: {
     async sendAccessLink(sessionToken, grantId, ttlMs = ACCESS_LINK_TTL_MS) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id || me.tier !== 'tenant') throw new ForbiddenError('only a data user with data access can send an access link');
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'grant.create', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can send an access link');
       const db = await deps.tenantDb(me.tenant_id);
       const grant = await db.selectFrom('grants').selectAll().where('id', '=', grantId).where('ended_at', 'is', null).where('expires_at', '>', nowIso()).executeTakeFirst();
       if (!grant) throw new NotFoundError('grant');
@@ -1085,12 +1186,12 @@ export function createIdentityService(deps: {
 
     async activateDataAccess(sessionToken, code) {
       const me = await sessionOf(sessionToken);
-      if (!me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole) || !me.public_key) {
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'key.activate', { type: 'data', tenantId: me.tenant_id }) || !me.public_key) {
         throw new ForbiddenError('only a data user of a tenant (member, dpo) can be given data access');
       }
       let secret: Buffer | undefined;
       if (code.activationKey) {
-        secret = /^[A-Za-z0-9_-]{43}$/.test(code.activationKey) ? await deps.tenantKeys.redeemActivation(me.tenant_id, code.activationKey) : undefined;
+        secret = /^[A-Za-z0-9_-]{43}$/.test(code.activationKey) ? await deps.tenantKeys.openActivation(me.tenant_id, code.activationKey) : undefined;
       } else if (code.recoveryCode) {
         const parsed = parseRecoveryCode(code.recoveryCode);
         secret = parsed && (await deps.tenantKeys.checkSecret(me.tenant_id, parsed)) ? parsed : undefined;
@@ -1099,7 +1200,18 @@ export function createIdentityService(deps: {
         await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'key.activate', resource: { type: 'tenant', id: me.tenant_id }, outcome: 'denied' });
         throw new OneTimeKeyError();
       }
-      await deps.tenantKeys.wrapForAccount(me.tenant_id, secret, { id: me.id, publicKey: me.public_key }, me.id);
+      if (code.activationKey) {
+        // B.1: whoever created the tenant saw the activation key, and with a database copy it opens the
+        // secret behind it. So that secret is replaced now, before any data exists under it: the new one is
+        // wrapped for this data user alone, and its recovery code is owed to them (shown once). The rotation
+        // deletes the activation copy; of two activations at once, the second fails (ConflictError).
+        const rotated = await deps.tenantKeys.rotate(me.tenant_id, secret, { by: me.id, keep: [{ id: me.id, publicKey: me.public_key }], grants: [], recoveryFor: [me.id] });
+        await deps.reencryptRecords?.(me.tenant_id, rotated.from, rotated.to, () => undefined);
+        await deps.tenantKeys.finishRotation(me.tenant_id);
+        secret = rotated.secret;
+      } else {
+        await deps.tenantKeys.wrapForAccount(me.tenant_id, secret, { id: me.id, publicKey: me.public_key }, me.id);
+      }
       await control.updateTable('sessions').set({ sealed_tenant_secret: sealForSession(sessionToken, secret) }).where('id_hash', '=', me.idHash).execute();
       await record(me.tenant_id, {
         actor: ledgerActor(actorOf(me)),
@@ -1113,10 +1225,11 @@ export function createIdentityService(deps: {
     async grantDataAccess(sessionToken, accountId) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id) throw new ForbiddenError('only a data user with data access can give it to a colleague');
-      const target = await control.selectFrom('accounts').select(['id', 'role', 'status', 'public_key', 'tenant_id']).where('id', '=', accountId).executeTakeFirst();
+      if (!me.tenant_id || !isAllowed(actorOf(me), 'key.grant', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can give it to a colleague');
+      const target = await control.selectFrom('accounts').select(['id', 'login', 'tier', 'role', 'reseller_id', 'status', 'public_key', 'tenant_id', 'language']).where('id', '=', accountId).executeTakeFirst();
       if (!target || target.tenant_id !== me.tenant_id) throw new NotFoundError('account');
-      if (!DATA_ROLES.includes(target.role as AccountRole) || target.role !== 'member' && target.role !== 'dpo') {
+      // Only who may hold the tenant secret itself gets a copy (the policy's key.activate).
+      if (!isAllowed(actorOf(target), 'key.activate', { type: 'data', tenantId: me.tenant_id })) {
         throw new ConflictError(`a ${target.role} gets no copy of the tenant secret; external accounts get grants on a scope`);
       }
       if (target.status !== 'active' || !target.public_key) throw new ConflictError('this account has not accepted its invitation yet');
@@ -1130,6 +1243,8 @@ export function createIdentityService(deps: {
       // A grantee's copy is worth something only while one of its grants is active.
       if (dataAccess && me.tier === 'external' && me.tenant_id) dataAccess = (await activeGrantsOf(me.tenant_id, me.id)).length > 0;
       if (!me.tenant_id || !dataAccess || me.tier !== 'tenant') return { dataAccess, waiting: [], colleagues: [], externals: [] };
+      const recoveryCodePending = await deps.tenantKeys.owesRecoveryCode(me.tenant_id, me.id);
+      const rotationPending = await deps.tenantKeys.rotationPending(me.tenant_id);
       const candidates = await control
         .selectFrom('accounts')
         .select(['id', 'login', 'role', 'tier'])
@@ -1143,7 +1258,7 @@ export function createIdentityService(deps: {
       const colleagues = candidates.filter((c) => c.tier === 'tenant').map(brief);
       const waiting = [];
       for (const c of colleagues) if (!(await deps.tenantKeys.hasAccountCopy(me.tenant_id, c.id))) waiting.push(c);
-      return { dataAccess, waiting, colleagues, externals: candidates.filter((c) => c.tier === 'external').map(brief) };
+      return { dataAccess, waiting, colleagues, externals: candidates.filter((c) => c.tier === 'external').map(brief), recoveryCodePending, rotationPending };
     },
 
     async accountInfo(accountId) {
@@ -1179,13 +1294,21 @@ export function createIdentityService(deps: {
       return 'invited';
     },
 
+    noticesSent() {
+      return noticeQueue;
+    },
+
     async changePassword(sessionToken, currentPassword, newPassword, source) {
       const me = await sessionOf(sessionToken);
-      await throttle.check(me.login, source);
-      if (!(await hasher.verify(me.password_hash, currentPassword))) {
-        await throttle.failed(me.login, source);
-        await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.password.change', resource: { type: 'account', id: me.id }, outcome: 'failure', source });
-        throw new UnauthenticatedError('the current password is not correct');
+      const attempt = await throttle.reserve(me.login, source);
+      try {
+        if (!(await hasher.verify(me.password_hash, currentPassword))) {
+          await attempt.failed();
+          await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.password.change', resource: { type: 'account', id: me.id }, outcome: 'failure', source });
+          throw new UnauthenticatedError('the current password is not correct');
+        }
+      } finally {
+        await attempt.release();
       }
       if (currentPassword === newPassword) throw new ConflictError('the new password must differ from the current one');
       await assertNewPassword(me, newPassword, await policyOfTenant(me.tenant_id));

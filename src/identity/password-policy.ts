@@ -53,32 +53,57 @@ const CLASS_TESTS: Record<CharacterClass, { test: RegExp; name: string }> = {
   symbol: { test: /[^\p{L}\p{Nd}]/u, name: 'a symbol or space' },
 };
 
-/** Returns the problems with a proposed password, each saying what to fix; empty when it is acceptable. */
-export function passwordProblems(password: string, context: { login: string }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): string[] {
-  const problems: string[] = [];
+/**
+ * One problem with a proposed password: a stable `code` (clients translate it, e.g. the web app's
+ * `problem.<code>` texts), its parameters, and the English `message` for scripts and logs.
+ */
+export const PASSWORD_PROBLEM_CODES = ['too-short', 'too-long', 'needs-class', 'common', 'contains-login', 'contains-context', 'in-history'] as const;
+
+export interface PasswordProblem {
+  code: (typeof PASSWORD_PROBLEM_CODES)[number];
+  params: Record<string, string | number>;
+  message: string;
+}
+
+/** The problems with a proposed password, each with its code and what to fix; empty when it is acceptable. */
+export function passwordProblemList(password: string, context: { login: string }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): PasswordProblem[] {
+  const problems: PasswordProblem[] = [];
   const length = lengthOf(password);
-  if (length < policy.minLength) problems.push(`password must be at least ${policy.minLength} characters long (it has ${length})`);
-  if (length > policy.maxLength) problems.push(`password must be at most ${policy.maxLength} characters long`);
+  if (length < policy.minLength) problems.push({ code: 'too-short', params: { min: policy.minLength, length }, message: `password must be at least ${policy.minLength} characters long (it has ${length})` });
+  if (length > policy.maxLength) problems.push({ code: 'too-long', params: { max: policy.maxLength }, message: `password must be at most ${policy.maxLength} characters long` });
   for (const cls of policy.requiredClasses) {
-    if (!CLASS_TESTS[cls].test.test(password)) problems.push(`password must contain ${CLASS_TESTS[cls].name} (your organisation's rule)`);
+    if (!CLASS_TESTS[cls].test.test(password)) problems.push({ code: 'needs-class', params: { class: cls }, message: `password must contain ${CLASS_TESTS[cls].name} (your organisation's rule)` });
   }
   const lower = password.normalize('NFC').toLowerCase();
   // Also catch the usual decorations of a common password: "Password2026!" is "password".
   const core = lower.replace(/[\d\W_]+$/u, '').replace(/^[\d\W_]+/u, '');
   if (COMMON.has(lower) || (core.length >= 4 && COMMON.has(core))) {
-    problems.push('password is on the list of commonly used passwords; choose a longer phrase of unrelated words');
+    problems.push({ code: 'common', params: {}, message: 'password is on the list of commonly used passwords; choose a longer phrase of unrelated words' });
   }
   const login = context.login.normalize('NFC').toLowerCase();
   const localPart = login.split('@')[0] ?? login;
   if ((localPart.length >= 3 && lower.includes(localPart)) || lower === login) {
-    problems.push('password must not contain your login or e-mail address');
+    problems.push({ code: 'contains-login', params: {}, message: 'password must not contain your login or e-mail address' });
   }
   return problems;
 }
 
+/** The problems as messages only (each saying what to fix); empty when the password is acceptable. */
+export function passwordProblems(password: string, context: { login: string }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): string[] {
+  return passwordProblemList(password, context, policy).map((p) => p.message);
+}
+
+/** A refusal that carries both the messages (`problems`) and their codes (`problemCodes`) to the client. */
+export function passwordRefusal(problems: PasswordProblem[]): ValidationError {
+  return new ValidationError(problems.map((p) => p.message).join('; '), {
+    problems: problems.map((p) => p.message),
+    problemCodes: problems.map((p) => ({ code: p.code, params: p.params })),
+  });
+}
+
 export function assertAcceptablePassword(password: string, context: { login: string }, policy: Readonly<PasswordPolicy> = PLATFORM_PASSWORD_POLICY): void {
-  const problems = passwordProblems(password, context, policy);
-  if (problems.length > 0) throw new ValidationError(problems.join('; '), { problems });
+  const problems = passwordProblemList(password, context, policy);
+  if (problems.length > 0) throw passwordRefusal(problems);
 }
 
 /** Checks a tenant policy proposed by an admin; every problem is named. Returns the normalised policy. */

@@ -103,6 +103,25 @@ export function createSecondFactors(deps: {
       return step > row.last_step ? step : undefined; // each code (time step) only once
     },
 
+    /** Removes the second factor and its recovery codes (an administrator's reset); false when there was none. */
+    async remove(accountId: string): Promise<boolean> {
+      return db.transaction().execute(async (trx) => {
+        await trx.deleteFrom('recovery_codes').where('account_id', '=', accountId).execute();
+        const removed = await trx.deleteFrom('second_factors').where('account_id', '=', accountId).executeTakeFirst();
+        return Number(removed.numDeletedRows) > 0;
+      });
+    },
+
+    /** Ten new recovery codes replace all earlier ones (used or not); shown once. */
+    async regenerateRecoveryCodes(accountId: string): Promise<string[]> {
+      const codes = Array.from({ length: 10 }, () => randomPassword(12));
+      await db.transaction().execute(async (trx) => {
+        await trx.deleteFrom('recovery_codes').where('account_id', '=', accountId).execute();
+        await trx.insertInto('recovery_codes').values(codes.map((c) => ({ account_id: accountId, code_hash: sha256Hex(c), used_at: null }))).execute();
+      });
+      return codes;
+    },
+
     /** Checks a TOTP code or a recovery code for an account with an active second factor; uses it up. */
     async verify(accountId: string, otp: string): Promise<boolean> {
       const row = await db.selectFrom('second_factors').selectAll().where('account_id', '=', accountId).executeTakeFirst();

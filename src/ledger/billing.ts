@@ -11,39 +11,66 @@ export interface BillingTotals {
 }
 
 /**
- * Counts billable API calls per tenant in memory and writes them to the tenant's ledger as
- * `billing.usage` events when flushed (by the scheduler, and when the server stops).
+ * Counts billable use per tenant in memory and writes it to the tenant's ledger as `billing.usage`
+ * events when flushed (by the scheduler, and when the server stops):
+ * - `apiCalls` and `bytesTransferred` are sums since the last flush (a delta per event);
+ * - `recordsStored` is a count taken at the flush (a snapshot per event): for every tenant that was
+ *   active since the last flush, and for every tenant once a UTC day, so that a quiet month still shows
+ *   what it stored.
  */
-export function createBillingMeter(deps: { tenantLedger(tenantId: string): Promise<Pick<Ledger, 'append'>> }) {
-  let pending = new Map<string, BillingTotals>();
+export function createBillingMeter(deps: {
+  tenantLedger(tenantId: string): Promise<Pick<Ledger, 'append'>>;
+  /** Records the tenant keeps now (all collections); needs no key: rows are counted, not read. */
+  recordsStored?(tenantId: string): Promise<number>;
+  /** Every tenant there is, for the daily snapshot of records stored. */
+  tenantIds?(): Promise<string[]>;
+  clock?: { now(): Date };
+}) {
+  let pending = new Map<string, Omit<BillingTotals, 'recordsStored'>>();
+  const lastSnapshotDay = new Map<string, string>();
   return {
-    count(tenantId: string, usage: Partial<BillingTotals>) {
-      const totals = pending.get(tenantId) ?? { apiCalls: 0, bytesTransferred: 0, recordsStored: 0 };
+    count(tenantId: string, usage: Partial<Omit<BillingTotals, 'recordsStored'>>) {
+      const totals = pending.get(tenantId) ?? { apiCalls: 0, bytesTransferred: 0 };
       totals.apiCalls += usage.apiCalls ?? 0;
       totals.bytesTransferred += usage.bytesTransferred ?? 0;
-      totals.recordsStored += usage.recordsStored ?? 0;
       pending.set(tenantId, totals);
     },
+    /** Writes one `billing.usage` event per tenant with something to report; returns how many were written. */
     async flush(): Promise<number> {
       const batch = pending;
       pending = new Map();
-      for (const [tenantId, totals] of batch) {
+      const today = (deps.clock?.now() ?? new Date()).toISOString().slice(0, 10);
+      const tenants = new Set(batch.keys());
+      if (deps.recordsStored && deps.tenantIds) {
+        for (const tenantId of await deps.tenantIds().catch(() => [] as string[])) if (lastSnapshotDay.get(tenantId) !== today) tenants.add(tenantId);
+      }
+      let written = 0;
+      for (const tenantId of tenants) {
+        const usage = batch.get(tenantId) ?? { apiCalls: 0, bytesTransferred: 0 };
         const ledger = await deps.tenantLedger(tenantId).catch(() => undefined); // tenant deleted meanwhile
-        await ledger?.append({
+        if (!ledger) continue;
+        const recordsStored = deps.recordsStored ? await deps.recordsStored(tenantId).catch(() => undefined) : undefined;
+        await ledger.append({
           actor: { tier: 'system', role: 'billing', id: 'billing' },
           action: 'billing.usage',
           resource: { type: 'tenant', id: tenantId },
           outcome: 'success',
-          details: { ...totals },
+          details: { ...usage, ...(recordsStored !== undefined ? { recordsStored } : {}) },
           retentionDays: BILLING_RETENTION_DAYS,
         });
+        if (recordsStored !== undefined) lastSnapshotDay.set(tenantId, today);
+        written++;
       }
-      return batch.size;
+      return written;
     },
   };
 }
 
-/** Sums the billing events of one month (`YYYY-MM`, UTC) in a tenant's ledger. */
+/**
+ * Sums the billing events of one month (`YYYY-MM`, UTC) in a tenant's ledger: API calls and bytes
+ * transferred are added up; records stored is the highest count seen in the month (the snapshots are
+ * counts, not changes).
+ */
 export async function billingReport(ledger: Pick<Ledger, 'query'>, month: string) {
   const match = /^(\d{4})-(\d{2})$/.exec(month);
   if (!match || Number(match[2]) < 1 || Number(match[2]) > 12) throw new Error(`month '${month}' is not YYYY-MM`);
@@ -58,10 +85,13 @@ export async function billingReport(ledger: Pick<Ledger, 'query'>, month: string
       withoutPayload++;
       continue;
     }
-    for (const key of Object.keys(totals) as (keyof BillingTotals)[]) {
+    const number = (key: keyof BillingTotals) => {
       const value = details[key];
-      if (typeof value === 'number' && Number.isFinite(value)) totals[key] += value;
-    }
+      return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : 0;
+    };
+    totals.apiCalls += number('apiCalls');
+    totals.bytesTransferred += number('bytesTransferred');
+    totals.recordsStored = Math.max(totals.recordsStored, number('recordsStored'));
   }
   return { month, from: from.toISOString(), to: to.toISOString(), events: entries.length, eventsWithoutPayload: withoutPayload, totals };
 }

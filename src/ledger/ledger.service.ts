@@ -34,7 +34,7 @@ export interface LedgerEvent {
   /** Source address of the request; personal data under the GDPR, so it lives in the expiring payload. */
   source?: string | undefined;
   details?: Record<string, JsonValue> | undefined;
-  /** Overrides the ledger's default payload retention (e.g. alarm technical logs: 7 days). */
+  /** Overrides the ledger's payload retention (default: `ledger.retention_days`, `technical.*` events `ledger.technical_retention_days`). */
   retentionDays?: number | undefined;
 }
 
@@ -76,8 +76,8 @@ export interface LedgerFilter {
   actor?: string | undefined;
   /** Action, or a prefix ending in `.` (e.g. `billing.`). */
   action?: string | undefined;
-  /** Blind index of a data subject (e-mail or name): the right of access, Art. 15 GDPR. */
-  subject?: string | undefined;
+  /** Blind index(es) of a data subject (e-mail and/or name): the right of access, Art. 15 GDPR. Any of them matches. */
+  subject?: string | readonly string[] | undefined;
   limit?: number | undefined;
 }
 
@@ -121,6 +121,8 @@ export function createLedger(deps: {
   tenantId?: string | undefined;
   masterKey: CipherService;
   retentionDays: number;
+  /** The shorter retention class of technical events (`technical.*`); default: `retentionDays`. */
+  technicalRetentionDays?: number | undefined;
   clock: { now(): Date };
   /** Where worker threads open this ledger's database to verify a large ledger in parallel (else one thread). */
   location?: (() => Promise<DatabaseLocation>) | undefined;
@@ -255,7 +257,7 @@ export function createLedger(deps: {
             entry: bytes.toString('utf8'),
             leaf_hash: hex(leaf),
           });
-          const retention = event.retentionDays ?? deps.retentionDays;
+          const retention = event.retentionDays ?? (event.action.startsWith('technical.') ? (deps.technicalRetentionDays ?? deps.retentionDays) : deps.retentionDays);
           payloads.push({
             seq,
             salt: hex(salt),
@@ -340,8 +342,11 @@ export function createLedger(deps: {
       return (await proofFrom(consistencyProofPlan(oldSize, newSize))).map((p) => p.toString('base64'));
     },
 
-    /** Entries matching a filter, in ledger order, with their payloads while retained. */
-    async query(filter: LedgerFilter, coveredBy?: number): Promise<ExportedEntry[]> {
+    /**
+     * Entries matching a filter, in ledger order, with their payloads while retained: the first `limit`
+     * (default 100,000), or with `newest` the last `limit` (still returned in ledger order).
+     */
+    async query(filter: LedgerFilter, coveredBy?: number, opts: { newest?: boolean } = {}): Promise<ExportedEntry[]> {
       let q = db
         .selectFrom('ledger_entries as e')
         .leftJoin('ledger_payloads as p', 'p.seq', 'e.seq')
@@ -353,22 +358,34 @@ export function createLedger(deps: {
           throw new ValidationError(`${name} filter may contain only letters, digits and : . _ @ -`);
         }
       }
-      // LIKE narrows the scan ('_' may over-match); the exact test below decides.
-      if (filter.actor) q = q.where((eb) => eb.or([eb('e.actor', '=', filter.actor!), eb('e.actor', 'like', `%:${filter.actor!}`)]));
-      if (filter.action) q = filter.action.endsWith('.') ? q.where('e.action', 'like', `${filter.action}%`) : q.where('e.action', '=', filter.action);
-      if (filter.subject) {
-        if (!/^[A-Za-z0-9_-]{8,128}$/.test(filter.subject)) throw new ValidationError('subject must be a blind index (8 to 128 letters, digits, - or _)');
+      // LIKE with '_' escaped, so the database does all the filtering and LIMIT is exact.
+      const like = (column: 'e.actor' | 'e.action' | 'e.resource', pattern: string) => sql<boolean>`${sql.ref(column)} like ${pattern} escape '!'`;
+      const literal = (text: string) => text.replace(/[!%_]/g, (c) => `!${c}`);
+      if (filter.actor) {
+        const actor = filter.actor;
+        q = q.where((eb) => eb.or([eb('e.actor', '=', actor), like('e.actor', `%:${literal(actor)}`)]));
+      }
+      if (filter.action) q = filter.action.endsWith('.') ? q.where(like('e.action', `${literal(filter.action)}%`)) : q.where('e.action', '=', filter.action);
+      const subjects = filter.subject === undefined ? [] : typeof filter.subject === 'string' ? [filter.subject] : [...filter.subject];
+      if (filter.subject !== undefined) {
+        if (subjects.length === 0 || subjects.length > 8 || subjects.some((s) => !/^[A-Za-z0-9_-]{8,128}$/.test(s))) {
+          throw new ValidationError('subject must be one to eight blind indexes (8 to 128 letters, digits, - or _ each)');
+        }
+        // The blind indexes of an entry are kept sorted after "#bidx=", separated by commas.
         q = q.where((eb) =>
-          eb.or([eb('e.resource', 'like', `%#bidx=${filter.subject}`), eb('e.resource', 'like', `%#bidx=${filter.subject},%`), eb('e.resource', 'like', `%,${filter.subject},%`), eb('e.resource', 'like', `%,${filter.subject}`)]),
+          eb.or(
+            subjects.flatMap((subject) => {
+              const s = literal(subject);
+              return [like('e.resource', `%#bidx=${s}`), like('e.resource', `%#bidx=${s},%`), like('e.resource', `%,${s},%`), like('e.resource', `%,${s}`)];
+            }),
+          ),
         );
       }
       if (coveredBy !== undefined) q = q.where('e.seq', '<', coveredBy);
-      const rows = (await q.orderBy('e.seq').execute()).filter(
-        (r) =>
-          (!filter.actor || r.actor === filter.actor || r.actor.endsWith(`:${filter.actor}`)) &&
-          (!filter.action || (filter.action.endsWith('.') ? r.action.startsWith(filter.action) : r.action === filter.action)),
-      );
-      return rows.slice(0, Math.min(filter.limit ?? 100_000, 1_000_000)).map((r) => ({
+      const limit = Math.min(filter.limit ?? 100_000, 1_000_000);
+      const rows = await q.orderBy('e.seq', opts.newest ? 'desc' : 'asc').limit(limit).execute();
+      if (opts.newest) rows.reverse();
+      return rows.map((r) => ({
         seq: r.seq,
         time: r.time,
         actor: r.actor,
@@ -386,7 +403,7 @@ export function createLedger(deps: {
       await this.append({
         actor: by,
         action: 'ledger.export',
-        resource: { type: 'ledger', id: deps.tenantId ?? 'platform', blindIndexes: filter.subject ? [filter.subject] : undefined },
+        resource: { type: 'ledger', id: deps.tenantId ?? 'platform', blindIndexes: filter.subject === undefined ? undefined : typeof filter.subject === 'string' ? [filter.subject] : filter.subject },
         outcome: 'success',
         details: { from: filter.from ?? null, to: filter.to ?? null, actor: filter.actor ?? null, action: filter.action ?? null },
       });

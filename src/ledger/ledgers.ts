@@ -28,10 +28,11 @@ export async function createLedgers(deps: {
   masterKey: CipherService;
   publicUrl: string;
   retentionDays: number;
+  technicalRetentionDays?: number;
   clock: { now(): Date };
 }): Promise<Ledgers> {
   const host = new URL(deps.publicUrl).host;
-  const common = { masterKey: deps.masterKey, retentionDays: deps.retentionDays, clock: deps.clock };
+  const common = { masterKey: deps.masterKey, retentionDays: deps.retentionDays, technicalRetentionDays: deps.technicalRetentionDays, clock: deps.clock };
   const control = deps.storage.control as unknown as Kysely<LedgerSchema>;
   const platform = createLedger({ ...common, db: control, origin: await pinnedOrigin(control, `${host}/tresor/platform`), location: () => deps.storage.locate() });
   // One ledger object per tenant and process (tenant ids are never reused, so nothing goes stale).

@@ -15,7 +15,8 @@ export type MailTemplate =
   | { kind: 'transfer-key-pending'; subject: string; recipient: string; fingerprint: string }
   | { kind: 'transfer-key-approved'; subject: string; sender: string }
   | { kind: 'failed-logins'; failures: number; time: string }
-  | { kind: 'session-locked'; time: string };
+  | { kind: 'session-locked'; time: string }
+  | { kind: 'second-factor-reset'; time: string };
 
 const when = (iso: string, language: MailLanguage) =>
   new Intl.DateTimeFormat(language === 'de' ? 'de-DE' : 'en-GB', { dateStyle: 'long', timeStyle: 'short', timeZone: 'UTC' }).format(new Date(iso)) + ' UTC';
@@ -171,6 +172,22 @@ export function renderMail(template: MailTemplate, language: MailLanguage): { su
               `There were ${template.failures} failed login attempts for your account (the last at ${when(template.time, language)}).`,
               'Further attempts are slowed down; your account stays usable for you.',
               'If this was not you, change your password and set up a second factor.',
+            ].join('\n'),
+          };
+    case 'second-factor-reset':
+      return de
+        ? {
+            subject: 'Tresor: zweiter Faktor zurückgesetzt',
+            text: [
+              `Eine Administratorin oder ein Administrator hat am ${when(template.time, language)} den zweiten Faktor Ihres Kontos entfernt; alle Ihre Sitzungen wurden beendet.`,
+              'Richten Sie bei der nächsten Anmeldung einen neuen ein. Wenn Sie das nicht veranlasst haben, melden Sie es sofort Ihrer Organisation.',
+            ].join('\n'),
+          }
+        : {
+            subject: 'Tresor: second factor reset',
+            text: [
+              `An administrator removed the second factor of your account at ${when(template.time, language)}; all your sessions were ended.`,
+              'Set up a new one at your next login. If you did not ask for this, tell your organisation at once.',
             ].join('\n'),
           };
     case 'session-locked':

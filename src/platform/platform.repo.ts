@@ -45,7 +45,7 @@ export function createPlatformRepo(db: ControlDb) {
     },
     async findTenantById(id: string) {
       const row = await db.selectFrom('tenants').selectAll().where('id', '=', id).executeTakeFirst();
-      return row ? { view: toTenant(row), databaseName: row.database_name } : undefined;
+      return row ? { view: toTenant(row), databaseName: row.database_name, handedOver: (row.handed_over_at ?? null) !== null } : undefined;
     },
     async findTenantByName(name: string) {
       const row = await db.selectFrom('tenants').selectAll().where('name', '=', name).executeTakeFirst();

@@ -115,9 +115,10 @@ export function registerPlatformRoutes(app: FastifyInstance, deps: { platform: P
             ...tenantSchema.properties,
             initialKeys: {
               type: 'object',
-              description: "shown once: hand both to the customer. The activation key gives the first data user access; the recovery code restores it if every data user's key is lost",
-              properties: { recoveryCode: { type: 'string' }, activationKey: { type: 'string' } },
-              required: ['recoveryCode', 'activationKey'],
+              description:
+                "shown once: hand the activation key to the customer's first data user. It works once, and opens nothing afterwards: the activation replaces the tenant secret, and the new recovery code is shown only to that data user",
+              properties: { activationKey: { type: 'string' } },
+              required: ['activationKey'],
             },
           },
           required: [...tenantSchema.required, 'initialKeys'],

@@ -67,7 +67,7 @@ export function createPlatformService(deps: PlatformDeps) {
     const found = await repo.findTenantById(tenantId);
     try {
       if (!found) throw new NotFoundError('tenant', { id: tenantId });
-      authorize(actor, action, { type: 'tenant', tenantId, resellerId: found.view.resellerId });
+      authorize(actor, action, { type: 'tenant', tenantId, resellerId: found.view.resellerId, handedOver: found.handedOver });
     } catch (error) {
       // Refusals and probes for other tiers' tenants are security events.
       await record(actor, action, { type: 'tenant', id: tenantId }, 'denied');
@@ -138,7 +138,7 @@ export function createPlatformService(deps: PlatformDeps) {
     async createTenant(
       actor: Actor,
       input: { name: string; resellerId?: string | null | undefined; licenceEndsAt?: string | null | undefined },
-    ): Promise<TenantView & { initialKeys: { recoveryCode: string; activationKey: string } }> {
+    ): Promise<TenantView & { initialKeys: { activationKey: string } }> {
       authorize(actor, 'tenant.create', { type: 'platform' });
       // A reseller always creates for itself; the operator may name a reseller or keep the tenant direct.
       const resellerId = actor.kind === 'reseller' ? actor.resellerId : (input.resellerId ?? null);
@@ -160,11 +160,12 @@ export function createPlatformService(deps: PlatformDeps) {
         created_at: now,
         updated_at: now,
       });
-      let initialKeys: { recoveryCode: string; activationKey: string };
+      let initialKeys: { activationKey: string };
       try {
         await storage.provisionTenant({ tenantId: id, databaseName });
         await blobs.create(id);
-        // The tenant's keys: the recovery code and the activation key go to the customer, shown only here.
+        // The tenant's keys: only a one-time activation key, for the customer's first data user (B.1: its
+        // secret is replaced at the activation, so the creator never holds a working key).
         initialKeys = await deps.tenantKeys.create(id, ledgerActor(actor).id);
       } catch (error) {
         // Leave nothing half-made behind: no row without a database, no database without a row.
@@ -252,14 +253,14 @@ export function createPlatformService(deps: PlatformDeps) {
     listDeletionReports: () => repo.listDeletionReports(),
 
     /** The ledger an actor asks for: the platform's (operator) or a tenant's (operator, or its reseller). */
-    async ledgerFor(actor: Actor, requested: string | undefined) {
+    async ledgerFor(actor: Actor, requested: string | undefined, action: 'ledger.read' | 'ledger.export' = 'ledger.read') {
       // Tenant-tier actors (the DPO) have one ledger: their tenant's.
       const tenantId = requested ?? ('tenantId' in actor ? actor.tenantId : undefined);
       if (tenantId === undefined) {
-        authorize(actor, 'ledger.read', { type: 'platform' });
+        authorize(actor, action, { type: 'platform' });
         return ledgers.platform;
       }
-      await loadTenant(actor, 'ledger.read', tenantId);
+      await loadTenant(actor, action, tenantId);
       return ledgers.tenant(tenantId);
     },
   };

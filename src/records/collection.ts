@@ -1,8 +1,8 @@
 import type { Kysely, Migration } from 'kysely';
-import type { Actor } from '../access/index.js';
+import { authorizeData, isAllowed, type Actor } from '../access/index.js';
 import { aeadOpen, aeadSeal, blindIndex, hkdf32, normaliseForIndex, type IndexKind } from '../crypto/envelope.js';
 import { newId } from '../crypto/random.js';
-import { ledgerActor, type Ledger } from '../ledger/index.js';
+import { ledgerActor, MAX_ENTRY_FIELD_LENGTH, type Ledger } from '../ledger/index.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../shared/errors.js';
 import { parseCsv } from '../shared/csv.js';
 
@@ -11,8 +11,9 @@ import { parseCsv } from '../shared/csv.js';
  * Personal fields are sealed with the tenant data key K_t, each under AES-256-GCM with the AAD
  * tenant ‖ table ‖ record id ‖ field ‖ key version, so a ciphertext copied to another row or field does not
  * open. Searchable personal fields also get a blind index: HMAC-SHA-256 under a per-field key derived from
- * K_t, truncated to BLIND_INDEX_BITS (docs/keys.md), so an index value alone does not single a person out;
- * candidates are decrypted and compared. Plain fields are stored as they are.
+ * K_t, truncated to a length planned from the collection's expected row count (`blindIndexBits`,
+ * docs/keys.md), so an index value alone does not single a person out; candidates are decrypted and
+ * compared. Plain fields are stored as they are.
  */
 export type FieldClass = 'personal' | 'searchable' | 'plain';
 
@@ -37,11 +38,47 @@ export interface CollectionSpec {
 }
 
 /**
- * CipherSweet's rule for a blind index of `bits` over R rows: the expected number of coincidences per
- * value, R / 2^bits, should be at least 2 (an index value never points at one person) and below √R
- * (a search still narrows things down). 15 bits fits 65,536 ≤ R < 1,073,741,824 records per tenant.
+ * CipherSweet's rule for a blind index of L bits over R rows: the expected number of coincidences per
+ * value, C = R / 2^L, must satisfy 2 ≤ C < √R — at least 2, so an index value never points at exactly one
+ * person, and below √R, so a search still narrows things down. Tresor takes the longest L that keeps
+ * C ≥ 2: L = ⌊log2 R⌋ − 1, so 2 ≤ C < 4, which is below √R for every R ≥ 8 (for 8 ≤ R < 16, C = R/4 < √R;
+ * from 16 on, √R ≥ 4). Below 8 rows no length satisfies the rule. docs/keys.md has the numbers.
  */
-export const BLIND_INDEX_BITS = 15;
+export const MIN_EXPECTED_ROWS = 8;
+export const MAX_EXPECTED_ROWS = 2 ** 31 - 1;
+/** What a tenant gets until it says otherwise: a small organisation's address book or job list. */
+export const DEFAULT_EXPECTED_ROWS = 1000;
+/** The fixed length used before lengths were planned; tenant databases migrated with rows keep it for their key version. */
+export const LEGACY_BLIND_INDEX_BITS = 15;
+
+export function blindIndexBits(expectedRows: number): number {
+  if (!Number.isSafeInteger(expectedRows) || expectedRows < MIN_EXPECTED_ROWS || expectedRows > MAX_EXPECTED_ROWS) {
+    throw new ValidationError(`expectedRows must be a whole number from ${MIN_EXPECTED_ROWS} to ${MAX_EXPECTED_ROWS}: the number of records the collection is expected to hold`);
+  }
+  return 31 - Math.clz32(expectedRows) - 1; // ⌊log2 R⌋ − 1, exact in integers
+}
+
+/** tenant_meta keys: the wanted row count per collection (a tenant setting) and the length each key version's index was built with. */
+const expectedRowsKey = (table: string) => `records.expected-rows.${table}`;
+const plannedBitsKey = (table: string, version: number) => `records.bidx-bits.${table}.v${version}`;
+
+/**
+ * Records the length of the indexes that already exist: tenant databases from before planned lengths were
+ * built with LEGACY_BLIND_INDEX_BITS for every key version they hold, so their search keeps working.
+ */
+export function blindIndexPlanMigration(specs: CollectionSpec[]): Migration {
+  return {
+    async up(db: Kysely<any>) { // eslint-disable-line @typescript-eslint/no-explicit-any -- the collections' tables
+      for (const spec of specs) {
+        const versions = await db.selectFrom(spec.table).select('key_version').distinct().execute();
+        for (const { key_version } of versions as { key_version: number }[]) {
+          await db.insertInto('tenant_meta').values({ key: plannedBitsKey(spec.table, Number(key_version)), value: String(LEGACY_BLIND_INDEX_BITS) }).execute();
+        }
+      }
+    },
+  };
+}
+
 const IMPORT_BATCH = 500;
 
 export type RecordInput = Record<string, string | null | undefined>;
@@ -55,6 +92,8 @@ export interface DataSession {
   keyVersion: number;
   /** External accounts act within their active grants: each one collection, maybe only listed records; read only. */
   grants?: { id: string; collection: string; recordIds: string[] | null }[] | undefined;
+  /** While a rotation of the tenant secret runs: the previous data key, to read records not re-encrypted yet. */
+  previous?: { dataKey: Buffer; version: number } | undefined;
 }
 
 /** The data subject index of the ledger: full-length (no coincidences), so an Art. 15 export finds exactly one person. */
@@ -106,11 +145,41 @@ export function createCollection(
   const fieldKey = (s: DataSession) => derive(s, 'tresor/field/v1');
   const aad = (s: DataSession, id: string, field: string, version: number) => `${s.tenantId}|${spec.table}|${id}|${field}|v${version}`;
   const empty = (v: string | null | undefined): v is null | undefined | '' => v === null || v === undefined || v.trim() === '';
-  const index = (s: DataSession, field: string, value: string | null | undefined) => {
+  /** The first `bits` bits of the HMAC, as hex (the last hex digit's unused low bits are zero). */
+  const index = (s: DataSession, bits: number, field: string, value: string | null | undefined) => {
     if (empty(value)) return null;
     const full = Buffer.from(blindIndex(derive(s, `bidx/${spec.table}.${field}`), spec.fields[field]!.index ?? 'text', value, 4), 'hex').readUInt32BE(0);
-    const kept = (full >>> (32 - BLIND_INDEX_BITS)) << (32 - BLIND_INDEX_BITS);
-    return (kept >>> 0).toString(16).padStart(8, '0').slice(0, 4);
+    const kept = (full >>> (32 - bits)) << (32 - bits);
+    return (kept >>> 0).toString(16).padStart(8, '0').slice(0, Math.ceil(bits / 4));
+  };
+
+  /**
+   * The index length of a key version: fixed when the version's first record is written or searched (from
+   * the tenant's expected row count at that moment) and never changed afterwards, so search always uses the
+   * length the index was built with. A new length takes effect with the next key version, whose rotation
+   * re-indexes every record. Plans never change, so they are cached.
+   */
+  const plans = new Map<string, number>();
+  const expectedRowsOf = async (db: Kysely<any>) => { // eslint-disable-line @typescript-eslint/no-explicit-any -- tenant database
+    const row = (await db.selectFrom('tenant_meta').select('value').where('key', '=', expectedRowsKey(spec.table)).executeTakeFirst()) as { value: string } | undefined;
+    return row ? Number(row.value) : DEFAULT_EXPECTED_ROWS;
+  };
+  const indexBits = async (tenantId: string, version: number): Promise<number> => {
+    const cacheKey = `${tenantId}|${version}`;
+    const cached = plans.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const db = await deps.tenantDb(tenantId);
+    const planned = () => db.selectFrom('tenant_meta').select('value').where('key', '=', plannedBitsKey(spec.table, version)).executeTakeFirst() as Promise<{ value: string } | undefined>;
+    let row = await planned();
+    if (!row) {
+      const bits = blindIndexBits(await expectedRowsOf(db));
+      // Two nodes may plan at once: the first one wins and both read what was stored.
+      await db.insertInto('tenant_meta').values({ key: plannedBitsKey(spec.table, version), value: String(bits) }).onConflict((oc: any) => oc.column('key').doNothing()).execute(); // eslint-disable-line @typescript-eslint/no-explicit-any -- Kysely's builder over an untyped database
+      row = await planned();
+    }
+    const bits = Number(row!.value);
+    plans.set(cacheKey, bits);
+    return bits;
   };
   const subjects = (s: DataSession, input: RecordInput) =>
     spec.subject.flatMap(({ field, kind }) => (empty(input[field]) ? [] : [blindIndex(derive(s, `bidx/ledger-subject/${kind}`), kind === 'email' ? 'email' : 'text', input[field]!, 16)]));
@@ -132,29 +201,35 @@ export function createCollection(
   };
 
   /** The data users of the tenant (member, dpo) may write; grantees only read within their grant. */
-  const dataUser = (s: DataSession) => {
+  const dataUser = (s: DataSession, action: 'records.write' | 'records.read' = 'records.write') => {
     const a = s.actor;
-    if (a.kind !== 'tenant' || (a.role !== 'member' && a.role !== 'dpo') || a.tenantId !== s.tenantId) throw new ForbiddenError(`${spec.table} are for the data users of a tenant`);
+    authorizeData(a, action, s.tenantId, `${spec.table} are for the data users of a tenant`);
+    if (a.kind !== 'tenant') throw new ForbiddenError(`${spec.table} are for the data users of a tenant`); // narrows the type; the policy decided
     return a;
   };
   const readScope = (s: DataSession): { books: string[] | 'all'; ids: string[] | null } => {
-    if (s.actor.kind === 'external' && s.actor.tenantId === s.tenantId) {
+    if (isAllowed(s.actor, 'records.read-granted', { type: 'data', tenantId: s.tenantId })) {
       // The union of the grantee's active grants on this collection; none: the same refusal as for anyone.
       const grants = (s.grants ?? []).filter((g) => g.collection === spec.table);
       if (grants.length > 0) return { books: ['shared'], ids: grants.some((g) => g.recordIds === null) ? null : [...new Set(grants.flatMap((g) => g.recordIds ?? []))] };
     }
-    const a = dataUser(s);
-    return { books: a.role === 'dpo' || !spec.books ? 'all' : ['shared', `personal:${a.accountId}`], ids: null };
+    const a = dataUser(s, 'records.read');
+    const allBooks = isAllowed(a, 'records.read-all-books', { type: 'data', tenantId: s.tenantId });
+    return { books: allBooks || !spec.books ? 'all' : ['shared', `personal:${a.accountId}`], ids: null };
+  };
+  /** The index plan is a tenant setting: its admin and its data users may read and change it, nobody else. */
+  const planner = (actor: Actor, tenantId: string) => {
+    if (actor.kind !== 'tenant' || actor.tenantId !== tenantId || !['admin', 'member', 'dpo'].includes(actor.role)) throw new ForbiddenError(`the blind-index plan of ${spec.table} is a setting for the tenant's admin and data users`);
   };
   const bookOf = (s: DataSession, book: 'shared' | 'personal') => (book === 'personal' && spec.books ? `personal:${dataUser(s).accountId}` : 'shared');
 
-  const toRow = (s: DataSession, id: string, input: RecordInput): Row => {
+  const toRow = (s: DataSession, bits: number, id: string, input: RecordInput): Row => {
     const row: Row = { key_version: s.keyVersion };
     for (const [name, f] of fields) {
       const value = empty(input[name]) ? null : input[name]!.trim();
       if (f.class === 'plain') row[name] = value;
       else row[`${name}_ct`] = value === null ? null : aeadSeal(fieldKey(s), Buffer.from(value, 'utf8'), aad(s, id, name, s.keyVersion)).toString('base64url');
-      if (f.class === 'searchable') row[`${name}_bidx`] = index(s, name, value);
+      if (f.class === 'searchable') row[`${name}_bidx`] = index(s, bits, name, value);
     }
     return row;
   };
@@ -170,7 +245,9 @@ export function createCollection(
       if (f.class === 'plain') out[name] = (row[name] as string | null) ?? null;
       else {
         const ct = row[`${name}_ct`] as string | null;
-        out[name] = ct === null ? null : aeadOpen(fieldKey(s), Buffer.from(ct, 'base64url'), aad(s, row.id as string, name, row.key_version as number)).toString('utf8');
+        // A record still under the previous secret (a rotation is running) is read with the previous key.
+        const key = s.previous && row.key_version === s.previous.version && row.key_version !== s.keyVersion ? fieldKey({ ...s, dataKey: s.previous.dataKey }) : fieldKey(s);
+        out[name] = ct === null ? null : aeadOpen(key, Buffer.from(ct, 'base64url'), aad(s, row.id as string, name, row.key_version as number)).toString('utf8');
       }
     }
     return { ...out, id: row.id as string, book: row.book === 'shared' ? 'shared' : 'personal', createdAt: row.created_at as string, updatedAt: row.updated_at as string };
@@ -184,6 +261,22 @@ export function createCollection(
     outcome: 'success' as const,
     ...(s.grants || details ? { details: { ...(s.grants ? { grants: s.grants.filter((g) => g.collection === spec.table).map((g) => g.id) } : {}), ...details } } : {}),
     };
+  };
+  /**
+   * The events of a read of many records at once (list, search, export): the blind indexes of every data
+   * subject among them (and of the subject searched for), a bounded number per entry, so that an Art. 15
+   * export by subject finds every read of that person's data. Chunked because an entry's resource field is
+   * bounded (MAX_ENTRY_FIELD_LENGTH); all chunks are appended in one transaction.
+   */
+  const perEntry = Math.floor((MAX_ENTRY_FIELD_LENGTH - `${spec.table}:-#bidx=`.length + 1) / 33); // 32 hex digits and a comma each
+  const readEvents = (s: DataSession, action: string, found: readonly RecordView[], searched: RecordInput | undefined, details: Record<string, number>) => {
+    const all = [...new Set([...(searched ? subjects(s, searched) : []), ...found.flatMap((r) => subjects(s, r))])].sort();
+    const parts = Math.max(1, Math.ceil(all.length / perEntry));
+    return Array.from({ length: parts }, (_, i) => {
+      const base = event(s, action, undefined, undefined, { ...details, ...(parts > 1 ? { part: i + 1, parts } : {}) });
+      const blindIndexes = all.slice(i * perEntry, (i + 1) * perEntry);
+      return { ...base, resource: { type: spec.table, ...(blindIndexes.length > 0 ? { blindIndexes } : {}) } };
+    });
   };
   /**
    * Records the event; `write` (the change it records) runs in the same transaction of the tenant
@@ -213,7 +306,7 @@ export function createCollection(
       validate(input);
       const id = newId();
       const now = deps.clock.now().toISOString();
-      const row: Row = { id, book: bookOf(s, book), ...toRow(s, id, input), created_at: now, updated_at: now };
+      const row: Row = { id, book: bookOf(s, book), ...toRow(s, await indexBits(s.tenantId, s.keyVersion), id, input), created_at: now, updated_at: now };
       await record(s, 'record.create', id, input, (trx) => trx.insertInto(spec.table).values(row).execute());
       return viewOfInput(row, input);
     },
@@ -229,7 +322,7 @@ export function createCollection(
       dataUser(s); // a grant gives read access only
       validate(input);
       const { row } = await load(s, id);
-      const updated: Row = { ...row, ...toRow(s, id, input), updated_at: deps.clock.now().toISOString() };
+      const updated: Row = { ...row, ...toRow(s, await indexBits(s.tenantId, s.keyVersion), id, input), updated_at: deps.clock.now().toISOString() };
       await record(s, 'record.update', id, input, (trx) => trx.updateTable(spec.table).set(updated).where('id', '=', id).execute());
       return viewOfInput(updated, input);
     },
@@ -246,14 +339,15 @@ export function createCollection(
       let q = scoped(s, (await deps.tenantDb(s.tenantId)).selectFrom(spec.table).selectAll());
       if (query.book === 'shared' || query.book === 'personal') q = q.where('book', '=', bookOf(s, query.book));
       const wanted = searchable.filter((f) => typeof query[f] === 'string' && query[f] !== '');
-      for (const field of wanted) q = q.where(`${field}_bidx`, '=', index(s, field, query[field] as string));
+      const bits = wanted.length > 0 ? await indexBits(s.tenantId, s.keyVersion) : 0;
+      for (const field of wanted) q = q.where(`${field}_bidx`, '=', index(s, bits, field, query[field] as string));
       const limit = Math.min(typeof query.limit === 'number' ? query.limit : 500, 5000);
       const rows = (await q.orderBy('created_at').limit(limit).execute()) as Row[];
       // Blind indexes coincide on purpose: decrypt the candidates and keep exact matches only.
       const norm = (f: string, v: string) => normaliseForIndex(spec.fields[f]!.index ?? 'text', v);
       const found = rows.map((r) => view(s, r)).filter((r) => wanted.every((f) => r[f] !== null && norm(f, r[f]!) === norm(f, query[f] as string)));
       const subjectQuery = Object.fromEntries(spec.subject.map(({ field }) => [field, typeof query[field] === 'string' ? (query[field] as string) : null]));
-      await (await deps.tenantLedger(s.tenantId)).append(event(s, wanted.length > 0 ? 'record.search' : 'record.list', undefined, subjectQuery, { results: found.length }));
+      await (await deps.tenantLedger(s.tenantId)).append(readEvents(s, wanted.length > 0 ? 'record.search' : 'record.list', found, subjectQuery, { results: found.length }));
       return found;
     },
 
@@ -277,6 +371,7 @@ export function createCollection(
       }
       const errors: { line: number; message: string }[] = [];
       const ledger = await deps.tenantLedger(s.tenantId);
+      const bits = await indexBits(s.tenantId, s.keyVersion);
       let created = 0;
       for (let start = 0; start < rows.length; start += IMPORT_BATCH) {
         const batch: { row: Row; input: RecordInput }[] = [];
@@ -290,7 +385,7 @@ export function createCollection(
           }
           const id = newId();
           const now = deps.clock.now().toISOString();
-          batch.push({ row: { id, book: bookOf(s, book), ...toRow(s, id, input), created_at: now, updated_at: now }, input });
+          batch.push({ row: { id, book: bookOf(s, book), ...toRow(s, bits, id, input), created_at: now, updated_at: now }, input });
         });
         if (batch.length > 0) {
           // The batch and its ledger entries in one transaction.
@@ -307,11 +402,11 @@ export function createCollection(
       return { created, errors };
     },
 
-    /** Every record the session may see, decrypted, for an export (one ledger entry names the count). */
+    /** Every record the session may see, decrypted, for an export (the ledger names the count and every data subject). */
     async exportAll(s: DataSession): Promise<RecordView[]> {
       const rows = (await scoped(s, (await deps.tenantDb(s.tenantId)).selectFrom(spec.table).selectAll()).orderBy('created_at').execute()) as Row[];
       const found = rows.map((r) => view(s, r));
-      await (await deps.tenantLedger(s.tenantId)).append(event(s, 'record.export', undefined, undefined, { records: found.length }));
+      await (await deps.tenantLedger(s.tenantId)).append(readEvents(s, 'record.export', found, undefined, { records: found.length }));
       return found;
     },
 
@@ -325,6 +420,7 @@ export function createCollection(
       const old: DataSession = { actor: system, tenantId, dataKey: from.dataKey, keyVersion: from.version };
       const next: DataSession = { actor: system, tenantId, dataKey: to.dataKey, keyVersion: to.version };
       const db = await deps.tenantDb(tenantId);
+      const bits = await indexBits(tenantId, to.version); // the new version's plan: the tenant's current expected row count
       let done = 0;
       for (;;) {
         const rows = (await db.selectFrom(spec.table).selectAll().where('key_version', '=', from.version).limit(IMPORT_BATCH).execute()) as Row[];
@@ -333,12 +429,46 @@ export function createCollection(
           for (const row of rows) {
             const plain = view(old, row);
             const input: RecordInput = Object.fromEntries(columns.map((c) => [c, plain[c] ?? null]));
-            await trx.updateTable(spec.table).set(toRow(next, row.id as string, input)).where('id', '=', row.id).where('key_version', '=', from.version).execute();
+            await trx.updateTable(spec.table).set(toRow(next, bits, row.id as string, input)).where('id', '=', row.id).where('key_version', '=', from.version).execute();
           }
         });
         done += rows.length;
         progress(done);
       }
+    },
+
+    /**
+     * The blind-index plan of this collection: the tenant's expected row count, the length a new key
+     * version will get from it, and the length each existing key version's index was built with.
+     */
+    async indexPlan(actor: Actor, tenantId: string): Promise<{ collection: string; expectedRows: number; nextBits: number; built: { keyVersion: number; bits: number }[] }> {
+      planner(actor, tenantId);
+      const db = await deps.tenantDb(tenantId);
+      const expectedRows = await expectedRowsOf(db);
+      const prefix = plannedBitsKey(spec.table, 0).replace(/0$/, '');
+      const rows = (await db.selectFrom('tenant_meta').select(['key', 'value']).where('key', 'like', `${prefix}%`).execute()) as { key: string; value: string }[];
+      const built = rows.map((r) => ({ keyVersion: Number(r.key.slice(prefix.length)), bits: Number(r.value) })).sort((a, b) => a.keyVersion - b.keyVersion);
+      return { collection: spec.table, expectedRows, nextBits: blindIndexBits(expectedRows), built };
+    },
+
+    /**
+     * Sets the tenant's expected row count (a count, no personal data: the tenant's admin may set it too).
+     * Existing indexes keep their length; the next rotation of the tenant secret re-indexes with the new one.
+     */
+    async setExpectedRows(actor: Actor, tenantId: string, expectedRows: number): Promise<{ collection: string; expectedRows: number; nextBits: number }> {
+      planner(actor, tenantId);
+      const nextBits = blindIndexBits(expectedRows);
+      await (await deps.tenantLedger(tenantId)).append(
+        { actor: ledgerActor(actor), action: 'record.index-plan', resource: { type: spec.table }, outcome: 'success', details: { expectedRows, nextBits } },
+        async (trx) => {
+          await (trx as Kysely<any>) // eslint-disable-line @typescript-eslint/no-explicit-any -- tenant database
+            .insertInto('tenant_meta')
+            .values({ key: expectedRowsKey(spec.table), value: String(expectedRows) })
+            .onConflict((oc: any) => oc.column('key').doUpdateSet({ value: String(expectedRows) })) // eslint-disable-line @typescript-eslint/no-explicit-any -- Kysely's builder over an untyped database
+            .execute();
+        },
+      );
+      return { collection: spec.table, expectedRows, nextBits };
     },
 
     /** Deletes a user's personal book (the user is being deleted); needs no key: ciphertext only. */

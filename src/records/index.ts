@@ -1,4 +1,4 @@
-export { BLIND_INDEX_BITS, createCollection, ledgerSubjectIndex, type Collection, type DataSession, type RecordInput, type RecordView } from './collection.js';
+export { blindIndexBits, blindIndexPlanMigration, createCollection, DEFAULT_EXPECTED_ROWS, ledgerSubjectIndex, type Collection, type DataSession, type RecordInput, type RecordView } from './collection.js';
 export { contactsMigration, contactsSpec, CSV_COLUMNS, type ContactTable } from './contacts.js';
 export { jobsMigration, jobsSpec } from './jobs.js';
-export { registerRecordRoutes } from './records.routes.js';
+export { dataSessionOf, registerRecordRoutes, subjectIndexesOf } from './records.routes.js';

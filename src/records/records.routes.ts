@@ -5,6 +5,7 @@ import { streamJsonLines } from '../http/stream.js';
 import type { IdentityService } from '../identity/index.js';
 import { toCsv } from '../shared/csv.js';
 import { ForbiddenError, ValidationError } from '../shared/errors.js';
+import { authorizeData } from '../access/index.js';
 import { ledgerSubjectIndex, type Collection, type DataSession, type RecordInput } from './collection.js';
 
 const errors = { 400: errorResponseSchema, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema };
@@ -15,13 +16,28 @@ const byId = { type: 'object', properties: { id: { type: 'string', format: 'uuid
  * session holds the tenant secret, or an external account within an active grant (read only), gets past
  * `dataSession`.
  */
+/** The data session of an authenticated request, or a refusal that says who has data access. */
+export async function dataSessionOf(identity: Pick<IdentityService, 'dataKeyOf'>, request: FastifyRequest): Promise<DataSession> {
+  const key = await identity.dataKeyOf(sessionTokenOf(request)!.token);
+  if (!key) throw new ForbiddenError('this session has no data access: only data users of a tenant who were given access (activation key or a colleague), or an external account with an active grant, can work with personal data');
+  return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, keyVersion: key.keyVersion, grants: key.grants, previous: key.previous };
+}
+
+/**
+ * The ledger's pseudonyms of a data subject by e-mail address and/or name (Art. 15): only the tenant's
+ * data-protection officer, in a data session (the pseudonym is keyed with the tenant data key).
+ */
+export function subjectIndexesOf(s: DataSession, subject: { email?: string | undefined; name?: string | undefined }): string[] {
+  authorizeData(s.actor, 'privacy.search', s.tenantId, 'the privacy centre is for the data-protection officer');
+  return [
+    ...(subject.email !== undefined ? [ledgerSubjectIndex(s.dataKey, 'email', subject.email)] : []),
+    ...(subject.name !== undefined ? [ledgerSubjectIndex(s.dataKey, 'name', subject.name)] : []),
+  ];
+}
+
 export function registerRecordRoutes(app: FastifyInstance, deps: { collections: Record<string, Collection>; identity: Pick<IdentityService, 'dataKeyOf'>; authenticate: preHandlerAsyncHookHandler }): void {
   const secured = { preHandler: deps.authenticate };
-  const dataSession = async (request: FastifyRequest): Promise<DataSession> => {
-    const key = await deps.identity.dataKeyOf(sessionTokenOf(request)!.token);
-    if (!key) throw new ForbiddenError('this session has no data access: only data users of a tenant who were given access (activation key or a colleague), or an external account with an active grant, can work with personal data');
-    return { actor: actorOf(request), tenantId: key.tenantId, dataKey: key.dataKey, keyVersion: key.keyVersion, grants: key.grants };
-  };
+  const dataSession = (request: FastifyRequest): Promise<DataSession> => dataSessionOf(deps.identity, request);
   // CSV arrives as text (up to 20 MiB); an import answers with JSON lines as it goes.
   app.addContentTypeParser('text/csv', { parseAs: 'string', bodyLimit: 20 * 1024 * 1024 }, (_request, body, done) => done(null, body));
 
@@ -121,6 +137,38 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { collections: 
       },
     });
 
+    const planSchema = {
+      type: 'object',
+      properties: {
+        collection: { type: 'string' },
+        expectedRows: { type: 'integer' },
+        nextBits: { type: 'integer' },
+        built: { type: 'array', items: { type: 'object', properties: { keyVersion: { type: 'integer' }, bits: { type: 'integer' } }, required: ['keyVersion', 'bits'] } },
+      },
+      required: ['collection', 'expectedRows', 'nextBits'],
+    };
+    app.get(`/api/v1/${path}/index-plan`, {
+      ...secured,
+      schema: { tags, summary: `The blind-index plan of ${path}: expected row count, the index length it gives, and the length each key version was built with (docs/keys.md)`, response: { 200: planSchema, ...errors } },
+      handler: async (request) => {
+        const actor = actorOf(request);
+        return collection.indexPlan(actor, 'tenantId' in actor ? actor.tenantId : '');
+      },
+    });
+    app.put<{ Body: { expectedRows: number } }>(`/api/v1/${path}/index-plan`, {
+      ...secured,
+      schema: {
+        tags,
+        summary: `Set how many records ${path} is expected to hold (tenant admin or data user); the next rotation of the tenant secret re-indexes with the length it gives`,
+        body: { type: 'object', additionalProperties: false, properties: { expectedRows: { type: 'integer' } }, required: ['expectedRows'] },
+        response: { 200: planSchema, ...errors },
+      },
+      handler: async (request) => {
+        const actor = actorOf(request);
+        return collection.setExpectedRows(actor, 'tenantId' in actor ? actor.tenantId : '', request.body.expectedRows);
+      },
+    });
+
     app.get<{ Params: { id: string } }>(`/api/v1/${path}/:id`, {
       ...secured,
       schema: { tags, summary: `One record of ${path}`, params: byId, response: { 200: recordSchema, ...errors } },
@@ -158,10 +206,7 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { collections: 
       response: { 200: { type: 'object', properties: { subject: { type: 'string' } }, required: ['subject'] }, ...errors },
     },
     handler: async (request) => {
-      const s = await dataSession(request);
-      if (s.actor.kind !== 'tenant' || s.actor.role !== 'dpo') throw new ForbiddenError('the privacy centre is for the data-protection officer');
-      const { email, name } = request.query;
-      return { subject: email !== undefined ? ledgerSubjectIndex(s.dataKey, 'email', email) : ledgerSubjectIndex(s.dataKey, 'name', name!) };
+      return { subject: subjectIndexesOf(await dataSession(request), request.query)[0]! };
     },
   });
 }

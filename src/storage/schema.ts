@@ -1,3 +1,4 @@
+import type { ColumnType } from 'kysely';
 /**
  * Kysely table types. Each module owns its tables; this file only gathers the types so that one
  * Kysely instance can be typed. Times are ISO 8601 strings (UTC) on both engines, so that no
@@ -87,7 +88,8 @@ export interface DeletionReportTable {
 
 export interface ControlSchema extends LedgerSchema {
   resellers: ResellerTable;
-  tenants: TenantTable;
+  /** `handed_over_at`: set by the installer handover; from then on installers no longer administer the tenant. */
+  tenants: TenantTable & { handed_over_at: ColumnType<string | null, string | null | undefined, string | null> };
   tenant_db_credentials: TenantDbCredentialTable;
   accounts: AccountTable;
   sessions: SessionTable;

@@ -97,7 +97,9 @@ function openSqliteFile<T>(file: string): Kysely<T> {
   database.pragma('journal_mode = WAL');
   database.pragma('foreign_keys = ON');
   database.pragma('busy_timeout = 5000');
-  database.pragma('synchronous = NORMAL');
+  // An event is durable before the action it records is acknowledged (docs/ledger.md): in WAL mode
+  // NORMAL may lose the last commits on power loss; FULL syncs the WAL at every commit.
+  database.pragma('synchronous = FULL');
   return new Kysely<T>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
 }
 
@@ -157,7 +159,9 @@ function openSqliteStorage(opts: StorageOptions): Storage {
 // that can connect to nothing else (CONNECT is revoked from PUBLIC on every Tresor database).
 
 function pgPool(url: URL, max: number): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url.toString(), max, idleTimeoutMillis: 30_000 });
+  // synchronous_commit=on for Tresor's sessions, whatever the server's default: a commit (and so a ledger
+  // entry) is flushed to the WAL on disk before it is acknowledged (docs/ledger.md).
+  const pool = new pg.Pool({ connectionString: url.toString(), max, idleTimeoutMillis: 30_000, options: '-c synchronous_commit=on' });
   // An idle client can be cut off by the server (restart, or a tenant database dropped WITH (FORCE));
   // without a listener that would crash the process. The pool discards the client; the next query
   // opens a new connection or fails with its own error. The error object carries the connection

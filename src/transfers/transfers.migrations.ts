@@ -1,4 +1,4 @@
-import type { Kysely, Migration } from 'kysely';
+import { sql, SqliteAdapter, type Kysely, type Migration } from 'kysely';
 
 /**
  * Tables of the secure exchange (docs/transfers.md). In each tenant database: transfers, their files
@@ -79,6 +79,8 @@ export interface TransferDownloadTable {
   /** K_tr under a key derived from the download token. */
   key_wrap: string;
   expires_at: string;
+  /** Levels 2–4: the account that opened the link; the token works only in a session of that account. */
+  account_id: string | null;
 }
 
 /**
@@ -117,7 +119,8 @@ export interface E2eKeyTable {
   account_id: string;
   public_key: string;
   fingerprint: string;
-  sealed_private_key: string;
+  /** The private key sealed under the SecuPass key; null once the key is replaced (a reset wipes it). */
+  sealed_private_key: string | null;
   created_at: string;
   replaced_at: string | null;
 }
@@ -249,5 +252,42 @@ export const fileRequestsTenantMigration: Migration = {
       .execute();
     await db.schema.alterTable('transfers').addColumn('request_id', 'varchar(36)').execute();
     await db.schema.alterTable('transfers').addColumn('from_ct', 'text').execute();
+  },
+};
+
+/** Binds a download token to the account that opened the link (levels 2–4: no download without that login). */
+export const transferDownloadAccountMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('transfer_downloads').addColumn('account_id', 'varchar(36)').execute();
+  },
+};
+
+/**
+ * A replaced SecuPass key keeps its row (fingerprint, dates) but loses its sealed private key, so a reset
+ * really makes the data sent for it unreadable: `sealed_private_key` becomes nullable. SQLite cannot drop a
+ * NOT NULL constraint, so there the table is rebuilt; PostgreSQL alters the column.
+ */
+export const e2eSealedKeyNullableMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    if (!(db.getExecutor().adapter instanceof SqliteAdapter)) {
+      await db.schema.alterTable('e2e_keys').alterColumn('sealed_private_key', (c) => c.dropNotNull()).execute();
+      await sql`UPDATE e2e_keys SET sealed_private_key = NULL WHERE replaced_at IS NOT NULL`.execute(db);
+      return;
+    }
+    await db.schema
+      .createTable('e2e_keys_next')
+      .addColumn('id', 'varchar(36)', (c) => c.primaryKey())
+      .addColumn('account_id', 'varchar(36)', (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+      .addColumn('public_key', 'text', (c) => c.notNull())
+      .addColumn('fingerprint', 'varchar(80)', (c) => c.notNull())
+      .addColumn('sealed_private_key', 'text')
+      .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+      .addColumn('replaced_at', 'varchar(32)')
+      .execute();
+    await sql`INSERT INTO e2e_keys_next (id, account_id, public_key, fingerprint, sealed_private_key, created_at, replaced_at)
+      SELECT id, account_id, public_key, fingerprint, CASE WHEN replaced_at IS NULL THEN sealed_private_key END, created_at, replaced_at FROM e2e_keys`.execute(db);
+    await db.schema.dropTable('e2e_keys').execute();
+    await db.schema.alterTable('e2e_keys_next').renameTo('e2e_keys').execute();
+    await db.schema.createIndex('e2e_keys_account_idx').on('e2e_keys').columns(['account_id', 'replaced_at']).execute();
   },
 };

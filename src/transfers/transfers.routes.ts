@@ -469,14 +469,15 @@ export function registerTransferRoutes(
     },
   });
   app.get<{ Params: { rid: string; fileId: string }; Querystring: { token: string } }>('/api/v1/r/:rid/files/:fileId', {
+    preHandler: optionalSession,
     schema: {
       tags: ['transfers'],
-      summary: 'Download a file with the token of open: plaintext at levels 1–2, ciphertext (e2e format) at levels 3–4',
+      summary: 'Download a file with the token of open: plaintext at levels 1–2, ciphertext (e2e format) at levels 3–4; levels 2–4 only in the session of the account that opened the link',
       params: { type: 'object', properties: { rid: uuid, fileId: uuid }, required: ['rid', 'fileId'] },
       querystring: { type: 'object', properties: { token: b64url(43, 43) }, required: ['token'] },
     },
     handler: async (request, reply) => {
-      const file = await transfers.download(request.params.rid, request.params.fileId, request.query.token, request.ip);
+      const file = await transfers.download(request.params.rid, request.params.fileId, request.query.token, { actor: request.actor, source: request.ip });
       return reply
         .header('content-type', file.encrypted ? 'application/octet-stream' : 'application/octet-stream')
         .header('content-length', String(file.length))

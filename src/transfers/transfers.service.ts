@@ -5,15 +5,17 @@ import { join } from 'node:path';
 import { pipeline as pipelineStreams, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { sql, type Kysely } from 'kysely';
-import type { Actor } from '../access/index.js';
+import { authorizeData, isAllowed, type Actor } from '../access/index.js';
 import { aeadOpen, aeadSeal, hkdf32, unwrapWithKey, wrapWithKey } from '../crypto/envelope.js';
 import { constantTimeEqual, newId, sha256Hex } from '../crypto/random.js';
 import type { IdentityService } from '../identity/index.js';
 import { ledgerActor } from '../ledger/ledgers.js';
-import type { Ledger, LedgerEvent } from '../ledger/index.js';
+import { MAX_ENTRY_FIELD_LENGTH, type Ledger, type LedgerEvent } from '../ledger/index.js';
+import { ledgerSubjectIndex } from '../records/collection.js';
 import type { Mailer } from '../mail/mailer.js';
 import { renderMail, type MailTemplate } from '../mail/templates.js';
 import { decryptTransform } from '../shared-e2e/node.js';
+import { E2eError } from '../shared-e2e/errors.js';
 import { ciphertextSize, decodePublicKey, fingerprint as fingerprintOf, fromBase64Url, WRAPPED_KEY_SIZE } from '../shared-e2e/index.js';
 import { ConflictError, DomainError, ForbiddenError, NotFoundError, UnauthenticatedError, ValidationError } from '../shared/errors.js';
 import type { TransferControlSchema, TransferFileTable, TransferRecipientTable, TransferSchema, TransferTable } from './transfers.migrations.js';
@@ -141,14 +143,15 @@ export function createTransferService(deps: {
   /** A data user of the tenant (member or DPO) acting in a session that holds the tenant's data key. */
   const sender = (s: SenderSession) => {
     const a = s.actor;
-    if (a.kind !== 'tenant' || (a.role !== 'member' && a.role !== 'dpo') || a.tenantId !== s.tenantId) throw new ForbiddenError('transfers are sent by the data users of a tenant');
+    authorizeData(a, 'transfer.send', s.tenantId, 'transfers are sent by the data users of a tenant');
+    if (a.kind !== 'tenant') throw new ForbiddenError('transfers are sent by the data users of a tenant'); // narrows the type; the policy decided
     return a;
   };
   const ownTransfer = async (s: SenderSession, id: string) => {
     const a = sender(s);
     const db = await deps.tenantDb(s.tenantId);
     const t = await db.selectFrom('transfers').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!t || t.deleted_at !== null || (t.sender_id !== a.accountId && a.role !== 'dpo')) throw new NotFoundError('transfer');
+    if (!t || t.deleted_at !== null || (t.sender_id !== a.accountId && !isAllowed(a, 'transfer.manage-any', { type: 'data', tenantId: s.tenantId }))) throw new NotFoundError('transfer');
     return { db, t, a };
   };
 
@@ -188,6 +191,8 @@ export function createTransferService(deps: {
     wrapKey(id: string, key: Buffer): { key_wrap: string; key_version: number };
     requestId?: string;
     from?: string;
+    /** The ledger pseudonym of a recipient's e-mail address (Art. 15), when the sender holds the tenant data key. */
+    subjectIndex?: (email: string) => string;
   }
   const createTransfer = async (origin: TransferOrigin, input: CreateTransferInput) => {
       const problems: string[] = [];
@@ -290,13 +295,23 @@ export function createTransferService(deps: {
       });
       await control.insertInto('transfer_index').values(recipientRows.map((r) => ({ recipient_id: r.id, tenant_id: origin.tenantId }))).execute();
       await mkdir(blobDir(origin.tenantId, id), { recursive: true, mode: 0o700 });
-      await record(origin.tenantId, {
-        actor: origin.actor,
-        action: 'transfer.create',
-        resource: { type: 'transfer', id },
-        outcome: 'success',
-        details: { level: input.level, files: input.files.length, recipients: recipients.length, bytes: input.files.reduce((n, f) => n + f.size, 0) },
-      });
+      // The recipients by pseudonym, so that an Art. 15 export by e-mail address finds what was sent to
+      // them: as many as fit the entry's resource field, the rest in transfer.recipients entries.
+      const subjects = origin.subjectIndex ? [...new Set(recipients.map(origin.subjectIndex))].sort() : [];
+      const perEntry = Math.floor((MAX_ENTRY_FIELD_LENGTH - `transfer:${id}#bidx=`.length + 1) / 33);
+      const chunks = Array.from({ length: Math.max(1, Math.ceil(subjects.length / perEntry)) }, (_, i) => subjects.slice(i * perEntry, (i + 1) * perEntry));
+      await (await deps.tenantLedger(origin.tenantId)).append(
+        chunks.map((blindIndexes, i) => ({
+          actor: origin.actor,
+          action: i === 0 ? 'transfer.create' : 'transfer.recipients',
+          resource: { type: 'transfer', id, ...(blindIndexes.length > 0 ? { blindIndexes } : {}) },
+          outcome: 'success' as const,
+          details:
+            i === 0
+              ? { level: input.level, files: input.files.length, recipients: recipients.length, bytes: input.files.reduce((n, f) => n + f.size, 0) }
+              : { part: i + 1, parts: chunks.length },
+        })),
+      );
       const own = e2e ? await currentKey(origin.senderId) : undefined;
       const bundle = files.find((f) => f.kind === 'bundle');
       return {
@@ -408,7 +423,7 @@ export function createTransferService(deps: {
      * for it becomes unreadable) and asks each sender of such data to approve the new key.
      */
     async putKey(actor: Actor, input: { publicKey: string; sealedPrivateKey: string; loginCheck: string }) {
-      if (!('accountId' in actor) || actor.kind === 'operator' || actor.kind === 'reseller' || actor.kind === 'installer') throw new ForbiddenError('SecuPass keys are for the people who send and receive transfers');
+      if (!('tenantId' in actor) || !isAllowed(actor, 'e2e-key.own', { type: 'data', tenantId: actor.tenantId })) throw new ForbiddenError('SecuPass keys are for the people who send and receive transfers');
       let fingerprint: string;
       try {
         fingerprint = await fingerprintOf(await decodePublicKey(input.publicKey));
@@ -421,7 +436,9 @@ export function createTransferService(deps: {
       const old = await currentKey(actor.accountId);
       if (old?.fingerprint === fingerprint) throw new ConflictError('this is your current key already');
       const now = nowIso();
-      if (old) await control.updateTable('e2e_keys').set({ replaced_at: now }).where('id', '=', old.id).execute();
+      // The replaced key's sealed private key is wiped with it: nobody (not even with the old SecuPass) can
+      // open the old key again, and every wrap for it goes below, so what was sent for it is unreadable.
+      if (old) await control.updateTable('e2e_keys').set({ replaced_at: now, sealed_private_key: null }).where('id', '=', old.id).execute();
       await control.insertInto('e2e_keys').values({ id: newId(), account_id: actor.accountId, public_key: input.publicKey, fingerprint, sealed_private_key: input.sealedPrivateKey, created_at: now, replaced_at: null }).execute();
       let pendingApprovals = 0;
       const me = await deps.identity.accountInfo(actor.accountId);
@@ -463,7 +480,13 @@ export function createTransferService(deps: {
     async create(s: SenderSession, input: CreateTransferInput) {
       const a = sender(s);
       return createTransfer(
-        { tenantId: s.tenantId, senderId: a.accountId, actor: ledgerActor(s.actor), wrapKey: (id, key) => ({ key_wrap: wrapWithKey(key, tenantKek(s.dataKey), transferKeyContext(id, s.keyVersion)), key_version: s.keyVersion }) },
+        {
+          tenantId: s.tenantId,
+          senderId: a.accountId,
+          actor: ledgerActor(s.actor),
+          wrapKey: (id, key) => ({ key_wrap: wrapWithKey(key, tenantKek(s.dataKey), transferKeyContext(id, s.keyVersion)), key_version: s.keyVersion }),
+          subjectIndex: (email) => ledgerSubjectIndex(s.dataKey, 'email', email),
+        },
         input,
       );
     },
@@ -619,7 +642,7 @@ export function createTransferService(deps: {
       const a = sender(s);
       const db = await deps.tenantDb(s.tenantId);
       let q = db.selectFrom('transfers').selectAll().where('deleted_at', 'is', null).orderBy('created_at', 'desc').limit(200);
-      if (a.role !== 'dpo') q = q.where('sender_id', '=', a.accountId);
+      if (!isAllowed(a, 'transfer.manage-any', { type: 'data', tenantId: s.tenantId })) q = q.where('sender_id', '=', a.accountId);
       const out: TransferView[] = [];
       for (const t of await q.execute()) out.push(await viewOf(db, await transferKeyOf(s, t), t));
       return out;
@@ -685,6 +708,7 @@ export function createTransferService(deps: {
       } else {
         const account = actorId ? await deps.identity.accountInfo(actorId) : undefined;
         if (!account || account.login !== normaliseEmail(email)) {
+          await record(tenantId, { actor: who, action: 'transfer.open', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source: opts.source, details: { recipient: r.id, reason: account ? 'account' : 'login' } });
           throw new DomainError('UNAUTHENTICATED', 'log in with the e-mail address this transfer was sent to (or register a free guest account from this link)', { client: { login: true } });
         }
       }
@@ -702,7 +726,7 @@ export function createTransferService(deps: {
       }
       if (r.state === 'notified') await db.updateTable('transfer_recipients').set({ state: 'opened', opened_at: nowIso() }).where('id', '=', r.id).execute();
       const token = randomBytes(32);
-      await db.insertInto('transfer_downloads').values({ token_hash: sha256Hex(b64(token)), recipient_id: r.id, transfer_id: t.id, key_wrap: wrapWithKey(key, token, `transfer-download|${r.id}`), expires_at: new Date(clock.now().getTime() + DOWNLOAD_TOKEN_MS).toISOString() }).execute();
+      await db.insertInto('transfer_downloads').values({ token_hash: sha256Hex(b64(token)), recipient_id: r.id, transfer_id: t.id, account_id: t.level >= 2 ? (actorId ?? null) : null, key_wrap: wrapWithKey(key, token, `transfer-download|${r.id}`), expires_at: new Date(clock.now().getTime() + DOWNLOAD_TOKEN_MS).toISOString() }).execute();
       const files = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
       const wraps = t.level >= 3 && keyState === 'ok' ? await db.selectFrom('transfer_wraps').selectAll().where('transfer_id', '=', t.id).where('holder', '=', r.id).execute() : [];
       const wrapOf = (fileId: string) => {
@@ -741,23 +765,43 @@ export function createTransferService(deps: {
      * A file for a download token: levels 1–2 decrypted on the fly (the file key under K_tr), levels 3–4
      * the ciphertext for the recipient's browser or CLI. Counts the download against the limit.
      */
-    async download(recipientId: string, fileId: string, token: string, source: string) {
+    async download(recipientId: string, fileId: string, token: string, opts: { actor?: Actor | undefined; source: string }) {
+      const { source } = opts;
       if (!TOKEN.test(token) || !/^[0-9a-f-]{36}$/.test(recipientId)) throw new TransferLinkError();
       const index = await control.selectFrom('transfer_index').selectAll().where('recipient_id', '=', recipientId).executeTakeFirst();
       if (!index) throw new TransferLinkError();
+      const actorId = opts.actor && 'accountId' in opts.actor ? opts.actor.accountId : undefined;
+      const who: LedgerEvent['actor'] = opts.actor ? ledgerActor(opts.actor) : { tier: 'anonymous', role: 'link-holder', id: recipientId };
+      const refused = (resource: LedgerEvent['resource'], reason: string) =>
+        record(index.tenant_id, { actor: who, action: 'transfer.download', resource, outcome: 'denied', source, details: { recipient: recipientId, file: fileId, reason } });
       const db = await deps.tenantDb(index.tenant_id);
       const grant = await db.selectFrom('transfer_downloads').selectAll().where('token_hash', '=', sha256Hex(token)).executeTakeFirst();
-      if (!grant || grant.recipient_id !== recipientId || grant.expires_at <= nowIso()) throw new TransferLinkError();
+      if (!grant || grant.recipient_id !== recipientId || grant.expires_at <= nowIso()) {
+        await refused(grant ? { type: 'transfer', id: grant.transfer_id } : { type: 'transfer-recipient', id: recipientId }, grant && grant.recipient_id === recipientId ? 'token-expired' : 'token');
+        throw new TransferLinkError();
+      }
       const t = await db.selectFrom('transfers').selectAll().where('id', '=', grant.transfer_id).executeTakeFirst();
       const r = await db.selectFrom('transfer_recipients').selectAll().where('id', '=', recipientId).executeTakeFirst();
       const f = await db.selectFrom('transfer_files').selectAll().where('id', '=', fileId).where('transfer_id', '=', grant.transfer_id).executeTakeFirst();
       if (!t || !r || !f || t.deleted_at !== null || t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new TransferLinkError();
+      // Levels 2–4: the token was issued to the account that opened the link and works only in its session
+      // (a token copied out of a page, a log or a history is worthless without that login).
+      if (t.level >= 2) {
+        if (!actorId) {
+          await refused({ type: 'transfer', id: t.id }, 'login');
+          throw new DomainError('UNAUTHENTICATED', 'log in with the account this transfer was sent to, then open the link again to download', { client: { login: true } });
+        }
+        if (grant.account_id === null || grant.account_id !== actorId) {
+          await refused({ type: 'transfer', id: t.id }, 'account');
+          throw new ForbiddenError('this download belongs to another account: log in as the recipient of this transfer and open the link again');
+        }
+      }
       const key = unwrapWithKey(grant.key_wrap, Buffer.from(token, 'base64url'), `transfer-download|${r.id}`);
       const downloads = JSON.parse(r.downloads) as Record<string, number>;
       const before = downloads[f.id] ?? 0;
       const bundle = f.kind === 'bundle'; // the level-4 message: reading it is not downloading a file
       if (!bundle && t.download_limit !== null && before >= t.download_limit) {
-        await record(index.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: r.id }, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source, details: { file: f.id, reason: 'limit' } });
+        await record(index.tenant_id, { actor: who, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source, details: { recipient: r.id, file: f.id, reason: 'limit' } });
         throw new ForbiddenError(`this file may be downloaded ${t.download_limit} time(s); the limit is reached`);
       }
       const first = !bundle && r.state !== 'downloaded';
@@ -765,7 +809,7 @@ export function createTransferService(deps: {
         downloads[f.id] = before + 1;
         await db.updateTable('transfer_recipients').set({ downloads: JSON.stringify(downloads), state: 'downloaded', downloaded_at: r.downloaded_at ?? nowIso() }).where('id', '=', r.id).execute();
       }
-      await record(index.tenant_id, { actor: { tier: 'anonymous', role: 'link-holder', id: r.id }, action: bundle ? 'transfer.read-message' : 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { file: f.id } });
+      await record(index.tenant_id, { actor: who, action: bundle ? 'transfer.read-message' : 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { recipient: r.id, file: f.id } });
       if (first) {
         const senderAccount = await deps.identity.accountInfo(t.sender_id);
         const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
@@ -781,7 +825,13 @@ export function createTransferService(deps: {
       const fileKey = aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`);
       // Decrypted on the way out with Node's crypto (one OpenSSL call per record); an altered blob ends
       // the response with an error instead of passing on unauthenticated bytes.
-      const plain = pipelineStreams(createReadStream(path, { highWaterMark: 1024 * 1024 }), decryptTransform(new Uint8Array(fileKey), fileContext(t.id, f.id)), () => undefined);
+      const plain = pipelineStreams(createReadStream(path, { highWaterMark: 1024 * 1024 }), decryptTransform(new Uint8Array(fileKey), fileContext(t.id, f.id)), (error) => {
+        // A blob that fails authentication on the way out (altered or truncated at rest) is a failure to
+        // record; a recipient who breaks off the download is not.
+        if (error instanceof E2eError) {
+          void record(index.tenant_id, { actor: who, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'failure', source, details: { recipient: r.id, file: f.id, reason: 'decrypt', code: error.code } }).catch(() => undefined);
+        }
+      });
       fileKey.fill(0);
       return { stream: plain, name, length: Number(f.size), encrypted: false };
     },
@@ -925,6 +975,21 @@ export function createTransferService(deps: {
           purged++;
         }
         await db.deleteFrom('transfer_downloads').where('expires_at', '<=', nowIso()).execute();
+        // "Request files" links that expired or were closed: the outsider's way in (the link's wrap of K_req)
+        // goes at once; the member's wrap of K_req once no transfer uploaded through the link is left.
+        await db
+          .updateTable('file_requests')
+          .set({ link_wrap: null, secret_hash: null })
+          .where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('closed_at', 'is not', null)]))
+          .where((eb) => eb.or([eb('link_wrap', 'is not', null), eb('secret_hash', 'is not', null)]))
+          .execute();
+        await db
+          .updateTable('file_requests')
+          .set({ key_wrap: null })
+          .where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('closed_at', 'is not', null)]))
+          .where('key_wrap', 'is not', null)
+          .where((eb) => eb.not(eb.exists(eb.selectFrom('transfers').select('transfers.id').whereRef('transfers.request_id', '=', 'file_requests.id').where('transfers.deleted_at', 'is', null))))
+          .execute();
       }
       return purged;
     },

@@ -36,7 +36,8 @@ const inHours = (hours: number) => {
  */
 export function GrantsPage(props: { t: T; me: Me; Page: (p: { title: string; children: preact.ComponentChildren }) => preact.JSX.Element }) {
   const { t, me, Page } = props;
-  const [status, setStatus] = useState<{ dataAccess: boolean; colleagues: Brief[]; externals: Brief[] }>();
+  const [status, setStatus] = useState<{ dataAccess: boolean; colleagues: Brief[]; externals: Brief[]; rotationPending?: boolean }>();
+  const [resumed, setResumed] = useState<{ done: number; finished: boolean }>();
   const [grants, setGrants] = useState<Grant[]>([]);
   const [draft, setDraft] = useState({ granteeId: '', collection: 'jobs' as 'contacts' | 'jobs', expiresAt: inHours(8), chosen: [] as string[] });
   const [records, setRecords] = useState<Row[]>([]);
@@ -100,6 +101,27 @@ export function GrantsPage(props: { t: T; me: Me; Page: (p: { title: string; chi
       await readJsonLines<{ reencrypted: number; version?: number }>(response, (line) =>
         setHandover(line.version === undefined ? { done: line.reencrypted } : { done: line.reencrypted, result: { version: line.version, reencrypted: line.reencrypted } }),
       );
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  };
+
+  /** Continues an interrupted handover or rotation: the records still under the old secret are re-encrypted. */
+  const resumeRotation = async () => {
+    setError(undefined);
+    setResumed({ done: 0, finished: false });
+    try {
+      const response = await fetch('/api/v1/keys/rotate/resume', { method: 'POST', credentials: 'same-origin', headers: { ...requestTokenHeader() } });
+      rememberToken(response);
+      if (!response.ok) throw new Error(((await response.json()) as { message?: string }).message ?? response.statusText);
+      let finished = false;
+      await readJsonLines<{ reencrypted?: number; error?: string }>(response, (line) => {
+        if (line.error) throw new Error(line.error);
+        setResumed({ done: line.reencrypted ?? 0, finished });
+      });
+      finished = true;
+      setResumed((r) => ({ done: r?.done ?? 0, finished }));
+      await load();
     } catch (e) {
       setError(messageOf(e));
     }
@@ -198,6 +220,17 @@ export function GrantsPage(props: { t: T; me: Me; Page: (p: { title: string; chi
             <button type="submit">{t('grants.create')}</button>
           </form>
 
+          {status.rotationPending || resumed ? (
+            <div class="card" aria-label={t('keys.rotationResume')}>
+              {status.rotationPending ? <p class="notice">{t('keys.rotationPending')}</p> : null}
+              {status.rotationPending ? (
+                <button type="button" onClick={() => void resumeRotation()}>
+                  {t('keys.rotationResume')}
+                </button>
+              ) : null}
+              {resumed ? <p role="status">{resumed.finished ? t('keys.rotationResumed', { count: resumed.done }) : t('handover.progress', { count: resumed.done })}</p> : null}
+            </div>
+          ) : null}
           <form class="card" aria-label={t('handover.title')} onSubmit={runHandover}>
             <h2>{t('handover.title')}</h2>
             <p>{t('handover.text')}</p>

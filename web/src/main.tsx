@@ -1,9 +1,10 @@
 import { render, type ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, onApiError, setRequestToken, whoAmI, type Me } from './api.js';
-import { formatTime, initialLanguage, rememberLanguage, translate, type Language, type TextKey } from './i18n.js';
-import { checkpointRoot, verifyInclusion } from './proof.js';
+import { dictionaries, formatTime, initialLanguage, rememberLanguage, translate, type Language, type TextKey } from './i18n.js';
+import { checkpointRoot, verifyCheckpointSignature, verifyInclusion } from './proof.js';
 import { GrantsPage } from './grants.js';
+import { RecoveryCodeNotice } from './keys.js';
 import { CONTACTS, JOBS, RecordsPage } from './records.js';
 import { UsersPage } from './users.js';
 import { SecuPassPage } from './secupass.js';
@@ -92,6 +93,22 @@ function Field(props: { id: string; label: string; type?: 'text' | 'password' | 
 
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
+/**
+ * A refused password in the page's language: the server's problem codes map to `problem.<code>` texts;
+ * an unknown code (a newer server) falls back to the server's English message.
+ */
+function passwordErrorOf(error: unknown, t: T): string {
+  if (!(error instanceof ApiError) || !error.problemCodes?.length) return messageOf(error);
+  const texts = error.problemCodes.map(({ code, params }) => {
+    const key = `problem.${code}` as TextKey;
+    const classKey = `problem.class.${String(params.class)}` as TextKey;
+    const vars = code === 'needs-class' && isTextKey(classKey) ? { ...params, class: t(classKey) } : params;
+    return isTextKey(key) ? t(key, vars) : undefined;
+  });
+  return texts.every((x) => x !== undefined) ? texts.join(' ') : messageOf(error);
+}
+const isTextKey = (key: string): key is TextKey => key in dictionaries.de;
+
 // ---- pages -----------------------------------------------------------------------------------------
 
 function LoginPage(props: { t: T; onLoggedIn: () => void }) {
@@ -151,7 +168,10 @@ function PasswordPage(props: { t: T; forced: boolean; onChanged: () => void }) {
       setDone(true);
       props.onChanged();
     } catch (e) {
-      setError(messageOf(e));
+      if (e instanceof ApiError && e.code === 'UNAUTHENTICATED') setError(t('password.wrongCurrent'));
+      else if (e instanceof ApiError && e.code === 'CONFLICT') setError(t('password.same'));
+      else if (e instanceof ApiError && e.code === 'THROTTLED') setError(t('login.throttled', { seconds: e.retryAfter ?? 1 }));
+      else setError(passwordErrorOf(e, t));
     }
   };
   return (
@@ -320,12 +340,13 @@ function KeyPasswordPage(props: { t: T; kind: 'invite' | 'reset' }) {
       await api('POST', props.kind === 'invite' ? '/api/v1/auth/invitation/accept' : '/api/v1/auth/reset', { key, newPassword: password });
       setDone(true);
     } catch (e) {
-      setError(e instanceof ApiError && e.status === 401 ? t('invite.invalid') : messageOf(e));
+      setError(e instanceof ApiError && e.status === 401 ? t('invite.invalid') : passwordErrorOf(e, t));
     }
   };
   return (
     <Page title={t(props.kind === 'invite' ? 'invite.title' : 'reset.title')}>
       {info ? <p>{t('invite.for', info)}</p> : null}
+      {props.kind === 'reset' ? <p class="notice">{t('reset.dataAccess')}</p> : null}
       {done ? (
         <p role="status">
           {t(props.kind === 'invite' ? 'invite.done' : 'reset.done')}{' '}
@@ -400,24 +421,30 @@ function LedgerPage(props: { t: T; language: Language; me: Me }) {
   const { t, language, me } = props;
   const [tenants, setTenants] = useState<{ id: string; name: string }[]>([]);
   const [scope, setScope] = useState('');
-  const [filter, setFilter] = useState({ from: '', to: '', actor: '', action: '', subject: '' });
+  // A data subject is named by e-mail address or name (the DPO's data session turns them into blind indexes).
+  const [filter, setFilter] = useState({ from: '', to: '', actor: '', action: '', email: '', name: '' });
   const [entries, setEntries] = useState<LedgerEntry[]>();
-  const [detail, setDetail] = useState<{ entry: EntryWithProof; valid: boolean }>();
+  const [detail, setDetail] = useState<{ entry: EntryWithProof; valid: boolean; signed: boolean }>();
   const [report, setReport] = useState<VerifyReport>();
   const [checkpoint, setCheckpoint] = useState<string>();
   const [error, setError] = useState<string>();
   const choosesTenant = me.kind === 'operator' || me.kind === 'reseller';
+  const isDpo = me.kind === 'tenant' && me.role === 'dpo';
+  // Exports: the DPO of its tenant's ledger, the operator of the platform ledger.
+  const exports = isDpo || (me.kind === 'operator' && scope === '');
+  const [exported, setExported] = useState<string>();
   const scoped = (path: string, params: Record<string, string> = {}) => {
     const query = new URLSearchParams({ ...(scope ? { tenantId: scope } : {}), ...Object.fromEntries(Object.entries(params).filter(([, v]) => v !== '')) });
     return `${path}${query.size > 0 ? `?${query.toString()}` : ''}`;
   };
+  const toIso = (d: string) => (d ? new Date(d).toISOString() : '');
+  const filterParams = () => ({ ...filter, from: toIso(filter.from), to: toIso(filter.to), ...(isDpo ? {} : { email: '', name: '' }) });
   const search = async (event?: Event) => {
     event?.preventDefault();
     setError(undefined);
     setDetail(undefined);
     try {
-      const toIso = (d: string) => (d ? new Date(d).toISOString() : '');
-      const result = await api<{ entries: LedgerEntry[] }>('GET', scoped('/api/v1/ledger/entries', { ...filter, from: toIso(filter.from), to: toIso(filter.to) }));
+      const result = await api<{ entries: LedgerEntry[] }>('GET', scoped('/api/v1/ledger/entries', filterParams()));
       setEntries(result.entries);
       setCheckpoint((await api<{ checkpoint: string }>('GET', scoped('/api/v1/ledger/checkpoint'))).checkpoint);
     } catch (e) {
@@ -433,7 +460,10 @@ function LedgerPage(props: { t: T; language: Language; me: Me }) {
     try {
       const entry = await api<EntryWithProof>('GET', scoped(`/api/v1/ledger/entries/${seq}`));
       const { root } = checkpointRoot(entry.checkpoint);
-      setDetail({ entry, valid: await verifyInclusion(entry.entry, entry.seq, entry.treeSize, entry.proof, root) });
+      // The checkpoint's signature too, with the ledger's published key (WebCrypto ECDSA P-256).
+      const { publicKey } = await api<{ publicKey: string }>('GET', scoped('/api/v1/ledger/checkpoint'));
+      const [valid, signed] = await Promise.all([verifyInclusion(entry.entry, entry.seq, entry.treeSize, entry.proof, root), verifyCheckpointSignature(entry.checkpoint, publicKey)]);
+      setDetail({ entry, valid, signed });
     } catch (e) {
       setError(messageOf(e));
     }
@@ -448,6 +478,38 @@ function LedgerPage(props: { t: T; language: Language; me: Me }) {
     }
   };
   const set = (key: keyof typeof filter) => (value: string) => setFilter({ ...filter, [key]: value });
+  /** Downloads the export (and for CSV the covering checkpoint beside it, as the CLI writes it). */
+  const exportAs = async (format: 'json' | 'csv') => {
+    setError(undefined);
+    setExported(undefined);
+    try {
+      const response = await fetch(scoped('/api/v1/ledger/export', { ...filterParams(), format }), { credentials: 'same-origin', headers: { accept: format === 'csv' ? 'text/csv' : 'application/json' } });
+      const body = await response.text();
+      if (!response.ok) throw new Error((JSON.parse(body) as { message?: string }).message ?? response.statusText);
+      const name = `ledger-export-${new Date().toISOString().slice(0, 10)}.${format}`;
+      const save = (file: string, text: string, type: string) => {
+        const url = URL.createObjectURL(new Blob([text], { type }));
+        const a = document.createElement('a');
+        a.href = url;
+        a.download = file;
+        a.click();
+        URL.revokeObjectURL(url);
+      };
+      let count: number;
+      if (format === 'csv') {
+        const checkpoint = new TextDecoder().decode(Uint8Array.from(atob(response.headers.get('x-tresor-checkpoint') ?? ''), (c) => c.charCodeAt(0)));
+        save(name, body, 'text/csv');
+        save(`${name}.checkpoint`, checkpoint, 'text/plain');
+        count = Math.max(0, body.trim().split('\r\n').length - 1);
+      } else {
+        save(name, body, 'application/json');
+        count = (JSON.parse(body) as { entries: unknown[] }).entries.length;
+      }
+      setExported(t('ledger.exported', { count, file: name }));
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  };
   return (
     <Page title={t('ledger.title')}>
       {choosesTenant ? (
@@ -468,9 +530,29 @@ function LedgerPage(props: { t: T; language: Language; me: Me }) {
         <Field id="to" label={t('ledger.to')} type="datetime-local" value={filter.to} onInput={set('to')} required={false} />
         <Field id="actor" label={t('ledger.actor')} value={filter.actor} onInput={set('actor')} required={false} />
         <Field id="action" label={t('ledger.action')} value={filter.action} onInput={set('action')} required={false} />
-        <Field id="subject" label={t('ledger.subject')} value={filter.subject} onInput={set('subject')} required={false} />
+        {isDpo ? (
+          <>
+            <Field id="subject-email" label={t('ledger.subjectEmail')} type="email" value={filter.email} onInput={set('email')} required={false} />
+            <Field id="subject-name" label={t('ledger.subjectName')} value={filter.name} onInput={set('name')} required={false} />
+          </>
+        ) : null}
         <button type="submit">{t('ledger.filter')}</button>
+        {exports ? (
+          <>
+            <button type="button" onClick={() => exportAs('json')}>
+              {t('ledger.exportJson')}
+            </button>
+            <button type="button" onClick={() => exportAs('csv')}>
+              {t('ledger.exportCsv')}
+            </button>
+          </>
+        ) : null}
       </form>
+      {exported ? (
+        <p role="status" class="ok">
+          {exported}
+        </p>
+      ) : null}
       <ErrorText error={error} />
       <div class="card">
         <button type="button" onClick={verify}>
@@ -543,6 +625,9 @@ function LedgerPage(props: { t: T; language: Language; me: Me }) {
           <p role="status" class={detail.valid ? 'ok' : 'error'}>
             {detail.valid ? `✓ ${t('ledger.proofValid')}` : `✗ ${t('ledger.proofInvalid')}`}
           </p>
+          <p role="status" class={detail.signed ? 'ok' : 'error'}>
+            {detail.signed ? `✓ ${t('ledger.signatureValid')}` : `✗ ${t('ledger.signatureInvalid')}`}
+          </p>
           <pre>{new TextDecoder().decode(Uint8Array.from(atob(detail.entry.entry), (c) => c.charCodeAt(0)))}</pre>
           <p>
             {t('ledger.leafHash')}: <code class="wrap">{detail.entry.leafHash}</code>
@@ -611,11 +696,18 @@ function App() {
     void refresh();
     const onVisible = () => document.visibilityState === 'visible' && void whoAmI().catch(() => undefined);
     document.addEventListener('visibilitychange', onVisible);
+    let checking = false;
     const off = onApiError((error) => {
       if (error.code === 'SESSION_LOCKED') {
         setMe(undefined);
         navigate('/app/locked');
       } else if (error.code === 'ACTION_REQUIRED') void refresh();
+      else if (error.code === 'UNAUTHENTICATED' && !checking) {
+        // The session may have ended elsewhere (logged out from another browser, timed out): ask once,
+        // and go back to the login if so. A wrong current password leaves the session as it is.
+        checking = true;
+        void refresh().finally(() => (checking = false));
+      }
     });
     return () => {
       document.removeEventListener('visibilitychange', onVisible);
@@ -723,7 +815,7 @@ function App() {
             {link('/app/totp', 'nav.totp')}
           </nav>
         ) : null}
-        <button type="button" class="link" lang={language === 'de' ? 'en' : 'de'} aria-label={t('nav.languageLabel')} onClick={() => setLanguage(language === 'de' ? 'en' : 'de')}>
+        <button type="button" class="link" lang={language === 'de' ? 'en' : 'de'} aria-label={`${t('nav.language')} – ${t('nav.languageLabel')}`} onClick={() => setLanguage(language === 'de' ? 'en' : 'de')}>
           {t('nav.language')}
         </button>
         {me && me !== 'loading' ? (
@@ -732,7 +824,10 @@ function App() {
           </button>
         ) : null}
       </header>
-      <main id="main">{content}</main>
+      <main id="main">
+        {me && me !== 'loading' && me.pending.length === 0 && isDataUser(me) ? <RecoveryCodeNotice t={t} path={path} /> : null}
+        {content}
+      </main>
     </>
   );
 }

@@ -40,6 +40,23 @@ export const JOBS: CollectionView = {
 
 const blank = (fields: readonly string[]) => Object.fromEntries(fields.map((f) => [f, ''])) as Record<string, string>;
 
+/** An ISO time (UTC, as stored) as the value of a datetime-local input: the same instant in local time. */
+export function localInputValue(iso: string): string {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const two = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${two(d.getHours())}:${two(d.getMinutes())}`;
+}
+
+/** The form's values as the API's body: empty fields become null, local times become UTC. */
+const bodyOf = (c: CollectionView, values: Record<string, string>) =>
+  Object.fromEntries(
+    c.fields.map((f) => {
+      const v = (values[f] ?? '').trim();
+      return [f, v === '' ? null : c.times.includes(f) ? new Date(v).toISOString() : v];
+    }),
+  );
+
 function Input(props: { id: string; label: string; value: string; onInput: (v: string) => void; required?: boolean; type?: 'text' | 'datetime-local' }) {
   return (
     <div class="field">
@@ -54,8 +71,8 @@ function Input(props: { id: string; label: string; value: string; onInput: (v: s
 }
 
 /**
- * A collection for data users (address book, jobs): unlock data access, search, add, delete, import and
- * export. External accounts within a grant see the same page read-only.
+ * A collection for data users (address book, jobs): unlock data access, search, add, edit, delete,
+ * import and export. External accounts within a grant see the same page read-only.
  */
 export function RecordsPage(props: { t: T; collection: CollectionView; readOnly: boolean; Page: (p: { title: string; children: preact.ComponentChildren }) => preact.JSX.Element }) {
   const { t, Page, collection: c, readOnly } = props;
@@ -69,6 +86,9 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
   const [progress, setProgress] = useState<{ done: number; total: number }>();
   const [importResult, setImportResult] = useState<{ created: number; errors: { line: number; message: string }[] }>();
   const [error, setError] = useState<string>();
+  const [notice, setNotice] = useState<string>();
+  /** The record being edited (its id) and the edit form's values. */
+  const [editing, setEditing] = useState<{ id: string; values: Record<string, string> }>();
 
   const load = async () => {
     setError(undefined);
@@ -87,6 +107,8 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
     setContacts(undefined);
     setQuery(blank(c.search));
     setDraft(blank(c.fields));
+    setEditing(undefined);
+    setNotice(undefined);
     void load();
   }, [c.path]);
 
@@ -95,6 +117,7 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
     setError(undefined);
     try {
       await api('POST', '/api/v1/keys/activate', activation.activationKey ? { activationKey: activation.activationKey.trim() } : { recoveryCode: activation.recoveryCode.trim() });
+      window.dispatchEvent(new Event('tresor:keys-changed')); // the recovery code notice (keys.tsx)
       await load();
     } catch (e) {
       setError(e instanceof ApiError && e.status === 401 ? t('invite.invalid') : messageOf(e));
@@ -103,13 +126,9 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
   const add = async (event: Event) => {
     event.preventDefault();
     setError(undefined);
+    setNotice(undefined);
     try {
-      const value = (f: string) => {
-        const v = (draft[f] ?? '').trim();
-        if (v === '') return null;
-        return c.times.includes(f) ? new Date(v).toISOString() : v;
-      };
-      const body = Object.fromEntries(c.fields.map((f) => [f, value(f)]));
+      const body = bodyOf(c, draft);
       await api('POST', `/api/v1/${c.path}`, c.books ? { ...body, book } : body);
       setDraft(blank(c.fields));
       await load();
@@ -117,13 +136,48 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
       setError(messageOf(e));
     }
   };
-  const remove = async (id: string) => {
-    await api('DELETE', `/api/v1/${c.path}/${id}`).catch((e) => setError(messageOf(e)));
+  /** Runs a change, reloads the list, then shows what went wrong (load() clears the error it finds). */
+  const thenReload = async (change: Promise<unknown>) => {
+    const failed = await change.then(
+      () => undefined,
+      (e: unknown) => (e instanceof ApiError && e.status === 404 ? t('records.gone') : messageOf(e)),
+    );
     await load();
+    if (failed) setError(failed);
+  };
+  const remove = async (id: string) => {
+    setNotice(undefined);
+    if (editing?.id === id) setEditing(undefined);
+    await thenReload(api('DELETE', `/api/v1/${c.path}/${id}`));
+  };
+  const startEdit = (r: RecordRow) => {
+    setError(undefined);
+    setNotice(undefined);
+    setEditing({ id: r.id, values: Object.fromEntries(c.fields.map((f) => [f, r[f] ? (c.times.includes(f) ? localInputValue(r[f]) : r[f]) : ''])) });
+    // The form appears above the list: move the focus into it, for keyboard and screen-reader users.
+    requestAnimationFrame(() => document.getElementById(`edit-${c.fields[0]!}`)?.focus());
+  };
+  /** Replaces the record with the form's values (PUT); the server checks them and says what to fix. */
+  const save = async (event: Event) => {
+    event.preventDefault();
+    if (!editing) return;
+    setError(undefined);
+    setNotice(undefined);
+    try {
+      await api('PUT', `/api/v1/${c.path}/${editing.id}`, bodyOf(c, editing.values));
+      setEditing(undefined);
+      setNotice(t('records.saved'));
+      await load();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) {
+        setEditing(undefined);
+        await load(); // clears the error: say what happened after it
+        setError(t('records.gone'));
+      } else setError(messageOf(e));
+    }
   };
   const grant = async (accountId: string) => {
-    await api('POST', '/api/v1/keys/grant', { accountId }).catch((e) => setError(messageOf(e)));
-    await load();
+    await thenReload(api('POST', '/api/v1/keys/grant', { accountId }));
   };
 
   /** Uploads the file and reads the JSON lines the server streams back: progress, then the result. */
@@ -150,8 +204,14 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
     }
   };
   const exportCsv = async () => {
+    setError(undefined);
     const response = await fetch(`/api/v1/${c.path}/export?format=csv`, { credentials: 'same-origin' });
     rememberToken(response);
+    if (!response.ok) {
+      const message = ((await response.json().catch(() => ({}))) as { message?: string }).message ?? response.statusText;
+      setError(t('records.exportFailed', { message }));
+      return;
+    }
     const url = URL.createObjectURL(await response.blob());
     const a = document.createElement('a');
     a.href = url;
@@ -162,7 +222,7 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
 
   return (
     <Page title={t(`${c.path}.title` as TextKey)}>
-      <Alerts error={error} />
+      <Alerts error={error} notice={notice} />
       {status === undefined ? (
         <p>{t('common.loading')}</p>
       ) : !status.dataAccess && readOnly ? (
@@ -197,6 +257,25 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
             ))}
             <button type="submit">{t('contacts.search')}</button>
           </form>
+          {editing && !readOnly ? (
+            <form class="card filters" aria-label={t(`${c.path}.edit` as TextKey)} onSubmit={save}>
+              {c.fields.map((f) => (
+                <Input
+                  key={f}
+                  id={`edit-${f}`}
+                  type={c.times.includes(f) ? 'datetime-local' : 'text'}
+                  label={label(f)}
+                  value={editing.values[f] ?? ''}
+                  required={c.required.includes(f)}
+                  onInput={(v) => setEditing({ ...editing, values: { ...editing.values, [f]: v } })}
+                />
+              ))}
+              <button type="submit">{t('records.save')}</button>{' '}
+              <button type="button" class="link" onClick={() => setEditing(undefined)}>
+                {t('records.cancel')}
+              </button>
+            </form>
+          ) : null}
           {contacts === undefined ? null : contacts.length === 0 ? (
             <p>{t(`${c.path}.none` as TextKey)}</p>
           ) : (
@@ -211,7 +290,7 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
                   {c.books ? <th scope="col">{t('contacts.book')}</th> : null}
                   {readOnly ? null : (
                     <th scope="col">
-                      <span class="visually-hidden">{t('contacts.delete')}</span>
+                      <span class="visually-hidden">{t('records.actions')}</span>
                     </th>
                   )}
                 </tr>
@@ -225,6 +304,9 @@ export function RecordsPage(props: { t: T; collection: CollectionView; readOnly:
                     {c.books ? <td>{t(r.book === 'shared' ? 'contacts.shared' : 'contacts.personal')}</td> : null}
                     {readOnly ? null : (
                       <td>
+                        <button type="button" aria-label={`${t('records.edit')}: ${r[c.fields[0]!] ?? ''}`} onClick={() => startEdit(r)}>
+                          {t('records.edit')}
+                        </button>{' '}
                         <button type="button" class="danger" aria-label={`${t('contacts.delete')}: ${r[c.fields[0]!] ?? ''}`} onClick={() => remove(r.id)}>
                           {t('contacts.delete')}
                         </button>

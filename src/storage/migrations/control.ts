@@ -1,10 +1,10 @@
 import { type Kysely, type Migration } from 'kysely';
-import { tenantKeysControlMigration } from '../../crypto/tenant-keys.js';
+import { tenantHandoverControlMigration, tenantKeysControlMigration } from '../../crypto/tenant-keys.js';
 import { accountsMigration } from '../../identity/accounts.migrations.js';
 import { oneTimeKeysMigration } from '../../identity/one-time-keys.js';
 import { secondFactorMigration } from '../../identity/second-factor.js';
 import { ledgerMigration, ledgerOriginMigration } from '../../ledger/ledger.migrations.js';
-import { transfersControlMigration } from '../../transfers/transfers.migrations.js';
+import { e2eSealedKeyNullableMigration, transfersControlMigration } from '../../transfers/transfers.migrations.js';
 
 /** Control-database migrations: forward only, never edited once released. */
 export const controlMigrations: Record<string, Migration> = {
@@ -71,4 +71,6 @@ export const controlMigrations: Record<string, Migration> = {
   '0006_tenant_keys': tenantKeysControlMigration,
   '0007_transfers': transfersControlMigration,
   '0008_ledger_origin': ledgerOriginMigration,
+  '0009_e2e_sealed_key_nullable': e2eSealedKeyNullableMigration,
+  '0010_tenant_handover': tenantHandoverControlMigration,
 };

@@ -1,10 +1,11 @@
 import type { Kysely, Migration } from 'kysely';
 import { keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
-import { contactsMigration } from '../../records/contacts.js';
-import { jobsMigration } from '../../records/jobs.js';
+import { blindIndexPlanMigration } from '../../records/collection.js';
+import { contactsMigration, contactsSpec } from '../../records/contacts.js';
+import { jobsMigration, jobsSpec } from '../../records/jobs.js';
 import { grantsMigration } from '../../identity/grants.js';
 import { ledgerMigration, ledgerOriginMigration } from '../../ledger/ledger.migrations.js';
-import { fileRequestsTenantMigration, transfersTenantMigration } from '../../transfers/transfers.migrations.js';
+import { fileRequestsTenantMigration, transferDownloadAccountMigration, transfersTenantMigration } from '../../transfers/transfers.migrations.js';
 
 /** Migrations applied to every tenant database: forward only. */
 export const tenantMigrations: Record<string, Migration> = {
@@ -25,4 +26,6 @@ export const tenantMigrations: Record<string, Migration> = {
   '0007_transfers': transfersTenantMigration,
   '0008_ledger_origin': ledgerOriginMigration,
   '0009_file_requests': fileRequestsTenantMigration,
+  '0010_transfer_download_account': transferDownloadAccountMigration,
+  '0011_blind_index_plans': blindIndexPlanMigration([contactsSpec, jobsSpec]),
 };

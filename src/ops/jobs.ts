@@ -1,0 +1,20 @@
+import type { Logger } from 'pino';
+import type { Core } from '../core.js';
+import type { ScheduledJob } from './scheduler.js';
+
+/**
+ * Expired and withdrawn transfers: blobs and key material go (docs/transfers.md, S4 "expiry and deletion"),
+ * and expired "request files" links lose their keys. A function of its own so that a test runs exactly
+ * what the scheduler of `tresor serve` runs.
+ */
+export function transferExpiryJob(core: Pick<Core, 'storage' | 'transfers'>, log: Pick<Logger, 'info'>): ScheduledJob {
+  return {
+    name: 'transfer-expiry',
+    intervalMs: 60_000,
+    run: async () => {
+      const tenants = await core.storage.control.selectFrom('tenants').select('id').execute();
+      const purged = await core.transfers.expire(tenants.map((t) => t.id));
+      if (purged > 0) log.info({ purged }, 'transfers expired');
+    },
+  };
+}
