@@ -240,17 +240,23 @@ describe.each(engines)('ledger verification in worker threads (%s)', (engine) =>
     expect((await elsewhere.verify({ threads: ONE_THREAD })).ok).toBe(true); // the one-thread path needs no location
   });
 
-  it('verifies 50,000 entries with worker threads from the built CLI, and names a deleted entry (exit 9)', async () => {
+  it('verifies 50,000 entries with worker threads from the built CLI, names a deleted entry (exit 9), progress on stderr only without --json', async () => {
     const { tenant, ledger, raw } = await seeded();
     for (let n = 60; n < 50_000; n += 1_000) await ledger.append(Array.from({ length: Math.min(1_000, 50_000 - n) }, (_, i) => event(n + i)));
     await ledger.checkpoint();
     const ok = tresor(['--json', 'ledger', 'verify', '--tenant', tenant.id], { cwd: t!.dir, env: t!.env });
     expect(ok.code, ok.stderr).toBe(0);
+    // --json: stdout is exactly the report, and no progress lines anywhere.
     expect(JSON.parse(ok.stdout)).toMatchObject([{ ok: true, treeSize: 50_000, payloadsChecked: 50_000, checkpointsChecked: 4 }]);
+    expect(ok.stderr).not.toMatch(/entries checked/);
     await raw.deleteFrom('ledger_entries').where('seq', '=', 31_234).execute();
     const bad = tresor(['ledger', 'verify', '--tenant', tenant.id], { cwd: t!.dir, env: t!.env });
     expect(bad.code, bad.stderr).toBe(9);
     expect(bad.stdout).toMatch(/FAIL .*: 31234 entries.*\n\s+missing-entry: entry 31234 is missing \(the next stored entry is 31235\)/);
+    // Without --json, progress goes to stderr (first, at most once a second, last) and never to stdout.
+    expect(bad.stderr).toMatch(new RegExp(`^verifying tenant ${tenant.id}: 0 / 50,000 entries checked$`, 'm'));
+    expect(bad.stderr).toMatch(new RegExp(`^verifying tenant ${tenant.id}: 31,234 / 50,000 entries checked$`, 'm'));
+    expect(bad.stdout).not.toMatch(/entries checked/);
     expect(await ledger.verify({ threads: ONE_THREAD })).toEqual(await ledger.verify({ threads: { workers: 2, rangeSize: 10_000, minEntries: 0 } }));
   }, HEAVY_TEST_MS);
 });

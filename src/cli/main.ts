@@ -805,7 +805,18 @@ export function buildCli(): Command {
       const witness = opts.witness ? readFileSync(opts.witness, 'utf8') : undefined;
       const targets = opts.all ? await core.ledgers.all() : [{ name: opts.tenant ? `tenant ${opts.tenant}` : 'platform', ledger: await pickLedger(core, opts.tenant) }];
       const reports: (VerifyReport & { name: string })[] = [];
-      for (const target of targets) reports.push({ name: target.name, ...(await target.ledger.verify(witness !== undefined ? { witness } : {})) });
+      for (const target of targets) {
+        // Long runs show progress on stderr, at most once a second (and first and last); never in --json mode.
+        let shown = { at: 0, checked: -1 };
+        const onProgress = (checked: number, total: number, done: boolean) => {
+          const now = Date.now();
+          if (checked === shown.checked || (checked !== 0 && !done && now - shown.at < 1000)) return;
+          shown = { at: now, checked };
+          err(`verifying ${target.name}: ${checked.toLocaleString('en')} / ${total.toLocaleString('en')} entries checked`);
+        };
+        const json = program.opts<GlobalOptions>().json === true;
+        reports.push({ name: target.name, ...(await target.ledger.verify({ ...(witness !== undefined ? { witness } : {}), ...(json ? {} : { onProgress }) })) });
+      }
       emit(program, reports, () => {
         for (const r of reports) {
           out(`${r.ok ? 'OK  ' : 'FAIL'} ${r.origin}: ${r.treeSize} entries, ${r.checkpointsChecked} checkpoints, ${r.payloadsChecked} payloads checked${r.witness ? `, witness at size ${r.witness.treeSize} ${r.witness.consistent ? 'consistent' : 'INCONSISTENT'}` : ''}`);

@@ -423,7 +423,14 @@ export function createLedger(deps: {
      * reordered entry, a changed payload, a truncated tree, a checkpoint whose signed root no longer
      * matches, and (with `witness`) whether the tree is consistent with a checkpoint kept outside.
      */
-    async verify(opts: { witness?: string; threads?: VerifyThreads } = {}): Promise<VerifyReport> {
+    async verify(
+      opts: {
+        witness?: string;
+        threads?: VerifyThreads;
+        /** Called with the entries checked so far and the number to check: at the start, after each range, and once `done`. */
+        onProgress?: (checked: number, total: number, done: boolean) => void;
+      } = {},
+    ): Promise<VerifyReport> {
       const key = await signingKey();
       // Checkpoints before the head (a checkpoint never covers more than the head had when it was written),
       // and the head with the last stored position in one statement: entries appended while this runs lie
@@ -472,6 +479,7 @@ export function createLedger(deps: {
         }
       };
       checkRootsAt(0);
+      opts.onProgress?.(0, end, false);
       if (findings.length === 0) {
         const threads = opts.threads ?? DEFAULT_VERIFY_THREADS;
         const parallel = threads.workers > 0 && end >= threads.minEntries && deps.location !== undefined;
@@ -492,9 +500,11 @@ export function createLedger(deps: {
             }
             break;
           }
+          opts.onProgress?.(accumulator.size, end, false);
         }
       }
       const size = accumulator.size;
+      opts.onProgress?.(size, end, true);
       if (findings.length === 0) {
         const lastCheckpoint = checkpoints.at(-1);
         if (head.tree_size > size || (lastCheckpoint && lastCheckpoint.tree_size > size)) {
