@@ -203,7 +203,8 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     const entries = (await call('dpo', 'GET', `/api/v1/ledger/entries?subject=${subject}`)).json<{ entries: { action: string; resource: string }[] }>().entries;
     // Every read that returned the person names her too: the searches by e-mail, phone and name, both
     // exports of the address book, and the DPO's own list just now.
-    expect(entries.map((e) => e.action)).toEqual(['record.create', 'record.search', 'record.search', 'record.search', 'record.update', 'record.export', 'record.export', 'record.list']);
+    // (The two searches after the update are the false-positive test's, which found her by name and phone.)
+    expect(entries.map((e) => e.action)).toEqual(['record.create', 'record.search', 'record.search', 'record.search', 'record.update', 'record.search', 'record.search', 'record.export', 'record.export', 'record.list']);
     expect(JSON.stringify(entries)).not.toContain(SECRET_VALUES.email);
     expect((await call('anna', 'GET', `/api/v1/privacy/subject-index?email=x%40y.test`)).statusCode).toBe(403); // the DPO's tool
   });
