@@ -51,7 +51,7 @@ describe('tresor cipher-service over a Unix socket', () => {
     expect(without.stderr).toMatch(/cipher service .* is not reachable .*tresor cipher-service --socket/);
     const tenants = JSON.parse(tresor(['--json', 'tenant', 'list'], { cwd: dir, env: local }).stdout) as { name: string }[];
     expect(tenants.map((t) => t.name)).toEqual(['Kunde über Socket']); // nothing half-made was left behind
-  });
+  }, 240_000); // several CLI and server processes; minutes on a shared, loaded machine
 });
 
 /**
@@ -132,5 +132,5 @@ describe('tresor cipher-service over mutual TLS', () => {
     expect((await client.open(sealed, 'ctx|a')).toString()).toBe('geheim');
     await expect(client.open(sealed, 'ctx|b')).rejects.toThrow(/does not open in this context/);
     client.close();
-  });
+  }, 240_000);
 });
