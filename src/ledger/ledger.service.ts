@@ -195,13 +195,12 @@ export function createLedger(deps: {
         .leftJoin('ledger_payloads as p', 'p.seq', 'e.seq')
         .select(['e.seq', 'e.time', 'e.actor', 'e.action', 'e.resource', 'e.outcome', 'e.entry', 'e.leaf_hash', 'p.salt', 'p.payload'])
         .where('e.seq', '>=', next)
-        .where('e.seq', '<', end)
         .orderBy('e.seq')
-        .limit(BATCH)
+        .limit(BATCH) // no upper bound in SQL: see pagePgSql; rows past `end` are dropped here
         .execute();
-      if (rows.length === 0) return;
+      if (rows.length === 0 || rows[0]!.seq >= end) return;
       const collector = new RangeCollector(checker, rows.length);
-      for (const r of rows) if (!collector.add([r.seq, r.time, r.actor, r.action, r.resource, r.outcome, r.entry, r.leaf_hash, r.salt, r.payload])) break;
+      for (const r of rows) if (r.seq >= end || !collector.add([r.seq, r.time, r.actor, r.action, r.resource, r.outcome, r.entry, r.leaf_hash, r.salt, r.payload])) break;
       yield collector.result();
       if (collector.stop !== undefined) return;
       next = rows[rows.length - 1]!.seq + 1;

@@ -45,11 +45,18 @@ export type VerifyRow = [
   payload: string | null,
 ];
 
-/** Both engines, parameterised: the rows of positions [from, to) in order, with their payloads. */
-export const rangeSql = (placeholder: (n: number) => string, limit: boolean) =>
+/** SQLite, parameterised: the rows of positions [from, to) in order, with their payloads (a rowid range scan). */
+export const rangeSql = 'select e.seq, e.time, e.actor, e.action, e.resource, e.outcome, e.entry, e.leaf_hash, p.salt, p.payload ' +
+  'from ledger_entries e left join ledger_payloads p on p.seq = e.seq where e.seq >= ? and e.seq < ? order by e.seq';
+
+/**
+ * PostgreSQL, parameterised: the next `limit` rows from position `from` on, in order, with their payloads.
+ * No upper bound in the SQL (the caller drops rows past its range): with one, and statistics not yet
+ * updated after a large fill, the planner sorts the whole rest of the range for every page.
+ */
+export const pagePgSql =
   'select e.seq, e.time, e.actor, e.action, e.resource, e.outcome, e.entry, e.leaf_hash, p.salt, p.payload ' +
-  'from ledger_entries e left join ledger_payloads p on p.seq = e.seq ' +
-  `where e.seq >= ${placeholder(1)} and e.seq < ${placeholder(2)} order by e.seq${limit ? ` limit ${placeholder(3)}` : ''}`;
+  'from ledger_entries e left join ledger_payloads p on p.seq = e.seq where e.seq >= $1 order by e.seq limit $2';
 
 /** The first stored position at or after `from` (and before `to`), to name the gap after a range's last row. */
 export const nextSeqSql = (placeholder: (n: number) => string) =>

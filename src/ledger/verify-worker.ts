@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type pg from 'pg';
 import type { DatabaseLocation } from '../storage/storage.js';
-import { EntryChecker, nextSeqSql, RangeCollector, rangeSql, type RangeResult, type VerifyRow } from './verify-range.js';
+import { EntryChecker, nextSeqSql, pagePgSql, RangeCollector, rangeSql, type RangeResult, type VerifyRow } from './verify-range.js';
 
 export interface VerifyWorkerData {
   location: DatabaseLocation;
@@ -34,7 +34,7 @@ async function sqliteReader(file: string): Promise<RangeReader> {
   const { SqliteDatabase } = await import('../storage/sqlite-driver.js');
   const database = new SqliteDatabase(file, { readonly: true, fileMustExist: true });
   database.pragma('busy_timeout = 5000');
-  const range = database.prepare(rangeSql(() => '?', false)).raw(true);
+  const range = database.prepare(rangeSql).raw(true);
   const next = database.prepare(nextSeqSql(() => '?'));
   return {
     rows(from, to, take) {
@@ -56,16 +56,25 @@ async function postgresReader(url: string): Promise<RangeReader> {
   client.on('error', () => undefined);
   await client.connect();
   const page = (from: number, to: number): Promise<pg.QueryArrayResult<VerifyRow>> =>
-    client.query<VerifyRow>({ name: 'tresor-verify-range', text: rangeSql((n) => `$${n}`, true), values: [from, to, PG_PAGE], rowMode: 'array' });
+    client.query<VerifyRow>({ name: 'tresor-verify-page', text: pagePgSql, values: [from, Math.min(PG_PAGE, to - from)], rowMode: 'array' });
   return {
     async rows(from, to, take) {
-      let pending: Promise<pg.QueryArrayResult<VerifyRow>> | undefined = page(from, to);
+      let cursor = from;
+      let pending: Promise<pg.QueryArrayResult<VerifyRow>> | undefined = page(cursor, to);
       try {
         while (pending) {
+          const asked = Math.min(PG_PAGE, to - cursor);
           const { rows }: pg.QueryArrayResult<VerifyRow> = await pending;
-          // Ask for the next page now: the server reads it while this one is hashed.
-          pending = rows.length === PG_PAGE ? page(rows[rows.length - 1]![0] + 1, to) : undefined;
-          for (const row of rows) if (!take(row)) return;
+          const last = rows[rows.length - 1]?.[0];
+          // A full page that ends inside the range may have more behind it: ask for that now, so the
+          // server reads it while this page is hashed.
+          pending = undefined;
+          if (rows.length === asked && last !== undefined && last + 1 < to) {
+            cursor = last + 1;
+            pending = page(cursor, to);
+          }
+          // Rows past the range (there were gaps) belong to the next range.
+          for (const row of rows) if (row[0] >= to || !take(row)) return;
         }
       } finally {
         await pending?.catch(() => undefined);
