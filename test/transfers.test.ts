@@ -352,7 +352,7 @@ describe.each(engines)('transfers (%s)', (engine) => {
   it('notifications go out in the recipient\'s language: an account\'s own language wins, an unknown address gets the transfer\'s', async () => {
     clock.set('2026-11-23T09:00:00.000Z');
     tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26');
-    tokens.admin = await bearerLogin(app, 'admin@kanzlei.test', 'Verwaltung der Kanzlei 1');
+    tokens.admin = await bearerLogin(app, 'admin@kanzlei.test', 'Verwaltung der Akten 1');
     expect((await call('admin', 'POST', '/api/v1/accounts', { email: 'carol@kanzlei.test', role: 'member', tenantId, language: 'en' })).statusCode).toBe(201);
     expect((await app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(outbox(), 'carol@kanzlei.test'), newPassword: 'Lesen auf Englisch im Herbst 26' } })).statusCode).toBe(204);
     await sendTransfer(1, ['carol@kanzlei.test', 'deutsch@example.org']); // the transfer's language: the server default (German)
