@@ -25,6 +25,7 @@ import { createTransferService, type TransferService } from './transfers/index.j
 import type { TransferControlSchema, TransferSchema } from './transfers/transfers.migrations.js';
 import type { Kysely } from 'kysely';
 import { join } from 'node:path';
+import { rememberShredded } from './ops/shred-list.js';
 
 /** Everything that is not HTTP: shared by `tresor serve` and the CLI's local commands. */
 export interface Core {
@@ -184,6 +185,7 @@ export async function openCore(
     tenantKeys,
     clock,
     deletionGraceDays: config.lifecycle.deletion_grace_days,
+    rememberShredded: (tenantId) => rememberShredded(config.data_dir, tenantId, clock.now()),
   });
   return {
     config,

@@ -65,6 +65,18 @@ describe.each(engines)('backups (%s)', (engine) => {
     expect(readdirSync(t.config.data_dir).some((n) => n.startsWith('pre-restore-'))).toBe(false);
     writeFileSync(blobCopy, original);
 
+    // A manifest changed to match a changed file, or to point a tenant database elsewhere: its seal refuses it.
+    const manifestFile = join(backup.path, 'manifest.json');
+    const sealedManifest = readFileSync(manifestFile, 'utf8');
+    const forged = JSON.parse(sealedManifest) as { tenants: { databaseName: string }[] };
+    forged.tenants[0]!.databaseName = '../../elsewhere';
+    writeFileSync(manifestFile, JSON.stringify(forged));
+    const forgedRestore = run('backup', 'restore', backup.id, '--yes');
+    expect(forgedRestore.code).toBe(6);
+    expect(forgedRestore.stderr).toContain('the backup manifest was changed after it was written');
+    expect(tenantNames()).toEqual(['Später angelegt', 'Stadtwerke Musterstadt']);
+    writeFileSync(manifestFile, sealedManifest);
+
     // Without --yes and without a terminal nothing happens.
     expect(run('backup', 'restore', backup.id).code).toBe(6);
     expect(tenantNames()).toHaveLength(2);
@@ -75,7 +87,7 @@ describe.each(engines)('backups (%s)', (engine) => {
     expect(readFileSync(join(blobDir, 'file-1.bin'))).toEqual(blob);
     // The replaced data is kept aside, not deleted.
     expect(readFileSync(join(restored.asideDir, 'blobs', first.id, 'file-1.bin'), 'utf8')).toBe('changed after the backup');
-    if (engine === 'sqlite') expect(existsSync(join(restored.asideDir, 'control.db'))).toBe(true);
+    expect(existsSync(join(restored.asideDir, engine === 'sqlite' ? 'control.db' : 'databases/control.dump'))).toBe(true);
 
     // Every ledger still verifies, and the restore is recorded in the platform ledger.
     const verified = json<{ ok: boolean }[]>('ledger', 'verify', '--all');
@@ -84,6 +96,16 @@ describe.each(engines)('backups (%s)', (engine) => {
     const events = json<{ entries: { action: string; outcome: string }[] }>('ledger', 'export', '--action', 'technical.');
     expect(events.entries.filter((e) => e.action === 'technical.restore')).toEqual([expect.objectContaining({ outcome: 'success' })]);
   }, 300_000); // some twenty CLI processes
+
+  it('deletes a tenant again when a backup from before its deletion is restored: its keys stay shredded (B.7)', () => {
+    const doomed = json<{ id: string }>('tenant', 'create', '--name', 'Wird gelöscht');
+    const backup = json<{ id: string }>('backup', 'create');
+    json('tenant', 'delete', doomed.id, '--yes');
+    const restored = json<{ reshredded: string[] }>('backup', 'restore', backup.id, '--yes');
+    expect(restored.reshredded).toEqual([doomed.id]);
+    expect(tenantNames()).toEqual(['Stadtwerke Musterstadt']);
+    expect(json<{ ok: boolean }[]>('ledger', 'verify', '--all').every((r) => r.ok)).toBe(true);
+  }, 300_000);
 
   it.runIf(engine === 'postgres')('restores a tenant whose PostgreSQL database and role were lost', async () => {
     const tenant = json<{ id: string }[]>('tenant', 'list')[0]!;

@@ -5,9 +5,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, renderConfig, type TresorConfig } from '../config/index.js';
 import { ensureFirstOperator, migrateEverything, openCore, sealedColumns, type Core } from '../core.js';
 import { addMasterKeyVersion, loadOrCreateMasterKey, retireMasterKeyVersion } from '../crypto/master-key.js';
-import { localCipherService, remoteCipherService, startCipherServiceServer, startMutualTlsCipherServer } from '../crypto/cipher-service.js';
+import { localCipherService, remoteCipherService, startCipherServiceServer, startMutualTlsCipherServer, type CipherService } from '../crypto/cipher-service.js';
 import { countVersions, resealColumn } from '../crypto/rotate.js';
-import { backupFolder, createBackup, listBackups, pruneBackups, recordRestore, restoreBackup, verifyBackup } from '../ops/backup.js';
+import { backupFolder, createBackup, finishRestore, listBackups, pruneBackups, restoreBackup, verifyBackup } from '../ops/backup.js';
 import { ensureLocalPki, ensureMutualTlsPki } from '../crypto/pki.js';
 import { startServer } from '../http/server.js';
 import { billingReport, EXPORT_CSV_COLUMNS, exportCsvRow, toCsv, type ExportedEntry, type VerifyReport } from '../ledger/index.js';
@@ -106,6 +106,15 @@ const resellerRow = (r: ResellerView) => ({ id: r.id, name: r.name, status: r.st
 function printReport(report: DeletionReport): void {
   out(`Deleted tenant ${report.tenantName} (${report.tenantId}); report ${report.id}`);
   for (const item of report.removed) out(`  removed ${item}`);
+}
+
+/** The cipher service without opening the data: a missing master key file is an error, never a new key. */
+function cipherServiceOf(cfg: Readonly<TresorConfig>): CipherService {
+  if (cfg.cipher.url !== '') return remoteCipherService(cfg.cipher.url, { caFile: cfg.cipher.ca_file, certFile: cfg.cipher.cert_file, keyFile: cfg.cipher.key_file });
+  if (cfg.master_key.value === '' && !existsSync(cfg.master_key.file)) {
+    throw new DomainError('VALIDATION', `the master key file ${cfg.master_key.file} is missing: put back the master key the backup was taken with (it is never part of a backup)`);
+  }
+  return localCipherService(loadOrCreateMasterKey({ file: cfg.master_key.file, value: cfg.master_key.value }).ring);
 }
 
 async function confirm(question: string): Promise<string> {
@@ -693,7 +702,8 @@ export function buildCli(): Command {
     .action(async (which: string) => {
       const cfg = config(program);
       const folder = backupFolder(cfg.backup.dir, which);
-      const manifest = await verifyBackup(folder);
+      const masterKey = cipherServiceOf(cfg);
+      const manifest = await verifyBackup(folder, masterKey).finally(() => masterKey.close());
       emit(program, { id: manifest.id, ok: true, files: manifest.files.length }, () => out(`OK ${manifest.id}: all ${manifest.files.length} files match the manifest`));
     });
   backup
@@ -708,20 +718,14 @@ export function buildCli(): Command {
         const answer = await confirm(`Stop every tresor server first. Replace the current data with backup ${which}? Type "restore" to confirm: `);
         if (answer !== 'restore') throw new DomainError('VALIDATION', 'not confirmed; nothing was restored (use --yes in scripts)');
       }
-      if (cfg.cipher.url === '' && cfg.master_key.value === '' && !existsSync(cfg.master_key.file)) {
-        throw new DomainError('VALIDATION', `the master key file ${cfg.master_key.file} is missing: put back the master key the backup was taken with (it is never part of a backup)`);
-      }
-      const masterKey =
-        cfg.cipher.url !== ''
-          ? remoteCipherService(cfg.cipher.url, { caFile: cfg.cipher.ca_file, certFile: cfg.cipher.cert_file, keyFile: cfg.cipher.key_file })
-          : localCipherService(loadOrCreateMasterKey({ file: cfg.master_key.file, value: cfg.master_key.value }).ring);
+      const masterKey = cipherServiceOf(cfg);
       const { manifest, asideDir } = await restoreBackup(cfg, masterKey, folder, { now: new Date(), onProgress: (step) => err(`  ${step} …`) });
-      await withCore(program, async (core) => {
-        await recordRestore(core, manifest, 'cli');
-      });
-      emit(program, { id: manifest.id, createdAt: manifest.createdAt, tenants: manifest.tenants.length, asideDir }, () => {
+      masterKey.close();
+      const { reshredded } = await withCore(program, (core) => finishRestore(core, manifest, 'cli'));
+      emit(program, { id: manifest.id, createdAt: manifest.createdAt, tenants: manifest.tenants.length, asideDir, reshredded }, () => {
         out(`Restored backup ${manifest.id} (taken ${manifest.createdAt}, ${manifest.tenants.length} tenants).`);
-        out(`The data it replaced is in ${asideDir}.`);
+        out(`The data it replaced is in ${asideDir}${cfg.database.url === '' ? '' : ' (PostgreSQL: a pg_dump of each database as it was)'}.`);
+        if (reshredded.length > 0) out(`Deleted again, as they had been since the backup (their keys stay shredded): ${reshredded.join(', ')}`);
       });
     });
 

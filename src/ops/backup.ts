@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createReadStream, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync, copyFileSync, chmodSync } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
@@ -9,6 +9,7 @@ import { NotFoundError, ValidationError } from '../shared/errors.js';
 import { discard, restoreDatabases, snapshotDatabases } from '../storage/snapshot.js';
 import type { TenantLocation } from '../storage/index.js';
 import type { ScheduledJob } from './scheduler.js';
+import { shreddedTenants } from './shred-list.js';
 
 /**
  * Backups (S1.3): a folder per backup under `backup.dir` holding a consistent copy of every database,
@@ -36,7 +37,24 @@ export interface BackupManifest {
   engine: 'sqlite' | 'postgres';
   tenants: TenantLocation[];
   files: ManifestFile[];
+  /**
+   * SHA-256 of the manifest without this field, sealed under the master key (AES-256-GCM, AAD
+   * `backup-manifest|<id>`): nobody without the master key can change a backup's manifest unnoticed.
+   */
+  seal?: string;
 }
+
+const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const DATABASE_NAME = /^[a-z0-9_]{1,63}$/;
+const sealAad = (id: string) => `backup-manifest|${id}`;
+const manifestDigest = (manifest: BackupManifest) => {
+  const { seal: _seal, ...rest } = manifest;
+  return createHash('sha256').update(JSON.stringify(rest)).digest();
+};
+const databaseFiles = (manifest: Pick<BackupManifest, 'engine' | 'tenants'>) => {
+  const ext = manifest.engine === 'sqlite' ? 'db' : 'dump';
+  return [`databases/control.${ext}`, ...manifest.tenants.map((t) => `databases/tenants/${t.databaseName}.${ext}`)];
+};
 
 export interface BackupSummary {
   id: string;
@@ -109,8 +127,23 @@ export function backupFolder(dir: string, idOrPath: string): string {
  * Checks every file of a backup against its manifest; throws naming the first file that is missing,
  * has another size, or another SHA-256.
  */
-export async function verifyBackup(folder: string, onProgress?: (done: number, total: number) => void): Promise<BackupManifest> {
+export async function verifyBackup(folder: string, masterKey: Pick<CipherService, 'open'>, onProgress?: (done: number, total: number) => void): Promise<BackupManifest> {
   const manifest = readManifest(folder);
+  if (typeof manifest.seal !== 'string') throw new ValidationError('the backup manifest carries no seal: it was not written by this version of Tresor or was changed');
+  let sealed: Buffer;
+  try {
+    sealed = await masterKey.open(manifest.seal, sealAad(manifest.id));
+  } catch {
+    throw new ValidationError("the backup manifest's seal does not open with this master key: the manifest was changed, or the backup belongs to another installation or master key");
+  }
+  const digest = manifestDigest(manifest);
+  if (sealed.length !== digest.length || !timingSafeEqual(sealed, digest)) throw new ValidationError('the backup manifest was changed after it was written');
+  for (const tenant of manifest.tenants) {
+    if (!TENANT_ID.test(tenant.tenantId) || !DATABASE_NAME.test(tenant.databaseName)) throw new ValidationError('the backup manifest names a tenant database of an unexpected form');
+  }
+  const listed = new Set(manifest.files.map((f) => f.path));
+  const missing = databaseFiles(manifest).find((path) => !listed.has(path));
+  if (missing !== undefined) throw new ValidationError(`the backup manifest does not list ${missing}`);
   let done = 0;
   for (const entry of manifest.files) {
     if (entry.path.split('/').includes('..') || entry.path.startsWith('/')) throw new ValidationError(`the manifest names a file outside the backup: ${entry.path}`);
@@ -123,7 +156,7 @@ export async function verifyBackup(folder: string, onProgress?: (done: number, t
   return manifest;
 }
 
-export async function createBackup(core: Pick<Core, 'config' | 'storage' | 'ledgers' | 'clock'>, opts: { actor?: string } = {}): Promise<BackupSummary> {
+export async function createBackup(core: Pick<Core, 'config' | 'storage' | 'ledgers' | 'clock' | 'masterKey'>, opts: { actor?: string } = {}): Promise<BackupSummary> {
   const { config, storage } = core;
   const dir = config.backup.dir;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -161,6 +194,7 @@ export async function createBackup(core: Pick<Core, 'config' | 'storage' | 'ledg
       files.push({ path, bytes: stat.size, sha256: await sha256File(target), mtimeMs: stat.mtimeMs });
     }
     const manifest: BackupManifest = { format: MANIFEST_FORMAT, id, createdAt: createdAt.toISOString(), engine: storage.engine, tenants, files };
+    manifest.seal = await core.masterKey.seal(manifestDigest(manifest), sealAad(id));
     writeFileSync(join(partial, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n', { mode: 0o600 });
     renameSync(partial, final);
     const summary: BackupSummary = { id, path: final, createdAt: manifest.createdAt, tenants: tenants.length, files: files.length, bytes: files.reduce((n, f) => n + f.bytes, 0), linked };
@@ -208,7 +242,7 @@ export async function restoreBackup(
 ): Promise<{ manifest: BackupManifest; asideDir: string }> {
   const engine = config.database.url === '' ? 'sqlite' : 'postgres';
   opts.onProgress?.('checking every file of the backup against its manifest');
-  const manifest = await verifyBackup(folder);
+  const manifest = await verifyBackup(folder, masterKey);
   if (manifest.engine !== engine) throw new ValidationError(`the backup was taken on ${manifest.engine}, but this installation runs on ${engine}`);
   const asideDir = join(config.data_dir, `pre-restore-${idFor(opts.now)}`);
   mkdirSync(asideDir, { recursive: true, mode: 0o700 });
@@ -228,21 +262,33 @@ export async function restoreBackup(
   return { manifest, asideDir };
 }
 
-export async function recordRestore(core: Pick<Core, 'ledgers'>, manifest: BackupManifest, actor: string): Promise<void> {
+/**
+ * After a restore: tenants deleted (and shredded) since the backup was taken are deleted again — their keys
+ * must not come back with it (B.7) — and the restore is recorded in the platform ledger.
+ */
+export async function finishRestore(core: Pick<Core, 'ledgers' | 'platform' | 'config'>, manifest: BackupManifest, actor: 'cli' | 'scheduler'): Promise<{ reshredded: string[] }> {
+  const shredded = shreddedTenants(core.config.data_dir);
+  const reshredded: string[] = [];
+  for (const tenant of manifest.tenants) {
+    if (shredded[tenant.tenantId] === undefined) continue;
+    await core.platform.deleteTenant({ kind: 'system', name: actor }, tenant.tenantId, 'deleted-by-command');
+    reshredded.push(tenant.tenantId);
+  }
   await core.ledgers.platform.append({
     actor: { tier: 'system', role: actor, id: actor },
     action: 'technical.restore',
     resource: { type: 'backup', id: manifest.id },
     outcome: 'success',
-    details: { createdAt: manifest.createdAt, tenants: manifest.tenants.length, files: manifest.files.length },
+    details: { createdAt: manifest.createdAt, tenants: manifest.tenants.length, files: manifest.files.length, reshredded: reshredded.length },
   });
+  return { reshredded };
 }
 
 /**
  * The scheduler's backup job: a backup when the newest one (or, before the first, the installation's
  * first ledger entry) is `backup.interval_hours` old, then old ones are pruned. Off with interval 0.
  */
-export function backupJob(core: Pick<Core, 'config' | 'storage' | 'ledgers' | 'clock'>, log: Pick<Logger, 'info' | 'error'>): ScheduledJob | undefined {
+export function backupJob(core: Pick<Core, 'config' | 'storage' | 'ledgers' | 'clock' | 'masterKey'>, log: Pick<Logger, 'info' | 'error'>): ScheduledJob | undefined {
   const { interval_hours: hours, keep_days: keepDays, dir } = core.config.backup;
   if (hours === 0) return undefined;
   const intervalMs = hours * 3_600_000;

@@ -24,6 +24,8 @@ export interface PlatformDeps {
   clock: Clock;
   /** Days between the licence end and the tenant's deletion. */
   deletionGraceDays: number;
+  /** Remembers a shredded tenant outside the databases, so that restoring an older backup shreds it again. */
+  rememberShredded?: (tenantId: string) => void;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -83,6 +85,7 @@ export function createPlatformService(deps: PlatformDeps) {
     const location: TenantLocation = { tenantId: tenant.view.id, databaseName: tenant.databaseName };
     // Crypto-shredding first: without the service component no surviving copy of the data opens.
     await deps.tenantKeys.shred(tenant.view.id);
+    deps.rememberShredded?.(tenant.view.id);
     const removed = [...(await storage.dropTenant(location)), ...(await blobs.remove(tenant.view.id))];
     await repo.deleteTenantRow(tenant.view.id);
     const report: DeletionReport = {

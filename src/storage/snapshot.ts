@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import type { CipherService } from '../crypto/cipher-service.js';
+import { scramVerifier } from '../crypto/scram.js';
 import type { Storage, TenantLocation } from './storage.js';
 
 /**
@@ -110,6 +111,14 @@ export async function restoreDatabases(opts: {
       const { rowCount } = await admin.query('select 1 from pg_database where datname = $1', [name]);
       if (rowCount === 0) await admin.query(`create database ${pg.escapeIdentifier(name)}${owner ? ` owner ${pg.escapeIdentifier(owner)}` : ''}`);
     };
+    // Nothing is lost: each database as it is now goes into asideDir first (pg_dump), as SQLite files are moved there.
+    mkdirSync(join(opts.asideDir, 'databases', 'tenants'), { recursive: true, mode: 0o700 });
+    const { rows: existing } = await admin.query<{ datname: string }>('select datname from pg_database where datname = $1 or datname = any($2)', [controlName, opts.tenants.map((t) => t.databaseName)]);
+    for (const { datname } of existing) {
+      const target = datname === controlName ? join(opts.asideDir, 'databases', 'control.dump') : join(opts.asideDir, 'databases', 'tenants', `${datname}.dump`);
+      await run('pg_dump', ['--format=custom', '--file', target], pgEnv(opts.databaseUrl, datname));
+      chmodSync(target, 0o600);
+    }
     await ensureDatabase(controlName);
     await run('pg_restore', ['--clean', '--if-exists', '--exit-on-error', '--single-transaction', '--dbname', controlName, join(opts.source, fileOf('postgres', 'control'))], pgEnv(opts.databaseUrl, controlName));
     await admin.query(`revoke connect on database ${pg.escapeIdentifier(controlName)} from public`);
@@ -125,7 +134,8 @@ export async function restoreDatabases(opts: {
         const { rowCount } = await admin.query('select 1 from pg_roles where rolname = $1', [cred.role_name]);
         // The password as it was when the backup was taken, so the restored control database opens the tenant's.
         const verb = rowCount === 0 ? 'create' : 'alter';
-        await admin.query(`${verb} role ${pg.escapeIdentifier(cred.role_name)} login password '${password}'`);
+        // A SCRAM verifier, not the password: nothing readable reaches PostgreSQL's statement log.
+        await admin.query(`${verb} role ${pg.escapeIdentifier(cred.role_name)} login password '${scramVerifier(password)}'`);
         await ensureDatabase(tenant.databaseName, cred.role_name);
         await admin.query(`revoke all on database ${pg.escapeIdentifier(tenant.databaseName)} from public`);
         await run('pg_restore', ['--clean', '--if-exists', '--exit-on-error', '--single-transaction', '--dbname', tenant.databaseName, join(opts.source, fileOf('postgres', tenant))], pgEnv(opts.databaseUrl, tenant.databaseName));

@@ -5,6 +5,7 @@ import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type Migration }
 import pg from 'pg';
 import type { CipherService } from '../crypto/cipher-service.js';
 import { randomPassword } from '../crypto/random.js';
+import { scramVerifier } from '../crypto/scram.js';
 import { controlMigrations } from './migrations/control.js';
 import { tenantMigrations } from './migrations/tenant.js';
 import type { ControlDb, ControlSchema, Engine, TenantDb, TenantSchema } from './schema.js';
@@ -244,7 +245,8 @@ async function openPostgresStorage(opts: StorageOptions): Promise<Storage> {
       const role = t.databaseName;
       // Only characters [A-Za-z0-9] in the password, so the literal below cannot break out.
       const password = randomPassword(32);
-      await sql`create role ${sql.id(role)} login password ${sql.lit(password)}`.execute(control);
+      // A SCRAM-SHA-256 verifier instead of the password, so that no statement log holds the password.
+      await sql`create role ${sql.id(role)} login password ${sql.lit(scramVerifier(password))}`.execute(control);
       await control
         .insertInto('tenant_db_credentials')
         .values({ tenant_id: t.tenantId, role_name: role, sealed_password: await opts.masterKey.seal(Buffer.from(password), aad(t)) })
