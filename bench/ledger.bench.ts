@@ -3,24 +3,46 @@
  * the same size into the same engine in the same run; time to verify N entries (default 1,000,000)
  * against hashing N leaves with raw SHA-256; inclusion and consistency proof sizes and latencies; peak RSS.
  *
- *   npm run bench:ledger -- [--entries 1000000] [--single 2000]
+ *   npm run bench:ledger -- [--entries 1000000] [--single 2000] [--rounds 3] [--workers N] [--postgres-only]
  *   TRESOR_BENCH_PG=postgres://postgres@127.0.0.1:5432/postgres npm run bench:ledger   (also PostgreSQL)
+ *
+ * Appends and verification run `--rounds` times (worker threads, one thread, raw SHA-256 baseline in each round), each
+ * with its wall time, the process's CPU time (all threads) and the 1-minute load average before it: on a
+ * shared machine the wall time alone says little.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config/index.js';
 import { openCore } from '../src/core.js';
-import type { LedgerEvent } from '../src/ledger/index.js';
+import type { LedgerEvent, VerifyThreads } from '../src/ledger/index.js';
+import { DEFAULT_VERIFY_THREADS } from '../src/ledger/verify-parallel.js';
 import { latencies, option, perSecond, round, rssSampler, table, timed } from './lib.js';
 
 const ENTRIES = option('entries', 1_000_000);
 const SINGLE = option('single', 2_000);
+const ROUNDS = option('rounds', 3);
+const WORKERS: VerifyThreads = { ...DEFAULT_VERIFY_THREADS, workers: option('workers', DEFAULT_VERIFY_THREADS.workers) };
+const ONE_THREAD: VerifyThreads = { ...DEFAULT_VERIFY_THREADS, workers: 0 };
 const BATCH = 1_000;
+
+/** Wall and CPU time (every thread of the process) of one run, with the load average before it. */
+async function measured<T>(work: () => Promise<T>): Promise<{ ms: number; cpuMs: number; load: number; value: T }> {
+  const load = loadavg()[0]!;
+  const cpu = process.cpuUsage();
+  const { ms, value } = await timed(work);
+  const used = process.cpuUsage(cpu);
+  return { ms, cpuMs: (used.user + used.system) / 1000, load, value };
+}
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length % 2 ? sorted[(sorted.length - 1) / 2]! : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+};
+const spread = (values: number[]) => `${round(Math.min(...values) / 1000, 2)}–${round(Math.max(...values) / 1000, 2)}`;
 
 const event = (n: number): LedgerEvent => ({
   actor: { tier: 'tenant', role: 'member', id: '6f1c2a8e-0d3b-4f5e-9a7c-1b2d3e4f5a6b' },
@@ -50,27 +72,52 @@ async function run(engine: 'sqlite' | 'postgres') {
     const body = JSON.stringify({ ...event(0), salt: randomUUID(), hash: 'x'.repeat(64) });
     let id = 0;
 
-    const plainSingle = await timed(async () => {
-      for (let i = 0; i < SINGLE; i++) await db.insertInto('bench_plain').values({ id: id++, body }).execute();
-    });
-    const plainBatched = await timed(async () => {
-      for (let done = 0; done < SINGLE * 10; done += BATCH) {
-        await db.transaction().execute(async (trx) => {
-          await trx.insertInto('bench_plain').values(Array.from({ length: BATCH }, () => ({ id: id++, body }))).execute();
-        });
-      }
-    });
-    const single = await timed(async () => {
-      for (let i = 0; i < SINGLE; i++) await ledger.append(event(i));
-    });
-    const batched = await timed(async () => {
-      for (let done = 0; done < SINGLE * 10; done += BATCH) await ledger.append(Array.from({ length: BATCH }, (_, k) => event(done + k)));
-    });
-    table(`${engine}: appends per second`, [
-      { what: 'plain insert, one row per statement (baseline)', rows: SINGLE, 'per second': perSecond(SINGLE, plainSingle.ms) },
-      { what: 'ledger.append, one event per call', rows: SINGLE, 'per second': perSecond(SINGLE, single.ms) },
-      { what: `plain insert, ${BATCH} rows per transaction (baseline)`, rows: SINGLE * 10, 'per second': perSecond(SINGLE * 10, plainBatched.ms) },
-      { what: `ledger.append, ${BATCH} events per call`, rows: SINGLE * 10, 'per second': perSecond(SINGLE * 10, batched.ms) },
+    // The four append measures, `--rounds` times in turn: per row the median rate, its spread, CPU and load.
+    type Sample = Awaited<ReturnType<typeof measured>>;
+    const samples: Sample[][] = [[], [], [], []];
+    for (let r = 0; r < ROUNDS; r++) {
+      samples[0]!.push(
+        await measured(async () => {
+          for (let i = 0; i < SINGLE; i++) await db.insertInto('bench_plain').values({ id: id++, body }).execute();
+        }),
+      );
+      samples[1]!.push(
+        await measured(async () => {
+          for (let i = 0; i < SINGLE; i++) await ledger.append(event(i));
+        }),
+      );
+      samples[2]!.push(
+        await measured(async () => {
+          for (let done = 0; done < SINGLE * 10; done += BATCH) {
+            await db.transaction().execute(async (trx) => {
+              await trx.insertInto('bench_plain').values(Array.from({ length: BATCH }, () => ({ id: id++, body }))).execute();
+            });
+          }
+        }),
+      );
+      samples[3]!.push(
+        await measured(async () => {
+          for (let done = 0; done < SINGLE * 10; done += BATCH) await ledger.append(Array.from({ length: BATCH }, (_, k) => event(done + k)));
+        }),
+      );
+    }
+    const rate = (what: string, rows: number, list: Sample[]) => {
+      const rates = list.map((m) => perSecond(rows, m.ms));
+      return {
+        what,
+        rows,
+        'median per second': median(rates),
+        'min–max per second': `${Math.min(...rates)}–${Math.max(...rates)}`,
+        'median CPU s': round(median(list.map((m) => m.cpuMs)) / 1000, 2),
+        'load avg min–max': `${round(Math.min(...list.map((m) => m.load)), 2)}–${round(Math.max(...list.map((m) => m.load)), 2)}`,
+      };
+    };
+    const synchronous = engine === 'sqlite' ? String((await sql<{ synchronous: number }>`PRAGMA synchronous`.execute(db)).rows[0]?.synchronous) : '-';
+    table(`${engine}: appends per second, ${ROUNDS} rounds${engine === 'sqlite' ? ` (PRAGMA synchronous = ${synchronous}: 1 NORMAL, 2 FULL)` : ''}`, [
+      rate('plain insert, one row per statement (baseline)', SINGLE, samples[0]!),
+      rate('ledger.append, one event per call', SINGLE, samples[1]!),
+      rate(`plain insert, ${BATCH} rows per transaction (baseline)`, SINGLE * 10, samples[2]!),
+      rate(`ledger.append, ${BATCH} events per call`, SINGLE * 10, samples[3]!),
     ]);
 
     // Fill up to ENTRIES, then verify the whole tree.
@@ -84,15 +131,36 @@ async function run(engine: 'sqlite' | 'postgres') {
     process.stderr.write('\n');
     await ledger.checkpoint();
     const size = (await ledger.head()).treeSize;
-    const verify = await timed(() => ledger.verify());
     const leaf = Buffer.alloc(200, 1);
-    const rawHash = await timed(async () => {
-      for (let i = 0; i < size; i++) createHash('sha256').update(Buffer.from([0])).update(leaf).digest();
+    const runs: Record<'workers' | 'one' | 'raw', Awaited<ReturnType<typeof measured>>[]> = { workers: [], one: [], raw: [] };
+    const rounds: Record<string, string | number>[] = [];
+    for (let r = 1; r <= ROUNDS; r++) {
+      const inWorkers = await measured(() => ledger.verify({ threads: WORKERS }));
+      const oneThread = await measured(() => ledger.verify({ threads: ONE_THREAD }));
+      const rawHash = await measured(async () => {
+        for (let i = 0; i < size; i++) createHash('sha256').update(Buffer.from([0])).update(leaf).digest();
+      });
+      if (!inWorkers.value.ok || !oneThread.value.ok) throw new Error(`verification of the untouched ledger failed in round ${r}`);
+      runs.workers.push(inWorkers);
+      runs.one.push(oneThread);
+      runs.raw.push(rawHash);
+      for (const [what, m] of [[`ledger.verify(), ${WORKERS.workers} worker threads`, inWorkers], ['ledger.verify(), one thread', oneThread], ['raw SHA-256 baseline', rawHash]] as const) {
+        rounds.push({ round: r, what, 'wall s': round(m.ms / 1000, 2), 'CPU s': round(m.cpuMs / 1000, 2), 'load avg (1 min) before': round(m.load, 2) });
+      }
+    }
+    table(`${engine}: verifying ${size.toLocaleString('en')} entries, each round`, rounds);
+    const summary = (what: string, list: Awaited<ReturnType<typeof measured>>[]) => ({
+      what,
+      'median wall s': round(median(list.map((m) => m.ms)) / 1000, 2),
+      'wall s min–max': spread(list.map((m) => m.ms)),
+      'median CPU s': round(median(list.map((m) => m.cpuMs)) / 1000, 2),
+      'CPU s min–max': spread(list.map((m) => m.cpuMs)),
+      'load avg min–max': `${round(Math.min(...list.map((m) => m.load)), 2)}–${round(Math.max(...list.map((m) => m.load)), 2)}`,
     });
-    table(`${engine}: verifying ${size.toLocaleString('en')} entries`, [
-      { what: `fill with batched appends (${BATCH}/call)`, seconds: round(fill.ms / 1000, 2), 'entries per second': perSecond(size - already, fill.ms), result: '-' },
-      { what: 'ledger.verify() (rebuild tree, check every payload and checkpoint)', seconds: round(verify.ms / 1000, 2), 'entries per second': perSecond(size, verify.ms), result: verify.value.ok ? 'ok' : 'FAILED' },
-      { what: 'raw SHA-256 over as many 200-byte leaves (baseline)', seconds: round(rawHash.ms / 1000, 2), 'entries per second': perSecond(size, rawHash.ms), result: '-' },
+    table(`${engine}: verifying ${size.toLocaleString('en')} entries, ${ROUNDS} rounds (fill: ${round(fill.ms / 1000, 2)} s, ${perSecond(size - already, fill.ms)} entries/s)`, [
+      summary(`ledger.verify() in ${WORKERS.workers} worker threads (rebuild tree, check every entry, payload and checkpoint)`, runs.workers),
+      summary('ledger.verify() on one thread (the same checks)', runs.one),
+      summary('raw SHA-256 over as many 200-byte leaves (baseline)', runs.raw),
     ]);
 
     const inclusion: number[] = [];
@@ -131,6 +199,7 @@ async function run(engine: 'sqlite' | 'postgres') {
   }
 }
 
-process.stdout.write(`# Ledger benchmark — node ${process.version}, ${new Date().toISOString()}\n`);
-await run('sqlite');
+process.stdout.write(`# Ledger benchmark — node ${process.version}, ${new Date().toISOString()}, load average ${loadavg().map((l) => round(l, 2)).join(' ')}\n`);
+// --postgres-only: skip SQLite (with TRESOR_BENCH_PG), to measure one engine at a time on a busy machine.
+if (!process.argv.includes('--postgres-only')) await run('sqlite');
 if (process.env.TRESOR_BENCH_PG) await run('postgres');
