@@ -71,6 +71,7 @@ describe('loadConfig: sources and precedence', () => {
       metrics: { enabled: true, host: '127.0.0.1', port: 9464 },
       lifecycle: { deletion_grace_days: 30, scheduler_interval_seconds: 3600 },
       ledger: { retention_days: 90, technical_retention_days: 7, checkpoint_interval_seconds: 300 },
+      backup: { dir: join(dir, 'data', 'backups'), interval_hours: 24, keep_days: 7 },
       log: { level: 'info' },
       cipher: { url: '', ca_file: '', cert_file: '', key_file: '' },
       mail: { transport: 'outbox', outbox_dir: join(dir, 'data', 'outbox'), smtp_url: '', smtp_ca_file: '', from: 'Tresor <tresor@localhost>', language: 'de' },
