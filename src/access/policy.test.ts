@@ -108,6 +108,7 @@ describe('the decision table: every role × every action (DESIGN §1, deny by de
     ['key.activate', data1, ['member', 'dpo']],
     ['key.grant', data1, ['member', 'dpo']],
     ['key.rotate', data1, ['member', 'dpo']],
+    ['key.exclude', data1, ['dpo']],
   ];
 
   it('covers every action', () => {

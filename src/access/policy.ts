@@ -81,7 +81,9 @@ export type DataAction =
   | 'key.activate'
   | 'key.grant'
   /** Replace the tenant secret (rotation, handover). */
-  | 'key.rotate';
+  | 'key.rotate'
+  /** Leave named colleagues out of a rotation, i.e. take their data access away (the privacy officer's call). */
+  | 'key.exclude';
 
 export const DATA_ACTIONS: readonly DataAction[] = [
   'records.write',
@@ -98,6 +100,7 @@ export const DATA_ACTIONS: readonly DataAction[] = [
   'key.activate',
   'key.grant',
   'key.rotate',
+  'key.exclude',
 ];
 
 /** What the action is about: a reseller, or a tenant with the reseller that owns it (null = the operator's own). */
@@ -127,6 +130,7 @@ const DATA_RIGHTS: Partial<Record<AccountRole, ReadonlySet<DataAction>>> = {
     'key.activate',
     'key.grant',
     'key.rotate',
+    'key.exclude',
   ]),
   // A tenant admin administers but never reads data (B.1); a SecuPass key lets it receive transfers.
   admin: new Set(['e2e-key.own']),
