@@ -245,9 +245,9 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       tags: ['auth'],
       summary: 'Ten new recovery codes, shown once; all earlier ones stop working. Needs a current code from the authenticator app',
       body: { type: 'object', additionalProperties: false, properties: { code: { type: 'string', pattern: '^[0-9]{6}$' } }, required: ['code'] },
-      response: { 200: { type: 'object', properties: { recoveryCodes: { type: 'array', items: { type: 'string' } } }, required: ['recoveryCodes'] }, 400: errorResponseSchema, 401: errorResponseSchema, 409: errorResponseSchema },
+      response: { 200: { type: 'object', properties: { recoveryCodes: { type: 'array', items: { type: 'string' } } }, required: ['recoveryCodes'] }, 400: errorResponseSchema, 401: errorResponseSchema, 409: errorResponseSchema, 429: errorResponseSchema },
     },
-    handler: async (request) => ({ recoveryCodes: await identity.regenerateRecoveryCodes(tokenOf(request), request.body.code) }),
+    handler: async (request) => ({ recoveryCodes: await identity.regenerateRecoveryCodes(tokenOf(request), request.body.code, request.ip) }),
   });
 
   app.get('/api/v1/auth/me', {

@@ -123,7 +123,7 @@ export interface IdentityService {
    */
   resetSecondFactor(by: Actor, ref: string): Promise<{ accountId: string; sessionsEnded: number }>;
   /** Ten new recovery codes for the caller, replacing all earlier ones; needs a current code from the app. */
-  regenerateRecoveryCodes(sessionToken: string, code: string): Promise<string[]>;
+  regenerateRecoveryCodes(sessionToken: string, code: string, source: string): Promise<string[]>;
   /** The password policy that applies to the caller (for forms that explain the rules). */
   policyFor(sessionToken: string): Promise<PasswordPolicy>;
   tenantPolicy(by: Actor, tenantId: string): Promise<PasswordPolicy>;
@@ -890,13 +890,21 @@ export function createIdentityService(deps: {
       return { accountId: account.id, sessionsEnded: Number(ended.numDeletedRows) };
     },
 
-    async regenerateRecoveryCodes(sessionToken, code) {
+    async regenerateRecoveryCodes(sessionToken, code, source) {
       const me = await sessionOf(sessionToken);
       if (!(await secondFactors.isEnabled(me.id))) throw new ConflictError('set up a second factor first (POST /api/v1/auth/totp/setup)');
-      // Proof that the caller holds the authenticator, not only the session; each code works once.
-      if (!/^\d{6}$/.test(code.trim()) || !(await secondFactors.verify(me.id, code))) {
-        await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'failure' });
-        throw new ValidationError('that code is not valid; enter the current 6-digit code from your authenticator app');
+      // Proof that the caller holds the authenticator, not only the session; each code works once. A
+      // 6-digit code is guessable, so a stolen session gets the login's brute-force throttle here too.
+      const attempt = await throttle.reserve(me.login, source);
+      try {
+        if (!/^\d{6}$/.test(code.trim()) || !(await secondFactors.verify(me.id, code))) {
+          await attempt.failed();
+          await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'failure', source });
+          throw new ValidationError('that code is not valid; enter the current 6-digit code from your authenticator app');
+        }
+        await attempt.succeeded();
+      } finally {
+        await attempt.release();
       }
       const codes = await secondFactors.regenerateRecoveryCodes(me.id);
       await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'success' });
