@@ -79,6 +79,16 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
       (await call('installer', 'POST', '/api/v1/accounts', { email: `spaet-${Date.now()}@uebergabe.test`, role: 'member', tenantId: ids.tenant })).statusCode,
     ];
     expect(await installerRights()).toEqual([200, 200, 200, 201]);
+    // The installer's tenant list holds its own reseller's tenants being set up, never anyone else's.
+    const otherReseller = (await call('operator', 'POST', '/api/v1/resellers', { name: 'Partner Nord', adminLogin: 'chef@nord.test' })).json<{ id: string }>().id;
+    const foreign = [
+      (await call('operator', 'POST', '/api/v1/tenants', { name: 'Kunde des Betreibers' })).json<{ id: string }>().id,
+      (await call('operator', 'POST', '/api/v1/tenants', { name: 'Kunde im Norden', resellerId: otherReseller })).json<{ id: string }>().id,
+    ];
+    const installerList = async () => (await call('installer', 'GET', '/api/v1/tenants')).json<{ id: string }[]>().map((x) => x.id);
+    expect(await installerList()).toEqual([ids.tenant]);
+    expect((await call('reseller', 'GET', '/api/v1/tenants')).json<{ id: string }[]>().map((x) => x.id)).toEqual([ids.tenant]);
+    expect((await call('operator', 'GET', '/api/v1/tenants')).json<{ id: string }[]>().map((x) => x.id)).toEqual(expect.arrayContaining([ids.tenant, ...foreign]));
     const handover = await call('setup', 'POST', `/api/v1/tenants/${ids.tenant}/handover`, { ownerAccountId: ids.owner });
     expect(handover.statusCode).toBe(200);
     const result = lines(handover.body);
@@ -92,6 +102,8 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect(after.map((r) => r.email_bidx)).not.toEqual(before.map((r) => r.email_bidx));
     // The installer's administration of the tenant ended with the handover; the reseller keeps its own.
     expect(await installerRights()).toEqual([404, 404, 404, 403]);
+    expect(await installerList()).toEqual([]);
+    expect((await call('reseller', 'GET', '/api/v1/tenants')).json<{ id: string }[]>().map((x) => x.id)).toEqual([ids.tenant]);
     expect((await call('reseller', 'GET', `/api/v1/accounts?tenantId=${ids.tenant}`)).statusCode).toBe(200);
     // The installer's account is out: its sessions ended, and after a new login it has no data access.
     expect((await call('setup', 'GET', '/api/v1/contacts')).statusCode).toBe(401);
