@@ -501,6 +501,7 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       const token = tokenOf(request);
       const key = await identity.dataKeyOf(token);
       if (!key || key.grants || key.tenantId !== request.params.id) throw new ForbiddenError('the handover is done by a data user of this tenant who holds its secret (the installer, during set-up)');
+      authorizeData(actorOf(request), 'key.rotate', key.tenantId, 'the handover is done by a data user of this tenant who holds its secret (the installer, during set-up)');
       const opts = { only: request.body.ownerAccountId, reason: 'handover' as const };
       await identity.checkRotation(token, opts);
       return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, opts, (n) => line({ reencrypted: n })));

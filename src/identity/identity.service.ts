@@ -1111,7 +1111,7 @@ export function createIdentityService(deps: {
     async takeRecoveryCode(sessionToken) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole)) {
+      if (!secret || !me.tenant_id || !isAllowed(actorOf(me), 'key.recovery-code', { type: 'data', tenantId: me.tenant_id })) {
         throw new ForbiddenError('only a data user with data access can see a recovery code owed to them');
       }
       const recoveryCode = await deps.tenantKeys.takeRecoveryCode(me.tenant_id, me.id, secret);
