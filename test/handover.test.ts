@@ -79,6 +79,16 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
       (await call('installer', 'POST', '/api/v1/accounts', { email: `spaet-${Date.now()}@uebergabe.test`, role: 'member', tenantId: ids.tenant })).statusCode,
     ];
     expect(await installerRights()).toEqual([200, 200, 200, 201]);
+    // The installer's tenant list holds its own reseller's tenants being set up, never anyone else's.
+    const otherReseller = (await call('operator', 'POST', '/api/v1/resellers', { name: 'Partner Nord', adminLogin: 'chef@nord.test' })).json<{ id: string }>().id;
+    const foreign = [
+      (await call('operator', 'POST', '/api/v1/tenants', { name: 'Kunde des Betreibers' })).json<{ id: string }>().id,
+      (await call('operator', 'POST', '/api/v1/tenants', { name: 'Kunde im Norden', resellerId: otherReseller })).json<{ id: string }>().id,
+    ];
+    const installerList = async () => (await call('installer', 'GET', '/api/v1/tenants')).json<{ id: string }[]>().map((x) => x.id);
+    expect(await installerList()).toEqual([ids.tenant]);
+    expect((await call('reseller', 'GET', '/api/v1/tenants')).json<{ id: string }[]>().map((x) => x.id)).toEqual([ids.tenant]);
+    expect((await call('operator', 'GET', '/api/v1/tenants')).json<{ id: string }[]>().map((x) => x.id)).toEqual(expect.arrayContaining([ids.tenant, ...foreign]));
     const handover = await call('setup', 'POST', `/api/v1/tenants/${ids.tenant}/handover`, { ownerAccountId: ids.owner });
     expect(handover.statusCode).toBe(200);
     const result = lines(handover.body);
@@ -92,6 +102,8 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect(after.map((r) => r.email_bidx)).not.toEqual(before.map((r) => r.email_bidx));
     // The installer's administration of the tenant ended with the handover; the reseller keeps its own.
     expect(await installerRights()).toEqual([404, 404, 404, 403]);
+    expect(await installerList()).toEqual([]);
+    expect((await call('reseller', 'GET', '/api/v1/tenants')).json<{ id: string }[]>().map((x) => x.id)).toEqual([ids.tenant]);
     expect((await call('reseller', 'GET', `/api/v1/accounts?tenantId=${ids.tenant}`)).statusCode).toBe(200);
     // The installer's account is out: its sessions ended, and after a new login it has no data access.
     expect((await call('setup', 'GET', '/api/v1/contacts')).statusCode).toBe(401);
@@ -121,6 +133,19 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect((await call('colleague', 'GET', '/api/v1/jobs')).json<{ customer_name: string }[]>().map((j) => j.customer_name)).toEqual(['Kunde 0']);
     const events = await (await core.ledgers.tenant(ids.tenant!)).query({ action: 'tenant.handover' });
     expect(events).toHaveLength(1);
+
+    // The handover happens once: no data user can repeat it to push colleagues out.
+    for (const who of ['owner', 'colleague']) {
+      const again = await call(who, 'POST', `/api/v1/tenants/${ids.tenant}/handover`, { ownerAccountId: ids[who] });
+      expect([again.statusCode, again.json<{ code: string; message: string }>()]).toEqual([409, expect.objectContaining({ code: 'CONFLICT', message: expect.stringMatching(/handed over already/) })]);
+    }
+    await expect(core.identity.rotateTenantSecret(tokens.colleague!, { only: ids.colleague!, reason: 'handover' }, () => undefined)).rejects.toThrow(/handed over already/);
+    // Only the privacy officer takes colleagues' access away: a member cannot lock the owner out.
+    const lockOut = await call('colleague', 'POST', '/api/v1/keys/rotate', { excludeAccountIds: [ids.owner] });
+    expect([lockOut.statusCode, lockOut.json<{ message: string }>().message]).toEqual([403, expect.stringMatching(/privacy officer/)]);
+    await expect(core.identity.rotateTenantSecret(tokens.colleague!, { exclude: [ids.owner!] }, () => undefined)).rejects.toThrow(/privacy officer/);
+    expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ dataAccess: true, rotationPending: false });
+    expect(await (await core.ledgers.tenant(ids.tenant!)).query({ action: 'tenant.handover' })).toHaveLength(1);
   });
 
   it('resumes a rotation that stopped after the new secret was set but before the records were re-encrypted', async () => {
@@ -191,6 +216,8 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect((await call('owner', 'POST', '/api/v1/keys/grant', { accountId: ids.colleague! })).statusCode).toBe(204);
     tokens.colleague = await bearerLogin(app, 'colleague@uebergabe.test', PASSWORDS.colleague);
     const oldSecret = await accountSecret('colleague');
+    // Played as the set-up phase again: the tenant is not handed over yet.
+    await core.storage.control.updateTable('tenants').set({ handed_over_at: null }).where('id', '=', ids.tenant!).execute();
     const from = (await core.storage.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', ids.tenant!).executeTakeFirstOrThrow()).secret_version;
     let batches = 0;
     const crash = core.identity.rotateTenantSecret(tokens.colleague!, { only: ids.owner!, reason: 'handover' }, () => {
@@ -210,6 +237,15 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     const oldOne = (await db.selectFrom('contacts').select('id').where('key_version', '=', from).executeTakeFirstOrThrow()).id;
     const newOne = (await db.selectFrom('contacts').select('id').where('key_version', '=', from + 1).executeTakeFirstOrThrow()).id;
     for (const id of [oldOne, newOne]) expect((await call('owner', 'GET', `/api/v1/contacts/${id}`)).json()).toMatchObject({ id, name: expect.stringMatching(/^(Kunde|Person) \d+$/) });
+    // A second rotation or handover now would re-encrypt only the newer half and delete the key of the
+    // older one: refused until the interrupted rotation is resumed.
+    const inProgress = /a rotation is still in progress: resume it first \(POST \/api\/v1\/keys\/rotate\/resume or tresor tenant handover --resume\)/;
+    for (const [url, payload] of [['/api/v1/keys/rotate', {}], [`/api/v1/tenants/${ids.tenant}/handover`, { ownerAccountId: ids.owner }]] as const) {
+      const refused = await call('owner', 'POST', url, payload);
+      expect([refused.statusCode, refused.json<{ code: string; message: string }>()]).toEqual([409, expect.objectContaining({ code: 'CONFLICT', message: expect.stringMatching(inProgress) })]);
+    }
+    await expect(core.identity.rotateTenantSecret(tokens.owner!, {}, () => undefined)).rejects.toThrow(inProgress);
+    expect(new Set((await db.selectFrom('contacts').select('key_version').execute()).map((r) => r.key_version))).toEqual(new Set([from, from + 1]));
     const resumed = await call('owner', 'POST', '/api/v1/keys/rotate/resume');
     expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 609 });
     expect((await call('owner', 'GET', '/api/v1/contacts?book=personal')).json<{ name: string }[]>().map((c) => c.name)).toEqual(['Privat Ottilie']);
@@ -230,6 +266,18 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     const wraps = await db.selectFrom('key_wraps').selectAll().execute();
     expect(wraps.filter((w) => w.kind !== 'recovery').map((w) => [w.kind, w.holder, w.secret_version])).toEqual([['account', ids.owner, from + 1]]);
   }, 180_000);
+
+  it('lets the privacy officer, and only them, take a colleague\'s access away in a rotation', async () => {
+    expect((await call('owner', 'POST', '/api/v1/keys/grant', { accountId: ids.colleague! })).statusCode).toBe(204);
+    tokens.colleague = await bearerLogin(app, 'colleague@uebergabe.test', PASSWORDS.colleague);
+    expect((await call('colleague', 'POST', '/api/v1/keys/rotate', { excludeAccountIds: [ids.owner] })).statusCode).toBe(403);
+    expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ dataAccess: true });
+    const rotated = await call('owner', 'POST', '/api/v1/keys/rotate', { excludeAccountIds: [ids.colleague] });
+    expect(lines(rotated.body).at(-1)).toMatchObject({ keptAccounts: 1, excluded: 1 });
+    tokens.colleague = await bearerLogin(app, 'colleague@uebergabe.test', PASSWORDS.colleague);
+    expect((await call('colleague', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ dataAccess: false });
+    expect((await call('owner', 'GET', '/api/v1/contacts?email=person7%40example.org')).json<{ name: string }[]>().map((c) => c.name)).toEqual(['Person 7']);
+  }, 120_000);
 
   /** The tenant secret from an account's own copy, opened with its password (as its owner can). */
   async function accountSecret(who: 'owner' | 'colleague') {

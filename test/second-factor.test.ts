@@ -84,6 +84,29 @@ describe.each(engines)('second factor management (%s)', (engine) => {
     expect((await call('admin', 'POST', '/api/v1/auth/totp/recovery-codes', { code: '123456' })).statusCode).toBe(409);
   });
 
+  it('throttles guesses of the 6-digit code like a login: repeated wrong codes get 429, and so does the right one meanwhile', async () => {
+    later();
+    // A stolen session must not be able to try all million codes.
+    const wrong = () => String((Number(code()) + 1) % 1_000_000).padStart(6, '0');
+    const renew = (c: string) => call('member', 'POST', '/api/v1/auth/totp/recovery-codes', { code: c });
+    expect((await renew(wrong())).statusCode).toBe(400);
+    const throttled = await renew(wrong());
+    expect([throttled.statusCode, throttled.json<{ code: string }>().code]).toEqual([429, 'THROTTLED']);
+    expect((await renew(code())).statusCode).toBe(429);
+    // The wait doubles with each failure, as for the login (which shares the counter).
+    later(2);
+    expect((await renew(wrong())).statusCode).toBe(400);
+    later(1);
+    expect((await renew(wrong())).statusCode).toBe(429);
+    expect((await login('member@eins.test', code())).statusCode).toBe(429);
+    later(2);
+    const renewed = await renew(code());
+    expect(renewed.statusCode, renewed.body).toBe(200);
+    // Success resets the account's counter.
+    expect((await renew(wrong())).statusCode).toBe(400);
+    later(2);
+  });
+
   it('lets only an administrator of the right tier reset a lost factor; the sessions end and the owner is told', async () => {
     later();
     tokens.member = (await login('member@eins.test', code())).json<{ sessionToken: string }>().sessionToken;

@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from '
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
@@ -464,5 +465,51 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const expired = (await ledger.query({ action: 'transfer.expire' })).map((e) => e.resource);
     expect(expired).toEqual(expect.arrayContaining([expect.stringContaining(level1.id), expect.stringContaining(level3.id)]));
     clock.set('2026-11-23T09:00:00.000Z');
+  });
+
+  it('parallel downloads cannot pass the download limit together', async () => {
+    clock.set('2026-11-23T10:00:00.000Z');
+    tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26');
+    await sendTransfer(1, ['parallel@example.org'], { downloadLimit: 2 });
+    const link = mailedTransferLink(outbox(), 'parallel@example.org');
+    const opened = (await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'parallel@example.org' })).json<{ files: { id: string }[]; downloadToken: string }>();
+    const url = `/api/v1/r/${link.recipientId}/files/${opened.files[0]!.id}?token=${opened.downloadToken}`;
+    const answers = await Promise.all(Array.from({ length: 8 }, () => call(undefined, 'GET', url)));
+    expect(answers.map((a) => a.statusCode).sort()).toEqual([200, 200, 403, 403, 403, 403, 403, 403]);
+    for (const a of answers.filter((x) => x.statusCode === 200)) expect(a.rawPayload.equals(PLAIN)).toBe(true);
+    const [recipient] = await rowsOf('transfer_recipients', 'id', link.recipientId);
+    expect(JSON.parse(recipient!.downloads as string)).toEqual({ [opened.files[0]!.id]: 2 });
+    expect((await call(undefined, 'GET', url)).statusCode).toBe(403);
+  });
+
+  it('expiry goes on with the other tenants when one tenant fails, and logs that one without personal data', async () => {
+    clock.set('2026-11-23T10:00:00.000Z');
+    tokens.anna = await bearerLogin(app, 'anna@kanzlei.test', 'Sicher senden im Herbst 26');
+    const expiring = await sendTransfer(1, ['ablauf-zwei@example.org']);
+    // A second tenant whose database is broken: its transfers table is gone.
+    const other = (await core.platform.createTenant({ kind: 'system', name: 'cli' }, { name: 'Kanzlei Nord' })).id;
+    const brokenDb = await core.storage.tenantDb({ tenantId: other, databaseName: (await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', other).executeTakeFirstOrThrow()).database_name });
+    await sql`alter table transfers rename to transfers_gone`.execute(brokenDb);
+    try {
+      clock.set('2026-11-30T08:00:01.000Z');
+      const failed: string[] = [];
+      // The broken tenant first: the healthy one after it is still served.
+      expect(await core.transfers.expire([other, tenantId], (id) => failed.push(id))).toBeGreaterThanOrEqual(1);
+      expect(failed).toEqual([other]);
+      expect(existsSync(join(core.config.data_dir, 'blobs', tenantId, expiring.id))).toBe(false);
+      expect((await rowsOf('transfers', 'id', expiring.id))[0]).toMatchObject({ key_wrap: null, deleted_at: '2026-11-30T08:00:01.000Z' });
+      // Without a handler the failure is not swallowed, yet the others were done first.
+      await expect(core.transfers.expire([other, tenantId])).rejects.toThrow();
+      // The scheduler's job logs the failing tenant by id and error kind only.
+      const warnings: unknown[][] = [];
+      const log = { info: () => undefined, warn: (...args: unknown[]) => void warnings.push(args) };
+      await transferExpiryJob(core, log).run();
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]![0]).toMatchObject({ tenantId: other });
+      expect(JSON.stringify(warnings)).not.toMatch(/@|Kanzlei|transfers_gone|select/i);
+    } finally {
+      await sql`alter table transfers_gone rename to transfers`.execute(brokenDb);
+      clock.set('2026-11-23T09:00:00.000Z');
+    }
   });
 });

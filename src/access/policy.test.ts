@@ -108,6 +108,10 @@ describe('the decision table: every role × every action (DESIGN §1, deny by de
     ['key.activate', data1, ['member', 'dpo']],
     ['key.grant', data1, ['member', 'dpo']],
     ['key.rotate', data1, ['member', 'dpo']],
+    ['key.exclude', data1, ['dpo']],
+    ['key.recovery-code', data1, ['member', 'dpo']],
+    ['index-plan.read', data1, ['admin', 'member', 'dpo']],
+    ['index-plan.write', data1, ['member', 'dpo']],
   ];
 
   it('covers every action', () => {

@@ -81,7 +81,17 @@ export type DataAction =
   | 'key.activate'
   | 'key.grant'
   /** Replace the tenant secret (rotation, handover). */
-  | 'key.rotate';
+  | 'key.rotate'
+  /** Leave named colleagues out of a rotation, i.e. take their data access away (the privacy officer's call). */
+  | 'key.exclude'
+  /** See the recovery code of the tenant secret owed to oneself (after an activation, rotation or handover). */
+  | 'key.recovery-code'
+  /**
+   * The blind-index plan of a collection (expected rows, hence index length): seen by the tenant's admin,
+   * changed only by its data users, since the length trades search speed against what an index reveals.
+   */
+  | 'index-plan.read'
+  | 'index-plan.write';
 
 export const DATA_ACTIONS: readonly DataAction[] = [
   'records.write',
@@ -98,6 +108,10 @@ export const DATA_ACTIONS: readonly DataAction[] = [
   'key.activate',
   'key.grant',
   'key.rotate',
+  'key.exclude',
+  'key.recovery-code',
+  'index-plan.read',
+  'index-plan.write',
 ];
 
 /** What the action is about: a reseller, or a tenant with the reseller that owns it (null = the operator's own). */
@@ -112,7 +126,21 @@ export type Resource =
 
 /** Which data actions each role of a tenant has (DESIGN §1); every role not named here has none. */
 const DATA_RIGHTS: Partial<Record<AccountRole, ReadonlySet<DataAction>>> = {
-  member: new Set(['records.write', 'records.read', 'transfer.send', 'e2e-key.own', 'grant.create', 'grant.revoke', 'grant.list', 'key.activate', 'key.grant', 'key.rotate']),
+  member: new Set([
+    'records.write',
+    'records.read',
+    'transfer.send',
+    'e2e-key.own',
+    'grant.create',
+    'grant.revoke',
+    'grant.list',
+    'key.activate',
+    'key.grant',
+    'key.rotate',
+    'key.recovery-code',
+    'index-plan.read',
+    'index-plan.write',
+  ]),
   dpo: new Set([
     'records.write',
     'records.read',
@@ -127,9 +155,13 @@ const DATA_RIGHTS: Partial<Record<AccountRole, ReadonlySet<DataAction>>> = {
     'key.activate',
     'key.grant',
     'key.rotate',
+    'key.exclude',
+    'key.recovery-code',
+    'index-plan.read',
+    'index-plan.write',
   ]),
   // A tenant admin administers but never reads data (B.1); a SecuPass key lets it receive transfers.
-  admin: new Set(['e2e-key.own']),
+  admin: new Set(['e2e-key.own', 'index-plan.read']),
   technician: new Set(['records.read-granted', 'grant.list', 'e2e-key.own']),
   'control-centre': new Set(['records.read-granted', 'grant.list', 'e2e-key.own']),
   authority: new Set(['records.read-granted', 'grant.list', 'e2e-key.own']),

@@ -245,9 +245,9 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       tags: ['auth'],
       summary: 'Ten new recovery codes, shown once; all earlier ones stop working. Needs a current code from the authenticator app',
       body: { type: 'object', additionalProperties: false, properties: { code: { type: 'string', pattern: '^[0-9]{6}$' } }, required: ['code'] },
-      response: { 200: { type: 'object', properties: { recoveryCodes: { type: 'array', items: { type: 'string' } } }, required: ['recoveryCodes'] }, 400: errorResponseSchema, 401: errorResponseSchema, 409: errorResponseSchema },
+      response: { 200: { type: 'object', properties: { recoveryCodes: { type: 'array', items: { type: 'string' } } }, required: ['recoveryCodes'] }, 400: errorResponseSchema, 401: errorResponseSchema, 409: errorResponseSchema, 429: errorResponseSchema },
     },
-    handler: async (request) => ({ recoveryCodes: await identity.regenerateRecoveryCodes(tokenOf(request), request.body.code) }),
+    handler: async (request) => ({ recoveryCodes: await identity.regenerateRecoveryCodes(tokenOf(request), request.body.code, request.ip) }),
   });
 
   app.get('/api/v1/auth/me', {
@@ -469,7 +469,9 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       if (!key) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
       // Asked before the stream starts, so that a refusal is a 403 and not an error line after a 200.
       authorizeData(actorOf(request), 'key.rotate', key.tenantId, 'only a data user with data access can rotate the tenant secret');
-      return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, { exclude: request.body.excludeAccountIds }, (n) => line({ reencrypted: n })));
+      const opts = { exclude: request.body.excludeAccountIds };
+      await identity.checkRotation(token, opts);
+      return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, opts, (n) => line({ reencrypted: n })));
     },
   });
 
@@ -499,7 +501,10 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       const token = tokenOf(request);
       const key = await identity.dataKeyOf(token);
       if (!key || key.grants || key.tenantId !== request.params.id) throw new ForbiddenError('the handover is done by a data user of this tenant who holds its secret (the installer, during set-up)');
-      return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, { only: request.body.ownerAccountId, reason: 'handover' }, (n) => line({ reencrypted: n })));
+      authorizeData(actorOf(request), 'key.rotate', key.tenantId, 'the handover is done by a data user of this tenant who holds its secret (the installer, during set-up)');
+      const opts = { only: request.body.ownerAccountId, reason: 'handover' as const };
+      await identity.checkRotation(token, opts);
+      return streamJsonLines(reply, (line) => identity.rotateTenantSecret(token, opts, (n) => line({ reencrypted: n })));
     },
   });
 

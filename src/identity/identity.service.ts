@@ -84,6 +84,13 @@ export const RESET_TTL_MS = 24 * 60 * 60 * 1000;
  * factor, invitations by mail, password policies per tenant, forced changes, and the replay lock of
  * browser sessions.
  */
+/** A rotation of the tenant secret: `exclude` loses access (dpo only); `only` keeps one account (handover). */
+export interface RotationOptions {
+  exclude?: string[] | undefined;
+  only?: string | undefined;
+  reason?: 'handover' | 'rotation';
+}
+
 export interface IdentityService {
   /** Creates an account with a one-time password that is returned once and must be changed (the first operator). */
   createAccount(input: { login: string; tier: 'operator' | 'reseller'; resellerId: string | null }): Promise<{ accountId: string; oneTimePassword: string }>;
@@ -116,7 +123,7 @@ export interface IdentityService {
    */
   resetSecondFactor(by: Actor, ref: string): Promise<{ accountId: string; sessionsEnded: number }>;
   /** Ten new recovery codes for the caller, replacing all earlier ones; needs a current code from the app. */
-  regenerateRecoveryCodes(sessionToken: string, code: string): Promise<string[]>;
+  regenerateRecoveryCodes(sessionToken: string, code: string, source: string): Promise<string[]>;
   /** The password policy that applies to the caller (for forms that explain the rules). */
   policyFor(sessionToken: string): Promise<PasswordPolicy>;
   tenantPolicy(by: Actor, tenantId: string): Promise<PasswordPolicy>;
@@ -138,7 +145,9 @@ export interface IdentityService {
    * the data users and active grants keep access except `exclude`; every other copy of the old secret
    * (in a database copy, in an excluded account, in a session) opens nothing any more.
    */
-  rotateTenantSecret(sessionToken: string, opts: { exclude?: string[] | undefined; only?: string | undefined; reason?: 'handover' | 'rotation' }, progress: (done: number) => void): Promise<{ version: number; reencrypted: number; keptAccounts: number; excluded: number }>;
+  rotateTenantSecret(sessionToken: string, opts: RotationOptions, progress: (done: number) => void): Promise<{ version: number; reencrypted: number; keptAccounts: number; excluded: number }>;
+  /** Refuses (before any streaming starts) a rotation or handover that `rotateTenantSecret` would refuse. */
+  checkRotation(sessionToken: string, opts: RotationOptions): Promise<void>;
   /** Continues an interrupted rotation (any data user holding the new secret). */
   resumeRotation(sessionToken: string, progress: (done: number) => void): Promise<{ reencrypted: number }>;
   /**
@@ -522,6 +531,27 @@ export function createIdentityService(deps: {
     return account;
   };
 
+  /** Tenants whose secret this process is replacing right now: a second rotation waits for the first. */
+  const rotating = new Set<string>();
+  /**
+   * Whether `me` may start this rotation now. A rotation only re-encrypts the records under the newest
+   * version and then deletes the older copy, so one started while another is unfinished would leave the
+   * records still under the oldest version unreadable for good.
+   */
+  const assertRotationAllowed = async (me: AccountRow, opts: RotationOptions) => {
+    if (!me.tenant_id || !isAllowed(actorOf(me), 'key.rotate', { type: 'data', tenantId: me.tenant_id })) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+    const tenantId = me.tenant_id;
+    if ((opts.exclude?.length ?? 0) > 0 && !isAllowed(actorOf(me), 'key.exclude', { type: 'data', tenantId })) {
+      throw new ForbiddenError("only the privacy officer (dpo) can take colleagues' data access away in a rotation: ask them, or rotate without excludeAccountIds");
+    }
+    if (rotating.has(tenantId) || (await deps.tenantKeys.rotationPending(tenantId))) {
+      throw new ConflictError('a rotation is still in progress: resume it first (POST /api/v1/keys/rotate/resume or tresor tenant handover --resume)');
+    }
+    if (opts.reason === 'handover') {
+      const tenant = await control.selectFrom('tenants').select('handed_over_at').where('id', '=', tenantId).executeTakeFirst();
+      if ((tenant?.handed_over_at ?? null) !== null) throw new ConflictError('this tenant was handed over already, and a handover happens once: to take access away from someone, the privacy officer rotates the tenant secret (POST /api/v1/keys/rotate)');
+    }
+  };
   /** An account the actor may manage; any other (or a missing one) is "not found", so nothing is revealed. */
   const manageable = async (by: Actor, ref: string, action: 'account.manage' | 'account.reset-second-factor' = 'account.manage') => {
     const account = await accountByLogin(ref);
@@ -860,13 +890,21 @@ export function createIdentityService(deps: {
       return { accountId: account.id, sessionsEnded: Number(ended.numDeletedRows) };
     },
 
-    async regenerateRecoveryCodes(sessionToken, code) {
+    async regenerateRecoveryCodes(sessionToken, code, source) {
       const me = await sessionOf(sessionToken);
       if (!(await secondFactors.isEnabled(me.id))) throw new ConflictError('set up a second factor first (POST /api/v1/auth/totp/setup)');
-      // Proof that the caller holds the authenticator, not only the session; each code works once.
-      if (!/^\d{6}$/.test(code.trim()) || !(await secondFactors.verify(me.id, code))) {
-        await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'failure' });
-        throw new ValidationError('that code is not valid; enter the current 6-digit code from your authenticator app');
+      // Proof that the caller holds the authenticator, not only the session; each code works once. A
+      // 6-digit code is guessable, so a stolen session gets the login's brute-force throttle here too.
+      const attempt = await throttle.reserve(me.login, source);
+      try {
+        if (!/^\d{6}$/.test(code.trim()) || !(await secondFactors.verify(me.id, code))) {
+          await attempt.failed();
+          await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'failure', source });
+          throw new ValidationError('that code is not valid; enter the current 6-digit code from your authenticator app');
+        }
+        await attempt.succeeded();
+      } finally {
+        await attempt.release();
       }
       const codes = await secondFactors.regenerateRecoveryCodes(me.id);
       await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'auth.second-factor.recovery-codes', resource: { type: 'account', id: me.id }, outcome: 'success' });
@@ -995,57 +1033,67 @@ export function createIdentityService(deps: {
       return { tenantId: me.tenant_id, dataKey: opened.dataKey, keyVersion: opened.version, ...(previous ? { previous } : {}) };
     },
 
+    async checkRotation(sessionToken, opts) {
+      await assertRotationAllowed(await sessionOf(sessionToken), opts);
+    },
+
     async rotateTenantSecret(sessionToken, opts, progress) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
       if (!me.tenant_id || !isAllowed(actorOf(me), 'key.rotate', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
       const tenantId = me.tenant_id;
-      const accounts = await control
-        .selectFrom('accounts')
-        .select(['id', 'public_key'])
-        .where('tenant_id', '=', tenantId)
-        .where('status', '=', 'active')
-        .where('role', 'in', ['member', 'dpo'])
-        .where('public_key', 'is not', null)
-        .execute();
-      const excluded = new Set(opts.exclude ?? []);
-      if (opts.only !== undefined) {
-        if (!accounts.some((a) => a.id === opts.only)) throw new NotFoundError('account');
-        for (const a of accounts) if (a.id !== opts.only) excluded.add(a.id);
+      await assertRotationAllowed(me, opts);
+      rotating.add(tenantId);
+      try {
+        const accounts = await control
+          .selectFrom('accounts')
+          .select(['id', 'public_key'])
+          .where('tenant_id', '=', tenantId)
+          .where('status', '=', 'active')
+          .where('role', 'in', ['member', 'dpo'])
+          .where('public_key', 'is not', null)
+          .execute();
+        const excluded = new Set(opts.exclude ?? []);
+        if (opts.only !== undefined) {
+          if (!accounts.some((a) => a.id === opts.only)) throw new NotFoundError('account');
+          for (const a of accounts) if (a.id !== opts.only) excluded.add(a.id);
+        }
+        // Only those who hold the secret now keep it (and a handover's owner gets it): a rotation must not
+        // hand it back to someone who lost it (an installer's seat after the handover, a reset password).
+        const holders = new Set(await deps.tenantKeys.accountHolders(tenantId));
+        const keep = accounts.filter((a) => a.id === opts.only || (!excluded.has(a.id) && holders.has(a.id))).map((a) => ({ id: a.id, publicKey: a.public_key! }));
+        if (keep.length === 0) throw new ConflictError('after the rotation nobody would hold the tenant secret: keep at least one data user');
+        const db = await deps.tenantDb(tenantId);
+        const active = await db.selectFrom('grants').select(['id', 'grantee_id']).where('ended_at', 'is', null).where('expires_at', '>', nowIso()).execute();
+        const grantees = active.length === 0 ? [] : await control.selectFrom('accounts').select(['id', 'public_key']).where('id', 'in', active.map((g) => g.grantee_id)).execute();
+        const grants = active.flatMap((g) => {
+          const key = grantees.find((a) => a.id === g.grantee_id)?.public_key;
+          return key ? [{ id: g.id, publicKey: key }] : [];
+        });
+        // The new recovery code is owed to the caller if they keep access, else to the owner (handover) or
+        // to every kept data user; it is shown once, in their own session (takeRecoveryCode).
+        const recoveryFor = !excluded.has(me.id) ? [me.id] : opts.only !== undefined ? [opts.only] : keep.map((a) => a.id);
+        const rotated = await deps.tenantKeys.rotate(tenantId, secret, { by: me.id, keep, grants, recoveryFor });
+        if (opts.reason === 'handover') await control.updateTable('tenants').set({ handed_over_at: nowIso() }).where('id', '=', tenantId).execute();
+        await record(tenantId, {
+          actor: ledgerActor(actorOf(me)),
+          action: opts.reason === 'handover' ? 'tenant.handover' : 'key.rotate-tenant-secret',
+          resource: { type: 'tenant', id: tenantId },
+          outcome: 'success',
+          details: { version: rotated.to.version, keptAccounts: keep.length, excluded: excluded.size, grants: grants.length, ...(opts.only ? { owner: opts.only } : {}) },
+        });
+        // Every session of the tenant holds the old secret now; the caller continues with the new one if kept.
+        const tenantAccounts = (await control.selectFrom('accounts').select('id').where('tenant_id', '=', tenantId).execute()).map((a) => a.id);
+        await control.updateTable('sessions').set({ sealed_tenant_secret: null }).where('account_id', 'in', tenantAccounts).execute();
+        if (!excluded.has(me.id)) await control.updateTable('sessions').set({ sealed_tenant_secret: sealForSession(sessionToken, rotated.secret) }).where('id_hash', '=', me.idHash).execute();
+        if (excluded.size > 0) await control.deleteFrom('sessions').where('account_id', 'in', [...excluded]).execute();
+        const reencrypted = (await deps.reencryptRecords?.(tenantId, rotated.from, rotated.to, progress)) ?? 0;
+        await deps.tenantKeys.finishRotation(tenantId);
+        await record(tenantId, { actor: ledgerActor(actorOf(me)), action: 'key.rotation-finished', resource: { type: 'tenant', id: tenantId }, outcome: 'success', details: { reencrypted } });
+        return { version: rotated.to.version, reencrypted, keptAccounts: keep.length, excluded: excluded.size };
+      } finally {
+        rotating.delete(tenantId);
       }
-      // Only those who hold the secret now keep it (and a handover's owner gets it): a rotation must not
-      // hand it back to someone who lost it (an installer's seat after the handover, a reset password).
-      const holders = new Set(await deps.tenantKeys.accountHolders(tenantId));
-      const keep = accounts.filter((a) => a.id === opts.only || (!excluded.has(a.id) && holders.has(a.id))).map((a) => ({ id: a.id, publicKey: a.public_key! }));
-      if (keep.length === 0) throw new ConflictError('after the rotation nobody would hold the tenant secret: keep at least one data user');
-      const db = await deps.tenantDb(tenantId);
-      const active = await db.selectFrom('grants').select(['id', 'grantee_id']).where('ended_at', 'is', null).where('expires_at', '>', nowIso()).execute();
-      const grantees = active.length === 0 ? [] : await control.selectFrom('accounts').select(['id', 'public_key']).where('id', 'in', active.map((g) => g.grantee_id)).execute();
-      const grants = active.flatMap((g) => {
-        const key = grantees.find((a) => a.id === g.grantee_id)?.public_key;
-        return key ? [{ id: g.id, publicKey: key }] : [];
-      });
-      // The new recovery code is owed to the caller if they keep access, else to the owner (handover) or
-      // to every kept data user; it is shown once, in their own session (takeRecoveryCode).
-      const recoveryFor = !excluded.has(me.id) ? [me.id] : opts.only !== undefined ? [opts.only] : keep.map((a) => a.id);
-      const rotated = await deps.tenantKeys.rotate(tenantId, secret, { by: me.id, keep, grants, recoveryFor });
-      if (opts.reason === 'handover') await control.updateTable('tenants').set({ handed_over_at: nowIso() }).where('id', '=', tenantId).execute();
-      await record(tenantId, {
-        actor: ledgerActor(actorOf(me)),
-        action: opts.reason === 'handover' ? 'tenant.handover' : 'key.rotate-tenant-secret',
-        resource: { type: 'tenant', id: tenantId },
-        outcome: 'success',
-        details: { version: rotated.to.version, keptAccounts: keep.length, excluded: excluded.size, grants: grants.length, ...(opts.only ? { owner: opts.only } : {}) },
-      });
-      // Every session of the tenant holds the old secret now; the caller continues with the new one if kept.
-      const tenantAccounts = (await control.selectFrom('accounts').select('id').where('tenant_id', '=', tenantId).execute()).map((a) => a.id);
-      await control.updateTable('sessions').set({ sealed_tenant_secret: null }).where('account_id', 'in', tenantAccounts).execute();
-      if (!excluded.has(me.id)) await control.updateTable('sessions').set({ sealed_tenant_secret: sealForSession(sessionToken, rotated.secret) }).where('id_hash', '=', me.idHash).execute();
-      if (excluded.size > 0) await control.deleteFrom('sessions').where('account_id', 'in', [...excluded]).execute();
-      const reencrypted = (await deps.reencryptRecords?.(tenantId, rotated.from, rotated.to, progress)) ?? 0;
-      await deps.tenantKeys.finishRotation(tenantId);
-      await record(tenantId, { actor: ledgerActor(actorOf(me)), action: 'key.rotation-finished', resource: { type: 'tenant', id: tenantId }, outcome: 'success', details: { reencrypted } });
-      return { version: rotated.to.version, reencrypted, keptAccounts: keep.length, excluded: excluded.size };
     },
 
     async resumeRotation(sessionToken, progress) {
@@ -1063,7 +1111,7 @@ export function createIdentityService(deps: {
     async takeRecoveryCode(sessionToken) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!secret || !me.tenant_id || me.tier !== 'tenant' || !DATA_ROLES.includes(me.role as AccountRole)) {
+      if (!secret || !me.tenant_id || !isAllowed(actorOf(me), 'key.recovery-code', { type: 'data', tenantId: me.tenant_id })) {
         throw new ForbiddenError('only a data user with data access can see a recovery code owed to them');
       }
       const recoveryCode = await deps.tenantKeys.takeRecoveryCode(me.tenant_id, me.id, secret);

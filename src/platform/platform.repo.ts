@@ -51,11 +51,15 @@ export function createPlatformRepo(db: ControlDb) {
       const row = await db.selectFrom('tenants').selectAll().where('name', '=', name).executeTakeFirst();
       return row ? toTenant(row) : undefined;
     },
-    /** resellerId undefined = all tenants; null = the operator's direct tenants; a string = that reseller's. */
-    async listTenants(resellerId: string | null | undefined) {
+    /**
+     * resellerId undefined = all tenants; null = the operator's direct tenants; a string = that reseller's.
+     * `notHandedOver`: only tenants still being set up (what an installer administers, S2.3).
+     */
+    async listTenants(resellerId: string | null | undefined, opts: { notHandedOver?: boolean } = {}) {
       let query = db.selectFrom('tenants').selectAll();
       if (resellerId === null) query = query.where('reseller_id', 'is', null);
       else if (resellerId !== undefined) query = query.where('reseller_id', '=', resellerId);
+      if (opts.notHandedOver === true) query = query.where('handed_over_at', 'is', null);
       const rows = await query.orderBy('created_at').orderBy('id').execute();
       return rows.map(toTenant);
     },

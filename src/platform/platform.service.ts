@@ -189,7 +189,11 @@ export function createPlatformService(deps: PlatformDeps) {
 
     async listTenants(actor: Actor): Promise<TenantView[]> {
       authorize(actor, 'tenant.list', { type: 'platform' });
-      return repo.listTenants(actor.kind === 'reseller' ? actor.resellerId : undefined);
+      // An installer sees its own reseller's tenants until their handover, as the policy lets it read them.
+      if (actor.kind === 'installer') return repo.listTenants(actor.resellerId, { notHandedOver: true });
+      if (actor.kind === 'reseller') return repo.listTenants(actor.resellerId);
+      // Only the operator and the local CLI reach this point (the policy refuses everyone else).
+      return repo.listTenants(undefined);
     },
 
     async getTenant(actor: Actor, tenantId: string): Promise<TenantView> {

@@ -274,10 +274,9 @@ export function createCollection(
     const allBooks = isAllowed(a, 'records.read-all-books', { type: 'data', tenantId: s.tenantId });
     return { books: allBooks || !spec.books ? 'all' : ['shared', `personal:${a.accountId}`], ids: null };
   };
-  /** The index plan is a tenant setting: its admin and its data users may read and change it, nobody else. */
-  const planner = (actor: Actor, tenantId: string) => {
-    if (actor.kind !== 'tenant' || actor.tenantId !== tenantId || !['admin', 'member', 'dpo'].includes(actor.role)) throw new ForbiddenError(`the blind-index plan of ${spec.table} is a setting for the tenant's admin and data users`);
-  };
+  /** The index plan is a tenant setting: its admin may see it, its data users see and change it (policy). */
+  const planner = (actor: Actor, tenantId: string, action: 'index-plan.read' | 'index-plan.write') =>
+    authorizeData(actor, action, tenantId, action === 'index-plan.read' ? `the blind-index plan of ${spec.table} is shown to the tenant's admin and data users` : `the blind-index plan of ${spec.table} is changed by the tenant's data users (member or dpo)`);
   const bookOf = (s: DataSession, book: 'shared' | 'personal') => (book === 'personal' && spec.books ? `personal:${dataUser(s).accountId}` : 'shared');
 
   const toRow = (s: DataSession, bits: number, id: string, input: RecordInput, book: unknown): Row => {
@@ -531,7 +530,7 @@ export function createCollection(
      * version will get from it, and the length each existing key version's index was built with.
      */
     async indexPlan(actor: Actor, tenantId: string): Promise<{ collection: string; expectedRows: number; nextBits: number; built: { keyVersion: number; bits: number }[] }> {
-      planner(actor, tenantId);
+      planner(actor, tenantId, 'index-plan.read');
       const db = await deps.tenantDb(tenantId);
       const expectedRows = await expectedRowsOf(db);
       const prefix = plannedBitsKey(spec.table, 0).replace(/0$/, '');
@@ -545,7 +544,7 @@ export function createCollection(
      * Existing indexes keep their length; the next rotation of the tenant secret re-indexes with the new one.
      */
     async setExpectedRows(actor: Actor, tenantId: string, expectedRows: number): Promise<{ collection: string; expectedRows: number; nextBits: number }> {
-      planner(actor, tenantId);
+      planner(actor, tenantId, 'index-plan.write');
       const nextBits = blindIndexBits(expectedRows);
       await (await deps.tenantLedger(tenantId)).append(
         { actor: ledgerActor(actor), action: 'record.index-plan', resource: { type: spec.table }, outcome: 'success', details: { expectedRows, nextBits } },

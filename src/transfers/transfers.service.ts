@@ -404,6 +404,34 @@ export function createTransferService(deps: {
     return { tenantId: index.tenant_id, db, fr, requestKey: unwrapWithKey(fr.link_wrap, Buffer.from(secret, 'base64url'), requestLinkContext(fr.id)) };
   };
 
+  /** One tenant's part of `expire`: how many transfers were purged. */
+  const expireTenant = async (tenantId: string) => {
+    let purged = 0;
+    const db = await deps.tenantDb(tenantId);
+    const due = await db.selectFrom('transfers').selectAll().where('deleted_at', 'is', null).where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('withdrawn_at', 'is not', null)])).execute();
+    for (const t of due) {
+      await purge(tenantId, t, t.withdrawn_at ? 'withdrawn' : 'expired', { tier: 'system', role: 'scheduler', id: 'scheduler' });
+      purged++;
+    }
+    await db.deleteFrom('transfer_downloads').where('expires_at', '<=', nowIso()).execute();
+    // "Request files" links that expired or were closed: the outsider's way in (the link's wrap of K_req)
+    // goes at once; the member's wrap of K_req once no transfer uploaded through the link is left.
+    await db
+      .updateTable('file_requests')
+      .set({ link_wrap: null, secret_hash: null })
+      .where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('closed_at', 'is not', null)]))
+      .where((eb) => eb.or([eb('link_wrap', 'is not', null), eb('secret_hash', 'is not', null)]))
+      .execute();
+    await db
+      .updateTable('file_requests')
+      .set({ key_wrap: null })
+      .where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('closed_at', 'is not', null)]))
+      .where('key_wrap', 'is not', null)
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('transfers').select('transfers.id').whereRef('transfers.request_id', '=', 'file_requests.id').where('transfers.deleted_at', 'is', null))))
+      .execute();
+    return purged;
+  };
+
   return {
     // ---- SecuPass keys --------------------------------------------------------------------------------
     async loginSalt(actor: Actor) {
@@ -797,17 +825,30 @@ export function createTransferService(deps: {
         }
       }
       const key = unwrapWithKey(grant.key_wrap, Buffer.from(token, 'base64url'), `transfer-download|${r.id}`);
-      const downloads = JSON.parse(r.downloads) as Record<string, number>;
-      const before = downloads[f.id] ?? 0;
       const bundle = f.kind === 'bundle'; // the level-4 message: reading it is not downloading a file
-      if (!bundle && t.download_limit !== null && before >= t.download_limit) {
-        await record(index.tenant_id, { actor: who, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source, details: { recipient: r.id, file: f.id, reason: 'limit' } });
-        throw new ForbiddenError(`this file may be downloaded ${t.download_limit} time(s); the limit is reached`);
-      }
-      const first = !bundle && r.state !== 'downloaded';
-      if (!bundle) {
+      let first = false;
+      // Counted with a compare-and-set on the counters as read: of parallel downloads only one can move
+      // them from the same value, so together they can never pass the limit; the others read again.
+      for (let current = r, tries = 0; !bundle; tries++) {
+        const downloads = JSON.parse(current.downloads) as Record<string, number>;
+        const before = downloads[f.id] ?? 0;
+        if (t.download_limit !== null && before >= t.download_limit) {
+          await record(index.tenant_id, { actor: who, action: 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'denied', source, details: { recipient: r.id, file: f.id, reason: 'limit' } });
+          throw new ForbiddenError(`this file may be downloaded ${t.download_limit} time(s); the limit is reached`);
+        }
         downloads[f.id] = before + 1;
-        await db.updateTable('transfer_recipients').set({ downloads: JSON.stringify(downloads), state: 'downloaded', downloaded_at: r.downloaded_at ?? nowIso() }).where('id', '=', r.id).execute();
+        const counted = await db
+          .updateTable('transfer_recipients')
+          .set({ downloads: JSON.stringify(downloads), state: 'downloaded', downloaded_at: current.downloaded_at ?? nowIso() })
+          .where('id', '=', r.id)
+          .where('downloads', '=', current.downloads)
+          .executeTakeFirst();
+        if (Number(counted.numUpdatedRows) === 1) {
+          first = current.state !== 'downloaded';
+          break;
+        }
+        if (tries >= 50) throw new ConflictError('too many downloads of this file at the same moment; try again in a few seconds');
+        current = (await db.selectFrom('transfer_recipients').selectAll().where('id', '=', r.id).executeTakeFirst()) ?? current;
       }
       await record(index.tenant_id, { actor: who, action: bundle ? 'transfer.read-message' : 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { recipient: r.id, file: f.id } });
       if (first) {
@@ -964,33 +1005,24 @@ export function createTransferService(deps: {
       };
     },
 
-    /** Deletes expired (and withdrawn, not yet purged) transfers of every tenant; the scheduler calls it. */
-    async expire(tenantIds: string[]) {
+    /**
+     * Deletes expired (and withdrawn, not yet purged) transfers of every tenant; the scheduler calls it.
+     * A tenant that fails (its database unreachable, say) does not keep the others' transfers alive: it is
+     * reported to `onTenantError` and the next one goes on; without `onTenantError` the first error is thrown
+     * once every tenant was tried.
+     */
+    async expire(tenantIds: string[], onTenantError?: (tenantId: string, error: unknown) => void) {
       let purged = 0;
+      let firstError: { error: unknown } | undefined;
       for (const tenantId of tenantIds) {
-        const db = await deps.tenantDb(tenantId);
-        const due = await db.selectFrom('transfers').selectAll().where('deleted_at', 'is', null).where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('withdrawn_at', 'is not', null)])).execute();
-        for (const t of due) {
-          await purge(tenantId, t, t.withdrawn_at ? 'withdrawn' : 'expired', { tier: 'system', role: 'scheduler', id: 'scheduler' });
-          purged++;
+        try {
+          purged += await expireTenant(tenantId);
+        } catch (error) {
+          if (onTenantError) onTenantError(tenantId, error);
+          else firstError ??= { error };
         }
-        await db.deleteFrom('transfer_downloads').where('expires_at', '<=', nowIso()).execute();
-        // "Request files" links that expired or were closed: the outsider's way in (the link's wrap of K_req)
-        // goes at once; the member's wrap of K_req once no transfer uploaded through the link is left.
-        await db
-          .updateTable('file_requests')
-          .set({ link_wrap: null, secret_hash: null })
-          .where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('closed_at', 'is not', null)]))
-          .where((eb) => eb.or([eb('link_wrap', 'is not', null), eb('secret_hash', 'is not', null)]))
-          .execute();
-        await db
-          .updateTable('file_requests')
-          .set({ key_wrap: null })
-          .where((eb) => eb.or([eb('expires_at', '<=', nowIso()), eb('closed_at', 'is not', null)]))
-          .where('key_wrap', 'is not', null)
-          .where((eb) => eb.not(eb.exists(eb.selectFrom('transfers').select('transfers.id').whereRef('transfers.request_id', '=', 'file_requests.id').where('transfers.deleted_at', 'is', null))))
-          .execute();
       }
+      if (firstError) throw firstError.error;
       return purged;
     },
 
