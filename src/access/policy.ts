@@ -124,47 +124,34 @@ export type Resource =
   /** The personal data of one tenant. */
   | { type: 'data'; tenantId: string };
 
+/** A member's data actions; the privacy officer has these and more. */
+const MEMBER_DATA: readonly DataAction[] = [
+  'records.write',
+  'records.read',
+  'transfer.send',
+  'e2e-key.own',
+  'grant.create',
+  'grant.revoke',
+  'grant.list',
+  'key.activate',
+  'key.grant',
+  'key.rotate',
+  'key.recovery-code',
+  'index-plan.read',
+  'index-plan.write',
+];
+/** External accounts read only what a grant gives them. */
+const EXTERNAL_DATA: readonly DataAction[] = ['records.read-granted', 'grant.list', 'e2e-key.own'];
+
 /** Which data actions each role of a tenant has (DESIGN §1); every role not named here has none. */
 const DATA_RIGHTS: Partial<Record<AccountRole, ReadonlySet<DataAction>>> = {
-  member: new Set([
-    'records.write',
-    'records.read',
-    'transfer.send',
-    'e2e-key.own',
-    'grant.create',
-    'grant.revoke',
-    'grant.list',
-    'key.activate',
-    'key.grant',
-    'key.rotate',
-    'key.recovery-code',
-    'index-plan.read',
-    'index-plan.write',
-  ]),
-  dpo: new Set([
-    'records.write',
-    'records.read',
-    'records.read-all-books',
-    'privacy.search',
-    'transfer.send',
-    'transfer.manage-any',
-    'e2e-key.own',
-    'grant.create',
-    'grant.revoke',
-    'grant.list',
-    'key.activate',
-    'key.grant',
-    'key.rotate',
-    'key.exclude',
-    'key.recovery-code',
-    'index-plan.read',
-    'index-plan.write',
-  ]),
+  member: new Set(MEMBER_DATA),
+  dpo: new Set([...MEMBER_DATA, 'records.read-all-books', 'privacy.search', 'transfer.manage-any', 'key.exclude']),
   // A tenant admin administers but never reads data (B.1); a SecuPass key lets it receive transfers.
   admin: new Set(['e2e-key.own', 'index-plan.read']),
-  technician: new Set(['records.read-granted', 'grant.list', 'e2e-key.own']),
-  'control-centre': new Set(['records.read-granted', 'grant.list', 'e2e-key.own']),
-  authority: new Set(['records.read-granted', 'grant.list', 'e2e-key.own']),
+  technician: new Set(EXTERNAL_DATA),
+  'control-centre': new Set(EXTERNAL_DATA),
+  authority: new Set(EXTERNAL_DATA),
   guest: new Set(['e2e-key.own']),
 };
 
