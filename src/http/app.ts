@@ -95,13 +95,15 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   // Billing: every successful authenticated call counts for the tenant it is about — the caller's own
   // tenant (its data users, admins, grantees) or, for platform and reseller calls, the tenant named in the
   // path or query. Bytes are not taken from the HTTP envelope: the transfer service counts the payload bytes
-  // it stores and sends (an upload or download would otherwise be counted twice).
-  app.addHook('onResponse', async (request, reply) => {
+  // it stores and sends (an upload or download would otherwise be counted twice). Counted as the answer
+  // is sent (not after it reached the client), so a flush after a call returned always includes it.
+  app.addHook('onSend', async (request, reply, payload) => {
     const actor = request.actor;
-    if (!actor || reply.statusCode >= 400) return;
+    if (!actor || reply.statusCode >= 400) return payload;
     const named = (request.params as { tenantId?: unknown } | undefined)?.tenantId ?? (request.query as { tenantId?: unknown } | undefined)?.tenantId;
     const tenantId = 'tenantId' in actor ? actor.tenantId : named;
     if (typeof tenantId === 'string') core.billing.count(tenantId, { apiCalls: 1 });
+    return payload;
   });
 
   registerRequestTokenHeader(app);
@@ -109,12 +111,12 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   registerFormRequestToken(app, authenticate);
   registerIdentityRoutes(app, { identity: core.identity, authenticate });
   registerPlatformRoutes(app, { platform: core.platform, authenticate });
-  registerRecordRoutes(app, { collections: core.collections, identity: core.identity, authenticate });
+  registerRecordRoutes(app, { collections: core.collections, identity: core.identity, subjectKeys: core.subjectKeys, authenticate });
   registerGrantRoutes(app, { identity: core.identity, authenticate });
   registerTransferRoutes(app, { transfers: core.transfers, identity: core.identity, authenticate });
   registerLedgerRoutes(app, {
     ledgerFor: (actor, tenantId, action) => core.platform.ledgerFor(actor, tenantId, action),
-    subjectIndexes: async (request, subject) => subjectIndexesOf(await dataSessionOf(core.identity, request), subject),
+    subjectIndexes: async (request, subject) => subjectIndexesOf(core.subjectKeys, await dataSessionOf(core.identity, request), subject),
     authenticate,
   });
 

@@ -28,6 +28,10 @@ export function createBillingMeter(deps: {
 }) {
   let pending = new Map<string, Omit<BillingTotals, 'recordsStored'>>();
   const lastSnapshotDay = new Map<string, string>();
+  // One flush at a time: a flush that starts while another still writes waits for it, so when a flush
+  // returns, everything counted before it was called is in the ledger (the scheduler and a stop, or a
+  // caller that reads the report next, never see a half-written batch of the other).
+  let running: Promise<unknown> = Promise.resolve();
   return {
     count(tenantId: string, usage: Partial<Omit<BillingTotals, 'recordsStored'>>) {
       const totals = pending.get(tenantId) ?? { apiCalls: 0, bytesTransferred: 0 };
@@ -36,7 +40,14 @@ export function createBillingMeter(deps: {
       pending.set(tenantId, totals);
     },
     /** Writes one `billing.usage` event per tenant with something to report; returns how many were written. */
-    async flush(): Promise<number> {
+    flush(): Promise<number> {
+      const next = running.catch(() => undefined).then(() => writeBatch());
+      running = next;
+      return next;
+    },
+  };
+
+  async function writeBatch(): Promise<number> {
       const batch = pending;
       pending = new Map();
       const today = (deps.clock?.now() ?? new Date()).toISOString().slice(0, 10);
@@ -62,8 +73,7 @@ export function createBillingMeter(deps: {
         written++;
       }
       return written;
-    },
-  };
+  }
 }
 
 /**
