@@ -20,7 +20,7 @@ import { createMailer, type Mailer } from './mail/mailer.js';
 import { createTenantKeys, type TenantKeys } from './crypto/tenant-keys.js';
 import { newId } from './crypto/random.js';
 import type { SealedColumn } from './crypto/rotate.js';
-import { contactsSpec, createCollection, jobsSpec, type Collection } from './records/index.js';
+import { contactsSpec, createCollection, createSubjectKeys, jobsSpec, type Collection, type SubjectKeyStore } from './records/index.js';
 import { createTransferService, type TransferService } from './transfers/index.js';
 import type { TransferControlSchema, TransferSchema } from './transfers/transfers.migrations.js';
 import type { Kysely } from 'kysely';
@@ -39,6 +39,8 @@ export interface Core {
   tenantKeys: TenantKeys;
   /** The encrypted collections, by their API path. */
   collections: { contacts: Collection; jobs: Collection };
+  /** The keys of the ledger's data-subject pseudonyms (Art. 15), which outlive rotations of the tenant secret. */
+  subjectKeys: SubjectKeyStore;
   /** Secure exchange: transfers at four levels, SecuPass keys (docs/transfers.md). */
   transfers: TransferService;
   clock: Clock;
@@ -117,7 +119,8 @@ export async function openCore(
     clock,
     newId,
   });
-  const recordDeps = { tenantDb: tenantDbOf, tenantLedger: (tenantId: string) => ledgers.tenant(tenantId), clock };
+  const subjectKeys = createSubjectKeys({ tenantDb: tenantDbOf, clock });
+  const recordDeps = { tenantDb: tenantDbOf, tenantLedger: (tenantId: string) => ledgers.tenant(tenantId), clock, subjectKeys };
   const collections = { contacts: createCollection(contactsSpec, recordDeps), jobs: createCollection(jobsSpec, recordDeps) };
   // The transfer service is made after identity (it uses it); rotation reaches it through this reference.
   let transfers: TransferService | undefined;
@@ -175,6 +178,7 @@ export async function openCore(
     blobRoot: join(config.data_dir, 'blobs'),
     clock,
     billing,
+    subjectKeys,
   });
   const platform = createPlatformService({
     repo: createPlatformRepo(storage.control),
@@ -196,6 +200,7 @@ export async function openCore(
     mailer,
     tenantKeys,
     collections,
+    subjectKeys,
     transfers,
     billing,
     clock,

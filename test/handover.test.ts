@@ -250,7 +250,7 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect(lines(resumed.body).at(-1)).toEqual({ reencrypted: 609 });
     expect((await call('owner', 'GET', '/api/v1/contacts?book=personal')).json<{ name: string }[]>().map((c) => c.name)).toEqual(['Privat Ottilie']);
     const bookKeys = await (db as unknown as Kysely<{ book_keys: { key_version: number } }>).selectFrom('book_keys').select('key_version').execute();
-    expect(bookKeys.map((b) => b.key_version)).toEqual([from + 1]);
+    expect(new Set(bookKeys.map((b) => b.key_version))).toEqual(new Set([from + 1])); // the book's key and the ledger's subject keys
     expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ rotationPending: false });
     const after = await db.selectFrom('contacts').selectAll().execute();
     expect(after).toHaveLength(1108);
@@ -278,6 +278,30 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     expect((await call('colleague', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ dataAccess: false });
     expect((await call('owner', 'GET', '/api/v1/contacts?email=person7%40example.org')).json<{ name: string }[]>().map((c) => c.name)).toEqual(['Person 7']);
   }, 120_000);
+
+  it("finds a person's entries from before the handover and every rotation in the privacy officer's export (Art. 15)", async () => {
+    // Kunde 3 was entered by the installer's set-up account under secret version 1, before the handover;
+    // the secret was rotated several times since.
+    const { secret_version: version } = await core.storage.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', ids.tenant!).executeTakeFirstOrThrow();
+    expect(version).toBeGreaterThanOrEqual(5);
+    tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
+    expect((await call('owner', 'GET', '/api/v1/contacts?email=kunde3%40example.org')).statusCode).toBe(200);
+    const exported = await call('owner', 'GET', `/api/v1/ledger/export?email=${encodeURIComponent('KUNDE3@example.org')}`);
+    expect(exported.statusCode, exported.body).toBe(200);
+    const entries = exported.json<{ entries: { action: string; actor: string }[] }>().entries;
+    expect(entries.filter((e) => e.action === 'record.create').map((e) => e.actor)).toEqual([`tenant:member:${ids.setup}`]);
+    // Found by the owner's search right after the handover and by the one just now, and in every list since.
+    expect(entries.filter((e) => e.action === 'record.search' && e.actor === `tenant:dpo:${ids.owner}`).length).toBeGreaterThanOrEqual(2);
+    expect(entries.some((e) => e.action === 'record.list')).toBe(true);
+    expect(exported.body).not.toMatch(/kunde3@|Kunde 3/i);
+    // The subject keys are the ones of version 1, wrapped (not changed) at each rotation, under the current version.
+    const db = (await tenantDb()) as unknown as Kysely<{ book_keys: { book: string; key_version: number } }>;
+    const rows = await db.selectFrom('book_keys').select(['book', 'key_version']).where('book', 'like', 'ledger-subject:%').orderBy('book').execute();
+    expect(rows).toEqual([
+      { book: 'ledger-subject:email', key_version: version },
+      { book: 'ledger-subject:name', key_version: version },
+    ]);
+  });
 
   /** The tenant secret from an account's own copy, opened with its password (as its owner can). */
   async function accountSecret(who: 'owner' | 'colleague') {

@@ -6,6 +6,7 @@ import { newId } from '../crypto/random.js';
 import { ledgerActor, MAX_ENTRY_FIELD_LENGTH, type Ledger } from '../ledger/index.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../shared/errors.js';
 import { parseCsv } from '../shared/csv.js';
+import { ledgerSubjectIndex, type SubjectKeys, type SubjectKeyStore } from './subject-keys.js';
 
 /**
  * Encrypted collections of personal data (S1, B.1), one definition per collection (address books, jobs).
@@ -97,11 +98,6 @@ export interface DataSession {
   previous?: { dataKey: Buffer; version: number } | undefined;
 }
 
-/** The data subject index of the ledger: full-length (no coincidences), so an Art. 15 export finds exactly one person. */
-export function ledgerSubjectIndex(dataKey: Buffer, kind: 'email' | 'name', value: string): string {
-  return blindIndex(hkdf32(dataKey, `bidx/ledger-subject/${kind}`), kind === 'email' ? 'email' : 'text', value, 16);
-}
-
 /**
  * B.7: each personal address book has its own key P_b, stored only wrapped under the tenant data key
  * (`book_keys`, one row per book, the secret version it is wrapped under). A personal record's fields are
@@ -147,7 +143,7 @@ type Row = Record<string, string | number | null>;
 
 export function createCollection(
   spec: CollectionSpec,
-  deps: { tenantDb: (tenantId: string) => Promise<Kysely<any>>; tenantLedger: (tenantId: string) => Promise<Pick<Ledger, 'append'>>; clock: { now(): Date } }, // eslint-disable-line @typescript-eslint/no-explicit-any -- one module for differently shaped tables
+  deps: { tenantDb: (tenantId: string) => Promise<Kysely<any>>; tenantLedger: (tenantId: string) => Promise<Pick<Ledger, 'append'>>; clock: { now(): Date }; subjectKeys: Pick<SubjectKeyStore, 'keysOf'> }, // eslint-disable-line @typescript-eslint/no-explicit-any -- one module for differently shaped tables
 ) {
   const fields = Object.entries(spec.fields);
   const searchable = fields.filter(([, f]) => f.class === 'searchable').map(([name]) => name);
@@ -238,8 +234,16 @@ export function createCollection(
     plans.set(cacheKey, bits);
     return bits;
   };
-  const subjects = (s: DataSession, input: RecordInput) =>
-    spec.subject.flatMap(({ field, kind }) => (empty(input[field]) ? [] : [blindIndex(derive(s, `bidx/ledger-subject/${kind}`), kind === 'email' ? 'email' : 'text', input[field]!, 16)]));
+  // The ledger's subject keys of a session, loaded by `withSubjects` before any event is built.
+  const subjectKeysOf = new WeakMap<Buffer, SubjectKeys>();
+  const withSubjects = async (s: DataSession): Promise<void> => {
+    if (!subjectKeysOf.has(s.dataKey)) subjectKeysOf.set(s.dataKey, await deps.subjectKeys.keysOf(s));
+  };
+  const subjects = (s: DataSession, input: RecordInput) => {
+    const keys = subjectKeysOf.get(s.dataKey);
+    if (!keys) throw new Error('the ledger subject keys of this session were not loaded');
+    return spec.subject.flatMap(({ field, kind }) => (empty(input[field]) ? [] : [ledgerSubjectIndex(keys, kind, input[field]!)]));
+  };
 
   const validate = (input: RecordInput) => {
     const problems: string[] = [];
@@ -351,8 +355,10 @@ export function createCollection(
    * Records the event; `write` (the change it records) runs in the same transaction of the tenant
    * database, so a record and its ledger entry are committed together or not at all.
    */
-  const record = async (s: DataSession, action: string, id: string, input?: RecordInput, write?: (trx: Kysely<any>) => Promise<unknown>) => // eslint-disable-line @typescript-eslint/no-explicit-any -- the collection's table
-    (await deps.tenantLedger(s.tenantId)).append(event(s, action, id, input), write as ((trx: unknown) => Promise<unknown>) | undefined);
+  const record = async (s: DataSession, action: string, id: string, input?: RecordInput, write?: (trx: Kysely<any>) => Promise<unknown>) => { // eslint-disable-line @typescript-eslint/no-explicit-any -- the collection's table
+    await withSubjects(s);
+    return (await deps.tenantLedger(s.tenantId)).append(event(s, action, id, input), write as ((trx: unknown) => Promise<unknown>) | undefined);
+  };
   const load = async (s: DataSession, id: string) => {
     const db = await deps.tenantDb(s.tenantId);
     const row = (await db.selectFrom(spec.table).selectAll().where('id', '=', id).executeTakeFirst()) as Row | undefined;
@@ -421,6 +427,7 @@ export function createCollection(
       const norm = (f: string, v: string) => normaliseForIndex(spec.fields[f]!.index ?? 'text', v);
       const found = rows.map((r) => view(s, r)).filter((r) => wanted.every((f) => r[f] !== null && norm(f, r[f]!) === norm(f, query[f] as string)));
       const subjectQuery = Object.fromEntries(spec.subject.map(({ field }) => [field, typeof query[field] === 'string' ? (query[field] as string) : null]));
+      await withSubjects(s);
       await (await deps.tenantLedger(s.tenantId)).append(readEvents(s, wanted.length > 0 ? 'record.search' : 'record.list', found, subjectQuery, { results: found.length }));
       return found;
     },
@@ -446,6 +453,7 @@ export function createCollection(
       const errors: { line: number; message: string }[] = [];
       const ledger = await deps.tenantLedger(s.tenantId);
       await loadBookKeys(s, [bookOf(s, book)], true);
+      await withSubjects(s);
       const bits = await indexBits(s.tenantId, s.keyVersion);
       let created = 0;
       for (let start = 0; start < rows.length; start += IMPORT_BATCH) {
@@ -482,6 +490,7 @@ export function createCollection(
       const rows = (await scoped(s, (await deps.tenantDb(s.tenantId)).selectFrom(spec.table).selectAll()).orderBy('created_at').execute()) as Row[];
       await loadBookKeys(s, rows.map((r) => r.book));
       const found = rows.map((r) => view(s, r));
+      await withSubjects(s);
       await (await deps.tenantLedger(s.tenantId)).append(readEvents(s, 'record.export', found, undefined, { records: found.length }));
       return found;
     },

@@ -6,7 +6,8 @@ import type { IdentityService } from '../identity/index.js';
 import { toCsv } from '../shared/csv.js';
 import { ForbiddenError, ValidationError } from '../shared/errors.js';
 import { authorizeData } from '../access/index.js';
-import { ledgerSubjectIndex, type Collection, type DataSession, type RecordInput } from './collection.js';
+import type { Collection, DataSession, RecordInput } from './collection.js';
+import { ledgerSubjectIndex, type SubjectKeyStore } from './subject-keys.js';
 
 const errors = { 400: errorResponseSchema, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema };
 const byId = { type: 'object', properties: { id: { type: 'string', format: 'uuid' } }, required: ['id'] } as const;
@@ -27,15 +28,16 @@ export async function dataSessionOf(identity: Pick<IdentityService, 'dataKeyOf'>
  * The ledger's pseudonyms of a data subject by e-mail address and/or name (Art. 15): only the tenant's
  * data-protection officer, in a data session (the pseudonym is keyed with the tenant data key).
  */
-export function subjectIndexesOf(s: DataSession, subject: { email?: string | undefined; name?: string | undefined }): string[] {
+export async function subjectIndexesOf(subjectKeys: Pick<SubjectKeyStore, 'keysOf'>, s: DataSession, subject: { email?: string | undefined; name?: string | undefined }): Promise<string[]> {
   authorizeData(s.actor, 'privacy.search', s.tenantId, 'the privacy centre is for the data-protection officer');
+  const keys = await subjectKeys.keysOf(s);
   return [
-    ...(subject.email !== undefined ? [ledgerSubjectIndex(s.dataKey, 'email', subject.email)] : []),
-    ...(subject.name !== undefined ? [ledgerSubjectIndex(s.dataKey, 'name', subject.name)] : []),
+    ...(subject.email !== undefined ? [ledgerSubjectIndex(keys, 'email', subject.email)] : []),
+    ...(subject.name !== undefined ? [ledgerSubjectIndex(keys, 'name', subject.name)] : []),
   ];
 }
 
-export function registerRecordRoutes(app: FastifyInstance, deps: { collections: Record<string, Collection>; identity: Pick<IdentityService, 'dataKeyOf'>; authenticate: preHandlerAsyncHookHandler }): void {
+export function registerRecordRoutes(app: FastifyInstance, deps: { collections: Record<string, Collection>; identity: Pick<IdentityService, 'dataKeyOf'>; subjectKeys: Pick<SubjectKeyStore, 'keysOf'>; authenticate: preHandlerAsyncHookHandler }): void {
   const secured = { preHandler: deps.authenticate };
   const dataSession = (request: FastifyRequest): Promise<DataSession> => dataSessionOf(deps.identity, request);
   // CSV arrives as text (up to 20 MiB); an import answers with JSON lines as it goes.
@@ -206,7 +208,7 @@ export function registerRecordRoutes(app: FastifyInstance, deps: { collections: 
       response: { 200: { type: 'object', properties: { subject: { type: 'string' } }, required: ['subject'] }, ...errors },
     },
     handler: async (request) => {
-      return { subject: subjectIndexesOf(await dataSession(request), request.query)[0]! };
+      return { subject: (await subjectIndexesOf(deps.subjectKeys, await dataSession(request), request.query))[0]! };
     },
   });
 }

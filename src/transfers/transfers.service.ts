@@ -11,7 +11,7 @@ import { constantTimeEqual, newId, sha256Hex } from '../crypto/random.js';
 import type { IdentityService } from '../identity/index.js';
 import { ledgerActor } from '../ledger/ledgers.js';
 import { MAX_ENTRY_FIELD_LENGTH, type Ledger, type LedgerEvent } from '../ledger/index.js';
-import { ledgerSubjectIndex } from '../records/collection.js';
+import { ledgerSubjectIndex, type SubjectKeyStore } from '../records/subject-keys.js';
 import type { Mailer } from '../mail/mailer.js';
 import { renderMail, type MailTemplate } from '../mail/templates.js';
 import { decryptTransform } from '../shared-e2e/node.js';
@@ -104,6 +104,8 @@ export function createTransferService(deps: {
   blobRoot: string;
   clock: { now(): Date };
   billing?: { count(tenantId: string, usage: { bytesTransferred?: number }): void };
+  /** The ledger's data-subject pseudonym keys (each recipient is named by the pseudonym of their address). */
+  subjectKeys: Pick<SubjectKeyStore, 'keysOf'>;
 }) {
   const { control, clock } = deps;
   const nowIso = () => clock.now().toISOString();
@@ -507,13 +509,14 @@ export function createTransferService(deps: {
     // ---- sending --------------------------------------------------------------------------------------
     async create(s: SenderSession, input: CreateTransferInput) {
       const a = sender(s);
+      const subjectKeys = await deps.subjectKeys.keysOf(s);
       return createTransfer(
         {
           tenantId: s.tenantId,
           senderId: a.accountId,
           actor: ledgerActor(s.actor),
           wrapKey: (id, key) => ({ key_wrap: wrapWithKey(key, tenantKek(s.dataKey), transferKeyContext(id, s.keyVersion)), key_version: s.keyVersion }),
-          subjectIndex: (email) => ledgerSubjectIndex(s.dataKey, 'email', email),
+          subjectIndex: (email) => ledgerSubjectIndex(subjectKeys, 'email', email),
         },
         input,
       );
