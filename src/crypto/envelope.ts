@@ -1,4 +1,5 @@
-import { createCipheriv, createDecipheriv, createHmac, diffieHellman, generateKeyPairSync, hkdfSync, createPublicKey, createPrivateKey, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, diffieHellman, generateKeyPairSync, hkdfSync, createPublicKey, createPrivateKey } from 'node:crypto';
+import { pooledRandomBytes } from './random.js';
 import { hashRaw } from '@node-rs/argon2';
 import { DomainError } from '../shared/errors.js';
 
@@ -18,22 +19,8 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
 /** AES-256-GCM: iv ‖ ciphertext ‖ tag; the AAD binds where the value belongs, so a copied ciphertext fails. */
-/**
- * Nonces come from a pool filled by the CSPRNG 4 KiB at a time: one `randomBytes` call per field costs
- * more than the field's AES-GCM. Each nonce is copied out and its bytes are never handed out again.
- */
-const NONCE_POOL_BYTES = 4096;
-let noncePool = Buffer.alloc(0);
-let noncePoolOffset = NONCE_POOL_BYTES;
-function freshNonce(): Buffer {
-  if (noncePoolOffset + IV_BYTES > noncePool.length) {
-    noncePool = randomBytes(NONCE_POOL_BYTES);
-    noncePoolOffset = 0;
-  }
-  const nonce = Buffer.from(noncePool.subarray(noncePoolOffset, noncePoolOffset + IV_BYTES));
-  noncePoolOffset += IV_BYTES;
-  return nonce;
-}
+/** Nonces come from the CSPRNG pool (`pooledRandomBytes`): one `randomBytes` call per field costs more than the field's AES-GCM. */
+const freshNonce = (): Buffer => pooledRandomBytes(IV_BYTES);
 
 export function aeadSeal(key: Uint8Array, plaintext: Uint8Array, aad: string): Buffer {
   const iv = freshNonce();

@@ -11,7 +11,8 @@
  * with `seq` the entry's 0-based leaf index, `time` an ISO 8601 UTC timestamp as Date#toISOString writes it,
  * and `payloadCommitment` standard base64 of the 32-byte hash. `decodeEntry` accepts only exactly these bytes.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { pooledRandomBytes } from '../crypto/random.js';
 import { ValidationError } from '../shared/errors.js';
 import { leafHash } from './merkle.js';
 
@@ -157,7 +158,7 @@ export const PAYLOAD_SALT_BYTES = 16;
 export const COMMITMENT_BYTES = 32;
 
 export function newPayloadSalt(): Buffer {
-  return randomBytes(PAYLOAD_SALT_BYTES);
+  return pooledRandomBytes(PAYLOAD_SALT_BYTES);
 }
 
 /** SHA-256(salt || canonicalJson(payload)). The salt has a fixed length, so the concatenation is unambiguous. */
@@ -168,10 +169,14 @@ export function payloadCommitment(payload: unknown, salt: Uint8Array): Buffer {
   return createHash('sha256').update(salt).update(canonicalJsonBytes(payload)).digest();
 }
 
-/** A fresh salt and the commitment to `payload` under it; store the salt beside the payload. */
-export function commitPayload(payload: unknown): { salt: Buffer; commitment: Buffer } {
+/**
+ * A fresh salt and the commitment to `payload` under it, with the canonical text that was committed to:
+ * store the salt and that text beside the entry.
+ */
+export function commitPayload(payload: unknown): { salt: Buffer; commitment: Buffer; canonical: string } {
   const salt = newPayloadSalt();
-  return { salt, commitment: payloadCommitment(payload, salt) };
+  const canonical = canonicalJson(payload);
+  return { salt, canonical, commitment: createHash('sha256').update(salt).update(canonical, 'utf8').digest() };
 }
 
 export function verifyPayloadCommitment(payload: unknown, salt: Uint8Array, commitment: Uint8Array): boolean {

@@ -3,7 +3,7 @@ import type { CipherService } from '../crypto/cipher-service.js';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, parseCheckpoint, verifyCheckpointSignature } from './checkpoint.js';
 import type { DatabaseLocation } from '../storage/storage.js';
-import { canonicalJson, commitPayload, encodeEntry, type EntryOutcome, type JsonValue } from './entry.js';
+import { commitPayload, encodeEntry, type EntryOutcome, type JsonValue } from './entry.js';
 import type { LedgerSchema } from './ledger.migrations.js';
 import {
   assembleProof,
@@ -232,7 +232,7 @@ export function createLedger(deps: {
         for (const event of list) {
           const seq = accumulator.size;
           const payload: Record<string, JsonValue> = { details: event.details ?? {}, source: event.source ?? null };
-          const { salt, commitment } = commitPayload(payload);
+          const { salt, commitment, canonical } = commitPayload(payload);
           const entry = {
             seq,
             time: now.toISOString(),
@@ -261,7 +261,7 @@ export function createLedger(deps: {
             seq,
             salt: hex(salt),
             // Canonical, so that verify can hash the stored text as it is (see verify).
-            payload: canonicalJson(payload),
+            payload: canonical,
             expires_at: new Date(now.getTime() + retention * DAY_MS).toISOString(),
           });
         }
