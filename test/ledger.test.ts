@@ -253,8 +253,14 @@ describe.each(engines)('tamper-evident ledger (%s)', (engine) => {
 
     const listed = await app.inject({ method: 'GET', url: `/api/v1/ledger/entries?tenantId=${tenant.id}&actor=account-1&limit=3`, headers });
     expect(listed.statusCode).toBe(200);
-    const entries = listed.json<{ entries: { seq: number; actor: string }[] }>().entries;
+    const entries = listed.json<{ entries: { seq: number; actor: string; payload: unknown }[] }>().entries;
     expect(entries).toHaveLength(3);
+    // The platform sees a tenant's entries and their details, never its users' source addresses.
+    expect(entries.map((e) => e.payload)).toEqual(entries.map(() => ({ details: expect.objectContaining({ fields: expect.any(Number) }) })));
+    expect(listed.body).not.toContain('192.0.2.10');
+    const one = await app.inject({ method: 'GET', url: `/api/v1/ledger/entries/${entries[0]!.seq}?tenantId=${tenant.id}`, headers });
+    expect(one.json()).toMatchObject({ payload: null, salt: null, payloadWithheld: true });
+    await expect((await core!.ledgers.tenant(tenant.id)).query({ actor: 'account-1' }).then((all) => JSON.stringify(all))).resolves.toContain('192.0.2.10'); // kept for the tenant's DPO
     expect(entries.every((e) => e.actor === 'tenant:member:account-1')).toBe(true);
     expect(entries.map((e) => e.seq)).toEqual([...entries.map((e) => e.seq)].sort((a, b) => a - b));
     const verified = await app.inject({ method: 'POST', url: `/api/v1/ledger/verify?tenantId=${tenant.id}`, headers });
@@ -658,5 +664,11 @@ describe.each(engines)('ledger with a tenant and its data users, over TLS (%s)',
     expect(all.length).toBeGreaterThan(5);
     const res = await call('dpo', 'GET', '/api/v1/ledger/entries?action=record.&limit=5');
     expect(res.json<{ entries: { seq: number }[] }>().entries.map((e) => e.seq)).toEqual(all.slice(-5).map((e) => e.seq));
+    // The tenant's DPO sees where the calls came from; the operator reading the same tenant ledger does not.
+    const sources = (body: string) => JSON.parse(body).entries.map((e: { payload: { source?: unknown } | null }) => e.payload?.source);
+    expect(sources(res.body), res.body).toContain('127.0.0.1');
+    const asOperator = await call('operator', 'GET', `/api/v1/ledger/entries?tenantId=${tenantId}&action=record.&limit=5`);
+    expect(asOperator.statusCode).toBe(200);
+    expect(sources(asOperator.body)).toEqual([undefined, undefined, undefined, undefined, undefined]);
   });
 });

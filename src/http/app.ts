@@ -11,6 +11,7 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 import type { Core } from '../core.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { registerLedgerRoutes } from '../ledger/ledger.routes.js';
+import { withEventSource } from '../ledger/index.js';
 import { registerPlatformRoutes } from '../platform/platform.routes.js';
 import { registerFormRequestToken, registerRequestTokenHeader, requireActor } from './auth.js';
 import { dataSessionOf, registerRecordRoutes, subjectIndexesOf } from '../records/index.js';
@@ -40,6 +41,8 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   }) as unknown as FastifyInstance;
 
   registerErrorHandling(app);
+  // Every ledger event written while a request is handled names the request's source address.
+  app.addHook('onRequest', (request, _reply, done) => withEventSource(request.ip, done));
   await app.register(helmet, {
     // BSI / OWASP: HSTS for a year, no framing, a strict CSP (the web app ships no inline script).
     hsts: { maxAge: 31_536_000, includeSubDomains: true, preload: false },

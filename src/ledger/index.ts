@@ -77,3 +77,4 @@ export { createLedgers, ledgerActor, type Ledgers } from './ledgers.js';
 export { createBillingMeter, billingReport, toCsv, BILLING_RETENTION_DAYS, type BillingTotals } from './billing.js';
 export type { LedgerFilter, ExportedEntry } from './ledger.service.js';
 export { EXPORT_CSV_COLUMNS, exportCsvRow } from './ledger.routes.js';
+export { currentEventSource, withEventSource } from './event-source.js';

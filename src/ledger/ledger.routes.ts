@@ -45,6 +45,17 @@ export function registerLedgerRoutes(
 ): void {
   const secured = { preHandler: deps.authenticate };
   /**
+   * A tenant's ledger read by the platform (operator, reseller): the entries, but not the source addresses
+   * in their payloads — those are the tenant's users' IP addresses, personal data that only the tenant's own
+   * privacy officer sees. The details (ids and counts, never personal data) stay.
+   */
+  const readsForeignTenant = (actor: Actor, tenantId: string | undefined) => tenantId !== undefined && actor.kind !== 'tenant' && actor.kind !== 'system';
+  const withoutSource = <T extends { payload?: unknown }>(entry: T): T => {
+    if (typeof entry.payload !== 'object' || entry.payload === null || !('source' in entry.payload)) return entry;
+    const { source: _withheld, ...rest } = entry.payload as Record<string, unknown>;
+    return { ...entry, payload: rest };
+  };
+  /**
    * The data subject filter: a blind index as given, or the blind indexes of an e-mail address and/or name.
    * The clear value goes no further than here: filters, responses and ledger entries carry blind indexes only.
    */
@@ -193,7 +204,8 @@ export function registerLedgerRoutes(
       const ledger = await deps.ledgerFor(actorOf(request), tenantId);
       const subjects = await subjectFilter(request, { subject, email, name });
       // The newest `limit` entries, in ledger order.
-      return { origin: ledger.origin, entries: await ledger.query({ ...filter, ...(subjects ? { subject: subjects } : {}), limit: filter.limit ?? 200 }, undefined, { newest: true }) };
+      const entries = await ledger.query({ ...filter, ...(subjects ? { subject: subjects } : {}), limit: filter.limit ?? 200 }, undefined, { newest: true });
+      return { origin: ledger.origin, entries: readsForeignTenant(actorOf(request), tenantId) ? entries.map(withoutSource) : entries };
     },
   );
 
@@ -251,6 +263,7 @@ export function registerLedgerRoutes(
             leafHash: { type: 'string' },
             payload: {},
             salt: { type: ['string', 'null'] },
+            payloadWithheld: { type: 'boolean', description: "true when the platform reads a tenant's entry: its payload holds the tenant's users' addresses" },
             treeSize: { type: 'integer' },
             proof: { type: 'array', items: { type: 'string' } },
             checkpoint: { type: 'string' },
@@ -260,7 +273,11 @@ export function registerLedgerRoutes(
         ...errors,
       },
     },
-    handler: async (request) => (await deps.ledgerFor(actorOf(request), request.query.tenantId)).entryWithProof(request.params.seq),
+    handler: async (request) => {
+      const found = await (await deps.ledgerFor(actorOf(request), request.query.tenantId)).entryWithProof(request.params.seq);
+      // The payload is withheld whole from the platform (its commitment could not be checked without the source).
+      return readsForeignTenant(actorOf(request), request.query.tenantId) ? { ...found, payload: null, salt: null, payloadWithheld: true } : found;
+    },
   });
 
   app.get<{ Querystring: { tenantId?: string; from: number; to: number } }>('/api/v1/ledger/consistency', {

@@ -3,6 +3,7 @@ import type { CipherService } from '../crypto/cipher-service.js';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import { createCheckpoint, formatCheckpoint, generateLedgerKeyPair, parseCheckpoint, verifyCheckpointSignature } from './checkpoint.js';
 import type { DatabaseLocation } from '../storage/storage.js';
+import { currentEventSource } from './event-source.js';
 import { commitPayload, encodeEntry, type EntryOutcome, type JsonValue } from './entry.js';
 import type { LedgerSchema } from './ledger.migrations.js';
 import {
@@ -218,6 +219,7 @@ export function createLedger(deps: {
     async append(events: LedgerEvent | readonly LedgerEvent[], within?: (trx: Transaction<unknown>) => Promise<unknown>): Promise<number[]> {
       const list = Array.isArray(events) ? (events as readonly LedgerEvent[]) : [events as LedgerEvent];
       if (list.length === 0) return [];
+      const requestSource = currentEventSource() ?? null; // the request this append happens in, if any
       return db.transaction().execute(async (trx) => {
         // A no-op write first: it takes the head row's lock on PostgreSQL and SQLite's write lock before
         // anything is read, so concurrent writers (other nodes, the CLI) queue instead of racing.
@@ -231,7 +233,7 @@ export function createLedger(deps: {
         const nodes: LedgerSchema['ledger_nodes'][] = [];
         for (const event of list) {
           const seq = accumulator.size;
-          const payload: Record<string, JsonValue> = { details: event.details ?? {}, source: event.source ?? null };
+          const payload: Record<string, JsonValue> = { details: event.details ?? {}, source: event.source ?? requestSource };
           const { salt, commitment, canonical } = commitPayload(payload);
           const entry = {
             seq,
