@@ -134,10 +134,22 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect(file.headers['content-disposition']).toContain('abrechnung.txt');
     expect(file.rawPayload.equals(PLAIN)).toBe(true);
     expect((await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${'B'.repeat(43)}`)).statusCode).toBe(404); // a made-up token
+    // As the web app's service worker and `tresor receive` fetch it: the stored ciphertext with its file key,
+    // decrypted by the recipient (the server runs AES only for TLS). Counted like any download.
+    const asStored = await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${o.downloadToken}&encrypted=true`);
+    expect(asStored.statusCode).toBe(200);
+    expect(asStored.headers['x-tresor-encrypted']).toBe('e2e');
+    expect(asStored.rawPayload.includes(Buffer.from('Erika Mustermann'))).toBe(false);
+    const handedKey = fromBase64Url(String(asStored.headers['x-tresor-file-key']));
+    expect(Buffer.from(await decryptBytes(handedKey, String(asStored.headers['x-tresor-file-context']), asStored.rawPayload)).equals(PLAIN)).toBe(true);
+    expect(Buffer.from(await decryptBytes(handedKey, `transfer:${c.id}/file:${o.files[0]!.id}`, asStored.rawPayload)).equals(PLAIN)).toBe(true);
+    // A made-up token gets neither the ciphertext nor the key.
+    const refusedKey = await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${o.files[0]!.id}?token=${'B'.repeat(43)}&encrypted=true`);
+    expect([refusedKey.statusCode, refusedKey.headers['x-tresor-file-key']]).toEqual([404, undefined]);
 
     // The sender sees the state and got a mail; the blob on disk is ciphertext; the database holds no clear text.
     const list = (await call('anna', 'GET', '/api/v1/transfers')).json<{ id: string; recipients: { email: string; state: string; downloads: number }[] }[]>();
-    expect(list.find((x) => x.id === c.id)!.recipients).toEqual([expect.objectContaining({ email: 'mandant@example.org', state: 'downloaded', downloads: 1 })]);
+    expect(list.find((x) => x.id === c.id)!.recipients).toEqual([expect.objectContaining({ email: 'mandant@example.org', state: 'downloaded', downloads: 2 })]);
     expect(readOutbox(outbox()).some((m) => m.to === 'anna@kanzlei.test' && /heruntergeladen|downloaded/.test(m.subject))).toBe(true);
     const blob = readFileSync(join(core.config.data_dir, 'blobs', tenantId, c.id, c.files[0]!.id));
     expect(blob.includes(Buffer.from('Erika Mustermann'))).toBe(false);
@@ -150,7 +162,7 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect(actions).toEqual(expect.arrayContaining(['transfer.create:success', 'transfer.send:success', 'transfer.open:denied', 'transfer.open:success', 'transfer.download:success']));
     expect(actions.filter((a) => a === 'transfer.open:denied')).toHaveLength(2); // the wrong address and the wrong secret; asking without an address is no attempt
     const badToken = (await ledger.query({ action: 'transfer.download' })).filter((e) => e.outcome === 'denied');
-    expect(badToken).toHaveLength(1);
+    expect(badToken).toHaveLength(2); // the made-up token, plain and asking for the ciphertext
     expect(badToken[0]!.payload).toMatchObject({ details: { reason: 'token', recipient: link.recipientId } });
     expect(JSON.stringify(await ledger.query({ action: 'transfer.' }))).not.toContain('mandant@example.org');
   });
@@ -178,6 +190,10 @@ describe.each(engines)('transfers (%s)', (engine) => {
     // in another account's session (a token copied from the guest's page, history or a log) …
     const noSession = await call(undefined, 'GET', url);
     expect(noSession.statusCode).toBe(401);
+    const noSessionKey = await call(undefined, 'GET', `${url}&encrypted=true`);
+    expect([noSessionKey.statusCode, noSessionKey.headers['x-tresor-file-key']]).toEqual([401, undefined]);
+    const foreignKey = await call('anna', 'GET', `${url}&encrypted=true`);
+    expect([foreignKey.statusCode, foreignKey.headers['x-tresor-file-key']]).toEqual([403, undefined]);
     expect(noSession.json()).toMatchObject({ code: 'UNAUTHENTICATED', details: { login: true } });
     expect(noSession.rawPayload.includes(Buffer.from('Erika Mustermann'))).toBe(false);
     for (const other of ['anna', 'bert']) {
@@ -198,6 +214,8 @@ describe.each(engines)('transfers (%s)', (engine) => {
       'transfer.open:login',
       'transfer.open:account',
       'transfer.download:login',
+      'transfer.download:login',
+      'transfer.download:account',
       'transfer.download:account',
       'transfer.download:account',
       'transfer.download:limit',

@@ -430,14 +430,19 @@ export async function receiveTransfer(remote: Omit<TransferRemote, 'url'> & { ur
     const name = safeName(names[i] ?? `file-${i + 1}`, `file-${i + 1}`);
     const path = join(opts.outDir, name);
     const partial = `${path}.part`;
-    const res = await call<Readable>(server, 'GET', `/api/v1/r/${parsed.recipientId}/files/${f.id}?token=${opened.downloadToken}`, undefined, { stream: true });
+    // Levels 1/2 too are fetched as stored ciphertext with their file key and decrypted here, so the server
+    // runs AES once (TLS) instead of twice; the plaintext route stays for clients without the e2e format.
+    const res = await call<Readable & { headers: Record<string, string | string[] | undefined> }>(server, 'GET', `/api/v1/r/${parsed.recipientId}/files/${f.id}?token=${opened.downloadToken}${opened.level >= 3 ? '' : '&encrypted=true'}`, undefined, { stream: true });
     try {
-      if (opened.level >= 3) {
-        const key = await keyFor(f);
-        await pipeline(res, decryptTransform(key, fileContext(opened.transferId, f.id)), createWriteStream(partial, { mode: 0o600 }));
-      } else {
-        await pipeline(res, createWriteStream(partial, { mode: 0o600 }) as Writable);
+      let key: Uint8Array;
+      if (opened.level >= 3) key = await keyFor(f);
+      else {
+        const sent = res.headers['x-tresor-file-key'];
+        if (typeof sent !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(sent)) throw new DomainError('CONFLICT', `${name}: the server sent no file key`);
+        key = new Uint8Array(Buffer.from(sent, 'base64url'));
       }
+      await pipeline(res, decryptTransform(key, fileContext(opened.transferId, f.id)), createWriteStream(partial, { mode: 0o600 }));
+      key.fill(0);
       const size = (await stat(partial)).size;
       if (size !== f.size) throw new DomainError('CONFLICT', `${name}: received ${size} bytes, expected ${f.size}`);
       await rename(partial, path);

@@ -468,16 +468,18 @@ export function registerTransferRoutes(
       return reply.status(202).send({ status: status === 'invited' ? 'mailed' : 'mailed' });
     },
   });
-  app.get<{ Params: { rid: string; fileId: string }; Querystring: { token: string } }>('/api/v1/r/:rid/files/:fileId', {
+  app.get<{ Params: { rid: string; fileId: string }; Querystring: { token: string; encrypted?: boolean } }>('/api/v1/r/:rid/files/:fileId', {
     preHandler: optionalSession,
     schema: {
       tags: ['transfers'],
-      summary: 'Download a file with the token of open: plaintext at levels 1–2, ciphertext (e2e format) at levels 3–4; levels 2–4 only in the session of the account that opened the link',
+      summary:
+        'Download a file with the token of open: plaintext at levels 1–2 (or, with encrypted=true, the stored ciphertext and its file key in the x-tresor-file-key header, for the recipient to decrypt), ciphertext (e2e format) at levels 3–4; levels 2–4 only in the session of the account that opened the link',
       params: { type: 'object', properties: { rid: uuid, fileId: uuid }, required: ['rid', 'fileId'] },
-      querystring: { type: 'object', properties: { token: b64url(43, 43) }, required: ['token'] },
+      querystring: { type: 'object', properties: { token: b64url(43, 43), encrypted: { type: 'boolean', default: false } }, required: ['token'] },
     },
     handler: async (request, reply) => {
-      const file = await transfers.download(request.params.rid, request.params.fileId, request.query.token, { actor: request.actor, source: request.ip });
+      const file = await transfers.download(request.params.rid, request.params.fileId, request.query.token, { actor: request.actor, source: request.ip, encrypted: request.query.encrypted === true });
+      if ('fileKey' in file && file.fileKey !== undefined) void reply.header('x-tresor-file-key', file.fileKey).header('x-tresor-file-context', file.context);
       return reply
         .header('content-type', file.encrypted ? 'application/octet-stream' : 'application/octet-stream')
         .header('content-length', String(file.length))

@@ -7,7 +7,7 @@
  * Built as its own classic script at /sw.js (web/vite.config.ts). Typed with local minimal interfaces,
  * since the web app's configuration uses the DOM library, not the WebWorker one.
  */
-import { decryptStream, plaintextSize } from '../../src/shared-e2e/index.js';
+import { decryptStream, fromBase64Url, plaintextSize } from '../../src/shared-e2e/index.js';
 
 interface ExtendableEventLike extends Event {
   waitUntil(promise: Promise<unknown>): void;
@@ -37,7 +37,8 @@ const JOB_TTL_MS = 60_000;
 
 interface Job {
   url: string;
-  fileKey: Uint8Array;
+  /** Levels 3/4: the key the page opened. Levels 1/2: none here; it comes with the ciphertext (x-tresor-file-key). */
+  fileKey: Uint8Array | undefined;
   context: string;
   name: string;
   size: number;
@@ -53,11 +54,12 @@ function parseJob(data: unknown, port: MessagePort | undefined): { id: string; j
   const d = data as Record<string, unknown>;
   if (d.type !== 'tresor-download' || typeof d.id !== 'string' || !/^[A-Za-z0-9_-]{16,64}$/.test(d.id)) return undefined;
   if (typeof d.url !== 'string' || typeof d.context !== 'string' || typeof d.name !== 'string' || typeof d.size !== 'number') return undefined;
-  if (!(d.fileKey instanceof Uint8Array) || d.fileKey.length !== 32) return undefined;
+  const keyFromResponse = d.fileKey === undefined && d.keyFromResponse === true;
+  if (!keyFromResponse && (!(d.fileKey instanceof Uint8Array) || d.fileKey.length !== 32)) return undefined;
   // Only the transfer API of this origin: the worker fetches nothing else on a page's behalf.
   const url = new URL(d.url, scope.location.origin);
   if (url.origin !== scope.location.origin || !url.pathname.startsWith('/api/v1/r/')) return undefined;
-  return { id: d.id, job: { url: url.pathname + url.search, fileKey: d.fileKey, context: d.context, name: d.name, size: d.size, port } };
+  return { id: d.id, job: { url: url.pathname + url.search, fileKey: keyFromResponse ? undefined : (d.fileKey as Uint8Array), context: d.context, name: d.name, size: d.size, port } };
 }
 
 scope.addEventListener('message', (event) => {
@@ -69,7 +71,7 @@ scope.addEventListener('message', (event) => {
     const job = jobs.get(parsed.id);
     if (job === parsed.job) {
       jobs.delete(parsed.id);
-      job.fileKey.fill(0);
+      job.fileKey?.fill(0);
     }
   }, JOB_TTL_MS);
   parsed.job.port.postMessage({ state: 'ready' });
@@ -111,8 +113,18 @@ async function serve(job: Job): Promise<Response> {
   } catch {
     plainLength = undefined;
   }
-  const reader = decryptStream(job.fileKey, job.context, response.body).getReader();
-  job.fileKey.fill(0); // decryptStream keeps its own copy until it has read the header
+  let fileKey = job.fileKey;
+  if (!fileKey) {
+    const sent = response.headers.get('x-tresor-file-key') ?? '';
+    fileKey = /^[A-Za-z0-9_-]{43}$/.test(sent) ? fromBase64Url(sent) : undefined;
+    if (!fileKey || fileKey.length !== 32) {
+      void response.body.cancel();
+      port.postMessage({ state: 'error', message: 'the server sent no file key' });
+      return new Response(null, { status: 502 });
+    }
+  }
+  const reader = decryptStream(fileKey, job.context, response.body).getReader();
+  fileKey.fill(0); // decryptStream keeps its own copy until it has read the header
   let bytes = 0;
   port.postMessage({ state: 'started' });
   const body = new ReadableStream<Uint8Array>({

@@ -319,7 +319,7 @@ export type DownloadState = { state: 'started' } | { state: 'done'; bytes: numbe
  * worker fetches the ciphertext, decrypts it record by record and answers as an attachment, so the file
  * never sits whole in memory.
  */
-export async function downloadThroughWorker(job: { url: string; fileKey: Uint8Array; context: string; name: string; size: number }, onState: (state: DownloadState) => void): Promise<void> {
+export async function downloadThroughWorker(job: { url: string; fileKey: Uint8Array | 'from-response'; context: string; name: string; size: number }, onState: (state: DownloadState) => void): Promise<void> {
   const worker = await activeWorker();
   const id = toBase64Url(crypto.getRandomValues(new Uint8Array(18)));
   const channel = new MessageChannel();
@@ -334,7 +334,8 @@ export async function downloadThroughWorker(job: { url: string; fileKey: Uint8Ar
       else if (data.state === 'done') onState({ state: 'done', bytes: data.bytes ?? 0 });
       else if (data.state === 'error') onState({ state: 'error', message: data.message ?? 'error' });
     };
-    worker.postMessage({ type: 'tresor-download', id, url: job.url, fileKey: job.fileKey, context: job.context, name: job.name, size: job.size }, [channel.port2]);
+    const key = job.fileKey === 'from-response' ? { keyFromResponse: true } : { fileKey: job.fileKey };
+    worker.postMessage({ type: 'tresor-download', id, url: job.url, ...key, context: job.context, name: job.name, size: job.size }, [channel.port2]);
   });
   const frame = document.createElement('iframe');
   frame.className = 'download-frame';

@@ -92,8 +92,14 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
     addEventListener('hashchange', again);
     return () => removeEventListener('hashchange', again);
   }, []);
+  // Levels 3/4 need the service worker; levels 1/2 use it when it is there (the browser decrypts, so the
+  // server does not), and otherwise the plain link, which the server decrypts.
+  const [workerReady, setWorkerReady] = useState(false);
   useEffect(() => {
-    if (view && view.level >= 3) prepareServiceWorker().catch(() => setError(t('receive.noWorker')));
+    if (!view) return;
+    prepareServiceWorker()
+      .then(() => setWorkerReady(true))
+      .catch(() => view.level >= 3 && setError(t('receive.noWorker')));
   }, [view?.level]);
 
   const goLogin = async () => {
@@ -162,6 +168,18 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
     const update = (state: DownloadState) => setDownloads((all) => ({ ...all, [file.id]: state }));
     try {
       await downloadThroughWorker({ url: fileUrl(file.id), fileKey, context: fileContext(view.transferId, file.id), name: nameOf(index), size: file.size }, update);
+    } catch (e) {
+      update({ state: 'error', message: messageOf(e) });
+    }
+  };
+  const downloadPlain = async (event: MouseEvent, index: number) => {
+    const file = view?.files[index];
+    if (!workerReady || !view || !file) return; // the link itself: decrypted by the server
+    event.preventDefault();
+    setError(undefined);
+    const update = (state: DownloadState) => setDownloads((all) => ({ ...all, [file.id]: state }));
+    try {
+      await downloadThroughWorker({ url: `${fileUrl(file.id)}&encrypted=true`, fileKey: 'from-response', context: fileContext(view.transferId, file.id), name: nameOf(index), size: file.size }, update);
     } catch (e) {
       update({ state: 'error', message: messageOf(e) });
     }
@@ -287,9 +305,12 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
                   <td>{formatSize(f.size, language)}</td>
                   <td>
                     {!e2e ? (
-                      <a class="button" href={fileUrl(f.id)} aria-label={t('receive.downloadName', { name: nameOf(i) })}>
-                        {t('receive.download')}
-                      </a>
+                      <>
+                        <a class="button" href={fileUrl(f.id)} onClick={(event) => void downloadPlain(event, i)} aria-label={t('receive.downloadName', { name: nameOf(i) })}>
+                          {t('receive.download')}
+                        </a>{' '}
+                        <span role="status">{downloadText(downloads[f.id])}</span>
+                      </>
                     ) : unlocked ? (
                       <>
                         <button type="button" onClick={() => void download(i)} aria-label={t('receive.downloadName', { name: nameOf(i) })}>
