@@ -50,6 +50,12 @@ describe('secure transfers in Chromium', () => {
   let http: APIRequestContext;
   let port = 0;
   const env = () => ({ TRESOR_SERVER_PORT: String(port), TRESOR_METRICS_ENABLED: 'false' });
+  let tenantId = '';
+  /** Who decrypted each download of the tenant so far, from its ledger (the local CLI reads it). */
+  const decryptedBy = () =>
+    (JSON.parse(tresor(['ledger', 'export', '--tenant', tenantId, '--action', 'transfer.download'], { cwd: dir, env: env() }).stdout) as { entries: { outcome: string; payload: { details?: { decryptedBy?: string } } | null }[] }).entries
+      .filter((e) => e.outcome === 'success')
+      .map((e) => e.payload?.details?.decryptedBy);
   type Watched = Awaited<ReturnType<typeof watchedPage>>;
   let sender: Watched;
   let guest: Watched;
@@ -77,6 +83,7 @@ describe('secure transfers in Chromium', () => {
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--ignore-certificate-errors'] });
     http = await request.newContext({ baseURL: server.url, ignoreHTTPSErrors: true });
     const tenant = JSON.parse(tresor(['--json', 'tenant', 'create', '--name', 'Praxis Transfer'], { cwd: dir, env: env() }).stdout) as { id: string; initialKeys: { activationKey: string } };
+    tenantId = tenant.id;
     const invited = tresor(['--json', 'account', 'invite', '--email', SENDER, '--role', 'member', '--tenant', tenant.id, '--language', 'en'], { cwd: dir, env: env() });
     expect(invited.code, invited.stderr).toBe(0);
     const key = /#key=([A-Za-z0-9_-]+)/.exec((JSON.parse(invited.stdout) as { link: string }).link)![1]!;
@@ -161,6 +168,8 @@ describe('secure transfers in Chromium', () => {
     const [download] = await Promise.all([lena.page.waitForEvent('download'), lena.page.getByRole('link', { name: 'Download befund.txt' }).click()]);
     expect(download.suggestedFilename()).toBe('befund.txt');
     expect((await bytesOf(download)).equals(report)).toBe(true);
+    // The service worker fetched the stored ciphertext with its key and decrypted it: the server did not.
+    expect(decryptedBy()).toEqual(['recipient']);
     await sender.page.reload();
     await sender.page.getByRole('article', { name: 'Befund Stufe eins' }).getByRole('cell', { name: 'downloaded' }).waitFor();
     expect(await lena.problems()).toEqual([]);

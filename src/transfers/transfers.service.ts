@@ -859,7 +859,9 @@ export function createTransferService(deps: {
         if (tries >= 50) throw new ConflictError('too many downloads of this file at the same moment; try again in a few seconds');
         current = (await db.selectFrom('transfer_recipients').selectAll().where('id', '=', r.id).executeTakeFirst()) ?? current;
       }
-      await record(index.tenant_id, { actor: who, action: bundle ? 'transfer.read-message' : 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { recipient: r.id, file: f.id } });
+      // Who decrypts: the recipient (levels 3/4, and levels 1/2 fetched as stored) or the server on the way out.
+      const decryptedBy = t.level >= 3 || f.file_key_ct === null || opts.encrypted ? 'recipient' : 'server';
+      await record(index.tenant_id, { actor: who, action: bundle ? 'transfer.read-message' : 'transfer.download', resource: { type: 'transfer', id: t.id }, outcome: 'success', source, details: { recipient: r.id, file: f.id, decryptedBy } });
       if (first) {
         const senderAccount = await deps.identity.accountInfo(t.sender_id);
         const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
