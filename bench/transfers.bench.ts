@@ -169,25 +169,26 @@ try {
 
   if (ONLY !== 'web') {
   // Throughput of the server: ciphertext made beforehand (the sender's work is not the server's), then
-  // uploaded and stored, downloaded as it is (levels 3/4) and downloaded decrypted by the server (levels 1/2).
+  // uploaded and stored, downloaded as it is (levels 3/4, and levels 1/2 as the web app and CLI fetch them: the
+  // stored ciphertext with its file key) and downloaded decrypted by the server (levels 1/2 through the plain link).
   // This machine's speed drifts (shared vCPUs, page cache), so each measurement is paired with a baseline
   // run right before it, in ROUNDS alternating rounds; the tables give medians.
   const file = join(dir, 'file.bin');
   await makeFile(file, SIZE_MIB);
   const discard = () => new Writable({ write(_c, _e, done) { done(); } });
   const linkParts = (link: string) => { const m = /\/app\/r\/([0-9a-f-]{36})#s=([A-Za-z0-9_-]{43})/.exec(link)!; return { recipientId: m[1]!, secret: m[2]! }; };
-  const fetchFile = async (recipientId: string, secret: string, email?: string) => {
+  const fetchFile = async (recipientId: string, secret: string, email?: string, encrypted = false) => {
     const opened = await call<{ downloadToken: string; files: { id: string }[] }>(recipient, 'POST', `/api/v1/r/${recipientId}/open`, { secret, ...(email ? { email } : {}) });
-    await pipeline(await call<Readable>(recipient, 'GET', `/api/v1/r/${recipientId}/files/${opened.files[0]!.id}?token=${opened.downloadToken}`, undefined, { stream: true }), discard());
+    await pipeline(await call<Readable>(recipient, 'GET', `/api/v1/r/${recipientId}/files/${opened.files[0]!.id}?token=${opened.downloadToken}${encrypted ? '&encrypted=true' : ''}`, undefined, { stream: true }), discard());
   };
-  const samples: Record<'raw' | 'disk' | 'store' | 'asIs' | 'decrypted', number[]> = { raw: [], disk: [], store: [], asIs: [], decrypted: [] };
+  const samples: Record<'raw' | 'disk' | 'store' | 'asIs' | 'decrypted' | 'stored12', number[]> = { raw: [], disk: [], store: [], asIs: [], decrypted: [], stored12: [] };
   // Each measurement starts with no dirty pages left to write back from the one before (\`sync\`), so the
   // kernel's writeback of an earlier file does not slow the next one down. The baseline is measured before
   // every operation, and its fastest run is what the operations are compared with: the strictest reading
   // (on this shared machine a raw run right after a large file was written and deleted takes up to 3.5×
   // as long, so pairing single runs made the ratios swing between 0.2 and 1.4).
   const quiet = () => spawnSync('sync');
-  const measure = async (what: 'store' | 'asIs' | 'decrypted', work: () => Promise<unknown>) => {
+  const measure = async (what: 'store' | 'asIs' | 'decrypted' | 'stored12', work: () => Promise<unknown>) => {
     quiet();
     const raw = await timed(() => rawAesGcm(file));
     samples.raw.push(raw.ms);
@@ -220,6 +221,7 @@ try {
     await call(sender, 'POST', `/api/v1/transfers/${created.id}/send`);
     const level1 = linkParts(mailedLink('recipient@bench.test'));
     await measure('decrypted', () => fetchFile(level1.recipientId, level1.secret, 'recipient@bench.test'));
+    await measure('stored12', () => fetchFile(level1.recipientId, level1.secret, 'recipient@bench.test', true));
     await measure('asIs', () => fetchFile(level3.recipientId, level3.secret));
   }
   // End to end as \`tresor send\` / \`tresor receive\` do it: the sender's and recipient's crypto included.
@@ -241,11 +243,12 @@ try {
     row('server: upload + store (one streamed request over TLS, to disk, fsync at the end)', samples.store),
     { ...row('    the same against the disk baseline', samples.store, median(samples.disk)), 'MiB/s (median)': '' },
     row('server: download levels 3/4 (ciphertext from disk over TLS)', samples.asIs),
-    row('server: download levels 1/2 (decrypted on the fly over TLS)', samples.decrypted),
+    row('server: download levels 1/2 as the web app and tresor receive fetch them (stored ciphertext + file key over TLS)', samples.stored12),
+    row('server: download levels 1/2 decrypted on the fly (the plain link, for other clients)', samples.decrypted),
   ]);
   if (!serverOnly) table(`${SIZE_MIB} MiB file end to end, as \`tresor send\` / \`tresor receive\` do it (one run each; baseline ${mbps(e2eRaw.ms)} MiB/s just before)`, [
     { what: 'level 1 send: read + encrypt (e2e records) + upload + store', 'MiB/s': mbps(l1.upMs), ratio: round(e2eRaw.ms / l1.upMs, 2) },
-    { what: 'level 1 receive: server decrypts + TLS + write file', 'MiB/s': mbps(l1.downMs), ratio: round(e2eRaw.ms / l1.downMs, 2) },
+    { what: 'level 1 receive: TLS + recipient decrypts + write file', 'MiB/s': mbps(l1.downMs), ratio: round(e2eRaw.ms / l1.downMs, 2) },
     { what: 'level 3 send: + hybrid key wraps', 'MiB/s': mbps(l3.upMs), ratio: round(e2eRaw.ms / l3.upMs, 2) },
     { what: 'level 3 receive: TLS + recipient decrypts + write file', 'MiB/s': mbps(l3.downMs), ratio: round(e2eRaw.ms / l3.downMs, 2) },
   ]);
