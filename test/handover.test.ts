@@ -303,6 +303,32 @@ describe.each(engines)('handover and tenant secret rotation (%s)', (engine) => {
     ]);
   });
 
+  // Several nodes share PostgreSQL; SQLite serves one node (two connections in one process would block the
+  // event loop while one waits for the other's write lock), so this runs on PostgreSQL.
+  it.skipIf(engine === 'sqlite')('lets only one of two nodes rotate at the same moment: the other is refused, and nothing is lost', async () => {
+    // A second node on the same databases: its own process state, so only the databases can stop it.
+    const second = await openTestCore(t);
+    try {
+      tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
+      const { secret_version: before } = await core.storage.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', ids.tenant!).executeTakeFirstOrThrow();
+      const results = await Promise.allSettled([core, second].map((node) => node.identity.rotateTenantSecret(tokens.owner!, {}, () => undefined)));
+      expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+      const refused = (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason as Error;
+      expect(refused.message).toMatch(/another rotation of the tenant secret finished first|not the current tenant secret|a rotation is still in progress/);
+      const { secret_version: after } = await core.storage.control.selectFrom('tenant_keys').select('secret_version').where('tenant_id', '=', ids.tenant!).executeTakeFirstOrThrow();
+      expect(after).toBe(before + 1); // one rotation, not two
+      tokens.owner = await bearerLogin(app, 'owner@uebergabe.test', PASSWORDS.owner);
+      expect((await call('owner', 'GET', '/api/v1/keys/status')).json()).toMatchObject({ dataAccess: true, rotationPending: false });
+      const db = await tenantDb();
+      expect(new Set((await db.selectFrom('contacts').select('key_version').execute()).map((r) => r.key_version))).toEqual(new Set([after]));
+      expect((await call('owner', 'GET', '/api/v1/contacts?email=person42%40example.org')).json<{ name: string }[]>().map((c) => c.name)).toEqual(['Person 42']);
+      const wraps = await db.selectFrom('key_wraps').selectAll().execute();
+      expect(wraps.filter((w) => w.kind !== 'recovery').map((w) => [w.kind, w.holder, w.secret_version])).toEqual([['account', ids.owner, after]]);
+    } finally {
+      await second.close();
+    }
+  }, 180_000);
+
   /** The tenant secret from an account's own copy, opened with its password (as its owner can). */
   async function accountSecret(who: 'owner' | 'colleague') {
     const a = await core.storage.control.selectFrom('accounts').select(['sealed_private_key', 'key_salt']).where('id', '=', ids[who]!).executeTakeFirstOrThrow();
