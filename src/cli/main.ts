@@ -729,6 +729,28 @@ export function buildCli(): Command {
       });
     });
 
+  const mail = program.command('mail').description('the outbound mail queue (local, platform owner): mails the SMTP relay has not taken yet');
+  mail
+    .command('queue')
+    .description('list the waiting mails: id, template, attempts, next attempt, last error code (never an address)')
+    .action(async () => {
+      await withCore(program, async (core) => {
+        const queued = await core.mail.queue({ kind: 'system', name: 'cli' });
+        emit(program, queued, () =>
+          table(queued.map((m) => ({ id: m.id, kind: m.kind, attempts: String(m.attempts), 'next attempt': m.nextAttemptAt, 'last error': m.lastErrorCode ?? '-', queued: m.createdAt }))),
+        );
+      });
+    });
+  mail
+    .command('retry')
+    .description('try every waiting mail now instead of at its next attempt (after fixing the relay)')
+    .action(async () => {
+      await withCore(program, async (core) => {
+        const result = await core.mail.retryAll({ kind: 'system', name: 'cli' });
+        emit(program, result, () => out(`Sent ${result.sent}, still queued ${result.queued}, given up ${result.failed}`));
+      });
+    });
+
   const keys = program.command('keys').description('the master key (local, platform owner)');
   keys
     .command('status')

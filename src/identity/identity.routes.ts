@@ -46,6 +46,8 @@ const policySchema = {
 } as const;
 
 const accountBrief = { type: 'object', properties: { id: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' } }, required: ['id', 'login', 'role'] } as const;
+/** Whether the mail went out at once or waits in the durable queue (the relay was not reachable); 'none': no address. */
+const mailOutcome = { type: 'string', enum: ['sent', 'queued', 'none'], description: "'queued': the relay did not take the mail at once; it is retried (tresor mail queue)" } as const;
 const passwordField = { type: 'string', minLength: 1, maxLength: 1024 } as const;
 const oneTimeKeyField = { type: 'string', minLength: 43, maxLength: 43, pattern: '^[A-Za-z0-9_-]+$' } as const;
 const cookieOptions = { path: '/', secure: true, httpOnly: true, sameSite: 'strict' } as const;
@@ -298,7 +300,7 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
         required: ['email', 'role'],
       },
       response: {
-        201: { type: 'object', properties: { accountId: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' }, expiresAt: { type: 'string' } }, required: ['accountId', 'login', 'role', 'expiresAt'] },
+        201: { type: 'object', properties: { accountId: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' }, expiresAt: { type: 'string' }, mail: mailOutcome }, required: ['accountId', 'login', 'role', 'expiresAt'] },
         400: errorResponseSchema,
         401: errorResponseSchema,
         403: errorResponseSchema,
@@ -308,8 +310,8 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
     handler: async (request, reply) => {
       // The link with its key goes only into the mail, never into the API response.
-      const { accountId, login, role, expiresAt } = await identity.invite(actorOf(request), request.body);
-      return reply.status(201).send({ accountId, login, role, expiresAt });
+      const { accountId, login, role, expiresAt, mail } = await identity.invite(actorOf(request), request.body);
+      return reply.status(201).send({ accountId, login, role, expiresAt, mail });
     },
   });
 
@@ -366,11 +368,11 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       tags: ['accounts'],
       summary: 'Mail the account a one-time link to set a new password (valid 24 hours)',
       params: byId,
-      response: { 200: { type: 'object', properties: { expiresAt: { type: 'string' } }, required: ['expiresAt'] }, 401: errorResponseSchema, 404: errorResponseSchema },
+      response: { 200: { type: 'object', properties: { expiresAt: { type: 'string' }, mail: mailOutcome }, required: ['expiresAt'] }, 401: errorResponseSchema, 404: errorResponseSchema },
     },
     handler: async (request) => {
-      const { expiresAt } = await identity.issuePasswordReset(request.params.id, undefined, actorOf(request));
-      return { expiresAt };
+      const { expiresAt, mail } = await identity.issuePasswordReset(request.params.id, undefined, actorOf(request));
+      return { expiresAt, mail };
     },
   });
 
@@ -589,7 +591,7 @@ export function registerGrantRoutes(app: FastifyInstance, deps: { identity: Iden
       summary: 'Mail the grantee a one-time access link to this grant (opens it without a password; works once, at most 24 hours, never past the grant)',
       params: { type: 'object', properties: { id: { type: 'string', format: 'uuid' } }, required: ['id'] },
       body: { type: ['object', 'null'], additionalProperties: false, properties: { validMinutes: { type: 'integer', minimum: 1, maximum: 1440, default: 1440 } } },
-      response: { 201: { type: 'object', properties: { expiresAt: { type: 'string' } }, required: ['expiresAt'] }, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+      response: { 201: { type: 'object', properties: { expiresAt: { type: 'string' }, mail: mailOutcome }, required: ['expiresAt'] }, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
     },
     handler: async (request, reply) => reply.status(201).send(await identity.sendAccessLink(tokenOf(request), request.params.id, (request.body?.validMinutes ?? 1440) * 60_000)),
   });

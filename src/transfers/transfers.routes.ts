@@ -40,6 +40,7 @@ const transferView = {
         },
       },
     },
+    mailsQueued: { type: 'integer', description: 'in the answer to "send" only: notification mails the relay did not take at once; they are queued and retried' },
   },
 } as const;
 
