@@ -318,7 +318,7 @@ export function createIdentityService(deps: {
     queuedNotices++;
     noticeQueue = noticeQueue
       .then(async () => {
-        await mailTo(account, template);
+        if ((await mailTo(account, template)) === 'queued') deps.log?.warn({ mail: template.kind }, 'a security notice was not taken by the relay at once; it waits in the mail queue');
       })
       .catch((error: unknown) => {
         const code = typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : 'unknown';
