@@ -46,8 +46,10 @@ const policySchema = {
 } as const;
 
 const accountBrief = { type: 'object', properties: { id: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' } }, required: ['id', 'login', 'role'] } as const;
-/** Whether the mail went out at once or waits in the durable queue (the relay was not reachable); 'none': no address. */
-const mailOutcome = { type: 'string', enum: ['sent', 'queued', 'none'], description: "'queued': the relay did not take the mail at once; it is retried (tresor mail queue)" } as const;
+/** Present only when the relay did not take the mail at once: it waits in the durable queue and is retried. */
+const mailOutcome = { type: 'string', enum: ['queued'], description: 'present when the relay did not take the mail at once: it waits in the queue and is retried (tresor mail queue)' } as const;
+/** `{ mail: 'queued' }` when the mail waits in the queue; nothing when it went out (the answer stays as it was). */
+const mailField = (mail: string) => (mail === 'queued' ? { mail: 'queued' as const } : {});
 const passwordField = { type: 'string', minLength: 1, maxLength: 1024 } as const;
 const oneTimeKeyField = { type: 'string', minLength: 43, maxLength: 43, pattern: '^[A-Za-z0-9_-]+$' } as const;
 const cookieOptions = { path: '/', secure: true, httpOnly: true, sameSite: 'strict' } as const;
@@ -311,7 +313,7 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     handler: async (request, reply) => {
       // The link with its key goes only into the mail, never into the API response.
       const { accountId, login, role, expiresAt, mail } = await identity.invite(actorOf(request), request.body);
-      return reply.status(201).send({ accountId, login, role, expiresAt, mail });
+      return reply.status(201).send({ accountId, login, role, expiresAt, ...mailField(mail) });
     },
   });
 
@@ -372,7 +374,7 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
     handler: async (request) => {
       const { expiresAt, mail } = await identity.issuePasswordReset(request.params.id, undefined, actorOf(request));
-      return { expiresAt, mail };
+      return { expiresAt, ...mailField(mail) };
     },
   });
 
@@ -593,7 +595,10 @@ export function registerGrantRoutes(app: FastifyInstance, deps: { identity: Iden
       body: { type: ['object', 'null'], additionalProperties: false, properties: { validMinutes: { type: 'integer', minimum: 1, maximum: 1440, default: 1440 } } },
       response: { 201: { type: 'object', properties: { expiresAt: { type: 'string' }, mail: mailOutcome }, required: ['expiresAt'] }, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
     },
-    handler: async (request, reply) => reply.status(201).send(await identity.sendAccessLink(tokenOf(request), request.params.id, (request.body?.validMinutes ?? 1440) * 60_000)),
+    handler: async (request, reply) => {
+      const { expiresAt, mail } = await identity.sendAccessLink(tokenOf(request), request.params.id, (request.body?.validMinutes ?? 1440) * 60_000);
+      return reply.status(201).send({ expiresAt, ...mailField(mail) });
+    },
   });
   app.post<{ Body: { key: string; mode?: 'cookie' | 'token' } }>('/api/v1/auth/access-link', {
     schema: {

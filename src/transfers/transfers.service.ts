@@ -47,7 +47,7 @@ export interface TransferView {
   from: string | null;
   files: { id: string; name: string | null; size: number; cipherSize: number; received: number }[];
   recipients: { id: string; email: string; state: string; downloads: number; keyState: KeyState; pendingFingerprint: string | null }[];
-  /** In the answer to "send" only: how many notification mails the relay did not take at once (they are queued and retried). */
+  /** In the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (retried). */
   mailsQueued?: number;
 }
 
@@ -667,7 +667,7 @@ export function createTransferService(deps: {
       await db.updateTable('transfers').set({ sent_at: nowIso() }).where('id', '=', t.id).execute();
       if (t.request_id) await db.updateTable('file_requests').set({ uploads: sql<number>`uploads + 1` }).where('id', '=', t.request_id).execute();
       await record(x.tenantId, { actor: x.actor, action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
-      return { ...(await viewOf(db, key, { ...t, sent_at: nowIso() })), mailsQueued };
+      return { ...(await viewOf(db, key, { ...t, sent_at: nowIso() })), ...(mailsQueued > 0 ? { mailsQueued } : {}) };
     },
 
     async send(s: SenderSession, transferId: string): Promise<TransferView> {
