@@ -292,6 +292,19 @@ describe.each(engines)('outbound mail queue with the relay down and up again (%s
     expect(await bearerLogin(app, ADMIN, `${GOOD_PASSWORD}-2`)).toEqual(expect.any(String));
   });
 
+  it('sends nothing from a row whose sealed message was moved from another row: it does not open there and is given up', async () => {
+    const before = received.length;
+    const moved = await core.masterKey.seal(Buffer.from(JSON.stringify({ to: 'victim@nord.test', subject: 's', text: 't' })), 'mail-queue|11111111-1111-4111-8111-111111111111');
+    const id = '22222222-2222-4222-8222-222222222222';
+    const now = clock.now().toISOString();
+    await core.storage.control.insertInto('mail_queue').values({ id, kind: 'password-reset', sealed_message: moved, attempts: 0, next_attempt_at: now, created_at: now, last_error_code: null }).execute();
+    expect(await core.mail.deliverDue()).toEqual({ sent: 0, queued: 0, failed: 1 });
+    expect(await rows()).toEqual([]);
+    expect(received.length).toBe(before);
+    const failed = await core.ledgers.platform.query({ action: 'mail.failed' });
+    expect(failed.at(-1)).toMatchObject({ payload: expect.objectContaining({ details: expect.objectContaining({ kind: 'password-reset', code: 'UNREADABLE' }) }) });
+  });
+
   it('never logged an address or a message body', () => {
     const all = logLines.join('');
     expect(all).toContain('mail not accepted by the relay');
