@@ -16,7 +16,7 @@ import { createBlobFolders, createPlatformRepo, createPlatformService, type Plat
 import { createBillingMeter, createLedgers, type Ledgers } from './ledger/index.js';
 import { ledgerKeyAad } from './ledger/ledger.service.js';
 import { openStorage, type Storage } from './storage/index.js';
-import { createMailer, type Mailer } from './mail/mailer.js';
+import { createMailer, createMailQueueRepo, createMailService, type MailService, type MailTransport } from './mail/index.js';
 import { createTenantKeys, type TenantKeys } from './crypto/tenant-keys.js';
 import { newId } from './crypto/random.js';
 import type { SealedColumn } from './crypto/rotate.js';
@@ -35,7 +35,8 @@ export interface Core {
   platform: PlatformService;
   ledgers: Ledgers;
   billing: ReturnType<typeof createBillingMeter>;
-  mailer: Mailer;
+  /** Outbound mail: with the SMTP transport through the durable, sealed queue (`tresor mail queue`). */
+  mail: MailService;
   tenantKeys: TenantKeys;
   /** The encrypted collections, by their API path. */
   collections: { contacts: Collection; jobs: Collection };
@@ -56,7 +57,7 @@ export const systemClock: Clock = { now: () => new Date() };
 
 export async function openCore(
   config: Readonly<TresorConfig>,
-  opts: { log: Logger; clock?: Clock; migrate?: boolean; mailer?: Mailer },
+  opts: { log: Logger; clock?: Clock; migrate?: boolean; mailTransport?: MailTransport },
 ): Promise<Core> {
   mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
   const clock = opts.clock ?? systemClock;
@@ -103,7 +104,16 @@ export async function openCore(
       details: { applied: appliedMigrations.length },
     });
   }
-  const mailer = opts.mailer ?? createMailer(config.mail, opts.log);
+  const mailer = createMailService({
+    transport: opts.mailTransport ?? createMailer(config.mail, opts.log),
+    durable: config.mail.transport === 'smtp',
+    repo: createMailQueueRepo(storage.control),
+    masterKey: masterKey.ring,
+    ledger: ledgers.platform,
+    clock,
+    newId,
+    log: opts.log,
+  });
   const databaseNames = new Map<string, string>();
   const tenantDbOf = async (tenantId: string) => {
     let databaseName = databaseNames.get(tenantId);
@@ -197,7 +207,7 @@ export async function openCore(
     identity,
     platform,
     ledgers,
-    mailer,
+    mail: mailer,
     tenantKeys,
     collections,
     subjectKeys,
@@ -208,9 +218,13 @@ export async function openCore(
     masterKey: masterKey.ring,
     appliedMigrations,
     close: async () => {
-      // Queued security notices go out first, but a hanging relay does not hold the shutdown for long.
+      // Queued security notices and first attempts still running go out first, but a hanging relay does not
+      // hold the shutdown for long (what is not sent stays in the durable queue).
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([identity.noticesSent(), new Promise<void>((resolve) => (timer = setTimeout(resolve, 5_000)))]);
+      await Promise.race([
+        identity.noticesSent().then(() => mailer.settled()),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, 5_000))),
+      ]);
       clearTimeout(timer);
       mailer.close();
       masterKey.ring.close();
@@ -250,6 +264,7 @@ export async function sealedColumns(core: Core): Promise<SealedColumn[]> {
     { database: 'control', db: control, table: 'tenant_keys', key: 'tenant_id', column: 'sealed_component', aad: (r) => `tenant-component|${String(r.tenant_id)}` },
     { database: 'control', db: control, table: 'second_factors', key: 'account_id', column: 'sealed_secret', aad: (r) => `totp|${String(r.account_id)}` },
     { database: 'control', db: control, table: 'tenant_db_credentials', key: 'tenant_id', column: 'sealed_password', aad: (r) => `tenant-db-password|${String(r.tenant_id)}` },
+    { database: 'control', db: control, table: 'mail_queue', key: 'id', column: 'sealed_message', aad: (r) => `mail-queue|${String(r.id)}` },
     { database: 'control', db: control, table: 'ledger_keys', key: 'id', column: 'sealed_private_key', aad: () => ledgerKeyAad(undefined), legacyAad: () => `ledger-key|${core.ledgers.platform.origin}` },
   ];
   const tenants = await core.storage.control.selectFrom('tenants').select(['id', 'database_name']).orderBy('created_at').execute();

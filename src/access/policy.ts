@@ -49,7 +49,10 @@ export type PlatformAction =
   | 'account.reset-second-factor'
   /** A tenant's password and second-factor policy. */
   | 'policy.read'
-  | 'policy.write';
+  | 'policy.write'
+  /** The outbound mail queue: ids, attempts and error codes (never addresses); retry now. The platform owner only. */
+  | 'mail.queue.read'
+  | 'mail.queue.retry';
 
 /**
  * Work with a tenant's personal data. The policy says who may try; whether the session holds the tenant
@@ -215,6 +218,7 @@ export function isAllowed(actor: Actor, action: PlatformAction | DataAction, res
       if (resource.type === 'accounts') return GRANTABLE.operator.has(resource.role) && (resource.role !== 'admin' || resource.tenantId !== null);
       // A tenant's ledger is exported by the tenant's own privacy officer, not by the platform.
       if (action === 'ledger.export') return resource.type === 'platform';
+      if (action === 'mail.queue.read' || action === 'mail.queue.retry') return resource.type === 'platform';
       return true;
     case 'reseller':
     case 'installer': {

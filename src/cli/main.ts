@@ -426,6 +426,7 @@ export function buildCli(): Command {
       emit(program, invited, () => {
         out(`Invited ${invited.login} as ${invited.role} (account ${invited.accountId}); the invitation mail is valid until ${invited.expiresAt}`);
         if (invited.link) out(`  link (shown once): ${invited.link}`);
+        if (invited.mail === 'queued') out('  the mail relay did not take the invitation yet: it waits in the queue and is retried (tresor mail queue)');
       });
     });
   account
@@ -726,6 +727,28 @@ export function buildCli(): Command {
         out(`Restored backup ${manifest.id} (taken ${manifest.createdAt}, ${manifest.tenants.length} tenants).`);
         out(`The data it replaced is in ${asideDir}${cfg.database.url === '' ? '' : ' (PostgreSQL: a pg_dump of each database as it was)'}.`);
         if (reshredded.length > 0) out(`Deleted again, as they had been since the backup (their keys stay shredded): ${reshredded.join(', ')}`);
+      });
+    });
+
+  const mail = program.command('mail').description('the outbound mail queue (local, platform owner): mails the SMTP relay has not taken yet');
+  mail
+    .command('queue')
+    .description('list the waiting mails: id, template, attempts, next attempt, last error code (never an address)')
+    .action(async () => {
+      await withCore(program, async (core) => {
+        const queued = await core.mail.queue({ kind: 'system', name: 'cli' });
+        emit(program, queued, () =>
+          table(queued.map((m) => ({ id: m.id, kind: m.kind, attempts: String(m.attempts), 'next attempt': m.nextAttemptAt, 'last error': m.lastErrorCode ?? '-', queued: m.createdAt }))),
+        );
+      });
+    });
+  mail
+    .command('retry')
+    .description('try every waiting mail now instead of at its next attempt (after fixing the relay)')
+    .action(async () => {
+      await withCore(program, async (core) => {
+        const result = await core.mail.retryAll({ kind: 'system', name: 'cli' });
+        emit(program, result, () => out(`Sent ${result.sent}, still queued ${result.queued}, given up ${result.failed}`));
       });
     });
 

@@ -11,7 +11,7 @@ import { DomainError, type ErrorCode } from '../shared/errors.js';
 export interface PlatformClient {
   /** `invitationLink` only in local mode (the platform owner's terminal); remotely it goes only into the mail. */
   createReseller(input: { name: string; adminLogin: string }): Promise<{ reseller: ResellerView; adminLogin: string; invitationExpiresAt: string; invitationLink?: string }>;
-  inviteAccount(input: InviteInput): Promise<{ accountId: string; login: string; role: AccountRole; expiresAt: string; link?: string }>;
+  inviteAccount(input: InviteInput): Promise<{ accountId: string; login: string; role: AccountRole; expiresAt: string; link?: string; mail?: string }>;
   listAccounts(scope: { tenantId?: string; resellerId?: string }): Promise<AccountView[]>;
   setAccountStatus(ref: string, status: 'active' | 'disabled'): Promise<{ accountId: string; sessionsEnded: number }>;
   resetSecondFactor(ref: string): Promise<{ accountId: string; sessionsEnded: number }>;

@@ -17,6 +17,7 @@ import { registerFormRequestToken, registerRequestTokenHeader, requireActor } fr
 import { dataSessionOf, registerRecordRoutes, subjectIndexesOf } from '../records/index.js';
 import { registerGrantRoutes } from '../identity/identity.routes.js';
 import { registerTransferRoutes } from '../transfers/index.js';
+import { registerMailRoutes } from '../mail/index.js';
 import { registerErrorHandling } from './errors.js';
 
 export interface AppOptions {
@@ -117,6 +118,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
   registerRecordRoutes(app, { collections: core.collections, identity: core.identity, subjectKeys: core.subjectKeys, authenticate });
   registerGrantRoutes(app, { identity: core.identity, authenticate });
   registerTransferRoutes(app, { transfers: core.transfers, identity: core.identity, authenticate });
+  registerMailRoutes(app, { mail: core.mail, authenticate });
   registerLedgerRoutes(app, {
     ledgerFor: (actor, tenantId, action) => core.platform.ledgerFor(actor, tenantId, action),
     subjectIndexes: async (request, subject) => subjectIndexesOf(core.subjectKeys, await dataSessionOf(core.identity, request), subject),

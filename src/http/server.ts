@@ -9,7 +9,7 @@ import { ensureFirstOperator, openCore, type Core } from '../core.js';
 import type { Clock } from '../identity/index.js';
 import { ensureLocalPki } from '../crypto/pki.js';
 import { sha256Hex } from '../crypto/random.js';
-import { transferExpiryJob } from '../ops/jobs.js';
+import { mailQueueJob, transferExpiryJob } from '../ops/jobs.js';
 import { backupJob } from '../ops/backup.js';
 import { startScheduler } from '../ops/scheduler.js';
 import { buildApp } from './app.js';
@@ -122,6 +122,7 @@ export async function startServer(config: Readonly<TresorConfig>, log: Logger, p
           },
         },
         transferExpiryJob(core, log),
+        mailQueueJob(core, log),
         ...[backupJob(core, log)].filter((job) => job !== undefined),
         {
           name: 'billing-flush',

@@ -46,6 +46,10 @@ const policySchema = {
 } as const;
 
 const accountBrief = { type: 'object', properties: { id: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' } }, required: ['id', 'login', 'role'] } as const;
+/** Present only when the relay did not take the mail at once: it waits in the durable queue and is retried. */
+const mailOutcome = { type: 'string', enum: ['queued'], description: 'present when the relay did not take the mail at once: it waits in the queue and is retried (tresor mail queue)' } as const;
+/** `{ mail: 'queued' }` when the mail waits in the queue; nothing when it went out (the answer stays as it was). */
+const mailField = (mail: string) => (mail === 'queued' ? { mail: 'queued' as const } : {});
 const passwordField = { type: 'string', minLength: 1, maxLength: 1024 } as const;
 const oneTimeKeyField = { type: 'string', minLength: 43, maxLength: 43, pattern: '^[A-Za-z0-9_-]+$' } as const;
 const cookieOptions = { path: '/', secure: true, httpOnly: true, sameSite: 'strict' } as const;
@@ -298,7 +302,7 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
         required: ['email', 'role'],
       },
       response: {
-        201: { type: 'object', properties: { accountId: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' }, expiresAt: { type: 'string' } }, required: ['accountId', 'login', 'role', 'expiresAt'] },
+        201: { type: 'object', properties: { accountId: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' }, expiresAt: { type: 'string' }, mail: mailOutcome }, required: ['accountId', 'login', 'role', 'expiresAt'] },
         400: errorResponseSchema,
         401: errorResponseSchema,
         403: errorResponseSchema,
@@ -308,8 +312,8 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
     },
     handler: async (request, reply) => {
       // The link with its key goes only into the mail, never into the API response.
-      const { accountId, login, role, expiresAt } = await identity.invite(actorOf(request), request.body);
-      return reply.status(201).send({ accountId, login, role, expiresAt });
+      const { accountId, login, role, expiresAt, mail } = await identity.invite(actorOf(request), request.body);
+      return reply.status(201).send({ accountId, login, role, expiresAt, ...mailField(mail) });
     },
   });
 
@@ -366,11 +370,11 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: { identity: I
       tags: ['accounts'],
       summary: 'Mail the account a one-time link to set a new password (valid 24 hours)',
       params: byId,
-      response: { 200: { type: 'object', properties: { expiresAt: { type: 'string' } }, required: ['expiresAt'] }, 401: errorResponseSchema, 404: errorResponseSchema },
+      response: { 200: { type: 'object', properties: { expiresAt: { type: 'string' }, mail: mailOutcome }, required: ['expiresAt'] }, 401: errorResponseSchema, 404: errorResponseSchema },
     },
     handler: async (request) => {
-      const { expiresAt } = await identity.issuePasswordReset(request.params.id, undefined, actorOf(request));
-      return { expiresAt };
+      const { expiresAt, mail } = await identity.issuePasswordReset(request.params.id, undefined, actorOf(request));
+      return { expiresAt, ...mailField(mail) };
     },
   });
 
@@ -589,9 +593,12 @@ export function registerGrantRoutes(app: FastifyInstance, deps: { identity: Iden
       summary: 'Mail the grantee a one-time access link to this grant (opens it without a password; works once, at most 24 hours, never past the grant)',
       params: { type: 'object', properties: { id: { type: 'string', format: 'uuid' } }, required: ['id'] },
       body: { type: ['object', 'null'], additionalProperties: false, properties: { validMinutes: { type: 'integer', minimum: 1, maximum: 1440, default: 1440 } } },
-      response: { 201: { type: 'object', properties: { expiresAt: { type: 'string' } }, required: ['expiresAt'] }, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
+      response: { 201: { type: 'object', properties: { expiresAt: { type: 'string' }, mail: mailOutcome }, required: ['expiresAt'] }, 401: errorResponseSchema, 403: errorResponseSchema, 404: errorResponseSchema, 409: errorResponseSchema },
     },
-    handler: async (request, reply) => reply.status(201).send(await identity.sendAccessLink(tokenOf(request), request.params.id, (request.body?.validMinutes ?? 1440) * 60_000)),
+    handler: async (request, reply) => {
+      const { expiresAt, mail } = await identity.sendAccessLink(tokenOf(request), request.params.id, (request.body?.validMinutes ?? 1440) * 60_000);
+      return reply.status(201).send({ expiresAt, ...mailField(mail) });
+    },
   });
   app.post<{ Body: { key: string; mode?: 'cookie' | 'token' } }>('/api/v1/auth/access-link', {
     schema: {

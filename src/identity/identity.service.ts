@@ -18,7 +18,7 @@ import type { LoginAttempt, LoginThrottle } from './throttle.js';
 import { createOneTimeKeys, OneTimeKeyError } from './one-time-keys.js';
 import { createSecondFactors, SecondFactorRequiredError } from './second-factor.js';
 import type { CipherService } from '../crypto/cipher-service.js';
-import type { Mailer } from '../mail/mailer.js';
+import type { Mailer, MailOutcome } from '../mail/mailer.js';
 import { renderMail, type MailLanguage, type MailTemplate } from '../mail/templates.js';
 import { classifyRequestToken, GRACE_MS, requestTokenFor } from './request-tokens.js';
 import { aeadOpen, aeadSeal, generateAccountKeyPair, KeyError, passwordKey, unwrapWithKey, wrapWithKey } from '../crypto/envelope.js';
@@ -96,7 +96,7 @@ export interface IdentityService {
   createAccount(input: { login: string; tier: 'operator' | 'reseller'; resellerId: string | null }): Promise<{ accountId: string; oneTimePassword: string }>;
   hasOperator(): Promise<boolean>;
   /** Invites an account by mail: a one-time link to set its password. `link` is for the local CLI only. */
-  invite(by: Actor, input: InviteInput): Promise<{ accountId: string; login: string; role: AccountRole; expiresAt: string; link: string }>;
+  invite(by: Actor, input: InviteInput): Promise<{ accountId: string; login: string; role: AccountRole; expiresAt: string; link: string; mail: MailOutcome | 'none' }>;
   /** What an invitation key is for, without using it up. */
   peekInvitation(key: string): Promise<{ login: string; organisation: string; role: AccountRole }>;
   acceptInvitation(key: string, newPassword: string): Promise<void>;
@@ -133,7 +133,7 @@ export interface IdentityService {
   /** Disables or re-enables an account; disabling ends all its sessions at once. */
   setAccountStatus(login: string, status: 'active' | 'disabled', by?: Actor): Promise<{ accountId: string; sessionsEnded: number }>;
   /** A one-time password-reset key, valid for `ttlMs`, usable once, mailed to the account; for an account still invited, a new invitation. */
-  issuePasswordReset(login: string, ttlMs?: number, by?: Actor): Promise<{ key: string; expiresAt: string }>;
+  issuePasswordReset(login: string, ttlMs?: number, by?: Actor): Promise<{ key: string; expiresAt: string; mail: MailOutcome | 'none' }>;
   resetPassword(key: string, newPassword: string): Promise<void>;
   /**
    * The tenant data key K_t while a data user with a copy of the tenant secret acts, or an external account
@@ -164,7 +164,7 @@ export interface IdentityService {
    * Mails the grantee a one-time access link to the grant: it opens a session limited to the grant without
    * the grantee's password. It works once, until `expiresAt` (at most 24 hours, never past the grant).
    */
-  sendAccessLink(sessionToken: string, grantId: string, ttlMs?: number): Promise<{ expiresAt: string }>;
+  sendAccessLink(sessionToken: string, grantId: string, ttlMs?: number): Promise<{ expiresAt: string; mail: MailOutcome | 'none' }>;
   /** Redeems an access link: a new session of the grantee holding the grant's copy of the tenant secret. */
   redeemAccessLink(key: string, source: string, kind: SessionKind): Promise<{ sessionToken: string; expiresAt: string; actor: Actor; grant: GrantView; requestToken?: string }>;
   /** Ends expired grants of every tenant: their copies of the tenant secret are destroyed (scheduler). */
@@ -196,7 +196,7 @@ export interface IdentityService {
    * e-mail verification). An invited guest gets a new invitation; an existing account nothing but a hint.
    */
   registerGuest(email: string, tenantId: string, language: 'de' | 'en' | null): Promise<'invited' | 'exists'>;
-  /** Resolves when the security notices queued so far have been sent or given up (shutdown waits for it). */
+  /** Resolves when the security notices so far have been handed to the mail queue (shutdown waits for it). */
   noticesSent(): Promise<void>;
 }
 
@@ -292,17 +292,21 @@ export function createIdentityService(deps: {
   const ledgerOf = async (tenantId: string | null) => (tenantId ? deps.tenantLedger(tenantId) : deps.ledger);
   const record = async (tenantId: string | null, event: LedgerEvent) => (await ledgerOf(tenantId)).append(event);
 
-  /** Mail to an account; a failing relay is logged by the mailer and must not undo the action. */
-  const mailTo = async (account: Pick<AccountRow, 'login' | 'language'>, template: MailTemplate) => {
-    if (!account.login.includes('@')) return; // the first operator has no address
+  /**
+   * Mail to an account: 'sent', or 'queued' when the relay did not take it at once (the mail module keeps
+   * it sealed and retries); a relay failure never undoes the action. 'none': the account has no address.
+   */
+  const mailTo = async (account: Pick<AccountRow, 'login' | 'language'>, template: MailTemplate): Promise<MailOutcome | 'none'> => {
+    if (!account.login.includes('@')) return 'none'; // the first operator has no address
     const { subject, text } = renderMail(template, account.language ?? deps.defaultLanguage);
-    await deps.mailer.send({ to: account.login, subject, text });
+    return deps.mailer.send({ to: account.login, subject, text, kind: template.kind });
   };
 
   /**
-   * Security notices (failed logins, a locked session) are queued and sent one after another in the
-   * background: a slow or failing relay changes neither the answer nor its timing, which would otherwise
-   * tell an attacker that a login exists. A failure is logged by template and error code only.
+   * Security notices (failed logins, a locked session) are handed to the mail queue one after another in
+   * the background: neither storing them nor a slow or failing relay changes the answer or its timing,
+   * which would otherwise tell an attacker that a login exists. What the relay does not take stays in the
+   * durable queue; a failure is logged by template and error code only.
    */
   let noticeQueue: Promise<void> = Promise.resolve();
   let queuedNotices = 0;
@@ -313,7 +317,9 @@ export function createIdentityService(deps: {
     }
     queuedNotices++;
     noticeQueue = noticeQueue
-      .then(() => mailTo(account, template))
+      .then(async () => {
+        if ((await mailTo(account, template)) === 'queued') deps.log?.warn({ mail: template.kind }, 'a security notice was not taken by the relay at once; it waits in the mail queue');
+      })
       .catch((error: unknown) => {
         const code = typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : 'unknown';
         deps.log?.warn({ mail: template.kind, code }, 'a security notice could not be sent');
@@ -444,8 +450,8 @@ export function createIdentityService(deps: {
   const sendInvitation = async (account: { id: string; login: string; language: 'de' | 'en' | null }, organisation: string, role: string) => {
     const { key, expiresAt } = await oneTimeKeys.issue('invite', account.id, INVITATION_TTL_MS);
     const link = `${deps.publicUrl}/app/invite#key=${key}`;
-    await mailTo({ login: account.login, language: account.language }, { kind: 'invitation', link, expiresAt, organisation, role });
-    return { link, expiresAt };
+    const mail = await mailTo({ login: account.login, language: account.language }, { kind: 'invitation', link, expiresAt, organisation, role });
+    return { link, expiresAt, mail };
   };
 
   const pendingFor = async (account: { id: string; role: string; tenant_id: string | null; must_change_password: number; password_changed_at: string | null }) => {
@@ -622,9 +628,9 @@ export function createIdentityService(deps: {
       if (existing) throw new ConflictError('an account with this e-mail address exists already');
       const language = input.language ?? null;
       const accountId = await insertInvitedAccount({ login: email, tier, role, resellerId, tenantId, language });
-      const { link, expiresAt } = await sendInvitation({ id: accountId, login: email, language }, organisation, role);
+      const { link, expiresAt, mail } = await sendInvitation({ id: accountId, login: email, language }, organisation, role);
       await record(tenantId, { actor: ledgerActor(by), action: 'account.invite', resource: { type: 'account', id: accountId }, outcome: 'success', details: { role } });
-      return { accountId, login: email, role, expiresAt, link };
+      return { accountId, login: email, role, expiresAt, link, mail };
     },
 
     async peekInvitation(key) {
@@ -980,12 +986,12 @@ export function createIdentityService(deps: {
         // Not yet accepted: send the invitation again, with a new key (the old one stays valid until it expires).
         const issued = await oneTimeKeys.issue('invite', account.id, INVITATION_TTL_MS);
         const organisation = account.tenant_id ? (await tenantScope(account.tenant_id)).name : 'Tresor';
-        await mailTo(account, { kind: 'invitation', link: `${deps.publicUrl}/app/invite#key=${issued.key}`, expiresAt: issued.expiresAt, organisation, role: account.role });
-        return issued;
+        const mail = await mailTo(account, { kind: 'invitation', link: `${deps.publicUrl}/app/invite#key=${issued.key}`, expiresAt: issued.expiresAt, organisation, role: account.role });
+        return { ...issued, mail };
       }
       const issued = await oneTimeKeys.issue('password-reset', account.id, ttlMs);
-      await mailTo(account, { kind: 'password-reset', link: `${deps.publicUrl}/app/reset#key=${issued.key}`, expiresAt: issued.expiresAt });
-      return issued;
+      const mail = await mailTo(account, { kind: 'password-reset', link: `${deps.publicUrl}/app/reset#key=${issued.key}`, expiresAt: issued.expiresAt });
+      return { ...issued, mail };
     },
 
     async resetPassword(key, newPassword) {
@@ -1190,9 +1196,9 @@ export function createIdentityService(deps: {
       const ttl = Math.min(Math.max(ttlMs, 60_000), ACCESS_LINK_TTL_MS, new Date(grant.expires_at).getTime() - clock.now().getTime());
       const issued = await oneTimeKeys.issue('external-access', grantee.id, ttl);
       await deps.tenantKeys.wrapForLink(me.tenant_id, secret, grant.id, Buffer.from(issued.key, 'base64url'), me.id);
-      await mailTo(grantee, { kind: 'access-link', link: `${deps.publicUrl}/app/access#key=${issued.key}`, expiresAt: issued.expiresAt, organisation: tenant.name, grantEndsAt: grant.expires_at });
+      const mail = await mailTo(grantee, { kind: 'access-link', link: `${deps.publicUrl}/app/access#key=${issued.key}`, expiresAt: issued.expiresAt, organisation: tenant.name, grantEndsAt: grant.expires_at });
       await record(me.tenant_id, { actor: ledgerActor(actorOf(me)), action: 'grant.link', resource: { type: 'grant', id: grant.id }, outcome: 'success', details: { grantee: grantee.id, expiresAt: issued.expiresAt } });
-      return { expiresAt: issued.expiresAt };
+      return { expiresAt: issued.expiresAt, mail };
     },
 
     async redeemAccessLink(key, source, kind) {

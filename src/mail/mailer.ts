@@ -11,9 +11,24 @@ export interface OutgoingMail {
   text: string;
 }
 
-export interface Mailer {
+/** One way out: the outbox folder or the relay. Rejects when the relay refuses or cannot be reached. */
+export interface MailTransport {
   /** Resolves once the mail is in the outbox folder or accepted by the relay. */
   send(mail: OutgoingMail): Promise<void>;
+  close(): void;
+}
+
+/** What became of a mail handed to the outbound mail service. */
+export type MailOutcome = 'sent' | 'queued';
+
+/**
+ * Outbound mail as the other modules see it (src/mail/mail.service.ts): `send` never fails because of the
+ * relay. With the SMTP transport a message the relay does not take at once stays sealed in the durable
+ * queue and is retried by the scheduler; the outbox transport writes the file at once.
+ */
+export interface Mailer {
+  /** `kind` is the template (for the queue and the ledger; never the address). */
+  send(mail: OutgoingMail & { kind: string }): Promise<MailOutcome>;
   close(): void;
 }
 
@@ -23,12 +38,16 @@ export interface Mailer {
  * relay with TLS required (implicit TLS for smtps://, STARTTLS for smtp://). Logs name the message
  * id only: recipients are personal data.
  */
-export function createMailer(config: Readonly<TresorConfig['mail']>, log: Pick<Logger, 'info' | 'warn'>): Mailer {
+export function createMailer(config: Readonly<TresorConfig['mail']>, log: Pick<Logger, 'info' | 'warn'>): MailTransport {
   const smtp = config.transport === 'smtp';
   const transporter: Transporter = smtp
     ? nodemailer.createTransport({
         url: config.smtp_url,
         requireTLS: true,
+        // Bounded, so that a hanging relay frees a delivery attempt well within the queue's lease.
+        connectionTimeout: 30_000,
+        greetingTimeout: 30_000,
+        socketTimeout: 60_000,
         tls: {
           minVersion: 'TLSv1.2',
           ...(config.smtp_ca_file !== '' ? { ca: readFileSync(config.smtp_ca_file) } : {}),

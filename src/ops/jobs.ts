@@ -22,3 +22,18 @@ export function transferExpiryJob(core: Pick<Core, 'storage' | 'transfers'>, log
     },
   };
 }
+
+/**
+ * The outbound mail queue (src/mail/mail.service.ts): every due message is tried once more; after 24 hours
+ * one is given up and `mail.failed` written to the platform ledger. Counts only in the log, never addresses.
+ */
+export function mailQueueJob(core: Pick<Core, 'mail'>, log: Pick<Logger, 'info' | 'warn'>): ScheduledJob {
+  return {
+    name: 'mail-queue',
+    intervalMs: 60_000,
+    run: async () => {
+      const { sent, queued, failed } = await core.mail.deliverDue();
+      if (sent + queued + failed > 0) log.info({ sent, queued, failed }, 'mail queue delivered');
+    },
+  };
+}

@@ -12,6 +12,7 @@ import type { ContactTable } from '../records/contacts.js';
 import type { GrantTable } from '../identity/grants.js';
 import type { OneTimeKeyTable } from '../identity/one-time-keys.js';
 import type { RecoveryCodeTable, SecondFactorTable } from '../identity/second-factor.js';
+import type { MailSchema } from '../mail/mail.migrations.js';
 
 export interface ResellerTable {
   id: string;
@@ -86,7 +87,7 @@ export interface DeletionReportTable {
   created_at: string;
 }
 
-export interface ControlSchema extends LedgerSchema {
+export interface ControlSchema extends LedgerSchema, MailSchema {
   resellers: ResellerTable;
   /** `handed_over_at`: set by the installer handover; from then on installers no longer administer the tenant. */
   tenants: TenantTable & { handed_over_at: ColumnType<string | null, string | null | undefined, string | null> };

@@ -40,6 +40,7 @@ const transferView = {
         },
       },
     },
+    mailsQueued: { type: 'integer', description: 'in the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (they are retried)' },
   },
 } as const;
 

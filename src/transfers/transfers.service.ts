@@ -47,6 +47,8 @@ export interface TransferView {
   from: string | null;
   files: { id: string; name: string | null; size: number; cipherSize: number; received: number }[];
   recipients: { id: string; email: string; state: string; downloads: number; keyState: KeyState; pendingFingerprint: string | null }[];
+  /** In the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (retried). */
+  mailsQueued?: number;
 }
 
 export interface OpenedTransfer {
@@ -137,9 +139,10 @@ export function createTransferService(deps: {
   const blobPath = (tenantId: string, transferId: string, fileId: string) => join(blobDir(tenantId, transferId), fileId);
 
   const record = async (tenantId: string, event: LedgerEvent) => (await deps.tenantLedger(tenantId)).append(event);
+  /** 'sent', or 'queued' when the relay did not take it at once (the mail module retries): never a failure. */
   const mailTo = async (to: { login: string; language: 'de' | 'en' | null }, template: MailTemplate) => {
     const { subject, text } = renderMail(template, to.language ?? deps.defaultLanguage);
-    await deps.mailer.send({ to: to.login, subject, text });
+    return deps.mailer.send({ to: to.login, subject, text, kind: template.kind });
   };
 
   /** A data user of the tenant (member or DPO) acting in a session that holds the tenant's data key. */
@@ -647,6 +650,7 @@ export function createTransferService(deps: {
       const organisation = await deps.tenantName(x.tenantId);
       const subject = unseal(key, t.subject_ct, `transfer|${t.id}|subject`);
       const fileCount = files.filter((f) => f.kind === 'file').length;
+      let mailsQueued = 0;
       for (const r of recipients) {
         const secret = randomBytes(32);
         const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
@@ -657,12 +661,13 @@ export function createTransferService(deps: {
           .execute();
         const link = `${deps.publicUrl}/app/r/${r.id}#s=${b64(secret)}${r.key_fingerprint ? `&fp=${r.key_fingerprint}` : ''}`;
         const account = await deps.identity.accountByLogin(email);
-        await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: senderLabel, organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
+        const mailed = await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: senderLabel, organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
+        if (mailed === 'queued') mailsQueued++;
       }
       await db.updateTable('transfers').set({ sent_at: nowIso() }).where('id', '=', t.id).execute();
       if (t.request_id) await db.updateTable('file_requests').set({ uploads: sql<number>`uploads + 1` }).where('id', '=', t.request_id).execute();
       await record(x.tenantId, { actor: x.actor, action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
-      return viewOf(db, key, { ...t, sent_at: nowIso() });
+      return { ...(await viewOf(db, key, { ...t, sent_at: nowIso() })), ...(mailsQueued > 0 ? { mailsQueued } : {}) };
     },
 
     async send(s: SenderSession, transferId: string): Promise<TransferView> {

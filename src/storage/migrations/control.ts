@@ -4,6 +4,7 @@ import { accountsMigration } from '../../identity/accounts.migrations.js';
 import { oneTimeKeysMigration } from '../../identity/one-time-keys.js';
 import { secondFactorMigration } from '../../identity/second-factor.js';
 import { ledgerMigration, ledgerOriginMigration } from '../../ledger/ledger.migrations.js';
+import { mailQueueMigration } from '../../mail/mail.migrations.js';
 import { e2eSealedKeyNullableMigration, transfersControlMigration } from '../../transfers/transfers.migrations.js';
 
 /** Control-database migrations: forward only, never edited once released. */
@@ -73,4 +74,5 @@ export const controlMigrations: Record<string, Migration> = {
   '0008_ledger_origin': ledgerOriginMigration,
   '0009_e2e_sealed_key_nullable': e2eSealedKeyNullableMigration,
   '0010_tenant_handover': tenantHandoverControlMigration,
+  '0011_mail_queue': mailQueueMigration,
 };
