@@ -35,7 +35,7 @@ const memory = rssSampler();
 process.stdout.write(`# Records benchmark — node ${process.version}, ${new Date().toISOString()}\n`);
 try {
   const tenant = await core.platform.createTenant({ kind: 'system', name: 'cli' }, { name: 'Bench Tenant' });
-  const secret = (await core.tenantKeys.redeemActivation(tenant.id, tenant.initialKeys.activationKey))!;
+  const secret = (await core.tenantKeys.redeemActivation(tenant.id, tenant.initialKeys.activationKey!))!;
   const session: DataSession = { actor: { kind: 'tenant', accountId: 'bench', tenantId: tenant.id, role: 'member' }, tenantId: tenant.id, dataKey: await core.tenantKeys.dataKey(tenant.id, secret), keyVersion: 1 };
   const row = await core.storage.control.selectFrom('tenants').select('database_name').where('id', '=', tenant.id).executeTakeFirstOrThrow();
   const db = (await core.storage.tenantDb({ tenantId: tenant.id, databaseName: row.database_name })) as unknown as Kysely<{ contacts_clear: Record<string, string | null> }>;

@@ -505,19 +505,37 @@ export function buildCli(): Command {
   const tenant = program.command('tenant').description('manage tenants (operator, or a reseller for its own tenants via --url)');
   tenant
     .command('create')
-    .description('create a tenant with its own database')
+    .description('create a tenant with its own database; name its first data user so that only they receive the activation key')
     .requiredOption('--name <name>', 'tenant (customer) name')
     .option('--reseller <id>', 'reseller that manages the tenant (operator only; default: the operator itself)')
     .option('--licence-end <date>', 'licence end, YYYY-MM-DD')
-    .action(async (opts: { name: string; reseller?: string; licenceEnd?: string }) => {
+    .option('--first-data-user <email>', "the customer's first data user: invited by mail, and the only one who gets the activation key (recommended)")
+    .option('--first-role <role>', 'role of the first data user: dpo or member', 'dpo')
+    .option('--first-language <language>', "language of the first data user's mails: de or en")
+    .action(async (opts: { name: string; reseller?: string; licenceEnd?: string; firstDataUser?: string; firstRole: string; firstLanguage?: string }) => {
+      if (opts.firstRole !== 'dpo' && opts.firstRole !== 'member') throw new DomainError('VALIDATION', "--first-role must be 'dpo' or 'member'");
+      if (opts.firstLanguage !== undefined && opts.firstLanguage !== 'de' && opts.firstLanguage !== 'en') throw new DomainError('VALIDATION', "--first-language must be 'de' or 'en'");
+      const firstRole: 'dpo' | 'member' = opts.firstRole;
+      const firstLanguage: 'de' | 'en' | undefined = opts.firstLanguage;
       const t = await withPlatform(program, (c) =>
-        c.createTenant({ name: opts.name, resellerId: opts.reseller ?? null, licenceEndsAt: opts.licenceEnd ?? null }),
+        c.createTenant({
+          name: opts.name,
+          resellerId: opts.reseller ?? null,
+          licenceEndsAt: opts.licenceEnd ?? null,
+          ...(opts.firstDataUser ? { firstDataUser: { email: opts.firstDataUser, role: firstRole, ...(firstLanguage ? { language: firstLanguage } : {}) } } : {}),
+        }),
       );
       emit(program, t, () => {
         out(`Created tenant ${t.name} (${t.id})`);
+        if (t.firstDataUser) {
+          out(`  first data user: ${t.firstDataUser.login} (${t.firstDataUser.role}), invited by mail until ${t.firstDataUser.invitationExpiresAt}`);
+          out('  activation key: mailed to the first data user only; it works only for their account. Nobody else is shown it.');
+          return;
+        }
         out("Hand this to the customer's first data user; it is shown only now and not stored anywhere:");
         out(`  activation key (entered once): ${t.initialKeys.activationKey}`);
         out('The activation renews the tenant secret, so this key opens nothing afterwards; the recovery code is shown only to that data user.');
+        out('Whoever enters the key first holds the tenant secret: to keep it from yourself, name the data user (--first-data-user).');
       });
     });
   tenant

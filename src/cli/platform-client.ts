@@ -4,7 +4,7 @@ import type { AccountRole, Actor } from '../access/index.js';
 import type { AccountView, IdentityService, InviteInput } from '../identity/identity.service.js';
 import type { PasswordPolicy } from '../identity/password-policy.js';
 import type { PlatformService } from '../platform/index.js';
-import type { DeletionReport, ResellerView, TenantView } from '../platform/index.js';
+import type { CreatedTenant, DeletionReport, FirstDataUserInput, ResellerView, TenantView } from '../platform/index.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 
 /** What the CLI's reseller and tenant commands need: served locally (operator) or over the HTTP API (any tier). */
@@ -19,7 +19,7 @@ export interface PlatformClient {
   setTenantPolicy(tenantId: string, policy: Partial<PasswordPolicy>): Promise<PasswordPolicy>;
   listResellers(): Promise<ResellerView[]>;
   getReseller(id: string): Promise<ResellerView>;
-  createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null }): Promise<TenantView & { initialKeys: { activationKey: string } }>;
+  createTenant(input: { name: string; resellerId?: string | null; licenceEndsAt?: string | null; firstDataUser?: FirstDataUserInput }): Promise<CreatedTenant>;
   listTenants(): Promise<TenantView[]>;
   getTenant(id: string): Promise<TenantView>;
   suspendTenant(id: string): Promise<TenantView>;

@@ -48,6 +48,12 @@ export interface KeyWrapTable {
   secret_version: number;
   created_at: string;
   created_by: string;
+  /**
+   * For an `activation` copy only: the account the activation key is bound to (the tenant's named first
+   * data user), or null when whoever holds the key may activate. Also bound into the copy's AAD, so a
+   * changed column makes the copy unopenable rather than usable by another account.
+   */
+  bound_to?: string | null;
 }
 
 export const tenantKeysControlMigration: Migration = {
@@ -95,7 +101,20 @@ export const keyWrapsTenantMigration: Migration = {
   },
 };
 
+/**
+ * The activation key's binding to the tenant's named first data user (B.1): without it, whoever activates
+ * first becomes the key holder, so a creator in bad faith could activate with a data seat of its own.
+ */
+export const activationBindingTenantMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('key_wraps').addColumn('bound_to', 'varchar(36)').execute();
+  },
+};
+
 const componentAad = (tenantId: string) => `tenant-component|${tenantId}`;
+/** The AAD of an activation copy: a bound copy names its account, so it opens for no other binding. */
+const activationContext = (tenantId: string, version: number, boundTo: string | null | undefined) =>
+  boundTo ? `${secretContext(tenantId, version)}|activation|${boundTo}` : secretContext(tenantId, version);
 export const secretContext = (tenantId: string, version: number) => `tenant-secret|${tenantId}|v${version}`;
 
 /** K_t from both halves. */
@@ -160,8 +179,9 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
      * New keys for a new tenant. Returns only the one-time activation key: the secret behind it is a
      * placeholder (version 0) that the first activation replaces (`rotate`), so neither the creator nor a
      * copy of the database taken now ever holds the secret that protects data. No recovery code exists yet.
+     * With `boundTo` (an account id) only that account can activate with the key (`openActivation`).
      */
-    async create(tenantId: string, by: string): Promise<{ activationKey: string }> {
+    async create(tenantId: string, by: string, opts: { boundTo?: string } = {}): Promise<{ activationKey: string }> {
       const secret = randomBytes(32);
       const component = randomBytes(32);
       const activationKey = randomBytes(32);
@@ -182,10 +202,11 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
           id: deps.newId(),
           kind: 'activation',
           holder: sha256Hex(activationKey.toString('base64url')),
-          wrapped: wrapWithKey(secret, activationKey, secretContext(tenantId, 0)),
+          wrapped: wrapWithKey(secret, activationKey, activationContext(tenantId, 0, opts.boundTo)),
           secret_version: 0,
           created_at: deps.clock.now().toISOString(),
           created_by: by,
+          bound_to: opts.boundTo ?? null,
         })
         .execute();
       return { activationKey: activationKey.toString('base64url') };
@@ -335,29 +356,35 @@ export function createTenantKeys(deps: { store: TenantKeyStore; masterKey: Ciphe
     },
 
     /**
-     * The secret behind a one-time activation key, without using it up: the caller replaces that secret at
-     * once (`rotate`), which deletes the activation copy together with every other copy of it.
+     * The secret behind a one-time activation key for `accountId`, without using it up: the caller replaces
+     * that secret at once (`rotate`), which deletes the activation copy together with every other copy of it.
+     * `undefined` for a wrong or used key; `bound-to-another-account` when the key is bound to the tenant's
+     * named first data user and `accountId` is someone else (the copy stays, so the key still works for them).
      */
-    async openActivation(tenantId: string, activationKey: string): Promise<Buffer | undefined> {
+    async openActivation(tenantId: string, activationKey: string, accountId: string): Promise<{ secret: Buffer } | { refused: 'bound-to-another-account' } | undefined> {
       const db = await store.tenantDb(tenantId);
       const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'activation').where('holder', '=', sha256Hex(activationKey)).executeTakeFirst();
       if (!wrap) return undefined;
+      if (wrap.bound_to && wrap.bound_to !== accountId) return { refused: 'bound-to-another-account' };
       try {
-        return unwrapWithKey(wrap.wrapped, Buffer.from(activationKey, 'base64url'), secretContext(tenantId, wrap.secret_version));
+        return { secret: unwrapWithKey(wrap.wrapped, Buffer.from(activationKey, 'base64url'), activationContext(tenantId, wrap.secret_version, wrap.bound_to)) };
       } catch {
         return undefined;
       }
     },
 
-    /** T_t from the one-time activation key; the activation copy is deleted, so the key works once. */
-    async redeemActivation(tenantId: string, activationKey: string): Promise<Buffer | undefined> {
+    /**
+     * T_t from the one-time activation key; the activation copy is deleted, so the key works once. A copy
+     * bound to a first data user opens only for that account (`forAccount`).
+     */
+    async redeemActivation(tenantId: string, activationKey: string, forAccount?: string): Promise<Buffer | undefined> {
       const db = await store.tenantDb(tenantId);
       const holder = sha256Hex(activationKey);
       const wrap = await db.selectFrom('key_wraps').selectAll().where('kind', '=', 'activation').where('holder', '=', holder).executeTakeFirst();
-      if (!wrap) return undefined;
+      if (!wrap || (wrap.bound_to && wrap.bound_to !== forAccount)) return undefined;
       const deleted = await db.deleteFrom('key_wraps').where('id', '=', wrap.id).executeTakeFirst();
       if (Number(deleted.numDeletedRows) !== 1) return undefined;
-      return unwrapWithKey(wrap.wrapped, Buffer.from(activationKey, 'base64url'), secretContext(tenantId, wrap.secret_version));
+      return unwrapWithKey(wrap.wrapped, Buffer.from(activationKey, 'base64url'), activationContext(tenantId, wrap.secret_version, wrap.bound_to));
     },
 
     /** Wraps T_t for an account's public key (replacing an older copy of that account). */

@@ -97,6 +97,16 @@ export interface IdentityService {
   hasOperator(): Promise<boolean>;
   /** Invites an account by mail: a one-time link to set its password. `link` is for the local CLI only. */
   invite(by: Actor, input: InviteInput): Promise<{ accountId: string; login: string; role: AccountRole; expiresAt: string; link: string; mail: MailOutcome | 'none' }>;
+  /**
+   * At tenant creation only (the tenant has neither keys nor accounts yet): invites the tenant's named first
+   * data user and mails them, and only them, the activation key that `issueActivationKey` makes bound to
+   * their new account. The key and the invitation link are never returned.
+   */
+  inviteFirstDataUser(
+    by: Actor,
+    input: { tenantId: string; email: string; role: 'member' | 'dpo'; language?: MailLanguage | undefined },
+    issueActivationKey: (accountId: string) => Promise<{ activationKey: string }>,
+  ): Promise<{ accountId: string; login: string; role: 'member' | 'dpo'; expiresAt: string }>;
   /** What an invitation key is for, without using it up. */
   peekInvitation(key: string): Promise<{ login: string; organisation: string; role: AccountRole }>;
   acceptInvitation(key: string, newPassword: string): Promise<void>;
@@ -631,6 +641,36 @@ export function createIdentityService(deps: {
       const { link, expiresAt, mail } = await sendInvitation({ id: accountId, login: email, language }, organisation, role);
       await record(tenantId, { actor: ledgerActor(by), action: 'account.invite', resource: { type: 'account', id: accountId }, outcome: 'success', details: { role } });
       return { accountId, login: email, role, expiresAt, link, mail };
+    },
+
+    async inviteFirstDataUser(by, input, issueActivationKey) {
+      // The creator of the tenant, and only while the tenant is being created: no keys and no accounts yet.
+      authorize(by, 'tenant.create', { type: 'platform' });
+      const tenant = await tenantScope(input.tenantId);
+      authorize(by, 'tenant.read', { type: 'tenant', tenantId: tenant.id, resellerId: tenant.reseller_id, handedOver: tenant.handedOver });
+      const hasKeys = await control.selectFrom('tenant_keys').select('tenant_id').where('tenant_id', '=', tenant.id).executeTakeFirst();
+      const hasAccounts = await control.selectFrom('accounts').select('id').where('tenant_id', '=', tenant.id).executeTakeFirst();
+      if (hasKeys || hasAccounts) throw new ConflictError('a first data user can only be named when the tenant is created');
+      if (input.role !== 'member' && input.role !== 'dpo') throw new ValidationError("the first data user's role must be 'dpo' or 'member'");
+      const email = normaliseLogin(input.email);
+      if (email.length > 254 || !EMAIL.test(email)) throw new ValidationError('the first data user must be an e-mail address such as name@example.org');
+      if (await control.selectFrom('accounts').select('id').where('login', '=', email).executeTakeFirst()) {
+        throw new ConflictError('an account with the first data user\'s e-mail address exists already; name another address');
+      }
+      const language = input.language ?? null;
+      const accountId = await insertInvitedAccount({ login: email, tier: 'tenant', role: input.role, resellerId: null, tenantId: tenant.id, language });
+      const { activationKey } = await issueActivationKey(accountId);
+      const { expiresAt } = await sendInvitation({ id: accountId, login: email, language }, tenant.name, input.role);
+      // The key goes nowhere else: not into the answer, a log or the ledger.
+      await mailTo({ login: email, language }, { kind: 'activation-key', activationKey, organisation: tenant.name, appUrl: `${deps.publicUrl}/app/contacts` });
+      await record(tenant.id, {
+        actor: ledgerActor(by),
+        action: 'account.invite',
+        resource: { type: 'account', id: accountId },
+        outcome: 'success',
+        details: { role: input.role, firstDataUser: true },
+      });
+      return { accountId, login: email, role: input.role, expiresAt };
     },
 
     async peekInvitation(key) {
@@ -1251,7 +1291,20 @@ export function createIdentityService(deps: {
       }
       let secret: Buffer | undefined;
       if (code.activationKey) {
-        secret = /^[A-Za-z0-9_-]{43}$/.test(code.activationKey) ? await deps.tenantKeys.openActivation(me.tenant_id, code.activationKey) : undefined;
+        const opened = /^[A-Za-z0-9_-]{43}$/.test(code.activationKey) ? await deps.tenantKeys.openActivation(me.tenant_id, code.activationKey, me.id) : undefined;
+        if (opened && 'refused' in opened) {
+          // B.1: a key bound to the named first data user opens for nobody else, however they got it (the
+          // creator's own data seat, a colleague). The key stays unused for its owner.
+          await record(me.tenant_id, {
+            actor: ledgerActor(actorOf(me)),
+            action: 'key.activate',
+            resource: { type: 'tenant', id: me.tenant_id },
+            outcome: 'denied',
+            details: { reason: 'bound-to-first-data-user' },
+          });
+          throw new ForbiddenError("this activation key belongs to the tenant's named first data user: only they can enter it; ask them to grant you data access");
+        }
+        secret = opened?.secret;
       } else if (code.recoveryCode) {
         const parsed = parseRecoveryCode(code.recoveryCode);
         secret = parsed && (await deps.tenantKeys.checkSecret(me.tenant_id, parsed)) ? parsed : undefined;

@@ -8,6 +8,7 @@ export type MailLanguage = 'de' | 'en';
 export type MailTemplate =
   | { kind: 'invitation'; link: string; expiresAt: string; organisation: string; role: string }
   | { kind: 'password-reset'; link: string; expiresAt: string }
+  | { kind: 'activation-key'; activationKey: string; organisation: string; appUrl: string }
   | { kind: 'access-link'; link: string; expiresAt: string; organisation: string; grantEndsAt: string }
   | { kind: 'transfer-notification'; link: string; sender: string; organisation: string; subject: string; level: number; files: number; expiresAt: string }
   | { kind: 'transfer-downloaded'; subject: string; recipient: string; time: string }
@@ -49,6 +50,38 @@ export function renderMail(template: MailTemplate, language: MailLanguage): { su
               template.link,
               '',
               'If you did not expect this invitation, ignore this message.',
+            ].join('\n'),
+          };
+    case 'activation-key':
+      // Only the named first data user receives this key; it works for their account alone, once.
+      return de
+        ? {
+            subject: `Tresor: Ihr Aktivierungsschlüssel für ${template.organisation}`,
+            text: [
+              `Sie sind die erste Datennutzerin bzw. der erste Datennutzer von ${template.organisation} in Tresor.`,
+              '',
+              'Nehmen Sie zuerst die Einladung aus der anderen Nachricht an. Geben Sie dann nach der Anmeldung',
+              `unter „Adressbuch“ (${template.appUrl}) diesen Aktivierungsschlüssel ein:`,
+              '',
+              `Aktivierungsschlüssel: ${template.activationKey}`,
+              '',
+              'Er gilt einmal und nur für Ihr Konto; weder der Betreiber noch Ihr Partner kennt ihn. Danach zeigt',
+              'Tresor Ihnen einmal den Wiederherstellungscode Ihrer Organisation: bewahren Sie ihn sicher auf.',
+              'Geben Sie diesen Schlüssel an niemanden weiter.',
+            ].join('\n'),
+          }
+        : {
+            subject: `Tresor: your activation key for ${template.organisation}`,
+            text: [
+              `You are the first data user of ${template.organisation} in Tresor.`,
+              '',
+              'First accept the invitation from the other message. Then, after logging in, enter this activation',
+              `key under "Address book" (${template.appUrl}):`,
+              '',
+              `Activation key: ${template.activationKey}`,
+              '',
+              'It works once and only for your account; neither the operator nor your partner knows it. Tresor then',
+              "shows you your organisation's recovery code, once: keep it safe. Do not pass this key on.",
             ].join('\n'),
           };
     case 'password-reset':

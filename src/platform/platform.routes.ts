@@ -2,6 +2,7 @@ import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import { actorOf } from '../http/auth.js';
 import { errorResponseSchema } from '../http/errors.js';
 import type { PlatformService } from './platform.service.js';
+import type { FirstDataUserInput } from './platform.types.js';
 
 const id = { type: 'string', format: 'uuid' } as const;
 const tenantSchema = {
@@ -97,7 +98,7 @@ export function registerPlatformRoutes(app: FastifyInstance, deps: { platform: P
     handler: async (request) => platform.getReseller(actorOf(request), request.params.resellerId),
   });
 
-  app.post<{ Body: { name: string; resellerId?: string | null; licenceEndsAt?: string | null } }>('/api/v1/tenants', {
+  app.post<{ Body: { name: string; resellerId?: string | null; licenceEndsAt?: string | null; firstDataUser?: FirstDataUserInput } }>('/api/v1/tenants', {
     ...secured,
     schema: {
       tags: ['platform'],
@@ -105,7 +106,23 @@ export function registerPlatformRoutes(app: FastifyInstance, deps: { platform: P
       body: {
         type: 'object',
         additionalProperties: false,
-        properties: { name: { type: 'string', minLength: 2, maxLength: 200 }, resellerId: { type: ['string', 'null'], format: 'uuid' }, licenceEndsAt: licenceEnd },
+        properties: {
+          name: { type: 'string', minLength: 2, maxLength: 200 },
+          resellerId: { type: ['string', 'null'], format: 'uuid' },
+          licenceEndsAt: licenceEnd,
+          firstDataUser: {
+            type: 'object',
+            additionalProperties: false,
+            description:
+              "the customer's first data user: invited by mail and the only one who receives the activation key, which works only for their account. Use this whenever the creator must not be trusted with the key (B.1)",
+            properties: {
+              email: { type: 'string', minLength: 3, maxLength: 254 },
+              role: { type: 'string', enum: ['dpo', 'member'], default: 'dpo' },
+              language: { type: 'string', enum: ['de', 'en'] },
+            },
+            required: ['email'],
+          },
+        },
         required: ['name'],
       },
       response: {
@@ -116,9 +133,15 @@ export function registerPlatformRoutes(app: FastifyInstance, deps: { platform: P
             initialKeys: {
               type: 'object',
               description:
-                "shown once: hand the activation key to the customer's first data user. It works once, and opens nothing afterwards: the activation replaces the tenant secret, and the new recovery code is shown only to that data user",
-              properties: { activationKey: { type: 'string' } },
+                "Without firstDataUser: the activation key, shown once — hand it to the customer's first data user. It works once, and opens nothing afterwards: the activation replaces the tenant secret, and the new recovery code is shown only to that data user. With firstDataUser: activationKey is null and mailedTo is 'first-data-user' — the key went only to that person and works only for their account",
+              properties: { activationKey: { type: ['string', 'null'] }, mailedTo: { type: 'string', enum: ['first-data-user'] } },
               required: ['activationKey'],
+            },
+            firstDataUser: {
+              type: 'object',
+              description: 'the invited first data user (only when named)',
+              properties: { accountId: id, login: { type: 'string' }, role: { type: 'string', enum: ['dpo', 'member'] }, invitationExpiresAt: { type: 'string' } },
+              required: ['accountId', 'login', 'role', 'invitationExpiresAt'],
             },
           },
           required: [...tenantSchema.required, 'initialKeys'],

@@ -6,7 +6,7 @@ import type { TenantKeys } from '../crypto/tenant-keys.js';
 import { ConflictError, NotFoundError, SuspendedError, ValidationError, DomainError } from '../shared/errors.js';
 import type { Storage, TenantLocation } from '../storage/index.js';
 import type { PlatformRepo } from './platform.repo.js';
-import type { DeletionReason, DeletionReport, ResellerView, TenantView } from './platform.types.js';
+import type { CreatedTenant, InitialKeys, DeletionReason, DeletionReport, FirstDataUserInput, ResellerView, TenantView } from './platform.types.js';
 
 /** The tenant's folder of encrypted blobs; removed with the tenant. */
 export interface BlobFolders {
@@ -18,7 +18,7 @@ export interface PlatformDeps {
   repo: PlatformRepo;
   storage: Pick<Storage, 'provisionTenant' | 'dropTenant' | 'databaseNameFor'>;
   blobs: BlobFolders;
-  identity: Pick<IdentityService, 'invite'>;
+  identity: Pick<IdentityService, 'invite' | 'inviteFirstDataUser'>;
   ledgers: Pick<Ledgers, 'platform' | 'tenant'>;
   tenantKeys: Pick<TenantKeys, 'create' | 'shred'>;
   clock: Clock;
@@ -140,8 +140,13 @@ export function createPlatformService(deps: PlatformDeps) {
 
     async createTenant(
       actor: Actor,
-      input: { name: string; resellerId?: string | null | undefined; licenceEndsAt?: string | null | undefined },
-    ): Promise<TenantView & { initialKeys: { activationKey: string } }> {
+      input: {
+        name: string;
+        resellerId?: string | null | undefined;
+        licenceEndsAt?: string | null | undefined;
+        firstDataUser?: FirstDataUserInput | null | undefined;
+      },
+    ): Promise<CreatedTenant> {
       authorize(actor, 'tenant.create', { type: 'platform' });
       // A reseller always creates for itself; the operator may name a reseller or keep the tenant direct.
       const resellerId = actor.kind === 'reseller' ? actor.resellerId : (input.resellerId ?? null);
@@ -150,6 +155,10 @@ export function createPlatformService(deps: PlatformDeps) {
       }
       const name = cleanName('tenant', input.name);
       if (await repo.findTenantByName(name)) throw new ConflictError(`a tenant named '${name}' exists already`);
+      const firstDataUser = input.firstDataUser ?? null;
+      if (firstDataUser && firstDataUser.role !== undefined && firstDataUser.role !== 'dpo' && firstDataUser.role !== 'member') {
+        throw new ValidationError("the first data user's role must be 'dpo' or 'member'");
+      }
       const id = newId();
       const now = clock.now().toISOString();
       const databaseName = storage.databaseNameFor(id);
@@ -163,28 +172,47 @@ export function createPlatformService(deps: PlatformDeps) {
         created_at: now,
         updated_at: now,
       });
-      let initialKeys: { activationKey: string };
+      const by = ledgerActor(actor).id;
+      let created: InitialKeys;
       try {
         await storage.provisionTenant({ tenantId: id, databaseName });
         await blobs.create(id);
-        // The tenant's keys: only a one-time activation key, for the customer's first data user (B.1: its
-        // secret is replaced at the activation, so the creator never holds a working key).
-        initialKeys = await deps.tenantKeys.create(id, ledgerActor(actor).id);
+        if (firstDataUser) {
+          // B.1 without trusting the creator: the activation key is bound to the named first data user and
+          // mailed only to them, so neither the creator nor a data seat of the creator's can activate.
+          const invited = await identity.inviteFirstDataUser(
+            actor,
+            { tenantId: id, email: firstDataUser.email, role: firstDataUser.role ?? 'dpo', language: firstDataUser.language },
+            (accountId) => deps.tenantKeys.create(id, by, { boundTo: accountId }),
+          );
+          created = {
+            initialKeys: { activationKey: null, mailedTo: 'first-data-user' },
+            firstDataUser: { accountId: invited.accountId, login: invited.login, role: invited.role, invitationExpiresAt: invited.expiresAt },
+          };
+        } else {
+          // The tenant's keys: only a one-time activation key, for the customer's first data user (B.1: its
+          // secret is replaced at the activation, so the creator never holds a working key). Whoever the
+          // creator hands it to activates: use firstDataUser where the creator must not be trusted.
+          created = { initialKeys: await deps.tenantKeys.create(id, by) };
+        }
       } catch (error) {
-        // Leave nothing half-made behind: no row without a database, no database without a row.
+        // Leave nothing half-made behind: no row without a database, no database without a row (the
+        // first data user's account goes with the row).
+        await deps.tenantKeys.shred(id).catch(() => undefined);
         await storage.dropTenant({ tenantId: id, databaseName }).catch(() => undefined);
         await blobs.remove(id).catch(() => undefined);
         await repo.deleteTenantRow(id);
         throw error;
       }
-      await record(actor, 'tenant.create', { type: 'tenant', id }, 'success', { resellerId });
+      await record(actor, 'tenant.create', { type: 'tenant', id }, 'success', { resellerId, firstDataUserNamed: firstDataUser !== null });
       await (await ledgers.tenant(id)).append({
         actor: ledgerActor(actor),
         action: 'tenant.create',
         resource: { type: 'tenant', id },
         outcome: 'success',
+        details: { firstDataUserNamed: firstDataUser !== null },
       });
-      return { ...tenant, initialKeys };
+      return { ...tenant, ...created };
     },
 
     async listTenants(actor: Actor): Promise<TenantView[]> {

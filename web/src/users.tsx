@@ -35,6 +35,8 @@ export function UsersPage(props: { t: T; me: Me; Page: (p: { title: string; chil
   const [notice, setNotice] = useState<string>();
   const [error, setError] = useState<string>();
   const needsTenant = me.kind !== 'tenant' && ['admin', 'member', 'dpo'].includes(role);
+  const createsTenants = me.kind === 'operator' || me.kind === 'reseller';
+  const loadTenants = () => api<{ id: string; name: string }[]>('GET', '/api/v1/tenants').then(setTenants, () => undefined);
 
   const load = async () => {
     try {
@@ -44,7 +46,7 @@ export function UsersPage(props: { t: T; me: Me; Page: (p: { title: string; chil
     }
   };
   useEffect(() => {
-    if (me.kind === 'operator' || me.kind === 'reseller' || me.kind === 'installer') api<{ id: string; name: string }[]>('GET', '/api/v1/tenants').then(setTenants, () => undefined);
+    if (me.kind === 'operator' || me.kind === 'reseller' || me.kind === 'installer') void loadTenants();
   }, []);
   useEffect(() => void load(), [tenantId]);
 
@@ -138,6 +140,81 @@ export function UsersPage(props: { t: T; me: Me; Page: (p: { title: string; chil
         </div>
         <button type="submit">{t('users.invite')}</button>
       </form>
+      {createsTenants ? <NewTenantForm t={t} onCreated={() => void loadTenants()} /> : null}
     </Page>
+  );
+}
+
+interface CreatedTenant {
+  id: string;
+  name: string;
+  initialKeys: { activationKey: string | null; mailedTo?: 'first-data-user' };
+  firstDataUser?: { login: string; role: string };
+}
+
+/**
+ * A new tenant (operator, reseller). With a first data user named, the activation key goes only to that
+ * person's mail and works only for their account (B.1); without, it is shown here once to hand on.
+ */
+function NewTenantForm(props: { t: T; onCreated: () => void }) {
+  const { t } = props;
+  const [name, setName] = useState('');
+  const [firstEmail, setFirstEmail] = useState('');
+  const [firstRole, setFirstRole] = useState<'dpo' | 'member'>('dpo');
+  const [created, setCreated] = useState<CreatedTenant>();
+  const [error, setError] = useState<string>();
+
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    setError(undefined);
+    setCreated(undefined);
+    try {
+      const email = firstEmail.trim();
+      const result = await api<CreatedTenant>('POST', '/api/v1/tenants', { name, ...(email ? { firstDataUser: { email, role: firstRole } } : {}) });
+      setCreated(result);
+      setName('');
+      setFirstEmail('');
+      props.onCreated();
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  };
+
+  return (
+    <form class="card" aria-label={t('tenants.create')} onSubmit={submit}>
+      <h2>{t('tenants.create')}</h2>
+      <div class="row">
+        <div class="field">
+          <label for="tenant-name">{t('tenants.name')}</label>
+          <input id="tenant-name" required minLength={2} maxLength={200} value={name} onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+        </div>
+        <div class="field">
+          <label for="tenant-first-email">{t('tenants.firstDataUser')}</label>
+          <input id="tenant-first-email" type="email" value={firstEmail} aria-describedby="tenant-first-hint" onInput={(e) => setFirstEmail((e.target as HTMLInputElement).value)} />
+        </div>
+        <div class="field">
+          <label for="tenant-first-role">{t('tenants.firstRole')}</label>
+          <select id="tenant-first-role" value={firstRole} onChange={(e) => setFirstRole((e.target as HTMLSelectElement).value === 'member' ? 'member' : 'dpo')}>
+            <option value="dpo">dpo</option>
+            <option value="member">member</option>
+          </select>
+        </div>
+      </div>
+      <p id="tenant-first-hint" class="hint">
+        {t('tenants.firstHint')}
+      </p>
+      <button type="submit">{t('tenants.createButton')}</button>
+      <Alerts error={error} />
+      {created ? (
+        created.firstDataUser ? (
+          <p role="status">{t('tenants.mailed', { name: created.name, login: created.firstDataUser.login })}</p>
+        ) : (
+          <div role="status">
+            <p>{t('tenants.keyOnce', { name: created.name })}</p>
+            <code id="tenant-activation-key">{created.initialKeys.activationKey}</code>
+          </div>
+        )
+      ) : null}
+    </form>
   );
 }

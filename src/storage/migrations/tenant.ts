@@ -1,5 +1,5 @@
 import type { Kysely, Migration } from 'kysely';
-import { keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
+import { activationBindingTenantMigration, keyWrapsTenantMigration } from '../../crypto/tenant-keys.js';
 import { blindIndexPlanMigration, bookKeysMigration } from '../../records/collection.js';
 import { contactsMigration, contactsSpec } from '../../records/contacts.js';
 import { jobsMigration, jobsSpec } from '../../records/jobs.js';
@@ -29,4 +29,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0010_transfer_download_account': transferDownloadAccountMigration,
   '0011_blind_index_plans': blindIndexPlanMigration([contactsSpec, jobsSpec]),
   '0012_book_keys': bookKeysMigration,
+  '0013_activation_binding': activationBindingTenantMigration,
 };
