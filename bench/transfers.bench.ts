@@ -35,7 +35,7 @@ const WEB_MIB = option('web-mib', 1024);
 /** \`--only web\`: just the web app end to end (e.g. with --web-mib 4096); \`--only server\`: just the server throughput table. */
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
-const PASSWORD = 'Benchmark Passwort 2026 ok';
+const PASSWORD = 'Messlauf Passwort 2026 ok'; // must not contain a part of the address ("bench")
 
 const dir = mkdtempSync(join(tmpdir(), 'tresor-bench-transfers-'));
 const port = 20_000 + Math.floor(Math.random() * 20_000);
