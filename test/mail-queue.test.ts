@@ -65,6 +65,11 @@ describe.each(engines)('outbound mail queue with the relay down and up again (%s
         if (auth.username === 'tresor' && auth.password === 'relay-secret') callback(null, { user: auth.username });
         else callback(new Error('invalid login'));
       },
+      onRcptTo(address, _session, callback) {
+        // A mailbox that does not exist: refused for good.
+        if (address.address.startsWith('nobody-here@')) callback(Object.assign(new Error('5.1.1 mailbox unavailable'), { responseCode: 550 }));
+        else callback();
+      },
       onData(stream, _session, callback) {
         const chunks: Buffer[] = [];
         stream.on('data', (c: Buffer) => chunks.push(c));
@@ -290,6 +295,19 @@ describe.each(engines)('outbound mail queue with the relay down and up again (%s
     expect(done.statusCode, done.body).toBe(204);
     later(60_000);
     expect(await bearerLogin(app, ADMIN, `${GOOD_PASSWORD}-2`)).toEqual(expect.any(String));
+  });
+
+  it('gives up at once when the relay refuses the address for good, and says so in the answer', async () => {
+    if (!relay) await relayUp();
+    const before = received.length;
+    const invited = await call('operator', 'POST', '/api/v1/accounts', { email: 'nobody-here@nord.test', role: 'admin', tenantId });
+    expect(invited.statusCode, invited.body).toBe(201);
+    expect(invited.json()).toMatchObject({ mail: 'rejected' });
+    expect(await rows()).toEqual([]); // nothing left to retry
+    expect(received.length).toBe(before);
+    const failed = await core.ledgers.platform.query({ action: 'mail.failed' });
+    expect(failed.at(-1)).toMatchObject({ payload: expect.objectContaining({ details: expect.objectContaining({ kind: 'invitation', code: 'EENVELOPE_550', attempts: 1 }) }) });
+    expect(JSON.stringify(failed)).not.toContain('nobody-here');
   });
 
   it('sends nothing from a row whose sealed message was moved from another row: it does not open there and is given up', async () => {

@@ -427,6 +427,7 @@ export function buildCli(): Command {
         out(`Invited ${invited.login} as ${invited.role} (account ${invited.accountId}); the invitation mail is valid until ${invited.expiresAt}`);
         if (invited.link) out(`  link (shown once): ${invited.link}`);
         if (invited.mail === 'queued') out('  the mail relay did not take the invitation yet: it waits in the queue and is retried (tresor mail queue)');
+        if (invited.mail === 'rejected') out('  the mail relay refused this address for good (no such mailbox): check the address; nothing was sent');
       });
     });
   account

@@ -47,9 +47,9 @@ const policySchema = {
 
 const accountBrief = { type: 'object', properties: { id: { type: 'string' }, login: { type: 'string' }, role: { type: 'string' } }, required: ['id', 'login', 'role'] } as const;
 /** Present only when the relay did not take the mail at once: it waits in the durable queue and is retried. */
-const mailOutcome = { type: 'string', enum: ['queued'], description: 'present when the relay did not take the mail at once: it waits in the queue and is retried (tresor mail queue)' } as const;
+const mailOutcome = { type: 'string', enum: ['queued', 'rejected'], description: "present when the relay did not take the mail at once: 'queued' — it waits in the queue and is retried (tresor mail queue); 'rejected' — the relay refused the address for good (no such mailbox), nothing was sent" } as const;
 /** `{ mail: 'queued' }` when the mail waits in the queue; nothing when it went out (the answer stays as it was). */
-const mailField = (mail: string) => (mail === 'queued' ? { mail: 'queued' as const } : {});
+const mailField = (mail: string) => (mail === 'queued' || mail === 'rejected' ? { mail } : {});
 const passwordField = { type: 'string', minLength: 1, maxLength: 1024 } as const;
 const oneTimeKeyField = { type: 'string', minLength: 43, maxLength: 43, pattern: '^[A-Za-z0-9_-]+$' } as const;
 const cookieOptions = { path: '/', secure: true, httpOnly: true, sameSite: 'strict' } as const;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isAllowed, type Actor } from '../access/index.js';
-import { mailErrorCode, retryDelayMs } from './mail.service.js';
+import { isPermanentRejection, mailErrorCode, retryDelayMs } from './mail.service.js';
 
 describe('outbound mail queue rules', () => {
   it('backs off 1, 2, 4 … minutes, never more than an hour', () => {
@@ -13,6 +13,12 @@ describe('outbound mail queue rules', () => {
     expect(mailErrorCode({ code: 'anna@example.org' })).toBe('UNKNOWN');
     expect(mailErrorCode(new Error('anna@example.org'))).toBe('UNKNOWN');
     expect(mailErrorCode(undefined)).toBe('UNKNOWN');
+  });
+
+  it('gives up at once only when the relay refuses the recipient for good (55x to RCPT TO)', () => {
+    for (const code of ['EENVELOPE_550', 'EENVELOPE_551', 'EENVELOPE_553', 'EENVELOPE_554']) expect(isPermanentRejection(code), code).toBe(true);
+    // A full mailbox, a relay that is down, a bad login or a refused message may pass later: retried.
+    for (const code of ['EENVELOPE_450', 'EENVELOPE_452', 'EENVELOPE_552', 'ECONNECTION', 'EAUTH_535', 'EMESSAGE_554', 'ETLS', 'UNKNOWN']) expect(isPermanentRejection(code), code).toBe(false);
   });
 
   it('shows the queue to the platform owner only (deny by default)', () => {

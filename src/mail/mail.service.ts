@@ -53,6 +53,16 @@ export function mailErrorCode(error: unknown): string {
 const sealContext = (id: string) => `mail-queue|${id}`;
 
 /**
+ * A refusal of the recipient itself (RFC 5321 550, 551, 553, 554 to RCPT TO: no such mailbox, not local, name not allowed, refused; 552, a full
+ * mailbox, may clear) is
+ * final; everything else — connection, TLS, login, 4xx, a 5xx to the message — may pass once the relay or its
+ * configuration is fixed, and is retried.
+ */
+export function isPermanentRejection(code: string): boolean {
+  return /^EENVELOPE_55[0134]$/.test(code);
+}
+
+/**
  * Outbound mail that never fails the action and is not lost (README "Mail"). With the SMTP transport each
  * message is first stored sealed in `mail_queue`, then tried at once; when the relay takes it the row goes,
  * otherwise it stays with a backoff and the scheduler tries again until the relay takes it or 24 hours
@@ -78,7 +88,7 @@ export function createMailService(deps: {
 
   const giveUp = async (row: Pick<MailQueueTable, 'id' | 'kind' | 'attempts'>, code: string) => {
     await repo.remove(row.id);
-    deps.log.warn({ mailId: row.id, mail: row.kind, code, attempts: row.attempts }, 'mail given up: the relay did not take it within 24 hours');
+    deps.log.warn({ mailId: row.id, mail: row.kind, code, attempts: row.attempts }, isPermanentRejection(code) ? 'mail given up: the relay refused the recipient for good' : 'mail given up: the relay did not take it within 24 hours');
     await deps.ledger.append({
       actor: { tier: 'system', role: 'mailer', id: 'mail-queue' },
       action: 'mail.failed',
@@ -95,6 +105,11 @@ export function createMailService(deps: {
     } catch (error) {
       const code = mailErrorCode(error);
       const attempts = row.attempts + 1;
+      if (isPermanentRejection(code)) {
+        // The recipient's mailbox does not exist or refuses mail: asking again for a day changes nothing.
+        await giveUp({ ...row, attempts }, code);
+        return 'rejected';
+      }
       if (clock.now().getTime() - new Date(row.created_at).getTime() >= GIVE_UP_AFTER_MS) {
         await giveUp({ ...row, attempts }, code);
         return 'failed';
@@ -131,7 +146,8 @@ export function createMailService(deps: {
           counts.failed++;
           continue;
         }
-        counts[await track(attempt(row, mail))]++;
+        const outcome = await track(attempt(row, mail));
+        counts[outcome === 'rejected' ? 'failed' : outcome]++; // a refused recipient is given up, like an expired one
       }
     }
   };
@@ -165,7 +181,7 @@ export function createMailService(deps: {
       let timer: NodeJS.Timeout | undefined;
       const waited = await Promise.race([first, new Promise<'queued'>((resolve) => (timer = setTimeout(() => resolve('queued'), deps.firstAttemptWaitMs ?? FIRST_ATTEMPT_WAIT_MS)))]);
       clearTimeout(timer);
-      return waited === 'sent' ? 'sent' : 'queued';
+      return waited === 'sent' || waited === 'rejected' ? waited : 'queued';
     },
     deliverDue,
     async queue(by) {

@@ -19,7 +19,8 @@ export interface MailTransport {
 }
 
 /** What became of a mail handed to the outbound mail service. */
-export type MailOutcome = 'sent' | 'queued';
+/** 'rejected': the relay refused the recipient for good (SMTP 55x to RCPT TO); nothing is retried. */
+export type MailOutcome = 'sent' | 'queued' | 'rejected';
 
 /**
  * Outbound mail as the other modules see it (src/mail/mail.service.ts): `send` never fails because of the

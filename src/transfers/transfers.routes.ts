@@ -40,6 +40,7 @@ const transferView = {
         },
       },
     },
+    mailsRejected: { type: 'integer', description: 'in the answer to "send" only: how many recipients the relay refused for good (no such mailbox); they got no link' },
     mailsQueued: { type: 'integer', description: 'in the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (they are retried)' },
   },
 } as const;

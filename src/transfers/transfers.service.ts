@@ -49,6 +49,7 @@ export interface TransferView {
   recipients: { id: string; email: string; state: string; downloads: number; keyState: KeyState; pendingFingerprint: string | null }[];
   /** In the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (retried). */
   mailsQueued?: number;
+  mailsRejected?: number;
 }
 
 export interface OpenedTransfer {
@@ -651,6 +652,7 @@ export function createTransferService(deps: {
       const subject = unseal(key, t.subject_ct, `transfer|${t.id}|subject`);
       const fileCount = files.filter((f) => f.kind === 'file').length;
       let mailsQueued = 0;
+      let mailsRejected = 0;
       for (const r of recipients) {
         const secret = randomBytes(32);
         const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
@@ -663,11 +665,12 @@ export function createTransferService(deps: {
         const account = await deps.identity.accountByLogin(email);
         const mailed = await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: senderLabel, organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
         if (mailed === 'queued') mailsQueued++;
+        if (mailed === 'rejected') mailsRejected++;
       }
       await db.updateTable('transfers').set({ sent_at: nowIso() }).where('id', '=', t.id).execute();
       if (t.request_id) await db.updateTable('file_requests').set({ uploads: sql<number>`uploads + 1` }).where('id', '=', t.request_id).execute();
       await record(x.tenantId, { actor: x.actor, action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
-      return { ...(await viewOf(db, key, { ...t, sent_at: nowIso() })), ...(mailsQueued > 0 ? { mailsQueued } : {}) };
+      return { ...(await viewOf(db, key, { ...t, sent_at: nowIso() })), ...(mailsQueued > 0 ? { mailsQueued } : {}), ...(mailsRejected > 0 ? { mailsRejected } : {}) };
     },
 
     async send(s: SenderSession, transferId: string): Promise<TransferView> {
