@@ -104,7 +104,7 @@ export async function openCore(
       details: { applied: appliedMigrations.length },
     });
   }
-  const mailer = createMailService({
+  const mail = createMailService({
     transport: opts.mailTransport ?? createMailer(config.mail, opts.log),
     durable: config.mail.transport === 'smtp',
     repo: createMailQueueRepo(storage.control),
@@ -145,7 +145,7 @@ export async function openCore(
     throttle: createLoginThrottle(attempts, clock),
     masterKey: masterKey.ring,
     issuer: `Tresor ${new URL(config.server.public_url).host}`,
-    mailer,
+    mailer: mail,
     publicUrl: config.server.public_url,
     defaultLanguage: config.mail.language,
     tenantKeys,
@@ -182,7 +182,7 @@ export async function openCore(
     tenantLedger: (tenantId) => ledgers.tenant(tenantId),
     identity,
     tenantName: async (tenantId) => (await storage.control.selectFrom('tenants').select('name').where('id', '=', tenantId).executeTakeFirstOrThrow()).name,
-    mailer,
+    mailer: mail,
     publicUrl: config.server.public_url,
     defaultLanguage: config.mail.language,
     blobRoot: join(config.data_dir, 'blobs'),
@@ -207,7 +207,7 @@ export async function openCore(
     identity,
     platform,
     ledgers,
-    mail: mailer,
+    mail,
     tenantKeys,
     collections,
     subjectKeys,
@@ -222,11 +222,11 @@ export async function openCore(
       // hold the shutdown for long (what is not sent stays in the durable queue).
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        identity.noticesSent().then(() => mailer.settled()),
+        identity.noticesSent().then(() => mail.settled()),
         new Promise<void>((resolve) => (timer = setTimeout(resolve, 5_000))),
       ]);
       clearTimeout(timer);
-      mailer.close();
+      mail.close();
       masterKey.ring.close();
       await attempts.close();
       await storage.close();

@@ -1086,9 +1086,9 @@ export function createIdentityService(deps: {
     async rotateTenantSecret(sessionToken, opts, progress) {
       const me = await sessionOf(sessionToken);
       const secret = secretOfSession(sessionToken, me);
-      if (!me.tenant_id || !isAllowed(actorOf(me), 'key.rotate', { type: 'data', tenantId: me.tenant_id }) || !secret) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
-      const tenantId = me.tenant_id;
-      await assertRotationAllowed(me, opts);
+      if (!secret) throw new ForbiddenError('only a data user with data access can rotate the tenant secret');
+      await assertRotationAllowed(me, opts); // the policy, a rotation still running, a handover done already
+      const tenantId = me.tenant_id!;
       rotating.add(tenantId);
       try {
         const accounts = await control

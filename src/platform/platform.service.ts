@@ -155,10 +155,7 @@ export function createPlatformService(deps: PlatformDeps) {
       }
       const name = cleanName('tenant', input.name);
       if (await repo.findTenantByName(name)) throw new ConflictError(`a tenant named '${name}' exists already`);
-      const firstDataUser = input.firstDataUser ?? null;
-      if (firstDataUser && firstDataUser.role !== undefined && firstDataUser.role !== 'dpo' && firstDataUser.role !== 'member') {
-        throw new ValidationError("the first data user's role must be 'dpo' or 'member'");
-      }
+      const firstDataUser = input.firstDataUser ?? null; // checked by identity.inviteFirstDataUser (a refusal undoes the tenant)
       const id = newId();
       const now = clock.now().toISOString();
       const databaseName = storage.databaseNameFor(id);

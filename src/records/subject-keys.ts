@@ -79,10 +79,6 @@ export function createSubjectKeys(deps: { tenantDb: (tenantId: string) => Promis
       cache.set(id, { check, keys });
       return keys;
     },
-    /** Forgets a tenant's cached keys (its database was deleted or restored). */
-    forget(tenantId: string): void {
-      for (const id of cache.keys()) if (id.startsWith(`${tenantId}|`)) cache.delete(id);
-    },
   };
 }
 
