@@ -1,6 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rm, stat, truncate } from 'node:fs/promises';
+import { mkdir, open, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline as pipelineStreams, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -82,6 +82,14 @@ const MAX_FILES = 100;
 const MAX_RECIPIENTS = 50;
 const MAX_BUNDLE_BYTES = 1024 * 1024;
 const TOKEN = /^[A-Za-z0-9_-]{43}$/;
+/** How many received bytes of an upload may wait before a background data sync starts. */
+const SYNC_EVERY = 64 * 1024 * 1024;
+/** A data sync of an upload failed: what this request wrote may be lost. */
+class StorageError extends Error {
+  constructor(cause: unknown) {
+    super('the disk could not store the upload', { cause });
+  }
+}
 
 const normaliseEmail = (email: string) => email.normalize('NFC').trim().toLowerCase();
 const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64url');
@@ -550,42 +558,77 @@ export function createTransferService(deps: {
       // A write stream with a large buffer batches what arrives (writev) instead of one write per TLS
       // record; with the default 16 KiB the socket waits for every small write (a fifth of the speed).
       const out = createWriteStream(path, { flags: received === 0 ? 'w' : 'r+', start: received, mode: 0o600, highWaterMark: 4 * 1024 * 1024 });
+      // The disk writes back while the body still arrives: every 64 MiB a data sync starts in the background
+      // (one at a time, through a second descriptor: a sync writes back the file's pages whichever descriptor
+      // wrote them), so the sync at the end finds little left to do instead of the whole file.
+      let syncer: FileHandle | undefined;
+      let unsynced = 0;
+      let syncing: Promise<void> | undefined;
+      let syncFailed: unknown;
+      const syncInBackground = () => {
+        unsynced = 0;
+        syncing = (async () => {
+          syncer ??= await open(path, 'r');
+          await syncer.datasync();
+        })().then(
+          () => { syncing = undefined; },
+          (error: unknown) => { syncing = undefined; syncFailed ??= error; },
+        );
+      };
       let position = received;
       let tooLong = false;
       try {
-        await pipeline(
-          body instanceof Readable ? body : Readable.from(body),
-          new Transform({
-            highWaterMark: 4 * 1024 * 1024,
-            transform(chunk: Buffer, _encoding, done) {
-              // Beyond the file (a body without a declared length): nothing more is written; the rest is
-              // drained, so that every stream ends the ordinary way, and refused afterwards.
-              if (tooLong || position + chunk.length > limit) {
-                tooLong = true;
-                return done();
-              }
-              position += chunk.length;
-              done(null, chunk);
-            },
-          }),
-          out,
-        );
+        try {
+          await pipeline(
+            body instanceof Readable ? body : Readable.from(body),
+            new Transform({
+              highWaterMark: 4 * 1024 * 1024,
+              transform(chunk: Buffer, _encoding, done) {
+                // Beyond the file (a body without a declared length): nothing more is written; the rest is
+                // drained, so that every stream ends the ordinary way, and refused afterwards.
+                if (tooLong || position + chunk.length > limit) {
+                  tooLong = true;
+                  return done();
+                }
+                position += chunk.length;
+                unsynced += chunk.length;
+                if (unsynced >= SYNC_EVERY && !syncing && syncFailed === undefined) syncInBackground();
+                done(null, chunk);
+              },
+            }),
+            out,
+          );
+        } finally {
+          // On an error the pipeline settles at once, while a write may still be under way: what is on disk
+          // is known only once the file is closed.
+          if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
+          await syncing;
+        }
+        // A failed sync may have lost written pages (and a later fsync need not say so again): nothing of this
+        // request counts, and the sender sends it again.
+        if (syncFailed !== undefined) throw new StorageError(syncFailed);
         if (tooLong) {
           await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
           throw new ValidationError(`file ${f.id} is ${limit} bytes encrypted; the upload went beyond that (kept: ${position})`, { client: { received: position } });
         }
         if (position === limit) {
           // Complete: durable before the transfer can be sent.
-          const handle = await open(path, 'r');
-          await handle.sync().finally(() => handle.close());
+          syncer ??= await open(path, 'r');
+          await syncer.sync();
         }
       } catch (error) {
         if (error instanceof ValidationError) throw error;
+        if (error instanceof StorageError) {
+          position = received;
+          await truncate(path, received).catch(() => undefined);
+          throw error.cause;
+        }
         // The client broke off: what reached the disk (up to the limit) counts, so the upload resumes there.
         const written = await stat(path).then((st) => st.size, () => received);
         position = Math.min(written, position, limit);
         if (written > position) await truncate(path, position);
       } finally {
+        await syncer?.close().catch(() => undefined);
         await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
         deps.billing?.count(x.tenantId, { bytesTransferred: Math.max(0, position - received) });
       }
