@@ -12,18 +12,17 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { request } from 'node:https';
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, request } from 'node:https';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { build } from 'vite';
-import { call, receiveTransfer, sendTransfer, uploadStream } from '../src/transfers/client.js';
-import { randomFileKey, toBase64Url } from '../src/shared-e2e/index.js';
+import { call, receiveTransfer, sendTransfer } from '../src/transfers/client.js';
+import { ciphertextSize, randomFileKey, toBase64Url } from '../src/shared-e2e/index.js';
 import { encryptTransform } from '../src/shared-e2e/node.js';
-import { type Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { option, round, table, timed } from './lib.js';
 
@@ -171,24 +170,55 @@ try {
   // Throughput of the server: ciphertext made beforehand (the sender's work is not the server's), then
   // uploaded and stored, downloaded as it is (levels 3/4, and levels 1/2 as the web app and CLI fetch them: the
   // stored ciphertext with its file key) and downloaded decrypted by the server (levels 1/2 through the plain link).
-  // This machine's speed drifts (shared vCPUs, page cache), so each measurement is paired with a baseline
-  // run right before it, in ROUNDS alternating rounds; the tables give medians.
+  // The client is curl (OpenSSL, its own process): a Node client in this process receives TLS in 16 KiB pieces
+  // and tops out near the server's speed itself (measured: a bare Node HTTPS route took a 1 GiB body at
+  // 410-600 MiB/s from a Node client, 840-930 MiB/s from curl), so it would measure itself, not the server.
   const file = join(dir, 'file.bin');
   await makeFile(file, SIZE_MIB);
-  const discard = () => new Writable({ write(_c, _e, done) { done(); } });
   const linkParts = (link: string) => { const m = /\/app\/r\/([0-9a-f-]{36})#s=([A-Za-z0-9_-]{43})/.exec(link)!; return { recipientId: m[1]!, secret: m[2]! }; };
-  const fetchFile = async (recipientId: string, secret: string, email?: string, encrypted = false) => {
-    const opened = await call<{ downloadToken: string; files: { id: string }[] }>(recipient, 'POST', `/api/v1/r/${recipientId}/open`, { secret, ...(email ? { email } : {}) });
-    await pipeline(await call<Readable>(recipient, 'GET', `/api/v1/r/${recipientId}/files/${opened.files[0]!.id}?token=${opened.downloadToken}${encrypted ? '&encrypted=true' : ''}`, undefined, { stream: true }), discard());
+  const headerFile = join(dir, 'curl-headers');
+  /** Runs curl against the server (or the bare route); resolves with the bytes it received. */
+  const curl = (args: string[], token?: string) => {
+    if (token) writeFileSync(headerFile, `authorization: Bearer ${token}\n`, { mode: 0o600 });
+    return new Promise<number>((resolve, reject) => {
+      const child = spawn('curl', ['-sS', '--fail', '--cacert', ca, '-o', '/dev/null', '-w', '%{size_download}', ...(token ? ['-H', `@${headerFile}`] : []), ...args]);
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      child.on('error', reject);
+      child.on('close', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`curl ${args.at(-1)}: exit ${code} ${err}`))));
+    });
   };
-  const samples: Record<'raw' | 'disk' | 'store' | 'asIs' | 'decrypted' | 'stored12', number[]> = { raw: [], disk: [], store: [], asIs: [], decrypted: [], stored12: [] };
+  const upload = (token: string, path: string, target: string) => curl(['-T', path, '-H', 'content-type: application/octet-stream', '-H', 'Expect:', target], token);
+  const fetchFile = async (recipientId: string, secret: string, expected: number, email?: string, encrypted = false) => {
+    const opened = await call<{ downloadToken: string; files: { id: string }[] }>(recipient, 'POST', `/api/v1/r/${recipientId}/open`, { secret, ...(email ? { email } : {}) });
+    const got = await curl([`${url}/api/v1/r/${recipientId}/files/${opened.files[0]!.id}?token=${opened.downloadToken}${encrypted ? '&encrypted=true' : ''}`], recipient.token);
+    if (got !== expected) throw new Error(`downloaded ${got} bytes instead of ${expected}`);
+  };
+  // Third baseline: a bare Node HTTPS route in this process with the server's certificate, no framework,
+  // no storage: it drops an uploaded body and sends a file from disk. What TLS and HTTP in Node cost here.
+  const pki = join(dir, 'data', 'pki');
+  const bare = createHttpsServer({ key: readFileSync(join(pki, 'server-key.pem')), cert: readFileSync(join(pki, 'server.pem')) }, (req, res) => {
+    if (req.method === 'PUT') {
+      req.on('data', () => undefined);
+      req.on('end', () => res.end('{}'));
+    } else {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(SIZE_MIB * 1024 * 1024) });
+      createReadStream(file, { highWaterMark: 1024 * 1024 }).pipe(res);
+    }
+  });
+  await new Promise<void>((resolve) => bare.listen(0, '127.0.0.1', () => resolve()));
+  const bareUrl = `https://localhost:${(bare.address() as { port: number }).port}`;
+  type Op = 'store' | 'asIs' | 'decrypted' | 'stored12' | 'bareUp' | 'bareDown';
+  const samples: Record<'raw' | 'disk' | Op, number[]> = { raw: [], disk: [], store: [], asIs: [], decrypted: [], stored12: [], bareUp: [], bareDown: [] };
   // Each measurement starts with no dirty pages left to write back from the one before (\`sync\`), so the
   // kernel's writeback of an earlier file does not slow the next one down. The baseline is measured before
   // every operation, and its fastest run is what the operations are compared with: the strictest reading
   // (on this shared machine a raw run right after a large file was written and deleted takes up to 3.5×
   // as long, so pairing single runs made the ratios swing between 0.2 and 1.4).
   const quiet = () => spawnSync('sync');
-  const measure = async (what: 'store' | 'asIs' | 'decrypted' | 'stored12', work: () => Promise<unknown>) => {
+  const measure = async (what: Op, work: () => Promise<unknown>) => {
     quiet();
     const raw = await timed(() => rawAesGcm(file));
     samples.raw.push(raw.ms);
@@ -208,6 +238,7 @@ try {
   // A level-3 transfer whose ciphertext the server hands out as it is.
   await run(file, 3, join(dir, 'out-warm'));
   const level3 = linkParts(mailedLink('recipient@bench.test'));
+  const cipherSize = ciphertextSize(SIZE_MIB * 1024 * 1024);
   for (let round = 0; round < ROUNDS; round++) {
     const fileKey = randomFileKey();
     const created = await call<{ id: string; files: { id: string }[] }>(sender, 'POST', '/api/v1/transfers', {
@@ -216,14 +247,19 @@ try {
     });
     const cipherFile = join(dir, 'file.tresor');
     await pipeline(createReadStream(file, { highWaterMark: 1024 * 1024 }), encryptTransform(fileKey, `transfer:${created.id}/file:${created.files[0]!.id}`), createWriteStream(cipherFile));
-    await measure('store', () => uploadStream(sender, created.id, created.files[0]!.id, createReadStream(cipherFile, { highWaterMark: 1024 * 1024 }), () => undefined));
+    await measure('bareUp', () => upload(sender.token, file, `${bareUrl}/`));
+    await measure('store', () => upload(sender.token, cipherFile, `${url}/api/v1/transfers/${created.id}/blobs/${created.files[0]!.id}?offset=0`));
     rmSync(cipherFile);
-    await call(sender, 'POST', `/api/v1/transfers/${created.id}/send`);
+    await call(sender, 'POST', `/api/v1/transfers/${created.id}/send`); // refused unless every byte was stored
     const level1 = linkParts(mailedLink('recipient@bench.test'));
-    await measure('decrypted', () => fetchFile(level1.recipientId, level1.secret, 'recipient@bench.test'));
-    await measure('stored12', () => fetchFile(level1.recipientId, level1.secret, 'recipient@bench.test', true));
-    await measure('asIs', () => fetchFile(level3.recipientId, level3.secret));
+    await measure('bareDown', async () => {
+      if ((await curl([`${bareUrl}/`])) !== SIZE_MIB * 1024 * 1024) throw new Error('the bare route sent too little');
+    });
+    await measure('decrypted', () => fetchFile(level1.recipientId, level1.secret, SIZE_MIB * 1024 * 1024, 'recipient@bench.test'));
+    await measure('stored12', () => fetchFile(level1.recipientId, level1.secret, cipherSize, 'recipient@bench.test', true));
+    await measure('asIs', () => fetchFile(level3.recipientId, level3.secret, cipherSize));
   }
+  await new Promise((resolve) => bare.close(resolve));
   // End to end as \`tresor send\` / \`tresor receive\` do it: the sender's and recipient's crypto included.
   const serverOnly = ONLY === 'server';
   const e2eRaw = await timed(() => rawAesGcm(file));
@@ -237,10 +273,12 @@ try {
     ratio: round(versus / median(xs), 2),
     'per run': xs.map((ms) => round(versus / ms, 2)).join(', '),
   });
-  table(`${SIZE_MIB} MiB file through the server (loopback, TLS 1.3), against raw AES-256-GCM in this process — ${ROUNDS} runs each`, [
+  table(`${SIZE_MIB} MiB file through the server (loopback, TLS 1.3, client curl), against raw AES-256-GCM in this process — ${ROUNDS} runs each`, [
     { what: 'raw AES-256-GCM over the file, 64 KiB pieces (baseline: its fastest run)', 'MiB/s (median)': mbps(rawMs), ratio: 1, 'per run': samples.raw.map((ms) => mbps(ms)).join(', ') + ' MiB/s' },
     { ...row('disk: copy the file to a new file + fsync, no network (second baseline)', samples.disk), 'per run': samples.disk.map((ms) => mbps(ms)).join(', ') + ' MiB/s' },
-    row('server: upload + store (one streamed request over TLS, to disk, fsync at the end)', samples.store),
+    { ...row('bare Node HTTPS route in this process: curl uploads, the body is dropped (third baseline)', samples.bareUp), 'per run': samples.bareUp.map((ms) => mbps(ms)).join(', ') + ' MiB/s' },
+    { ...row('bare Node HTTPS route in this process: curl downloads the file (third baseline)', samples.bareDown), 'per run': samples.bareDown.map((ms) => mbps(ms)).join(', ') + ' MiB/s' },
+    row('server: upload + store (curl, one streamed request over TLS, to disk, synced as it arrives and at the end)', samples.store),
     { ...row('    the same against the disk baseline', samples.store, median(samples.disk)), 'MiB/s (median)': '' },
     row('server: download levels 3/4 (ciphertext from disk over TLS)', samples.asIs),
     row('server: download levels 1/2 as the web app and tresor receive fetch them (stored ciphertext + file key over TLS)', samples.stored12),
