@@ -1,6 +1,7 @@
 /**
- * Transfers benchmark (issue 6): a real `tresor serve` in its own process; the sender and recipient are
- * this process, using the same client code as `tresor send` / `tresor receive`.
+ * Transfers benchmark (issue 6): a real `tresor serve` in its own process. The server-throughput rows use
+ * curl as the client (next to a bare Node HTTPS route in this process with the same client); the end-to-end
+ * rows run the sender and recipient in this process with the same code as `tresor send` / `tresor receive`.
  *
  *  - upload+store and download throughput of one large file (default 1 GiB) at level 1 (the server
  *    decrypts on the way out) and level 3 (end-to-end: the client decrypts), against raw AES-256-GCM over
