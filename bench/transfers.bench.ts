@@ -225,8 +225,7 @@ try {
   // Each measurement starts with no dirty pages left to write back from the one before (\`sync\`), so the
   // kernel's writeback of an earlier file does not slow the next one down. The baseline is measured before
   // every operation, and its fastest run is what the operations are compared with: the strictest reading
-  // (on this shared machine a raw run right after a large file was written and deleted takes up to 3.5×
-  // as long, so pairing single runs made the ratios swing between 0.2 and 1.4).
+  // (this shared machine's speed drifts by 2x within minutes, so pairing single runs made ratios swing).
   const quiet = () => spawnSync('sync');
   const measure = async (what: Op, work: () => Promise<unknown>) => {
     quiet();
@@ -283,11 +282,13 @@ try {
     ratio: round(versus / median(xs), 2),
     'per run': xs.map((ms) => round(versus / ms, 2)).join(', '),
   });
+  /** A baseline's row: its speed per run instead of ratios. */
+  const baseline = (what: string, xs: number[]) => ({ ...row(what, xs), 'per run': xs.map((ms) => mbps(ms)).join(', ') + ' MiB/s' });
   table(`${SIZE_MIB} MiB file through the server (loopback, TLS 1.3, client curl), against raw AES-256-GCM in this process — ${ROUNDS} runs each`, [
     { what: 'raw AES-256-GCM over as many bytes from memory, 64 KiB pieces (baseline: its fastest run)', 'MiB/s (median)': mbps(rawMs), ratio: 1, 'per run': samples.raw.map((ms) => mbps(ms)).join(', ') + ' MiB/s' },
-    { ...row('disk: copy the file to a new file + fsync, no network (second baseline)', samples.disk), 'per run': samples.disk.map((ms) => mbps(ms)).join(', ') + ' MiB/s' },
-    { ...row('bare Node HTTPS route in this process: curl uploads, the body is dropped (third baseline)', samples.bareUp), 'per run': samples.bareUp.map((ms) => mbps(ms)).join(', ') + ' MiB/s' },
-    { ...row('bare Node HTTPS route in this process: curl downloads the file (third baseline)', samples.bareDown), 'per run': samples.bareDown.map((ms) => mbps(ms)).join(', ') + ' MiB/s' },
+    baseline('disk: copy the file to a new file + fsync, no network (second baseline)', samples.disk),
+    baseline('bare Node HTTPS route in this process: curl uploads, the body is dropped (third baseline)', samples.bareUp),
+    baseline('bare Node HTTPS route in this process: curl downloads the file (third baseline)', samples.bareDown),
     row('server: upload + store (curl, one streamed request over TLS, to disk, synced as it arrives and at the end)', samples.store),
     { ...row('    the same against the disk baseline', samples.store, median(samples.disk)), 'MiB/s (median)': '' },
     row('server: download levels 3/4 (ciphertext from disk over TLS)', samples.asIs),

@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
 import { transferExpiryJob } from '../src/ops/jobs.js';
@@ -252,64 +253,85 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect((await failures()).map((e) => e.payload)).toEqual([expect.objectContaining({ details: { recipient: link.recipientId, file: o.files[0]!.id, reason: 'decrypt', code: 'TAMPERED' } })]);
   });
 
-  it('a large upload streams to disk in one request, keeps what arrived when the sender breaks off, and resumes there', async () => {
-    // 150 MiB: the server syncs in the background every 64 MiB while the body arrives, and once at the end.
-    const size = 150 * 1024 * 1024;
-    const created = await call('anna', 'POST', '/api/v1/transfers', { subject: 'Große Datei', level: 1, expiresAt: '2026-11-30T08:00:00.000Z', recipients: ['gross@example.org'], files: [{ name: 'gross.bin', size, fileKey: toBase64Url(randomFileKey()) }] });
+  /** A level-1 draft with one file of `size` bytes; what the server then expects as its ciphertext. */
+  const draftOf = async (size: number, to: string) => {
+    const created = await call('anna', 'POST', '/api/v1/transfers', { subject: 'Große Datei', level: 1, expiresAt: '2026-11-30T08:00:00.000Z', recipients: [to], files: [{ name: 'gross.bin', size, fileKey: toBase64Url(randomFileKey()) }] });
     expect(created.statusCode, created.body).toBe(201);
     const c = created.json<{ id: string; files: { id: string; cipherSize: number }[] }>();
-    const cipherSize = c.files[0]!.cipherSize;
-    // Stand-in ciphertext (the server stores what it gets; it never decrypts an upload): numbered 1 MiB pieces.
-    const piece = randomBytes(1024 * 1024);
-    const bytesAt = (from: number, to: number) => {
-      const out = Buffer.alloc(to - from);
-      for (let at = from; at < to; ) {
-        const n = Math.floor(at / piece.length);
-        const p = Buffer.from(piece);
-        p.writeUInt32BE(n, 0);
-        const start = at - n * piece.length;
-        const len = Math.min(piece.length - start, to - at);
-        p.copy(out, at - from, start, start + len);
-        at += len;
-      }
-      return out;
-    };
-    const pieces = function* (from: number, to: number) {
-      for (let at = from; at < to; at = Math.min(to, at + 4 * 1024 * 1024)) yield bytesAt(at, Math.min(to, at + 4 * 1024 * 1024));
-    };
-    const url = (offset: number) => `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=${offset}`;
-    const headers = { authorization: `Bearer ${tokens.anna}`, 'content-type': 'application/octet-stream' };
+    return { id: c.id, fileId: c.files[0]!.id, cipherSize: c.files[0]!.cipherSize, url: (offset: number) => `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=${offset}` };
+  };
+  /** Stand-in ciphertext (the server stores what it gets; it never decrypts an upload): numbered 1 MiB pieces. */
+  const MIB = 1024 * 1024;
+  const piece = randomBytes(MIB);
+  const bytesOf = function* (from: number, to: number) {
+    for (let at = from; at < to; ) {
+      const n = Math.floor(at / MIB);
+      const numbered = Buffer.from(piece);
+      numbered.writeUInt32BE(n, 0);
+      const part = numbered.subarray(at - n * MIB, Math.min(MIB, to - n * MIB));
+      yield part;
+      at += part.length;
+    }
+  };
+  const octets = () => ({ authorization: `Bearer ${tokens.anna}`, 'content-type': 'application/octet-stream' });
+
+  it('a large upload streams to disk in one request, keeps what arrived when the sender breaks off, and resumes there', async () => {
+    // 150 MiB: the server syncs in the background every 64 MiB while the body arrives, and once at the end.
+    const d = await draftOf(150 * MIB, 'gross@example.org');
     // The sender's connection breaks after 100 MiB (a real socket, destroyed mid-body).
     const address = await app.listen({ port: 0, host: '127.0.0.1' });
     await new Promise<void>((resolve) => {
-      const req = request(`${address}${url(0)}`, { method: 'PUT', headers: { ...headers, 'content-length': String(cipherSize) } });
+      const req = request(`${address}${d.url(0)}`, { method: 'PUT', headers: { ...octets(), 'content-length': String(d.cipherSize) } });
       req.on('error', () => resolve());
       req.on('close', () => resolve());
       void (async () => {
-        for (const p of pieces(0, 100 * 1024 * 1024)) if (!req.write(p)) await new Promise((r) => req.once('drain', r));
+        for (const p of bytesOf(0, 100 * MIB)) if (!req.write(p)) await new Promise((r) => req.once('drain', r));
         req.destroy();
       })();
     });
-    const blob = join(core.config.data_dir, 'blobs', tenantId, c.id, c.files[0]!.id);
+    const blob = join(core.config.data_dir, 'blobs', tenantId, d.id, d.fileId);
     let status = { received: -1 };
     for (let i = 0; i < 100; i++) {
-      status = (await call('anna', 'GET', `/api/v1/transfers/${c.id}/blobs/${c.files[0]!.id}/status`)).json<{ received: number }>();
+      status = (await call('anna', 'GET', `/api/v1/transfers/${d.id}/blobs/${d.fileId}/status`)).json<{ received: number }>();
       if (status.received > 0 && statSync(blob).size === status.received) break;
       await new Promise((r) => setTimeout(r, 20));
     }
     expect(status.received).toBeGreaterThan(0);
-    expect(status.received).toBeLessThanOrEqual(100 * 1024 * 1024);
+    expect(status.received).toBeLessThanOrEqual(100 * MIB);
     expect(statSync(blob).size).toBe(status.received);
     // Resumed where the server says; the stored blob is byte for byte what was sent.
-    const rest = await app.inject({ method: 'PUT', url: url(status.received), headers, payload: Readable.from(pieces(status.received, cipherSize)) });
+    const rest = await app.inject({ method: 'PUT', url: d.url(status.received), headers: octets(), payload: Readable.from(bytesOf(status.received, d.cipherSize)) });
     expect(rest.statusCode, rest.body).toBe(200);
-    expect(rest.json()).toEqual({ received: cipherSize, cipherSize });
+    expect(rest.json()).toEqual({ received: d.cipherSize, cipherSize: d.cipherSize });
     const stored = createHash('sha256');
-    for await (const chunk of createReadStream(blob, { highWaterMark: 4 * 1024 * 1024 })) stored.update(chunk as Buffer);
+    for await (const chunk of createReadStream(blob, { highWaterMark: 4 * MIB })) stored.update(chunk as Buffer);
     const sent = createHash('sha256');
-    for (const p of pieces(0, cipherSize)) sent.update(p);
+    for (const p of bytesOf(0, d.cipherSize)) sent.update(p);
     expect(stored.digest('hex')).toBe(sent.digest('hex'));
-    expect((await call('anna', 'DELETE', `/api/v1/transfers/${c.id}`)).statusCode).toBeLessThan(300);
+    expect((await call('anna', 'DELETE', `/api/v1/transfers/${d.id}`)).statusCode).toBeLessThan(300);
+  });
+
+  it('an upload during which the disk fails to sync counts for nothing: the sender is told and sends it again', async () => {
+    const d = await draftOf(70 * MIB, 'sync@example.org');
+    // The disk fails the background data sync once (EIO, as a failing disk reports it); nothing else is faked.
+    const probe = await open(join(core.config.data_dir, 'probe'), 'w');
+    const fileHandle = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
+    await probe.close();
+    const failing = vi.spyOn(fileHandle, 'datasync').mockRejectedValueOnce(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+    try {
+      const lost = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Readable.from(bytesOf(0, d.cipherSize)) });
+      expect(failing).toHaveBeenCalled();
+      expect(lost.statusCode).toBe(500);
+      expect(lost.body).not.toContain(d.id); // no path in the answer
+    } finally {
+      failing.mockRestore();
+    }
+    expect((await call('anna', 'GET', `/api/v1/transfers/${d.id}/blobs/${d.fileId}/status`)).json()).toEqual({ received: 0, cipherSize: d.cipherSize });
+    expect(statSync(join(core.config.data_dir, 'blobs', tenantId, d.id, d.fileId)).size).toBe(0);
+    expect((await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`)).statusCode).toBe(409);
+    const again = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Readable.from(bytesOf(0, d.cipherSize)) });
+    expect(again.statusCode, again.body).toBe(200);
+    expect((await call('anna', 'DELETE', `/api/v1/transfers/${d.id}`)).statusCode).toBeLessThan(300);
   });
 
   it('keeps senders to their own transfers and data users only', async () => {

@@ -84,12 +84,6 @@ const MAX_BUNDLE_BYTES = 1024 * 1024;
 const TOKEN = /^[A-Za-z0-9_-]{43}$/;
 /** How many received bytes of an upload may wait before a background data sync starts. */
 const SYNC_EVERY = 64 * 1024 * 1024;
-/** A data sync of an upload failed: what this request wrote may be lost. */
-class StorageError extends Error {
-  constructor(cause: unknown) {
-    super('the disk could not store the upload', { cause });
-  }
-}
 
 const normaliseEmail = (email: string) => email.normalize('NFC').trim().toLowerCase();
 const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64url');
@@ -562,11 +556,12 @@ export function createTransferService(deps: {
       // (one at a time, through a second descriptor: a sync writes back the file's pages whichever descriptor
       // wrote them), so the sync at the end finds little left to do instead of the whole file.
       let syncer: FileHandle | undefined;
-      let unsynced = 0;
       let syncing: Promise<void> | undefined;
       let syncFailed: unknown;
+      let position = received;
+      let syncStartedAt = received;
       const syncInBackground = () => {
-        unsynced = 0;
+        syncStartedAt = position;
         syncing = (async () => {
           syncer ??= await open(path, 'r');
           await syncer.datasync();
@@ -575,38 +570,33 @@ export function createTransferService(deps: {
           (error: unknown) => { syncing = undefined; syncFailed ??= error; },
         );
       };
-      let position = received;
+      // On an error the pipeline settles at once, while a write may still be under way: what is on disk is
+      // known only once the file is closed and the last sync is done.
+      const settled = async () => {
+        if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
+        await syncing;
+      };
       let tooLong = false;
       try {
-        try {
-          await pipeline(
-            body instanceof Readable ? body : Readable.from(body),
-            new Transform({
-              highWaterMark: 4 * 1024 * 1024,
-              transform(chunk: Buffer, _encoding, done) {
-                // Beyond the file (a body without a declared length): nothing more is written; the rest is
-                // drained, so that every stream ends the ordinary way, and refused afterwards.
-                if (tooLong || position + chunk.length > limit) {
-                  tooLong = true;
-                  return done();
-                }
-                position += chunk.length;
-                unsynced += chunk.length;
-                if (unsynced >= SYNC_EVERY && !syncing && syncFailed === undefined) syncInBackground();
-                done(null, chunk);
-              },
-            }),
-            out,
-          );
-        } finally {
-          // On an error the pipeline settles at once, while a write may still be under way: what is on disk
-          // is known only once the file is closed.
-          if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
-          await syncing;
-        }
-        // A failed sync may have lost written pages (and a later fsync need not say so again): nothing of this
-        // request counts, and the sender sends it again.
-        if (syncFailed !== undefined) throw new StorageError(syncFailed);
+        await pipeline(
+          body instanceof Readable ? body : Readable.from(body),
+          new Transform({
+            highWaterMark: 4 * 1024 * 1024,
+            transform(chunk: Buffer, _encoding, done) {
+              // Beyond the file (a body without a declared length): nothing more is written; the rest is
+              // drained, so that every stream ends the ordinary way, and refused afterwards.
+              if (tooLong || position + chunk.length > limit) {
+                tooLong = true;
+                return done();
+              }
+              position += chunk.length;
+              if (position - syncStartedAt >= SYNC_EVERY && !syncing && syncFailed === undefined) syncInBackground();
+              done(null, chunk);
+            },
+          }),
+          out,
+        ).finally(settled);
+        if (syncFailed !== undefined) throw syncFailed;
         if (tooLong) {
           await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
           throw new ValidationError(`file ${f.id} is ${limit} bytes encrypted; the upload went beyond that (kept: ${position})`, { client: { received: position } });
@@ -618,10 +608,12 @@ export function createTransferService(deps: {
         }
       } catch (error) {
         if (error instanceof ValidationError) throw error;
-        if (error instanceof StorageError) {
+        if (syncFailed !== undefined) {
+          // A failed sync may have lost written pages (and a later fsync need not say so again): nothing of
+          // this request counts, and the sender sends it again.
           position = received;
           await truncate(path, received).catch(() => undefined);
-          throw error.cause;
+          throw syncFailed;
         }
         // The client broke off: what reached the disk (up to the limit) counts, so the upload resumes there.
         const written = await stat(path).then((st) => st.size, () => received);
