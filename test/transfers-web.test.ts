@@ -164,6 +164,9 @@ describe('secure transfers in Chromium', () => {
     await lena.page.getByRole('heading', { name: 'Befund Stufe eins' }).waitFor();
     await lena.page.getByText('anbei der Befund.').waitFor();
     await lena.page.getByText(`From ${SENDER}`).waitFor();
+    // Once the service worker is active, the page says the browser decrypts (before that the link is
+    // the server's plain download, which the ledger would name).
+    await lena.page.getByText('Your browser decrypts the files as they download').waitFor();
     await screenshot(lena.page, 'transfer-receive-level1');
     const [download] = await Promise.all([lena.page.waitForEvent('download'), lena.page.getByRole('link', { name: 'Download befund.txt' }).click()]);
     expect(download.suggestedFilename()).toBe('befund.txt');

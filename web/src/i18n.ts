@@ -381,6 +381,8 @@ export const dictionaries = {
     'receive.dlStarted': 'wird entschlüsselt …',
     'receive.dlDone': 'vollständig und unverändert',
     'receive.dlFailed': 'fehlgeschlagen: {message}',
+    'receive.inBrowser': 'Ihr Browser entschlüsselt die Dateien beim Herunterladen; der Server gibt sie nur verschlüsselt heraus.',
+    'receive.onServer': 'Der Server entschlüsselt die Dateien beim Herunterladen (dieser Browser kann es nicht selbst).',
   },
   en: {
     'app.name': 'Tresor',
@@ -758,6 +760,8 @@ export const dictionaries = {
     'receive.dlStarted': 'decrypting …',
     'receive.dlDone': 'complete and unaltered',
     'receive.dlFailed': 'failed: {message}',
+    'receive.inBrowser': 'Your browser decrypts the files as they download; the server hands them out only encrypted.',
+    'receive.onServer': 'The server decrypts the files as they download (this browser cannot do it itself).',
   },
 } as const;
 

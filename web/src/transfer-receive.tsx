@@ -94,12 +94,15 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
   }, []);
   // Levels 3/4 need the service worker; levels 1/2 use it when it is there (the browser decrypts, so the
   // server does not), and otherwise the plain link, which the server decrypts.
-  const [workerReady, setWorkerReady] = useState(false);
+  const [workerReady, setWorkerReady] = useState<boolean | undefined>(undefined);
   useEffect(() => {
     if (!view) return;
     prepareServiceWorker()
       .then(() => setWorkerReady(true))
-      .catch(() => view.level >= 3 && setError(t('receive.noWorker')));
+      .catch(() => {
+        setWorkerReady(false);
+        if (view.level >= 3) setError(t('receive.noWorker'));
+      });
   }, [view?.level]);
 
   const goLogin = async () => {
@@ -326,6 +329,7 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
               ))}
             </tbody>
           </table>
+          {!e2e && workerReady !== undefined ? <p class="hint">{workerReady ? t('receive.inBrowser') : t('receive.onServer')}</p> : null}
         </>
       )}
     </Page>
