@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, request, type APIRequestContext, type Browser, type Download, type Page } from 'playwright-core';
@@ -626,6 +626,69 @@ describe('secure transfers in Chromium', () => {
       const bytes = readFileSync(f);
       for (const clear of ['Geheime Zeilen', 'Nachricht nur im Bündel', 'stufe-vier-browser.txt', 'Stufe vier aus dem Browser:']) expect(bytes.includes(Buffer.from(clear))).toBe(false);
     }
+    expect(await problems()).toEqual([]);
+    expect(await sender.problems()).toEqual([]);
+  }, 180_000);
+
+  it('an upload cut off in the middle goes on after a page reload: the same file is checked against what arrived, another one is refused', async () => {
+    const PIECE = 8 * 1024 * 1024; // the web app's upload piece
+    const photo = randomBytes(2 * PIECE + 123_457);
+    const small = textFile('Begleitschreiben', 40_000);
+    const page = sender.page;
+    await page.getByRole('link', { name: 'Transfers' }).click();
+    const form = page.getByRole('form', { name: 'New transfer' });
+    await form.getByLabel('Recipients (e-mail addresses)').fill(GUEST);
+    await form.getByLabel('Subject', { exact: true }).fill('Röntgenbilder Stufe vier');
+    await form.getByLabel('Message', { exact: true }).fill('Die Bilder vom Dienstag.');
+    await form.getByLabel('Level 4 –').check();
+    await form.getByLabel('Files', { exact: true }).setInputFiles([
+      { name: 'begleitschreiben.txt', mimeType: 'text/plain', buffer: small },
+      { name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: photo },
+    ]);
+    // The connection is lost for good after the first piece of the big file: every later piece fails.
+    const lost = (url: URL) => url.pathname.includes('/blobs/') && Number(url.searchParams.get('offset') ?? 0) >= PIECE;
+    await page.route(lost, (route) => route.abort('connectionreset'));
+    await form.getByRole('button', { name: 'Encrypt and send' }).click();
+    await page.getByRole('alert').waitFor({ timeout: 60_000 });
+    await page.unroute(lost);
+
+    // A fresh page: the draft says what arrived and offers to go on.
+    await page.reload();
+    const card = page.getByRole('article', { name: 'Röntgenbilder Stufe vier' });
+    await card.getByText('Not sent yet: the upload was interrupted.').waitFor();
+    // The server also lost the end of what it had (a crash before the data reached the disk): the upload
+    // then goes on from the middle of a piece.
+    const transferDir = readdirSync(join(dir, 'data', 'blobs', tenantId)).map((d) => join(dir, 'data', 'blobs', tenantId, d)).find((d) => readdirSync(d).some((f) => statSync(join(d, f)).size === PIECE))!;
+    const blob = join(transferDir, readdirSync(transferDir).find((f) => statSync(join(transferDir, f)).size === PIECE)!);
+    truncateSync(blob, PIECE - 5000);
+
+    await card.getByRole('button', { name: 'Continue “Röntgenbilder Stufe vier”' }).click();
+    const resume = card.getByRole('form', { name: 'Continue “Röntgenbilder Stufe vier”' });
+    // Another file of the same size is refused, and nothing changes on the server.
+    const other = Buffer.from(photo);
+    other[100] = other[100]! ^ 1;
+    await resume.getByLabel('The same files again').setInputFiles([{ name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: other }]);
+    await resume.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
+    await resume.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByRole('alert').filter({ hasText: 'is not the file whose upload was interrupted' }).waitFor({ timeout: 60_000 });
+    expect(statSync(blob).size).toBe(PIECE - 5000);
+    await resume.getByLabel('The same files again').setInputFiles([{ name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: photo }]);
+    await resume.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
+    await screenshot(page, 'transfer-resume');
+    await resume.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByText(/^Sent to 1 recipient\(s\)\./).waitFor({ timeout: 60_000 });
+    expect(statSync(blob).size).toBeGreaterThan(2 * PIECE);
+
+    // The recipient gets the file whole and unaltered.
+    const link = transferLink(outbox, GUEST);
+    const { page: guestPage, problems } = guest;
+    await guestPage.goto(linkUrl(link));
+    const unlock = guestPage.getByRole('form', { name: 'Mit SecuPass entsperren' });
+    await unlock.getByLabel('Ihr SecuPass').fill(GUEST_SECUPASS_2);
+    await unlock.getByRole('button', { name: 'Entsperren' }).click();
+    await guestPage.getByText('Die Bilder vom Dienstag.').waitFor({ timeout: 30_000 });
+    const [download] = await Promise.all([guestPage.waitForEvent('download'), guestPage.getByRole('button', { name: 'roentgen.bin herunterladen' }).click()]);
+    expect((await bytesOf(download)).equals(photo)).toBe(true);
     expect(await problems()).toEqual([]);
     expect(await sender.problems()).toEqual([]);
   }, 180_000);

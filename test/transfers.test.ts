@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
 import { transferExpiryJob } from '../src/ops/jobs.js';
-import { decodePublicKey, decryptBytes, encodePublicKey, encryptBytes, fingerprint, fromBase64Url, generateKeyPair, openPrivateKey, randomFileKey, sealPrivateKey, toBase64Url, unwrapFileKey, wrapFileKey } from '../src/shared-e2e/index.js';
+import { decodePublicKey, decryptBytes, encodePublicKey, encryptBytes, encryptStreamAgain, fingerprint, fromBase64Url, generateKeyPair, HEADER_SIZE, openPrivateKey, randomFileKey, sealPrivateKey, toBase64Url, unwrapFileKey, wrapFileKey } from '../src/shared-e2e/index.js';
 import { bearerLogin, engines, fixedClock, mailedKey, mailedTransferLink, makeTestEnv, openTestCore, readOutbox, silentLog, type TestEnv } from './helpers.js';
 
 /**
@@ -332,6 +332,47 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const again = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Readable.from(bytesOf(0, d.cipherSize)) });
     expect(again.statusCode, again.body).toBe(200);
     expect((await call('anna', 'DELETE', `/api/v1/transfers/${d.id}`)).statusCode).toBeLessThan(300);
+  });
+
+  it('an unsent transfer goes on from a fresh start: what arrived, its header, a digest per piece and (levels 1/2) the file key', async () => {
+    const plain = randomBytes(2 * MIB + 512 * 1024);
+    const fileKey = randomFileKey();
+    const created = await call('anna', 'POST', '/api/v1/transfers', { subject: 'Unterbrochen', level: 1, expiresAt: '2026-11-30T08:00:00.000Z', recipients: ['weiter@example.org'], files: [{ name: 'scan.pdf', size: plain.length, fileKey: toBase64Url(fileKey) }] });
+    const c = created.json<{ id: string; files: { id: string; cipherSize: number }[] }>();
+    const f = c.files[0]!;
+    const ctx = `transfer:${c.id}/file:${f.id}`;
+    const cipher = Buffer.from(await encryptBytes(fileKey, ctx, plain));
+    const cut = MIB + 100; // the first piece and 100 bytes of the second arrived
+    expect((await call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${f.id}?offset=0`, cipher.subarray(0, cut), { 'content-type': 'application/octet-stream' })).statusCode).toBe(200);
+
+    const resumed = await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${MIB}`);
+    expect(resumed.statusCode, resumed.body).toBe(200);
+    expect(resumed.headers['cache-control']).toBe('no-store');
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    expect(resumed.json()).toEqual({
+      id: c.id,
+      level: 1,
+      files: [{ id: f.id, kind: 'file', name: 'scan.pdf', size: plain.length, cipherSize: cipher.length, received: cut, header: toBase64Url(cipher.subarray(0, HEADER_SIZE)), pieces: [sha(cipher.subarray(0, MIB)), sha(cipher.subarray(MIB, cut))], fileKey: toBase64Url(fileKey) }],
+      recipients: [{ id: expect.any(String), email: 'weiter@example.org' }],
+    });
+    // What the sender's browser does with it: the same key and header give the same bytes again; the rest goes up.
+    const state = resumed.json<{ files: { header: string; fileKey: string; received: number }[] }>().files[0]!;
+    const again = Buffer.from(await new Response(encryptStreamAgain(fromBase64Url(state.fileKey), ctx, new Blob([plain]).stream(), fromBase64Url(state.header))).arrayBuffer());
+    expect(sha(again.subarray(MIB, cut))).toBe(resumed.json<{ files: { pieces: string[] }[] }>().files[0]!.pieces[1]);
+    expect((await call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${f.id}?offset=${state.received}`, again.subarray(state.received), { 'content-type': 'application/octet-stream' })).statusCode).toBe(200);
+    expect(readFileSync(join(core.config.data_dir, 'blobs', tenantId, c.id, f.id)).equals(cipher)).toBe(true);
+    const entry = (await (await core.ledgers.tenant(tenantId)).query({ action: 'transfer.resume' })).at(-1);
+    expect(JSON.stringify(entry)).toContain(c.id);
+    expect(JSON.stringify(entry)).not.toContain('weiter@example.org');
+
+    // Only the sender, only unsent transfers, pieces of 1 to 64 MiB.
+    expect((await call('bert', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${MIB}`)).statusCode).toBe(403);
+    expect((await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=1000`)).statusCode).toBe(400);
+    expect((await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume`)).statusCode).toBe(400);
+    expect((await call('anna', 'POST', `/api/v1/transfers/${c.id}/send`)).statusCode).toBe(200);
+    const sent = await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${MIB}`);
+    expect(sent.statusCode).toBe(409);
+    expect(sent.body).not.toContain(toBase64Url(fileKey));
   });
 
   it('keeps senders to their own transfers and data users only', async () => {

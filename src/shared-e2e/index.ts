@@ -11,6 +11,7 @@ export {
   decryptStream,
   encryptBytes,
   encryptStream,
+  encryptStreamAgain,
   FILE_KEY_SIZE,
   HEADER_SIZE,
   plaintextSize,

@@ -292,6 +292,31 @@ export function encryptStreamWithSalt(
   salt: Uint8Array | undefined,
   options: RecordOptions = {},
 ): ReadableStream<Uint8Array> {
+  return sealStream(fileKey, context, input, salt, undefined, options);
+}
+
+/**
+ * Encrypts `input` again under the salt of `header`, the header of an earlier `encryptStream` of the same
+ * file with the same key and context: the output is then byte for byte that earlier ciphertext, so an
+ * upload cut off after n bytes goes on at byte n from a fresh start (after a page reload, say). The header
+ * must be the one that key made (its key commitment is checked first: WRONG_KEY otherwise). The caller
+ * must make sure the input is the same file — the records it already holds must equal the new ones (the
+ * web app compares digests of the pieces the server holds) — since the same nonces then encrypt it again.
+ */
+export function encryptStreamAgain(fileKey: Uint8Array, context: string, input: ReadableStream<Uint8Array>, header: Uint8Array, options: RecordOptions = {}): ReadableStream<Uint8Array> {
+  checkBytes(header, HEADER_SIZE, 'header');
+  const saltStart = MAGIC.length + 5;
+  return sealStream(fileKey, context, input, header.slice(saltStart, saltStart + SALT_SIZE), header, options);
+}
+
+function sealStream(
+  fileKey: Uint8Array,
+  context: string,
+  input: ReadableStream<Uint8Array>,
+  salt: Uint8Array | undefined,
+  expectedHeader: Uint8Array | undefined,
+  options: RecordOptions,
+): ReadableStream<Uint8Array> {
   checkArgs(fileKey, context);
   const key = new Uint8Array(fileKey);
   let sealer: Sealer | undefined;
@@ -299,6 +324,11 @@ export function encryptStreamWithSalt(
     async start(controller) {
       sealer = await Sealer.create(key, context, salt, options.aead);
       key.fill(0);
+      if (expectedHeader) {
+        const saltStart = MAGIC.length + 5;
+        if (!constantTimeEqual(sealer.header.subarray(0, saltStart), expectedHeader.subarray(0, saltStart))) throw new E2eError('BAD_HEADER', 'not the header of a Tresor end-to-end encrypted file of this version');
+        if (!constantTimeEqual(sealer.header, expectedHeader)) throw new E2eError('WRONG_KEY', 'wrong file key or context for this header');
+      }
       controller.enqueue(sealer.header);
     },
     async transform(chunk, controller) {

@@ -200,6 +200,47 @@ export function registerTransferRoutes(
     },
     handler: async (request) => transfers.uploadStatus(await senderSession(request), request.params.id, request.params.fileId),
   });
+  app.get<{ Params: { id: string }; Querystring: { pieceSize: number } }>('/api/v1/transfers/:id/resume', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'To go on with an unsent transfer from a fresh start: per file what arrived, its stored header, a SHA-256 per piece of it; levels 1/2 the file keys, levels 3/4 the recipients\' keys',
+      params: { type: 'object', properties: { id: uuid }, required: ['id'] },
+      querystring: { type: 'object', properties: { pieceSize: { type: 'integer', minimum: 1048576, maximum: 67108864 } }, required: ['pieceSize'] },
+      response: {
+        200: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            level: { type: 'integer' },
+            files: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: {
+                  id: { type: 'string' },
+                  kind: { type: 'string', enum: ['file', 'bundle'] },
+                  name: { type: ['string', 'null'] },
+                  size: { type: 'integer' },
+                  cipherSize: { type: 'integer' },
+                  received: { type: 'integer' },
+                  header: { type: 'string' },
+                  pieces: { type: 'array', items: { type: 'string' } },
+                  fileKey: { type: 'string' },
+                },
+              },
+            },
+            recipients: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, email: { type: 'string' }, fingerprint: { type: 'string' }, publicKey: { type: 'string' } } } },
+          },
+        },
+        ...errors,
+      },
+    },
+    handler: async (request, reply) => {
+      void reply.header('cache-control', 'no-store'); // file keys of levels 1/2
+      return transfers.resumeState(await senderSession(request), request.params.id, request.query.pieceSize);
+    },
+  });
   app.post<{ Params: { id: string }; Body: { wraps: { fileId: string; recipientId?: string; holder?: string; fingerprint: string; wrapped: string }[] } }>('/api/v1/transfers/:id/wraps', {
     ...secured,
     schema: {

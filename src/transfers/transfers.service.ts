@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import type { Mailer } from '../mail/mailer.js';
 import { renderMail, type MailTemplate } from '../mail/templates.js';
 import { decryptTransform } from '../shared-e2e/node.js';
 import { E2eError } from '../shared-e2e/errors.js';
-import { ciphertextSize, decodePublicKey, fingerprint as fingerprintOf, fromBase64Url, WRAPPED_KEY_SIZE } from '../shared-e2e/index.js';
+import { ciphertextSize, decodePublicKey, fingerprint as fingerprintOf, fromBase64Url, HEADER_SIZE, WRAPPED_KEY_SIZE } from '../shared-e2e/index.js';
 import { ConflictError, DomainError, ForbiddenError, NotFoundError, UnauthenticatedError, ValidationError } from '../shared/errors.js';
 import type { TransferControlSchema, TransferFileTable, TransferRecipientTable, TransferSchema, TransferTable } from './transfers.migrations.js';
 
@@ -636,6 +636,83 @@ export function createTransferService(deps: {
       const f = await db.selectFrom('transfer_files').select(['received', 'cipher_size']).where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!f) throw new NotFoundError('file');
       return { received: Number(f.received), cipherSize: Number(f.cipher_size) };
+    },
+
+    /**
+     * What the sender needs to go on with an unsent transfer from a fresh start (another page load, another
+     * browser): per file what arrived, the header stored first (its salt makes the same key encrypt the
+     * same file to the same bytes again), a SHA-256 per `pieceSize` bytes of what arrived (the sender's
+     * browser compares its new ciphertext with them, so a changed file is never spliced onto the old part),
+     * at levels 1/2 the file key (the server keeps it anyway); at levels 3/4 the recipients' keys on record.
+     */
+    async resumeState(s: SenderSession, transferId: string, pieceSize: number) {
+      const { db, t } = await ownTransfer(s, transferId);
+      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already');
+      if (t.request_id) throw new ConflictError('this transfer is being uploaded through a "request files" link; only its uploader can go on with it');
+      if (t.withdrawn_at !== null || new Date(t.expires_at) <= clock.now()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again');
+      if (!Number.isSafeInteger(pieceSize) || pieceSize < 1024 * 1024 || pieceSize > 64 * 1024 * 1024) throw new ValidationError('pieceSize must be 1 MiB to 64 MiB');
+      const key = await transferKeyOf(s, t);
+      const rows = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
+      const files = [];
+      for (const f of rows) {
+        const path = blobPath(s.tenantId, t.id, f.id);
+        const received = Math.min(Number(f.received), await stat(path).then((st) => st.size, () => 0));
+        const pieces: string[] = [];
+        let header: string | undefined;
+        if (received > 0) {
+          // One pass over what arrived, in constant memory: the header, and a digest per piece.
+          let hash = createHash('sha256');
+          let inPiece = 0;
+          const head: Buffer[] = [];
+          let headLength = 0;
+          for await (const chunk of createReadStream(path, { start: 0, end: received - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+            if (headLength < HEADER_SIZE) {
+              const take = chunk.subarray(0, HEADER_SIZE - headLength);
+              head.push(take);
+              headLength += take.length;
+            }
+            for (let at = 0; at < chunk.length; ) {
+              const take = Math.min(chunk.length - at, pieceSize - inPiece);
+              hash.update(chunk.subarray(at, at + take));
+              at += take;
+              inPiece += take;
+              if (inPiece === pieceSize) {
+                pieces.push(hash.digest('hex'));
+                hash = createHash('sha256');
+                inPiece = 0;
+              }
+            }
+          }
+          if (inPiece > 0) pieces.push(hash.digest('hex'));
+          if (headLength >= HEADER_SIZE) header = Buffer.concat(head).toString('base64url');
+        }
+        files.push({
+          id: f.id,
+          kind: f.kind as 'file' | 'bundle',
+          name: f.name_ct === null ? null : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`),
+          size: Number(f.size),
+          cipherSize: Number(f.cipher_size),
+          received,
+          ...(header ? { header } : {}),
+          pieces,
+          ...(f.file_key_ct !== null ? { fileKey: aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`).toString('base64url') } : {}),
+        });
+      }
+      const recipients = [];
+      for (const r of await db.selectFrom('transfer_recipients').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute()) {
+        const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
+        // The key the transfer was created for, if it is still the recipient's (a reset since then: the
+        // recipient gets it through the approval, as after sending).
+        let publicKey: string | undefined;
+        if (t.level >= 3 && r.key_fingerprint) {
+          const account = await deps.identity.accountByLogin(email);
+          const k = account ? await currentKey(account.id) : undefined;
+          if (k && k.fingerprint === r.key_fingerprint) publicKey = k.public_key;
+        }
+        recipients.push({ id: r.id, email, ...(r.key_fingerprint ? { fingerprint: r.key_fingerprint } : {}), ...(publicKey ? { publicKey } : {}) });
+      }
+      await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.resume', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { files: rows.length, received: files.reduce((n, f) => n + f.received, 0) } });
+      return { id: t.id, level: t.level as Level, files, recipients };
     },
 
     /** Levels 3/4: file keys wrapped in the sender's browser or CLI, to recipients' keys and the sender's own. */

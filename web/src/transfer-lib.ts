@@ -47,8 +47,18 @@ export interface SentTransfer {
   sentAt: string | null;
   withdrawnAt: string | null;
   downloadLimit: number | null;
-  files: { id: string; name: string | null; size: number }[];
+  /** Uploaded through a "request files" link: who says they sent it. */
+  from: string | null;
+  files: { id: string; name: string | null; size: number; cipherSize: number; received: number }[];
   recipients: SentRecipient[];
+}
+
+/** GET /api/v1/transfers/:id/resume: what an unsent transfer holds, to go on with it from a fresh start. */
+export interface ResumeState {
+  id: string;
+  level: Level;
+  files: { id: string; kind: 'file' | 'bundle'; name: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; fileKey?: string }[];
+  recipients: { id: string; email: string; fingerprint?: string; publicKey?: string }[];
 }
 
 export interface OpenedFile {
@@ -120,8 +130,8 @@ export interface UploadVia {
   secret: string;
 }
 
-async function putPiece(transferId: string, fileId: string, base: number, piece: Blob, via?: UploadVia): Promise<void> {
-  let start = 0;
+async function putPiece(transferId: string, fileId: string, base: number, piece: Blob, via?: UploadVia, from = 0): Promise<void> {
+  let start = from;
   for (let attempt = 0; ; attempt++) {
     let failure: unknown;
     try {
@@ -159,14 +169,35 @@ async function putPiece(transferId: string, fileId: string, base: number, piece:
   }
 }
 
+/** What the server holds of a file already (GET …/resume): its bytes so far and a SHA-256 (hex) per `UPLOAD_CHUNK` of them. */
+export interface Arrived {
+  received: number;
+  pieces: string[];
+}
+
+/** The file chosen to go on with is not the one whose upload was cut off. */
+export class NotTheSameFileError extends Error {}
+
+const sha256Hex = async (bytes: Uint8Array<ArrayBuffer>) => Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
+
 /**
  * Reads an (encrypted) stream and uploads it in pieces of `UPLOAD_CHUNK` bytes; the next piece is
  * encrypted while the last one travels, so at most two pieces are held: memory stays constant whatever
  * the file size. Pieces go as Blobs, not as the bytes themselves: Chromium hands a Blob to its network
  * process in large shared-memory pieces, while an ArrayBuffer body is copied through slowly (measured:
- * 8 MiB in 250–450 ms as bytes, about 50 ms as a Blob).
+ * 8 MiB in 250–450 ms as bytes, about 50 ms as a Blob). With `arrived`, the pieces the server holds are
+ * compared with the stream's instead of sent (NotTheSameFileError if one differs), and the upload goes on
+ * where the server's bytes end.
  */
-export async function uploadStream(transferId: string, fileId: string, cipher: ReadableStream<Uint8Array>, cipherSize: number, onProgress: (sent: number) => void, via?: UploadVia): Promise<void> {
+export async function uploadStream(
+  transferId: string,
+  fileId: string,
+  cipher: ReadableStream<Uint8Array>,
+  cipherSize: number,
+  onProgress: (sent: number) => void,
+  via?: UploadVia,
+  arrived?: Arrived,
+): Promise<void> {
   const reader = cipher.getReader();
   const piece = new Uint8Array(Math.max(1, Math.min(UPLOAD_CHUNK, cipherSize)));
   let pending: Uint8Array = new Uint8Array(0);
@@ -193,12 +224,26 @@ export async function uploadStream(transferId: string, fileId: string, cipher: R
       }
       if (fill === 0) break;
       if (sent + fill > cipherSize) throw new Error('the encrypted file is larger than announced');
+      // Going on after a fresh start: the server holds this piece (or its beginning) already. It must be
+      // exactly what the file gives again, or the rest would be spliced onto another file's beginning.
+      let from = 0;
+      if (arrived && sent < arrived.received) {
+        const held = Math.min(fill, arrived.received - sent);
+        const expected = arrived.pieces[sent / piece.length];
+        if (expected === undefined || (await sha256Hex(piece.subarray(0, held))) !== expected) throw new NotTheSameFileError(`not the same file: its bytes ${sent}–${sent + held} differ from those uploaded`);
+        if (held === fill) {
+          sent += fill;
+          onProgress(sent);
+          continue;
+        }
+        from = held;
+      }
       // The Blob holds its own copy: `piece` is free to take the next piece while this one is sent.
       const blob = new Blob([piece.subarray(0, fill)]);
       await inFlight;
       const base = sent;
       sent += fill;
-      inFlight = putPiece(transferId, fileId, base, blob, via).then(() => onProgress(base + fill));
+      inFlight = putPiece(transferId, fileId, base, blob, via, from).then(() => onProgress(base + fill));
       inFlight.catch(() => undefined); // handled: the next await (or the one after the loop) throws it
     }
     await inFlight;

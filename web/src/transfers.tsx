@@ -10,11 +10,14 @@ import {
   formatSize,
   type Level,
   messageOf,
+  NotTheSameFileError,
   openOwnKey,
   ownKey,
   type OwnKey,
+  type ResumeState,
   type SentRecipient,
   type SentTransfer,
+  UPLOAD_CHUNK,
   uploadStream,
 } from './transfer-lib.js';
 import {
@@ -23,6 +26,7 @@ import {
   type E2ePublicKey,
   encryptBytes,
   encryptStream,
+  encryptStreamAgain,
   fingerprint,
   fingerprintMatches,
   fromBase64Url,
@@ -51,6 +55,52 @@ interface Progress {
   total: number;
 }
 
+/** Someone a file key is wrapped for: the sender ('sender') or a recipient, with a checked key. */
+interface Holder {
+  recipientId: string;
+  publicKey: E2ePublicKey;
+  fingerprint: string;
+}
+
+/**
+ * The keys to encrypt for, each checked before a byte is uploaded: a public key the server hands over
+ * must have the fingerprint the server names for it (recomputed here, never trusted).
+ */
+async function checkedHolders(offered: { recipientId: string; publicKey: string; fingerprint?: string | undefined }[]): Promise<Holder[] | undefined> {
+  const holders: Holder[] = [];
+  for (const holder of offered) {
+    const publicKey = await decodePublicKey(holder.publicKey);
+    if (holder.fingerprint && !(await fingerprintMatches(publicKey, holder.fingerprint))) return undefined;
+    holders.push({ recipientId: holder.recipientId, publicKey, fingerprint: await fingerprint(publicKey) });
+  }
+  return holders;
+}
+
+/** Wraps every file key for every holder and stores the wraps (levels 3/4). */
+async function storeWraps(transferId: string, secrets: { fileId: string; key: Uint8Array }[], holders: Holder[]): Promise<void> {
+  const wraps: { fileId: string; recipientId: string; fingerprint: string; wrapped: string }[] = [];
+  for (const holder of holders) {
+    for (const s of secrets) {
+      wraps.push({ fileId: s.fileId, recipientId: holder.recipientId, fingerprint: holder.fingerprint, wrapped: toBase64Url(await wrapFileKey(s.key, holder.publicKey, fileContext(transferId, s.fileId))) });
+    }
+  }
+  for (let i = 0; i < wraps.length; i += WRAP_BATCH) await api('POST', `/api/v1/transfers/${transferId}/wraps`, { wraps: wraps.slice(i, i + WRAP_BATCH) });
+}
+
+function ProgressList(props: { id: string; label: string; items: Progress[]; language: Language; t: T }) {
+  const { t, language } = props;
+  return (
+    <ul class="plain progress-list" aria-label={props.label}>
+      {props.items.map((p, i) => (
+        <li key={i}>
+          <label for={`${props.id}-${i}`}>{p.name}</label> <progress id={`${props.id}-${i}`} max={p.total} value={p.sent} />{' '}
+          <span>{t('transfers.uploaded', { sent: formatSize(p.sent, language), total: formatSize(p.total, language) })}</span>
+        </li>
+      ))}
+    </ul>
+  );
+}
+
 const streamOf = (bytes: Uint8Array) =>
   new ReadableStream<Uint8Array>({
     start(controller) {
@@ -77,6 +127,9 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
   const [error, setError] = useState<string>();
   const [approving, setApproving] = useState<{ transferId: string; recipientId: string }>();
   const [secupass, setSecupass] = useState('');
+  const [resuming, setResuming] = useState<string>();
+  const [resumeFiles, setResumeFiles] = useState<File[]>([]);
+  const [resumeProgress, setResumeProgress] = useState<Progress[]>();
   const fileInput = useRef<HTMLInputElement>(null);
 
   const load = async () => {
@@ -131,26 +184,25 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         ...(bundle ? { bundle: { size: bundle.length } } : {}),
       });
       if (created.files.length !== files.length) throw new Error('the server lists another number of files');
-      // Every key to encrypt for is checked before a byte is uploaded: a public key the server hands over
-      // must have the fingerprint the server names for it (recomputed here, never trusted).
-      const holders: { recipientId: string; publicKey: E2ePublicKey; fingerprint: string }[] = [];
+      let holders: Holder[] = [];
       if (e2e && own) {
-        const offered = [
-          { recipientId: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint },
-          ...created.recipients.flatMap((r) => (r.publicKey ? [{ recipientId: r.id, publicKey: r.publicKey, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}) }] : [])),
-        ];
-        for (const holder of offered) {
-          const publicKey = await decodePublicKey(holder.publicKey);
-          if (holder.fingerprint && !(await fingerprintMatches(publicKey, holder.fingerprint))) {
-            // Nothing was uploaded; the empty transfer goes at once instead of waiting for its expiry.
-            await api('DELETE', `/api/v1/transfers/${created.id}`).catch(() => undefined);
-            throw new Error(t('transfers.fingerprintMismatch'));
-          }
-          holders.push({ recipientId: holder.recipientId, publicKey, fingerprint: await fingerprint(publicKey) });
+        const offered = [{ recipientId: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }, ...created.recipients.flatMap((r) => (r.publicKey ? [{ recipientId: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))];
+        const checked = await checkedHolders(offered);
+        if (!checked) {
+          // Nothing was uploaded; the empty transfer goes at once instead of waiting for its expiry.
+          await api('DELETE', `/api/v1/transfers/${created.id}`).catch(() => undefined);
+          throw new Error(t('transfers.fingerprintMismatch'));
         }
+        holders = checked;
       }
+      const secrets = created.files.map((f, i) => ({ fileId: f.id, key: fileKeys[i]! }));
+      if (bundleKey && created.bundleId) secrets.push({ fileId: created.bundleId, key: bundleKey });
+      // The sender's own wraps first: after an interruption, even from another page load, the sender's
+      // SecuPass opens the file keys again and the upload goes on (see resume below).
+      if (e2e) await storeWraps(created.id, secrets, holders.filter((h) => h.recipientId === 'sender'));
 
-      // Encrypt and upload, one file after the other (each upload request moves the request token on).
+      // Encrypt and upload, one file after the other (each upload request moves the request token on); the
+      // small level-4 bundle first, as it cannot be made again after an interruption (its message is gone).
       const items: Progress[] = files.map((f, i) => ({ name: f.name, sent: 0, total: created.files[i]!.cipherSize }));
       if (bundle) items.push({ name: t('transfers.bundle'), sent: 0, total: ciphertextSize(bundle.length) });
       setProgress(items.map((p) => ({ ...p })));
@@ -159,28 +211,20 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         setProgress(items.map((p) => ({ ...p })));
       };
       setPhase(t('transfers.phase.upload'));
-      for (const [i, file] of files.entries()) {
-        const meta = created.files[i]!;
-        if (meta.cipherSize !== ciphertextSize(file.size)) throw new Error(`unexpected ciphertext size for ${file.name}`);
-        await uploadStream(created.id, meta.id, encryptStream(fileKeys[i]!, fileContext(created.id, meta.id), file.stream()), meta.cipherSize, (sent) => report(i, sent));
-      }
       if (bundle && bundleKey) {
         if (!created.bundleId) throw new Error('the server did not create the encrypted bundle');
         const cipher = await encryptBytes(bundleKey, fileContext(created.id, created.bundleId), bundle);
         await uploadStream(created.id, created.bundleId, streamOf(cipher), cipher.length, (sent) => report(files.length, sent));
       }
+      for (const [i, file] of files.entries()) {
+        const meta = created.files[i]!;
+        if (meta.cipherSize !== ciphertextSize(file.size)) throw new Error(`unexpected ciphertext size for ${file.name}`);
+        await uploadStream(created.id, meta.id, encryptStream(fileKeys[i]!, fileContext(created.id, meta.id), file.stream()), meta.cipherSize, (sent) => report(i, sent));
+      }
 
-      if (e2e && own) {
+      if (e2e) {
         setPhase(t('transfers.phase.wrap'));
-        const secrets = created.files.map((f, i) => ({ fileId: f.id, key: fileKeys[i]! }));
-        if (bundleKey && created.bundleId) secrets.push({ fileId: created.bundleId, key: bundleKey });
-        const wraps: { fileId: string; recipientId: string; fingerprint: string; wrapped: string }[] = [];
-        for (const holder of holders) {
-          for (const s of secrets) {
-            wraps.push({ fileId: s.fileId, recipientId: holder.recipientId, fingerprint: holder.fingerprint, wrapped: toBase64Url(await wrapFileKey(s.key, holder.publicKey, fileContext(created.id, s.fileId))) });
-          }
-        }
-        for (let i = 0; i < wraps.length; i += WRAP_BATCH) await api('POST', `/api/v1/transfers/${created.id}/wraps`, { wraps: wraps.slice(i, i + WRAP_BATCH) });
+        await storeWraps(created.id, secrets, holders.filter((h) => h.recipientId !== 'sender'));
       }
       for (const k of fileKeys) k.fill(0);
       bundleKey?.fill(0);
@@ -246,6 +290,87 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
     } catch (e) {
       setError(e instanceof Error && 'code' in e && e.code === 'WRONG_KEY' ? t('secupass.wrong') : messageOf(e));
     } finally {
+      setPhase(undefined);
+    }
+  };
+
+  /**
+   * Goes on with a transfer whose upload was cut off, from a fresh page: the file keys come back (levels
+   * 1/2 from the server, levels 3/4 from the sender's own wraps, opened with the SecuPass), each chosen
+   * file is encrypted again under the header the server holds — the same bytes again — and compared
+   * piece by piece with what arrived before the rest is uploaded; then as after a sending without a break.
+   */
+  const resume = async (event: Event, tr: SentTransfer) => {
+    event.preventDefault();
+    setError(undefined);
+    setNotice(undefined);
+    setPhase(t('transfers.phase.resume'));
+    const keys = new Map<string, Uint8Array>();
+    const fileLabel = (f: ResumeState['files'][number], i: number) => `${f.name ?? t('receive.fileN', { n: i + 1 })} (${formatSize(f.size, language)})`;
+    let current = '';
+    try {
+      const state = await api<ResumeState>('GET', `/api/v1/transfers/${tr.id}/resume?pieceSize=${UPLOAD_CHUNK}`);
+      const files = state.files.filter((f) => f.kind === 'file');
+      const open = state.files.filter((f) => f.received < f.cipherSize);
+      // The level-4 bundle (message and names) cannot be made again; nor can a header cut short.
+      if (open.some((f) => f.kind === 'bundle' || (f.received > 0 && f.header === undefined))) throw new Error(t('transfers.cannotResume'));
+      // Which chosen file goes on with which upload: by name and size (level 4: the size; names are in the bundle).
+      const left = [...resumeFiles];
+      const plan = open.map((f) => {
+        const at = left.findIndex((c) => c.size === f.size && (f.name === null || c.name === f.name));
+        return { f, index: files.indexOf(f), file: at < 0 ? undefined : left.splice(at, 1)[0] };
+      });
+      const missing = plan.filter((p) => p.file === undefined);
+      if (missing.length > 0) throw new Error(t('transfers.chooseAgain', { names: missing.map((p) => fileLabel(p.f, p.index)).join(', ') }));
+
+      let holders: Holder[] = [];
+      if (state.level >= 3) {
+        const { privateKey, fingerprint: mine } = await openOwnKey(secupass);
+        const senderWraps = await api<{ fileId: string; wrapped: string; fingerprint: string }[]>('GET', `/api/v1/transfers/${tr.id}/sender-wraps`);
+        for (const f of state.files) {
+          const w = senderWraps.find((x) => x.fileId === f.id);
+          if (!w || w.fingerprint.toLowerCase() !== mine) throw new Error(t('transfers.cannotResume'));
+          keys.set(f.id, await unwrapFileKey(fromBase64Url(w.wrapped), privateKey, fileContext(tr.id, f.id)));
+        }
+        const checked = await checkedHolders(state.recipients.flatMap((r) => (r.publicKey ? [{ recipientId: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : [])));
+        if (!checked) throw new Error(t('transfers.fingerprintMismatch'));
+        holders = checked;
+      } else {
+        for (const f of state.files) {
+          if (!f.fileKey) throw new Error(t('transfers.cannotResume'));
+          keys.set(f.id, fromBase64Url(f.fileKey));
+        }
+      }
+
+      const items: Progress[] = plan.map((p) => ({ name: fileLabel(p.f, p.index), sent: p.f.received, total: p.f.cipherSize }));
+      setResumeProgress(items.map((p) => ({ ...p })));
+      for (const [i, p] of plan.entries()) {
+        current = fileLabel(p.f, p.index);
+        const context = fileContext(tr.id, p.f.id);
+        const key = keys.get(p.f.id)!;
+        const cipher = p.f.header ? encryptStreamAgain(key, context, p.file!.stream(), fromBase64Url(p.f.header)) : encryptStream(key, context, p.file!.stream());
+        await uploadStream(tr.id, p.f.id, cipher, p.f.cipherSize, (sent) => {
+          items[i]!.sent = sent;
+          setResumeProgress(items.map((x) => ({ ...x })));
+        }, undefined, p.f.header ? { received: p.f.received, pieces: p.f.pieces } : undefined);
+      }
+      if (state.level >= 3) {
+        setPhase(t('transfers.phase.wrap'));
+        await storeWraps(tr.id, state.files.map((f) => ({ fileId: f.id, key: keys.get(f.id)! })), holders);
+      }
+      setPhase(t('transfers.phase.send'));
+      await api('POST', `/api/v1/transfers/${tr.id}/send`);
+      const pending = state.level >= 3 ? state.recipients.filter((r) => !r.publicKey).length : 0;
+      setNotice(t('transfers.sent', { count: state.recipients.length }) + (pending > 0 ? ` ${t('transfers.sentPending', { count: pending })}` : ''));
+      setResuming(undefined);
+      setResumeFiles([]);
+      setSecupass('');
+      await load();
+    } catch (e) {
+      setError(e instanceof NotTheSameFileError ? t('transfers.notSameFile', { name: current }) : e instanceof Error && 'code' in e && e.code === 'WRONG_KEY' ? t('secupass.wrong') : messageOf(e));
+    } finally {
+      for (const k of keys.values()) k.fill(0);
+      setResumeProgress(undefined);
       setPhase(undefined);
     }
   };
@@ -329,18 +454,8 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
                 ))}
               </ul>
             ) : null}
-            {progress ? (
-              <ul class="plain progress-list" aria-label={t('transfers.progress')}>
-                {progress.map((p, i) => (
-                  <li key={i}>
-                    <label for={`upload-${i}`}>{p.name}</label>{' '}
-                    <progress id={`upload-${i}`} max={p.total} value={p.sent} />{' '}
-                    <span>{t('transfers.uploaded', { sent: formatSize(p.sent, language), total: formatSize(p.total, language) })}</span>
-                  </li>
-                ))}
-              </ul>
-            ) : null}
-            {phase ? (
+            {progress ? <ProgressList id="upload" label={t('transfers.progress')} items={progress} language={language} t={t} /> : null}
+            {phase && !resuming ? (
               <p role="status" class="progress-text">
                 {phase}
               </p>
@@ -406,7 +521,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
                                     </button>
                                   </form>
                                 ) : (
-                                  <button type="button" onClick={() => (setSecupass(''), setApproving({ transferId: tr.id, recipientId: r.id }))}>
+                                  <button type="button" onClick={() => (setSecupass(''), setResuming(undefined), setApproving({ transferId: tr.id, recipientId: r.id }))}>
                                     {t('transfers.approve')}
                                   </button>
                                 )}
@@ -418,6 +533,44 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
                     ))}
                   </tbody>
                 </table>
+                {active(tr) && !tr.sentAt && tr.from === null ? (
+                  <div class="resume">
+                    <p class="notice">{t('transfers.unfinished')}</p>
+                    <ul class="plain">
+                      {filesOf(tr).map((f, i) => (
+                        <li key={f.id}>{t('transfers.arrived', { name: f.name ?? t('receive.fileN', { n: i + 1 }), sent: formatSize(f.received, language), total: formatSize(f.cipherSize, language) })}</li>
+                      ))}
+                    </ul>
+                    {resuming === tr.id ? (
+                      <form aria-label={t('transfers.resumeFor', { subject: tr.subject })} onSubmit={(e) => void resume(e, tr)}>
+                        <div class="field">
+                          <label for={`resume-files-${tr.id}`}>{t('transfers.resumeFiles')}</label>
+                          <input id={`resume-files-${tr.id}`} type="file" multiple aria-describedby={`resume-hint-${tr.id}`} onChange={(e) => setResumeFiles(Array.from((e.target as HTMLInputElement).files ?? []))} />
+                          <small id={`resume-hint-${tr.id}`} class="hint">
+                            {t('transfers.resumeHint')}
+                          </small>
+                        </div>
+                        {tr.level >= 3 ? <SecretField id={`resume-secupass-${tr.id}`} label={t('transfers.yourSecupass')} value={secupass} onInput={setSecupass} autocomplete="current-password" /> : null}
+                        {resumeProgress ? <ProgressList id={`resume-${tr.id}`} label={t('transfers.progress')} items={resumeProgress} language={language} t={t} /> : null}
+                        {phase ? (
+                          <p role="status" class="progress-text">
+                            {phase}
+                          </p>
+                        ) : null}
+                        <button type="submit" disabled={busy}>
+                          {t('transfers.resumeConfirm')}
+                        </button>{' '}
+                        <button type="button" class="link" onClick={() => setResuming(undefined)}>
+                          {t('secupass.cancel')}
+                        </button>
+                      </form>
+                    ) : (
+                      <button type="button" onClick={() => (setSecupass(''), setApproving(undefined), setResumeFiles([]), setResuming(tr.id))} aria-label={t('transfers.resumeFor', { subject: tr.subject })}>
+                        {t('transfers.resume')}
+                      </button>
+                    )}
+                  </div>
+                ) : null}
                 {active(tr) ? (
                   <button type="button" class="danger" onClick={() => void withdraw(tr)} aria-label={t('transfers.withdrawLabel', { subject: tr.subject })}>
                     {t('transfers.withdraw')}
