@@ -38,6 +38,12 @@ export interface TransferFileTable {
   received: number;
   /** Levels 1–2: the file key under K_tr. */
   file_key_ct: string | null;
+  /**
+   * The sender's list of SHA-256 digests of the plaintext, one per 8 MiB, end-to-end encrypted under the
+   * file key (set before the first byte of the file arrives). After an interruption the sender's browser
+   * checks a file chosen again against the whole of it before encrypting anything a second time.
+   */
+  manifest: string | null;
 }
 
 export interface TransferRecipientTable {
@@ -289,5 +295,12 @@ export const e2eSealedKeyNullableMigration: Migration = {
     await db.schema.dropTable('e2e_keys').execute();
     await db.schema.alterTable('e2e_keys_next').renameTo('e2e_keys').execute();
     await db.schema.createIndex('e2e_keys_account_idx').on('e2e_keys').columns(['account_id', 'replaced_at']).execute();
+  },
+};
+
+/** The sender's encrypted digest list per file, for uploads that go on after a page reload (see TransferFileTable.manifest). */
+export const transferManifestMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('transfer_files').addColumn('manifest', 'text').execute();
   },
 };

@@ -200,11 +200,25 @@ export function registerTransferRoutes(
     },
     handler: async (request) => transfers.uploadStatus(await senderSession(request), request.params.id, request.params.fileId),
   });
+  app.put<{ Params: { id: string; fileId: string }; Body: { manifest: string } }>('/api/v1/transfers/:id/blobs/:fileId/manifest', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Before the first byte of a file: the list of SHA-256 digests of its plaintext (one per 8 MiB), end-to-end encrypted under the file key, so that an upload can go on after a page reload',
+      params: { type: 'object', properties: { id: uuid, fileId: uuid }, required: ['id', 'fileId'] },
+      body: { type: 'object', additionalProperties: false, properties: { manifest: b64url(16, 400_000) }, required: ['manifest'] },
+      response: { 204: { type: 'null' }, ...errors },
+    },
+    handler: async (request, reply) => {
+      await transfers.setManifest(await senderSession(request), request.params.id, request.params.fileId, request.body.manifest);
+      return reply.status(204).send();
+    },
+  });
   app.get<{ Params: { id: string }; Querystring: { pieceSize: number } }>('/api/v1/transfers/:id/resume', {
     ...secured,
     schema: {
       tags: ['transfers'],
-      summary: 'To go on with an unsent transfer from a fresh start: per file what arrived, its stored header, a SHA-256 per piece of it; levels 1/2 the file keys, levels 3/4 the recipients\' keys',
+      summary: 'To go on with an unsent transfer from a fresh start: per file what arrived, its stored header, a SHA-256 per piece of it and the sender\'s encrypted digest list; levels 1/2 the file keys, levels 3/4 the recipients\' keys',
       params: { type: 'object', properties: { id: uuid }, required: ['id'] },
       querystring: { type: 'object', properties: { pieceSize: { type: 'integer', minimum: 1048576, maximum: 67108864 } }, required: ['pieceSize'] },
       response: {
@@ -226,6 +240,7 @@ export function registerTransferRoutes(
                   received: { type: 'integer' },
                   header: { type: 'string' },
                   pieces: { type: 'array', items: { type: 'string' } },
+                  manifest: { type: 'string' },
                   fileKey: { type: 'string' },
                 },
               },

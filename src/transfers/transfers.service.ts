@@ -263,10 +263,11 @@ export function createTransferService(deps: {
           cipher_size: ciphertextSize(f.size),
           received: 0,
           file_key_ct: e2e ? null : aeadSeal(key, Buffer.from(f.fileKey!, 'base64url'), `transfer|${id}|file-key|${fileId}`).toString('base64url'),
+          manifest: null,
         };
       });
       if (input.level === 4) {
-        files.push({ id: newId(), transfer_id: id, idx: files.length, kind: 'bundle', name_ct: null, size: input.bundle!.size, cipher_size: ciphertextSize(input.bundle!.size), received: 0, file_key_ct: null });
+        files.push({ id: newId(), transfer_id: id, idx: files.length, kind: 'bundle', name_ct: null, size: input.bundle!.size, cipher_size: ciphertextSize(input.bundle!.size), received: 0, file_key_ct: null, manifest: null });
       }
       const recipientRows: (TransferRecipientTable & { email: string; publicKey?: string })[] = [];
       for (const [idx, email] of recipients.entries()) {
@@ -695,6 +696,7 @@ export function createTransferService(deps: {
           received,
           ...(header ? { header } : {}),
           pieces,
+          ...(f.manifest !== null ? { manifest: f.manifest } : {}),
           ...(f.file_key_ct !== null ? { fileKey: aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`).toString('base64url') } : {}),
         });
       }
@@ -713,6 +715,21 @@ export function createTransferService(deps: {
       }
       await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.resume', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { files: rows.length, received: files.reduce((n, f) => n + f.received, 0) } });
       return { id: t.id, level: t.level as Level, files, recipients };
+    },
+
+    /**
+     * The sender's encrypted digest list of a file's plaintext (opaque here), stored before the file's first
+     * byte: once bytes arrived it is fixed, so that it always describes the file those bytes came from.
+     */
+    async setManifest(s: SenderSession, transferId: string, fileId: string, manifest: string) {
+      const { db, t } = await ownTransfer(s, transferId);
+      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
+      if (t.request_id) throw new ConflictError('this transfer is being uploaded through a "request files" link');
+      const f = await db.selectFrom('transfer_files').select(['id', 'kind', 'received']).where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
+      if (!f || f.kind !== 'file') throw new NotFoundError('file');
+      const onDisk = await stat(blobPath(s.tenantId, t.id, f.id)).then((st) => st.size, () => 0);
+      if (Number(f.received) > 0 || onDisk > 0) throw new ConflictError('bytes of this file arrived already; its digest list is fixed');
+      await db.updateTable('transfer_files').set({ manifest }).where('id', '=', f.id).execute();
     },
 
     /** Levels 3/4: file keys wrapped in the sender's browser or CLI, to recipients' keys and the sender's own. */

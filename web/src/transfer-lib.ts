@@ -8,8 +8,11 @@ import { argon2idAsync } from '@noble/hashes/argon2.js';
 import { api, ApiError } from './api.js';
 import { rememberToken, requestTokenHeader } from './records.js';
 import {
+  decryptBytes,
   encodePublicKey,
+  encryptBytes,
   fingerprint,
+  fromBase64Url,
   generateKeyPair,
   openPrivateKey,
   sealPrivateKey,
@@ -57,7 +60,7 @@ export interface SentTransfer {
 export interface ResumeState {
   id: string;
   level: Level;
-  files: { id: string; kind: 'file' | 'bundle'; name: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; fileKey?: string }[];
+  files: { id: string; kind: 'file' | 'bundle'; name: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; manifest?: string; fileKey?: string }[];
   recipients: { id: string; email: string; fingerprint?: string; publicKey?: string }[];
 }
 
@@ -167,6 +170,50 @@ async function putPiece(transferId: string, fileId: string, base: number, piece:
     if (received === base + piece.size) return;
     start = received - base;
   }
+}
+
+// ---- the digest list of a file, for uploads that go on after a page reload ---------------------------
+
+const MANIFEST_VERSION = 1;
+const manifestContext = (transferId: string, fileId: string) => `${fileContext(transferId, fileId)}/manifest`;
+
+/**
+ * SHA-256 of each `UPLOAD_CHUNK` of a file's plaintext: version ‖ piece size ‖ count (u8, u32, u32 big-endian) ‖
+ * digests. Read piece by piece (constant memory). The page stores it encrypted under the file key before
+ * the first byte of the file goes up; after an interruption a file chosen again must give the same list
+ * before anything is encrypted a second time under the same key and nonces (which a different file would
+ * make unsafe: AES-GCM must never see two plaintexts under one nonce).
+ */
+export async function plaintextDigests(file: Blob): Promise<Uint8Array<ArrayBuffer>> {
+  const count = Math.ceil(file.size / UPLOAD_CHUNK);
+  const out = new Uint8Array(9 + 32 * count);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, MANIFEST_VERSION);
+  view.setUint32(1, UPLOAD_CHUNK);
+  view.setUint32(5, count);
+  for (let i = 0; i < count; i++) {
+    const piece = await file.slice(i * UPLOAD_CHUNK, Math.min(file.size, (i + 1) * UPLOAD_CHUNK)).arrayBuffer();
+    out.set(new Uint8Array(await crypto.subtle.digest('SHA-256', piece)), 9 + 32 * i);
+  }
+  return out;
+}
+
+/** Stores the file's digest list, encrypted under its key (before its first byte). */
+export async function storeManifest(transferId: string, fileId: string, fileKey: Uint8Array, file: Blob): Promise<void> {
+  const sealed = await encryptBytes(fileKey, manifestContext(transferId, fileId), await plaintextDigests(file));
+  await api('PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}/manifest`, { manifest: toBase64Url(sealed) });
+}
+
+/** Whether `file` gives the digest list stored for it (false also for a list that does not open under the key). */
+export async function sameAsManifest(transferId: string, fileId: string, fileKey: Uint8Array, manifest: string, file: Blob): Promise<boolean> {
+  let stored: Uint8Array;
+  try {
+    stored = await decryptBytes(fileKey, manifestContext(transferId, fileId), fromBase64Url(manifest));
+  } catch {
+    return false;
+  }
+  const mine = await plaintextDigests(file);
+  return stored.length === mine.length && stored.every((b, i) => b === mine[i]);
 }
 
 /** What the server holds of a file already (GET …/resume): its bytes so far and a SHA-256 (hex) per `UPLOAD_CHUNK` of them. */

@@ -15,8 +15,10 @@ import {
   ownKey,
   type OwnKey,
   type ResumeState,
+  sameAsManifest,
   type SentRecipient,
   type SentTransfer,
+  storeManifest,
   UPLOAD_CHUNK,
   uploadStream,
 } from './transfer-lib.js';
@@ -210,6 +212,9 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         items[index]!.sent = sent;
         setProgress(items.map((p) => ({ ...p })));
       };
+      // Each file's digest list first, encrypted under its key: what lets the upload go on after a reload.
+      setPhase(t('transfers.phase.prepare'));
+      for (const [i, file] of files.entries()) await storeManifest(created.id, created.files[i]!.id, fileKeys[i]!, file);
       setPhase(t('transfers.phase.upload'));
       if (bundle && bundleKey) {
         if (!created.bundleId) throw new Error('the server did not create the encrypted bundle');
@@ -312,8 +317,9 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       const state = await api<ResumeState>('GET', `/api/v1/transfers/${tr.id}/resume?pieceSize=${UPLOAD_CHUNK}`);
       const files = state.files.filter((f) => f.kind === 'file');
       const open = state.files.filter((f) => f.received < f.cipherSize);
-      // The level-4 bundle (message and names) cannot be made again; nor can a header cut short.
-      if (open.some((f) => f.kind === 'bundle' || (f.received > 0 && f.header === undefined))) throw new Error(t('transfers.cannotResume'));
+      // The level-4 bundle (message and names) cannot be made again; nor can a header cut short or a file
+      // without its digest list (sent by a client that does not go on after a reload).
+      if (open.some((f) => f.kind === 'bundle' || (f.received > 0 && (f.header === undefined || f.manifest === undefined)))) throw new Error(t('transfers.cannotResume'));
       // Which chosen file goes on with which upload: by name and size (level 4: the size; names are in the bundle).
       const left = [...resumeFiles];
       const plan = open.map((f) => {
@@ -348,11 +354,23 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         current = fileLabel(p.f, p.index);
         const context = fileContext(tr.id, p.f.id);
         const key = keys.get(p.f.id)!;
-        const cipher = p.f.header ? encryptStreamAgain(key, context, p.file!.stream(), fromBase64Url(p.f.header)) : encryptStream(key, context, p.file!.stream());
+        const file = p.file!;
+        let cipher: ReadableStream<Uint8Array>;
+        if (p.f.received > 0) {
+          // The whole file must be the one of the digest list, not only the part that arrived: the same key
+          // and nonces encrypt it again, and for another file that would give the server two plaintexts
+          // under one nonce for what it received but says it did not.
+          if (!(await sameAsManifest(tr.id, p.f.id, key, p.f.manifest!, file))) throw new NotTheSameFileError(current);
+          cipher = encryptStreamAgain(key, context, file.stream(), fromBase64Url(p.f.header!));
+        } else {
+          // Nothing arrived: a fresh encryption (new salt) of whichever file this is, with its own list.
+          await storeManifest(tr.id, p.f.id, key, file);
+          cipher = encryptStream(key, context, file.stream());
+        }
         await uploadStream(tr.id, p.f.id, cipher, p.f.cipherSize, (sent) => {
           items[i]!.sent = sent;
           setResumeProgress(items.map((x) => ({ ...x })));
-        }, undefined, p.f.header ? { received: p.f.received, pieces: p.f.pieces } : undefined);
+        }, undefined, p.f.received > 0 ? { received: p.f.received, pieces: p.f.pieces } : undefined);
       }
       if (state.level >= 3) {
         setPhase(t('transfers.phase.wrap'));
