@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
 import { transferExpiryJob } from '../src/ops/jobs.js';
-import { decodePublicKey, decryptBytes, encodePublicKey, encryptBytes, encryptStreamAgain, fingerprint, fromBase64Url, generateKeyPair, HEADER_SIZE, openPrivateKey, randomFileKey, sealPrivateKey, toBase64Url, unwrapFileKey, wrapFileKey } from '../src/shared-e2e/index.js';
+import { decodePublicKey, decryptBytes, encodePublicKey, encryptBytes, encryptStreamWithHeader, fingerprint, fromBase64Url, generateKeyPair, HEADER_SIZE, openPrivateKey, randomFileKey, sealPrivateKey, toBase64Url, unwrapFileKey, wrapFileKey } from '../src/shared-e2e/index.js';
 import { bearerLogin, engines, fixedClock, mailedKey, mailedTransferLink, makeTestEnv, openTestCore, readOutbox, silentLog, type TestEnv } from './helpers.js';
 
 /**
@@ -365,7 +365,7 @@ describe.each(engines)('transfers (%s)', (engine) => {
     });
     // What the sender's browser does with it: the same key and header give the same bytes again; the rest goes up.
     const state = resumed.json<{ files: { header: string; fileKey: string; received: number }[] }>().files[0]!;
-    const again = Buffer.from(await new Response(encryptStreamAgain(fromBase64Url(state.fileKey), ctx, new Blob([plain]).stream(), fromBase64Url(state.header))).arrayBuffer());
+    const again = Buffer.from(await new Response(encryptStreamWithHeader(fromBase64Url(state.fileKey), ctx, new Blob([plain]).stream(), fromBase64Url(state.header))).arrayBuffer());
     expect(sha(again.subarray(MIB, cut))).toBe(resumed.json<{ files: { pieces: string[] }[] }>().files[0]!.pieces[1]);
     expect((await call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${f.id}?offset=${state.received}`, again.subarray(state.received), { 'content-type': 'application/octet-stream' })).statusCode).toBe(200);
     expect(readFileSync(join(core.config.data_dir, 'blobs', tenantId, c.id, f.id)).equals(cipher)).toBe(true);

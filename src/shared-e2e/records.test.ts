@@ -7,7 +7,8 @@ import {
   decryptStream,
   encryptBytes,
   encryptStream,
-  encryptStreamAgain,
+  createHeader,
+  encryptStreamWithHeader,
   HEADER_SIZE,
   plaintextSize,
   RECORD_SIZE,
@@ -192,29 +193,42 @@ describe('encrypting again under an earlier header (resumed uploads)', () => {
     for (const n of [0, 5, RS, 3 * RS + 5]) {
       const data = randomData(n);
       const first = await readAll(encryptStream(key, CONTEXT, chunked(data, [RS])));
-      const again = await readAll(encryptStreamAgain(key, CONTEXT, chunked(data, [777, 1, RS]), first.subarray(0, HEADER_SIZE)));
+      const again = await readAll(encryptStreamWithHeader(key, CONTEXT, chunked(data, [777, 1, RS]), first.subarray(0, HEADER_SIZE)));
       expectSame(again, first);
     }
+  });
+
+  it('a header made beforehand (createHeader) encrypts as encryptStream would, with a fresh salt each time', async () => {
+    const key = randomFileKey();
+    const data = randomData(RS + 9);
+    const h1 = await createHeader(key, CONTEXT);
+    const h2 = await createHeader(key, CONTEXT);
+    expect(h1.length).toBe(HEADER_SIZE);
+    expect(Buffer.from(h1).equals(Buffer.from(h2))).toBe(false);
+    const ct = await readAll(encryptStreamWithHeader(key, CONTEXT, chunked(data, [RS]), h1));
+    expectSame(ct.subarray(0, HEADER_SIZE), h1);
+    expect(ct.length).toBe(ciphertextSize(data.length));
+    expectSame(await decryptBytes(key, CONTEXT, ct), data);
   });
 
   it('refuses another key, another context, an altered header; another file gives other records', async () => {
     const key = randomFileKey();
     const data = randomData(2 * RS);
     const header = (await readAll(encryptStream(key, CONTEXT, chunked(data, [RS])))).slice(0, HEADER_SIZE);
-    await expectCode(readAll(encryptStreamAgain(randomFileKey(), CONTEXT, chunked(data, [RS]), header)), 'WRONG_KEY');
-    await expectCode(readAll(encryptStreamAgain(key, `${CONTEXT}x`, chunked(data, [RS]), header)), 'WRONG_KEY');
+    await expectCode(readAll(encryptStreamWithHeader(randomFileKey(), CONTEXT, chunked(data, [RS]), header)), 'WRONG_KEY');
+    await expectCode(readAll(encryptStreamWithHeader(key, `${CONTEXT}x`, chunked(data, [RS]), header)), 'WRONG_KEY');
     for (const at of [0, 4, 6, HEADER_SIZE - 1]) {
       const altered = header.slice();
       altered[at]! ^= 1;
-      await expectCode(readAll(encryptStreamAgain(key, CONTEXT, chunked(data, [RS]), altered)), 'BAD_HEADER', 'WRONG_KEY');
+      await expectCode(readAll(encryptStreamWithHeader(key, CONTEXT, chunked(data, [RS]), altered)), 'BAD_HEADER', 'WRONG_KEY');
     }
-    expect(() => encryptStreamAgain(key, CONTEXT, chunked(data, [RS]), header.subarray(1))).toThrow(E2eError);
+    expect(() => encryptStreamWithHeader(key, CONTEXT, chunked(data, [RS]), header.subarray(1))).toThrow(E2eError);
     // The same header over a changed file: the records differ from the changed byte's record on (which is
     // why the web app compares the pieces the server holds before it goes on).
     const changed = data.slice();
     changed[RS + 3]! ^= 1;
-    const a = await readAll(encryptStreamAgain(key, CONTEXT, chunked(data, [RS]), header));
-    const b = await readAll(encryptStreamAgain(key, CONTEXT, chunked(changed, [RS]), header));
+    const a = await readAll(encryptStreamWithHeader(key, CONTEXT, chunked(data, [RS]), header));
+    const b = await readAll(encryptStreamWithHeader(key, CONTEXT, chunked(changed, [RS]), header));
     expectSame(b.subarray(0, HEADER_SIZE + ERS), a.subarray(0, HEADER_SIZE + ERS));
     expect(Buffer.from(b.subarray(HEADER_SIZE + ERS)).equals(Buffer.from(a.subarray(HEADER_SIZE + ERS)))).toBe(false);
   });

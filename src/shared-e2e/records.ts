@@ -296,14 +296,25 @@ export function encryptStreamWithSalt(
 }
 
 /**
- * Encrypts `input` again under the salt of `header`, the header of an earlier `encryptStream` of the same
- * file with the same key and context: the output is then byte for byte that earlier ciphertext, so an
- * upload cut off after n bytes goes on at byte n from a fresh start (after a page reload, say). The header
- * must be the one that key made (its key commitment is checked first: WRONG_KEY otherwise). The caller
- * must make sure the input is the same file — the records it already holds must equal the new ones (the
- * web app compares digests of the pieces the server holds) — since the same nonces then encrypt it again.
+ * A fresh header (random salt, key commitment) for `encryptStreamWithHeader`: for an encryption that may
+ * have to be made again after an interruption, the header is chosen first and kept with a record of the
+ * plaintext it is used for.
  */
-export function encryptStreamAgain(fileKey: Uint8Array, context: string, input: ReadableStream<Uint8Array>, header: Uint8Array, options: RecordOptions = {}): ReadableStream<Uint8Array> {
+export async function createHeader(fileKey: Uint8Array, context: string, options: RecordOptions = {}): Promise<Uint8Array> {
+  checkArgs(fileKey, context);
+  return (await Sealer.create(fileKey, context, undefined, options.aead)).header;
+}
+
+/**
+ * Encrypts `input` under the salt of `header` (from `createHeader`, or of an earlier encryption with the
+ * same key and context): for the same input the output is byte for byte the same, so an upload cut off
+ * after n bytes goes on at byte n from a fresh start (after a page reload, say). The header must be one
+ * that key made (its key commitment is checked first: WRONG_KEY otherwise). The same nonces encrypt the
+ * input each time, so a header must only ever be used for one plaintext: the caller keeps a record of it
+ * (the web app stores the plaintext's digests with the header, encrypted, and checks a file chosen again
+ * against them before it encrypts anything).
+ */
+export function encryptStreamWithHeader(fileKey: Uint8Array, context: string, input: ReadableStream<Uint8Array>, header: Uint8Array, options: RecordOptions = {}): ReadableStream<Uint8Array> {
   checkBytes(header, HEADER_SIZE, 'header');
   const saltStart = MAGIC.length + 5;
   return sealStream(fileKey, context, input, header.slice(saltStart, saltStart + SALT_SIZE), header, options);

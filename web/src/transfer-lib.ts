@@ -178,41 +178,47 @@ const MANIFEST_VERSION = 1;
 const manifestContext = (transferId: string, fileId: string) => `${fileContext(transferId, fileId)}/manifest`;
 
 /**
- * SHA-256 of each `UPLOAD_CHUNK` of a file's plaintext: version ‖ piece size ‖ count (u8, u32, u32 big-endian) ‖
- * digests. Read piece by piece (constant memory). The page stores it encrypted under the file key before
- * the first byte of the file goes up; after an interruption a file chosen again must give the same list
- * before anything is encrypted a second time under the same key and nonces (which a different file would
- * make unsafe: AES-GCM must never see two plaintexts under one nonce).
+ * What a file's encryption is bound to: version ‖ the header it is encrypted under ‖ piece size ‖ count
+ * (u8, header bytes, u32, u32 big-endian) ‖ the SHA-256 of each `UPLOAD_CHUNK` of its plaintext, read
+ * piece by piece (constant memory). Stored encrypted under the file key before the file's first byte goes
+ * up; after an interruption the server's header must be this one and a file chosen again must give the same
+ * digests before anything is encrypted under that header again: one header (salt, hence nonces), one
+ * plaintext — AES-GCM must never see two plaintexts under one nonce.
  */
-export async function plaintextDigests(file: Blob): Promise<Uint8Array<ArrayBuffer>> {
+async function manifestOf(header: Uint8Array, file: Blob): Promise<Uint8Array<ArrayBuffer>> {
   const count = Math.ceil(file.size / UPLOAD_CHUNK);
-  const out = new Uint8Array(9 + 32 * count);
+  const at = 1 + header.length + 8;
+  const out = new Uint8Array(at + 32 * count);
   const view = new DataView(out.buffer);
   view.setUint8(0, MANIFEST_VERSION);
-  view.setUint32(1, UPLOAD_CHUNK);
-  view.setUint32(5, count);
+  out.set(header, 1);
+  view.setUint32(1 + header.length, UPLOAD_CHUNK);
+  view.setUint32(1 + header.length + 4, count);
   for (let i = 0; i < count; i++) {
     const piece = await file.slice(i * UPLOAD_CHUNK, Math.min(file.size, (i + 1) * UPLOAD_CHUNK)).arrayBuffer();
-    out.set(new Uint8Array(await crypto.subtle.digest('SHA-256', piece)), 9 + 32 * i);
+    out.set(new Uint8Array(await crypto.subtle.digest('SHA-256', piece)), at + 32 * i);
   }
   return out;
 }
 
-/** Stores the file's digest list, encrypted under its key (before its first byte). */
-export async function storeManifest(transferId: string, fileId: string, fileKey: Uint8Array, file: Blob): Promise<void> {
-  const sealed = await encryptBytes(fileKey, manifestContext(transferId, fileId), await plaintextDigests(file));
+/** Stores what the file's encryption under `header` is bound to, encrypted under its key (before its first byte). */
+export async function storeManifest(transferId: string, fileId: string, fileKey: Uint8Array, header: Uint8Array, file: Blob): Promise<void> {
+  const sealed = await encryptBytes(fileKey, manifestContext(transferId, fileId), await manifestOf(header, file));
   await api('PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}/manifest`, { manifest: toBase64Url(sealed) });
 }
 
-/** Whether `file` gives the digest list stored for it (false also for a list that does not open under the key). */
-export async function sameAsManifest(transferId: string, fileId: string, fileKey: Uint8Array, manifest: string, file: Blob): Promise<boolean> {
+/**
+ * Whether the stored manifest names `header` and `file` gives its digests (false also for a manifest that
+ * does not open under the key: the server cannot make one up).
+ */
+export async function sameAsManifest(transferId: string, fileId: string, fileKey: Uint8Array, manifest: string, header: Uint8Array, file: Blob): Promise<boolean> {
   let stored: Uint8Array;
   try {
     stored = await decryptBytes(fileKey, manifestContext(transferId, fileId), fromBase64Url(manifest));
   } catch {
     return false;
   }
-  const mine = await plaintextDigests(file);
+  const mine = await manifestOf(header, file);
   return stored.length === mine.length && stored.every((b, i) => b === mine[i]);
 }
 

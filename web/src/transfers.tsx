@@ -27,8 +27,8 @@ import {
   decodePublicKey,
   type E2ePublicKey,
   encryptBytes,
-  encryptStream,
-  encryptStreamAgain,
+  createHeader,
+  encryptStreamWithHeader,
   fingerprint,
   fingerprintMatches,
   fromBase64Url,
@@ -214,7 +214,12 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       };
       // Each file's digest list first, encrypted under its key: what lets the upload go on after a reload.
       setPhase(t('transfers.phase.prepare'));
-      for (const [i, file] of files.entries()) await storeManifest(created.id, created.files[i]!.id, fileKeys[i]!, file);
+      const headers: Uint8Array[] = [];
+      for (const [i, file] of files.entries()) {
+        const meta = created.files[i]!;
+        headers.push(await createHeader(fileKeys[i]!, fileContext(created.id, meta.id)));
+        await storeManifest(created.id, meta.id, fileKeys[i]!, headers[i]!, file);
+      }
       setPhase(t('transfers.phase.upload'));
       if (bundle && bundleKey) {
         if (!created.bundleId) throw new Error('the server did not create the encrypted bundle');
@@ -224,7 +229,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       for (const [i, file] of files.entries()) {
         const meta = created.files[i]!;
         if (meta.cipherSize !== ciphertextSize(file.size)) throw new Error(`unexpected ciphertext size for ${file.name}`);
-        await uploadStream(created.id, meta.id, encryptStream(fileKeys[i]!, fileContext(created.id, meta.id), file.stream()), meta.cipherSize, (sent) => report(i, sent));
+        await uploadStream(created.id, meta.id, encryptStreamWithHeader(fileKeys[i]!, fileContext(created.id, meta.id), file.stream(), headers[i]!), meta.cipherSize, (sent) => report(i, sent));
       }
 
       if (e2e) {
@@ -357,15 +362,17 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         const file = p.file!;
         let cipher: ReadableStream<Uint8Array>;
         if (p.f.received > 0) {
-          // The whole file must be the one of the digest list, not only the part that arrived: the same key
-          // and nonces encrypt it again, and for another file that would give the server two plaintexts
-          // under one nonce for what it received but says it did not.
-          if (!(await sameAsManifest(tr.id, p.f.id, key, p.f.manifest!, file))) throw new NotTheSameFileError(current);
-          cipher = encryptStreamAgain(key, context, file.stream(), fromBase64Url(p.f.header!));
+          // The whole file must be the one the header was used for (its manifest), not only the part that
+          // arrived: the same key and nonces encrypt it again, and for another file that would give the
+          // server two plaintexts under one nonce for what it received but says it did not.
+          const header = fromBase64Url(p.f.header!);
+          if (!(await sameAsManifest(tr.id, p.f.id, key, p.f.manifest!, header, file))) throw new NotTheSameFileError(current);
+          cipher = encryptStreamWithHeader(key, context, file.stream(), header);
         } else {
-          // Nothing arrived: a fresh encryption (new salt) of whichever file this is, with its own list.
-          await storeManifest(tr.id, p.f.id, key, file);
-          cipher = encryptStream(key, context, file.stream());
+          // Nothing arrived: a fresh header (new salt, new nonces) for whichever file this is, and its record.
+          const header = await createHeader(key, context);
+          await storeManifest(tr.id, p.f.id, key, header, file);
+          cipher = encryptStreamWithHeader(key, context, file.stream(), header);
         }
         await uploadStream(tr.id, p.f.id, cipher, p.f.cipherSize, (sent) => {
           items[i]!.sent = sent;
