@@ -694,4 +694,44 @@ describe('secure transfers in Chromium', () => {
     expect(await problems()).toEqual([]);
     expect(await sender.problems()).toEqual([]);
   }, 180_000);
+  it('level 1: a reloaded page goes on with the file key the server keeps; a file of another name is asked for again', async () => {
+    const PIECE = 8 * 1024 * 1024;
+    const scan = randomBytes(PIECE + 77_777);
+    const page = sender.page;
+    await page.getByRole('link', { name: 'Transfers' }).click();
+    const form = page.getByRole('form', { name: 'New transfer' });
+    await form.getByLabel('Recipients (e-mail addresses)').fill('max@extern-transfer.test');
+    await form.getByLabel('Subject', { exact: true }).fill('Scan Stufe eins, unterbrochen');
+    await form.getByLabel('Level 1 –').check();
+    await form.getByLabel('Files', { exact: true }).setInputFiles([{ name: 'scan.bin', mimeType: 'application/octet-stream', buffer: scan }]);
+    const lost = (url: URL) => url.pathname.includes('/blobs/') && Number(url.searchParams.get('offset') ?? 0) >= PIECE;
+    await page.route(lost, (route) => route.abort('connectionreset'));
+    await form.getByRole('button', { name: 'Encrypt and send' }).click();
+    await page.getByRole('alert').waitFor({ timeout: 60_000 });
+    await page.unroute(lost);
+
+    await page.reload();
+    const card = page.getByRole('article', { name: 'Scan Stufe eins, unterbrochen' });
+    await card.getByText(/scan\.bin: 8(\.0)? MiB of 8(\.1)? MiB arrived/).waitFor();
+    await card.getByRole('button', { name: 'Continue “Scan Stufe eins, unterbrochen”' }).click();
+    const resume = card.getByRole('form', { name: 'Continue “Scan Stufe eins, unterbrochen”' });
+    expect(await resume.getByLabel('Your SecuPass').count()).toBe(0); // levels 1/2: the server keeps the key
+    await resume.getByLabel('The same files again').setInputFiles([{ name: 'scan-kopie.bin', mimeType: 'application/octet-stream', buffer: scan }]);
+    await resume.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByRole('alert').filter({ hasText: /Please choose these files again: scan\.bin/ }).waitFor();
+    await resume.getByLabel('The same files again').setInputFiles([{ name: 'scan.bin', mimeType: 'application/octet-stream', buffer: scan }]);
+    await resume.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByText(/^Sent to 1 recipient\(s\)\./).waitFor({ timeout: 60_000 });
+
+    const link = transferLink(outbox, 'max@extern-transfer.test');
+    const max = await watchedPage(browser, 'en-GB');
+    await max.page.goto(linkUrl(link));
+    await max.page.getByLabel('Your e-mail address', { exact: true }).fill('max@extern-transfer.test');
+    await max.page.getByRole('button', { name: 'Open' }).click();
+    await max.page.getByText('Your browser decrypts the files as they download').waitFor();
+    const [download] = await Promise.all([max.page.waitForEvent('download'), max.page.getByRole('link', { name: 'Download scan.bin' }).click()]);
+    expect((await bytesOf(download)).equals(scan)).toBe(true);
+    expect(await max.problems()).toEqual([]);
+    expect(await sender.problems()).toEqual([]);
+  }, 120_000);
 });
