@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, screenshot, watchedPage } from './browser.js';
 import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
 import { mailedKey, readOutbox } from './helpers.js';
-import { encodePublicKey, fingerprint, generateKeyPair, randomFileKey, toBase64Url, wrapFileKey } from '../src/shared-e2e/index.js';
+import { decodePublicKey, decryptBytes, encodePublicKey, fingerprint, generateKeyPair, randomFileKey, toBase64Url, wrapFileKey } from '../src/shared-e2e/index.js';
 
 /** The newest transfer link mailed to `email`, as recipient id, secret and (levels 3/4) fingerprint. */
 function transferLink(outbox: string, email: string, after = 0): { recipientId: string; secret: string; fp?: string } {
@@ -634,6 +634,7 @@ describe('secure transfers in Chromium', () => {
     const PIECE = 8 * 1024 * 1024; // the web app's upload piece
     const photo = randomBytes(2 * PIECE + 123_457);
     const small = textFile('Begleitschreiben', 40_000);
+    const later = textFile('Kurzbefund', 20_000); // its upload never starts before the cut
     const page = sender.page;
     await page.getByRole('link', { name: 'Transfers' }).click();
     const form = page.getByRole('form', { name: 'New transfer' });
@@ -644,6 +645,7 @@ describe('secure transfers in Chromium', () => {
     await form.getByLabel('Files', { exact: true }).setInputFiles([
       { name: 'begleitschreiben.txt', mimeType: 'text/plain', buffer: small },
       { name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: photo },
+      { name: 'kurzbefund.txt', mimeType: 'text/plain', buffer: later },
     ]);
     // The connection is lost for good after the first piece of the big file: every later piece fails.
     const lost = (url: URL) => url.pathname.includes('/blobs/') && Number(url.searchParams.get('offset') ?? 0) >= PIECE;
@@ -662,6 +664,23 @@ describe('secure transfers in Chromium', () => {
     const blob = join(transferDir, readdirSync(transferDir).find((f) => statSync(join(transferDir, f)).size === PIECE)!);
     truncateSync(blob, PIECE - 5000);
 
+    // The server hands the page its own choice of file key for the file not started yet (anyone with the
+    // sender's public key can wrap one): the page must not encrypt anything new under it.
+    let resumeState: { id: string; files: { id: string; received: number }[] } | undefined;
+    const serverKey = randomFileKey();
+    await page.route('**/resume?*', async (route) => {
+      const response = await route.fetch();
+      resumeState = (await response.json()) as typeof resumeState;
+      await route.fulfill({ response });
+    });
+    await page.route('**/sender-wraps', async (route) => {
+      const response = await route.fetch();
+      const wraps = (await response.json()) as { fileId: string; wrapped: string; fingerprint: string }[];
+      const notStarted = resumeState!.files[2]!.id;
+      const own = (await (await page.request.get(`${server.url}/api/v1/e2e/key`)).json()) as { publicKey: string };
+      const swapped = toBase64Url(await wrapFileKey(serverKey, await decodePublicKey(own.publicKey), `transfer:${resumeState!.id}/file:${notStarted}`));
+      await route.fulfill({ response, json: wraps.map((w) => (w.fileId === notStarted ? { ...w, wrapped: swapped } : w)) });
+    });
     await card.getByRole('button', { name: 'Continue “Röntgenbilder Stufe vier”' }).click();
     const resume = card.getByRole('form', { name: 'Continue “Röntgenbilder Stufe vier”' });
     // Another file of the same size is refused, and nothing changes on the server: even one that differs
@@ -669,17 +688,28 @@ describe('secure transfers in Chromium', () => {
     // the server two plaintexts under one nonce for bytes it may have seen).
     const other = Buffer.from(photo);
     other[photo.length - 1] = other[photo.length - 1]! ^ 1;
-    await resume.getByLabel('The same files again').setInputFiles([{ name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: other }]);
+    await resume.getByLabel('The same files again').setInputFiles([
+      { name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: other },
+      { name: 'kurzbefund.txt', mimeType: 'text/plain', buffer: later },
+    ]);
     await resume.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
     await resume.getByRole('button', { name: 'Check and continue sending' }).click();
     await page.getByRole('alert').filter({ hasText: 'is not the file whose upload was interrupted' }).waitFor({ timeout: 60_000 });
     expect(statSync(blob).size).toBe(PIECE - 5000);
-    await resume.getByLabel('The same files again').setInputFiles([{ name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: photo }]);
+    await resume.getByLabel('The same files again').setInputFiles([
+      { name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: photo },
+      { name: 'kurzbefund.txt', mimeType: 'text/plain', buffer: later },
+    ]);
     await resume.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
     await screenshot(page, 'transfer-resume');
     await resume.getByRole('button', { name: 'Check and continue sending' }).click();
     await page.getByText(/^Sent to 1 recipient\(s\)\./).waitFor({ timeout: 60_000 });
+    await page.unroute('**/resume?*');
+    await page.unroute('**/sender-wraps');
     expect(statSync(blob).size).toBeGreaterThan(2 * PIECE);
+    expect(resumeState!.files[2]!.received).toBe(0);
+    const laterBlob = readFileSync(join(transferDir, resumeState!.files[2]!.id));
+    await expect(decryptBytes(serverKey, `transfer:${resumeState!.id}/file:${resumeState!.files[2]!.id}`, laterBlob)).rejects.toThrow(/wrong file key/);
 
     // The recipient gets the file whole and unaltered.
     const link = transferLink(outbox, GUEST);
@@ -691,6 +721,8 @@ describe('secure transfers in Chromium', () => {
     await guestPage.getByText('Die Bilder vom Dienstag.').waitFor({ timeout: 30_000 });
     const [download] = await Promise.all([guestPage.waitForEvent('download'), guestPage.getByRole('button', { name: 'roentgen.bin herunterladen' }).click()]);
     expect((await bytesOf(download)).equals(photo)).toBe(true);
+    const [download3] = await Promise.all([guestPage.waitForEvent('download'), guestPage.getByRole('button', { name: 'kurzbefund.txt herunterladen' }).click()]);
+    expect((await bytesOf(download3)).equals(later)).toBe(true);
     expect(await problems()).toEqual([]);
     expect(await sender.problems()).toEqual([]);
   }, 180_000);

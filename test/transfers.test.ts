@@ -335,7 +335,8 @@ describe.each(engines)('transfers (%s)', (engine) => {
   });
 
   it('an unsent transfer goes on from a fresh start: what arrived, its header, a digest per piece and (levels 1/2) the file key', async () => {
-    const plain = randomBytes(2 * MIB + 512 * 1024);
+    const PIECE = 8 * MIB; // the web app's piece
+    const plain = randomBytes(PIECE + 512 * 1024);
     const fileKey = randomFileKey();
     const created = await call('anna', 'POST', '/api/v1/transfers', { subject: 'Unterbrochen', level: 1, expiresAt: '2026-11-30T08:00:00.000Z', recipients: ['weiter@example.org'], files: [{ name: 'scan.pdf', size: plain.length, fileKey: toBase64Url(fileKey) }] });
     const c = created.json<{ id: string; files: { id: string; cipherSize: number }[] }>();
@@ -349,36 +350,36 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect((await manifest('not base64url!')).statusCode).toBe(400);
     expect((await call('bert', 'PUT', `/api/v1/transfers/${c.id}/blobs/${f.id}/manifest`, { manifest: 'CCCCCCCCCCCCCCCCCCCCCCCC' })).statusCode).toBe(403);
     expect((await call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${c.id}/manifest`, { manifest: 'CCCCCCCCCCCCCCCCCCCCCCCC' })).statusCode).toBe(404);
-    const cut = MIB + 100; // the first piece and 100 bytes of the second arrived
+    const cut = PIECE + 100; // the first piece and 100 bytes of the second arrived
     expect((await call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${f.id}?offset=0`, cipher.subarray(0, cut), { 'content-type': 'application/octet-stream' })).statusCode).toBe(200);
     expect((await manifest('CCCCCCCCCCCCCCCCCCCCCCCC')).statusCode).toBe(409); // fixed once bytes arrived
 
-    const resumed = await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${MIB}`);
+    const resumed = await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${PIECE}`);
     expect(resumed.statusCode, resumed.body).toBe(200);
     expect(resumed.headers['cache-control']).toBe('no-store');
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
     expect(resumed.json()).toEqual({
       id: c.id,
       level: 1,
-      files: [{ id: f.id, kind: 'file', name: 'scan.pdf', size: plain.length, cipherSize: cipher.length, received: cut, header: toBase64Url(cipher.subarray(0, HEADER_SIZE)), pieces: [sha(cipher.subarray(0, MIB)), sha(cipher.subarray(MIB, cut))], manifest: 'BBBBBBBBBBBBBBBBBBBBBBBB', fileKey: toBase64Url(fileKey) }],
+      files: [{ id: f.id, kind: 'file', name: 'scan.pdf', size: plain.length, cipherSize: cipher.length, received: cut, header: toBase64Url(cipher.subarray(0, HEADER_SIZE)), pieces: [sha(cipher.subarray(0, PIECE)), sha(cipher.subarray(PIECE, cut))], manifest: 'BBBBBBBBBBBBBBBBBBBBBBBB', fileKey: toBase64Url(fileKey) }],
       recipients: [{ id: expect.any(String), email: 'weiter@example.org' }],
     });
     // What the sender's browser does with it: the same key and header give the same bytes again; the rest goes up.
     const state = resumed.json<{ files: { header: string; fileKey: string; received: number }[] }>().files[0]!;
     const again = Buffer.from(await new Response(encryptStreamWithHeader(fromBase64Url(state.fileKey), ctx, new Blob([plain]).stream(), fromBase64Url(state.header))).arrayBuffer());
-    expect(sha(again.subarray(MIB, cut))).toBe(resumed.json<{ files: { pieces: string[] }[] }>().files[0]!.pieces[1]);
+    expect(sha(again.subarray(PIECE, cut))).toBe(resumed.json<{ files: { pieces: string[] }[] }>().files[0]!.pieces[1]);
     expect((await call('anna', 'PUT', `/api/v1/transfers/${c.id}/blobs/${f.id}?offset=${state.received}`, again.subarray(state.received), { 'content-type': 'application/octet-stream' })).statusCode).toBe(200);
     expect(readFileSync(join(core.config.data_dir, 'blobs', tenantId, c.id, f.id)).equals(cipher)).toBe(true);
     const entry = (await (await core.ledgers.tenant(tenantId)).query({ action: 'transfer.resume' })).at(-1);
     expect(JSON.stringify(entry)).toContain(c.id);
     expect(JSON.stringify(entry)).not.toContain('weiter@example.org');
 
-    // Only the sender, only unsent transfers, pieces of 1 to 64 MiB.
-    expect((await call('bert', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${MIB}`)).statusCode).toBe(403);
-    expect((await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=1000`)).statusCode).toBe(400);
+    // Only the sender, only unsent transfers, pieces of 8 to 64 MiB.
+    expect((await call('bert', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${PIECE}`)).statusCode).toBe(403);
+    expect((await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${MIB}`)).statusCode).toBe(400);
     expect((await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume`)).statusCode).toBe(400);
     expect((await call('anna', 'POST', `/api/v1/transfers/${c.id}/send`)).statusCode).toBe(200);
-    const sent = await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${MIB}`);
+    const sent = await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${PIECE}`);
     expect(sent.statusCode).toBe(409);
     expect(sent.body).not.toContain(toBase64Url(fileKey));
   });

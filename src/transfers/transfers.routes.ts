@@ -22,6 +22,7 @@ const transferView = {
     withdrawnAt: { type: ['string', 'null'] },
     downloadLimit: { type: ['integer', 'null'] },
     from: { type: ['string', 'null'], description: 'set when an outsider uploaded this through your "request files" link' },
+    mine: { type: 'boolean', description: 'in the list: whether you sent it (a DPO sees the whole tenant\'s)' },
     files: {
       type: 'array',
       items: { type: 'object', properties: { id: { type: 'string' }, name: { type: ['string', 'null'] }, size: { type: 'integer' }, cipherSize: { type: 'integer' }, received: { type: 'integer' } } },
@@ -220,7 +221,7 @@ export function registerTransferRoutes(
       tags: ['transfers'],
       summary: 'To go on with an unsent transfer from a fresh start: per file what arrived, its stored header, a SHA-256 per piece of it and the sender\'s encrypted digest list; levels 1/2 the file keys, levels 3/4 the recipients\' keys',
       params: { type: 'object', properties: { id: uuid }, required: ['id'] },
-      querystring: { type: 'object', properties: { pieceSize: { type: 'integer', minimum: 1048576, maximum: 67108864 } }, required: ['pieceSize'] },
+      querystring: { type: 'object', properties: { pieceSize: { type: 'integer', minimum: 8388608, maximum: 67108864 } }, required: ['pieceSize'] },
       response: {
         200: {
           type: 'object',

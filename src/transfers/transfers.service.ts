@@ -47,6 +47,8 @@ export interface TransferView {
   from: string | null;
   files: { id: string; name: string | null; size: number; cipherSize: number; received: number }[];
   recipients: { id: string; email: string; state: string; downloads: number; keyState: KeyState; pendingFingerprint: string | null }[];
+  /** In the sent list: whether the session's account sent it (a DPO sees everyone's). */
+  mine?: boolean;
   /** In the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (retried). */
   mailsQueued?: number;
   mailsRejected?: number;
@@ -647,11 +649,13 @@ export function createTransferService(deps: {
      * at levels 1/2 the file key (the server keeps it anyway); at levels 3/4 the recipients' keys on record.
      */
     async resumeState(s: SenderSession, transferId: string, pieceSize: number) {
-      const { db, t } = await ownTransfer(s, transferId);
+      const { db, t, a } = await ownTransfer(s, transferId);
+      // Only the sender goes on (not a DPO who may manage everyone's transfers): the answer holds file keys.
+      if (t.sender_id !== a.accountId) throw new ForbiddenError('only the sender of a transfer can go on with its upload');
       if (t.sent_at !== null) throw new ConflictError('this transfer was sent already');
       if (t.request_id) throw new ConflictError('this transfer is being uploaded through a "request files" link; only its uploader can go on with it');
       if (t.withdrawn_at !== null || new Date(t.expires_at) <= clock.now()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again');
-      if (!Number.isSafeInteger(pieceSize) || pieceSize < 1024 * 1024 || pieceSize > 64 * 1024 * 1024) throw new ValidationError('pieceSize must be 1 MiB to 64 MiB');
+      if (!Number.isSafeInteger(pieceSize) || pieceSize < 8 * 1024 * 1024 || pieceSize > 64 * 1024 * 1024) throw new ValidationError('pieceSize must be 8 MiB to 64 MiB');
       const key = await transferKeyOf(s, t);
       const rows = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
       const files = [];
@@ -660,7 +664,8 @@ export function createTransferService(deps: {
         const received = Math.min(Number(f.received), await stat(path).then((st) => st.size, () => 0));
         const pieces: string[] = [];
         let header: string | undefined;
-        if (received > 0) {
+        // Digests only of files still open: a complete file is not uploaded again (and not read here).
+        if (received > 0 && received < Number(f.cipher_size)) {
           // One pass over what arrived, in constant memory: the header, and a digest per piece.
           let hash = createHash('sha256');
           let inPiece = 0;
@@ -722,14 +727,17 @@ export function createTransferService(deps: {
      * byte: once bytes arrived it is fixed, so that it always describes the file those bytes came from.
      */
     async setManifest(s: SenderSession, transferId: string, fileId: string, manifest: string) {
-      const { db, t } = await ownTransfer(s, transferId);
+      const { db, t, a } = await ownTransfer(s, transferId);
+      if (t.sender_id !== a.accountId) throw new ForbiddenError('only the sender of a transfer uploads its files');
       if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
       if (t.request_id) throw new ConflictError('this transfer is being uploaded through a "request files" link');
-      const f = await db.selectFrom('transfer_files').select(['id', 'kind', 'received']).where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
+      if (t.withdrawn_at !== null || new Date(t.expires_at) <= clock.now()) throw new ConflictError('this transfer was withdrawn or has expired');
+      const f = await db.selectFrom('transfer_files').select(['id', 'kind']).where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!f || f.kind !== 'file') throw new NotFoundError('file');
-      const onDisk = await stat(blobPath(s.tenantId, t.id, f.id)).then((st) => st.size, () => 0);
-      if (Number(f.received) > 0 || onDisk > 0) throw new ConflictError('bytes of this file arrived already; its digest list is fixed');
-      await db.updateTable('transfer_files').set({ manifest }).where('id', '=', f.id).execute();
+      const fixed = new ConflictError('bytes of this file arrived already; its digest list is fixed');
+      if ((await stat(blobPath(s.tenantId, t.id, f.id)).then((st) => st.size, () => 0)) > 0) throw fixed;
+      const set = await db.updateTable('transfer_files').set({ manifest }).where('id', '=', f.id).where('received', '=', 0).executeTakeFirst();
+      if (Number(set.numUpdatedRows) !== 1) throw fixed;
     },
 
     /** Levels 3/4: file keys wrapped in the sender's browser or CLI, to recipients' keys and the sender's own. */
@@ -812,7 +820,7 @@ export function createTransferService(deps: {
       let q = db.selectFrom('transfers').selectAll().where('deleted_at', 'is', null).orderBy('created_at', 'desc').limit(200);
       if (!isAllowed(a, 'transfer.manage-any', { type: 'data', tenantId: s.tenantId })) q = q.where('sender_id', '=', a.accountId);
       const out: TransferView[] = [];
-      for (const t of await q.execute()) out.push(await viewOf(db, await transferKeyOf(s, t), t));
+      for (const t of await q.execute()) out.push({ ...(await viewOf(db, await transferKeyOf(s, t), t)), mine: t.sender_id === a.accountId });
       return out;
     },
 

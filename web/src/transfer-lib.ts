@@ -52,6 +52,8 @@ export interface SentTransfer {
   downloadLimit: number | null;
   /** Uploaded through a "request files" link: who says they sent it. */
   from: string | null;
+  /** Whether you sent it (a DPO's list holds the whole tenant's). */
+  mine?: boolean;
   files: { id: string; name: string | null; size: number; cipherSize: number; received: number }[];
   recipients: SentRecipient[];
 }

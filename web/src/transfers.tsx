@@ -334,9 +334,13 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       const missing = plan.filter((p) => p.file === undefined);
       if (missing.length > 0) throw new Error(t('transfers.chooseAgain', { names: missing.map((p) => fileLabel(p.f, p.index)).join(', ') }));
 
+      for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.file!.size)) throw new Error(t('transfers.cannotResume'));
+
       let holders: Holder[] = [];
+      let own: Awaited<ReturnType<typeof openOwnKey>> | undefined;
       if (state.level >= 3) {
-        const { privateKey, fingerprint: mine } = await openOwnKey(secupass);
+        own = await openOwnKey(secupass);
+        const { privateKey, fingerprint: mine } = own;
         const senderWraps = await api<{ fileId: string; wrapped: string; fingerprint: string }[]>('GET', `/api/v1/transfers/${tr.id}/sender-wraps`);
         for (const f of state.files) {
           const w = senderWraps.find((x) => x.fileId === f.id);
@@ -353,6 +357,32 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         }
       }
 
+      // Every file with bytes on the server is checked before anything goes up: the whole file must be the
+      // one its header was used for (its manifest), not only the part that arrived — the same key and nonces
+      // encrypt it again, and another file would give the server two plaintexts under one nonce for what it
+      // received but says it did not. A refusal leaves the server as it was.
+      for (const p of plan) {
+        if (p.f.received === 0) continue;
+        current = fileLabel(p.f, p.index);
+        if (!(await sameAsManifest(tr.id, p.f.id, keys.get(p.f.id)!, p.f.manifest!, fromBase64Url(p.f.header!), p.file!))) throw new NotTheSameFileError(current);
+      }
+
+      if (own) {
+        const { privateKey, fingerprint: mine } = own;
+        // Anyone with the sender's public key can make a wrap for it, the server too: a key unwrapped here
+        // is trusted only where the server cannot have chosen it — a file with bytes is checked against its
+        // manifest (which needs the plaintext's digests), and a file with none gets a new key of its own,
+        // wrapped here for the sender's own key, so nothing new is ever encrypted under a key from the server.
+        const fresh = [];
+        for (const p of plan.filter((x) => x.f.received === 0)) {
+          const key = randomFileKey();
+          keys.get(p.f.id)?.fill(0);
+          keys.set(p.f.id, key);
+          fresh.push({ fileId: p.f.id, recipientId: 'sender', fingerprint: mine, wrapped: toBase64Url(await wrapFileKey(key, privateKey.publicKey, fileContext(tr.id, p.f.id))) });
+        }
+        if (fresh.length > 0) await api('POST', `/api/v1/transfers/${tr.id}/wraps`, { wraps: fresh });
+      }
+
       const items: Progress[] = plan.map((p) => ({ name: fileLabel(p.f, p.index), sent: p.f.received, total: p.f.cipherSize }));
       setResumeProgress(items.map((p) => ({ ...p })));
       for (const [i, p] of plan.entries()) {
@@ -362,12 +392,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         const file = p.file!;
         let cipher: ReadableStream<Uint8Array>;
         if (p.f.received > 0) {
-          // The whole file must be the one the header was used for (its manifest), not only the part that
-          // arrived: the same key and nonces encrypt it again, and for another file that would give the
-          // server two plaintexts under one nonce for what it received but says it did not.
-          const header = fromBase64Url(p.f.header!);
-          if (!(await sameAsManifest(tr.id, p.f.id, key, p.f.manifest!, header, file))) throw new NotTheSameFileError(current);
-          cipher = encryptStreamWithHeader(key, context, file.stream(), header);
+          cipher = encryptStreamWithHeader(key, context, file.stream(), fromBase64Url(p.f.header!)); // checked above
         } else {
           // Nothing arrived: a fresh header (new salt, new nonces) for whichever file this is, and its record.
           const header = await createHeader(key, context);
@@ -377,7 +402,10 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         await uploadStream(tr.id, p.f.id, cipher, p.f.cipherSize, (sent) => {
           items[i]!.sent = sent;
           setResumeProgress(items.map((x) => ({ ...x })));
-        }, undefined, p.f.received > 0 ? { received: p.f.received, pieces: p.f.pieces } : undefined);
+        }, undefined, p.f.received > 0 ? { received: p.f.received, pieces: p.f.pieces } : undefined).catch((error: unknown) => {
+          // The file matched its manifest, so bytes the server holds differ from what was sent: not the user's file.
+          throw error instanceof NotTheSameFileError ? new Error(t('transfers.cannotResume')) : error;
+        });
       }
       if (state.level >= 3) {
         setPhase(t('transfers.phase.wrap'));
@@ -558,7 +586,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
                     ))}
                   </tbody>
                 </table>
-                {active(tr) && !tr.sentAt && tr.from === null ? (
+                {active(tr) && !tr.sentAt && tr.from === null && tr.mine ? (
                   <div class="resume">
                     <p class="notice">{t('transfers.unfinished')}</p>
                     <ul class="plain">
