@@ -116,7 +116,13 @@ describe('secure transfers in Chromium', () => {
   });
 
   /** Fills the compose form and sends; waits for the confirmation. */
-  const send = async (page: Page, opts: { to: string; subject: string; message: string; level: 1 | 2 | 3 | 4; files: { name: string; buffer: Buffer }[]; shot?: string }) => {
+  /** The web app's upload piece. */
+  const PIECE = 8 * 1024 * 1024;
+  /**
+   * Fills the compose form and sends; waits for the confirmation. With `lostFrom`, the connection is lost
+   * for good at that byte of a file (every upload request from there fails) and it waits for the error.
+   */
+  const send = async (page: Page, opts: { to: string; subject: string; message: string; level: 1 | 2 | 3 | 4; files: { name: string; buffer: Buffer }[]; shot?: string; lostFrom?: number }) => {
     await page.getByRole('link', { name: 'Transfers' }).click();
     await page.getByRole('heading', { name: 'Secure transfers' }).waitFor();
     const form = page.getByRole('form', { name: 'New transfer' });
@@ -126,8 +132,16 @@ describe('secure transfers in Chromium', () => {
     await form.getByLabel(`Level ${opts.level} –`).check();
     await form.getByLabel('Files', { exact: true }).setInputFiles(opts.files.map((f) => ({ name: f.name, mimeType: 'application/octet-stream', buffer: f.buffer })));
     if (opts.shot) await screenshot(page, opts.shot);
+    if (opts.lostFrom === undefined) {
+      await form.getByRole('button', { name: 'Encrypt and send' }).click();
+      await page.getByText(/^Sent to 1 recipient\(s\)\./).waitFor({ timeout: 30_000 });
+      return;
+    }
+    const lost = (url: URL) => url.pathname.includes('/blobs/') && Number(url.searchParams.get('offset') ?? 0) >= opts.lostFrom!;
+    await page.route(lost, (route) => route.abort('connectionreset'));
     await form.getByRole('button', { name: 'Encrypt and send' }).click();
-    await page.getByText(/^Sent to 1 recipient\(s\)\./).waitFor({ timeout: 30_000 });
+    await page.getByRole('alert').waitFor({ timeout: 60_000 });
+    await page.unroute(lost);
   };
 
   it('level 1: the recipient enters the address (a wrong one is refused) and downloads the file unchanged', async () => {
@@ -631,28 +645,23 @@ describe('secure transfers in Chromium', () => {
   }, 180_000);
 
   it('an upload cut off in the middle goes on after a page reload: the same file is checked against what arrived, another one is refused', async () => {
-    const PIECE = 8 * 1024 * 1024; // the web app's upload piece
     const photo = randomBytes(2 * PIECE + 123_457);
     const small = textFile('Begleitschreiben', 40_000);
     const later = textFile('Kurzbefund', 20_000); // its upload never starts before the cut
     const page = sender.page;
-    await page.getByRole('link', { name: 'Transfers' }).click();
-    const form = page.getByRole('form', { name: 'New transfer' });
-    await form.getByLabel('Recipients (e-mail addresses)').fill(GUEST);
-    await form.getByLabel('Subject', { exact: true }).fill('Röntgenbilder Stufe vier');
-    await form.getByLabel('Message', { exact: true }).fill('Die Bilder vom Dienstag.');
-    await form.getByLabel('Level 4 –').check();
-    await form.getByLabel('Files', { exact: true }).setInputFiles([
-      { name: 'begleitschreiben.txt', mimeType: 'text/plain', buffer: small },
-      { name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: photo },
-      { name: 'kurzbefund.txt', mimeType: 'text/plain', buffer: later },
-    ]);
     // The connection is lost for good after the first piece of the big file: every later piece fails.
-    const lost = (url: URL) => url.pathname.includes('/blobs/') && Number(url.searchParams.get('offset') ?? 0) >= PIECE;
-    await page.route(lost, (route) => route.abort('connectionreset'));
-    await form.getByRole('button', { name: 'Encrypt and send' }).click();
-    await page.getByRole('alert').waitFor({ timeout: 60_000 });
-    await page.unroute(lost);
+    await send(page, {
+      to: GUEST,
+      subject: 'Röntgenbilder Stufe vier',
+      message: 'Die Bilder vom Dienstag.',
+      level: 4,
+      files: [
+        { name: 'begleitschreiben.txt', buffer: small },
+        { name: 'roentgen.bin', buffer: photo },
+        { name: 'kurzbefund.txt', buffer: later },
+      ],
+      lostFrom: PIECE,
+    });
 
     // A fresh page: the draft says what arrived and offers to go on.
     await page.reload();
@@ -727,20 +736,9 @@ describe('secure transfers in Chromium', () => {
     expect(await sender.problems()).toEqual([]);
   }, 180_000);
   it('level 1: a reloaded page goes on with the file key the server keeps; a file of another name is asked for again', async () => {
-    const PIECE = 8 * 1024 * 1024;
     const scan = randomBytes(PIECE + 77_777);
     const page = sender.page;
-    await page.getByRole('link', { name: 'Transfers' }).click();
-    const form = page.getByRole('form', { name: 'New transfer' });
-    await form.getByLabel('Recipients (e-mail addresses)').fill('max@extern-transfer.test');
-    await form.getByLabel('Subject', { exact: true }).fill('Scan Stufe eins, unterbrochen');
-    await form.getByLabel('Level 1 –').check();
-    await form.getByLabel('Files', { exact: true }).setInputFiles([{ name: 'scan.bin', mimeType: 'application/octet-stream', buffer: scan }]);
-    const lost = (url: URL) => url.pathname.includes('/blobs/') && Number(url.searchParams.get('offset') ?? 0) >= PIECE;
-    await page.route(lost, (route) => route.abort('connectionreset'));
-    await form.getByRole('button', { name: 'Encrypt and send' }).click();
-    await page.getByRole('alert').waitFor({ timeout: 60_000 });
-    await page.unroute(lost);
+    await send(page, { to: 'max@extern-transfer.test', subject: 'Scan Stufe eins, unterbrochen', message: '', level: 1, files: [{ name: 'scan.bin', buffer: scan }], lostFrom: PIECE });
 
     await page.reload();
     const card = page.getByRole('article', { name: 'Scan Stufe eins, unterbrochen' });

@@ -7,12 +7,12 @@ export { E2eError, type E2eErrorCode } from './errors.js';
 export { fromBase64Url, fromHex, toBase64Url, toHex } from './encoding.js';
 export {
   ciphertextSize,
+  createHeader,
   decryptBytes,
   decryptStream,
   encryptBytes,
   encryptStream,
   encryptStreamWithHeader,
-  createHeader,
   FILE_KEY_SIZE,
   HEADER_SIZE,
   plaintextSize,

@@ -3,11 +3,11 @@ import { describe, expect, it } from 'vitest';
 import { E2eError, type E2eErrorCode } from './errors.js';
 import {
   ciphertextSize,
+  createHeader,
   decryptBytes,
   decryptStream,
   encryptBytes,
   encryptStream,
-  createHeader,
   encryptStreamWithHeader,
   HEADER_SIZE,
   plaintextSize,

@@ -36,6 +36,8 @@ export const MAGIC = Uint8Array.of(0x54, 0x52, 0x53, 0x45);
 export const FORMAT_VERSION = 1;
 /** magic (4) ‖ version (1) ‖ record size (4) ‖ salt (16) ‖ commitment (32). */
 export const HEADER_SIZE = MAGIC.length + 1 + 4 + SALT_SIZE + COMMITMENT_SIZE;
+/** Where the salt starts in the header (after magic, version and record size). */
+const SALT_OFFSET = MAGIC.length + 1 + 4;
 /** Records are counted in 32 bits: at most 2^32 records (256 TiB) per file. */
 export const MAX_RECORDS = 2 ** 32;
 
@@ -220,12 +222,11 @@ export class Opener {
     if (h[MAGIC.length] !== FORMAT_VERSION) throw new E2eError('BAD_HEADER', `unsupported format version ${h[MAGIC.length] ?? -1}`);
     const rs = readU32be(h, MAGIC.length + 1);
     if (rs !== RECORD_SIZE) throw new E2eError('BAD_HEADER', `unsupported record size ${rs}`);
-    const saltStart = MAGIC.length + 5;
-    const salt = h.slice(saltStart, saltStart + SALT_SIZE);
+    const salt = h.slice(SALT_OFFSET, SALT_OFFSET + SALT_SIZE);
     const { rawKey, ...keys } = await deriveRecordKeys(this.fileKey, salt, this.context, 'decrypt', this.aead);
     rawKey.fill(0); // only the engine's key is kept
     this.fileKey.fill(0); // our copy; not needed after the header
-    if (!constantTimeEqual(keys.commitment, h.subarray(saltStart + SALT_SIZE))) {
+    if (!constantTimeEqual(keys.commitment, h.subarray(SALT_OFFSET + SALT_SIZE))) {
       throw new E2eError('WRONG_KEY', 'wrong file key or context (or the header was altered)');
     }
     return keys;
@@ -316,8 +317,7 @@ export async function createHeader(fileKey: Uint8Array, context: string, options
  */
 export function encryptStreamWithHeader(fileKey: Uint8Array, context: string, input: ReadableStream<Uint8Array>, header: Uint8Array, options: RecordOptions = {}): ReadableStream<Uint8Array> {
   checkBytes(header, HEADER_SIZE, 'header');
-  const saltStart = MAGIC.length + 5;
-  return sealStream(fileKey, context, input, header.slice(saltStart, saltStart + SALT_SIZE), header, options);
+  return sealStream(fileKey, context, input, header.slice(SALT_OFFSET, SALT_OFFSET + SALT_SIZE), header, options);
 }
 
 function sealStream(
@@ -336,8 +336,7 @@ function sealStream(
       sealer = await Sealer.create(key, context, salt, options.aead);
       key.fill(0);
       if (expectedHeader) {
-        const saltStart = MAGIC.length + 5;
-        if (!constantTimeEqual(sealer.header.subarray(0, saltStart), expectedHeader.subarray(0, saltStart))) throw new E2eError('BAD_HEADER', 'not the header of a Tresor end-to-end encrypted file of this version');
+        if (!constantTimeEqual(sealer.header.subarray(0, SALT_OFFSET), expectedHeader.subarray(0, SALT_OFFSET))) throw new E2eError('BAD_HEADER', 'not the header of a Tresor end-to-end encrypted file of this version');
         if (!constantTimeEqual(sealer.header, expectedHeader)) throw new E2eError('WRONG_KEY', 'wrong file key or context for this header');
       }
       controller.enqueue(sealer.header);

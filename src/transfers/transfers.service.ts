@@ -99,6 +99,33 @@ export class TransferLinkError extends DomainError {
   }
 }
 
+/**
+ * One pass over the first `length` bytes of a blob, in constant memory: its header (once that many bytes are
+ * there) and a SHA-256 (hex) per `pieceSize` bytes, the last one shorter.
+ */
+async function digestPieces(path: string, length: number, pieceSize: number): Promise<{ header: Buffer | undefined; pieces: string[] }> {
+  const pieces: string[] = [];
+  let hash = createHash('sha256');
+  let inPiece = 0;
+  let head = Buffer.alloc(0);
+  for await (const chunk of createReadStream(path, { start: 0, end: length - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+    if (head.length < HEADER_SIZE) head = Buffer.concat([head, chunk.subarray(0, HEADER_SIZE - head.length)]);
+    for (let at = 0; at < chunk.length; ) {
+      const take = Math.min(chunk.length - at, pieceSize - inPiece);
+      hash.update(chunk.subarray(at, at + take));
+      at += take;
+      inPiece += take;
+      if (inPiece === pieceSize) {
+        pieces.push(hash.digest('hex'));
+        hash = createHash('sha256');
+        inPiece = 0;
+      }
+    }
+  }
+  if (inPiece > 0) pieces.push(hash.digest('hex'));
+  return { header: head.length === HEADER_SIZE ? head : undefined, pieces };
+}
+
 export function createTransferService(deps: {
   control: Kysely<TransferControlSchema>;
   tenantDb: (tenantId: string) => Promise<Kysely<TransferSchema>>;
@@ -142,6 +169,14 @@ export function createTransferService(deps: {
 
   const blobDir = (tenantId: string, transferId: string) => join(deps.blobRoot, tenantId, transferId);
   const blobPath = (tenantId: string, transferId: string, fileId: string) => join(blobDir(tenantId, transferId), fileId);
+  /**
+   * What arrived of a file: pieces are not synced one by one, so after a crash the blob may be shorter
+   * than recorded; what is really on disk decides (and where an upload goes on).
+   */
+  const arrivedOf = async (path: string, recorded: number) => {
+    const onDisk = await stat(path).then((st) => st.size, () => 0);
+    return { onDisk, received: Math.min(recorded, onDisk) };
+  };
 
   const record = async (tenantId: string, event: LedgerEvent) => (await deps.tenantLedger(tenantId)).append(event);
   /** 'sent', or 'queued' when the relay did not take it at once (the mail module retries): never a failure. */
@@ -163,6 +198,20 @@ export function createTransferService(deps: {
     const t = await db.selectFrom('transfers').selectAll().where('id', '=', id).executeTakeFirst();
     if (!t || t.deleted_at !== null || (t.sender_id !== a.accountId && !isAllowed(a, 'transfer.manage-any', { type: 'data', tenantId: s.tenantId }))) throw new NotFoundError('transfer');
     return { db, t, a };
+  };
+
+  /**
+   * An unsent transfer of the session's own account, still open, not uploaded through a request link: what
+   * the sender's browser may go on with (not a DPO who may manage everyone's: the resume answer holds file keys).
+   */
+  const ownDraft = async (s: SenderSession, id: string) => {
+    const found = await ownTransfer(s, id);
+    const { t, a } = found;
+    if (t.sender_id !== a.accountId) throw new ForbiddenError('only the sender of a transfer can go on with its upload');
+    if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
+    if (t.request_id) throw new ConflictError('this transfer is being uploaded through a "request files" link; only its uploader can go on with it');
+    if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again');
+    return found;
   };
 
   /** A transfer as its creator may change it: a data user's session, or an outsider holding a request link. */
@@ -192,6 +241,11 @@ export function createTransferService(deps: {
 
   const currentKey = async (accountId: string) =>
     control.selectFrom('e2e_keys').selectAll().where('account_id', '=', accountId).where('replaced_at', 'is', null).executeTakeFirst();
+  /** The current key of the account with this login (e-mail address), if there is one. */
+  const currentKeyOf = async (email: string) => {
+    const account = await deps.identity.accountByLogin(email);
+    return account ? currentKey(account.id) : undefined;
+  };
 
   /** Who creates a transfer: a data user (K_tr under the tenant data key) or an outsider through a request (under K_req). */
   interface TransferOrigin {
@@ -276,8 +330,7 @@ export function createTransferService(deps: {
         const rid = newId();
         let keyInfo: { publicKey: string; fingerprint: string } | undefined;
         if (e2e) {
-          const account = await deps.identity.accountByLogin(email);
-          const k = account ? await currentKey(account.id) : undefined;
+          const k = await currentKeyOf(email);
           if (k) keyInfo = { publicKey: k.public_key, fingerprint: k.fingerprint };
         }
         recipientRows.push({
@@ -508,8 +561,7 @@ export function createTransferService(deps: {
       sender(s);
       const keys: Record<string, { publicKey: string; fingerprint: string } | null> = {};
       for (const email of emails.slice(0, MAX_RECIPIENTS)) {
-        const account = await deps.identity.accountByLogin(email);
-        const k = account ? await currentKey(account.id) : undefined;
+        const k = await currentKeyOf(email);
         keys[normaliseEmail(email)] = k ? { publicKey: k.public_key, fingerprint: k.fingerprint } : null;
       }
       return { keys };
@@ -541,10 +593,7 @@ export function createTransferService(deps: {
       const f = await db.selectFrom('transfer_files').selectAll().where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!f) throw new NotFoundError('file');
       const path = blobPath(x.tenantId, t.id, f.id);
-      // Pieces are not synced one by one (that would halve the throughput); after a crash the file may be
-      // shorter than recorded, so what is really on disk decides where the upload goes on.
-      const onDisk = await stat(path).then((st) => st.size, () => 0);
-      const received = Math.min(Number(f.received), onDisk);
+      const { onDisk, received } = await arrivedOf(path, Number(f.received));
       if (offset !== received) throw new ConflictError(`the upload continues at byte ${received}, not ${offset}`, { client: { received } });
       const limit = Number(f.cipher_size);
       if (declaredLength !== undefined && received + declaredLength > limit) {
@@ -649,49 +698,16 @@ export function createTransferService(deps: {
      * at levels 1/2 the file key (the server keeps it anyway); at levels 3/4 the recipients' keys on record.
      */
     async resumeState(s: SenderSession, transferId: string, pieceSize: number) {
-      const { db, t, a } = await ownTransfer(s, transferId);
-      // Only the sender goes on (not a DPO who may manage everyone's transfers): the answer holds file keys.
-      if (t.sender_id !== a.accountId) throw new ForbiddenError('only the sender of a transfer can go on with its upload');
-      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already');
-      if (t.request_id) throw new ConflictError('this transfer is being uploaded through a "request files" link; only its uploader can go on with it');
-      if (t.withdrawn_at !== null || new Date(t.expires_at) <= clock.now()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again');
+      const { db, t } = await ownDraft(s, transferId);
       if (!Number.isSafeInteger(pieceSize) || pieceSize < 8 * 1024 * 1024 || pieceSize > 64 * 1024 * 1024) throw new ValidationError('pieceSize must be 8 MiB to 64 MiB');
       const key = await transferKeyOf(s, t);
       const rows = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
       const files = [];
       for (const f of rows) {
         const path = blobPath(s.tenantId, t.id, f.id);
-        const received = Math.min(Number(f.received), await stat(path).then((st) => st.size, () => 0));
-        const pieces: string[] = [];
-        let header: string | undefined;
+        const { received } = await arrivedOf(path, Number(f.received));
         // Digests only of files still open: a complete file is not uploaded again (and not read here).
-        if (received > 0 && received < Number(f.cipher_size)) {
-          // One pass over what arrived, in constant memory: the header, and a digest per piece.
-          let hash = createHash('sha256');
-          let inPiece = 0;
-          const head: Buffer[] = [];
-          let headLength = 0;
-          for await (const chunk of createReadStream(path, { start: 0, end: received - 1, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
-            if (headLength < HEADER_SIZE) {
-              const take = chunk.subarray(0, HEADER_SIZE - headLength);
-              head.push(take);
-              headLength += take.length;
-            }
-            for (let at = 0; at < chunk.length; ) {
-              const take = Math.min(chunk.length - at, pieceSize - inPiece);
-              hash.update(chunk.subarray(at, at + take));
-              at += take;
-              inPiece += take;
-              if (inPiece === pieceSize) {
-                pieces.push(hash.digest('hex'));
-                hash = createHash('sha256');
-                inPiece = 0;
-              }
-            }
-          }
-          if (inPiece > 0) pieces.push(hash.digest('hex'));
-          if (headLength >= HEADER_SIZE) header = Buffer.concat(head).toString('base64url');
-        }
+        const { header, pieces } = received > 0 && received < Number(f.cipher_size) ? await digestPieces(path, received, pieceSize) : { header: undefined, pieces: [] };
         files.push({
           id: f.id,
           kind: f.kind as 'file' | 'bundle',
@@ -699,7 +715,7 @@ export function createTransferService(deps: {
           size: Number(f.size),
           cipherSize: Number(f.cipher_size),
           received,
-          ...(header ? { header } : {}),
+          ...(header ? { header: header.toString('base64url') } : {}),
           pieces,
           ...(f.manifest !== null ? { manifest: f.manifest } : {}),
           ...(f.file_key_ct !== null ? { fileKey: aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`).toString('base64url') } : {}),
@@ -712,8 +728,7 @@ export function createTransferService(deps: {
         // recipient gets it through the approval, as after sending).
         let publicKey: string | undefined;
         if (t.level >= 3 && r.key_fingerprint) {
-          const account = await deps.identity.accountByLogin(email);
-          const k = account ? await currentKey(account.id) : undefined;
+          const k = await currentKeyOf(email);
           if (k && k.fingerprint === r.key_fingerprint) publicKey = k.public_key;
         }
         recipients.push({ id: r.id, email, ...(r.key_fingerprint ? { fingerprint: r.key_fingerprint } : {}), ...(publicKey ? { publicKey } : {}) });
@@ -727,17 +742,13 @@ export function createTransferService(deps: {
      * byte: once bytes arrived it is fixed, so that it always describes the file those bytes came from.
      */
     async setManifest(s: SenderSession, transferId: string, fileId: string, manifest: string) {
-      const { db, t, a } = await ownTransfer(s, transferId);
-      if (t.sender_id !== a.accountId) throw new ForbiddenError('only the sender of a transfer uploads its files');
-      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
-      if (t.request_id) throw new ConflictError('this transfer is being uploaded through a "request files" link');
-      if (t.withdrawn_at !== null || new Date(t.expires_at) <= clock.now()) throw new ConflictError('this transfer was withdrawn or has expired');
+      const { db, t } = await ownDraft(s, transferId);
       const f = await db.selectFrom('transfer_files').select(['id', 'kind']).where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!f || f.kind !== 'file') throw new NotFoundError('file');
-      const fixed = new ConflictError('bytes of this file arrived already; its digest list is fixed');
-      if ((await stat(blobPath(s.tenantId, t.id, f.id)).then((st) => st.size, () => 0)) > 0) throw fixed;
+      // One statement: no upload can start between the check and the change (bytes on disk beyond a recorded
+      // 0 are a torn write, cut off by the next upload).
       const set = await db.updateTable('transfer_files').set({ manifest }).where('id', '=', f.id).where('received', '=', 0).executeTakeFirst();
-      if (Number(set.numUpdatedRows) !== 1) throw fixed;
+      if (Number(set.numUpdatedRows) !== 1) throw new ConflictError('bytes of this file arrived already; its digest list is fixed');
     },
 
     /** Levels 3/4: file keys wrapped in the sender's browser or CLI, to recipients' keys and the sender's own. */

@@ -8,6 +8,7 @@ import { argon2idAsync } from '@noble/hashes/argon2.js';
 import { api, ApiError } from './api.js';
 import { rememberToken, requestTokenHeader } from './records.js';
 import {
+  createHeader,
   decryptBytes,
   encodePublicKey,
   encryptBytes,
@@ -17,6 +18,7 @@ import {
   openPrivateKey,
   sealPrivateKey,
   toBase64Url,
+  toHex,
   type E2ePrivateKey,
 } from '../../src/shared-e2e/index.js';
 
@@ -203,10 +205,15 @@ async function manifestOf(header: Uint8Array, file: Blob): Promise<Uint8Array<Ar
   return out;
 }
 
-/** Stores what the file's encryption under `header` is bound to, encrypted under its key (before its first byte). */
-export async function storeManifest(transferId: string, fileId: string, fileKey: Uint8Array, header: Uint8Array, file: Blob): Promise<void> {
+/**
+ * A fresh header for a file's encryption, stored first with what it is bound to (the manifest, encrypted
+ * under the file key): call before the file's first byte, then encrypt with `encryptStreamWithHeader`.
+ */
+export async function newUploadHeader(transferId: string, fileId: string, fileKey: Uint8Array, file: Blob): Promise<Uint8Array> {
+  const header = await createHeader(fileKey, fileContext(transferId, fileId));
   const sealed = await encryptBytes(fileKey, manifestContext(transferId, fileId), await manifestOf(header, file));
   await api('PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}/manifest`, { manifest: toBase64Url(sealed) });
+  return header;
 }
 
 /**
@@ -230,10 +237,8 @@ export interface Arrived {
   pieces: string[];
 }
 
-/** The file chosen to go on with is not the one whose upload was cut off. */
-export class NotTheSameFileError extends Error {}
-
-const sha256Hex = async (bytes: Uint8Array<ArrayBuffer>) => Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
+/** Bytes the server holds of a file are not what the stream gives for them. */
+export class HeldBytesDifferError extends Error {}
 
 /**
  * Reads an (encrypted) stream and uploads it in pieces of `UPLOAD_CHUNK` bytes; the next piece is
@@ -241,7 +246,7 @@ const sha256Hex = async (bytes: Uint8Array<ArrayBuffer>) => Array.from(new Uint8
  * the file size. Pieces go as Blobs, not as the bytes themselves: Chromium hands a Blob to its network
  * process in large shared-memory pieces, while an ArrayBuffer body is copied through slowly (measured:
  * 8 MiB in 250–450 ms as bytes, about 50 ms as a Blob). With `arrived`, the pieces the server holds are
- * compared with the stream's instead of sent (NotTheSameFileError if one differs), and the upload goes on
+ * compared with the stream's instead of sent (HeldBytesDifferError if one differs), and the upload goes on
  * where the server's bytes end.
  */
 export async function uploadStream(
@@ -285,7 +290,7 @@ export async function uploadStream(
       if (arrived && sent < arrived.received) {
         const held = Math.min(fill, arrived.received - sent);
         const expected = arrived.pieces[sent / piece.length];
-        if (expected === undefined || (await sha256Hex(piece.subarray(0, held))) !== expected) throw new NotTheSameFileError(`not the same file: its bytes ${sent}–${sent + held} differ from those uploaded`);
+        if (expected === undefined || toHex(new Uint8Array(await crypto.subtle.digest('SHA-256', piece.subarray(0, held)))) !== expected) throw new HeldBytesDifferError(`bytes ${sent}–${sent + held} differ from those uploaded`);
         if (held === fill) {
           sent += fill;
           onProgress(sent);

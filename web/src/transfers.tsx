@@ -10,7 +10,7 @@ import {
   formatSize,
   type Level,
   messageOf,
-  NotTheSameFileError,
+  HeldBytesDifferError,
   openOwnKey,
   ownKey,
   type OwnKey,
@@ -18,7 +18,7 @@ import {
   sameAsManifest,
   type SentRecipient,
   type SentTransfer,
-  storeManifest,
+  newUploadHeader,
   UPLOAD_CHUNK,
   uploadStream,
 } from './transfer-lib.js';
@@ -27,7 +27,6 @@ import {
   decodePublicKey,
   type E2ePublicKey,
   encryptBytes,
-  createHeader,
   encryptStreamWithHeader,
   fingerprint,
   fingerprintMatches,
@@ -215,11 +214,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       // Each file's digest list first, encrypted under its key: what lets the upload go on after a reload.
       setPhase(t('transfers.phase.prepare'));
       const headers: Uint8Array[] = [];
-      for (const [i, file] of files.entries()) {
-        const meta = created.files[i]!;
-        headers.push(await createHeader(fileKeys[i]!, fileContext(created.id, meta.id)));
-        await storeManifest(created.id, meta.id, fileKeys[i]!, headers[i]!, file);
-      }
+      for (const [i, file] of files.entries()) headers.push(await newUploadHeader(created.id, created.files[i]!.id, fileKeys[i]!, file));
       setPhase(t('transfers.phase.upload'));
       if (bundle && bundleKey) {
         if (!created.bundleId) throw new Error('the server did not create the encrypted bundle');
@@ -317,7 +312,6 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
     setPhase(t('transfers.phase.resume'));
     const keys = new Map<string, Uint8Array>();
     const fileLabel = (f: ResumeState['files'][number], i: number) => `${f.name ?? t('receive.fileN', { n: i + 1 })} (${formatSize(f.size, language)})`;
-    let current = '';
     try {
       const state = await api<ResumeState>('GET', `/api/v1/transfers/${tr.id}/resume?pieceSize=${UPLOAD_CHUNK}`);
       const files = state.files.filter((f) => f.kind === 'file');
@@ -363,8 +357,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       // received but says it did not. A refusal leaves the server as it was.
       for (const p of plan) {
         if (p.f.received === 0) continue;
-        current = fileLabel(p.f, p.index);
-        if (!(await sameAsManifest(tr.id, p.f.id, keys.get(p.f.id)!, p.f.manifest!, fromBase64Url(p.f.header!), p.file!))) throw new NotTheSameFileError(current);
+        if (!(await sameAsManifest(tr.id, p.f.id, keys.get(p.f.id)!, p.f.manifest!, fromBase64Url(p.f.header!), p.file!))) return setError(t('transfers.notSameFile', { name: fileLabel(p.f, p.index) }));
       }
 
       if (own) {
@@ -386,7 +379,6 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       const items: Progress[] = plan.map((p) => ({ name: fileLabel(p.f, p.index), sent: p.f.received, total: p.f.cipherSize }));
       setResumeProgress(items.map((p) => ({ ...p })));
       for (const [i, p] of plan.entries()) {
-        current = fileLabel(p.f, p.index);
         const context = fileContext(tr.id, p.f.id);
         const key = keys.get(p.f.id)!;
         const file = p.file!;
@@ -395,17 +387,12 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
           cipher = encryptStreamWithHeader(key, context, file.stream(), fromBase64Url(p.f.header!)); // checked above
         } else {
           // Nothing arrived: a fresh header (new salt, new nonces) for whichever file this is, and its record.
-          const header = await createHeader(key, context);
-          await storeManifest(tr.id, p.f.id, key, header, file);
-          cipher = encryptStreamWithHeader(key, context, file.stream(), header);
+          cipher = encryptStreamWithHeader(key, context, file.stream(), await newUploadHeader(tr.id, p.f.id, key, file));
         }
         await uploadStream(tr.id, p.f.id, cipher, p.f.cipherSize, (sent) => {
           items[i]!.sent = sent;
           setResumeProgress(items.map((x) => ({ ...x })));
-        }, undefined, p.f.received > 0 ? { received: p.f.received, pieces: p.f.pieces } : undefined).catch((error: unknown) => {
-          // The file matched its manifest, so bytes the server holds differ from what was sent: not the user's file.
-          throw error instanceof NotTheSameFileError ? new Error(t('transfers.cannotResume')) : error;
-        });
+        }, undefined, p.f.received > 0 ? { received: p.f.received, pieces: p.f.pieces } : undefined);
       }
       if (state.level >= 3) {
         setPhase(t('transfers.phase.wrap'));
@@ -420,7 +407,8 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       setSecupass('');
       await load();
     } catch (e) {
-      setError(e instanceof NotTheSameFileError ? t('transfers.notSameFile', { name: current }) : e instanceof Error && 'code' in e && e.code === 'WRONG_KEY' ? t('secupass.wrong') : messageOf(e));
+      // A file that matched its manifest while the server's bytes differ: not the user's file, the server's.
+      setError(e instanceof HeldBytesDifferError ? t('transfers.cannotResume') : e instanceof Error && 'code' in e && e.code === 'WRONG_KEY' ? t('secupass.wrong') : messageOf(e));
     } finally {
       for (const k of keys.values()) k.fill(0);
       setResumeProgress(undefined);
