@@ -376,6 +376,21 @@ describe.each(engines)('transfers (%s)', (engine) => {
 
     // Only the sender, only unsent transfers, pieces of 8 to 64 MiB.
     expect((await call('bert', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${PIECE}`)).statusCode).toBe(403);
+    // A DPO with data access may manage everyone's transfers (sees this one in the list, could withdraw it), but
+    // neither goes on with another's upload nor gets its file key, nor changes its manifest.
+    expect((await call('admin', 'POST', '/api/v1/accounts', { email: 'dsb@kanzlei.test', role: 'dpo', tenantId })).statusCode).toBe(201);
+    expect((await app.inject({ method: 'POST', url: '/api/v1/auth/invitation/accept', payload: { key: mailedKey(outbox(), 'dsb@kanzlei.test'), newPassword: 'Datenschutz im Blick 2026' } })).statusCode).toBe(204);
+    tokens.dsb = await bearerLogin(app, 'dsb@kanzlei.test', 'Datenschutz im Blick 2026');
+    const waiting = (await call('anna', 'GET', '/api/v1/keys/status')).json<{ waiting: { id: string; login: string }[] }>().waiting;
+    expect((await call('anna', 'POST', '/api/v1/keys/grant', { accountId: waiting.find((w) => w.login === 'dsb@kanzlei.test')!.id })).statusCode).toBe(204);
+    tokens.dsb = await bearerLogin(app, 'dsb@kanzlei.test', 'Datenschutz im Blick 2026');
+    const listed = (await call('dsb', 'GET', '/api/v1/transfers')).json<{ id: string; mine: boolean }[]>().find((x) => x.id === c.id);
+    expect(listed).toMatchObject({ mine: false });
+    const byDpo = await call('dsb', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${PIECE}`);
+    expect(byDpo.statusCode).toBe(403);
+    expect(byDpo.body).not.toContain(toBase64Url(fileKey));
+    expect((await call('dsb', 'PUT', `/api/v1/transfers/${c.id}/blobs/${f.id}/manifest`, { manifest: 'DDDDDDDDDDDDDDDDDDDDDDDD' })).statusCode).toBe(403);
+    expect((await rowsOf('transfer_files', 'id', f.id))[0]!.manifest).toBe('BBBBBBBBBBBBBBBBBBBBBBBB');
     expect((await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume?pieceSize=${MIB}`)).statusCode).toBe(400);
     expect((await call('anna', 'GET', `/api/v1/transfers/${c.id}/resume`)).statusCode).toBe(400);
     expect((await call('anna', 'POST', `/api/v1/transfers/${c.id}/send`)).statusCode).toBe(200);

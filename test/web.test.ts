@@ -85,7 +85,7 @@ describe('web app in Chromium', () => {
 
     await page.getByRole('button', { name: 'Switch language' }).click();
     await page.getByRole('heading', { name: 'Manipulationssicheres Protokoll' }).waitFor();
-    await page.waitForFunction("document.documentElement.lang === 'de'"); // set right after the render that shows German
+    await page.locator('html[lang="de"]').waitFor({ state: 'attached' }); // set right after the render that shows German
     await page.getByRole('button', { name: 'Jetzt prüfen' }).click();
     await page.getByText(/Geprüft: \d+ Einträge/).waitFor();
     await screenshot(page, 'ledger-de');
