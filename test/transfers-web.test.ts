@@ -648,6 +648,7 @@ describe('secure transfers in Chromium', () => {
     const photo = randomBytes(2 * PIECE + 123_457);
     const small = textFile('Begleitschreiben', 40_000);
     const later = textFile('Kurzbefund', 20_000); // its upload never starts before the cut
+    const addendum = textFile('Nachtrag', 20_000); // nor this one, of the same size: told apart by name
     const page = sender.page;
     // The connection is lost for good after the first piece of the big file: every later piece fails.
     await send(page, {
@@ -659,6 +660,7 @@ describe('secure transfers in Chromium', () => {
         { name: 'begleitschreiben.txt', buffer: small },
         { name: 'roentgen.bin', buffer: photo },
         { name: 'kurzbefund.txt', buffer: later },
+        { name: 'nachtrag.txt', buffer: addendum },
       ],
       lostFrom: PIECE,
     });
@@ -692,6 +694,14 @@ describe('secure transfers in Chromium', () => {
     });
     await card.getByRole('button', { name: 'Continue “Röntgenbilder Stufe vier”' }).click();
     const resume = card.getByRole('form', { name: 'Continue “Röntgenbilder Stufe vier”' });
+    // A file left out is asked for by its name (level 4: read from the bundle with the SecuPass).
+    await resume.getByLabel('The same files again').setInputFiles([
+      { name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: photo },
+      { name: 'kurzbefund.txt', mimeType: 'text/plain', buffer: later },
+    ]);
+    await resume.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
+    await resume.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Please choose these files again: nachtrag.txt (' }).waitFor({ timeout: 60_000 });
     // Another file of the same size is refused, and nothing changes on the server: even one that differs
     // only in its last byte, far behind what arrived (encrypted again under the same nonces, it would hand
     // the server two plaintexts under one nonce for bytes it may have seen).
@@ -700,14 +710,17 @@ describe('secure transfers in Chromium', () => {
     await resume.getByLabel('The same files again').setInputFiles([
       { name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: other },
       { name: 'kurzbefund.txt', mimeType: 'text/plain', buffer: later },
+      { name: 'nachtrag.txt', mimeType: 'text/plain', buffer: addendum },
     ]);
     await resume.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
     await resume.getByRole('button', { name: 'Check and continue sending' }).click();
     await page.getByRole('alert').filter({ hasText: 'is not the file whose upload was interrupted' }).waitFor({ timeout: 60_000 });
     expect(statSync(blob).size).toBe(PIECE - 5000);
     await resume.getByLabel('The same files again').setInputFiles([
-      { name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: photo },
+      // The two files of one size in the other order: each must still go on under its own name.
+      { name: 'nachtrag.txt', mimeType: 'text/plain', buffer: addendum },
       { name: 'kurzbefund.txt', mimeType: 'text/plain', buffer: later },
+      { name: 'roentgen.bin', mimeType: 'application/octet-stream', buffer: photo },
     ]);
     await resume.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
     await screenshot(page, 'transfer-resume');
@@ -732,6 +745,8 @@ describe('secure transfers in Chromium', () => {
     expect((await bytesOf(download)).equals(photo)).toBe(true);
     const [download3] = await Promise.all([guestPage.waitForEvent('download'), guestPage.getByRole('button', { name: 'kurzbefund.txt herunterladen' }).click()]);
     expect((await bytesOf(download3)).equals(later)).toBe(true);
+    const [download4] = await Promise.all([guestPage.waitForEvent('download'), guestPage.getByRole('button', { name: 'nachtrag.txt herunterladen' }).click()]);
+    expect((await bytesOf(download4)).equals(addendum)).toBe(true);
     expect(await problems()).toEqual([]);
     expect(await sender.problems()).toEqual([]);
   }, 180_000);

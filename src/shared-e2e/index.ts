@@ -3,6 +3,7 @@
  * Node ≥ 20.19, using only WebCrypto, Web Streams and the audited @noble libraries.
  * The format is specified in docs/e2e-format.md; test vectors in src/shared-e2e/vectors.json.
  */
+export { type Bundle, decodeBundle, encodeBundle } from './bundle.js';
 export { E2eError, type E2eErrorCode } from './errors.js';
 export { fromBase64Url, fromHex, toBase64Url, toHex } from './encoding.js';
 export {

@@ -7,8 +7,10 @@ import { pipeline as pipelineStreams, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { hashRaw } from '@node-rs/argon2';
 import {
+  decodeBundle,
   decodePublicKey,
   decryptBytes,
+  encodeBundle,
   encodePublicKey,
   encryptBytes,
   fingerprint,
@@ -259,7 +261,7 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
   const own = e2e && !via ? await myPrivateKey(remote, input.secupass!) : undefined;
   const files = await Promise.all(input.files.map(async (path) => ({ path, name: basename(path), size: (await stat(path)).size, key: randomFileKey() })));
   const bundleKey = randomFileKey();
-  const bundleText = input.level === 4 ? Buffer.from(JSON.stringify({ message: input.message ?? '', names: files.map((f) => f.name) }), 'utf8') : undefined;
+  const bundleText = input.level === 4 ? encodeBundle(input.message ?? '', files.map((f) => f.name)) : undefined;
   const base = transferBase(via);
   const secret = via ? { secret: via.secret } : {};
   const common = {
@@ -419,7 +421,7 @@ export async function receiveTransfer(remote: Omit<TransferRemote, 'url'> & { ur
       const res = await call<Readable>(server, 'GET', `/api/v1/r/${parsed.recipientId}/files/${opened.bundle.id}?token=${opened.downloadToken}`, undefined, { stream: true });
       const chunks: Buffer[] = [];
       for await (const c of res) chunks.push(c as Buffer);
-      const bundle = JSON.parse(Buffer.from(await decryptBytes(await keyFor(opened.bundle), fileContext(opened.transferId, opened.bundle.id), new Uint8Array(Buffer.concat(chunks)))).toString('utf8')) as { message: string; names: string[] };
+      const bundle = decodeBundle(await decryptBytes(await keyFor(opened.bundle), fileContext(opened.transferId, opened.bundle.id), new Uint8Array(Buffer.concat(chunks))));
       message = bundle.message;
       names = bundle.names;
     }

@@ -219,7 +219,7 @@ export function registerTransferRoutes(
     ...secured,
     schema: {
       tags: ['transfers'],
-      summary: 'To go on with an unsent transfer from a fresh start: per file what arrived, its stored header, a SHA-256 per piece of it and the sender\'s encrypted digest list; levels 1/2 the file keys, levels 3/4 the recipients\' keys',
+      summary: 'To go on with an unsent transfer from a fresh start: per file what arrived, its stored header, a SHA-256 per piece of it and the sender\'s encrypted digest list; levels 1/2 the file keys, levels 3/4 the recipients\' keys, level 4 the encrypted bundle',
       params: { type: 'object', properties: { id: uuid }, required: ['id'] },
       querystring: { type: 'object', properties: { pieceSize: { type: 'integer', minimum: 8388608, maximum: 67108864 } }, required: ['pieceSize'] },
       response: {
@@ -242,6 +242,7 @@ export function registerTransferRoutes(
                   header: { type: 'string' },
                   pieces: { type: 'array', items: { type: 'string' } },
                   manifest: { type: 'string' },
+                  content: { type: 'string', description: 'the complete level-4 bundle, base64url (end-to-end encrypted: message and file names)' },
                   fileKey: { type: 'string' },
                 },
               },

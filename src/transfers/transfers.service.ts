@@ -1,6 +1,6 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline as pipelineStreams, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -695,7 +695,8 @@ export function createTransferService(deps: {
      * browser): per file what arrived, the header stored first (its salt makes the same key encrypt the
      * same file to the same bytes again), a SHA-256 per `pieceSize` bytes of what arrived (the sender's
      * browser compares its new ciphertext with them, so a changed file is never spliced onto the old part),
-     * at levels 1/2 the file key (the server keeps it anyway); at levels 3/4 the recipients' keys on record.
+     * at levels 1/2 the file key (the server keeps it anyway); at levels 3/4 the recipients' keys on record;
+     * at level 4 the complete bundle (message and names, end-to-end encrypted).
      */
     async resumeState(s: SenderSession, transferId: string, pieceSize: number) {
       const { db, t } = await ownDraft(s, transferId);
@@ -718,6 +719,9 @@ export function createTransferService(deps: {
           ...(header ? { header: header.toString('base64url') } : {}),
           pieces,
           ...(f.manifest !== null ? { manifest: f.manifest } : {}),
+          // The level-4 bundle whole (at most 1 MiB, end-to-end encrypted): the sender's page reads the file
+          // names from it, so that each chosen file goes on under its own name.
+          ...(f.kind === 'bundle' && received === Number(f.cipher_size) ? { content: (await readFile(path)).toString('base64url') } : {}),
           ...(f.file_key_ct !== null ? { fileKey: aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`).toString('base64url') } : {}),
         });
       }

@@ -64,7 +64,7 @@ export interface SentTransfer {
 export interface ResumeState {
   id: string;
   level: Level;
-  files: { id: string; kind: 'file' | 'bundle'; name: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; manifest?: string; fileKey?: string }[];
+  files: { id: string; kind: 'file' | 'bundle'; name: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; manifest?: string; content?: string; fileKey?: string }[];
   recipients: { id: string; email: string; fingerprint?: string; publicKey?: string }[];
 }
 

@@ -15,7 +15,7 @@ import {
   rememberReturn,
   takeReturn,
 } from './transfer-lib.js';
-import { decryptBytes, fingerprintMatches, fromBase64Url, unwrapFileKey } from '../../src/shared-e2e/index.js';
+import { decodeBundle, decryptBytes, fingerprintMatches, fromBase64Url, unwrapFileKey } from '../../src/shared-e2e/index.js';
 
 type T = (key: TextKey, vars?: Record<string, string | number>) => string;
 type PageComponent = (p: { title: string; children: preact.ComponentChildren }) => preact.JSX.Element;
@@ -148,9 +148,9 @@ export function ReceivePage(props: { t: T; language: Language; me: Me | undefine
         if (!response.ok) throw new Error(((await response.json().catch(() => ({}))) as { message?: string }).message ?? response.statusText);
         const plain = await decryptBytes(bundleKey, fileContext(view.transferId, view.bundle.id), new Uint8Array(await response.arrayBuffer()));
         bundleKey.fill(0);
-        const bundle = JSON.parse(new TextDecoder().decode(plain)) as { message?: unknown; names?: unknown };
-        result.message = typeof bundle.message === 'string' ? bundle.message : '';
-        result.names = Array.isArray(bundle.names) ? bundle.names.map((n) => (typeof n === 'string' ? n : null)) : [];
+        const bundle = decodeBundle(plain);
+        result.message = bundle.message;
+        result.names = bundle.names;
       }
       setSecupass('');
       setUnlocked(result);

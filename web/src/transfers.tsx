@@ -27,6 +27,9 @@ import {
   decodePublicKey,
   type E2ePublicKey,
   encryptBytes,
+  decodeBundle,
+  decryptBytes,
+  encodeBundle,
   encryptStreamWithHeader,
   fingerprint,
   fingerprintMatches,
@@ -170,7 +173,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       setPhase(t('transfers.phase.create'));
       const fileKeys = files.map(() => randomFileKey());
       const bundleKey = level === 4 ? randomFileKey() : undefined;
-      const bundle = level === 4 ? new TextEncoder().encode(JSON.stringify({ message: draft.message, names: files.map((f) => f.name) })) : undefined;
+      const bundle = level === 4 ? encodeBundle(draft.message, files.map((f) => f.name)) : undefined;
       const expiresAt = new Date(`${draft.expires}T23:59:00`).toISOString();
       const created = await api<CreatedTransfer>('POST', '/api/v1/transfers', {
         subject: draft.subject,
@@ -311,7 +314,10 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
     setNotice(undefined);
     setPhase(t('transfers.phase.resume'));
     const keys = new Map<string, Uint8Array>();
-    const fileLabel = (f: ResumeState['files'][number], i: number) => `${f.name ?? t('receive.fileN', { n: i + 1 })} (${formatSize(f.size, language)})`;
+    // Level 4: the names come from the bundle, once it is open (until then: "File n").
+    let names: (string | null)[] = [];
+    const nameOf = (f: ResumeState['files'][number], i: number) => f.name ?? names[i] ?? null;
+    const fileLabel = (f: ResumeState['files'][number], i: number) => `${nameOf(f, i) ?? t('receive.fileN', { n: i + 1 })} (${formatSize(f.size, language)})`;
     try {
       const state = await api<ResumeState>('GET', `/api/v1/transfers/${tr.id}/resume?pieceSize=${UPLOAD_CHUNK}`);
       const files = state.files.filter((f) => f.kind === 'file');
@@ -319,16 +325,6 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       // The level-4 bundle (message and names) cannot be made again; nor can a header cut short or a file
       // without its digest list (sent by a client that does not go on after a reload).
       if (open.some((f) => f.kind === 'bundle' || (f.received > 0 && (f.header === undefined || f.manifest === undefined)))) throw new Error(t('transfers.cannotResume'));
-      // Which chosen file goes on with which upload: by name and size (level 4: the size; names are in the bundle).
-      const left = [...resumeFiles];
-      const plan = open.map((f) => {
-        const at = left.findIndex((c) => c.size === f.size && (f.name === null || c.name === f.name));
-        return { f, index: files.indexOf(f), file: at < 0 ? undefined : left.splice(at, 1)[0] };
-      });
-      const missing = plan.filter((p) => p.file === undefined);
-      if (missing.length > 0) throw new Error(t('transfers.chooseAgain', { names: missing.map((p) => fileLabel(p.f, p.index)).join(', ') }));
-
-      for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.file!.size)) throw new Error(t('transfers.cannotResume'));
 
       let holders: Holder[] = [];
       let own: Awaited<ReturnType<typeof openOwnKey>> | undefined;
@@ -341,6 +337,11 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
           if (!w || w.fingerprint.toLowerCase() !== mine) throw new Error(t('transfers.cannotResume'));
           keys.set(f.id, await unwrapFileKey(fromBase64Url(w.wrapped), privateKey, fileContext(tr.id, f.id)));
         }
+        const bundle = state.files.find((f) => f.kind === 'bundle');
+        if (bundle) {
+          if (bundle.content === undefined) throw new Error(t('transfers.cannotResume'));
+          names = decodeBundle(await decryptBytes(keys.get(bundle.id)!, fileContext(tr.id, bundle.id), fromBase64Url(bundle.content))).names;
+        }
         const checked = await checkedHolders(state.recipients.flatMap((r) => (r.publicKey ? [{ recipientId: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : [])));
         if (!checked) throw new Error(t('transfers.fingerprintMismatch'));
         holders = checked;
@@ -350,6 +351,20 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
           keys.set(f.id, fromBase64Url(f.fileKey));
         }
       }
+
+      // Which chosen file goes on with which upload: by name and size (so two files of one size chosen in
+      // another order each go on under their own name; level 4 too, with the names from the bundle).
+      const left = [...resumeFiles];
+      const plan = open.map((f) => {
+        const index = files.indexOf(f);
+        const name = nameOf(f, index);
+        const at = left.findIndex((c) => c.size === f.size && (name === null || c.name === name));
+        return { f, index, file: at < 0 ? undefined : left.splice(at, 1)[0] };
+      });
+      const missing = plan.filter((p) => p.file === undefined);
+      if (missing.length > 0) throw new Error(t('transfers.chooseAgain', { names: missing.map((p) => fileLabel(p.f, p.index)).join(', ') }));
+
+      for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.file!.size)) throw new Error(t('transfers.cannotResume'));
 
       // Every file with bytes on the server is checked before anything goes up: the whole file must be the
       // one its header was used for (its manifest), not only the part that arrived — the same key and nonces
