@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -142,36 +142,16 @@ describe('tresor send / receive (CLI, real server)', () => {
   });
 
   it('a connection broken in the middle of an upload: send and upload go on from what the server holds, and the file arrives intact', async () => {
-    // A TCP proxy in front of the server that cuts the first connection to carry more than 1.5 MiB
-    // towards the server (TLS passes through it untouched).
-    const target = Number(new URL(server.url).port);
+    // The first connection to carry more than 1.5 MiB towards the server is cut.
     let armed = false;
     let cuts = 0;
-    const sockets = new Set<Socket>();
-    const proxy: Server = createServer((client) => {
-      const upstream = connect(target, '127.0.0.1');
-      sockets.add(client).add(upstream);
-      let sent = 0;
-      client.on('data', (chunk: Buffer) => {
-        sent += chunk.length;
-        if (armed && sent > 1.5 * 1024 * 1024) {
-          armed = false;
-          cuts++;
-          client.destroy();
-          upstream.destroy();
-          return;
-        }
-        upstream.write(chunk);
-      });
-      upstream.on('data', (chunk: Buffer) => client.write(chunk));
-      for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
-        a.on('end', () => b.end());
-        a.on('error', () => b.destroy());
-        a.on('close', () => b.destroy());
-      }
+    const proxy = await cuttingProxy(Number(new URL(server.url).port), (sent) => {
+      if (!armed || sent <= 1.5 * 1024 * 1024) return 'go';
+      armed = false;
+      cuts++;
+      return 'cut';
     });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
-    const via = { ...env, TRESOR_URL: `https://localhost:${(proxy.address() as { port: number }).port}` };
+    const via = { ...env, TRESOR_URL: proxy.url };
     try {
       armed = true;
       const sent = await tresorAsync(['--json', 'send', '--to', 'unterbrochen@example.org', '--subject', 'Großer Befund', '--level', '1', join(dir, 'big.bin')], { cwd: dir, env: { ...via, TRESOR_TOKEN: tokens.sender! } });
@@ -193,8 +173,7 @@ describe('tresor send / receive (CLI, real server)', () => {
       expect(mine.code, mine.stderr).toBe(0);
       expect(readFileSync(join(files, 'cut-request', 'big.bin')).equals(BIG)).toBe(true);
     } finally {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   });
 
@@ -281,4 +260,110 @@ describe('tresor send / receive (CLI, real server)', () => {
     expect(straight.code, straight.stderr).toBe(0);
     expect(readFileSync(join(files, 'not-foreign', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
   }, 120_000);
+  it('a send cut off for good goes on with tresor transfer resume: the files are checked against what arrived, then only the rest goes up', async () => {
+    // The first 10 MiB towards the server get through, then nothing: the connection dies in the middle of
+    // the big file, and tresor send gives up (a laptop closed, say).
+    const proxy = await cuttingProxy(Number(new URL(server.url).port), (_sent, total) => (total > 10 * 1024 * 1024 ? 'dead' : 'go'));
+    const via = { ...env, TRESOR_URL: proxy.url };
+    const folder = join(dir, 'resume');
+    const changed = join(dir, 'resume-changed');
+    for (const d of [folder, changed]) rmSync(d, { recursive: true, force: true });
+    mkdirSync(folder);
+    mkdirSync(changed);
+    const scan = randomBytes(20 * 1024 * 1024 + 4321);
+    const note = Buffer.from('Nachtrag: Kontrolle in sechs Wochen, Frau Beispiel.\n'.repeat(50));
+    writeFileSync(join(folder, 'scan.bin'), scan);
+    writeFileSync(join(folder, 'nachtrag.txt'), note);
+    const other = Buffer.from(scan);
+    other[scan.length - 1] = other[scan.length - 1]! ^ 1; // differs only in its last byte, far behind the cut
+    writeFileSync(join(changed, 'scan.bin'), other);
+    const key = { TRESOR_SECUPASS: 'Absender Schlüssel 99' };
+    try {
+      const cut = await tresorAsync(['send', '--to', 'gast@example.org', '--subject', 'Unterbrochen', '--message', 'Zwei Dateien, eine abgebrochen.', '--level', '4', join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')], { cwd: dir, env: { ...via, ...key, TRESOR_TOKEN: tokens.sender! } });
+      expect(cut.code).not.toBe(0);
+      const id = /transfer ([0-9a-f-]{36}) was not sent; go on with `tresor transfer resume \1/.exec(cut.stderr)?.[1];
+      expect(id, cut.stderr).toBeDefined();
+      const transferDir = readdirSync(join(dir, 'data', 'blobs')).map((t) => join(dir, 'data', 'blobs', t, id!)).find((d) => existsSync(d))!;
+      const sizes = () => readdirSync(transferDir).map((f) => readFileSync(join(transferDir, f)).length).sort((a, b) => a - b);
+      const held = sizes();
+      expect(held.some((n) => n > 8 * 1024 * 1024 && n < scan.length)).toBe(true); // part of the scan arrived
+
+      // A file left out is asked for by its name (read from the level-4 bundle); another file of the same
+      // name and size is refused, and nothing changes on the server.
+      const short = cli('sender', ['transfer', 'resume', id!, join(folder, 'scan.bin')], key);
+      expect(short.code).toBe(6);
+      expect(short.stderr).toContain(`give these files again: nachtrag.txt (${note.length} bytes)`);
+      const wrong = cli('sender', ['transfer', 'resume', id!, join(changed, 'scan.bin'), join(folder, 'nachtrag.txt')], key);
+      expect(wrong.code).toBe(5);
+      expect(wrong.stderr).toMatch(/scan\.bin is not the file whose upload was interrupted/);
+      expect(sizes()).toEqual(held);
+      expect(cli('sender', ['transfer', 'resume', id!, join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')], { TRESOR_SECUPASS: 'falsch' }).stderr).toMatch(/SecuPass key is not right/);
+
+      // Bytes on the server that are not what the file encrypts to (a disk error, or a server that lies) are
+      // found before anything more goes up.
+      const partial = join(transferDir, readdirSync(transferDir).find((f) => readFileSync(join(transferDir, f)).length === held.find((n) => n > 8 * 1024 * 1024 && n < scan.length))!);
+      const original = readFileSync(partial);
+      const spoilt = Buffer.from(original);
+      spoilt[5 * 1024 * 1024] = spoilt[5 * 1024 * 1024]! ^ 1;
+      writeFileSync(partial, spoilt);
+      const differs = cli('sender', ['transfer', 'resume', id!, join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')], key);
+      expect(differs.code).toBe(5);
+      expect(differs.stderr).toMatch(/the bytes the server holds \(up to 8388608\) are not what this file encrypts to/);
+      expect(readFileSync(partial).equals(spoilt)).toBe(true);
+      writeFileSync(partial, original);
+
+      // The same files, in another order: the rest goes up and the transfer is sent.
+      const resumed = cli('sender', ['transfer', 'resume', id!, join(folder, 'nachtrag.txt'), join(folder, 'scan.bin')], key);
+      expect(resumed.code, resumed.stderr).toBe(0);
+      expect(JSON.parse(resumed.stdout)).toMatchObject({ id, recipients: [{ email: 'gast@example.org', keyState: 'ok' }] });
+      const got = cli('gast', ['receive', mailedTransferLink(outbox, 'gast@example.org').link, '--out', join(files, 'resumed')], { TRESOR_SECUPASS: 'Neuer Gast Schlüssel 1' });
+      expect(got.code, got.stderr).toBe(0);
+      expect(JSON.parse(got.stdout)).toMatchObject({ message: 'Zwei Dateien, eine abgebrochen.', level: 4 });
+      expect(readFileSync(join(files, 'resumed', 'scan.bin')).equals(scan)).toBe(true);
+      expect(readFileSync(join(files, 'resumed', 'nachtrag.txt')).equals(note)).toBe(true);
+      // Sent is sent: no second resume.
+      expect(cli('sender', ['transfer', 'resume', id!, join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')], key).code).toBe(5);
+    } finally {
+      await proxy.close();
+    }
+  }, 180_000);
 });
+
+/**
+ * A TCP proxy in front of the server (TLS passes through it untouched). `verdict` sees the bytes sent
+ * towards the server on this connection and in all: 'go' passes the chunk on, 'cut' kills this connection,
+ * 'dead' kills every connection and refuses all later ones.
+ */
+async function cuttingProxy(target: number, verdict: (sent: number, total: number) => 'go' | 'cut' | 'dead') {
+  let total = 0;
+  let dead = false;
+  const sockets = new Set<Socket>();
+  const proxy: Server = createServer((client) => {
+    if (dead) return void client.destroy();
+    const upstream = connect(target, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    let sent = 0;
+    client.on('data', (chunk: Buffer) => {
+      sent += chunk.length;
+      total += chunk.length;
+      const v = verdict(sent, total);
+      if (v === 'go') return void upstream.write(chunk);
+      if (v === 'dead') dead = true;
+      for (const s of v === 'dead' ? sockets : [client, upstream]) s.destroy();
+    });
+    upstream.on('data', (chunk: Buffer) => client.write(chunk));
+    for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
+      a.on('end', () => b.end());
+      a.on('error', () => b.destroy());
+      a.on('close', () => b.destroy());
+    }
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    url: `https://localhost:${(proxy.address() as { port: number }).port}`,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}

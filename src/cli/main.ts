@@ -16,7 +16,7 @@ import type { DeletionReport, ResellerView, TenantView } from '../platform/index
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { CHARACTER_CLASSES, POLICY_ROLES, type CharacterClass, type PasswordPolicy } from '../identity/password-policy.js';
-import { approveKey, closeConnections, initSecupass, receiveTransfer, sendTransfer, uploadToRequest } from '../transfers/client.js';
+import { approveKey, closeConnections, initSecupass, receiveTransfer, resumeTransfer, sendTransfer, uploadToRequest } from '../transfers/client.js';
 import { callApi, callApiLines, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
 import { dirname, join } from 'node:path';
 
@@ -287,6 +287,11 @@ export function buildCli(): Command {
       });
     });
 
+  const reportSent = (sent: Awaited<ReturnType<typeof sendTransfer>>) =>
+    emit(program, sent, () => {
+      out(`Sent transfer ${sent.id}:`);
+      for (const r of sent.recipients ?? []) out(`  ${r.email}: ${r.state}${r.keyState === 'pending-key' ? ' (no SecuPass key yet: you approve it when they create one)' : ''}`);
+    });
   program
     .command('send')
     .description('send files through Tresor at security level 1–4 (remote mode, logged in as a data user); files are encrypted here before upload')
@@ -316,10 +321,7 @@ export function buildCli(): Command {
         },
         (line) => program.opts<GlobalOptions>().json || err(line),
       );
-      emit(program, sent, () => {
-        out(`Sent transfer ${sent.id}:`);
-        for (const r of sent.recipients ?? []) out(`  ${r.email}: ${r.state}${r.keyState === 'pending-key' ? ' (no SecuPass key yet: you approve it when they create one)' : ''}`);
-      });
+      reportSent(sent);
     });
 
   program
@@ -400,6 +402,15 @@ export function buildCli(): Command {
         out(`Upload link (valid until ${made.expiresAt}${opts.email ? `, mailed to ${opts.email}` : ''}):`);
         out(made.link);
       });
+    });
+  transfer
+    .command('resume')
+    .description('go on with a transfer whose upload was interrupted (by `tresor send` or in the browser): give the same files again; only what is missing goes up, then it is sent')
+    .argument('<transfer-id>', 'transfer id (printed when the upload broke off; `tresor transfer list` shows it)')
+    .argument('<files...>', 'the same files (matched by name and size; each is checked against what was uploaded)')
+    .action(async (id: string, files: string[]) => {
+      const sent = await resumeTransfer(remoteOf(true), id, files, secupassOf, (line) => program.opts<GlobalOptions>().json || err(line));
+      reportSent(sent);
     });
   transfer
     .command('withdraw')

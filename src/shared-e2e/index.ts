@@ -5,6 +5,7 @@
  */
 export { type Bundle, decodeBundle, encodeBundle } from './bundle.js';
 export { E2eError, type E2eErrorCode } from './errors.js';
+export { MANIFEST_PIECE, manifestMatches, sealManifest } from './manifest.js';
 export { fromBase64Url, fromHex, toBase64Url, toHex } from './encoding.js';
 export {
   ciphertextSize,

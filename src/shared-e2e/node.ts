@@ -35,17 +35,27 @@ export const nodeAead: RecordAeadFactory = async (rawKey) => {
   return aead;
 };
 
-/** A Node transform from plaintext (any chunking) to header + records. */
-export function encryptTransform(fileKey: Uint8Array, context: string): Transform {
+/**
+ * A Node transform from plaintext (any chunking) to header + records; with `header`, under that header's
+ * salt (as `encryptStreamWithHeader`: the same bytes again for the same plaintext, so one header must only
+ * ever be used for one plaintext).
+ */
+export function encryptTransform(fileKey: Uint8Array, context: string, header?: Uint8Array): Transform {
   const key = new Uint8Array(fileKey);
   let sealer: Promise<Sealer> | undefined;
   const ready = () => {
     if (!sealer) {
-      sealer = Sealer.create(key, context, undefined, nodeAead).then((s) => {
-        key.fill(0);
-        out.push(s.header);
-        return s;
-      });
+      sealer = (header ? Sealer.forHeader(key, context, header, nodeAead) : Sealer.create(key, context, undefined, nodeAead)).then(
+        (s) => {
+          key.fill(0);
+          out.push(s.header);
+          return s;
+        },
+        (error: unknown) => {
+          key.fill(0);
+          throw error;
+        },
+      );
     }
     return sealer;
   };

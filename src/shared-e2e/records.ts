@@ -162,6 +162,18 @@ export class Sealer {
     return new Sealer(keys, buildHeader(salt, keys.commitment));
   }
 
+  /**
+   * A sealer under the salt of an existing `header` (from `createHeader`, or of an earlier encryption):
+   * BAD_HEADER for another format or version, WRONG_KEY when the key or context did not make it.
+   */
+  static async forHeader(fileKey: Uint8Array, context: string, header: Uint8Array, aead?: RecordAeadFactory): Promise<Sealer> {
+    checkBytes(header, HEADER_SIZE, 'header');
+    const sealer = await Sealer.create(fileKey, context, header.slice(SALT_OFFSET, SALT_OFFSET + SALT_SIZE), aead);
+    if (!constantTimeEqual(sealer.header.subarray(0, SALT_OFFSET), header.subarray(0, SALT_OFFSET))) throw new E2eError('BAD_HEADER', 'not the header of a Tresor end-to-end encrypted file of this version');
+    if (!constantTimeEqual(sealer.header, header)) throw new E2eError('WRONG_KEY', 'wrong file key or context for this header');
+    return sealer;
+  }
+
   private async seal(plaintext: Uint8Array, final: boolean): Promise<Bytes> {
     if (this.index >= MAX_RECORDS) throw new E2eError('TOO_LARGE', 'file too large for the record counter');
     const iv = recordNonce(this.keys.nonceBase, this.index++);
@@ -317,7 +329,7 @@ export async function createHeader(fileKey: Uint8Array, context: string, options
  */
 export function encryptStreamWithHeader(fileKey: Uint8Array, context: string, input: ReadableStream<Uint8Array>, header: Uint8Array, options: RecordOptions = {}): ReadableStream<Uint8Array> {
   checkBytes(header, HEADER_SIZE, 'header');
-  return sealStream(fileKey, context, input, header.slice(SALT_OFFSET, SALT_OFFSET + SALT_SIZE), header, options);
+  return sealStream(fileKey, context, input, undefined, header, options);
 }
 
 function sealStream(
@@ -325,7 +337,7 @@ function sealStream(
   context: string,
   input: ReadableStream<Uint8Array>,
   salt: Uint8Array | undefined,
-  expectedHeader: Uint8Array | undefined,
+  header: Uint8Array | undefined,
   options: RecordOptions,
 ): ReadableStream<Uint8Array> {
   checkArgs(fileKey, context);
@@ -333,11 +345,10 @@ function sealStream(
   let sealer: Sealer | undefined;
   const transform = new TransformStream<Uint8Array, Uint8Array>({
     async start(controller) {
-      sealer = await Sealer.create(key, context, salt, options.aead);
-      key.fill(0);
-      if (expectedHeader) {
-        if (!constantTimeEqual(sealer.header.subarray(0, SALT_OFFSET), expectedHeader.subarray(0, SALT_OFFSET))) throw new E2eError('BAD_HEADER', 'not the header of a Tresor end-to-end encrypted file of this version');
-        if (!constantTimeEqual(sealer.header, expectedHeader)) throw new E2eError('WRONG_KEY', 'wrong file key or context for this header');
+      try {
+        sealer = header ? await Sealer.forHeader(key, context, header, options.aead) : await Sealer.create(key, context, salt, options.aead);
+      } finally {
+        key.fill(0);
       }
       controller.enqueue(sealer.header);
     },

@@ -1,12 +1,15 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, openAsBlob } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { Agent, request, type RequestOptions } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { pipeline as pipelineStreams, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createHash } from 'node:crypto';
 import { hashRaw } from '@node-rs/argon2';
 import {
+  ciphertextSize,
+  createHeader,
   decodeBundle,
   decodePublicKey,
   decryptBytes,
@@ -15,14 +18,18 @@ import {
   encryptBytes,
   fingerprint,
   generateKeyPair,
+  MANIFEST_PIECE,
+  manifestMatches,
   openPrivateKey,
   randomFileKey,
+  sealManifest,
   sealPrivateKey,
   toBase64Url,
   fromBase64Url,
   unwrapFileKey,
   wrapFileKey,
   type E2ePrivateKey,
+  type E2ePublicKey,
 } from '../shared-e2e/index.js';
 import { decryptTransform, encryptTransform } from '../shared-e2e/node.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
@@ -123,24 +130,29 @@ const PROGRESS_EVERY = 8 * 1024 * 1024;
  * Uploads one encrypted stream in a single streamed request (no round trip per piece); when the
  * connection breaks, it asks the server how much arrived and goes on from there, at most 5 times.
  */
-export async function uploadStream(remote: TransferRemote, transferId: string, fileId: string, cipher: AsyncIterable<Uint8Array>, onProgress: (bytes: number) => void, via?: RequestVia) {
+export async function uploadStream(remote: TransferRemote, transferId: string, fileId: string, cipher: AsyncIterable<Uint8Array>, onProgress: (bytes: number) => void, via?: RequestVia, start = 0) {
   const path = `${transferBase(via)}/${transferId}/blobs/${fileId}`;
   const headers = via ? { 'x-tresor-request-secret': via.secret } : {};
   const source = cipher[Symbol.asyncIterator]();
   const kept: Uint8Array[] = [];
-  let keptFrom = 0; // byte offset of kept[0]
+  let keptFrom = start; // byte offset of kept[0] (`cipher` gives the bytes from `start` on)
   let keptBytes = 0;
-  let produced = 0;
+  let produced = start;
   let ended = false;
-  let reported = 0;
+  let reported = start;
   let attempt = 0;
+  /** The stream itself failed (the file unreadable, a refused check): final, unlike a broken connection. */
+  let failed: { error: unknown } | undefined;
   // Pulls are chained: a pull of a broken attempt that is still under way lands in `kept` before a
   // new attempt looks at it, so no chunk is skipped or sent twice.
   let tail: Promise<unknown> = Promise.resolve();
   const pull = (): Promise<Uint8Array | undefined> => {
     const next = tail.then(async () => {
       if (ended) return undefined;
-      const step = await source.next();
+      const step = await source.next().catch((error: unknown) => {
+        failed = { error };
+        throw error;
+      });
       if (step.done) {
         ended = true;
         return undefined;
@@ -189,13 +201,14 @@ export async function uploadStream(remote: TransferRemote, transferId: string, f
       throw refusal;
     }
   };
-  let offset = 0;
+  let offset = start;
   for (let failures = 0; ; ) {
     try {
       offset = (await call<{ received: number }>(remote, 'PUT', `${path}?offset=${offset}`, from(offset), { headers })).received;
       if (ended && offset === produced) break;
       throw new DomainError('CONFLICT', `the server holds ${offset} bytes, ${produced} were sent`, { client: { received: offset } });
     } catch (error) {
+      if (failed) throw failed.error;
       // A refusal other than "go on from byte n" (no access, gone, too long) is final.
       if (error instanceof DomainError && error.code !== 'CONFLICT') throw error;
       if (++failures > 5) throw error;
@@ -251,6 +264,168 @@ interface Created {
   sender?: { publicKey: string; fingerprint: string };
 }
 
+/** A file to send as it is on disk now: what `unchanged` compares with after it went up. */
+const localFile = async (path: string) => {
+  const s = await stat(path);
+  return { path, name: basename(path), size: s.size, mtimeMs: s.mtimeMs };
+};
+/** A file written to while it was read would arrive mixed (and its manifest would not describe it). */
+async function unchanged(f: { path: string; name: string; size: number; mtimeMs: number }) {
+  const now = await stat(f.path);
+  if (now.size !== f.size || now.mtimeMs !== f.mtimeMs) throw new DomainError('CONFLICT', `${f.name} changed while it was being sent`);
+}
+
+/** Someone a file key is wrapped for: the sender ('sender') or a recipient (its id), with the key the server names. */
+interface Holder {
+  holder: string;
+  publicKey: string;
+  fingerprint: string;
+}
+type CheckedHolder = Holder & { key: E2ePublicKey };
+/** The keys the server names, each fingerprint computed here, not trusted; through a link, the requester's key must be the link's. */
+async function checkedHolders(holders: Holder[], via?: { fingerprint?: string | undefined }): Promise<CheckedHolder[]> {
+  const out: CheckedHolder[] = [];
+  for (const h of holders) {
+    const key = await decodePublicKey(h.publicKey);
+    const actual = await fingerprint(key);
+    if (actual !== h.fingerprint) throw new DomainError('CONFLICT', `the key offered for ${h.holder} does not have the fingerprint the server states: refusing to encrypt for it`);
+    if (via && h.holder !== 'sender' && actual !== via.fingerprint) throw new DomainError('CONFLICT', `the requester's key offered (${actual}) is not the one the link names: refusing to encrypt for it`);
+    out.push({ ...h, key });
+  }
+  return out;
+}
+/** Wraps every key for each holder and stores the wraps. */
+async function storeWraps(remote: TransferRemote, base: string, transferId: string, keys: { fileId: string; key: Uint8Array }[], holders: CheckedHolder[], via?: RequestVia) {
+  if (holders.length === 0) return;
+  const wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[] = [];
+  for (const h of holders) for (const k of keys) wraps.push({ fileId: k.fileId, holder: h.holder, fingerprint: h.fingerprint, wrapped: toBase64Url(await wrapFileKey(k.key, h.key, fileContext(transferId, k.fileId))) });
+  await call(remote, 'POST', `${base}/${transferId}/wraps`, via ? { secret: via.secret, wraps: wraps.map(({ holder, ...w }) => ({ ...w, recipientId: holder })) } : { wraps });
+}
+
+/**
+ * A fresh header for a file's encryption, stored first with its manifest (docs/e2e-format.md §3.0): the
+ * header may then be used again for this file's plaintext only, after an interruption.
+ */
+async function newUploadHeader(remote: TransferRemote, transferId: string, fileId: string, fileKey: Uint8Array, path: string): Promise<Uint8Array> {
+  const context = fileContext(transferId, fileId);
+  const header = await createHeader(fileKey, context);
+  const manifest = await sealManifest(fileKey, context, header, await openAsBlob(path));
+  await call(remote, 'PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}/manifest`, { manifest: toBase64Url(manifest) });
+  return header;
+}
+
+/**
+ * The ciphertext from byte `received` on: the bytes before are compared, per MANIFEST_PIECE, with the
+ * SHA-256 the server gives for what it holds (a file that matched its manifest while the server's bytes
+ * differ is refused, nothing goes up).
+ */
+async function* afterHeld(cipher: AsyncIterable<Uint8Array>, received: number, pieces: readonly string[]): AsyncGenerator<Uint8Array> {
+  let position = 0;
+  let hash = createHash('sha256');
+  const check = (upTo: number) => {
+    const index = Math.ceil(upTo / MANIFEST_PIECE) - 1;
+    if (hash.digest('hex') !== pieces[index]) throw new DomainError('CONFLICT', `the bytes the server holds (up to ${upTo}) are not what this file encrypts to: refusing to go on`);
+    hash = createHash('sha256');
+  };
+  for await (const chunk of cipher) {
+    let at = 0;
+    while (at < chunk.length && position < received) {
+      const take = Math.min(chunk.length - at, received - position, MANIFEST_PIECE - (position % MANIFEST_PIECE));
+      hash.update(chunk.subarray(at, at + take));
+      at += take;
+      position += take;
+      if (position % MANIFEST_PIECE === 0 || position === received) check(position);
+    }
+    if (at < chunk.length) {
+      position += chunk.length - at;
+      yield at === 0 ? chunk : chunk.subarray(at);
+    }
+  }
+}
+
+interface ResumeAnswer {
+  id: string;
+  level: 1 | 2 | 3 | 4;
+  files: { id: string; kind: 'file' | 'bundle'; name: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; manifest?: string; content?: string; fileKey?: string }[];
+  recipients: { id: string; email: string; fingerprint?: string; publicKey?: string }[];
+}
+
+/**
+ * Goes on with an unsent transfer of the caller's (`tresor send` cut off, or a web upload): the same files
+ * again, matched by name and size; each file with bytes on the server must be the one its manifest
+ * describes (the whole file: it is encrypted again under the same header), and what the server holds must
+ * be what it encrypts to; only the rest goes up. At levels 3/4 the file keys come from the sender's own
+ * wraps (the SecuPass), and a file not started gets a new key (a wrap proves nothing about who chose the
+ * key; `secupass` is asked for only there). Then the wraps and the send, as `sendTransfer`.
+ */
+export async function resumeTransfer(remote: TransferRemote, transferId: string, paths: string[], secupass: () => Promise<string>, onProgress: (line: string) => void = () => undefined) {
+  const state = await call<ResumeAnswer>(remote, 'GET', `/api/v1/transfers/${transferId}/resume?pieceSize=${MANIFEST_PIECE}`);
+  const cannot = (why: string) => new DomainError('CONFLICT', `transfer ${transferId} cannot be continued (${why}); withdraw it and send the files again`);
+  const open = state.files.filter((f) => f.received < f.cipherSize);
+  if (open.some((f) => f.kind === 'bundle')) throw cannot('its encrypted message was not uploaded completely');
+  if (open.some((f) => f.received > 0 && (f.header === undefined || f.manifest === undefined))) throw cannot('a file was uploaded without a manifest');
+  const keys = new Map<string, Uint8Array>();
+  let names: (string | null)[] = [];
+  let own: Awaited<ReturnType<typeof myPrivateKey>> | undefined;
+  if (state.level >= 3) {
+    own = await myPrivateKey(remote, await secupass());
+    const mine = await call<{ fileId: string; wrapped: string; fingerprint: string }[]>(remote, 'GET', `/api/v1/transfers/${transferId}/sender-wraps`);
+    for (const f of state.files) {
+      const w = mine.find((x) => x.fileId === f.id);
+      if (!w || w.fingerprint !== own.fingerprint) throw cannot('a file key is not wrapped for your current key');
+      keys.set(f.id, await unwrapFileKey(fromBase64Url(w.wrapped), own.privateKey, fileContext(transferId, f.id)));
+    }
+    const bundle = state.files.find((f) => f.kind === 'bundle');
+    if (bundle) {
+      if (bundle.content === undefined) throw cannot('its encrypted message is missing');
+      names = decodeBundle(await decryptBytes(keys.get(bundle.id)!, fileContext(transferId, bundle.id), fromBase64Url(bundle.content))).names;
+    }
+  } else {
+    for (const f of state.files) {
+      if (!f.fileKey) throw cannot('a file key is missing');
+      keys.set(f.id, fromBase64Url(f.fileKey));
+    }
+  }
+  const files = state.files.filter((f) => f.kind === 'file');
+  const nameOf = (f: ResumeAnswer['files'][number]) => f.name ?? names[files.indexOf(f)] ?? null;
+  const chosen = await Promise.all(paths.map(localFile));
+  const plan = open.map((f) => {
+    const at = chosen.findIndex((c) => c.size === f.size && (nameOf(f) === null || c.name === nameOf(f)));
+    return { f, local: at < 0 ? undefined : chosen.splice(at, 1)[0] };
+  });
+  const missing = plan.filter((p) => !p.local).map((p) => `${nameOf(p.f) ?? `file ${files.indexOf(p.f) + 1}`} (${p.f.size} bytes)`);
+  if (missing.length > 0) throw new DomainError('VALIDATION', `give these files again: ${missing.join(', ')}`);
+  for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.local!.size)) throw cannot('the server states another encrypted size');
+  // All checked before anything goes up: a refusal leaves the server as it was.
+  for (const p of plan) {
+    if (p.f.received === 0) continue;
+    if (!(await manifestMatches(keys.get(p.f.id)!, fileContext(transferId, p.f.id), fromBase64Url(p.f.manifest!), fromBase64Url(p.f.header!), await openAsBlob(p.local!.path)))) {
+      throw new DomainError('CONFLICT', `${p.local!.name} is not the file whose upload was interrupted (its content differs); nothing was changed`);
+    }
+  }
+  const holders = own ? await checkedHolders(state.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))) : [];
+  if (own) {
+    const fresh = plan.filter((p) => p.f.received === 0).map((p) => {
+      keys.get(p.f.id)!.fill(0);
+      const key = randomFileKey();
+      keys.set(p.f.id, key);
+      return { fileId: p.f.id, key };
+    });
+    await storeWraps(remote, '/api/v1/transfers', transferId, fresh, await checkedHolders([{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }]));
+  }
+  for (const p of plan) {
+    const context = fileContext(transferId, p.f.id);
+    const key = keys.get(p.f.id)!;
+    const header = p.f.received > 0 ? fromBase64Url(p.f.header!) : await newUploadHeader(remote, transferId, p.f.id, key, p.local!.path);
+    const cipher = pipelineStreams(createReadStream(p.local!.path, { highWaterMark: 1024 * 1024 }), encryptTransform(key, context, header), () => undefined);
+    await uploadStream(remote, transferId, p.f.id, afterHeld(cipher, p.f.received, p.f.pieces), (n) => onProgress(`${p.local!.name}: ${n} / ${p.f.cipherSize} bytes`), undefined, p.f.received);
+    await unchanged(p.local!);
+  }
+  if (own) await storeWraps(remote, '/api/v1/transfers', transferId, state.files.map((f) => ({ fileId: f.id, key: keys.get(f.id)! })), holders);
+  for (const k of keys.values()) k.fill(0);
+  return call<{ id: string; recipients?: { email: string; state: string; keyState: string }[] }>(remote, 'POST', `/api/v1/transfers/${transferId}/send`);
+}
+
 /**
  * Encrypts and uploads the files, wraps the keys (levels 3/4) and sends: the caller's own transfer, or
  * (with `via`) an upload through a "request files" link, to the requester alone.
@@ -259,7 +434,7 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
   const e2e = input.level >= 3;
   if (e2e && !via && !input.secupass) throw new DomainError('VALIDATION', 'levels 3 and 4 need your SecuPass key (TRESOR_SECUPASS or the prompt)');
   const own = e2e && !via ? await myPrivateKey(remote, input.secupass!) : undefined;
-  const files = await Promise.all(input.files.map(async (path) => ({ path, name: basename(path), size: (await stat(path)).size, key: randomFileKey() })));
+  const files = await Promise.all(input.files.map(async (path) => ({ ...(await localFile(path)), key: randomFileKey() })));
   const bundleKey = randomFileKey();
   const bundleText = input.level === 4 ? encodeBundle(input.message ?? '', files.map((f) => f.name)) : undefined;
   const base = transferBase(via);
@@ -276,29 +451,32 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
     base,
     via ? { ...secret, from: via.from, ...common } : { ...common, level: input.level, expiresAt: input.expiresAt, ...(input.downloadLimit ? { downloadLimit: input.downloadLimit } : {}), recipients: input.to },
   );
-  for (const [i, f] of files.entries()) {
-    const fileId = created.files[i]!.id;
-    const cipher = pipelineStreams(createReadStream(f.path, { highWaterMark: 1024 * 1024 }), encryptTransform(f.key, fileContext(created.id, fileId)), () => undefined);
-    await uploadStream(remote, created.id, fileId, cipher, (n) => onProgress(`${f.name}: ${n} / ${created.files[i]!.cipherSize} bytes`), via);
-  }
-  if (bundleText && created.bundleId) {
-    const sealed = await encryptBytes(bundleKey, fileContext(created.id, created.bundleId), bundleText);
-    await call(remote, 'PUT', `${base}/${created.id}/blobs/${created.bundleId}?offset=0`, sealed, { headers: via ? { 'x-tresor-request-secret': via.secret } : {} });
-  }
-  if (e2e) {
-    const keys = [...files.map((f, i) => ({ fileId: created.files[i]!.id, key: f.key })), ...(created.bundleId ? [{ fileId: created.bundleId, key: bundleKey }] : [])];
-    const wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[] = [];
-    const holders: { holder: string; publicKey: string; fingerprint: string }[] = own ? [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }] : [];
-    for (const r of created.recipients) if (r.publicKey && r.fingerprint) holders.push({ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint });
-    for (const h of holders) {
-      const publicKey = await decodePublicKey(h.publicKey);
-      // The server names the key and its fingerprint; the fingerprint is recomputed here, not trusted.
-      const actual = await fingerprint(publicKey);
-      if (actual !== h.fingerprint) throw new DomainError('CONFLICT', `the key offered for ${h.holder} does not have the fingerprint the server states: refusing to encrypt for it`);
-      if (via && h.holder !== 'sender' && actual !== via.fingerprint) throw new DomainError('CONFLICT', `the requester's key offered (${actual}) is not the one the link names: refusing to encrypt for it`);
-      for (const k of keys) wraps.push({ fileId: k.fileId, holder: h.holder, fingerprint: h.fingerprint, wrapped: toBase64Url(await wrapFileKey(k.key, publicKey, fileContext(created.id, k.fileId))) });
+  const keys = [...files.map((f, i) => ({ fileId: created.files[i]!.id, key: f.key })), ...(created.bundleId ? [{ fileId: created.bundleId, key: bundleKey }] : [])];
+  // Every key is checked before a byte goes up: a refusal leaves nothing half sent.
+  const holders = e2e ? await checkedHolders([...(own ? [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }] : []), ...created.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))], via) : [];
+  const wrap = (to: CheckedHolder[]) => storeWraps(remote, base, created.id, keys, to, via);
+  try {
+    // The sender's own wraps and the level-4 bundle go first: after an interruption the SecuPass opens the
+    // file keys again, and the bundle (message and names) is never the part missing.
+    if (own) await wrap(holders.filter((h) => h.holder === 'sender'));
+    if (bundleText && created.bundleId) {
+      const sealed = await encryptBytes(bundleKey, fileContext(created.id, created.bundleId), bundleText);
+      await call(remote, 'PUT', `${base}/${created.id}/blobs/${created.bundleId}?offset=0`, sealed, { headers: via ? { 'x-tresor-request-secret': via.secret } : {} });
     }
-    await call(remote, 'POST', `${base}/${created.id}/wraps`, { ...secret, wraps: via ? wraps.map(({ holder, ...w }) => ({ ...w, recipientId: holder })) : wraps });
+    for (const [i, f] of files.entries()) {
+      const fileId = created.files[i]!.id;
+      const context = fileContext(created.id, fileId);
+      // Own transfers: a header chosen first and stored with the file's manifest, so that `tresor transfer
+      // resume` (or the web app) can go on after this process ends (a request-link upload cannot).
+      const header = via ? undefined : await newUploadHeader(remote, created.id, fileId, f.key, f.path);
+      const cipher = pipelineStreams(createReadStream(f.path, { highWaterMark: 1024 * 1024 }), encryptTransform(f.key, context, header), () => undefined);
+      await uploadStream(remote, created.id, fileId, cipher, (n) => onProgress(`${f.name}: ${n} / ${created.files[i]!.cipherSize} bytes`), via);
+      await unchanged(f);
+    }
+    if (e2e) await wrap(holders.filter((h) => h.holder !== 'sender'));
+  } catch (error) {
+    if (via || !(error instanceof Error)) throw error;
+    throw Object.assign(error, { message: `${error.message} — transfer ${created.id} was not sent; go on with \`tresor transfer resume ${created.id} <the same files>\` or withdraw it` });
   }
   return call<{ id: string; recipients?: { email: string; state: string; keyState: string }[] }>(remote, 'POST', `${base}/${created.id}/send`, via ? secret : undefined);
 }

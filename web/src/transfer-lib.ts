@@ -15,7 +15,10 @@ import {
   fingerprint,
   fromBase64Url,
   generateKeyPair,
+  MANIFEST_PIECE,
+  manifestMatches,
   openPrivateKey,
+  sealManifest,
   sealPrivateKey,
   toBase64Url,
   toHex,
@@ -118,7 +121,7 @@ export function formatSize(bytes: number, language: 'de' | 'en'): string {
 // ---- upload: ciphertext in 8 MiB pieces, resumable -----------------------------------------------------
 
 /** Bytes per upload request. */
-export const UPLOAD_CHUNK = 8 * 1024 * 1024;
+export const UPLOAD_CHUNK = MANIFEST_PIECE;
 const RETRIES = 4;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -178,41 +181,15 @@ async function putPiece(transferId: string, fileId: string, base: number, piece:
 
 // ---- the digest list of a file, for uploads that go on after a page reload ---------------------------
 
-const MANIFEST_VERSION = 1;
-const manifestContext = (transferId: string, fileId: string) => `${fileContext(transferId, fileId)}/manifest`;
-
 /**
- * What a file's encryption is bound to: version ‖ the header it is encrypted under ‖ piece size ‖ count
- * (u8, header bytes, u32, u32 big-endian) ‖ the SHA-256 of each `UPLOAD_CHUNK` of its plaintext, read
- * piece by piece (constant memory). Stored encrypted under the file key before the file's first byte goes
- * up; after an interruption the server's header must be this one and a file chosen again must give the same
- * digests before anything is encrypted under that header again: one header (salt, hence nonces), one
- * plaintext — AES-GCM must never see two plaintexts under one nonce.
- */
-async function manifestOf(header: Uint8Array, file: Blob): Promise<Uint8Array<ArrayBuffer>> {
-  const count = Math.ceil(file.size / UPLOAD_CHUNK);
-  const at = 1 + header.length + 8;
-  const out = new Uint8Array(at + 32 * count);
-  const view = new DataView(out.buffer);
-  view.setUint8(0, MANIFEST_VERSION);
-  out.set(header, 1);
-  view.setUint32(1 + header.length, UPLOAD_CHUNK);
-  view.setUint32(1 + header.length + 4, count);
-  for (let i = 0; i < count; i++) {
-    const piece = await file.slice(i * UPLOAD_CHUNK, Math.min(file.size, (i + 1) * UPLOAD_CHUNK)).arrayBuffer();
-    out.set(new Uint8Array(await crypto.subtle.digest('SHA-256', piece)), at + 32 * i);
-  }
-  return out;
-}
-
-/**
- * A fresh header for a file's encryption, stored first with what it is bound to (the manifest, encrypted
- * under the file key): call before the file's first byte, then encrypt with `encryptStreamWithHeader`.
+ * A fresh header for a file's encryption, stored first with what it is bound to (the manifest of
+ * docs/e2e-format.md §3.0, encrypted under the file key): call before the file's first byte, then encrypt
+ * with `encryptStreamWithHeader`. One header, one plaintext: AES-GCM must never see two under one nonce.
  */
 export async function newUploadHeader(transferId: string, fileId: string, fileKey: Uint8Array, file: Blob): Promise<Uint8Array> {
-  const header = await createHeader(fileKey, fileContext(transferId, fileId));
-  const sealed = await encryptBytes(fileKey, manifestContext(transferId, fileId), await manifestOf(header, file));
-  await api('PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}/manifest`, { manifest: toBase64Url(sealed) });
+  const context = fileContext(transferId, fileId);
+  const header = await createHeader(fileKey, context);
+  await api('PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}/manifest`, { manifest: toBase64Url(await sealManifest(fileKey, context, header, file)) });
   return header;
 }
 
@@ -221,14 +198,13 @@ export async function newUploadHeader(transferId: string, fileId: string, fileKe
  * does not open under the key: the server cannot make one up).
  */
 export async function sameAsManifest(transferId: string, fileId: string, fileKey: Uint8Array, manifest: string, header: Uint8Array, file: Blob): Promise<boolean> {
-  let stored: Uint8Array;
+  let sealed: Uint8Array;
   try {
-    stored = await decryptBytes(fileKey, manifestContext(transferId, fileId), fromBase64Url(manifest));
+    sealed = fromBase64Url(manifest);
   } catch {
     return false;
   }
-  const mine = await manifestOf(header, file);
-  return stored.length === mine.length && stored.every((b, i) => b === mine[i]);
+  return manifestMatches(fileKey, fileContext(transferId, fileId), sealed, header, file);
 }
 
 /** What the server holds of a file already (GET …/resume): its bytes so far and a SHA-256 (hex) per `UPLOAD_CHUNK` of them. */
