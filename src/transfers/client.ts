@@ -365,65 +365,68 @@ export async function resumeTransfer(remote: TransferRemote, transferId: string,
   if (open.some((f) => f.kind === 'bundle')) throw cannot('its encrypted message was not uploaded completely');
   if (open.some((f) => f.received > 0 && (f.header === undefined || f.manifest === undefined))) throw cannot('a file was uploaded without a manifest');
   const keys = new Map<string, Uint8Array>();
-  let names: (string | null)[] = [];
-  let own: Awaited<ReturnType<typeof myPrivateKey>> | undefined;
-  if (state.level >= 3) {
-    own = await myPrivateKey(remote, await secupass());
-    const mine = await call<{ fileId: string; wrapped: string; fingerprint: string }[]>(remote, 'GET', `/api/v1/transfers/${transferId}/sender-wraps`);
-    for (const f of state.files) {
-      const w = mine.find((x) => x.fileId === f.id);
-      if (!w || w.fingerprint !== own.fingerprint) throw cannot('a file key is not wrapped for your current key');
-      keys.set(f.id, await unwrapFileKey(fromBase64Url(w.wrapped), own.privateKey, fileContext(transferId, f.id)));
+  try {
+    let names: (string | null)[] = [];
+    let own: Awaited<ReturnType<typeof myPrivateKey>> | undefined;
+    if (state.level >= 3) {
+      own = await myPrivateKey(remote, await secupass());
+      const mine = await call<{ fileId: string; wrapped: string; fingerprint: string }[]>(remote, 'GET', `/api/v1/transfers/${transferId}/sender-wraps`);
+      for (const f of state.files) {
+        const w = mine.find((x) => x.fileId === f.id);
+        if (!w || w.fingerprint !== own.fingerprint) throw cannot('a file key is not wrapped for your current key');
+        keys.set(f.id, await unwrapFileKey(fromBase64Url(w.wrapped), own.privateKey, fileContext(transferId, f.id)));
+      }
+      const bundle = state.files.find((f) => f.kind === 'bundle');
+      if (bundle) {
+        if (bundle.content === undefined) throw cannot('its encrypted message is missing');
+        names = decodeBundle(await decryptBytes(keys.get(bundle.id)!, fileContext(transferId, bundle.id), fromBase64Url(bundle.content))).names;
+      }
+    } else {
+      for (const f of state.files) {
+        if (!f.fileKey) throw cannot('a file key is missing');
+        keys.set(f.id, fromBase64Url(f.fileKey));
+      }
     }
-    const bundle = state.files.find((f) => f.kind === 'bundle');
-    if (bundle) {
-      if (bundle.content === undefined) throw cannot('its encrypted message is missing');
-      names = decodeBundle(await decryptBytes(keys.get(bundle.id)!, fileContext(transferId, bundle.id), fromBase64Url(bundle.content))).names;
-    }
-  } else {
-    for (const f of state.files) {
-      if (!f.fileKey) throw cannot('a file key is missing');
-      keys.set(f.id, fromBase64Url(f.fileKey));
-    }
-  }
-  const files = state.files.filter((f) => f.kind === 'file');
-  const nameOf = (f: ResumeAnswer['files'][number]) => f.name ?? names[files.indexOf(f)] ?? null;
-  const chosen = await Promise.all(paths.map(localFile));
-  const plan = open.map((f) => {
-    const at = chosen.findIndex((c) => c.size === f.size && (nameOf(f) === null || c.name === nameOf(f)));
-    return { f, local: at < 0 ? undefined : chosen.splice(at, 1)[0] };
-  });
-  const missing = plan.filter((p) => !p.local).map((p) => `${nameOf(p.f) ?? `file ${files.indexOf(p.f) + 1}`} (${p.f.size} bytes)`);
-  if (missing.length > 0) throw new DomainError('VALIDATION', `give these files again: ${missing.join(', ')}`);
-  for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.local!.size)) throw cannot('the server states another encrypted size');
-  // All checked before anything goes up: a refusal leaves the server as it was.
-  for (const p of plan) {
-    if (p.f.received === 0) continue;
-    if (!(await manifestMatches(keys.get(p.f.id)!, fileContext(transferId, p.f.id), fromBase64Url(p.f.manifest!), fromBase64Url(p.f.header!), await openAsBlob(p.local!.path)))) {
-      throw new DomainError('CONFLICT', `${p.local!.name} is not the file whose upload was interrupted (its content differs); nothing was changed`);
-    }
-  }
-  const holders = own ? await checkedHolders(state.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))) : [];
-  if (own) {
-    const fresh = plan.filter((p) => p.f.received === 0).map((p) => {
-      keys.get(p.f.id)!.fill(0);
-      const key = randomFileKey();
-      keys.set(p.f.id, key);
-      return { fileId: p.f.id, key };
+    const files = state.files.filter((f) => f.kind === 'file');
+    const nameOf = (f: ResumeAnswer['files'][number]) => f.name ?? names[files.indexOf(f)] ?? null;
+    const chosen = await Promise.all(paths.map(localFile));
+    const plan = open.map((f) => {
+      const at = chosen.findIndex((c) => c.size === f.size && (nameOf(f) === null || c.name === nameOf(f)));
+      return { f, local: at < 0 ? undefined : chosen.splice(at, 1)[0] };
     });
-    await storeWraps(remote, '/api/v1/transfers', transferId, fresh, await checkedHolders([{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }]));
+    const missing = plan.filter((p) => !p.local).map((p) => `${nameOf(p.f) ?? `file ${files.indexOf(p.f) + 1}`} (${p.f.size} bytes)`);
+    if (missing.length > 0) throw new DomainError('VALIDATION', `give these files again: ${missing.join(', ')}`);
+    for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.local!.size)) throw cannot('the server states another encrypted size');
+    // All checked before anything goes up: a refusal leaves the server as it was.
+    for (const p of plan) {
+      if (p.f.received === 0) continue;
+      if (!(await manifestMatches(keys.get(p.f.id)!, fileContext(transferId, p.f.id), fromBase64Url(p.f.manifest!), fromBase64Url(p.f.header!), await openAsBlob(p.local!.path)))) {
+        throw new DomainError('CONFLICT', `${p.local!.name} is not the file whose upload was interrupted (its content differs); nothing was changed`);
+      }
+    }
+    const holders = own ? await checkedHolders(state.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))) : [];
+    if (own) {
+      const fresh = plan.filter((p) => p.f.received === 0).map((p) => {
+        keys.get(p.f.id)!.fill(0);
+        const key = randomFileKey();
+        keys.set(p.f.id, key);
+        return { fileId: p.f.id, key };
+      });
+      await storeWraps(remote, '/api/v1/transfers', transferId, fresh, await checkedHolders([{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }]));
+    }
+    for (const p of plan) {
+      const context = fileContext(transferId, p.f.id);
+      const key = keys.get(p.f.id)!;
+      const header = p.f.received > 0 ? fromBase64Url(p.f.header!) : await newUploadHeader(remote, transferId, p.f.id, key, p.local!.path);
+      const cipher = pipelineStreams(createReadStream(p.local!.path, { highWaterMark: 1024 * 1024 }), encryptTransform(key, context, header), () => undefined);
+      await uploadStream(remote, transferId, p.f.id, afterHeld(cipher, p.f.received, p.f.pieces), (n) => onProgress(`${p.local!.name}: ${n} / ${p.f.cipherSize} bytes`), undefined, p.f.received);
+      await unchanged(p.local!);
+    }
+    if (own) await storeWraps(remote, '/api/v1/transfers', transferId, state.files.map((f) => ({ fileId: f.id, key: keys.get(f.id)! })), holders);
+    return await call<{ id: string; recipients?: { email: string; state: string; keyState: string }[] }>(remote, 'POST', `/api/v1/transfers/${transferId}/send`);
+  } finally {
+    for (const k of keys.values()) k.fill(0);
   }
-  for (const p of plan) {
-    const context = fileContext(transferId, p.f.id);
-    const key = keys.get(p.f.id)!;
-    const header = p.f.received > 0 ? fromBase64Url(p.f.header!) : await newUploadHeader(remote, transferId, p.f.id, key, p.local!.path);
-    const cipher = pipelineStreams(createReadStream(p.local!.path, { highWaterMark: 1024 * 1024 }), encryptTransform(key, context, header), () => undefined);
-    await uploadStream(remote, transferId, p.f.id, afterHeld(cipher, p.f.received, p.f.pieces), (n) => onProgress(`${p.local!.name}: ${n} / ${p.f.cipherSize} bytes`), undefined, p.f.received);
-    await unchanged(p.local!);
-  }
-  if (own) await storeWraps(remote, '/api/v1/transfers', transferId, state.files.map((f) => ({ fileId: f.id, key: keys.get(f.id)! })), holders);
-  for (const k of keys.values()) k.fill(0);
-  return call<{ id: string; recipients?: { email: string; state: string; keyState: string }[] }>(remote, 'POST', `/api/v1/transfers/${transferId}/send`);
 }
 
 /**

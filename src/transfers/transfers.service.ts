@@ -629,9 +629,21 @@ export function createTransferService(deps: {
         await syncing;
       };
       let tooLong = false;
+      // A client that breaks off ends the body early instead of failing the pipeline: a failed pipeline
+      // destroys the write stream and drops what it still buffers (up to 8 MiB here), while an ended one
+      // writes all of it, so everything that arrived counts when the upload resumes (a resume checks it
+      // against its digests; it is synced when the file is complete).
+      const source = body instanceof Readable ? body : Readable.from(body);
+      async function* untilBrokenOff() {
+        try {
+          for await (const chunk of source) yield chunk as Buffer;
+        } catch {
+          // broke off: the body ends here
+        }
+      }
       try {
         await pipeline(
-          body instanceof Readable ? body : Readable.from(body),
+          untilBrokenOff(),
           new Transform({
             highWaterMark: 4 * 1024 * 1024,
             transform(chunk: Buffer, _encoding, done) {
@@ -667,7 +679,7 @@ export function createTransferService(deps: {
           await truncate(path, received).catch(() => undefined);
           throw syncFailed;
         }
-        // The client broke off: what reached the disk (up to the limit) counts, so the upload resumes there.
+        // The write failed: what reached the disk (up to the limit) counts, so the upload resumes there.
         const written = await stat(path).then((st) => st.size, () => received);
         position = Math.min(written, position, limit);
         if (written > position) await truncate(path, position);
