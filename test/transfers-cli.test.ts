@@ -5,8 +5,7 @@ import { createServer as createHttpsServer, request as httpsRequest } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer, connect, type Server, type Socket } from 'node:net';
-import { freePort, startServe, tresor, tresorAsync, type ServeProcess } from './cli-process.js';
+import { cuttingProxy, freePort, startServe, tresor, tresorAsync, type ServeProcess } from './cli-process.js';
 import { GOOD_PASSWORD, mailedKey, mailedTransferLink, readOutbox } from './helpers.js';
 import { fingerprint, generateKeyPair, randomFileKey, toBase64Url, wrapFileKey } from '../src/shared-e2e/index.js';
 
@@ -335,52 +334,3 @@ describe('tresor send / receive (CLI, real server)', () => {
     }
   }, 180_000);
 });
-
-/**
- * A TCP proxy in front of the server (TLS passes through it untouched). `verdict` sees the bytes sent
- * towards the server on this connection and in all: 'go' passes the chunk on, 'cut' kills this connection,
- * 'dead' kills every connection and refuses all later ones.
- */
-async function cuttingProxy(target: number, verdict: (sent: number, total: number) => 'go' | 'cut' | 'dead') {
-  let total = 0;
-  let dead = false;
-  const sockets = new Set<Socket>();
-  const pairs = new Set<[Socket, Socket]>();
-  // The client's side dies at once; the server gets every byte passed on before the cut (still queued in
-  // this proxy perhaps), then the connection ends in the middle of the body.
-  const kill = ([client, upstream]: [Socket, Socket]) => {
-    upstream.end(() => upstream.destroy());
-    client.destroy();
-  };
-  const proxy: Server = createServer((client) => {
-    if (dead) return void client.destroy();
-    const upstream = connect(target, '127.0.0.1');
-    const pair: [Socket, Socket] = [client, upstream];
-    sockets.add(client).add(upstream);
-    pairs.add(pair);
-    let sent = 0;
-    client.on('data', (chunk: Buffer) => {
-      sent += chunk.length;
-      total += chunk.length;
-      const v = verdict(sent, total);
-      if (v === 'go') return void upstream.write(chunk);
-      if (v === 'dead') dead = true;
-      for (const p of v === 'dead' ? pairs : [pair]) kill(p);
-    });
-    upstream.on('data', (chunk: Buffer) => client.write(chunk));
-    for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
-      a.on('end', () => b.end());
-      a.on('error', () => b.destroy());
-      a.on('close', () => b.writableEnded || b.destroy()); // an ended side finishes its flush first
-    }
-    upstream.on('close', () => pairs.delete(pair));
-  });
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
-  return {
-    url: `https://localhost:${(proxy.address() as { port: number }).port}`,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
-    },
-  };
-}

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, request, type APIRequestContext, type Browser, type Download, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, screenshot, watchedPage } from './browser.js';
-import { freePort, startServe, tresor, type ServeProcess } from './cli-process.js';
+import { cuttingProxy, freePort, startServe, tresor, tresorAsync, type ServeProcess } from './cli-process.js';
 import { mailedKey, readOutbox } from './helpers.js';
 import { decodePublicKey, decryptBytes, encodePublicKey, fingerprint, generateKeyPair, randomFileKey, toBase64Url, wrapFileKey } from '../src/shared-e2e/index.js';
 
@@ -73,6 +73,9 @@ describe('secure transfers in Chromium', () => {
    */
   const approvalMails = () => readOutbox(outbox).filter((m) => m.to === GUEST && m.subject === 'Tresor: your files can be opened now');
   const linkUrl = (l: { recipientId: string; secret: string; fp?: string }) => `${server.url}/app/r/${l.recipientId}#s=${l.secret}${l.fp ? `&fp=${l.fp}` : ''}`;
+  /** The environment for `tresor` as a client of the test server, and a session token for it. */
+  const cliEnvOf = () => ({ ...env(), TRESOR_URL: server.url, TRESOR_CACERT: join(dir, 'data', 'pki', 'ca.pem') });
+  const cliLogin = (login: string, password: string) => (JSON.parse(tresor(['--json', 'login', '--login', login], { cwd: dir, env: { ...cliEnvOf(), TRESOR_PASSWORD: password } }).stdout) as { sessionToken: string }).sessionToken;
 
   beforeAll(async () => {
     port = await freePort();
@@ -412,8 +415,7 @@ describe('secure transfers in Chromium', () => {
   });
 
   it('interoperates with the CLI both ways (level 3), and an expired link fails', async () => {
-    const cliEnv = { ...env(), TRESOR_URL: server.url, TRESOR_CACERT: join(dir, 'data', 'pki', 'ca.pem') };
-    const cliLogin = (login: string, password: string) => (JSON.parse(tresor(['--json', 'login', '--login', login], { cwd: dir, env: { ...cliEnv, TRESOR_PASSWORD: password } }).stdout) as { sessionToken: string }).sessionToken;
+    const cliEnv = cliEnvOf();
     const senderToken = cliLogin(SENDER, SENDER_PASSWORD);
     const guestToken = cliLogin(GUEST, GUEST_PASSWORD);
 
@@ -596,8 +598,7 @@ describe('secure transfers in Chromium', () => {
   }, 120_000);
 
   it('interoperates with the CLI both ways at level 4: message and file names end to end', async () => {
-    const cliEnv = { ...env(), TRESOR_URL: server.url, TRESOR_CACERT: join(dir, 'data', 'pki', 'ca.pem') };
-    const cliLogin = (login: string, password: string) => (JSON.parse(tresor(['--json', 'login', '--login', login], { cwd: dir, env: { ...cliEnv, TRESOR_PASSWORD: password } }).stdout) as { sessionToken: string }).sessionToken;
+    const cliEnv = cliEnvOf();
     const senderToken = cliLogin(SENDER, SENDER_PASSWORD);
     const guestToken = cliLogin(GUEST, GUEST_PASSWORD);
 
@@ -779,4 +780,66 @@ describe('secure transfers in Chromium', () => {
     expect(await max.problems()).toEqual([]);
     expect(await sender.problems()).toEqual([]);
   }, 120_000);
+
+  it('a draft goes on in the other client at level 4: cut off in the browser and finished with tresor transfer resume, cut off in tresor send and finished in the browser', async () => {
+    const cliEnv = cliEnvOf();
+    const asSender = { ...cliEnv, TRESOR_TOKEN: cliLogin(SENDER, SENDER_PASSWORD), TRESOR_SECUPASS: SENDER_SECUPASS };
+    const asGuest = { ...cliEnv, TRESOR_TOKEN: cliLogin(GUEST, GUEST_PASSWORD), TRESOR_SECUPASS: GUEST_SECUPASS_2 };
+    const folder = join(dir, 'drafts');
+    mkdirSync(folder, { recursive: true });
+    const scan = randomBytes(2 * PIECE + 4321);
+    const letter = textFile('Anschreiben zum Entwurf', 30_000);
+    writeFileSync(join(folder, 'mrt.bin'), scan);
+    writeFileSync(join(folder, 'anschreiben.txt'), letter);
+    const files = [{ name: 'mrt.bin', buffer: scan }, { name: 'anschreiben.txt', buffer: letter }];
+    const receivedBy = (subject: string, message: string, out: string) => {
+      const got = tresor(['--json', 'receive', linkUrl(transferLink(outbox, GUEST)), '--out', join(dir, out)], { cwd: dir, env: asGuest });
+      expect(got.code, got.stderr).toBe(0);
+      expect(JSON.parse(got.stdout)).toMatchObject({ subject, message, level: 4 });
+      expect(readFileSync(join(dir, out, 'mrt.bin')).equals(scan)).toBe(true);
+      expect(readFileSync(join(dir, out, 'anschreiben.txt')).equals(letter)).toBe(true);
+    };
+
+    // Browser → terminal: the page loses the connection after the first piece of the scan; the sender
+    // finds the draft with tresor transfer list and gives the files again (in another order). The CLI reads
+    // the names from the page's level-4 bundle and checks the part that arrived against the page's manifest.
+    await send(sender.page, { to: GUEST, subject: 'Entwurf aus dem Browser', message: 'Weiter im Terminal.', level: 4, files, lostFrom: PIECE });
+    const listed = tresor(['--json', 'transfer', 'list'], { cwd: dir, env: asSender });
+    expect(listed.code, listed.stderr).toBe(0);
+    const draftId = (JSON.parse(listed.stdout) as { id: string; subject: string }[]).find((t) => t.subject === 'Entwurf aus dem Browser')!.id;
+    /** The sizes of a transfer's blobs on the server: what arrived of each file (and the bundle). */
+    const held = (id: string) => readdirSync(join(dir, 'data', 'blobs', tenantId, id)).map((f) => statSync(join(dir, 'data', 'blobs', tenantId, id, f)).size);
+    expect(held(draftId)).toContain(PIECE); // the scan's first piece: the CLI checks it, then sends the rest
+    const resumed = tresor(['transfer', 'resume', draftId, join(folder, 'anschreiben.txt'), join(folder, 'mrt.bin')], { cwd: dir, env: asSender });
+    expect(resumed.code, resumed.stderr).toBe(0);
+    receivedBy('Entwurf aus dem Browser', 'Weiter im Terminal.', 'draft-from-browser');
+
+    // Terminal → browser: tresor send loses the network for good after 12 MiB; the page finds the draft
+    // (names from the CLI's bundle) and checks what arrived against its own encryption under the CLI's header.
+    const proxy = await cuttingProxy(port, (_sent, total) => (total > 12 * 1024 * 1024 ? 'dead' : 'go'));
+    let cut;
+    try {
+      cut = await tresorAsync(['send', '--to', GUEST, '--subject', 'Entwurf aus dem Terminal', '--message', 'Weiter im Browser.', '--level', '4', join(folder, 'mrt.bin'), join(folder, 'anschreiben.txt')], { cwd: dir, env: { ...asSender, TRESOR_URL: proxy.url } });
+    } finally {
+      await proxy.close();
+    }
+    expect(cut.code).not.toBe(0);
+    const cutId = /transfer ([0-9a-f-]{36}) was not sent; go on with `tresor transfer resume/.exec(cut.stderr)?.[1];
+    expect(cutId, cut.stderr).toBeDefined();
+    const partOfScan = () => held(cutId!).some((n) => n > PIECE && n < scan.length); // the page checks that part
+    for (let i = 0; i < 100 && !partOfScan(); i++) await new Promise((r) => setTimeout(r, 50)); // the server finishes the broken request
+    expect(partOfScan()).toBe(true);
+    const page = sender.page;
+    await page.reload();
+    const card = page.getByRole('article', { name: 'Entwurf aus dem Terminal' });
+    await card.getByText('Not sent yet: the upload was interrupted.').waitFor();
+    await card.getByRole('button', { name: 'Continue “Entwurf aus dem Terminal”' }).click();
+    const resume = card.getByRole('form', { name: 'Continue “Entwurf aus dem Terminal”' });
+    await resume.getByLabel('The same files again').setInputFiles(files.map((f) => ({ name: f.name, mimeType: 'application/octet-stream', buffer: f.buffer })));
+    await resume.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
+    await resume.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByText(/^Sent to 1 recipient\(s\)\./).waitFor({ timeout: 60_000 });
+    receivedBy('Entwurf aus dem Terminal', 'Weiter im Browser.', 'draft-from-terminal');
+    expect(await sender.problems()).toEqual([]);
+  }, 180_000);
 });
