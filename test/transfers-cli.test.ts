@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cuttingProxy, freePort, startServe, tresor, tresorAsync, type ServeProcess } from './cli-process.js';
 import { GOOD_PASSWORD, mailedKey, mailedTransferLink, readOutbox } from './helpers.js';
-import { fingerprint, generateKeyPair, randomFileKey, toBase64Url, wrapFileKey } from '../src/shared-e2e/index.js';
+import { encodePublicKey, fingerprint, generateKeyPair, randomFileKey, toBase64Url, wrapFileKey } from '../src/shared-e2e/index.js';
 
 /**
  * The secure exchange end to end through the real CLI against a real `tresor serve`: levels 1, 3 and 4,
@@ -207,40 +207,16 @@ describe('tresor send / receive (CLI, real server)', () => {
     // A TLS proxy with the server's own certificate (what a compromised server or a man in the middle with
     // its key could send): it passes everything through but rewrites the answer of `open` so that the file
     // keys are wrapped for another key pair, with that key's fingerprint.
-    const pki = join(dir, 'data', 'pki');
     const other = await generateKeyPair();
     const otherFingerprint = await fingerprint(other.publicKey);
-    const upstreamPort = Number(new URL(server.url).port);
-    const ca = readFileSync(env.TRESOR_CACERT!);
-    let rewritten = 0;
-    const proxy = createHttpsServer({ key: readFileSync(join(pki, 'server-key.pem')), cert: readFileSync(join(pki, 'server.pem')) }, (req, res) => {
-      const forward = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: upstreamPort, method: req.method, path: req.url, headers: req.headers, ca }, (answer) => {
-        if (!/^\/api\/v1\/r\/[0-9a-f-]{36}\/open$/.test(req.url ?? '') || answer.statusCode !== 200) {
-          res.writeHead(answer.statusCode ?? 502, answer.headers);
-          answer.pipe(res);
-          return;
-        }
-        const chunks: Buffer[] = [];
-        answer.on('data', (c: Buffer) => chunks.push(c));
-        answer.on('end', () => {
-          void (async () => {
-            const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { transferId: string; files: { id: string }[]; bundle?: { id: string } };
-            const foreign = async (id: string) => ({ fingerprint: otherFingerprint, wrapped: toBase64Url(await wrapFileKey(randomFileKey(), other.publicKey, `transfer:${body.transferId}/file:${id}`)) });
-            const files = [];
-            for (const f of body.files) files.push({ ...f, ...(await foreign(f.id)) });
-            const text = JSON.stringify({ ...body, files, ...(body.bundle ? { bundle: { ...body.bundle, ...(await foreign(body.bundle.id)) } } : {}) });
-            rewritten++;
-            const { 'content-length': _length, ...headers } = answer.headers;
-            res.writeHead(200, { ...headers, 'content-length': String(Buffer.byteLength(text)) });
-            res.end(text);
-          })();
-        });
-      });
-      forward.on('error', () => res.destroy());
-      req.pipe(forward);
+    const proxy = await rewritingProxy({ url: server.url, dataDir: join(dir, 'data') }, /^\/api\/v1\/r\/[0-9a-f-]{36}\/open$/, async (answer) => {
+      const body = answer as { transferId: string; files: { id: string }[]; bundle?: { id: string } };
+      const foreign = async (id: string) => ({ fingerprint: otherFingerprint, wrapped: toBase64Url(await wrapFileKey(randomFileKey(), other.publicKey, `transfer:${body.transferId}/file:${id}`)) });
+      const files = [];
+      for (const f of body.files) files.push({ ...f, ...(await foreign(f.id)) });
+      return { ...body, files, ...(body.bundle ? { bundle: { ...body.bundle, ...(await foreign(body.bundle.id)) } } : {}) };
     });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
-    const via = `https://localhost:${(proxy.address() as { port: number }).port}`;
+    const via = proxy.url;
     const { link } = mailedTransferLink(outbox, 'gast@example.org'); // the level-4 transfer, approved for the guest's new key
     try {
       const refused = await tresorAsync(['--json', 'receive', link.replace(server.url, via), '--out', join(files, 'foreign')], {
@@ -249,16 +225,39 @@ describe('tresor send / receive (CLI, real server)', () => {
       });
       expect(refused.code).toBe(5);
       expect(refused.stderr).toMatch(/the files are not wrapped for your key [0-9a-f-]+ \(the link expects [0-9a-f-]+\): refusing/);
-      expect(rewritten).toBe(1);
+      expect(proxy.rewritten()).toBe(1);
       expect(existsSync(join(files, 'foreign', 'befund.txt'))).toBe(false);
     } finally {
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
     // The same link straight to the server opens (the refusal came from the foreign wraps alone).
     const straight = cli('gast', ['receive', link, '--out', join(files, 'not-foreign')], { TRESOR_SECUPASS: 'Neuer Gast Schlüssel 1' });
     expect(straight.code, straight.stderr).toBe(0);
     expect(readFileSync(join(files, 'not-foreign', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
   }, 120_000);
+  it("a recipient key swapped in the server's answer is refused by tresor send before a byte goes up, and the draft does not stay behind", async () => {
+    // The answer to creating the transfer offers another public key for the guest, under the guest's own
+    // fingerprint (the one the sender approved).
+    const other = await generateKeyPair();
+    const proxy = await rewritingProxy({ url: server.url, dataDir: join(dir, 'data') }, /^\/api\/v1\/transfers$/, async (answer) => {
+      const body = answer as { recipients: { publicKey?: string }[] };
+      return { ...body, recipients: await Promise.all(body.recipients.map(async (r) => (r.publicKey ? { ...r, publicKey: await encodePublicKey(other.publicKey) } : r))) };
+    });
+    try {
+      const refused = await tresorAsync(['send', '--to', 'gast@example.org', '--subject', 'Untergeschobener Schlüssel', '--level', '3', join(dir, 'befund.txt')], {
+        cwd: dir,
+        env: { ...env, TRESOR_URL: proxy.url, TRESOR_TOKEN: tokens.sender!, TRESOR_SECUPASS: 'Absender Schlüssel 99' },
+      });
+      expect(refused.code).toBe(5);
+      expect(refused.stderr).toMatch(/the key offered for [0-9a-f-]+ does not have the fingerprint the server states: refusing to encrypt for it/);
+      expect(proxy.rewritten()).toBe(1);
+    } finally {
+      await proxy.close();
+    }
+    const listed = cli('sender', ['transfer', 'list']);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).not.toContain('Untergeschobener Schlüssel');
+  });
   it('a send cut off for good goes on with tresor transfer resume: the files are checked against what arrived, then only the rest goes up', async () => {
     // The first 10 MiB towards the server get through, then nothing: the connection dies in the middle of
     // the big file, and tresor send gives up (a laptop closed, say).
@@ -334,3 +333,43 @@ describe('tresor send / receive (CLI, real server)', () => {
     }
   }, 180_000);
 });
+
+/**
+ * A TLS proxy in front of the test server with the server's own certificate (what a compromised server, or
+ * a man in the middle with its key, could send): it passes everything through but rewrites the JSON answer
+ * of the requests whose path matches `path`. `dataDir` is the server's, for its certificate and key.
+ */
+async function rewritingProxy(server: { url: string; dataDir: string }, path: RegExp, rewrite: (answer: unknown) => Promise<unknown>) {
+  const pki = join(server.dataDir, 'pki');
+  const upstreamPort = Number(new URL(server.url).port);
+  const ca = readFileSync(join(pki, 'ca.pem'));
+  let rewritten = 0;
+  const proxy = createHttpsServer({ key: readFileSync(join(pki, 'server-key.pem')), cert: readFileSync(join(pki, 'server.pem')) }, (req, res) => {
+    const forward = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: upstreamPort, method: req.method, path: req.url, headers: req.headers, ca }, (answer) => {
+      if (!path.test(req.url ?? '') || (answer.statusCode ?? 500) >= 300) {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      answer.on('data', (c: Buffer) => chunks.push(c));
+      answer.on('end', () => {
+        void (async () => {
+          const text = JSON.stringify(await rewrite(JSON.parse(Buffer.concat(chunks).toString('utf8'))));
+          rewritten++;
+          const { 'content-length': _length, ...headers } = answer.headers;
+          res.writeHead(answer.statusCode!, { ...headers, 'content-length': String(Buffer.byteLength(text)) });
+          res.end(text);
+        })();
+      });
+    });
+    forward.on('error', () => res.destroy());
+    req.pipe(forward);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    url: `https://localhost:${(proxy.address() as { port: number }).port}`,
+    rewritten: () => rewritten,
+    close: () => new Promise((resolve) => proxy.close(resolve)),
+  };
+}

@@ -455,8 +455,14 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
     via ? { ...secret, from: via.from, ...common } : { ...common, level: input.level, expiresAt: input.expiresAt, ...(input.downloadLimit ? { downloadLimit: input.downloadLimit } : {}), recipients: input.to },
   );
   const keys = [...files.map((f, i) => ({ fileId: created.files[i]!.id, key: f.key })), ...(created.bundleId ? [{ fileId: created.bundleId, key: bundleKey }] : [])];
-  // Every key is checked before a byte goes up: a refusal leaves nothing half sent.
-  const holders = e2e ? await checkedHolders([...(own ? [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }] : []), ...created.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))], via) : [];
+  // Every key is checked before a byte goes up: a refusal leaves nothing half sent, and an own draft that
+  // could only ever be sent to the refused key is withdrawn (a request link has no withdrawal; it expires).
+  const holders = e2e
+    ? await checkedHolders([...(own ? [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }] : []), ...created.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))], via).catch(async (error: unknown) => {
+        if (!via) await call(remote, 'DELETE', `${base}/${created.id}`).catch(() => undefined);
+        throw error;
+      })
+    : [];
   const wrap = (to: CheckedHolder[]) => storeWraps(remote, base, created.id, keys, to, via);
   try {
     // The sender's own wraps and the level-4 bundle go first: after an interruption the SecuPass opens the
