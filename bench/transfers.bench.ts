@@ -6,7 +6,8 @@
  *  - upload+store and download throughput of one large file (default 1 GiB) at level 1 (the server
  *    decrypts on the way out) and level 3 (end-to-end: the client decrypts), against raw AES-256-GCM over
  *    the same bytes in this process (goal: ratio ≥ 0.5);
- *  - the server's peak RSS while a 16 MiB and a 2 GiB file go up and down (goal: flat, < 200 MiB);
+ *  - the server's peak RSS while a 16 MiB and a 2 GiB file go up and down (goal: flat, < 200 MiB), in the
+ *    server that ran the rows before and again in a restarted one;
  *  - encryption throughput of the e2e module in headless Chromium, against raw WebCrypto AES-GCM there.
  *
  *   npm run bench:transfers -- [--size-mib 1024] [--big-mib 2048] [--browser-mib 256] [--rounds 3] [--only web|server]
@@ -132,20 +133,37 @@ async function serverPeakRss<T>(pid: number, work: () => Promise<T>): Promise<{ 
 process.stdout.write(`# Transfers benchmark — node ${process.version}, ${new Date().toISOString()}\n`);
 tresor(['init']);
 // BENCH_PROFILE_DIR=/some/dir writes a CPU profile of the server there (to see where its time goes).
-const profile = process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : [];
-const server = spawn(process.execPath, [...profile, CLI, 'serve'], { cwd: dir, env });
+// BENCH_SERVER_FLAGS="--max-semi-space-size=2" gives the server's node these flags (not this process's).
+const serverFlags = [
+  ...(process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : []),
+  ...(process.env.BENCH_SERVER_FLAGS ?? '').split(' ').filter(Boolean),
+];
+/** Starts `tresor serve` on the benchmark's data directory and waits until it listens. */
+async function startServer() {
+  const child = spawn(process.execPath, [...serverFlags, CLI, 'serve'], { cwd: dir, env });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 30_000);
+    child.stdout.on('data', () => out.includes('Tresor is running') && (clearTimeout(timer), resolve()));
+  });
+  return child;
+}
+let server: ReturnType<typeof spawn> | undefined;
 // However the benchmark ends (an error, Ctrl-C, its output cut off), the server does not outlive it: a
 // server left running would take CPU from every later measurement.
-process.on('exit', () => server.kill('SIGKILL'));
+process.on('exit', () => server?.kill('SIGKILL'));
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGPIPE'] as const) process.on(signal, () => process.exit(130));
-let serverOut = '';
-server.stdout.on('data', (c: Buffer) => (serverOut += c.toString()));
-server.stderr.on('data', (c: Buffer) => (serverOut += c.toString()));
+const stopServer = async () => {
+  const s = server!;
+  if (s.exitCode === null) {
+    s.kill('SIGTERM');
+    await new Promise((r) => s.once('exit', r));
+  }
+};
 try {
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${serverOut}`)), 30_000);
-    server.stdout.on('data', () => serverOut.includes('Tresor is running') && (clearTimeout(timer), resolve()));
-  });
+  server = await startServer();
   // A tenant with a member who holds data access, and a recipient with a guest-like member account.
   const tenant = JSON.parse(tresor(['--json', 'tenant', 'create', '--name', 'Bench Transfers'])) as { id: string; initialKeys: { activationKey: string } };
   tresor(['account', 'invite', '--email', 'admin@bench.test', '--role', 'admin', '--tenant', tenant.id]);
@@ -303,15 +321,29 @@ try {
   ]);
   rmSync(file);
 
-  // The server's memory for a small and a large file, next to what it holds idle.
-  const idle = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid!}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-  const rows: Record<string, string | number>[] = [{ file: '(idle, after the runs above)', 'server peak RSS MiB (up + level-1 download)': round(idle), 'up MiB/s': '-', 'down MiB/s': '-' }];
-  for (const mib of serverOnly ? [] : [16, BIG_MIB]) {
-    const path = join(dir, `size-${mib}.bin`);
-    await makeFile(path, mib);
-    const measured = await serverPeakRss(server.pid!, () => run(path, 1, join(dir, `rss-${mib}`)));
-    rows.push({ file: `${mib} MiB`, 'server peak RSS MiB (up + level-1 download)': measured.peakMiB, 'up MiB/s': mbps((measured.value.upMs * SIZE_MIB) / mib), 'down MiB/s': mbps((measured.value.downMs * SIZE_MIB) / mib) });
-    rmSync(path);
+  // The server's memory for a small and a large file, next to what it holds idle: first in the server that
+  // ran everything above (what a long-running server keeps), then in a freshly started one (what the files
+  // themselves take).
+  const rows: Record<string, string | number>[] = [];
+  for (const fresh of serverOnly ? [] : [false, true]) {
+    if (fresh) {
+      await stopServer();
+      server = await startServer();
+      // Started, then a few small requests (logins, the SecuPass keys' Argon2id) before the idle figure.
+      await makeFile(join(dir, 'warm.bin'), 1);
+      await run(join(dir, 'warm.bin'), 1, join(dir, 'warm'));
+      rmSync(join(dir, 'warm.bin'));
+    }
+    const when = fresh ? 'restarted server' : 'after the runs above';
+    const idle = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server!.pid!}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+    rows.push({ file: `(idle, ${when})`, 'server peak RSS MiB (up + level-1 download)': round(idle), 'up MiB/s': '-', 'down MiB/s': '-' });
+    for (const mib of [16, BIG_MIB]) {
+      const path = join(dir, `size-${mib}.bin`);
+      await makeFile(path, mib);
+      const measured = await serverPeakRss(server!.pid!, () => run(path, 1, join(dir, `rss-${mib}`)));
+      rows.push({ file: `${mib} MiB, ${when}`, 'server peak RSS MiB (up + level-1 download)': measured.peakMiB, 'up MiB/s': mbps((measured.value.upMs * SIZE_MIB) / mib), 'down MiB/s': mbps((measured.value.downMs * SIZE_MIB) / mib) });
+      rmSync(path);
+    }
   }
   if (!serverOnly) table('server memory: constant in the file size (goal < 200 MiB)', rows);
 
@@ -341,7 +373,7 @@ try {
     };
     const peaks = async <T>(work: () => Promise<T>) => {
       let browserPeak = chromiumRss();
-      const measured = await serverPeakRss(server.pid!, async () => {
+      const measured = await serverPeakRss(server!.pid!, async () => {
         const timer = setInterval(() => (browserPeak = Math.max(browserPeak, chromiumRss())), 250);
         try {
           return await timed(work);
@@ -450,7 +482,6 @@ try {
   }
   }
 } finally {
-  server.kill('SIGTERM');
-  await new Promise((r) => server.once('exit', r));
+  if (server) await stopServer();
   rmSync(dir, { recursive: true, force: true });
 }
