@@ -23,6 +23,8 @@ export {
   TAG_SIZE,
 } from './records.js';
 export {
+  type CheckedKey,
+  checkOfferedKeys,
   decodePublicKey,
   type E2eKeyPair,
   type E2ePrivateKey,
@@ -32,6 +34,7 @@ export {
   fingerprintBytes,
   fingerprintMatches,
   generateKeyPair,
+  type OfferedKey,
   PUBLIC_KEY_SIZE,
   publicKeyToBytes,
 } from './keys.js';

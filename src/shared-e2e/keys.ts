@@ -175,3 +175,31 @@ export async function fingerprintMatches(publicKey: E2ePublicKey, expected: stri
   const actual = toHex(await fingerprintBytes(publicKey));
   return constantTimeEqual(new TextEncoder().encode(actual), new TextEncoder().encode(normalized));
 }
+
+/** A public key the server names for someone a file key is to be wrapped for ('sender' or a recipient's id), with the fingerprint it states. */
+export interface OfferedKey {
+  holder: string;
+  publicKey: string;
+  fingerprint: string;
+}
+/** An offered key that has the fingerprint stated for it: decoded, with its fingerprint as computed here. */
+export interface CheckedKey {
+  holder: string;
+  publicKey: E2ePublicKey;
+  fingerprint: string;
+}
+
+/**
+ * Checks every key offered before anything is encrypted for one of them: each is decoded and validated,
+ * its fingerprint computed here and compared with the one the server states (never taken on trust).
+ * Answers the checked keys, or the first holder whose key does not have its stated fingerprint.
+ */
+export async function checkOfferedKeys(offered: readonly OfferedKey[]): Promise<{ keys: CheckedKey[] } | { mismatch: string }> {
+  const keys: CheckedKey[] = [];
+  for (const o of offered) {
+    const publicKey = await decodePublicKey(o.publicKey);
+    if (!(await fingerprintMatches(publicKey, o.fingerprint))) return { mismatch: o.holder };
+    keys.push({ holder: o.holder, publicKey, fingerprint: await fingerprint(publicKey) });
+  }
+  return { keys };
+}

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { fromBase64Url, sha256, toBase64Url } from './encoding.js';
 import { E2eError, type E2eErrorCode } from './errors.js';
 import {
+  checkOfferedKeys,
   decodePublicKey,
   ecdhSharedSecret,
   encodePublicKey,
@@ -73,6 +74,18 @@ describe('public keys', () => {
     expect(await fingerprintMatches(bob.publicKey, fp)).toBe(false);
     expect(await fingerprintMatches(alice.publicKey, fp.slice(0, 39))).toBe(false); // shortened: refused
     expect(await fingerprint(bob.publicKey)).not.toBe(fp);
+  });
+  it('checks offered keys against their stated fingerprints: a key swapped under the right fingerprint names its holder', async () => {
+    const [aliceFp, bobFp] = [await fingerprint(alice.publicKey), await fingerprint(bob.publicKey)];
+    const offered = [
+      { holder: 'sender', publicKey: encodePublicKey(alice.publicKey), fingerprint: aliceFp.toUpperCase() },
+      { holder: 'r-1', publicKey: encodePublicKey(bob.publicKey), fingerprint: bobFp },
+    ];
+    const checked = await checkOfferedKeys(offered);
+    expect(checked).toEqual({ keys: [{ holder: 'sender', publicKey: alice.publicKey, fingerprint: aliceFp }, { holder: 'r-1', publicKey: bob.publicKey, fingerprint: bobFp }] });
+    expect(await checkOfferedKeys([offered[0]!, { ...offered[1]!, publicKey: encodePublicKey(alice.publicKey) }])).toEqual({ mismatch: 'r-1' });
+    expect(await checkOfferedKeys([{ ...offered[0]!, fingerprint: aliceFp.slice(0, 39) }])).toEqual({ mismatch: 'sender' });
+    await expectCode(checkOfferedKeys([{ ...offered[0]!, publicKey: encodePublicKey(alice.publicKey).slice(0, 40) }]), 'BAD_KEY');
   });
 });
 

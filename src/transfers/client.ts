@@ -8,6 +8,8 @@ import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
 import { hashRaw } from '@node-rs/argon2';
 import {
+  type CheckedKey,
+  checkOfferedKeys,
   ciphertextSize,
   createHeader,
   decodeBundle,
@@ -20,6 +22,7 @@ import {
   generateKeyPair,
   MANIFEST_PIECE,
   manifestMatches,
+  type OfferedKey,
   openPrivateKey,
   randomFileKey,
   sealManifest,
@@ -29,7 +32,6 @@ import {
   unwrapFileKey,
   wrapFileKey,
   type E2ePrivateKey,
-  type E2ePublicKey,
 } from '../shared-e2e/index.js';
 import { decryptTransform, encryptTransform } from '../shared-e2e/node.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
@@ -275,30 +277,20 @@ async function unchanged(f: { path: string; name: string; size: number; mtimeMs:
   if (now.size !== f.size || now.mtimeMs !== f.mtimeMs) throw new DomainError('CONFLICT', `${f.name} changed while it was being sent`);
 }
 
-/** Someone a file key is wrapped for: the sender ('sender') or a recipient (its id), with the key the server names. */
-interface Holder {
-  holder: string;
-  publicKey: string;
-  fingerprint: string;
-}
-type CheckedHolder = Holder & { key: E2ePublicKey };
-/** The keys the server names, each fingerprint computed here, not trusted; through a link, the requester's key must be the link's. */
-async function checkedHolders(holders: Holder[], via?: { fingerprint?: string | undefined }): Promise<CheckedHolder[]> {
-  const out: CheckedHolder[] = [];
-  for (const h of holders) {
-    const key = await decodePublicKey(h.publicKey);
-    const actual = await fingerprint(key);
-    if (actual !== h.fingerprint) throw new DomainError('CONFLICT', `the key offered for ${h.holder} does not have the fingerprint the server states: refusing to encrypt for it`);
-    if (via && h.holder !== 'sender' && actual !== via.fingerprint) throw new DomainError('CONFLICT', `the requester's key offered (${actual}) is not the one the link names: refusing to encrypt for it`);
-    out.push({ ...h, key });
+/** The keys the server names (see checkOfferedKeys); through a link, the requester's key must also be the link's. */
+async function checkedHolders(offered: OfferedKey[], via?: { fingerprint?: string | undefined }): Promise<CheckedKey[]> {
+  const checked = await checkOfferedKeys(offered);
+  if ('mismatch' in checked) throw new DomainError('CONFLICT', `the key offered for ${checked.mismatch} does not have the fingerprint the server states: refusing to encrypt for it`);
+  for (const k of checked.keys) {
+    if (via && k.holder !== 'sender' && k.fingerprint !== via.fingerprint) throw new DomainError('CONFLICT', `the requester's key offered (${k.fingerprint}) is not the one the link names: refusing to encrypt for it`);
   }
-  return out;
+  return checked.keys;
 }
 /** Wraps every key for each holder and stores the wraps. */
-async function storeWraps(remote: TransferRemote, base: string, transferId: string, keys: { fileId: string; key: Uint8Array }[], holders: CheckedHolder[], via?: RequestVia) {
+async function storeWraps(remote: TransferRemote, base: string, transferId: string, keys: { fileId: string; key: Uint8Array }[], holders: CheckedKey[], via?: RequestVia) {
   if (holders.length === 0) return;
   const wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[] = [];
-  for (const h of holders) for (const k of keys) wraps.push({ fileId: k.fileId, holder: h.holder, fingerprint: h.fingerprint, wrapped: toBase64Url(await wrapFileKey(k.key, h.key, fileContext(transferId, k.fileId))) });
+  for (const h of holders) for (const k of keys) wraps.push({ fileId: k.fileId, holder: h.holder, fingerprint: h.fingerprint, wrapped: toBase64Url(await wrapFileKey(k.key, h.publicKey, fileContext(transferId, k.fileId))) });
   await call(remote, 'POST', `${base}/${transferId}/wraps`, via ? { secret: via.secret, wraps: wraps.map(({ holder, ...w }) => ({ ...w, recipientId: holder })) } : { wraps });
 }
 
@@ -463,7 +455,7 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
         throw error;
       })
     : [];
-  const wrap = (to: CheckedHolder[]) => storeWraps(remote, base, created.id, keys, to, via);
+  const wrap = (to: CheckedKey[]) => storeWraps(remote, base, created.id, keys, to, via);
   try {
     // The sender's own wraps and the level-4 bundle go first: after an interruption the SecuPass opens the
     // file keys again, and the bundle (message and names) is never the part missing.

@@ -23,9 +23,10 @@ import {
   uploadStream,
 } from './transfer-lib.js';
 import {
+  type CheckedKey,
+  checkOfferedKeys,
   ciphertextSize,
   decodePublicKey,
-  type E2ePublicKey,
   encryptBytes,
   decodeBundle,
   decryptBytes,
@@ -34,6 +35,7 @@ import {
   fingerprint,
   fingerprintMatches,
   fromBase64Url,
+  type OfferedKey,
   randomFileKey,
   toBase64Url,
   unwrapFileKey,
@@ -59,33 +61,22 @@ interface Progress {
   total: number;
 }
 
-/** Someone a file key is wrapped for: the sender ('sender') or a recipient, with a checked key. */
-interface Holder {
-  recipientId: string;
-  publicKey: E2ePublicKey;
-  fingerprint: string;
-}
-
 /**
- * The keys to encrypt for, each checked before a byte is uploaded: a public key the server hands over
- * must have the fingerprint the server names for it (recomputed here, never trusted).
+ * The keys to encrypt for, each checked before a byte is uploaded (checkOfferedKeys: a public key the
+ * server hands over must have the fingerprint the server names for it, recomputed here); undefined when
+ * one does not.
  */
-async function checkedHolders(offered: { recipientId: string; publicKey: string; fingerprint?: string | undefined }[]): Promise<Holder[] | undefined> {
-  const holders: Holder[] = [];
-  for (const holder of offered) {
-    const publicKey = await decodePublicKey(holder.publicKey);
-    if (holder.fingerprint && !(await fingerprintMatches(publicKey, holder.fingerprint))) return undefined;
-    holders.push({ recipientId: holder.recipientId, publicKey, fingerprint: await fingerprint(publicKey) });
-  }
-  return holders;
+async function checkedHolders(offered: OfferedKey[]): Promise<CheckedKey[] | undefined> {
+  const checked = await checkOfferedKeys(offered);
+  return 'keys' in checked ? checked.keys : undefined;
 }
 
 /** Wraps every file key for every holder and stores the wraps (levels 3/4). */
-async function storeWraps(transferId: string, secrets: { fileId: string; key: Uint8Array }[], holders: Holder[]): Promise<void> {
+async function storeWraps(transferId: string, secrets: { fileId: string; key: Uint8Array }[], holders: CheckedKey[]): Promise<void> {
   const wraps: { fileId: string; recipientId: string; fingerprint: string; wrapped: string }[] = [];
   for (const holder of holders) {
     for (const s of secrets) {
-      wraps.push({ fileId: s.fileId, recipientId: holder.recipientId, fingerprint: holder.fingerprint, wrapped: toBase64Url(await wrapFileKey(s.key, holder.publicKey, fileContext(transferId, s.fileId))) });
+      wraps.push({ fileId: s.fileId, recipientId: holder.holder, fingerprint: holder.fingerprint, wrapped: toBase64Url(await wrapFileKey(s.key, holder.publicKey, fileContext(transferId, s.fileId))) });
     }
   }
   for (let i = 0; i < wraps.length; i += WRAP_BATCH) await api('POST', `/api/v1/transfers/${transferId}/wraps`, { wraps: wraps.slice(i, i + WRAP_BATCH) });
@@ -188,9 +179,9 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         ...(bundle ? { bundle: { size: bundle.length } } : {}),
       });
       if (created.files.length !== files.length) throw new Error('the server lists another number of files');
-      let holders: Holder[] = [];
+      let holders: CheckedKey[] = [];
       if (e2e && own) {
-        const offered = [{ recipientId: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }, ...created.recipients.flatMap((r) => (r.publicKey ? [{ recipientId: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))];
+        const offered = [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }, ...created.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))];
         const checked = await checkedHolders(offered);
         if (!checked) {
           // Nothing was uploaded; the empty transfer goes at once instead of waiting for its expiry.
@@ -203,7 +194,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       if (bundleKey && created.bundleId) secrets.push({ fileId: created.bundleId, key: bundleKey });
       // The sender's own wraps first: after an interruption, even from another page load, the sender's
       // SecuPass opens the file keys again and the upload goes on (see resume below).
-      if (e2e) await storeWraps(created.id, secrets, holders.filter((h) => h.recipientId === 'sender'));
+      if (e2e) await storeWraps(created.id, secrets, holders.filter((h) => h.holder === 'sender'));
 
       // Encrypt and upload, one file after the other (each upload request moves the request token on); the
       // small level-4 bundle first, as it cannot be made again after an interruption (its message is gone).
@@ -232,7 +223,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
 
       if (e2e) {
         setPhase(t('transfers.phase.wrap'));
-        await storeWraps(created.id, secrets, holders.filter((h) => h.recipientId !== 'sender'));
+        await storeWraps(created.id, secrets, holders.filter((h) => h.holder !== 'sender'));
       }
       for (const k of fileKeys) k.fill(0);
       bundleKey?.fill(0);
@@ -326,7 +317,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       // without its digest list (sent by a client that does not go on after a reload).
       if (open.some((f) => f.kind === 'bundle' || (f.received > 0 && (f.header === undefined || f.manifest === undefined)))) throw new Error(t('transfers.cannotResume'));
 
-      let holders: Holder[] = [];
+      let holders: CheckedKey[] = [];
       let own: Awaited<ReturnType<typeof openOwnKey>> | undefined;
       if (state.level >= 3) {
         own = await openOwnKey(secupass);
@@ -342,7 +333,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
           if (bundle.content === undefined) throw new Error(t('transfers.cannotResume'));
           names = decodeBundle(await decryptBytes(keys.get(bundle.id)!, fileContext(tr.id, bundle.id), fromBase64Url(bundle.content))).names;
         }
-        const checked = await checkedHolders(state.recipients.flatMap((r) => (r.publicKey ? [{ recipientId: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : [])));
+        const checked = await checkedHolders(state.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : [])));
         if (!checked) throw new Error(t('transfers.fingerprintMismatch'));
         holders = checked;
       } else {
