@@ -101,10 +101,17 @@ describe('tresor send / receive (CLI, real server)', () => {
     expect(waiting.stderr).toMatch(/waits for the sender's approval/);
     const list = JSON.parse(cli('sender', ['transfer', 'list']).stdout) as { id: string; recipients: { email: string; keyState: string; pendingFingerprint: string }[] }[];
     expect(list.find((t) => t.id === transfer.id)!.recipients[0]).toMatchObject({ keyState: 'approval-needed', pendingFingerprint: fp });
-    expect(cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', 'ffff-0000'], { TRESOR_SECUPASS: 'Absender Schlüssel 99' }).code).toBe(5);
+    const shortened = cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', fp.slice(0, 39)], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
+    expect(shortened.code).toBe(6);
+    expect(shortened.stderr).toMatch(/a fingerprint has 64 hex digits/);
+    const other = fp.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+    const wrongFp = cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', other], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
+    expect(wrongFp.code).toBe(5);
+    expect(wrongFp.stderr).toContain(`has the fingerprint ${fp}, not ${other}`);
     const approvedMails = () => readOutbox(outbox).filter((m) => m.to === 'gast@example.org' && m.subject === 'Tresor: Ihre Dateien lassen sich jetzt öffnen');
     expect(approvedMails()).toHaveLength(0); // the refused approval above told the guest nothing
-    const approved = cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', fp], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
+    // Typed as it was read out over the phone: capitals, spaces between the groups.
+    const approved = cli('sender', ['transfer', 'approve', transfer.id, '--recipient', 'gast@example.org', '--fingerprint', fp.toUpperCase().replaceAll('-', ' ')], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
     expect(approved.code, approved.stderr).toBe(0);
     // The guest (not the sender, who got the key-pending mail) is told that the files can be opened now.
     expect(approvedMails()).toHaveLength(1);

@@ -377,7 +377,7 @@ export function buildCli(): Command {
     .description("approve a recipient's new SecuPass key after comparing its fingerprint with them (re-wraps the file keys here)")
     .argument('<transfer-id>', 'transfer id')
     .requiredOption('--recipient <email>', 'recipient address')
-    .requiredOption('--fingerprint <fp>', 'the fingerprint the recipient read out to you')
+    .requiredOption('--fingerprint <fp>', 'the fingerprint the recipient read out to you (all 64 hex digits; case, spaces and dashes do not matter)')
     .action(async (id: string, opts: { recipient: string; fingerprint: string }) => {
       await approveKey(remoteOf(true), id, opts.recipient, opts.fingerprint, await secupassOf());
       emit(program, { approved: true }, () => out(`Approved: ${opts.recipient} can open the transfer now.`));

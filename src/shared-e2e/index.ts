@@ -23,6 +23,7 @@ export {
   TAG_SIZE,
 } from './records.js';
 export {
+  canonicalFingerprint,
   type CheckedKey,
   checkOfferedKeys,
   decodePublicKey,

@@ -170,10 +170,18 @@ export async function fingerprint(publicKey: E2ePublicKey): Promise<string> {
  * '-' are ignored). All 64 hex digits are required: a shortened fingerprint never matches.
  */
 export async function fingerprintMatches(publicKey: E2ePublicKey, expected: string): Promise<boolean> {
-  const normalized = expected.toLowerCase().replace(/[\s-]/g, '');
-  if (!/^[0-9a-f]{64}$/.test(normalized)) return false;
-  const actual = toHex(await fingerprintBytes(publicKey));
-  return constantTimeEqual(new TextEncoder().encode(actual), new TextEncoder().encode(normalized));
+  const canonical = canonicalFingerprint(expected);
+  if (canonical === undefined) return false;
+  return constantTimeEqual(new TextEncoder().encode(await fingerprint(publicKey)), new TextEncoder().encode(canonical));
+}
+
+/**
+ * A fingerprint as people read it out and type it (any case; the groups joined by '-', spaces or nothing)
+ * in the form `fingerprint` prints, or undefined when it is not exactly 64 hex digits.
+ */
+export function canonicalFingerprint(text: string): string | undefined {
+  const hex = text.toLowerCase().replace(/[\s-]/g, '');
+  return /^[0-9a-f]{64}$/.test(hex) ? hex.match(/.{4}/g)!.join('-') : undefined;
 }
 
 /** A public key the server names for someone a file key is to be wrapped for ('sender' or a recipient's id), with the fingerprint it states. */

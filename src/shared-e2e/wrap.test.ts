@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { fromBase64Url, sha256, toBase64Url } from './encoding.js';
 import { E2eError, type E2eErrorCode } from './errors.js';
 import {
+  canonicalFingerprint,
   checkOfferedKeys,
   decodePublicKey,
   ecdhSharedSecret,
@@ -73,6 +74,12 @@ describe('public keys', () => {
     expect(await fingerprintMatches(alice.publicKey, fp.toUpperCase().replaceAll('-', ' '))).toBe(true);
     expect(await fingerprintMatches(bob.publicKey, fp)).toBe(false);
     expect(await fingerprintMatches(alice.publicKey, fp.slice(0, 39))).toBe(false); // shortened: refused
+    // As typed by someone who heard it read out: one form, whatever the case and separators.
+    expect(canonicalFingerprint(` ${fp.toUpperCase().replaceAll('-', ' ')} `)).toBe(fp);
+    expect(canonicalFingerprint(fp.replaceAll('-', ''))).toBe(fp);
+    expect(canonicalFingerprint(fp.slice(0, 74))).toBeUndefined();
+    expect(canonicalFingerprint(`${fp}-0000`)).toBeUndefined();
+    expect(canonicalFingerprint(fp.replace(/[0-9a-f]$/, 'g'))).toBeUndefined();
     expect(await fingerprint(bob.publicKey)).not.toBe(fp);
   });
   it('checks offered keys against their stated fingerprints: a key swapped under the right fingerprint names its holder', async () => {

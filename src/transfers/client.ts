@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
 import { hashRaw } from '@node-rs/argon2';
 import {
+  canonicalFingerprint,
   type CheckedKey,
   checkOfferedKeys,
   ciphertextSize,
@@ -18,7 +19,7 @@ import {
   encodeBundle,
   encodePublicKey,
   encryptBytes,
-  fingerprint,
+  fingerprintMatches,
   generateKeyPair,
   MANIFEST_PIECE,
   manifestMatches,
@@ -517,7 +518,10 @@ export async function uploadToRequest(remote: Omit<TransferRemote, 'url'> & { ur
 }
 
 /** Approves a recipient's new key: re-wraps every file key of the transfer for it. */
-export async function approveKey(remote: TransferRemote, transferId: string, recipientEmail: string, expectedFingerprint: string, secupass: string) {
+export async function approveKey(remote: TransferRemote, transferId: string, recipientEmail: string, typedFingerprint: string, secupass: string) {
+  // As read out by the recipient: case, spaces and dashes do not matter, all 64 digits do.
+  const expectedFingerprint = canonicalFingerprint(typedFingerprint);
+  if (expectedFingerprint === undefined) throw new DomainError('VALIDATION', 'a fingerprint has 64 hex digits in 16 groups of 4, as `tresor secupass` prints it (case, spaces and dashes do not matter)');
   const list = await call<{ id: string; recipients: { id: string; email: string; keyState: string; pendingFingerprint: string | null }[] }[]>(remote, 'GET', '/api/v1/transfers');
   const t = list.find((x) => x.id === transferId);
   const r = t?.recipients.find((x) => x.email === recipientEmail.trim().toLowerCase());
@@ -527,7 +531,7 @@ export async function approveKey(remote: TransferRemote, transferId: string, rec
   const theirs = keys[r.email];
   if (!theirs) throw new DomainError('NOT_FOUND', 'the recipient has no key');
   const publicKey = await decodePublicKey(theirs.publicKey);
-  if ((await fingerprint(publicKey)) !== expectedFingerprint) throw new DomainError('CONFLICT', 'the key the server offers does not have the fingerprint you approved: refusing');
+  if (!(await fingerprintMatches(publicKey, expectedFingerprint))) throw new DomainError('CONFLICT', 'the key the server offers does not have the fingerprint you approved: refusing');
   const own = await myPrivateKey(remote, secupass);
   const mine = await call<{ fileId: string; wrapped: string }[]>(remote, 'GET', `/api/v1/transfers/${transferId}/sender-wraps`);
   const wraps = [];
