@@ -118,9 +118,11 @@ async function diskWrite(path: string, to: string) {
   await handle.sync().finally(() => handle.close());
 }
 
+/** A process's resident memory now, in MiB (from /proc). */
+const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 /** The server's RSS, sampled from /proc every 25 ms while `work` runs. */
 async function serverPeakRss<T>(pid: number, work: () => Promise<T>): Promise<{ value: T; peakMiB: number }> {
-  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  const rss = () => rssMiB(pid);
   let peak = rss();
   const timer = setInterval(() => (peak = Math.max(peak, rss())), 25);
   try {
@@ -335,8 +337,7 @@ try {
       rmSync(join(dir, 'warm.bin'));
     }
     const when = fresh ? 'restarted server' : 'after the runs above';
-    const idle = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server!.pid!}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-    rows.push({ file: `(idle, ${when})`, 'server peak RSS MiB (up + level-1 download)': round(idle), 'up MiB/s': '-', 'down MiB/s': '-' });
+    rows.push({ file: `(idle, ${when})`, 'server peak RSS MiB (up + level-1 download)': round(rssMiB(server!.pid!)), 'up MiB/s': '-', 'down MiB/s': '-' });
     for (const mib of [16, BIG_MIB]) {
       const path = join(dir, `size-${mib}.bin`);
       await makeFile(path, mib);
@@ -360,16 +361,16 @@ try {
     // certificate without errors (the per-context ignoreHTTPSErrors is not enough for it).
     const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--ignore-certificate-errors'] });
     const chromiumRss = () => {
-      let kib = 0;
+      let mib = 0;
       for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
         try {
           if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('chromium')) continue;
-          kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+          mib += rssMiB(Number(pid));
         } catch {
           // the process ended meanwhile
         }
       }
-      return kib / 1024;
+      return mib;
     };
     const peaks = async <T>(work: () => Promise<T>) => {
       let browserPeak = chromiumRss();

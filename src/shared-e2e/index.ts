@@ -38,6 +38,7 @@ export {
   type OfferedKey,
   PUBLIC_KEY_SIZE,
   publicKeyToBytes,
+  recipientKeys,
 } from './keys.js';
 export { unwrapFileKey, WRAPPED_KEY_SIZE, wrapFileKey } from './wrap.js';
 export {

@@ -190,6 +190,10 @@ export interface OfferedKey {
   publicKey: string;
   fingerprint: string;
 }
+/** The recipients the server names a key for, as offered keys (the holder is the recipient's id). */
+export function recipientKeys(recipients: readonly { id: string; publicKey?: string | undefined; fingerprint?: string | undefined }[]): OfferedKey[] {
+  return recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []));
+}
 /** An offered key that has the fingerprint stated for it: decoded, with its fingerprint as computed here. */
 export interface CheckedKey {
   holder: string;

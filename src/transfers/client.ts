@@ -26,6 +26,7 @@ import {
   type OfferedKey,
   openPrivateKey,
   randomFileKey,
+  recipientKeys,
   sealManifest,
   sealPrivateKey,
   toBase64Url,
@@ -397,7 +398,7 @@ export async function resumeTransfer(remote: TransferRemote, transferId: string,
         throw new DomainError('CONFLICT', `${p.local!.name} is not the file whose upload was interrupted (its content differs); nothing was changed`);
       }
     }
-    const holders = own ? await checkedHolders(state.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))) : [];
+    const holders = own ? await checkedHolders(recipientKeys(state.recipients)) : [];
     if (own) {
       const fresh = plan.filter((p) => p.f.received === 0).map((p) => {
         keys.get(p.f.id)!.fill(0);
@@ -451,7 +452,7 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
   // Every key is checked before a byte goes up: a refusal leaves nothing half sent, and an own draft that
   // could only ever be sent to the refused key is withdrawn (a request link has no withdrawal; it expires).
   const holders = e2e
-    ? await checkedHolders([...(own ? [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }] : []), ...created.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))], via).catch(async (error: unknown) => {
+    ? await checkedHolders([...(own ? [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }] : []), ...recipientKeys(created.recipients)], via).catch(async (error: unknown) => {
         if (!via) await call(remote, 'DELETE', `${base}/${created.id}`).catch(() => undefined);
         throw error;
       })

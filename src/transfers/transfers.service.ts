@@ -2,7 +2,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline as pipelineStreams, Readable, Transform } from 'node:stream';
+import { pipeline as pipelineStreams, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { sql, type Kysely } from 'kysely';
 import { authorizeData, isAllowed, type Actor } from '../access/index.js';
@@ -633,10 +633,9 @@ export function createTransferService(deps: {
       // destroys the write stream and drops what it still buffers (up to 8 MiB here), while an ended one
       // writes all of it, so everything that arrived counts when the upload resumes (a resume checks it
       // against its digests; it is synced when the file is complete).
-      const source = body instanceof Readable ? body : Readable.from(body);
       async function* untilBrokenOff() {
         try {
-          for await (const chunk of source) yield chunk as Buffer;
+          for await (const chunk of body) yield chunk as Buffer;
         } catch {
           // broke off: the body ends here
         }

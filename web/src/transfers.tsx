@@ -37,6 +37,7 @@ import {
   fromBase64Url,
   type OfferedKey,
   randomFileKey,
+  recipientKeys,
   toBase64Url,
   unwrapFileKey,
   wrapFileKey,
@@ -181,7 +182,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       if (created.files.length !== files.length) throw new Error('the server lists another number of files');
       let holders: CheckedKey[] = [];
       if (e2e && own) {
-        const offered = [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }, ...created.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : []))];
+        const offered = [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }, ...recipientKeys(created.recipients)];
         const checked = await checkedHolders(offered);
         if (!checked) {
           // Nothing was uploaded; the empty transfer goes at once instead of waiting for its expiry.
@@ -333,7 +334,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
           if (bundle.content === undefined) throw new Error(t('transfers.cannotResume'));
           names = decodeBundle(await decryptBytes(keys.get(bundle.id)!, fileContext(tr.id, bundle.id), fromBase64Url(bundle.content))).names;
         }
-        const checked = await checkedHolders(state.recipients.flatMap((r) => (r.publicKey && r.fingerprint ? [{ holder: r.id, publicKey: r.publicKey, fingerprint: r.fingerprint }] : [])));
+        const checked = await checkedHolders(recipientKeys(state.recipients));
         if (!checked) throw new Error(t('transfers.fingerprintMismatch'));
         holders = checked;
       } else {
