@@ -138,7 +138,8 @@ describe('identity pages in Chromium: accessibility and sessions', () => {
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Tamper-evident ledger' }).waitFor();
     // The heading of the new page takes the focus, so a screen reader announces where one is.
-    expect(await page.evaluate<string>('document.activeElement?.id')).toBe('page-title');
+    // (Preact runs the effect that moves the focus after the paint: wait for it, bounded.)
+    await expect.poll(() => page.evaluate<string>('document.activeElement?.id'), { timeout: 5_000 }).toBe('page-title');
     expect(await problems()).toEqual([]);
   });
 

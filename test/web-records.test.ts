@@ -137,7 +137,8 @@ describe('address book and jobs pages in Chromium', () => {
       expect(await edit.getByLabel(t('contacts.name'), { exact: true }).inputValue()).toBe(anna.name);
       expect(await edit.getByLabel(t('contacts.email'), { exact: true }).inputValue()).toBe(anna.email);
       expect(await edit.getByLabel(t('contacts.address'), { exact: true }).inputValue()).toBe(anna.address);
-      expect(await page.evaluate<string>('document.activeElement ? document.activeElement.id : ""')).toBe('edit-name');
+      // The form takes the focus in the next animation frame: wait for it (bounded) instead of reading it at once.
+      await expect.poll(() => page.evaluate<string>('document.activeElement ? document.activeElement.id : ""'), { timeout: 5_000 }).toBe('edit-name');
       await edit.getByLabel(t('contacts.email'), { exact: true }).fill('keine-adresse');
       await edit.getByRole('button', { name: t('records.save') }).click();
       await page.getByRole('alert').filter({ hasText: 'email must be an e-mail address such as name@example.org' }).waitFor();
