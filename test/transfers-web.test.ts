@@ -842,4 +842,140 @@ describe('secure transfers in Chromium', () => {
     receivedBy('Entwurf aus dem Terminal', 'Weiter im Browser.', 'draft-from-terminal');
     expect(await sender.problems()).toEqual([]);
   }, 180_000);
+
+  /** A "request files" link made on the member's page, at `level`. */
+  const requestLink = async (level: 1 | 2 | 3 | 4, message: string) => {
+    await sender.page.getByRole('link', { name: 'Transfers' }).click();
+    const form = sender.page.getByRole('form', { name: 'New request' });
+    await form.getByLabel('Security level').selectOption(String(level));
+    await form.getByLabel('Message to the sender').fill(message);
+    await form.getByRole('button', { name: 'Create link' }).click();
+    await sender.page.getByText('The link is ready.', { exact: false }).waitFor();
+    return sender.page.getByLabel('Upload link').inputValue();
+  };
+  /** An outsider fills the upload page and loses the connection for good at byte `lostFrom` of a file. */
+  const uploadCutOff = async (page: Page, opts: { subject: string; message: string; files: { name: string; buffer: Buffer }[]; lostFrom: number }) => {
+    await page.getByLabel('Your e-mail address').fill('einreicher@extern-transfer.test');
+    await page.getByLabel('Subject').fill(opts.subject);
+    await page.getByLabel('Message', { exact: true }).fill(opts.message);
+    await page.getByLabel('Files', { exact: true }).setInputFiles(opts.files.map((f) => ({ name: f.name, mimeType: 'application/octet-stream', buffer: f.buffer })));
+    const lost = (url: URL) => url.pathname.includes('/blobs/') && Number(url.searchParams.get('offset') ?? 0) >= opts.lostFrom;
+    await page.route(lost, (route) => route.abort('connectionreset'));
+    await page.getByRole('button', { name: 'Encrypt and send' }).click();
+    await page.getByRole('alert').waitFor({ timeout: 60_000 });
+    await page.unroute(lost);
+  };
+
+  it('"request files" at level 4: an outsider\'s upload cut off goes on after a reload of the tab, with the keys and names only that tab kept; another file is refused', async () => {
+    const scan = randomBytes(2 * PIECE + 4321);
+    const letter = textFile('Anschreiben', 30_000);
+    const uploadLink = await requestLink(4, 'Bitte das MRT hochladen.');
+    const outsider = await watchedPage(browser, 'en-GB');
+    const page = outsider.page;
+    await page.goto(uploadLink);
+    await page.getByText(/asks you for files \(security level 4\)/).waitFor();
+    await uploadCutOff(page, { subject: 'MRT über den Link', message: 'Nur für Sie lesbar.', files: [{ name: 'anschreiben.txt', buffer: letter }, { name: 'mrt.bin', buffer: scan }], lostFrom: PIECE });
+
+    // The tab reloaded (the link's secret is no longer in the address bar): the page offers to go on.
+    let answer: { id: string; files: Record<string, unknown>[] } | undefined;
+    await page.route('**/api/v1/u/*/transfers/*/resume', async (route) => {
+      const response = await route.fetch();
+      answer = (await response.json()) as typeof answer;
+      await route.fulfill({ response });
+    });
+    await page.reload();
+    const goOn = page.getByRole('form', { name: 'Continue an interrupted upload' });
+    await goOn.getByText('Uploading “MRT über den Link” in this tab was interrupted.', { exact: false }).waitFor();
+    await screenshot(page, 'file-request-resume');
+    // The file not chosen again is asked for by the name this tab kept (level 4: the server has no names).
+    await goOn.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Please choose these files again: mrt.bin (' }).waitFor();
+    // What the server answers a link holder holds no names and no keys: only what arrived.
+    expect(answer!.files.length).toBe(3); // the bundle and two files
+    for (const f of answer!.files) {
+      expect(f).not.toHaveProperty('name');
+      expect(f).not.toHaveProperty('fileKey');
+    }
+    const open = answer!.files.find((f) => (f.received as number) > 0 && (f.received as number) < (f.cipherSize as number))!;
+    expect(open.received).toBe(PIECE);
+    const blob = join(dir, 'data', 'blobs', tenantId, answer!.id, open.id as string);
+    expect(statSync(blob).size).toBe(PIECE);
+
+    // Another file of that name and size (its last byte, far behind what arrived, differs) is refused
+    // before anything goes up.
+    const other = Buffer.from(scan);
+    other[scan.length - 1] = other[scan.length - 1]! ^ 1;
+    await goOn.getByLabel('The same files again').setInputFiles([{ name: 'mrt.bin', mimeType: 'application/octet-stream', buffer: other }]);
+    await goOn.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByRole('alert').filter({ hasText: '“mrt.bin (' }).filter({ hasText: 'is not the file whose upload was interrupted' }).waitFor({ timeout: 60_000 });
+    expect(statSync(blob).size).toBe(PIECE);
+
+    // Without the link's secret, or with another link's, the draft is not found.
+    for (const secret of [toBase64Url(randomBytes(32)), /#s=([A-Za-z0-9_-]{43})/.exec(await requestLink(4, 'Eine andere Anforderung.'))![1]!]) {
+      const requestId = /\/app\/upload\/([0-9a-f-]{36})/.exec(uploadLink)![1]!;
+      const refused = await http.post(`/api/v1/u/${requestId}/transfers/${answer!.id}/resume`, { data: { secret, pieceSize: PIECE } });
+      expect(refused.status()).toBe(404);
+      expect(await refused.text()).not.toContain('received');
+    }
+
+    await goOn.getByLabel('The same files again').setInputFiles([{ name: 'mrt.bin', mimeType: 'application/octet-stream', buffer: scan }]);
+    await goOn.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByText(`Sent. ${SENDER} is notified.`).waitFor({ timeout: 60_000 });
+    await page.unroute('**/api/v1/u/*/transfers/*/resume');
+    // The tab forgets the keys once sent: a reload shows the empty form.
+    expect(await page.evaluate<string>(`sessionStorage.getItem(${JSON.stringify(`tresor.upload.${/\/app\/upload\/([0-9a-f-]{36})/.exec(uploadLink)![1]!}`)}) ?? ''`)).not.toContain('pending');
+    await page.reload();
+    await page.getByRole('form', { name: 'Send files securely' }).waitFor();
+
+    // The member reads message, names and both files with the SecuPass, byte for byte.
+    const link = transferLink(outbox, SENDER);
+    await sender.page.goto(linkUrl(link));
+    const unlock = sender.page.getByRole('form', { name: 'Unlock with your SecuPass' });
+    await unlock.getByLabel('Your SecuPass').fill(SENDER_SECUPASS);
+    await unlock.getByRole('button', { name: 'Unlock' }).click();
+    await sender.page.getByText('Nur für Sie lesbar.').waitFor({ timeout: 30_000 });
+    const [download] = await Promise.all([sender.page.waitForEvent('download'), sender.page.getByRole('button', { name: 'Download mrt.bin' }).click()]);
+    expect((await bytesOf(download)).equals(scan)).toBe(true);
+    const [download2] = await Promise.all([sender.page.waitForEvent('download'), sender.page.getByRole('button', { name: 'Download anschreiben.txt' }).click()]);
+    expect((await bytesOf(download2)).equals(letter)).toBe(true);
+    expect(await outsider.problems()).toEqual([]);
+    expect(await sender.problems()).toEqual([]);
+  }, 180_000);
+
+  it('"request files" at level 1: an outsider gives an interrupted upload up after a reload; what arrived is deleted at once', async () => {
+    const scan = randomBytes(PIECE + 999);
+    const uploadLink = await requestLink(1, 'Bitte den Scan.');
+    const requestId = /\/app\/upload\/([0-9a-f-]{36})/.exec(uploadLink)![1]!;
+    const secret = /#s=([A-Za-z0-9_-]{43})/.exec(uploadLink)![1]!;
+    const outsider = await watchedPage(browser, 'en-GB');
+    const page = outsider.page;
+    await page.goto(uploadLink);
+    let draftId = '';
+    await page.route(`**/api/v1/u/${requestId}/transfers`, async (route) => {
+      const response = await route.fetch();
+      draftId = ((await response.json()) as { id: string }).id;
+      await route.fulfill({ response });
+    });
+    await uploadCutOff(page, { subject: 'Scan, abgebrochen', message: '', files: [{ name: 'scan.bin', buffer: scan }], lostFrom: PIECE });
+    await page.unroute(`**/api/v1/u/${requestId}/transfers`);
+    expect(statSync(join(dir, 'data', 'blobs', tenantId, draftId)).isDirectory()).toBe(true);
+
+    await page.reload();
+    const goOn = page.getByRole('form', { name: 'Continue an interrupted upload' });
+    await goOn.getByText('Uploading “Scan, abgebrochen” in this tab was interrupted.', { exact: false }).waitFor();
+    await goOn.getByRole('button', { name: 'Discard and start over' }).click();
+    await page.getByRole('form', { name: 'Send files securely' }).waitFor();
+    // The draft is gone with its bytes, and says so to anyone who asks after it; the ledger has it.
+    expect(readdirSync(join(dir, 'data', 'blobs', tenantId))).not.toContain(draftId);
+    expect((await http.post(`/api/v1/u/${requestId}/transfers/${draftId}/resume`, { data: { secret, pieceSize: PIECE } })).status()).toBe(404);
+    const withdrawn = tresor(['ledger', 'export', '--tenant', tenantId, '--action', 'transfer.withdraw'], { cwd: dir, env: env() }).stdout;
+    expect(withdrawn).toContain(draftId);
+    // The form works as before: the same file goes whole this time.
+    await page.getByLabel('Your e-mail address').fill('einreicher@extern-transfer.test');
+    await page.getByLabel('Subject').fill('Scan, neu');
+    await page.getByLabel('Files', { exact: true }).setInputFiles([{ name: 'scan.bin', mimeType: 'application/octet-stream', buffer: scan }]);
+    await page.getByRole('button', { name: 'Encrypt and send' }).click();
+    await page.getByText(`Sent. ${SENDER} is notified.`).waitFor({ timeout: 60_000 });
+    expect(await outsider.problems()).toEqual([]);
+  }, 120_000);
 });

@@ -441,7 +441,19 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const put = (bytes: Buffer, headers: Record<string, string>) => call(undefined, 'PUT', `/api/v1/u/${requestId}/transfers/${c.id}/blobs/${c.files[0]!.id}?offset=0`, bytes, { 'content-type': 'application/octet-stream', ...headers });
     expect((await put(cipher, { 'x-tresor-request-secret': 'B'.repeat(43) })).statusCode).toBe(404);
     expect((await put(cipher, { 'x-tresor-request-secret': secret })).statusCode).toBe(200);
-    expect((await call(undefined, 'POST', `/api/v1/u/${requestId}/transfers/${c.id}/send`, { secret })).statusCode).toBe(200);
+    // Going on after a reload: the link holder learns what arrived, never names or file keys; the digest
+    // list is fixed once bytes arrived; a wrong secret finds nothing.
+    const base = `/api/v1/u/${requestId}/transfers/${c.id}`;
+    expect((await call(undefined, 'PUT', `${base}/blobs/${c.files[0]!.id}/manifest`, { secret, manifest: 'A'.repeat(40) })).statusCode).toBe(409);
+    expect((await call(undefined, 'POST', `${base}/resume`, { secret: 'B'.repeat(43), pieceSize: 8 * 1024 * 1024 })).statusCode).toBe(404);
+    const resumed = await call(undefined, 'POST', `${base}/resume`, { secret, pieceSize: 8 * 1024 * 1024 });
+    expect(resumed.statusCode, resumed.body).toBe(200);
+    expect(resumed.json()).toEqual({ id: c.id, level: 1, files: [{ id: c.files[0]!.id, kind: 'file', size: PLAIN.length, cipherSize: cipher.length, received: cipher.length, pieces: [] }] });
+    expect(resumed.body).not.toContain('steuer.pdf');
+    expect((await call(undefined, 'POST', `${base}/send`, { secret })).statusCode).toBe(200);
+    // Once sent, the upload is the requester's: no going on, no withdrawal by the link holder.
+    expect((await call(undefined, 'POST', `${base}/resume`, { secret, pieceSize: 8 * 1024 * 1024 })).statusCode).toBe(409);
+    expect((await call(undefined, 'POST', `${base}/withdraw`, { secret })).statusCode).toBe(409);
     const link = mailedTransferLink(outbox(), 'anna@kanzlei.test');
     const opened = (await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'anna@kanzlei.test' })).json<{ files: { id: string }[]; downloadToken: string; sender: string }>();
     expect((await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${opened.files[0]!.id}?token=${opened.downloadToken}`)).rawPayload.equals(PLAIN)).toBe(true);
@@ -472,6 +484,19 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const got = await call('anna', 'GET', `/api/v1/r/${link3.recipientId}/files/${o3.files[0]!.id}?token=${o3.downloadToken}`);
     const fileKey3 = await unwrapFileKey(fromBase64Url(o3.files[0]!.wrapped), pair.privateKey, ctx);
     expect(Buffer.from(await decryptBytes(fileKey3, ctx, new Uint8Array(got.rawPayload))).equals(PLAIN)).toBe(true);
+
+    // An unsent upload the link holder gives up is deleted at once: its bytes, and it is found no more.
+    const key4 = randomFileKey();
+    const c4 = (await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers`, { secret: s3[1], from: 'mandantin@example.org', subject: 'Abgebrochen', files: [{ name: 'teil.pdf', size: PLAIN.length }] })).json<{ id: string; files: { id: string }[] }>();
+    const ctx4 = `transfer:${c4.id}/file:${c4.files[0]!.id}`;
+    const part = Buffer.from(await encryptBytes(key4, ctx4, PLAIN)).subarray(0, 1000);
+    expect((await call(undefined, 'PUT', `/api/v1/u/${r3.id}/transfers/${c4.id}/blobs/${c4.files[0]!.id}?offset=0`, part, { 'content-type': 'application/octet-stream', 'x-tresor-request-secret': s3[1]! })).statusCode).toBe(200);
+    const blobs4 = join(core.config.data_dir, 'blobs', tenantId, c4.id);
+    expect(readdirSync(blobs4)).toHaveLength(1);
+    expect((await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c4.id}/withdraw`, { secret: 'C'.repeat(43) })).statusCode).toBe(404);
+    expect((await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c4.id}/withdraw`, { secret: s3[1] })).statusCode).toBe(204);
+    expect(existsSync(blobs4)).toBe(false);
+    expect((await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c4.id}/resume`, { secret: s3[1], pieceSize: 8 * 1024 * 1024 })).statusCode).toBe(404);
 
     // A closed request opens nothing more.
     expect((await call('anna', 'DELETE', `/api/v1/file-requests/${requestId}`)).statusCode).toBe(204);

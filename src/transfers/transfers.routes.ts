@@ -201,6 +201,26 @@ export function registerTransferRoutes(
     },
     handler: async (request) => transfers.uploadStatus(await senderSession(request), request.params.id, request.params.fileId),
   });
+  /** Per file of a draft, what a client needs to go on with its upload from a fresh start. */
+  const resumeFiles = {
+    type: 'array',
+    items: {
+      type: 'object',
+      properties: {
+        id: { type: 'string' },
+        kind: { type: 'string', enum: ['file', 'bundle'] },
+        name: { type: ['string', 'null'] },
+        size: { type: 'integer' },
+        cipherSize: { type: 'integer' },
+        received: { type: 'integer' },
+        header: { type: 'string' },
+        pieces: { type: 'array', items: { type: 'string' } },
+        manifest: { type: 'string' },
+        content: { type: 'string', description: 'the complete level-4 bundle, base64url (end-to-end encrypted: message and file names)' },
+        fileKey: { type: 'string' },
+      },
+    },
+  } as const;
   app.put<{ Params: { id: string; fileId: string }; Body: { manifest: string } }>('/api/v1/transfers/:id/blobs/:fileId/manifest', {
     ...secured,
     schema: {
@@ -228,25 +248,7 @@ export function registerTransferRoutes(
           properties: {
             id: { type: 'string' },
             level: { type: 'integer' },
-            files: {
-              type: 'array',
-              items: {
-                type: 'object',
-                properties: {
-                  id: { type: 'string' },
-                  kind: { type: 'string', enum: ['file', 'bundle'] },
-                  name: { type: ['string', 'null'] },
-                  size: { type: 'integer' },
-                  cipherSize: { type: 'integer' },
-                  received: { type: 'integer' },
-                  header: { type: 'string' },
-                  pieces: { type: 'array', items: { type: 'string' } },
-                  manifest: { type: 'string' },
-                  content: { type: 'string', description: 'the complete level-4 bundle, base64url (end-to-end encrypted: message and file names)' },
-                  fileKey: { type: 'string' },
-                },
-              },
-            },
+            files: resumeFiles,
             recipients: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, email: { type: 'string' }, fingerprint: { type: 'string' }, publicKey: { type: 'string' } } } },
           },
         },
@@ -431,13 +433,14 @@ export function registerTransferRoutes(
       return reply.status(201).send(await transfers.createViaRequest(request.params.id, secret, { from, subject, message, files, bundle }));
     },
   });
+  const viaFileParams = { type: 'object', properties: { id: uuid, tid: uuid, fileId: uuid }, required: ['id', 'tid', 'fileId'] } as const;
   app.register(async (scope) => {
     scope.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
     scope.put<{ Params: { id: string; tid: string; fileId: string }; Querystring: { offset: number } }>('/api/v1/u/:id/transfers/:tid/blobs/:fileId', {
       schema: {
         tags: ['transfers'],
         summary: 'Append ciphertext of an upload through a request link (header x-tresor-request-secret)',
-        params: { type: 'object', properties: { id: uuid, tid: uuid, fileId: uuid }, required: ['id', 'tid', 'fileId'] },
+        params: viaFileParams,
         querystring: { type: 'object', properties: { offset: { type: 'integer', minimum: 0 } }, required: ['offset'] },
         response: { 200: { type: 'object', properties: { received: { type: 'integer' }, cipherSize: { type: 'integer' } } }, ...errors },
       },
@@ -446,6 +449,47 @@ export function registerTransferRoutes(
         return transfers.uploadVia(access, request.params.fileId, request.query.offset, request.body as AsyncIterable<Uint8Array>, declaredLength(request));
       },
     });
+  });
+  app.put<{ Params: { id: string; tid: string; fileId: string }; Body: { secret: string; manifest: string } }>('/api/v1/u/:id/transfers/:tid/blobs/:fileId/manifest', {
+    schema: {
+      tags: ['transfers'],
+      summary: 'Through a request link, before the first byte of a file: its encrypted digest list (as for your own transfers), so the upload can go on after a page reload',
+      params: viaFileParams,
+      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43), manifest: b64url(16, 400_000) }, required: ['secret', 'manifest'] },
+      response: { 204: { type: 'null' }, ...errors },
+    },
+    handler: async (request, reply) => {
+      const access = await transfers.requestAccess(request.params.id, request.body.secret, request.params.tid);
+      await transfers.setManifestVia(access, request.params.fileId, request.body.manifest);
+      return reply.status(204).send();
+    },
+  });
+  app.post<{ Params: { id: string; tid: string }; Body: { secret: string; pieceSize: number } }>('/api/v1/u/:id/transfers/:tid/resume', {
+    schema: {
+      tags: ['transfers'],
+      summary: 'Through a request link, after a page reload: what the server holds of each file of the unsent upload (no names or keys: the uploader\'s browser kept them)',
+      params: { type: 'object', properties: { id: uuid, tid: uuid }, required: ['id', 'tid'] },
+      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43), pieceSize: { type: 'integer', minimum: 8388608, maximum: 67108864 } }, required: ['secret', 'pieceSize'] },
+      response: { 200: { type: 'object', properties: { id: { type: 'string' }, level: { type: 'integer' }, files: resumeFiles } }, ...errors },
+    },
+    handler: async (request, reply) => {
+      void reply.header('cache-control', 'no-store');
+      const access = await transfers.requestAccess(request.params.id, request.body.secret, request.params.tid);
+      return transfers.resumeStateVia(access, request.body.pieceSize);
+    },
+  });
+  app.post<{ Params: { id: string; tid: string }; Body: { secret: string } }>('/api/v1/u/:id/transfers/:tid/withdraw', {
+    schema: {
+      tags: ['transfers'],
+      summary: 'Through a request link: give up an unsent upload; what arrived of it is deleted at once',
+      params: { type: 'object', properties: { id: uuid, tid: uuid }, required: ['id', 'tid'] },
+      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43) }, required: ['secret'] },
+      response: { 204: { type: 'null' }, ...errors },
+    },
+    handler: async (request, reply) => {
+      await transfers.withdrawVia(await transfers.requestAccess(request.params.id, request.body.secret, request.params.tid));
+      return reply.status(204).send();
+    },
   });
   app.post<{ Params: { id: string; tid: string }; Body: { secret: string; wraps: { fileId: string; recipientId: string; fingerprint: string; wrapped: string }[] } }>('/api/v1/u/:id/transfers/:tid/wraps', {
     schema: {

@@ -208,10 +208,51 @@ export function createTransferService(deps: {
     const found = await ownTransfer(s, id);
     const { t, a } = found;
     if (t.sender_id !== a.accountId) throw new ForbiddenError('only the sender of a transfer can go on with its upload');
-    if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
+    stillDraft(t);
     if (t.request_id) throw new ConflictError('this transfer is being uploaded through a "request files" link; only its uploader can go on with it');
-    if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again');
     return found;
+  };
+
+  /**
+   * Per file of a draft what a client needs to go on with it from a fresh start: what arrived, the header
+   * stored first (its salt makes the same key encrypt the same file to the same bytes again), a SHA-256
+   * per `pieceSize` bytes of what arrived (the client compares its new ciphertext with them, so a changed
+   * file is never spliced onto the old part) and the client's encrypted digest list; the level-4 bundle
+   * whole once complete. `secrets`: also the file names and (levels 1/2) the file keys — for the sender's
+   * session, not for a request-link holder, whose browser kept its own.
+   */
+  const filesToResume = async (tenantId: string, db: Kysely<TransferSchema>, t: TransferSchema['transfers'], key: Buffer, pieceSize: number, secrets: boolean) => {
+    if (!Number.isSafeInteger(pieceSize) || pieceSize < 8 * 1024 * 1024 || pieceSize > 64 * 1024 * 1024) throw new ValidationError('pieceSize must be 8 MiB to 64 MiB');
+    const rows = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
+    const files = [];
+    for (const f of rows) {
+      const path = blobPath(tenantId, t.id, f.id);
+      const { received } = await arrivedOf(path, Number(f.received));
+      // Digests only of files still open: a complete file is not uploaded again (and not read here).
+      const { header, pieces } = received > 0 && received < Number(f.cipher_size) ? await digestPieces(path, received, pieceSize) : { header: undefined, pieces: [] };
+      files.push({
+        id: f.id,
+        kind: f.kind as 'file' | 'bundle',
+        ...(secrets ? { name: f.name_ct === null ? null : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`) } : {}),
+        size: Number(f.size),
+        cipherSize: Number(f.cipher_size),
+        received,
+        ...(header ? { header: header.toString('base64url') } : {}),
+        pieces,
+        ...(f.manifest !== null ? { manifest: f.manifest } : {}),
+        // The level-4 bundle whole (at most 1 MiB, end-to-end encrypted): the sender's page reads the file
+        // names from it, so that each chosen file goes on under its own name.
+        ...(f.kind === 'bundle' && received === Number(f.cipher_size) ? { content: (await readFile(path)).toString('base64url') } : {}),
+        ...(secrets && f.file_key_ct !== null ? { fileKey: aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`).toString('base64url') } : {}),
+      });
+    }
+    return files;
+  };
+
+  /** An unsent draft its creator may still change: not sent, withdrawn or expired. */
+  const stillDraft = (t: TransferSchema['transfers']) => {
+    if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
+    if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again');
   };
 
   /** A transfer as its creator may change it: a data user's session, or an outsider holding a request link. */
@@ -703,39 +744,13 @@ export function createTransferService(deps: {
 
     /**
      * What the sender needs to go on with an unsent transfer from a fresh start (another page load, another
-     * browser): per file what arrived, the header stored first (its salt makes the same key encrypt the
-     * same file to the same bytes again), a SHA-256 per `pieceSize` bytes of what arrived (the sender's
-     * browser compares its new ciphertext with them, so a changed file is never spliced onto the old part),
-     * at levels 1/2 the file key (the server keeps it anyway); at levels 3/4 the recipients' keys on record;
-     * at level 4 the complete bundle (message and names, end-to-end encrypted).
+     * browser or the CLI): per file what `filesToResume` gives with names and, at levels 1/2, the file key
+     * (the server keeps it anyway); at levels 3/4 the recipients' keys on record.
      */
     async resumeState(s: SenderSession, transferId: string, pieceSize: number) {
       const { db, t } = await ownDraft(s, transferId);
-      if (!Number.isSafeInteger(pieceSize) || pieceSize < 8 * 1024 * 1024 || pieceSize > 64 * 1024 * 1024) throw new ValidationError('pieceSize must be 8 MiB to 64 MiB');
       const key = await transferKeyOf(s, t);
-      const rows = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
-      const files = [];
-      for (const f of rows) {
-        const path = blobPath(s.tenantId, t.id, f.id);
-        const { received } = await arrivedOf(path, Number(f.received));
-        // Digests only of files still open: a complete file is not uploaded again (and not read here).
-        const { header, pieces } = received > 0 && received < Number(f.cipher_size) ? await digestPieces(path, received, pieceSize) : { header: undefined, pieces: [] };
-        files.push({
-          id: f.id,
-          kind: f.kind as 'file' | 'bundle',
-          name: f.name_ct === null ? null : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`),
-          size: Number(f.size),
-          cipherSize: Number(f.cipher_size),
-          received,
-          ...(header ? { header: header.toString('base64url') } : {}),
-          pieces,
-          ...(f.manifest !== null ? { manifest: f.manifest } : {}),
-          // The level-4 bundle whole (at most 1 MiB, end-to-end encrypted): the sender's page reads the file
-          // names from it, so that each chosen file goes on under its own name.
-          ...(f.kind === 'bundle' && received === Number(f.cipher_size) ? { content: (await readFile(path)).toString('base64url') } : {}),
-          ...(f.file_key_ct !== null ? { fileKey: aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`).toString('base64url') } : {}),
-        });
-      }
+      const files = await filesToResume(s.tenantId, db, t, key, pieceSize, true);
       const recipients = [];
       for (const r of await db.selectFrom('transfer_recipients').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute()) {
         const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
@@ -748,8 +763,21 @@ export function createTransferService(deps: {
         }
         recipients.push({ id: r.id, email, ...(r.key_fingerprint ? { fingerprint: r.key_fingerprint } : {}), ...(publicKey ? { publicKey } : {}) });
       }
-      await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.resume', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { files: rows.length, received: files.reduce((n, f) => n + f.received, 0) } });
+      await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.resume', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { files: files.length, received: files.reduce((n, f) => n + f.received, 0) } });
       return { id: t.id, level: t.level as Level, files, recipients };
+    },
+
+    /**
+     * The same for an outsider going on with an upload through a request link (after a page reload): only
+     * what the server holds of the files — no names, no file keys, no recipients; the uploader's browser
+     * kept those (and the link's secret and the draft's id) for its tab.
+     */
+    async resumeStateVia(x: Access, pieceSize: number) {
+      const { db, t } = x;
+      stillDraft(t);
+      const files = await filesToResume(x.tenantId, db, t, await x.key(), pieceSize, false);
+      await record(x.tenantId, { actor: x.actor, action: 'transfer.resume', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { files: files.length, received: files.reduce((n, f) => n + f.received, 0) } });
+      return { id: t.id, level: t.level as Level, files };
     },
 
     /**
@@ -758,6 +786,12 @@ export function createTransferService(deps: {
      */
     async setManifest(s: SenderSession, transferId: string, fileId: string, manifest: string) {
       const { db, t } = await ownDraft(s, transferId);
+      return this.setManifestVia({ db, t }, fileId, manifest);
+    },
+
+    async setManifestVia(x: Pick<Access, 'db' | 't'>, fileId: string, manifest: string) {
+      const { db, t } = x;
+      stillDraft(t);
       const f = await db.selectFrom('transfer_files').select(['id', 'kind']).where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!f || f.kind !== 'file') throw new NotFoundError('file');
       // One statement: no upload can start between the check and the change (bytes on disk beyond a recorded
@@ -853,6 +887,12 @@ export function createTransferService(deps: {
     async withdraw(s: SenderSession, transferId: string) {
       const { t } = await ownTransfer(s, transferId);
       await purge(s.tenantId, t, 'withdrawn', ledgerActor(s.actor));
+    },
+
+    /** An outsider gives up an unsent upload through a request link: its bytes and keys go at once. Once sent, it is the requester's. */
+    async withdrawVia(x: Access) {
+      if (x.t.sent_at !== null) throw new ConflictError('this upload was sent already; only the requester can withdraw it now');
+      await purge(x.tenantId, x.t, 'withdrawn', x.actor);
     },
 
     async senderWraps(s: SenderSession, transferId: string) {

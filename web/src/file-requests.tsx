@@ -1,9 +1,9 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api } from './api.js';
+import { api, ApiError } from './api.js';
 import type { TextKey } from './i18n.js';
-import { fileContext, messageOf, type Level, uploadStream } from './transfer-lib.js';
+import { fileContext, firstChanged, formatSize, HeldBytesDifferError, matchChosen, messageOf, type Level, type ResumeFile, type ResumePlan, UPLOAD_CHUNK, uploadRest, uploadStream } from './transfer-lib.js';
 import { Alerts } from './ui.js';
-import { ciphertextSize, decodePublicKey, encryptBytes, encryptStream, fingerprintMatches, randomFileKey, toBase64Url, wrapFileKey } from '../../src/shared-e2e/index.js';
+import { ciphertextSize, decodePublicKey, encryptBytes, fingerprintMatches, fromBase64Url, randomFileKey, toBase64Url, wrapFileKey } from '../../src/shared-e2e/index.js';
 
 type T = (key: TextKey, vars?: Record<string, string | number>) => string;
 type PageComponent = (p: { title: string; children: preact.ComponentChildren }) => preact.JSX.Element;
@@ -141,90 +141,257 @@ interface RequestInfo {
 }
 
 /**
+ * An upload through a request link that has begun, kept for this tab (sessionStorage: gone with the tab)
+ * so that it goes on after a reload: the draft, and the keys and names only this browser has.
+ */
+interface PendingUpload {
+  transferId: string;
+  level: Level;
+  subject: string;
+  /** The requester as the draft's recipient (levels 3/4: the file keys are wrapped for them). */
+  recipientId: string;
+  files: { id: string; name: string; size: number; key: string }[];
+  bundle?: { id: string; key: string };
+}
+
+/** What the tab keeps of a request link: its secret and fingerprint (the address bar loses them), and a pending upload. */
+interface KeptLink {
+  s: string;
+  fp?: string;
+  pending?: PendingUpload;
+}
+
+const keptKey = (requestId: string) => `tresor.upload.${requestId}`;
+
+function readKept(requestId: string): KeptLink | undefined {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(keptKey(requestId)) ?? 'null') as KeptLink | null;
+    return kept && typeof kept.s === 'string' ? kept : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function keep(requestId: string, kept: KeptLink): void {
+  sessionStorage.setItem(keptKey(requestId), JSON.stringify(kept));
+}
+
+/**
  * /app/upload/<id>#s=…&fp=… (public): an outsider sends files to the data user who made the link. Every
  * file is encrypted here; at levels 3/4 the file keys are wrapped to the requester's key, and only if its
- * fingerprint is the one the link names.
+ * fingerprint is the one the link names. An upload cut off goes on after a reload of the tab: the files
+ * chosen again are checked against what arrived (their digest lists, as for a member's own transfers).
  */
-export function UploadPage(props: { t: T; path: string; Page: PageComponent }) {
+export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; Page: PageComponent }) {
   const { t, Page } = props;
   const requestId = props.path.slice(UPLOAD_PREFIX.length);
-  const [link] = useState(() => {
+  const [link] = useState<KeptLink>(() => {
     const fragment = new URLSearchParams(location.hash.slice(1));
+    const kept = readKept(requestId);
+    const secret = fragment.get('s');
     if (location.hash) history.replaceState(null, '', location.pathname);
-    return { secret: fragment.get('s') ?? '', fp: fragment.get('fp') ?? undefined };
+    if (!secret) return kept ?? { s: '' };
+    const fp = fragment.get('fp') ?? undefined;
+    // The link opened again: what this tab began with it goes on; another link starts afresh.
+    const fresh: KeptLink = kept && kept.s === secret && kept.fp === fp ? kept : { s: secret, ...(fp ? { fp } : {}) };
+    keep(requestId, fresh);
+    return fresh;
   });
+  const via = { requestId, secret: link.s };
   const [info, setInfo] = useState<RequestInfo>();
+  const [pending, setPendingState] = useState<PendingUpload | undefined>(link.pending);
+  const setPending = (p: PendingUpload | undefined) => {
+    keep(requestId, { s: link.s, ...(link.fp ? { fp: link.fp } : {}), ...(p ? { pending: p } : {}) });
+    setPendingState(p);
+  };
   const [draft, setDraft] = useState({ from: '', subject: '', message: '' });
   const [files, setFiles] = useState<File[]>([]);
+  const [again, setAgain] = useState<File[]>([]);
   const [progress, setProgress] = useState<{ name: string; sent: number; total: number }[]>();
+  const [busy, setBusy] = useState(false);
+  /** The first upload of the form is under way (its draft is pending already, but not interrupted). */
+  const [sending, setSending] = useState(false);
   const [done, setDone] = useState(false);
   const [error, setError] = useState<string>();
   const input = useRef<HTMLInputElement>(null);
   useEffect(() => {
-    api<RequestInfo>('POST', `/api/v1/u/${requestId}/open`, { secret: link.secret }).then(setInfo, () => setError(t('requests.invalid')));
+    api<RequestInfo>('POST', `/api/v1/u/${requestId}/open`, { secret: link.s }).then(setInfo, () => setError(t('requests.invalid')));
   }, []);
+
+  /** Levels 3/4: the requester's key, only if it is the one the link names (a key swapped by the server is refused). */
+  const requesterKey = async () => {
+    const key = await decodePublicKey(info?.publicKey ?? '');
+    if (!link.fp || !(await fingerprintMatches(key, link.fp))) throw new Error(t('requests.keyMismatch'));
+    return key;
+  };
+
+  /** Uploads the planned files (the rest of each), wraps their keys for the requester, sends; then forgets the draft. */
+  const finish = async (p: PendingUpload, plan: ResumePlan[]) => {
+    const keys = new Map(p.files.map((f) => [f.id, fromBase64Url(f.key)] as const));
+    if (p.bundle) keys.set(p.bundle.id, fromBase64Url(p.bundle.key));
+    try {
+      const key = p.level >= 3 ? await requesterKey() : undefined;
+      const items = plan.map((x) => ({ name: p.files[x.index]!.name, sent: x.f.received, total: x.f.cipherSize }));
+      setProgress(items.map((x) => ({ ...x })));
+      await uploadRest(p.transferId, plan, keys, (i, sent) => {
+        items[i]!.sent = sent;
+        setProgress(items.map((x) => ({ ...x })));
+      }, via);
+      if (key && link.fp) {
+        const wraps = [];
+        for (const [fileId, fileKey] of keys) wraps.push({ fileId, recipientId: p.recipientId, fingerprint: link.fp, wrapped: toBase64Url(await wrapFileKey(fileKey, key, fileContext(p.transferId, fileId))) });
+        await api('POST', `/api/v1/u/${requestId}/transfers/${p.transferId}/wraps`, { secret: link.s, wraps });
+      }
+      await api('POST', `/api/v1/u/${requestId}/transfers/${p.transferId}/send`, { secret: link.s });
+      setPending(undefined);
+      setDone(true);
+      setFiles([]);
+      setAgain([]);
+    } finally {
+      for (const k of keys.values()) k.fill(0);
+    }
+  };
 
   const submit = async (event: Event) => {
     event.preventDefault();
-    if (!info) return;
+    if (!info || busy) return;
     setError(undefined);
     if (files.length === 0) return setError(t('transfers.noFiles'));
+    setBusy(true);
+    setSending(true);
     try {
       const level = info.level;
       const e2e = level >= 3;
-      const requesterKey = e2e ? await decodePublicKey(info.publicKey ?? '') : undefined;
-      // The key to encrypt for must be the one the link names: a key swapped by the server is refused.
-      if (e2e && (!link.fp || !requesterKey || !(await fingerprintMatches(requesterKey, link.fp)))) throw new Error(t('requests.keyMismatch'));
+      if (e2e) await requesterKey(); // before anything is created
       const keys = files.map(() => randomFileKey());
       const bundleKey = randomFileKey();
       const bundle = level === 4 ? new TextEncoder().encode(JSON.stringify({ message: draft.message, names: files.map((f) => f.name) })) : undefined;
-      const via = { requestId, secret: link.secret };
       const created = await api<{ id: string; files: { id: string; cipherSize: number }[]; bundleId?: string; recipients: { id: string; fingerprint?: string }[] }>('POST', `/api/v1/u/${requestId}/transfers`, {
-        secret: link.secret,
+        secret: link.s,
         from: draft.from,
         subject: draft.subject,
         ...(level <= 3 && draft.message.trim() ? { message: draft.message } : {}),
         files: files.map((f, i) => ({ ...(level === 4 ? {} : { name: f.name }), size: f.size, ...(e2e ? {} : { fileKey: toBase64Url(keys[i]!) }) })),
         ...(bundle ? { bundle: { size: bundle.length } } : {}),
       });
-      const items = files.map((f, i) => ({ name: f.name, sent: 0, total: created.files[i]!.cipherSize }));
-      setProgress(items.map((p) => ({ ...p })));
-      for (const [i, file] of files.entries()) {
-        const meta = created.files[i]!;
-        await uploadStream(created.id, meta.id, encryptStream(keys[i]!, fileContext(created.id, meta.id), file.stream()), meta.cipherSize, (sent) => {
-          items[i]!.sent = sent;
-          setProgress(items.map((p) => ({ ...p })));
-        }, via);
-      }
-      if (bundle && created.bundleId) {
+      if (created.files.length !== files.length) throw new Error('the server lists another number of files');
+      const p: PendingUpload = {
+        transferId: created.id,
+        level,
+        subject: draft.subject,
+        recipientId: created.recipients[0]?.id ?? '',
+        files: files.map((f, i) => ({ id: created.files[i]!.id, name: f.name, size: f.size, key: toBase64Url(keys[i]!) })),
+        ...(bundle && created.bundleId ? { bundle: { id: created.bundleId, key: toBase64Url(bundleKey) } } : {}),
+      };
+      for (const k of keys) k.fill(0);
+      // Kept before the first byte goes up: a reload from here on goes on with this draft.
+      setPending(p);
+      // The level-4 bundle (message and names) first: it cannot be made again after a reload.
+      if (bundle) {
+        if (!created.bundleId) throw new Error('the server did not create the encrypted bundle');
         const cipher = await encryptBytes(bundleKey, fileContext(created.id, created.bundleId), bundle);
         if (cipher.length !== ciphertextSize(bundle.length)) throw new Error('unexpected bundle size');
         await uploadStream(created.id, created.bundleId, new Blob([new Uint8Array(cipher)]).stream(), cipher.length, () => undefined, via);
       }
-      if (e2e && requesterKey && link.fp) {
-        const recipient = created.recipients[0]!;
-        const secrets = created.files.map((f, i) => ({ fileId: f.id, key: keys[i]! }));
-        if (created.bundleId) secrets.push({ fileId: created.bundleId, key: bundleKey });
-        const wraps = [];
-        for (const s of secrets) wraps.push({ fileId: s.fileId, recipientId: recipient.id, fingerprint: link.fp, wrapped: toBase64Url(await wrapFileKey(s.key, requesterKey, fileContext(created.id, s.fileId))) });
-        await api('POST', `/api/v1/u/${requestId}/transfers/${created.id}/wraps`, { secret: link.secret, wraps });
-      }
-      for (const k of keys) k.fill(0);
       bundleKey.fill(0);
-      await api('POST', `/api/v1/u/${requestId}/transfers/${created.id}/send`, { secret: link.secret });
-      setDone(true);
-      setFiles([]);
+      const plan: ResumePlan[] = files.map((file, i) => ({ f: { id: created.files[i]!.id, kind: 'file', size: file.size, cipherSize: created.files[i]!.cipherSize, received: 0, pieces: [] }, index: i, file }));
+      await finish(p, plan);
       if (input.current) input.current.value = '';
     } catch (e) {
       setError(messageOf(e));
+    } finally {
+      setBusy(false);
+      setSending(false);
     }
   };
+
+  /**
+   * Goes on with the tab's pending upload: what the server holds of each file is compared with the files
+   * chosen again (each must be the one its digest list describes, checked before anything goes up), then
+   * only the rest is encrypted and uploaded — under the keys this tab kept, which the server never had at
+   * levels 3/4.
+   */
+  const goOn = async (event: Event) => {
+    event.preventDefault();
+    if (!pending || busy) return;
+    setError(undefined);
+    setBusy(true);
+    const p = pending;
+    const label = (i: number) => `${p.files[i]?.name ?? t('receive.fileN', { n: i + 1 })} (${formatSize(p.files[i]?.size ?? 0, props.language)})`;
+    const keys = new Map(p.files.map((f) => [f.id, fromBase64Url(f.key)] as const));
+    try {
+      const state = await api<{ id: string; level: Level; files: ResumeFile[] }>('POST', `/api/v1/u/${requestId}/transfers/${p.transferId}/resume`, { secret: link.s, pieceSize: UPLOAD_CHUNK });
+      const files = state.files.filter((f) => f.kind === 'file');
+      const sameDraft = state.id === p.transferId && state.level === p.level && files.length === p.files.length && files.every((f, i) => f.id === p.files[i]!.id && f.size === p.files[i]!.size);
+      const open = state.files.filter((f) => f.received < f.cipherSize);
+      if (!sameDraft || open.some((f) => f.kind === 'bundle')) throw new Error(t('requests.cannotResume'));
+      const { plan, missing } = matchChosen(open, files, (_f, i) => p.files[i]!.name, again);
+      if (missing.length > 0) throw new Error(t('transfers.chooseAgain', { names: missing.map((m) => label(m.index)).join(', ') }));
+      if (plan.some((x) => x.f.cipherSize !== ciphertextSize(x.file.size))) throw new Error(t('requests.cannotResume'));
+      const changed = await firstChanged(p.transferId, plan, keys);
+      if (changed) throw new Error(changed.f.manifest === undefined ? t('requests.cannotResume') : t('transfers.notSameFile', { name: label(changed.index) }));
+      await finish(p, plan);
+    } catch (e) {
+      // The server's bytes differ from the file that matched its digest list: the server's doing, not the file's.
+      setError(e instanceof HeldBytesDifferError ? t('requests.cannotResume') : e instanceof ApiError && e.status === 404 ? t('requests.cannotResume') : messageOf(e));
+    } finally {
+      for (const k of keys.values()) k.fill(0);
+      setBusy(false);
+    }
+  };
+
+  /** Gives the pending upload up: the draft and what arrived of it are deleted; the form starts afresh. */
+  const startOver = async () => {
+    if (!pending || busy) return;
+    setError(undefined);
+    await api('POST', `/api/v1/u/${requestId}/transfers/${pending.transferId}/withdraw`, { secret: link.s }).catch(() => undefined); // gone already: nothing to delete
+    setPending(undefined);
+    setProgress(undefined);
+    setAgain([]);
+  };
+
+  const progressList = progress
+    ? progress.map((x) => (
+        <p key={x.name}>
+          <label>
+            {x.name} <progress max={x.total || 1} value={x.sent} />
+          </label>
+        </p>
+      ))
+    : null;
 
   return (
     <Page title={t('requests.uploadTitle')}>
       <Alerts error={error} />
       {done ? (
         <p role="status">{t('requests.uploaded', { requester: info?.requester ?? '' })}</p>
+      ) : info && pending && !sending ? (
+        <form class="card" aria-label={t('requests.goOnTitle')} onSubmit={goOn}>
+          <p>{t('requests.interrupted', { subject: pending.subject })}</p>
+          <ul>
+            {pending.files.map((f) => (
+              <li key={f.id}>
+                {f.name} ({formatSize(f.size, props.language)})
+              </li>
+            ))}
+          </ul>
+          <div class="field">
+            <label for="upload-again">{t('transfers.resumeFiles')}</label>
+            <input id="upload-again" type="file" multiple aria-describedby="upload-again-hint" onChange={(e) => setAgain([...((e.target as HTMLInputElement).files ?? [])])} />
+            <small id="upload-again-hint" class="hint">
+              {t('transfers.resumeHint')}
+            </small>
+          </div>
+          {progressList}
+          <div>
+            <button type="submit" disabled={busy}>
+              {t('transfers.resumeConfirm')}
+            </button>{' '}
+            <button type="button" class="danger" disabled={busy} onClick={() => void startOver()}>
+              {t('requests.startOver')}
+            </button>
+          </div>
+        </form>
       ) : info ? (
         <form class="card" aria-label={t('requests.uploadTitle')} onSubmit={submit}>
           <p>{t('requests.asks', { requester: info.requester, level: info.level })}</p>
@@ -246,16 +413,10 @@ export function UploadPage(props: { t: T; path: string; Page: PageComponent }) {
             <label for="upload-files">{t('requests.files')}</label>
             <input id="upload-files" ref={input} type="file" multiple onChange={(e) => setFiles([...((e.target as HTMLInputElement).files ?? [])])} />
           </div>
-          {progress
-            ? progress.map((p) => (
-                <p key={p.name}>
-                  <label>
-                    {p.name} <progress max={p.total || 1} value={p.sent} />
-                  </label>
-                </p>
-              ))
-            : null}
-          <button type="submit">{t('requests.send')}</button>
+          {progressList}
+          <button type="submit" disabled={busy}>
+            {t('requests.send')}
+          </button>
         </form>
       ) : error ? null : (
         <p>{t('common.loading')}</p>

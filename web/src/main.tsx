@@ -723,7 +723,7 @@ function App() {
   };
   let content: preact.JSX.Element;
   if (publicPages[path]) content = publicPages[path]();
-  else if (path.startsWith(UPLOAD_PREFIX)) content = <UploadPage key={path} t={t} path={path} Page={Page} />;
+  else if (path.startsWith(UPLOAD_PREFIX)) content = <UploadPage key={path} t={t} language={language} path={path} Page={Page} />;
   else if (path.startsWith(RECEIVE_PREFIX)) {
     // A transfer link: public (level 1), or for the recipient's login (levels 2–4).
     content = (

@@ -12,6 +12,7 @@ import {
   decryptBytes,
   encodePublicKey,
   encryptBytes,
+  encryptStreamWithHeader,
   fingerprint,
   fromBase64Url,
   generateKeyPair,
@@ -67,7 +68,7 @@ export interface SentTransfer {
 export interface ResumeState {
   id: string;
   level: Level;
-  files: { id: string; kind: 'file' | 'bundle'; name: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; manifest?: string; content?: string; fileKey?: string }[];
+  files: { id: string; kind: 'file' | 'bundle'; name?: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; manifest?: string; content?: string; fileKey?: string }[];
   recipients: { id: string; email: string; fingerprint?: string; publicKey?: string }[];
 }
 
@@ -186,10 +187,12 @@ async function putPiece(transferId: string, fileId: string, base: number, piece:
  * docs/e2e-format.md §3.0, encrypted under the file key): call before the file's first byte, then encrypt
  * with `encryptStreamWithHeader`. One header, one plaintext: AES-GCM must never see two under one nonce.
  */
-export async function newUploadHeader(transferId: string, fileId: string, fileKey: Uint8Array, file: Blob): Promise<Uint8Array> {
+export async function newUploadHeader(transferId: string, fileId: string, fileKey: Uint8Array, file: Blob, via?: UploadVia): Promise<Uint8Array> {
   const context = fileContext(transferId, fileId);
   const header = await createHeader(fileKey, context);
-  await api('PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}/manifest`, { manifest: toBase64Url(await sealManifest(fileKey, context, header, file)) });
+  const manifest = toBase64Url(await sealManifest(fileKey, context, header, file));
+  if (via) await api('PUT', `/api/v1/u/${via.requestId}/transfers/${transferId}/blobs/${fileId}/manifest`, { secret: via.secret, manifest });
+  else await api('PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}/manifest`, { manifest });
   return header;
 }
 
@@ -288,6 +291,67 @@ export async function uploadStream(
     reader.releaseLock();
   }
   if (sent !== cipherSize) throw new Error(`the encrypted file has ${sent} bytes, not ${cipherSize}`);
+}
+
+// ---- going on with a draft from a fresh start (the sender's page, or an outsider's through a request link) --
+
+/** A file of a draft as the server reports it for going on (GET …/resume, or POST …/resume through a link). */
+export type ResumeFile = ResumeState['files'][number];
+
+export interface ResumePlan {
+  f: ResumeFile;
+  /** Its place among the draft's files (not counting the level-4 bundle). */
+  index: number;
+  file: File;
+}
+
+/**
+ * Which chosen file goes on with which unfinished upload: by name and size, so two files of one size
+ * chosen in another order each go on under their own name (a file whose name is not known: by size).
+ * `missing` lists the uploads no chosen file fits.
+ */
+export function matchChosen(open: ResumeFile[], files: ResumeFile[], nameOf: (f: ResumeFile, index: number) => string | null, chosen: File[]): { plan: ResumePlan[]; missing: { f: ResumeFile; index: number }[] } {
+  const left = [...chosen];
+  const plan: ResumePlan[] = [];
+  const missing: { f: ResumeFile; index: number }[] = [];
+  for (const f of open) {
+    const index = files.indexOf(f);
+    const name = nameOf(f, index);
+    const at = left.findIndex((c) => c.size === f.size && (name === null || c.name === name));
+    if (at < 0) missing.push({ f, index });
+    else plan.push({ f, index, file: left.splice(at, 1)[0]! });
+  }
+  return { plan, missing };
+}
+
+/**
+ * The first planned file with bytes on the server that is not the one its header was used for (its
+ * manifest), or undefined. Checked before anything goes up: the same key and nonces encrypt the file
+ * again, and another file would give the server two plaintexts under one nonce for what it received but
+ * says it did not. A refusal leaves the server as it was.
+ */
+export async function firstChanged(transferId: string, plan: ResumePlan[], keys: Map<string, Uint8Array>): Promise<ResumePlan | undefined> {
+  for (const p of plan) {
+    if (p.f.received === 0) continue;
+    if (p.f.header === undefined || p.f.manifest === undefined) return p;
+    if (!(await sameAsManifest(transferId, p.f.id, keys.get(p.f.id)!, p.f.manifest, fromBase64Url(p.f.header), p.file))) return p;
+  }
+  return undefined;
+}
+
+/**
+ * Uploads the rest of each planned file: where bytes arrived, encrypted again under the stored header (the
+ * same bytes again, compared with what the server holds: HeldBytesDifferError if they differ); where none
+ * did, under a fresh header (new salt, new nonces) stored with its manifest first.
+ */
+export async function uploadRest(transferId: string, plan: ResumePlan[], keys: Map<string, Uint8Array>, onProgress: (item: number, sent: number) => void, via?: UploadVia): Promise<void> {
+  for (const [i, p] of plan.entries()) {
+    const context = fileContext(transferId, p.f.id);
+    const key = keys.get(p.f.id)!;
+    const header = p.f.received > 0 ? fromBase64Url(p.f.header!) : await newUploadHeader(transferId, p.f.id, key, p.file, via);
+    const arrived = p.f.received > 0 ? { received: p.f.received, pieces: p.f.pieces } : undefined;
+    await uploadStream(transferId, p.f.id, encryptStreamWithHeader(key, context, p.file.stream(), header), p.f.cipherSize, (sent) => onProgress(i, sent), via, arrived);
+  }
 }
 
 // ---- SecuPass ------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ import {
   ownKey,
   type OwnKey,
   type ResumeState,
-  sameAsManifest,
+  firstChanged,
+  matchChosen,
+  uploadRest,
   type SentRecipient,
   type SentTransfer,
   newUploadHeader,
@@ -344,28 +346,11 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         }
       }
 
-      // Which chosen file goes on with which upload: by name and size (so two files of one size chosen in
-      // another order each go on under their own name; level 4 too, with the names from the bundle).
-      const left = [...resumeFiles];
-      const plan = open.map((f) => {
-        const index = files.indexOf(f);
-        const name = nameOf(f, index);
-        const at = left.findIndex((c) => c.size === f.size && (name === null || c.name === name));
-        return { f, index, file: at < 0 ? undefined : left.splice(at, 1)[0] };
-      });
-      const missing = plan.filter((p) => p.file === undefined);
+      const { plan, missing } = matchChosen(open, files, nameOf, resumeFiles);
       if (missing.length > 0) throw new Error(t('transfers.chooseAgain', { names: missing.map((p) => fileLabel(p.f, p.index)).join(', ') }));
-
-      for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.file!.size)) throw new Error(t('transfers.cannotResume'));
-
-      // Every file with bytes on the server is checked before anything goes up: the whole file must be the
-      // one its header was used for (its manifest), not only the part that arrived — the same key and nonces
-      // encrypt it again, and another file would give the server two plaintexts under one nonce for what it
-      // received but says it did not. A refusal leaves the server as it was.
-      for (const p of plan) {
-        if (p.f.received === 0) continue;
-        if (!(await sameAsManifest(tr.id, p.f.id, keys.get(p.f.id)!, p.f.manifest!, fromBase64Url(p.f.header!), p.file!))) return setError(t('transfers.notSameFile', { name: fileLabel(p.f, p.index) }));
-      }
+      for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.file.size)) throw new Error(t('transfers.cannotResume'));
+      const changed = await firstChanged(tr.id, plan, keys);
+      if (changed) return setError(t('transfers.notSameFile', { name: fileLabel(changed.f, changed.index) }));
 
       if (own) {
         const { privateKey, fingerprint: mine } = own;
@@ -385,22 +370,10 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
 
       const items: Progress[] = plan.map((p) => ({ name: fileLabel(p.f, p.index), sent: p.f.received, total: p.f.cipherSize }));
       setResumeProgress(items.map((p) => ({ ...p })));
-      for (const [i, p] of plan.entries()) {
-        const context = fileContext(tr.id, p.f.id);
-        const key = keys.get(p.f.id)!;
-        const file = p.file!;
-        let cipher: ReadableStream<Uint8Array>;
-        if (p.f.received > 0) {
-          cipher = encryptStreamWithHeader(key, context, file.stream(), fromBase64Url(p.f.header!)); // checked above
-        } else {
-          // Nothing arrived: a fresh header (new salt, new nonces) for whichever file this is, and its record.
-          cipher = encryptStreamWithHeader(key, context, file.stream(), await newUploadHeader(tr.id, p.f.id, key, file));
-        }
-        await uploadStream(tr.id, p.f.id, cipher, p.f.cipherSize, (sent) => {
-          items[i]!.sent = sent;
-          setResumeProgress(items.map((x) => ({ ...x })));
-        }, undefined, p.f.received > 0 ? { received: p.f.received, pieces: p.f.pieces } : undefined);
-      }
+      await uploadRest(tr.id, plan, keys, (i, sent) => {
+        items[i]!.sent = sent;
+        setResumeProgress(items.map((x) => ({ ...x })));
+      });
       if (state.level >= 3) {
         setPhase(t('transfers.phase.wrap'));
         await storeWraps(tr.id, state.files.map((f) => ({ fileId: f.id, key: keys.get(f.id)! })), holders);
