@@ -185,10 +185,11 @@ try {
 
   const mbps = (ms: number, mib = SIZE_MIB) => round((mib / ms) * 1000);
   const expiresAt = new Date(Date.now() + 86_400_000).toISOString();
-  const run = async (path: string, level: 1 | 3, out: string) => {
-    const up = await timed(() => sendTransfer(sender, { to: ['recipient@bench.test'], subject: 'bench', level, expiresAt, files: [path], secupass: 'Sender SecuPass 1' }));
+  /** Sends `path` and receives it as the CLI does; `around` wraps each half (e.g. to sample the server's memory). */
+  const run = async (path: string, level: 1 | 3, out: string, around: <T>(half: () => Promise<T>) => Promise<T> = (half) => half()) => {
+    const up = await around(() => timed(() => sendTransfer(sender, { to: ['recipient@bench.test'], subject: 'bench', level, expiresAt, files: [path], secupass: 'Sender SecuPass 1' })));
     const link = mailedLink('recipient@bench.test');
-    const down = await timed(() => receiveTransfer(recipient, link, { outDir: out, email: 'recipient@bench.test', secupass: 'Recipient SecuPass 2' }));
+    const down = await around(() => timed(() => receiveTransfer(recipient, link, { outDir: out, email: 'recipient@bench.test', secupass: 'Recipient SecuPass 2' })));
     // What arrived is what was sent (hashed as streams: no file is held in memory).
     const [sentHash, gotHash] = await Promise.all([sha256Of(path), sha256Of(down.value.files[0]!.path)]);
     if (sentHash !== gotHash) throw new Error(`the received file differs from the sent one (${path})`);
@@ -337,12 +338,21 @@ try {
       rmSync(join(dir, 'warm.bin'));
     }
     const when = fresh ? 'restarted server' : 'after the runs above';
-    rows.push({ file: `(idle, ${when})`, 'server peak RSS MiB (up + level-1 download)': round(rssMiB(server!.pid!)), 'up MiB/s': '-', 'down MiB/s': '-' });
+    rows.push({ file: `(idle, ${when})`, 'server peak RSS MiB (up + level-1 download)': round(rssMiB(server!.pid!)), 'peak up / down': '-', 'up MiB/s': '-', 'down MiB/s': '-' });
     for (const mib of [16, BIG_MIB]) {
       const path = join(dir, `size-${mib}.bin`);
       await makeFile(path, mib);
-      const measured = await serverPeakRss(server!.pid!, () => run(path, 1, join(dir, `rss-${mib}`)));
-      rows.push({ file: `${mib} MiB, ${when}`, 'server peak RSS MiB (up + level-1 download)': measured.peakMiB, 'up MiB/s': mbps((measured.value.upMs * SIZE_MIB) / mib), 'down MiB/s': mbps((measured.value.downMs * SIZE_MIB) / mib) });
+      // The peak of each half apart: what the upload takes and what the download takes.
+      const peaks: number[] = [];
+      const measured = await run(path, 1, join(dir, `rss-${mib}`), async (half) => {
+        // BENCH_TRACE=1: when each half starts and ends (to line up with a memory log of the server).
+        if (process.env.BENCH_TRACE) process.stderr.write(`${new Date().toISOString()} ${mib} MiB ${when}: ${peaks.length === 0 ? 'upload' : 'download'} starts\n`);
+        const m = await serverPeakRss(server!.pid!, half);
+        if (process.env.BENCH_TRACE) process.stderr.write(`${new Date().toISOString()} ends, peak ${m.peakMiB} MiB\n`);
+        peaks.push(m.peakMiB);
+        return m.value;
+      });
+      rows.push({ file: `${mib} MiB, ${when}`, 'server peak RSS MiB (up + level-1 download)': Math.max(...peaks), 'peak up / down': peaks.join(' / '), 'up MiB/s': mbps((measured.upMs * SIZE_MIB) / mib), 'down MiB/s': mbps((measured.downMs * SIZE_MIB) / mib) });
       rmSync(path);
     }
   }
