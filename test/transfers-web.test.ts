@@ -910,10 +910,11 @@ describe('secure transfers in Chromium', () => {
     await page.getByRole('alert').filter({ hasText: '“mrt.bin (' }).filter({ hasText: 'is not the file whose upload was interrupted' }).waitFor({ timeout: 60_000 });
     expect(statSync(blob).size).toBe(PIECE);
 
-    // Without the link's secret, or with another link's, the draft is not found.
-    for (const secret of [toBase64Url(randomBytes(32)), /#s=([A-Za-z0-9_-]{43})/.exec(await requestLink(4, 'Eine andere Anforderung.'))![1]!]) {
-      const requestId = /\/app\/upload\/([0-9a-f-]{36})/.exec(uploadLink)![1]!;
-      const refused = await http.post(`/api/v1/u/${requestId}/transfers/${answer!.id}/resume`, { data: { secret, pieceSize: PIECE } });
+    // Without the link's secret, or through another link (its own id and secret), the draft is not found.
+    const otherLink = await requestLink(4, 'Eine andere Anforderung.');
+    const ids = (l: string) => ({ requestId: /\/app\/upload\/([0-9a-f-]{36})/.exec(l)![1]!, secret: /#s=([A-Za-z0-9_-]{43})/.exec(l)![1]! });
+    for (const via of [{ ...ids(uploadLink), secret: toBase64Url(randomBytes(32)) }, ids(otherLink)]) {
+      const refused = await http.post(`/api/v1/u/${via.requestId}/transfers/${answer!.id}/resume`, { data: { secret: via.secret, pieceSize: PIECE } });
       expect(refused.status()).toBe(404);
       expect(await refused.text()).not.toContain('received');
     }
@@ -942,13 +943,31 @@ describe('secure transfers in Chromium', () => {
     expect(await sender.problems()).toEqual([]);
   }, 180_000);
 
-  it('"request files" at level 1: an outsider gives an interrupted upload up after a reload; what arrived is deleted at once', async () => {
+  it('"request files" at level 1: an upload cut off goes on in the same tab without choosing the files again; one given up after a reload is deleted at once', async () => {
     const scan = randomBytes(PIECE + 999);
     const uploadLink = await requestLink(1, 'Bitte den Scan.');
     const requestId = /\/app\/upload\/([0-9a-f-]{36})/.exec(uploadLink)![1]!;
     const secret = /#s=([A-Za-z0-9_-]{43})/.exec(uploadLink)![1]!;
     const outsider = await watchedPage(browser, 'en-GB');
     const page = outsider.page;
+    await page.goto(uploadLink);
+    // Cut off, then continued at once in the same tab: the files chosen a moment ago are still there.
+    await uploadCutOff(page, { subject: 'Scan, gleich weiter', message: '', files: [{ name: 'scan.bin', buffer: scan }], lostFrom: PIECE });
+    const goOn = page.getByRole('form', { name: 'Continue an interrupted upload' });
+    await goOn.getByText('Without a new choice the files you chose a moment ago are used.', { exact: false }).waitFor();
+    await goOn.getByRole('button', { name: 'Check and continue sending' }).click();
+    await page.getByText(`Sent. ${SENDER} is notified.`).waitFor({ timeout: 60_000 });
+    const mailed = transferLink(outbox, SENDER);
+    const max = await watchedPage(browser, 'en-GB');
+    await max.page.goto(linkUrl(mailed));
+    await max.page.getByLabel('Your e-mail address', { exact: true }).fill(SENDER);
+    await max.page.getByRole('button', { name: 'Open' }).click();
+    const [download] = await Promise.all([max.page.waitForEvent('download'), max.page.getByRole('link', { name: 'Download scan.bin' }).click({ timeout: 30_000 })]);
+    expect((await bytesOf(download)).equals(scan)).toBe(true);
+    expect(await max.problems()).toEqual([]);
+
+    // Cut off again (the link opened anew in the tab), the tab reloaded, and the upload given up.
+    await page.goto('about:blank');
     await page.goto(uploadLink);
     let draftId = '';
     await page.route(`**/api/v1/u/${requestId}/transfers`, async (route) => {
@@ -959,9 +978,7 @@ describe('secure transfers in Chromium', () => {
     await uploadCutOff(page, { subject: 'Scan, abgebrochen', message: '', files: [{ name: 'scan.bin', buffer: scan }], lostFrom: PIECE });
     await page.unroute(`**/api/v1/u/${requestId}/transfers`);
     expect(statSync(join(dir, 'data', 'blobs', tenantId, draftId)).isDirectory()).toBe(true);
-
     await page.reload();
-    const goOn = page.getByRole('form', { name: 'Continue an interrupted upload' });
     await goOn.getByText('Uploading “Scan, abgebrochen” in this tab was interrupted.', { exact: false }).waitFor();
     await goOn.getByRole('button', { name: 'Discard and start over' }).click();
     await page.getByRole('form', { name: 'Send files securely' }).waitFor();

@@ -3,7 +3,7 @@ import { createReadStream, existsSync, readdirSync, readFileSync, statSync, writ
 import { request } from 'node:http';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -313,6 +313,25 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect((await call('anna', 'DELETE', `/api/v1/transfers/${d.id}`)).statusCode).toBeLessThan(300);
   });
 
+  it('a transfer withdrawn while its upload runs keeps nothing of it: the bytes that arrive after the deletion go too', async () => {
+    const d = await draftOf(24 * MIB, 'mitten@example.org');
+    const body = new PassThrough();
+    const put = app.inject({ method: 'PUT', url: d.url(0), headers: { ...octets(), 'content-length': String(d.cipherSize) }, payload: body });
+    const pieces = [...bytesOf(0, d.cipherSize)];
+    const half = Math.floor(pieces.length / 2);
+    for (const p of pieces.slice(0, half)) body.write(p);
+    const folder = join(core.config.data_dir, 'blobs', tenantId, d.id);
+    for (let i = 0; i < 200 && !(existsSync(join(folder, d.fileId)) && statSync(join(folder, d.fileId)).size > 0); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(statSync(join(folder, d.fileId)).size).toBeGreaterThan(0);
+    expect((await call('anna', 'DELETE', `/api/v1/transfers/${d.id}`)).statusCode).toBeLessThan(300);
+    expect(existsSync(folder)).toBe(false);
+    for (const p of pieces.slice(half)) body.write(p);
+    body.end();
+    const answer = await put;
+    expect(answer.statusCode, answer.body).toBe(404);
+    expect(existsSync(folder)).toBe(false); // made again by the upload's last writes, and deleted again
+  });
+
   it('an upload during which the disk fails to sync counts for nothing: the sender is told and sends it again', async () => {
     const d = await draftOf(70 * MIB, 'sync@example.org');
     // The disk fails the background data sync once (EIO, as a failing disk reports it); nothing else is faked.
@@ -452,8 +471,12 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect(resumed.body).not.toContain('steuer.pdf');
     expect((await call(undefined, 'POST', `${base}/send`, { secret })).statusCode).toBe(200);
     // Once sent, the upload is the requester's: no going on, no withdrawal by the link holder.
-    expect((await call(undefined, 'POST', `${base}/resume`, { secret, pieceSize: 8 * 1024 * 1024 })).statusCode).toBe(409);
+    const afterSend = await call(undefined, 'POST', `${base}/resume`, { secret, pieceSize: 8 * 1024 * 1024 });
+    expect(afterSend.statusCode).toBe(409);
+    expect(afterSend.json()).toMatchObject({ details: { state: 'sent' } });
     expect((await call(undefined, 'POST', `${base}/withdraw`, { secret })).statusCode).toBe(409);
+    expect((await call(undefined, 'PUT', `${base}/blobs/${c.files[0]!.id}/manifest`, { secret, manifest: 'A'.repeat(40) })).statusCode).toBe(409);
+    expect((await call(undefined, 'PUT', `${base}/blobs/${c.files[0]!.id}?offset=${cipher.length}`, Buffer.alloc(10), { 'content-type': 'application/octet-stream', 'x-tresor-request-secret': secret })).statusCode).toBe(409);
     const link = mailedTransferLink(outbox(), 'anna@kanzlei.test');
     const opened = (await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'anna@kanzlei.test' })).json<{ files: { id: string }[]; downloadToken: string; sender: string }>();
     expect((await call(undefined, 'GET', `/api/v1/r/${link.recipientId}/files/${opened.files[0]!.id}?token=${opened.downloadToken}`)).rawPayload.equals(PLAIN)).toBe(true);
@@ -493,10 +516,32 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect((await call(undefined, 'PUT', `/api/v1/u/${r3.id}/transfers/${c4.id}/blobs/${c4.files[0]!.id}?offset=0`, part, { 'content-type': 'application/octet-stream', 'x-tresor-request-secret': s3[1]! })).statusCode).toBe(200);
     const blobs4 = join(core.config.data_dir, 'blobs', tenantId, c4.id);
     expect(readdirSync(blobs4)).toHaveLength(1);
+    // Asking again before more bytes arrived reads nothing again (a link holder cannot make the server hash
+    // a large upload over and over): a byte changed on disk behind the server's back shows only after an upload.
+    const resume4 = async () => (await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c4.id}/resume`, { secret: s3[1], pieceSize: 8 * 1024 * 1024 })).json<{ files: { received: number; pieces: string[] }[] }>().files[0]!;
+    const first = await resume4();
+    expect(first).toMatchObject({ received: 1000, pieces: [createHash('sha256').update(part).digest('hex')] });
+    const onDisk = join(blobs4, c4.files[0]!.id);
+    const flipped = readFileSync(onDisk);
+    flipped[500] = flipped[500]! ^ 1;
+    writeFileSync(onDisk, flipped);
+    expect((await resume4()).pieces).toEqual(first.pieces);
     expect((await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c4.id}/withdraw`, { secret: 'C'.repeat(43) })).statusCode).toBe(404);
+    // Another request link, valid with its own secret, reaches no draft of this one.
+    const foreign = `/api/v1/u/${requestId}/transfers/${c4.id}`;
+    expect((await call(undefined, 'POST', `${foreign}/resume`, { secret, pieceSize: 8 * 1024 * 1024 })).statusCode).toBe(404);
+    expect((await call(undefined, 'PUT', `${foreign}/blobs/${c4.files[0]!.id}/manifest`, { secret, manifest: 'A'.repeat(40) })).statusCode).toBe(404);
+    expect((await call(undefined, 'POST', `${foreign}/withdraw`, { secret })).statusCode).toBe(404);
+    expect((await call(undefined, 'PUT', `${foreign}/blobs/${c4.files[0]!.id}?offset=1000`, Buffer.alloc(10), { 'content-type': 'application/octet-stream', 'x-tresor-request-secret': secret })).statusCode).toBe(404);
+    expect(readdirSync(blobs4)).toHaveLength(1);
     expect((await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c4.id}/withdraw`, { secret: s3[1] })).statusCode).toBe(204);
     expect(existsSync(blobs4)).toBe(false);
-    expect((await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c4.id}/resume`, { secret: s3[1], pieceSize: 8 * 1024 * 1024 })).statusCode).toBe(404);
+    for (const [method, path, body] of [
+      ['POST', 'resume', { secret: s3[1], pieceSize: 8 * 1024 * 1024 }],
+      ['PUT', `blobs/${c4.files[0]!.id}/manifest`, { secret: s3[1], manifest: 'A'.repeat(40) }],
+      ['POST', 'withdraw', { secret: s3[1] }],
+      ['POST', 'send', { secret: s3[1] }],
+    ] as const) expect((await call(undefined, method, `/api/v1/u/${r3.id}/transfers/${c4.id}/${path}`, body)).statusCode).toBe(404);
 
     // A closed request opens nothing more.
     expect((await call('anna', 'DELETE', `/api/v1/file-requests/${requestId}`)).statusCode).toBe(204);

@@ -36,8 +36,8 @@ export const errorResponseSchema = {
     pending: { type: 'array', items: { type: 'string' }, description: 'ACTION_REQUIRED: what the session must do first' },
     details: {
       type: 'object',
-      description: 'facts the client needs to go on: `login` (log in as the recipient first), `email` (enter the address the transfer was sent to), `received` (bytes of an upload so far)',
-      properties: { login: { type: 'boolean' }, email: { type: 'boolean' }, received: { type: 'integer' } },
+      description: 'facts the client needs to go on: `login` (log in as the recipient first), `email` (enter the address the transfer was sent to), `received` (bytes of an upload so far), `state` (a draft that cannot change any more: `sent` or `expired`)',
+      properties: { login: { type: 'boolean' }, email: { type: 'boolean' }, received: { type: 'integer' }, state: { type: 'string', enum: ['sent', 'expired'] } },
     },
   },
   required: ['requestId', 'code', 'message'],

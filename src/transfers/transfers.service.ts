@@ -229,7 +229,7 @@ export function createTransferService(deps: {
       const path = blobPath(tenantId, t.id, f.id);
       const { received } = await arrivedOf(path, Number(f.received));
       // Digests only of files still open: a complete file is not uploaded again (and not read here).
-      const { header, pieces } = received > 0 && received < Number(f.cipher_size) ? await digestPieces(path, received, pieceSize) : { header: undefined, pieces: [] };
+      const { header, pieces } = received > 0 && received < Number(f.cipher_size) ? await digestsOf(path, received, pieceSize) : { header: undefined, pieces: [] };
       files.push({
         id: f.id,
         kind: f.kind as 'file' | 'bundle',
@@ -249,10 +249,27 @@ export function createTransferService(deps: {
     return files;
   };
 
+  /**
+   * The digests last read of each blob, with the length and piece size they were read for: asking again
+   * before more bytes arrived reads nothing again, so nobody holding a request link can make the server read
+   * a large upload over and over (only an upload makes them read anew). The newest 256 blobs are kept.
+   */
+  const digestCache = new Map<string, { key: string; value: Awaited<ReturnType<typeof digestPieces>> }>();
+  const digestsOf = async (path: string, received: number, pieceSize: number) => {
+    const key = `${received}/${pieceSize}`;
+    const hit = digestCache.get(path);
+    if (hit?.key === key) return hit.value;
+    const value = await digestPieces(path, received, pieceSize);
+    digestCache.delete(path);
+    digestCache.set(path, { key, value });
+    if (digestCache.size > 256) digestCache.delete(digestCache.keys().next().value!);
+    return value;
+  };
+
   /** An unsent draft its creator may still change: not sent, withdrawn or expired. */
   const stillDraft = (t: TransferSchema['transfers']) => {
-    if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
-    if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again');
+    if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change', { client: { state: 'sent' } });
+    if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
   };
 
   /** A transfer as its creator may change it: a data user's session, or an outsider holding a request link. */
@@ -630,7 +647,7 @@ export function createTransferService(deps: {
      */
     async uploadVia(x: Access, fileId: string, offset: number, body: AsyncIterable<Uint8Array>, declaredLength?: number) {
       const { db, t } = x;
-      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change');
+      stillDraft(t);
       const f = await db.selectFrom('transfer_files').selectAll().where('id', '=', fileId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!f) throw new NotFoundError('file');
       const path = blobPath(x.tenantId, t.id, f.id);
@@ -728,6 +745,13 @@ export function createTransferService(deps: {
         await db.updateTable('transfer_files').set({ received: position }).where('id', '=', f.id).execute();
         deps.billing?.count(x.tenantId, { bytesTransferred: Math.max(0, position - received) });
       }
+      // Withdrawn (or expired and deleted) while this request wrote: the deletion removed the folder before
+      // these bytes arrived and made it again through them; they go too.
+      const now = await db.selectFrom('transfers').select('deleted_at').where('id', '=', t.id).executeTakeFirst();
+      if (!now || now.deleted_at !== null) {
+        await rm(blobDir(x.tenantId, t.id), { recursive: true, force: true });
+        throw new NotFoundError('transfer');
+      }
       return { received: position, cipherSize: limit };
     },
 
@@ -804,7 +828,8 @@ export function createTransferService(deps: {
     async addWrapsVia(x: Access, wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[]) {
       const { db, t } = x;
       if (t.level < 3) throw new ConflictError('wraps are for levels 3 and 4; at levels 1 and 2 the server holds the file keys');
-      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; a new key of a recipient is approved instead');
+      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; a new key of a recipient is approved instead', { client: { state: 'sent' } });
+      stillDraft(t);
       const files = new Set((await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).execute()).map((f) => f.id));
       const recipients = new Map((await db.selectFrom('transfer_recipients').select(['id', 'key_fingerprint']).where('transfer_id', '=', t.id).execute()).map((r) => [r.id, r.key_fingerprint]));
       const ownFingerprint = await x.ownFingerprint();
@@ -831,7 +856,8 @@ export function createTransferService(deps: {
     /** Sends: every blob complete (and wrapped, at levels 3/4); a link with a fresh secret per recipient. */
     async sendVia(x: Access): Promise<TransferView> {
       const { db, t } = x;
-      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already');
+      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already', { client: { state: 'sent' } });
+      stillDraft(t);
       const files = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).execute();
       const incomplete = files.filter((f) => Number(f.received) !== Number(f.cipher_size));
       if (incomplete.length > 0) throw new ConflictError(`${incomplete.length} file(s) are not completely uploaded yet`);
@@ -864,7 +890,14 @@ export function createTransferService(deps: {
         if (mailed === 'queued') mailsQueued++;
         if (mailed === 'rejected') mailsRejected++;
       }
-      await db.updateTable('transfers').set({ sent_at: nowIso() }).where('id', '=', t.id).execute();
+      // Sent only if nobody withdrew it meanwhile: a withdrawal running beside this send deleted the link
+      // keys before they were written above, so they are deleted again and the links mailed lead nowhere.
+      const marked = await db.updateTable('transfers').set({ sent_at: nowIso() }).where('id', '=', t.id).where('sent_at', 'is', null).where('withdrawn_at', 'is', null).where('deleted_at', 'is', null).executeTakeFirst();
+      if (Number(marked.numUpdatedRows) !== 1) {
+        const now = await db.selectFrom('transfers').selectAll().where('id', '=', t.id).executeTakeFirst();
+        if (now && (now.withdrawn_at !== null || now.deleted_at !== null)) await purge(x.tenantId, now, 'withdrawn', x.actor);
+        throw new ConflictError('this transfer was withdrawn or sent while it was being sent');
+      }
       if (t.request_id) await db.updateTable('file_requests').set({ uploads: sql<number>`uploads + 1` }).where('id', '=', t.request_id).execute();
       await record(x.tenantId, { actor: x.actor, action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
       return { ...(await viewOf(db, key, { ...t, sent_at: nowIso() })), ...(mailsQueued > 0 ? { mailsQueued } : {}), ...(mailsRejected > 0 ? { mailsRejected } : {}) };
@@ -891,8 +924,10 @@ export function createTransferService(deps: {
 
     /** An outsider gives up an unsent upload through a request link: its bytes and keys go at once. Once sent, it is the requester's. */
     async withdrawVia(x: Access) {
-      if (x.t.sent_at !== null) throw new ConflictError('this upload was sent already; only the requester can withdraw it now');
-      await purge(x.tenantId, x.t, 'withdrawn', x.actor);
+      // One statement decides between a send and this withdrawal running at the same time.
+      const claimed = await x.db.updateTable('transfers').set({ withdrawn_at: nowIso() }).where('id', '=', x.t.id).where('sent_at', 'is', null).where('deleted_at', 'is', null).executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1) throw new ConflictError('this upload was sent already; only the requester can withdraw it now', { client: { state: 'sent' } });
+      await purge(x.tenantId, { ...x.t, withdrawn_at: nowIso() }, 'withdrawn', x.actor);
     },
 
     async senderWraps(s: SenderSession, transferId: string) {

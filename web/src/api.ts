@@ -12,6 +12,8 @@ export class ApiError extends Error {
     readonly pending?: string[],
     /** VALIDATION of a password: stable codes with parameters, translated by the page (i18n `problem.<code>`). */
     readonly problemCodes?: { code: string; params: Record<string, string | number> }[],
+    /** The server's `details` for the client (e.g. `received` of an upload, `state` of a transfer). */
+    readonly details?: Record<string, unknown>,
   ) {
     super(message);
   }
@@ -47,9 +49,9 @@ export async function api<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: st
   const text = await response.text();
   const parsed: unknown = text === '' ? undefined : JSON.parse(text);
   if (!response.ok) {
-    const e = (parsed ?? {}) as { code?: string; message?: string; pending?: string[]; problemCodes?: { code: string; params: Record<string, string | number> }[] };
+    const e = (parsed ?? {}) as { code?: string; message?: string; pending?: string[]; problemCodes?: { code: string; params: Record<string, string | number> }[]; details?: Record<string, unknown> };
     const retry = Number(response.headers.get('retry-after') ?? NaN);
-    const error = new ApiError(response.status, e.code ?? 'ERROR', e.message ?? response.statusText, Number.isFinite(retry) ? retry : undefined, e.pending, e.problemCodes);
+    const error = new ApiError(response.status, e.code ?? 'ERROR', e.message ?? response.statusText, Number.isFinite(retry) ? retry : undefined, e.pending, e.problemCodes, e.details);
     for (const listener of listeners) listener(error);
     throw error;
   }

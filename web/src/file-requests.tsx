@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError } from './api.js';
 import type { TextKey } from './i18n.js';
-import { fileContext, firstChanged, formatSize, HeldBytesDifferError, matchChosen, messageOf, type Level, type ResumeFile, type ResumePlan, UPLOAD_CHUNK, uploadRest, uploadStream } from './transfer-lib.js';
+import { cannotGoOn, fileContext, firstChanged, formatSize, HeldBytesDifferError, matchChosen, messageOf, type Level, type ResumeFile, type ResumePlan, UPLOAD_CHUNK, uploadRest, uploadStream } from './transfer-lib.js';
 import { Alerts } from './ui.js';
 import { ciphertextSize, decodePublicKey, encryptBytes, fingerprintMatches, fromBase64Url, randomFileKey, toBase64Url, wrapFileKey } from '../../src/shared-e2e/index.js';
 
@@ -172,8 +172,13 @@ function readKept(requestId: string): KeptLink | undefined {
   }
 }
 
+/** Keeps (or, without a pending upload, still keeps the link of) this tab's upload; where storage is refused, the upload just cannot go on after a reload. */
 function keep(requestId: string, kept: KeptLink): void {
-  sessionStorage.setItem(keptKey(requestId), JSON.stringify(kept));
+  try {
+    sessionStorage.setItem(keptKey(requestId), JSON.stringify(kept));
+  } catch {
+    // storage blocked or full: nothing kept
+  }
 }
 
 /**
@@ -259,12 +264,12 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
     if (files.length === 0) return setError(t('transfers.noFiles'));
     setBusy(true);
     setSending(true);
+    const keys = files.map(() => randomFileKey());
+    const bundleKey = randomFileKey();
     try {
       const level = info.level;
       const e2e = level >= 3;
       if (e2e) await requesterKey(); // before anything is created
-      const keys = files.map(() => randomFileKey());
-      const bundleKey = randomFileKey();
       const bundle = level === 4 ? new TextEncoder().encode(JSON.stringify({ message: draft.message, names: files.map((f) => f.name) })) : undefined;
       const created = await api<{ id: string; files: { id: string; cipherSize: number }[]; bundleId?: string; recipients: { id: string; fingerprint?: string }[] }>('POST', `/api/v1/u/${requestId}/transfers`, {
         secret: link.s,
@@ -283,7 +288,6 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
         files: files.map((f, i) => ({ id: created.files[i]!.id, name: f.name, size: f.size, key: toBase64Url(keys[i]!) })),
         ...(bundle && created.bundleId ? { bundle: { id: created.bundleId, key: toBase64Url(bundleKey) } } : {}),
       };
-      for (const k of keys) k.fill(0);
       // Kept before the first byte goes up: a reload from here on goes on with this draft.
       setPending(p);
       // The level-4 bundle (message and names) first: it cannot be made again after a reload.
@@ -293,16 +297,32 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
         if (cipher.length !== ciphertextSize(bundle.length)) throw new Error('unexpected bundle size');
         await uploadStream(created.id, created.bundleId, new Blob([new Uint8Array(cipher)]).stream(), cipher.length, () => undefined, via);
       }
-      bundleKey.fill(0);
       const plan: ResumePlan[] = files.map((file, i) => ({ f: { id: created.files[i]!.id, kind: 'file', size: file.size, cipherSize: created.files[i]!.cipherSize, received: 0, pieces: [] }, index: i, file }));
       await finish(p, plan);
       if (input.current) input.current.value = '';
     } catch (e) {
       setError(messageOf(e));
+      setProgress(undefined);
     } finally {
+      for (const k of keys) k.fill(0);
+      bundleKey.fill(0);
       setBusy(false);
       setSending(false);
     }
+  };
+
+  /** The server says the draft is no more to be continued: sent already (the requester has it) or expired. */
+  const gone = (e: unknown) => {
+    const state = e instanceof ApiError && e.status === 409 ? e.details?.state : undefined;
+    if (state !== 'sent' && state !== 'expired') return false;
+    setPending(undefined);
+    setProgress(undefined);
+    setAgain([]);
+    if (state === 'sent') {
+      setDone(true);
+      setFiles([]);
+    } else setError(t('requests.expiredUpload'));
+    return true;
   };
 
   /**
@@ -317,6 +337,7 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
     setError(undefined);
     setBusy(true);
     const p = pending;
+    const chosenBefore = files;
     const label = (i: number) => `${p.files[i]?.name ?? t('receive.fileN', { n: i + 1 })} (${formatSize(p.files[i]?.size ?? 0, props.language)})`;
     const keys = new Map(p.files.map((f) => [f.id, fromBase64Url(f.key)] as const));
     try {
@@ -324,14 +345,16 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
       const files = state.files.filter((f) => f.kind === 'file');
       const sameDraft = state.id === p.transferId && state.level === p.level && files.length === p.files.length && files.every((f, i) => f.id === p.files[i]!.id && f.size === p.files[i]!.size);
       const open = state.files.filter((f) => f.received < f.cipherSize);
-      if (!sameDraft || open.some((f) => f.kind === 'bundle')) throw new Error(t('requests.cannotResume'));
-      const { plan, missing } = matchChosen(open, files, (_f, i) => p.files[i]!.name, again);
+      if (!sameDraft || cannotGoOn(open)) throw new Error(t('requests.cannotResume'));
+      // The files chosen in this tab before the break, unless others were chosen (after a reload: none left).
+      const { plan, missing } = matchChosen(open, files, (_f, i) => p.files[i]!.name, again.length > 0 ? again : chosenBefore);
       if (missing.length > 0) throw new Error(t('transfers.chooseAgain', { names: missing.map((m) => label(m.index)).join(', ') }));
       if (plan.some((x) => x.f.cipherSize !== ciphertextSize(x.file.size))) throw new Error(t('requests.cannotResume'));
       const changed = await firstChanged(p.transferId, plan, keys);
       if (changed) throw new Error(changed.f.manifest === undefined ? t('requests.cannotResume') : t('transfers.notSameFile', { name: label(changed.index) }));
       await finish(p, plan);
     } catch (e) {
+      if (gone(e)) return;
       // The server's bytes differ from the file that matched its digest list: the server's doing, not the file's.
       setError(e instanceof HeldBytesDifferError ? t('requests.cannotResume') : e instanceof ApiError && e.status === 404 ? t('requests.cannotResume') : messageOf(e));
     } finally {
@@ -344,10 +367,24 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
   const startOver = async () => {
     if (!pending || busy) return;
     setError(undefined);
-    await api('POST', `/api/v1/u/${requestId}/transfers/${pending.transferId}/withdraw`, { secret: link.s }).catch(() => undefined); // gone already: nothing to delete
+    setBusy(true);
+    try {
+      await api('POST', `/api/v1/u/${requestId}/transfers/${pending.transferId}/withdraw`, { secret: link.s });
+    } catch (e) {
+      // Deleted already (404): nothing left to do. Sent already or expired: said so. Anything else: the
+      // draft stays, and so do its keys, to try again.
+      if (!(e instanceof ApiError && e.status === 404)) {
+        if (!gone(e)) setError(messageOf(e));
+        return;
+      }
+    } finally {
+      setBusy(false);
+    }
     setPending(undefined);
     setProgress(undefined);
     setAgain([]);
+    setFiles([]);
+    if (input.current) input.current.value = '';
   };
 
   const progressList = progress
@@ -379,7 +416,7 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
             <label for="upload-again">{t('transfers.resumeFiles')}</label>
             <input id="upload-again" type="file" multiple aria-describedby="upload-again-hint" onChange={(e) => setAgain([...((e.target as HTMLInputElement).files ?? [])])} />
             <small id="upload-again-hint" class="hint">
-              {t('transfers.resumeHint')}
+              {t('transfers.resumeHint')} {files.length > 0 && again.length === 0 ? t('requests.sameTabFiles') : null}
             </small>
           </div>
           {progressList}

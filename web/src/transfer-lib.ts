@@ -306,6 +306,12 @@ export interface ResumePlan {
 }
 
 /**
+ * Whether a draft's open uploads cannot be continued at all: the level-4 bundle (message and names) cannot
+ * be made again, nor can a header cut short or a file without its digest list.
+ */
+export const cannotGoOn = (open: ResumeFile[]) => open.some((f) => f.kind === 'bundle' || (f.received > 0 && (f.header === undefined || f.manifest === undefined)));
+
+/**
  * Which chosen file goes on with which unfinished upload: by name and size, so two files of one size
  * chosen in another order each go on under their own name (a file whose name is not known: by size).
  * `missing` lists the uploads no chosen file fits.

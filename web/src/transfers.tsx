@@ -15,6 +15,7 @@ import {
   ownKey,
   type OwnKey,
   type ResumeState,
+  cannotGoOn,
   firstChanged,
   matchChosen,
   uploadRest,
@@ -316,9 +317,7 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       const state = await api<ResumeState>('GET', `/api/v1/transfers/${tr.id}/resume?pieceSize=${UPLOAD_CHUNK}`);
       const files = state.files.filter((f) => f.kind === 'file');
       const open = state.files.filter((f) => f.received < f.cipherSize);
-      // The level-4 bundle (message and names) cannot be made again; nor can a header cut short or a file
-      // without its digest list (sent by a client that does not go on after a reload).
-      if (open.some((f) => f.kind === 'bundle' || (f.received > 0 && (f.header === undefined || f.manifest === undefined)))) throw new Error(t('transfers.cannotResume'));
+      if (cannotGoOn(open)) throw new Error(t('transfers.cannotResume'));
 
       let holders: CheckedKey[] = [];
       let own: Awaited<ReturnType<typeof openOwnKey>> | undefined;
