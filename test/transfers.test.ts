@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -516,16 +516,22 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect((await call(undefined, 'PUT', `/api/v1/u/${r3.id}/transfers/${c4.id}/blobs/${c4.files[0]!.id}?offset=0`, part, { 'content-type': 'application/octet-stream', 'x-tresor-request-secret': s3[1]! })).statusCode).toBe(200);
     const blobs4 = join(core.config.data_dir, 'blobs', tenantId, c4.id);
     expect(readdirSync(blobs4)).toHaveLength(1);
-    // Asking again before more bytes arrived reads nothing again (a link holder cannot make the server hash
-    // a large upload over and over): a byte changed on disk behind the server's back shows only after an upload.
+    // Asking again while the blob is unchanged reads nothing again (a link holder cannot make the server hash
+    // a large upload over and over): a byte changed behind the server's back with the file's modification
+    // time put back is not seen; with a new modification time (any write) it is.
     const resume4 = async () => (await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c4.id}/resume`, { secret: s3[1], pieceSize: 8 * 1024 * 1024 })).json<{ files: { received: number; pieces: string[] }[] }>().files[0]!;
+    const onDisk = join(blobs4, c4.files[0]!.id);
+    const [atime, mtime] = [new Date('2026-11-23T09:30:00.000Z'), new Date('2026-11-23T09:31:00.000Z')];
+    utimesSync(onDisk, atime, mtime); // whole milliseconds, to be put back exactly below
     const first = await resume4();
     expect(first).toMatchObject({ received: 1000, pieces: [createHash('sha256').update(part).digest('hex')] });
-    const onDisk = join(blobs4, c4.files[0]!.id);
     const flipped = readFileSync(onDisk);
     flipped[500] = flipped[500]! ^ 1;
     writeFileSync(onDisk, flipped);
+    utimesSync(onDisk, atime, mtime);
     expect((await resume4()).pieces).toEqual(first.pieces);
+    utimesSync(onDisk, atime, new Date(mtime.getTime() + 1000));
+    expect((await resume4()).pieces).toEqual([createHash('sha256').update(flipped).digest('hex')]);
     expect((await call(undefined, 'POST', `/api/v1/u/${r3.id}/transfers/${c4.id}/withdraw`, { secret: 'C'.repeat(43) })).statusCode).toBe(404);
     // Another request link, valid with its own secret, reaches no draft of this one.
     const foreign = `/api/v1/u/${requestId}/transfers/${c4.id}`;

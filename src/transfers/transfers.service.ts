@@ -250,13 +250,15 @@ export function createTransferService(deps: {
   };
 
   /**
-   * The digests last read of each blob, with the length and piece size they were read for: asking again
-   * before more bytes arrived reads nothing again, so nobody holding a request link can make the server read
-   * a large upload over and over (only an upload makes them read anew). The newest 256 blobs are kept.
+   * The digests last read of each blob, with the length, piece size and the file's size and modification
+   * time they were read for: asking again while the blob is unchanged reads nothing again, so nobody holding
+   * a request link can make the server read a large upload over and over (a write, an upload's or anyone
+   * else's, makes them read anew). The newest 256 blobs are kept.
    */
   const digestCache = new Map<string, { key: string; value: Awaited<ReturnType<typeof digestPieces>> }>();
   const digestsOf = async (path: string, received: number, pieceSize: number) => {
-    const key = `${received}/${pieceSize}`;
+    const st = await stat(path);
+    const key = `${received}/${pieceSize}/${st.size}/${st.mtimeMs}`;
     const hit = digestCache.get(path);
     if (hit?.key === key) return hit.value;
     const value = await digestPieces(path, received, pieceSize);
