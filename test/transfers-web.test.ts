@@ -73,6 +73,20 @@ describe('secure transfers in Chromium', () => {
    */
   const approvalMails = () => readOutbox(outbox).filter((m) => m.to === GUEST && m.subject === 'Tresor: your files can be opened now');
   const linkUrl = (l: { recipientId: string; secret: string; fp?: string }) => `${server.url}/app/r/${l.recipientId}#s=${l.secret}${l.fp ? `&fp=${l.fp}` : ''}`;
+  /** The request id and secret of a "request files" link. */
+  const uploadLinkParts = (l: string) => ({ requestId: /\/app\/upload\/([0-9a-f-]{36})/.exec(l)![1]!, secret: /#s=([A-Za-z0-9_-]{43})/.exec(l)![1]! });
+  /** Opens a level-1 link in a fresh browser context with `email` and downloads `name` through the service worker; its bytes. */
+  const level1Download = async (link: { recipientId: string; secret: string }, email: string, name: string) => {
+    const recipient = await watchedPage(browser, 'en-GB');
+    await recipient.page.goto(linkUrl(link));
+    await recipient.page.getByLabel('Your e-mail address', { exact: true }).fill(email);
+    await recipient.page.getByRole('button', { name: 'Open' }).click();
+    await recipient.page.getByText('Your browser decrypts the files as they download').waitFor();
+    const [download] = await Promise.all([recipient.page.waitForEvent('download'), recipient.page.getByRole('link', { name: `Download ${name}` }).click()]);
+    const bytes = await bytesOf(download);
+    expect(await recipient.problems()).toEqual([]);
+    return bytes;
+  };
   /** The environment for `tresor` as a client of the test server, and a session token for it. */
   const cliEnvOf = () => ({ ...env(), TRESOR_URL: server.url, TRESOR_CACERT: join(dir, 'data', 'pki', 'ca.pem') });
   const cliLogin = (login: string, password: string) => (JSON.parse(tresor(['--json', 'login', '--login', login], { cwd: dir, env: { ...cliEnvOf(), TRESOR_PASSWORD: password } }).stdout) as { sessionToken: string }).sessionToken;
@@ -769,15 +783,7 @@ describe('secure transfers in Chromium', () => {
     await resume.getByRole('button', { name: 'Check and continue sending' }).click();
     await page.getByText(/^Sent to 1 recipient\(s\)\./).waitFor({ timeout: 60_000 });
 
-    const link = transferLink(outbox, 'max@extern-transfer.test');
-    const max = await watchedPage(browser, 'en-GB');
-    await max.page.goto(linkUrl(link));
-    await max.page.getByLabel('Your e-mail address', { exact: true }).fill('max@extern-transfer.test');
-    await max.page.getByRole('button', { name: 'Open' }).click();
-    await max.page.getByText('Your browser decrypts the files as they download').waitFor();
-    const [download] = await Promise.all([max.page.waitForEvent('download'), max.page.getByRole('link', { name: 'Download scan.bin' }).click()]);
-    expect((await bytesOf(download)).equals(scan)).toBe(true);
-    expect(await max.problems()).toEqual([]);
+    expect((await level1Download(transferLink(outbox, 'max@extern-transfer.test'), 'max@extern-transfer.test', 'scan.bin')).equals(scan)).toBe(true);
     expect(await sender.problems()).toEqual([]);
   }, 120_000);
 
@@ -912,8 +918,7 @@ describe('secure transfers in Chromium', () => {
 
     // Without the link's secret, or through another link (its own id and secret), the draft is not found.
     const otherLink = await requestLink(4, 'Eine andere Anforderung.');
-    const ids = (l: string) => ({ requestId: /\/app\/upload\/([0-9a-f-]{36})/.exec(l)![1]!, secret: /#s=([A-Za-z0-9_-]{43})/.exec(l)![1]! });
-    for (const via of [{ ...ids(uploadLink), secret: toBase64Url(randomBytes(32)) }, ids(otherLink)]) {
+    for (const via of [{ ...uploadLinkParts(uploadLink), secret: toBase64Url(randomBytes(32)) }, uploadLinkParts(otherLink)]) {
       const refused = await http.post(`/api/v1/u/${via.requestId}/transfers/${answer!.id}/resume`, { data: { secret: via.secret, pieceSize: PIECE } });
       expect(refused.status()).toBe(404);
       expect(await refused.text()).not.toContain('received');
@@ -924,7 +929,7 @@ describe('secure transfers in Chromium', () => {
     await page.getByText(`Sent. ${SENDER} is notified.`).waitFor({ timeout: 60_000 });
     await page.unroute('**/api/v1/u/*/transfers/*/resume');
     // The tab forgets the keys once sent: a reload shows the empty form.
-    expect(await page.evaluate<string>(`sessionStorage.getItem(${JSON.stringify(`tresor.upload.${/\/app\/upload\/([0-9a-f-]{36})/.exec(uploadLink)![1]!}`)}) ?? ''`)).not.toContain('pending');
+    expect(await page.evaluate<string>(`sessionStorage.getItem(${JSON.stringify(`tresor.upload.${uploadLinkParts(uploadLink).requestId}`)}) ?? ''`)).not.toContain('pending');
     await page.reload();
     await page.getByRole('form', { name: 'Send files securely' }).waitFor();
 
@@ -946,8 +951,7 @@ describe('secure transfers in Chromium', () => {
   it('"request files" at level 1: an upload cut off goes on in the same tab without choosing the files again; one given up after a reload is deleted at once', async () => {
     const scan = randomBytes(PIECE + 999);
     const uploadLink = await requestLink(1, 'Bitte den Scan.');
-    const requestId = /\/app\/upload\/([0-9a-f-]{36})/.exec(uploadLink)![1]!;
-    const secret = /#s=([A-Za-z0-9_-]{43})/.exec(uploadLink)![1]!;
+    const { requestId, secret } = uploadLinkParts(uploadLink);
     const outsider = await watchedPage(browser, 'en-GB');
     const page = outsider.page;
     await page.goto(uploadLink);
@@ -957,14 +961,7 @@ describe('secure transfers in Chromium', () => {
     await goOn.getByText('Without a new choice the files you chose a moment ago are used.', { exact: false }).waitFor();
     await goOn.getByRole('button', { name: 'Check and continue sending' }).click();
     await page.getByText(`Sent. ${SENDER} is notified.`).waitFor({ timeout: 60_000 });
-    const mailed = transferLink(outbox, SENDER);
-    const max = await watchedPage(browser, 'en-GB');
-    await max.page.goto(linkUrl(mailed));
-    await max.page.getByLabel('Your e-mail address', { exact: true }).fill(SENDER);
-    await max.page.getByRole('button', { name: 'Open' }).click();
-    const [download] = await Promise.all([max.page.waitForEvent('download'), max.page.getByRole('link', { name: 'Download scan.bin' }).click({ timeout: 30_000 })]);
-    expect((await bytesOf(download)).equals(scan)).toBe(true);
-    expect(await max.problems()).toEqual([]);
+    expect((await level1Download(transferLink(outbox, SENDER), SENDER, 'scan.bin')).equals(scan)).toBe(true);
 
     // Cut off again (the link opened anew in the tab), the tab reloaded, and the upload given up.
     await page.goto('about:blank');

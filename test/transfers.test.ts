@@ -332,6 +332,28 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect(existsSync(folder)).toBe(false); // made again by the upload's last writes, and deleted again
   });
 
+  it('a withdrawal while the send mails its links wins: the send fails and no link key is left behind', async () => {
+    const d = await draftOf(1000, 'wettlauf@example.org');
+    const up = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Buffer.concat([...bytesOf(0, d.cipherSize)]) });
+    expect(up.statusCode, up.body).toBe(200);
+    // The withdrawal runs while the send is between writing a recipient's link key and marking it sent.
+    const mailed = core.mail.send.bind(core.mail);
+    const racing = vi.spyOn(core.mail, 'send').mockImplementationOnce(async (mail) => {
+      expect((await call('anna', 'DELETE', `/api/v1/transfers/${d.id}`)).statusCode).toBeLessThan(300);
+      return mailed(mail);
+    });
+    try {
+      const sent = await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`);
+      expect(sent.statusCode, sent.body).toBe(409);
+    } finally {
+      racing.mockRestore();
+    }
+    const [transfer] = await rowsOf('transfers', 'id', d.id);
+    expect(transfer).toMatchObject({ sent_at: null });
+    expect(transfer!['deleted_at']).not.toBeNull();
+    for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null });
+  });
+
   it('an upload during which the disk fails to sync counts for nothing: the sender is told and sends it again', async () => {
     const d = await draftOf(70 * MIB, 'sync@example.org');
     // The disk fails the background data sync once (EIO, as a failing disk reports it); nothing else is faked.

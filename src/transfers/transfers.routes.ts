@@ -384,6 +384,8 @@ export function registerTransferRoutes(
     },
   });
   const requestParams = { type: 'object', properties: { id: uuid }, required: ['id'] } as const;
+  /** A body with nothing but a link's secret (request link or recipient link). */
+  const secretOnly = { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43) }, required: ['secret'] } as const;
   const requestSecret = (request: FastifyRequest) => {
     const header = request.headers['x-tresor-request-secret'];
     const fromBody = (request.body as { secret?: unknown } | undefined)?.secret;
@@ -396,7 +398,7 @@ export function registerTransferRoutes(
       tags: ['transfers'],
       summary: 'What a "request files" link asks for: who, at which level, and (levels 3/4) the key to encrypt for',
       params: requestParams,
-      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43) }, required: ['secret'] },
+      body: secretOnly,
       response: {
         200: { type: 'object', properties: { level: { type: 'integer' }, message: { type: ['string', 'null'] }, requester: { type: 'string' }, expiresAt: { type: 'string' }, publicKey: { type: 'string' }, fingerprint: { type: 'string' } } },
         ...errors,
@@ -433,6 +435,8 @@ export function registerTransferRoutes(
       return reply.status(201).send(await transfers.createViaRequest(request.params.id, secret, { from, subject, message, files, bundle }));
     },
   });
+  /** An upload through a request link: the link's id, the draft's id (and a file's). */
+  const viaParams = { type: 'object', properties: { id: uuid, tid: uuid }, required: ['id', 'tid'] } as const;
   const viaFileParams = { type: 'object', properties: { id: uuid, tid: uuid, fileId: uuid }, required: ['id', 'tid', 'fileId'] } as const;
   app.register(async (scope) => {
     scope.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
@@ -468,7 +472,7 @@ export function registerTransferRoutes(
     schema: {
       tags: ['transfers'],
       summary: 'Through a request link, after a page reload: what the server holds of each file of the unsent upload (no names or keys: the uploader\'s browser kept them)',
-      params: { type: 'object', properties: { id: uuid, tid: uuid }, required: ['id', 'tid'] },
+      params: viaParams,
       body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43), pieceSize: { type: 'integer', minimum: 8388608, maximum: 67108864 } }, required: ['secret', 'pieceSize'] },
       response: { 200: { type: 'object', properties: { id: { type: 'string' }, level: { type: 'integer' }, files: resumeFiles } }, ...errors },
     },
@@ -482,8 +486,8 @@ export function registerTransferRoutes(
     schema: {
       tags: ['transfers'],
       summary: 'Through a request link: give up an unsent upload; what arrived of it is deleted at once',
-      params: { type: 'object', properties: { id: uuid, tid: uuid }, required: ['id', 'tid'] },
-      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43) }, required: ['secret'] },
+      params: viaParams,
+      body: secretOnly,
       response: { 204: { type: 'null' }, ...errors },
     },
     handler: async (request, reply) => {
@@ -495,7 +499,7 @@ export function registerTransferRoutes(
     schema: {
       tags: ['transfers'],
       summary: "Levels 3/4 through a request link: the file keys wrapped to the requester's key",
-      params: { type: 'object', properties: { id: uuid, tid: uuid }, required: ['id', 'tid'] },
+      params: viaParams,
       body: {
         type: 'object',
         additionalProperties: false,
@@ -516,8 +520,8 @@ export function registerTransferRoutes(
     schema: {
       tags: ['transfers'],
       summary: 'Send an upload through a request link: the requester is mailed their link',
-      params: { type: 'object', properties: { id: uuid, tid: uuid }, required: ['id', 'tid'] },
-      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43) }, required: ['secret'] },
+      params: viaParams,
+      body: secretOnly,
       response: { 200: { type: 'object', properties: { id: { type: 'string' }, sentAt: { type: ['string', 'null'] } } }, ...errors },
     },
     handler: async (request) => {
@@ -563,7 +567,7 @@ export function registerTransferRoutes(
       tags: ['transfers'],
       summary: "Register a free guest account for the link's address: an invitation goes to that address",
       params: { type: 'object', properties: { rid: uuid }, required: ['rid'] },
-      body: { type: 'object', additionalProperties: false, properties: { secret: b64url(43, 43) }, required: ['secret'] },
+      body: secretOnly,
       response: { 202: { type: 'object', properties: { status: { type: 'string' } } }, ...errors },
     },
     handler: async (request, reply) => {

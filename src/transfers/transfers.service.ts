@@ -219,9 +219,10 @@ export function createTransferService(deps: {
    * per `pieceSize` bytes of what arrived (the client compares its new ciphertext with them, so a changed
    * file is never spliced onto the old part) and the client's encrypted digest list; the level-4 bundle
    * whole once complete. `secrets`: also the file names and (levels 1/2) the file keys — for the sender's
-   * session, not for a request-link holder, whose browser kept its own.
+   * session, not for a request-link holder, whose browser kept its own. Recorded as `transfer.resume`.
    */
-  const filesToResume = async (tenantId: string, db: Kysely<TransferSchema>, t: TransferSchema['transfers'], key: Buffer, pieceSize: number, secrets: boolean) => {
+  const filesToResume = async (x: { tenantId: string; db: Kysely<TransferSchema>; t: TransferSchema['transfers']; actor: LedgerEvent['actor'] }, key: Buffer, pieceSize: number, secrets: boolean) => {
+    const { tenantId, db, t } = x;
     if (!Number.isSafeInteger(pieceSize) || pieceSize < 8 * 1024 * 1024 || pieceSize > 64 * 1024 * 1024) throw new ValidationError('pieceSize must be 8 MiB to 64 MiB');
     const rows = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute();
     const files = [];
@@ -246,6 +247,7 @@ export function createTransferService(deps: {
         ...(secrets && f.file_key_ct !== null ? { fileKey: aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`).toString('base64url') } : {}),
       });
     }
+    await record(tenantId, { actor: x.actor, action: 'transfer.resume', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { files: files.length, received: files.reduce((n, f) => n + f.received, 0) } });
     return files;
   };
 
@@ -268,9 +270,9 @@ export function createTransferService(deps: {
     return value;
   };
 
-  /** An unsent draft its creator may still change: not sent, withdrawn or expired. */
-  const stillDraft = (t: TransferSchema['transfers']) => {
-    if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; its files cannot change', { client: { state: 'sent' } });
+  /** An unsent draft its creator may still change: not sent, withdrawn or expired (`details.state` says which). */
+  const stillDraft = (t: TransferSchema['transfers'], whenSent = 'this transfer was sent already; its files cannot change') => {
+    if (t.sent_at !== null) throw new ConflictError(whenSent, { client: { state: 'sent' } });
     if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
   };
 
@@ -776,7 +778,7 @@ export function createTransferService(deps: {
     async resumeState(s: SenderSession, transferId: string, pieceSize: number) {
       const { db, t } = await ownDraft(s, transferId);
       const key = await transferKeyOf(s, t);
-      const files = await filesToResume(s.tenantId, db, t, key, pieceSize, true);
+      const files = await filesToResume({ tenantId: s.tenantId, db, t, actor: ledgerActor(s.actor) }, key, pieceSize, true);
       const recipients = [];
       for (const r of await db.selectFrom('transfer_recipients').selectAll().where('transfer_id', '=', t.id).orderBy('idx').execute()) {
         const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
@@ -789,7 +791,6 @@ export function createTransferService(deps: {
         }
         recipients.push({ id: r.id, email, ...(r.key_fingerprint ? { fingerprint: r.key_fingerprint } : {}), ...(publicKey ? { publicKey } : {}) });
       }
-      await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.resume', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { files: files.length, received: files.reduce((n, f) => n + f.received, 0) } });
       return { id: t.id, level: t.level as Level, files, recipients };
     },
 
@@ -799,11 +800,8 @@ export function createTransferService(deps: {
      * kept those (and the link's secret and the draft's id) for its tab.
      */
     async resumeStateVia(x: Access, pieceSize: number) {
-      const { db, t } = x;
-      stillDraft(t);
-      const files = await filesToResume(x.tenantId, db, t, await x.key(), pieceSize, false);
-      await record(x.tenantId, { actor: x.actor, action: 'transfer.resume', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { files: files.length, received: files.reduce((n, f) => n + f.received, 0) } });
-      return { id: t.id, level: t.level as Level, files };
+      stillDraft(x.t);
+      return { id: x.t.id, level: x.t.level as Level, files: await filesToResume(x, await x.key(), pieceSize, false) };
     },
 
     /**
@@ -830,8 +828,7 @@ export function createTransferService(deps: {
     async addWrapsVia(x: Access, wraps: { fileId: string; holder: string; fingerprint: string; wrapped: string }[]) {
       const { db, t } = x;
       if (t.level < 3) throw new ConflictError('wraps are for levels 3 and 4; at levels 1 and 2 the server holds the file keys');
-      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already; a new key of a recipient is approved instead', { client: { state: 'sent' } });
-      stillDraft(t);
+      stillDraft(t, 'this transfer was sent already; a new key of a recipient is approved instead');
       const files = new Set((await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).execute()).map((f) => f.id));
       const recipients = new Map((await db.selectFrom('transfer_recipients').select(['id', 'key_fingerprint']).where('transfer_id', '=', t.id).execute()).map((r) => [r.id, r.key_fingerprint]));
       const ownFingerprint = await x.ownFingerprint();
@@ -858,8 +855,7 @@ export function createTransferService(deps: {
     /** Sends: every blob complete (and wrapped, at levels 3/4); a link with a fresh secret per recipient. */
     async sendVia(x: Access): Promise<TransferView> {
       const { db, t } = x;
-      if (t.sent_at !== null) throw new ConflictError('this transfer was sent already', { client: { state: 'sent' } });
-      stillDraft(t);
+      stillDraft(t, 'this transfer was sent already');
       const files = await db.selectFrom('transfer_files').selectAll().where('transfer_id', '=', t.id).execute();
       const incomplete = files.filter((f) => Number(f.received) !== Number(f.cipher_size));
       if (incomplete.length > 0) throw new ConflictError(`${incomplete.length} file(s) are not completely uploaded yet`);

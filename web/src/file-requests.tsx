@@ -163,6 +163,9 @@ interface KeptLink {
 
 const keptKey = (requestId: string) => `tresor.upload.${requestId}`;
 
+/** The pending upload's file keys (and the bundle's) by file id, decoded afresh: the caller wipes them. */
+const keysOf = (p: PendingUpload) => new Map([...p.files, ...(p.bundle ? [p.bundle] : [])].map((f) => [f.id, fromBase64Url(f.key)] as const));
+
 function readKept(requestId: string): KeptLink | undefined {
   try {
     const kept = JSON.parse(sessionStorage.getItem(keptKey(requestId)) ?? 'null') as KeptLink | null;
@@ -230,31 +233,28 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
     return key;
   };
 
-  /** Uploads the planned files (the rest of each), wraps their keys for the requester, sends; then forgets the draft. */
-  const finish = async (p: PendingUpload, plan: ResumePlan[]) => {
-    const keys = new Map(p.files.map((f) => [f.id, fromBase64Url(f.key)] as const));
-    if (p.bundle) keys.set(p.bundle.id, fromBase64Url(p.bundle.key));
-    try {
-      const key = p.level >= 3 ? await requesterKey() : undefined;
-      const items = plan.map((x) => ({ name: p.files[x.index]!.name, sent: x.f.received, total: x.f.cipherSize }));
+  /**
+   * Uploads the planned files (the rest of each), wraps every key of `keys` (keysOf: the files' and the
+   * bundle's) for the requester, sends; then forgets the draft.
+   */
+  const finish = async (p: PendingUpload, plan: ResumePlan[], keys: Map<string, Uint8Array>) => {
+    const key = p.level >= 3 ? await requesterKey() : undefined;
+    const items = plan.map((x) => ({ name: p.files[x.index]!.name, sent: x.f.received, total: x.f.cipherSize }));
+    setProgress(items.map((x) => ({ ...x })));
+    await uploadRest(p.transferId, plan, keys, (i, sent) => {
+      items[i]!.sent = sent;
       setProgress(items.map((x) => ({ ...x })));
-      await uploadRest(p.transferId, plan, keys, (i, sent) => {
-        items[i]!.sent = sent;
-        setProgress(items.map((x) => ({ ...x })));
-      }, via);
-      if (key && link.fp) {
-        const wraps = [];
-        for (const [fileId, fileKey] of keys) wraps.push({ fileId, recipientId: p.recipientId, fingerprint: link.fp, wrapped: toBase64Url(await wrapFileKey(fileKey, key, fileContext(p.transferId, fileId))) });
-        await api('POST', `/api/v1/u/${requestId}/transfers/${p.transferId}/wraps`, { secret: link.s, wraps });
-      }
-      await api('POST', `/api/v1/u/${requestId}/transfers/${p.transferId}/send`, { secret: link.s });
-      setPending(undefined);
-      setDone(true);
-      setFiles([]);
-      setAgain([]);
-    } finally {
-      for (const k of keys.values()) k.fill(0);
+    }, via);
+    if (key && link.fp) {
+      const wraps = [];
+      for (const [fileId, fileKey] of keys) wraps.push({ fileId, recipientId: p.recipientId, fingerprint: link.fp, wrapped: toBase64Url(await wrapFileKey(fileKey, key, fileContext(p.transferId, fileId))) });
+      await api('POST', `/api/v1/u/${requestId}/transfers/${p.transferId}/wraps`, { secret: link.s, wraps });
     }
+    await api('POST', `/api/v1/u/${requestId}/transfers/${p.transferId}/send`, { secret: link.s });
+    setPending(undefined);
+    setDone(true);
+    setFiles([]);
+    setAgain([]);
   };
 
   const submit = async (event: Event) => {
@@ -266,6 +266,7 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
     setSending(true);
     const keys = files.map(() => randomFileKey());
     const bundleKey = randomFileKey();
+    let kept: Map<string, Uint8Array> | undefined;
     try {
       const level = info.level;
       const e2e = level >= 3;
@@ -298,14 +299,14 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
         await uploadStream(created.id, created.bundleId, new Blob([new Uint8Array(cipher)]).stream(), cipher.length, () => undefined, via);
       }
       const plan: ResumePlan[] = files.map((file, i) => ({ f: { id: created.files[i]!.id, kind: 'file', size: file.size, cipherSize: created.files[i]!.cipherSize, received: 0, pieces: [] }, index: i, file }));
-      await finish(p, plan);
+      kept = keysOf(p);
+      await finish(p, plan, kept);
       if (input.current) input.current.value = '';
     } catch (e) {
       setError(messageOf(e));
       setProgress(undefined);
     } finally {
-      for (const k of keys) k.fill(0);
-      bundleKey.fill(0);
+      for (const k of [...keys, bundleKey, ...(kept?.values() ?? [])]) k.fill(0);
       setBusy(false);
       setSending(false);
     }
@@ -337,22 +338,20 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
     setError(undefined);
     setBusy(true);
     const p = pending;
-    const chosenBefore = files;
     const label = (i: number) => `${p.files[i]?.name ?? t('receive.fileN', { n: i + 1 })} (${formatSize(p.files[i]?.size ?? 0, props.language)})`;
-    const keys = new Map(p.files.map((f) => [f.id, fromBase64Url(f.key)] as const));
+    const keys = keysOf(p);
     try {
       const state = await api<{ id: string; level: Level; files: ResumeFile[] }>('POST', `/api/v1/u/${requestId}/transfers/${p.transferId}/resume`, { secret: link.s, pieceSize: UPLOAD_CHUNK });
-      const files = state.files.filter((f) => f.kind === 'file');
-      const sameDraft = state.id === p.transferId && state.level === p.level && files.length === p.files.length && files.every((f, i) => f.id === p.files[i]!.id && f.size === p.files[i]!.size);
+      const draftFiles = state.files.filter((f) => f.kind === 'file');
+      const sameDraft = state.id === p.transferId && state.level === p.level && draftFiles.length === p.files.length && draftFiles.every((f, i) => f.id === p.files[i]!.id && f.size === p.files[i]!.size);
       const open = state.files.filter((f) => f.received < f.cipherSize);
       if (!sameDraft || cannotGoOn(open)) throw new Error(t('requests.cannotResume'));
       // The files chosen in this tab before the break, unless others were chosen (after a reload: none left).
-      const { plan, missing } = matchChosen(open, files, (_f, i) => p.files[i]!.name, again.length > 0 ? again : chosenBefore);
+      const { plan, missing } = matchChosen(open, draftFiles, (_f, i) => p.files[i]!.name, again.length > 0 ? again : files);
       if (missing.length > 0) throw new Error(t('transfers.chooseAgain', { names: missing.map((m) => label(m.index)).join(', ') }));
-      if (plan.some((x) => x.f.cipherSize !== ciphertextSize(x.file.size))) throw new Error(t('requests.cannotResume'));
       const changed = await firstChanged(p.transferId, plan, keys);
-      if (changed) throw new Error(changed.f.manifest === undefined ? t('requests.cannotResume') : t('transfers.notSameFile', { name: label(changed.index) }));
-      await finish(p, plan);
+      if (changed) throw new Error(t('transfers.notSameFile', { name: label(changed.index) }));
+      await finish(p, plan, keys);
     } catch (e) {
       if (gone(e)) return;
       // The server's bytes differ from the file that matched its digest list: the server's doing, not the file's.

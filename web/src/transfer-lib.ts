@@ -8,6 +8,7 @@ import { argon2idAsync } from '@noble/hashes/argon2.js';
 import { api, ApiError } from './api.js';
 import { rememberToken, requestTokenHeader } from './records.js';
 import {
+  ciphertextSize,
   createHeader,
   decryptBytes,
   encodePublicKey,
@@ -307,9 +308,11 @@ export interface ResumePlan {
 
 /**
  * Whether a draft's open uploads cannot be continued at all: the level-4 bundle (message and names) cannot
- * be made again, nor can a header cut short or a file without its digest list.
+ * be made again, nor can a header cut short or a file without its digest list; and a ciphertext size that
+ * is not the one of the file's size is no upload this format made.
  */
-export const cannotGoOn = (open: ResumeFile[]) => open.some((f) => f.kind === 'bundle' || (f.received > 0 && (f.header === undefined || f.manifest === undefined)));
+export const cannotGoOn = (open: ResumeFile[]) =>
+  open.some((f) => f.kind === 'bundle' || f.cipherSize !== ciphertextSize(f.size) || (f.received > 0 && (f.header === undefined || f.manifest === undefined)));
 
 /**
  * Which chosen file goes on with which unfinished upload: by name and size, so two files of one size

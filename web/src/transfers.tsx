@@ -347,7 +347,6 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
 
       const { plan, missing } = matchChosen(open, files, nameOf, resumeFiles);
       if (missing.length > 0) throw new Error(t('transfers.chooseAgain', { names: missing.map((p) => fileLabel(p.f, p.index)).join(', ') }));
-      for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.file.size)) throw new Error(t('transfers.cannotResume'));
       const changed = await firstChanged(tr.id, plan, keys);
       if (changed) return setError(t('transfers.notSameFile', { name: fileLabel(changed.f, changed.index) }));
 
