@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +35,39 @@ describe('tresor send / receive (CLI, real server)', () => {
   const accept = (email: string) => expect(curl(undefined, 'POST', '/api/v1/auth/invitation/accept', { key: mailedKey(outbox, email), newPassword: GOOD_PASSWORD })).toBe(204);
   const BIG = randomBytes(3 * 1024 * 1024 + 12345); // crosses many 64 KiB records
   const SECRET_TEXT = Buffer.from('Befund: Patientin Frieda Beispiel, geboren 01.02.1960 — streng vertraulich\n'.repeat(100));
+  /**
+   * Two files for the resume tests in `<name>/` (a 20 MiB scan and a note) and, in `<name>-changed/`, a scan
+   * of the same name and size that differs only in its last byte, far behind any cut.
+   */
+  const filesToResume = (name: string, noteText: string) => {
+    const folder = join(dir, name);
+    const changed = join(dir, `${name}-changed`);
+    for (const d of [folder, changed]) {
+      rmSync(d, { recursive: true, force: true });
+      mkdirSync(d);
+    }
+    const scan = randomBytes(20 * 1024 * 1024 + 4321);
+    const note = Buffer.from(noteText.repeat(50));
+    writeFileSync(join(folder, 'scan.bin'), scan);
+    writeFileSync(join(folder, 'nachtrag.txt'), note);
+    const other = Buffer.from(scan);
+    other[scan.length - 1] = other[scan.length - 1]! ^ 1;
+    writeFileSync(join(changed, 'scan.bin'), other);
+    return { folder, changed, scan, note };
+  };
+  /** A transfer's folder of blobs (under its tenant's), if it exists. */
+  const transferDirOf = (tid: string) => readdirSync(join(dir, 'data', 'blobs')).map((t) => join(dir, 'data', 'blobs', t, tid)).find((d) => existsSync(d));
+  /** The sizes of a transfer's blobs once the server finished the broken request on its own time (bounded wait). */
+  const settledSizes = async (transferDir: string) => {
+    const sizes = () => readdirSync(transferDir).map((f) => statSync(join(transferDir, f)).size).sort((a, b) => a - b);
+    let held = sizes();
+    for (let i = 0, last = ''; i < 100 && last !== held.join(); i++) {
+      last = held.join();
+      await new Promise((r) => setTimeout(r, 50));
+      held = sizes();
+    }
+    return { held, sizes };
+  };
 
   beforeAll(async () => {
     const port = await freePort();
@@ -270,33 +303,15 @@ describe('tresor send / receive (CLI, real server)', () => {
     // the big file, and tresor send gives up (a laptop closed, say).
     const proxy = await cuttingProxy(Number(new URL(server.url).port), (_sent, total) => (total > 10 * 1024 * 1024 ? 'dead' : 'go'));
     const via = { ...env, TRESOR_URL: proxy.url };
-    const folder = join(dir, 'resume');
-    const changed = join(dir, 'resume-changed');
-    for (const d of [folder, changed]) rmSync(d, { recursive: true, force: true });
-    mkdirSync(folder);
-    mkdirSync(changed);
-    const scan = randomBytes(20 * 1024 * 1024 + 4321);
-    const note = Buffer.from('Nachtrag: Kontrolle in sechs Wochen, Frau Beispiel.\n'.repeat(50));
-    writeFileSync(join(folder, 'scan.bin'), scan);
-    writeFileSync(join(folder, 'nachtrag.txt'), note);
-    const other = Buffer.from(scan);
-    other[scan.length - 1] = other[scan.length - 1]! ^ 1; // differs only in its last byte, far behind the cut
-    writeFileSync(join(changed, 'scan.bin'), other);
+    const { folder, changed, scan, note } = filesToResume('resume', 'Nachtrag: Kontrolle in sechs Wochen, Frau Beispiel.\n');
     const key = { TRESOR_SECUPASS: 'Absender Schlüssel 99' };
     try {
       const cut = await tresorAsync(['send', '--to', 'gast@example.org', '--subject', 'Unterbrochen', '--message', 'Zwei Dateien, eine abgebrochen.', '--level', '4', join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')], { cwd: dir, env: { ...via, ...key, TRESOR_TOKEN: tokens.sender! } });
       expect(cut.code).not.toBe(0);
       const id = /transfer ([0-9a-f-]{36}) was not sent; go on with `tresor transfer resume \1/.exec(cut.stderr)?.[1];
       expect(id, cut.stderr).toBeDefined();
-      const transferDir = readdirSync(join(dir, 'data', 'blobs')).map((t) => join(dir, 'data', 'blobs', t, id!)).find((d) => existsSync(d))!;
-      const sizes = () => readdirSync(transferDir).map((f) => statSync(join(transferDir, f)).size).sort((a, b) => a - b);
-      // The server finishes the broken request on its own time: wait (bounded) until its files stand still.
-      let held = sizes();
-      for (let i = 0, last = ''; i < 100 && last !== held.join(); i++) {
-        last = held.join();
-        await new Promise((r) => setTimeout(r, 50));
-        held = sizes();
-      }
+      const transferDir = transferDirOf(id!)!;
+      const { held, sizes } = await settledSizes(transferDir);
       // All the proxy passed on counts: more than the first 8 MiB piece of the scan.
       expect(held.some((n) => n > 8 * 1024 * 1024 && n < scan.length), `${held.join()} ${cut.stderr}`).toBe(true);
 
@@ -339,6 +354,109 @@ describe('tresor send / receive (CLI, real server)', () => {
       await proxy.close();
     }
   }, 180_000);
+
+  it('tresor upload cut off for good goes on when the same command runs again (keys kept on this machine only); --restart gives it up', async () => {
+    const { folder, changed, scan, note } = filesToResume('upload-resume', 'Nachlieferung: Zählerstände Haus 4, Familie Beispiel.\n');
+    const made = cli('sender', ['transfer', 'request', '--level', '4']);
+    expect(made.code, made.stderr).toBe(0);
+    const link = (JSON.parse(made.stdout) as { link: string }).link;
+    const requestId = /\/app\/upload\/([0-9a-f-]{36})#s=([A-Za-z0-9_-]{43})/.exec(link)!;
+    // --json for the answer on stdout; without it, the progress and notices on stderr.
+    const upload = (to: string, paths: string[], extra: string[] = [], json = true) =>
+      tresorAsync([...(json ? ['--json'] : []), 'upload', to, '--from', 'aussen@example.org', '--subject', 'Nachlieferung', '--message', 'Zwei Dateien, eine abgebrochen.', ...extra, ...paths], { cwd: dir, env: { TRESOR_CACERT: env.TRESOR_CACERT! } });
+    const keptFile = (rid: string) => join(dir, '.local', 'state', 'tresor', 'uploads', `${rid}.json`);
+
+    // The first 10 MiB get through, then the connection is dead: the command gives up and says what to do.
+    const dead = await cuttingProxy(Number(new URL(server.url).port), (_sent, total) => (total > 10 * 1024 * 1024 ? 'dead' : 'go'));
+    let cut;
+    try {
+      cut = await upload(link.replace(server.url, dead.url), [join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')]);
+    } finally {
+      await dead.close();
+    }
+    expect(cut.code).not.toBe(0);
+    expect(cut.stderr).toContain('the upload is kept on this machine: run the same command again to go on');
+    // Kept for its owner alone (0600 in a 0700 folder): the draft, names, sizes and keys, not the link's secret.
+    const file = keptFile(requestId[1]!);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(join(file, '..')).mode & 0o777).toBe(0o700);
+    const kept = JSON.parse(readFileSync(file, 'utf8')) as { transferId: string; level: number; files: { name: string; size: number; key: string }[]; bundle?: { key: string } };
+    expect(kept).toMatchObject({ level: 4, files: [{ name: 'scan.bin', size: scan.length }, { name: 'nachtrag.txt', size: note.length }] });
+    expect(kept.bundle?.key).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(readFileSync(file, 'utf8')).not.toContain(requestId[2]!);
+    const transferDir = transferDirOf(kept.transferId)!;
+    const { held, sizes } = await settledSizes(transferDir);
+    expect(held.some((n) => n > 8 * 1024 * 1024 && n < scan.length), held.join()).toBe(true);
+
+    // A file left out is asked for by its kept name; another file of that name and size is refused; nothing
+    // changes on the server and the kept upload stays.
+    const short = await upload(link, [join(folder, 'scan.bin')]);
+    expect(short.code).toBe(6);
+    expect(short.stderr).toContain(`give these files again: nachtrag.txt (${note.length} bytes)`);
+    const wrong = await upload(link, [join(changed, 'scan.bin'), join(folder, 'nachtrag.txt')]);
+    expect(wrong.code).toBe(5);
+    expect(wrong.stderr).toMatch(/scan\.bin is not the file whose upload was interrupted/);
+    expect(sizes()).toEqual(held);
+    // A kept file others may read is not used.
+    chmodSync(file, 0o644);
+    const exposed = await upload(link, [join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')]);
+    expect(exposed.code).toBe(5);
+    expect(exposed.stderr).toMatch(/holds file keys but others may read it \(mode 644\)/);
+    chmodSync(file, 0o600);
+    const keptCopy = readFileSync(file);
+
+    // The same command again (files in another order): only the rest goes up, counted on the way.
+    let counted = 0;
+    const counting = await cuttingProxy(Number(new URL(server.url).port), (_sent, total) => ((counted = total), 'go'));
+    let resumed;
+    try {
+      resumed = await upload(link.replace(server.url, counting.url), [join(folder, 'nachtrag.txt'), join(folder, 'scan.bin')], [], false);
+    } finally {
+      await counting.close();
+    }
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toContain('Sent to sender@praxis.test (level 4).');
+    expect(resumed.stderr).toContain('2 of 2 file(s) still to upload');
+    expect(counted).toBeGreaterThan(scan.length - Math.max(...held));
+    expect(counted).toBeLessThan(scan.length + note.length - 8 * 1024 * 1024);
+    expect(existsSync(file)).toBe(false);
+    const got = cli('sender', ['receive', mailedTransferLink(outbox, 'sender@praxis.test').link, '--out', join(files, 'upload-resumed')], { TRESOR_SECUPASS: 'Absender Schlüssel 99' });
+    expect(got.code, got.stderr).toBe(0);
+    expect(JSON.parse(got.stdout)).toMatchObject({ subject: 'Nachlieferung', message: 'Zwei Dateien, eine abgebrochen.', level: 4 });
+    expect(readFileSync(join(files, 'upload-resumed', 'scan.bin')).equals(scan)).toBe(true);
+    expect(readFileSync(join(files, 'upload-resumed', 'nachtrag.txt')).equals(note)).toBe(true);
+
+    // A command that died after sending but before forgetting: run again, it says so and sends nothing more.
+    const mails = readdirSync(outbox).length;
+    writeFileSync(file, keptCopy, { mode: 0o600 });
+    const again = await upload(link, [join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ id: kept.transferId, alreadySent: true });
+
+    expect(readdirSync(outbox).length).toBe(mails);
+    expect(existsSync(file)).toBe(false);
+
+    // --restart: a level-1 upload cut off, then given up: its bytes go at once, the files are sent anew.
+    const made1 = cli('sender', ['transfer', 'request', '--level', '1']);
+    const link1 = (JSON.parse(made1.stdout) as { link: string }).link;
+    const rid1 = /\/app\/upload\/([0-9a-f-]{36})#/.exec(link1)![1]!;
+    const dead1 = await cuttingProxy(Number(new URL(server.url).port), (_sent, total) => (total > 10 * 1024 * 1024 ? 'dead' : 'go'));
+    try {
+      expect((await upload(link1.replace(server.url, dead1.url), [join(folder, 'scan.bin')])).code).not.toBe(0);
+    } finally {
+      await dead1.close();
+    }
+    const first = (JSON.parse(readFileSync(keptFile(rid1), 'utf8')) as { transferId: string }).transferId;
+    await settledSizes(transferDirOf(first)!);
+    const restarted = await upload(link1, [join(folder, 'scan.bin')], ['--restart'], false);
+    expect(restarted.code, restarted.stderr).toBe(0);
+    expect(restarted.stderr).toContain('the interrupted upload was given up');
+    expect(transferDirOf(first)).toBeUndefined();
+    expect(existsSync(keptFile(rid1))).toBe(false);
+    const got1 = cli('sender', ['receive', mailedTransferLink(outbox, 'sender@praxis.test').link, '--out', join(files, 'upload-restarted'), '--email', 'sender@praxis.test']);
+    expect(got1.code, got1.stderr).toBe(0);
+    expect(readFileSync(join(files, 'upload-restarted', 'scan.bin')).equals(scan)).toBe(true);
+  }, 240_000);
 });
 
 /**

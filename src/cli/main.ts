@@ -17,6 +17,7 @@ import { DomainError, type ErrorCode } from '../shared/errors.js';
 import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { CHARACTER_CLASSES, POLICY_ROLES, type CharacterClass, type PasswordPolicy } from '../identity/password-policy.js';
 import { approveKey, closeConnections, initSecupass, receiveTransfer, resumeTransfer, sendTransfer, uploadToRequest } from '../transfers/client.js';
+import { keptUploadsDir } from '../transfers/kept-upload.js';
 import { callApi, callApiLines, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
 import { dirname, join } from 'node:path';
 
@@ -355,11 +356,16 @@ export function buildCli(): Command {
     .requiredOption('--from <email>', 'your e-mail address')
     .requiredOption('--subject <text>', 'subject')
     .option('--message <text>', 'message')
+    .option('--restart', 'give up an interrupted upload kept for this link and send anew')
     .argument('<files...>', 'files to send')
-    .action(async (link: string, files: string[], opts: { from: string; subject: string; message?: string }) => {
+    .addHelpText(
+      'after',
+      `\nAn upload cut off (a lost connection, the command stopped) is kept in ${keptUploadsDir()} (readable by you only,\ndeleted once sent): run the same command with the same files again and only what is missing goes up.`,
+    )
+    .action(async (link: string, files: string[], opts: { from: string; subject: string; message?: string; restart?: boolean }) => {
       const global = program.opts<GlobalOptions>();
-      const sent = await uploadToRequest({ url: global.url, caFile: global.cacert }, link, { from: opts.from, subject: opts.subject, message: opts.message, files }, (line) => global.json || err(line));
-      emit(program, sent, () => out(`Sent to ${sent.requester} (level ${sent.level}).`));
+      const sent = await uploadToRequest({ url: global.url, caFile: global.cacert }, link, { from: opts.from, subject: opts.subject, message: opts.message, files }, (line) => global.json || err(line), { keptIn: keptUploadsDir(), restart: opts.restart });
+      emit(program, sent, () => out(sent.alreadySent ? `Sent already to ${sent.requester} (level ${sent.level}).` : `Sent to ${sent.requester} (level ${sent.level}).`));
     });
 
   const transfer = program.command('transfer').description('your sent transfers');

@@ -37,6 +37,7 @@ import {
 } from '../shared-e2e/index.js';
 import { decryptTransform, encryptTransform } from '../shared-e2e/node.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
+import { forgetUpload, keepUpload, type KeptUpload, readKeptUpload } from './kept-upload.js';
 
 /**
  * The Node side of the secure exchange, for `tresor send`, `tresor receive` and `tresor secupass`: the
@@ -118,6 +119,15 @@ export async function call<T>(remote: TransferRemote, method: string, path: stri
 export interface RequestVia {
   requestId: string;
   secret: string;
+}
+/** A request link as the uploader holds it: with the requester's key fingerprint it names (levels 3/4). */
+type Via = RequestVia & { fingerprint?: string | undefined };
+/** An upload through a link as `tresor upload` keeps it between runs (see kept-upload.ts). */
+export interface Draft {
+  transferId: string;
+  recipientId: string | undefined;
+  files: { id: string; name: string; size: number; key: Uint8Array }[];
+  bundle?: { id: string; key: Uint8Array };
 }
 const transferBase = (via: RequestVia | undefined) => (via ? `/api/v1/u/${via.requestId}/transfers` : '/api/v1/transfers');
 
@@ -300,11 +310,11 @@ async function storeWraps(remote: TransferRemote, base: string, transferId: stri
  * A fresh header for a file's encryption, stored first with its manifest (docs/e2e-format.md §3.0): the
  * header may then be used again for this file's plaintext only, after an interruption.
  */
-async function newUploadHeader(remote: TransferRemote, transferId: string, fileId: string, fileKey: Uint8Array, path: string): Promise<Uint8Array> {
+async function newUploadHeader(remote: TransferRemote, transferId: string, fileId: string, fileKey: Uint8Array, path: string, via?: RequestVia): Promise<Uint8Array> {
   const context = fileContext(transferId, fileId);
   const header = await createHeader(fileKey, context);
   const manifest = await sealManifest(fileKey, context, header, await openAsBlob(path));
-  await call(remote, 'PUT', `/api/v1/transfers/${transferId}/blobs/${fileId}/manifest`, { manifest: toBase64Url(manifest) });
+  await call(remote, 'PUT', `${transferBase(via)}/${transferId}/blobs/${fileId}/manifest`, { ...(via ? { secret: via.secret } : {}), manifest: toBase64Url(manifest) });
   return header;
 }
 
@@ -337,28 +347,74 @@ async function* afterHeld(cipher: AsyncIterable<Uint8Array>, received: number, p
   }
 }
 
+type HeldFile = { id: string; kind: 'file' | 'bundle'; name?: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; manifest?: string; content?: string; fileKey?: string };
 interface ResumeAnswer {
   id: string;
   level: 1 | 2 | 3 | 4;
-  files: { id: string; kind: 'file' | 'bundle'; name: string | null; size: number; cipherSize: number; received: number; header?: string; pieces: string[]; manifest?: string; content?: string; fileKey?: string }[];
+  files: HeldFile[];
   recipients: { id: string; email: string; fingerprint?: string; publicKey?: string }[];
+}
+type Sent = { id: string; recipients?: { email: string; state: string; keyState: string }[] };
+
+/** The files of an unsent transfer that still lack bytes; refused when the upload cannot go on from them. */
+function stillOpen(files: HeldFile[], cannot: (why: string) => Error): HeldFile[] {
+  const open = files.filter((f) => f.received < f.cipherSize);
+  if (open.some((f) => f.kind === 'bundle')) throw cannot('its encrypted message was not uploaded completely');
+  if (open.some((f) => f.received > 0 && (f.header === undefined || f.manifest === undefined))) throw cannot('a file was uploaded without a manifest');
+  return open;
+}
+
+type Planned = { f: HeldFile; local: Awaited<ReturnType<typeof localFile>> };
+/**
+ * Each open file matched with one of `paths` by name and size; each file with bytes on the server must be
+ * the one its manifest describes (the whole file: it is encrypted again under the same header). All is
+ * checked before anything goes up, so a refusal leaves the server as it was.
+ */
+async function matchRest(transferId: string, open: HeldFile[], label: (f: HeldFile) => { name: string | null; shown: string }, keyOf: (fileId: string) => Uint8Array, paths: string[], cannot: (why: string) => Error): Promise<Planned[]> {
+  const chosen = await Promise.all(paths.map(localFile));
+  const plan = open.map((f) => {
+    const { name } = label(f);
+    const at = chosen.findIndex((c) => c.size === f.size && (name === null || c.name === name));
+    return { f, local: at < 0 ? undefined : chosen.splice(at, 1)[0] };
+  });
+  const missing = plan.filter((p) => !p.local).map((p) => `${label(p.f).shown} (${p.f.size} bytes)`);
+  if (missing.length > 0) throw new DomainError('VALIDATION', `give these files again: ${missing.join(', ')}`);
+  const planned = plan as Planned[];
+  for (const p of planned) if (p.f.cipherSize !== ciphertextSize(p.local.size)) throw cannot('the server states another encrypted size');
+  for (const p of planned) {
+    if (p.f.received === 0) continue;
+    if (!(await manifestMatches(keyOf(p.f.id), fileContext(transferId, p.f.id), fromBase64Url(p.f.manifest!), fromBase64Url(p.f.header!), await openAsBlob(p.local.path)))) {
+      throw new DomainError('CONFLICT', `${p.local.name} is not the file whose upload was interrupted (its content differs); nothing was changed`);
+    }
+  }
+  return planned;
+}
+
+/** Uploads what the server lacks of each planned file: from its header on, or anew under a new header and manifest. */
+async function uploadRest(remote: TransferRemote, transferId: string, plan: Planned[], keyOf: (fileId: string) => Uint8Array, onProgress: (line: string) => void, via?: RequestVia) {
+  for (const p of plan) {
+    const context = fileContext(transferId, p.f.id);
+    const key = keyOf(p.f.id);
+    const header = p.f.received > 0 ? fromBase64Url(p.f.header!) : await newUploadHeader(remote, transferId, p.f.id, key, p.local.path, via);
+    const cipher = pipelineStreams(createReadStream(p.local.path, { highWaterMark: 1024 * 1024 }), encryptTransform(key, context, header), () => undefined);
+    await uploadStream(remote, transferId, p.f.id, afterHeld(cipher, p.f.received, p.f.pieces), (n) => onProgress(`${p.local.name}: ${n} / ${p.f.cipherSize} bytes`), via, p.f.received);
+    await unchanged(p.local);
+  }
 }
 
 /**
  * Goes on with an unsent transfer of the caller's (`tresor send` cut off, or a web upload): the same files
- * again, matched by name and size; each file with bytes on the server must be the one its manifest
- * describes (the whole file: it is encrypted again under the same header), and what the server holds must
- * be what it encrypts to; only the rest goes up. At levels 3/4 the file keys come from the sender's own
- * wraps (the SecuPass), and a file not started gets a new key (a wrap proves nothing about who chose the
- * key; `secupass` is asked for only there). Then the wraps and the send, as `sendTransfer`.
+ * again, matched by name and size and checked (`matchRest`); only the rest goes up. At levels 3/4 the file
+ * keys come from the sender's own wraps (the SecuPass), and a file not started gets a new key (a wrap
+ * proves nothing about who chose the key; `secupass` is asked for only there). Then the wraps and the
+ * send, as `sendTransfer`.
  */
 export async function resumeTransfer(remote: TransferRemote, transferId: string, paths: string[], secupass: () => Promise<string>, onProgress: (line: string) => void = () => undefined) {
   const state = await call<ResumeAnswer>(remote, 'GET', `/api/v1/transfers/${transferId}/resume?pieceSize=${MANIFEST_PIECE}`);
   const cannot = (why: string) => new DomainError('CONFLICT', `transfer ${transferId} cannot be continued (${why}); withdraw it and send the files again`);
-  const open = state.files.filter((f) => f.received < f.cipherSize);
-  if (open.some((f) => f.kind === 'bundle')) throw cannot('its encrypted message was not uploaded completely');
-  if (open.some((f) => f.received > 0 && (f.header === undefined || f.manifest === undefined))) throw cannot('a file was uploaded without a manifest');
+  const open = stillOpen(state.files, cannot);
   const keys = new Map<string, Uint8Array>();
+  const keyOf = (fileId: string) => keys.get(fileId)!;
   try {
     let names: (string | null)[] = [];
     let own: Awaited<ReturnType<typeof myPrivateKey>> | undefined;
@@ -373,7 +429,7 @@ export async function resumeTransfer(remote: TransferRemote, transferId: string,
       const bundle = state.files.find((f) => f.kind === 'bundle');
       if (bundle) {
         if (bundle.content === undefined) throw cannot('its encrypted message is missing');
-        names = decodeBundle(await decryptBytes(keys.get(bundle.id)!, fileContext(transferId, bundle.id), fromBase64Url(bundle.content))).names;
+        names = decodeBundle(await decryptBytes(keyOf(bundle.id), fileContext(transferId, bundle.id), fromBase64Url(bundle.content))).names;
       }
     } else {
       for (const f of state.files) {
@@ -382,42 +438,24 @@ export async function resumeTransfer(remote: TransferRemote, transferId: string,
       }
     }
     const files = state.files.filter((f) => f.kind === 'file');
-    const nameOf = (f: ResumeAnswer['files'][number]) => f.name ?? names[files.indexOf(f)] ?? null;
-    const chosen = await Promise.all(paths.map(localFile));
-    const plan = open.map((f) => {
-      const at = chosen.findIndex((c) => c.size === f.size && (nameOf(f) === null || c.name === nameOf(f)));
-      return { f, local: at < 0 ? undefined : chosen.splice(at, 1)[0] };
-    });
-    const missing = plan.filter((p) => !p.local).map((p) => `${nameOf(p.f) ?? `file ${files.indexOf(p.f) + 1}`} (${p.f.size} bytes)`);
-    if (missing.length > 0) throw new DomainError('VALIDATION', `give these files again: ${missing.join(', ')}`);
-    for (const p of plan) if (p.f.cipherSize !== ciphertextSize(p.local!.size)) throw cannot('the server states another encrypted size');
-    // All checked before anything goes up: a refusal leaves the server as it was.
-    for (const p of plan) {
-      if (p.f.received === 0) continue;
-      if (!(await manifestMatches(keys.get(p.f.id)!, fileContext(transferId, p.f.id), fromBase64Url(p.f.manifest!), fromBase64Url(p.f.header!), await openAsBlob(p.local!.path)))) {
-        throw new DomainError('CONFLICT', `${p.local!.name} is not the file whose upload was interrupted (its content differs); nothing was changed`);
-      }
-    }
+    const label = (f: HeldFile) => {
+      const name = f.name ?? names[files.indexOf(f)] ?? null;
+      return { name, shown: name ?? `file ${files.indexOf(f) + 1}` };
+    };
+    const plan = await matchRest(transferId, open, label, keyOf, paths, cannot);
     const holders = own ? await checkedHolders(recipientKeys(state.recipients)) : [];
     if (own) {
       const fresh = plan.filter((p) => p.f.received === 0).map((p) => {
-        keys.get(p.f.id)!.fill(0);
+        keyOf(p.f.id).fill(0);
         const key = randomFileKey();
         keys.set(p.f.id, key);
         return { fileId: p.f.id, key };
       });
       await storeWraps(remote, '/api/v1/transfers', transferId, fresh, await checkedHolders([{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }]));
     }
-    for (const p of plan) {
-      const context = fileContext(transferId, p.f.id);
-      const key = keys.get(p.f.id)!;
-      const header = p.f.received > 0 ? fromBase64Url(p.f.header!) : await newUploadHeader(remote, transferId, p.f.id, key, p.local!.path);
-      const cipher = pipelineStreams(createReadStream(p.local!.path, { highWaterMark: 1024 * 1024 }), encryptTransform(key, context, header), () => undefined);
-      await uploadStream(remote, transferId, p.f.id, afterHeld(cipher, p.f.received, p.f.pieces), (n) => onProgress(`${p.local!.name}: ${n} / ${p.f.cipherSize} bytes`), undefined, p.f.received);
-      await unchanged(p.local!);
-    }
-    if (own) await storeWraps(remote, '/api/v1/transfers', transferId, state.files.map((f) => ({ fileId: f.id, key: keys.get(f.id)! })), holders);
-    return await call<{ id: string; recipients?: { email: string; state: string; keyState: string }[] }>(remote, 'POST', `/api/v1/transfers/${transferId}/send`);
+    await uploadRest(remote, transferId, plan, keyOf, onProgress);
+    if (own) await storeWraps(remote, '/api/v1/transfers', transferId, state.files.map((f) => ({ fileId: f.id, key: keyOf(f.id) })), holders);
+    return await call<Sent>(remote, 'POST', `/api/v1/transfers/${transferId}/send`);
   } finally {
     for (const k of keys.values()) k.fill(0);
   }
@@ -427,7 +465,7 @@ export async function resumeTransfer(remote: TransferRemote, transferId: string,
  * Encrypts and uploads the files, wraps the keys (levels 3/4) and sends: the caller's own transfer, or
  * (with `via`) an upload through a "request files" link, to the requester alone.
  */
-export async function sendTransfer(remote: TransferRemote, input: SendInput, onProgress: (line: string) => void = () => undefined, via?: RequestVia & { from: string; fingerprint?: string | undefined }) {
+export async function sendTransfer(remote: TransferRemote, input: SendInput, onProgress: (line: string) => void = () => undefined, via?: Via & { from: string; keep?: ((draft: Draft) => Promise<void>) | undefined }) {
   const e2e = input.level >= 3;
   if (e2e && !via && !input.secupass) throw new DomainError('VALIDATION', 'levels 3 and 4 need your SecuPass key (TRESOR_SECUPASS or the prompt)');
   const own = e2e && !via ? await myPrivateKey(remote, input.secupass!) : undefined;
@@ -449,15 +487,25 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
     via ? { ...secret, from: via.from, ...common } : { ...common, level: input.level, expiresAt: input.expiresAt, ...(input.downloadLimit ? { downloadLimit: input.downloadLimit } : {}), recipients: input.to },
   );
   const keys = [...files.map((f, i) => ({ fileId: created.files[i]!.id, key: f.key })), ...(created.bundleId ? [{ fileId: created.bundleId, key: bundleKey }] : [])];
-  // Every key is checked before a byte goes up: a refusal leaves nothing half sent, and an own draft that
-  // could only ever be sent to the refused key is withdrawn (a request link has no withdrawal; it expires).
-  const holders = e2e
-    ? await checkedHolders([...(own ? [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }] : []), ...recipientKeys(created.recipients)], via).catch(async (error: unknown) => {
-        if (!via) await call(remote, 'DELETE', `${base}/${created.id}`).catch(() => undefined);
-        throw error;
-      })
-    : [];
+  /** The draft withdrawn (its own route through a link), when it could never be sent as it is. */
+  const giveUp = async (error: unknown): Promise<never> => {
+    await (via ? call(remote, 'POST', `${base}/${created.id}/withdraw`, secret) : call(remote, 'DELETE', `${base}/${created.id}`)).catch(() => undefined);
+    throw error;
+  };
+  // Every key is checked before a byte goes up: a refusal leaves nothing half sent, and a draft that could
+  // only ever be sent to the refused key is withdrawn.
+  const holders = e2e ? await checkedHolders([...(own ? [{ holder: 'sender', publicKey: own.publicKey, fingerprint: own.fingerprint }] : []), ...recipientKeys(created.recipients)], via).catch(giveUp) : [];
   const wrap = (to: CheckedKey[]) => storeWraps(remote, base, created.id, keys, to, via);
+  // Through a link: what it takes to go on after this process ends is kept first (the keys exist nowhere
+  // else); a draft that cannot be kept is not uploaded.
+  await via
+    ?.keep?.({
+      transferId: created.id,
+      recipientId: created.recipients[0]?.id,
+      files: files.map((f, i) => ({ id: created.files[i]!.id, name: f.name, size: f.size, key: f.key })),
+      ...(created.bundleId ? { bundle: { id: created.bundleId, key: bundleKey } } : {}),
+    })
+    .catch(giveUp);
   try {
     // The sender's own wraps and the level-4 bundle go first: after an interruption the SecuPass opens the
     // file keys again, and the bundle (message and names) is never the part missing.
@@ -469,9 +517,9 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
     for (const [i, f] of files.entries()) {
       const fileId = created.files[i]!.id;
       const context = fileContext(created.id, fileId);
-      // Own transfers: a header chosen first and stored with the file's manifest, so that `tresor transfer
-      // resume` (or the web app) can go on after this process ends (a request-link upload cannot).
-      const header = via ? undefined : await newUploadHeader(remote, created.id, fileId, f.key, f.path);
+      // A header chosen first and stored with the file's manifest, so that `tresor transfer resume`, `tresor
+      // upload` run again or the web app can go on after this process ends.
+      const header = await newUploadHeader(remote, created.id, fileId, f.key, f.path, via);
       const cipher = pipelineStreams(createReadStream(f.path, { highWaterMark: 1024 * 1024 }), encryptTransform(f.key, context, header), () => undefined);
       await uploadStream(remote, created.id, fileId, cipher, (n) => onProgress(`${f.name}: ${n} / ${created.files[i]!.cipherSize} bytes`), via);
       await unchanged(f);
@@ -481,7 +529,7 @@ export async function sendTransfer(remote: TransferRemote, input: SendInput, onP
     if (via || !(error instanceof Error)) throw error;
     throw Object.assign(error, { message: `${error.message} — transfer ${created.id} was not sent; go on with \`tresor transfer resume ${created.id} <the same files>\` or withdraw it` });
   }
-  return call<{ id: string; recipients?: { email: string; state: string; keyState: string }[] }>(remote, 'POST', `${base}/${created.id}/send`, via ? secret : undefined);
+  return call<Sent>(remote, 'POST', `${base}/${created.id}/send`, via ? secret : undefined);
 }
 
 /** Parses an upload link: `<url>/app/upload/<requestId>#s=<secret>[&fp=<fingerprint>]`. */
@@ -501,21 +549,118 @@ export function parseRequestLink(link: string): { base: string; requestId: strin
   return { base: url.origin, requestId: match[1]!, secret, ...(fp ? { fingerprint: fp } : {}) };
 }
 
-/** Sends files through someone's "request files" link (no account needed). */
-export async function uploadToRequest(remote: Omit<TransferRemote, 'url'> & { url?: string | undefined }, link: string, input: { from: string; subject: string; message?: string | undefined; files: string[] }, onProgress: (line: string) => void = () => undefined) {
+/**
+ * Goes on with an upload through a link that `tresor upload` kept on this machine: the same files again,
+ * matched by the kept names and sizes and checked against what arrived (`matchRest`); the file keys are
+ * the kept ones (the server never had them at levels 3/4), the requester's key is checked against the
+ * link's fingerprint again. Then the wraps (levels 3/4) and the send.
+ */
+async function resumeUpload(server: TransferRemote, via: Via, requester: { publicKey?: string; fingerprint?: string }, kept: KeptUpload, paths: string[], onProgress: (line: string) => void) {
+  const base = transferBase(via);
+  const cannot = (why: string) => new DomainError('CONFLICT', `the interrupted upload cannot be continued (${why}); add --restart to send the files anew`);
+  const state = await call<{ id: string; level: number; files: HeldFile[] }>(server, 'POST', `${base}/${kept.transferId}/resume`, { secret: via.secret, pieceSize: MANIFEST_PIECE });
+  const keys = new Map<string, Uint8Array>([...kept.files.map((f) => [f.id, fromBase64Url(f.key)] as const), ...(kept.bundle ? [[kept.bundle.id, fromBase64Url(kept.bundle.key)] as const] : [])]);
+  try {
+    const known = (f: HeldFile) => (f.kind === 'bundle' ? kept.bundle?.id === f.id : kept.files.some((k) => k.id === f.id && k.size === f.size));
+    if (state.level !== kept.level || state.files.length !== keys.size || !state.files.every(known)) throw cannot('the server describes another upload than the one kept here');
+    const open = stillOpen(state.files, cannot);
+    const keyOf = (fileId: string) => keys.get(fileId)!;
+    const label = (f: HeldFile) => {
+      const name = kept.files.find((k) => k.id === f.id)!.name;
+      return { name, shown: name };
+    };
+    const plan = await matchRest(kept.transferId, open, label, keyOf, paths, cannot);
+    if (kept.level >= 3 && (!kept.recipientId || !requester.publicKey || !requester.fingerprint)) throw cannot('the requester has no key to encrypt for');
+    const holders = kept.level >= 3 ? await checkedHolders([{ holder: kept.recipientId!, publicKey: requester.publicKey!, fingerprint: requester.fingerprint! }], via) : [];
+    onProgress(`going on with the upload kept since ${kept.createdAt}: ${plan.length} of ${kept.files.length} file(s) still to upload`);
+    await uploadRest(server, kept.transferId, plan, keyOf, onProgress, via);
+    if (holders.length > 0) await storeWraps(server, base, kept.transferId, [...keys].map(([fileId, key]) => ({ fileId, key })), holders, via);
+    return await call<Sent>(server, 'POST', `${base}/${kept.transferId}/send`, { secret: via.secret });
+  } finally {
+    for (const k of keys.values()) k.fill(0);
+  }
+}
+
+/** The answer of a kept upload's draft that is gone for good: sent already, or withdrawn, expired, deleted. */
+const draftGone = (error: unknown): 'sent' | 'gone' | undefined => {
+  if (!(error instanceof DomainError)) return undefined;
+  if (error.code === 'NOT_FOUND') return 'gone';
+  const state = (error.details.client as { state?: unknown } | undefined)?.state;
+  return error.code === 'CONFLICT' && (state === 'sent' || state === 'expired') ? (state === 'sent' ? 'sent' : 'gone') : undefined;
+};
+
+/**
+ * Sends files through someone's "request files" link (no account needed). With `keptIn` (a folder of this
+ * machine, see kept-upload.ts) an interrupted upload is kept there and the same command run again goes
+ * on with it; `restart` gives the kept one up (its bytes are deleted on the server) and starts anew.
+ */
+export async function uploadToRequest(
+  remote: Omit<TransferRemote, 'url'> & { url?: string | undefined },
+  link: string,
+  input: { from: string; subject: string; message?: string | undefined; files: string[] },
+  onProgress: (line: string) => void = () => undefined,
+  opts: { keptIn?: string | undefined; restart?: boolean | undefined } = {},
+) {
   const parsed = parseRequestLink(link);
   const server: TransferRemote = { caFile: remote.caFile, url: remote.url ?? parsed.base };
-  const info = await call<{ level: 1 | 2 | 3 | 4; requester: string; fingerprint?: string }>(server, 'POST', `/api/v1/u/${parsed.requestId}/open`, { secret: parsed.secret });
+  const info = await call<{ level: 1 | 2 | 3 | 4; requester: string; publicKey?: string; fingerprint?: string }>(server, 'POST', `/api/v1/u/${parsed.requestId}/open`, { secret: parsed.secret });
   if (info.level >= 3 && (!parsed.fingerprint || info.fingerprint !== parsed.fingerprint)) {
     throw new DomainError('CONFLICT', `the requester's key (${info.fingerprint ?? 'none'}) is not the one the link names: refusing to encrypt for it`);
   }
-  const sent = await sendTransfer(server, { to: [], subject: input.subject, message: input.message, level: info.level, expiresAt: '', files: input.files }, onProgress, {
-    requestId: parsed.requestId,
-    secret: parsed.secret,
-    from: input.from,
-    fingerprint: parsed.fingerprint,
-  });
-  return { id: sent.id, requester: info.requester, level: info.level };
+  const via: Via = { requestId: parsed.requestId, secret: parsed.secret, fingerprint: parsed.fingerprint };
+  const done = (id: string, extra: { alreadySent?: boolean } = {}) => ({ id, requester: info.requester, level: info.level, ...extra });
+  const dir = opts.keptIn;
+  const hint = (error: unknown) => {
+    if (error instanceof Error) error.message += ' — the upload is kept on this machine: run the same command again to go on (only what is missing goes up), or add --restart to start over';
+    return error;
+  };
+  const kept = dir ? await readKeptUpload(dir, parsed.requestId) : undefined;
+  if (dir && kept && opts.restart) {
+    await call(server, 'POST', `/api/v1/u/${parsed.requestId}/transfers/${kept.transferId}/withdraw`, { secret: parsed.secret }).catch((error: unknown) => {
+      if (!draftGone(error)) throw error;
+    });
+    await forgetUpload(dir, parsed.requestId);
+    onProgress('the interrupted upload was given up (what had arrived is deleted); sending anew');
+  } else if (dir && kept) {
+    try {
+      const sent = await resumeUpload(server, via, info, kept, input.files, onProgress);
+      await forgetUpload(dir, parsed.requestId);
+      return done(sent.id);
+    } catch (error) {
+      const gone = draftGone(error);
+      if (!gone) throw hint(error);
+      await forgetUpload(dir, parsed.requestId);
+      if (gone === 'sent') {
+        onProgress(`the upload kept here was sent already (${kept.transferId}); nothing more was sent`);
+        return done(kept.transferId, { alreadySent: true });
+      }
+      onProgress('the upload kept here is gone from the server (given up or expired); sending anew');
+    }
+  }
+  let keptNow = false;
+  const keep = dir
+    ? async (d: Draft) => {
+        await keepUpload(dir, {
+          version: 1,
+          requestId: parsed.requestId,
+          transferId: d.transferId,
+          level: info.level,
+          recipientId: d.recipientId,
+          files: d.files.map((f) => ({ id: f.id, name: f.name, size: f.size, key: toBase64Url(f.key) })),
+          ...(d.bundle ? { bundle: { id: d.bundle.id, key: toBase64Url(d.bundle.key) } } : {}),
+          createdAt: new Date().toISOString(),
+        });
+        keptNow = true;
+      }
+    : undefined;
+  let sent: Sent;
+  try {
+    sent = await sendTransfer(server, { to: [], subject: input.subject, message: input.message, level: info.level, expiresAt: '', files: input.files }, onProgress, { ...via, from: input.from, keep });
+  } catch (error) {
+    throw keptNow ? hint(error) : error;
+  }
+  if (dir) await forgetUpload(dir, parsed.requestId);
+  return done(sent.id);
 }
 
 /** Approves a recipient's new key: re-wraps every file key of the transfer for it. */
