@@ -354,6 +354,53 @@ describe.each(engines)('transfers (%s)', (engine) => {
     for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null });
   });
 
+  it('two sends of one draft at the same moment (two tabs): one mails, the other is refused before anything is mailed', async () => {
+    const d = await draftOf(1000, 'zweimal@example.org');
+    const up = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Buffer.concat([...bytesOf(0, d.cipherSize)]) });
+    expect(up.statusCode, up.body).toBe(200);
+    // The second send is made while the first one mails its link.
+    const mailed = core.mail.send.bind(core.mail);
+    let raced = false;
+    let second: Awaited<ReturnType<typeof call>> | undefined;
+    const racing = vi.spyOn(core.mail, 'send').mockImplementation(async (mail) => {
+      if (!raced) {
+        raced = true;
+        second = await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`);
+      }
+      return mailed(mail);
+    });
+    try {
+      const first = await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`);
+      expect(first.statusCode, first.body).toBe(200);
+      expect(second?.statusCode, second?.body).toBe(409);
+      expect(second!.json()).toMatchObject({ details: { state: 'sent' } });
+      expect(racing).toHaveBeenCalledTimes(1); // one mail: a second one would carry a link the first overwrote
+    } finally {
+      racing.mockRestore();
+    }
+    const link = mailedTransferLink(outbox(), 'zweimal@example.org');
+    expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'zweimal@example.org' })).statusCode).toBe(200);
+  });
+
+  it('a send whose mailing fails is not sent: the draft stays a draft, no link opens, and the send works again', async () => {
+    const d = await draftOf(1000, 'spaeter-gesendet@example.org');
+    const up = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Buffer.concat([...bytesOf(0, d.cipherSize)]) });
+    expect(up.statusCode, up.body).toBe(200);
+    const failing = vi.spyOn(core.mail, 'send').mockRejectedValueOnce(new Error('the mail queue is unavailable'));
+    try {
+      expect((await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`)).statusCode).toBe(500);
+    } finally {
+      failing.mockRestore();
+    }
+    const [transfer] = await rowsOf('transfers', 'id', d.id);
+    expect(transfer).toMatchObject({ sent_at: null, deleted_at: null });
+    for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null, state: 'draft' });
+    const again = await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`);
+    expect(again.statusCode, again.body).toBe(200);
+    const link = mailedTransferLink(outbox(), 'spaeter-gesendet@example.org');
+    expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'spaeter-gesendet@example.org' })).statusCode).toBe(200);
+  });
+
   it('an upload during which the disk fails to sync counts for nothing: the sender is told and sends it again', async () => {
     const d = await draftOf(70 * MIB, 'sync@example.org');
     // The disk fails the background data sync once (EIO, as a failing disk reports it); nothing else is faked.

@@ -872,33 +872,53 @@ export function createTransferService(deps: {
       const organisation = await deps.tenantName(x.tenantId);
       const subject = unseal(key, t.subject_ct, `transfer|${t.id}|subject`);
       const fileCount = files.filter((f) => f.kind === 'file').length;
+      // The send claims the draft before any link exists (one conditional update): a second send of it at the
+      // same moment (two tabs of one sender) or a withdrawal through the request link is refused before
+      // anything is mailed, so each recipient gets one mail whose link opens.
+      const sentAt = nowIso();
+      const claimed = await db.updateTable('transfers').set({ sent_at: sentAt }).where('id', '=', t.id).where('sent_at', 'is', null).where('withdrawn_at', 'is', null).where('deleted_at', 'is', null).executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1) {
+        const now = await db.selectFrom('transfers').selectAll().where('id', '=', t.id).executeTakeFirst();
+        if (now && now.sent_at !== null) throw new ConflictError('this transfer was sent already', { client: { state: 'sent' } });
+        throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
+      }
+      /** Not sent after all: the links written so far lead nowhere, and the draft is a draft again. */
+      const unclaim = async () => {
+        await db.updateTable('transfer_recipients').set({ secret_hash: null, key_wrap: null, email_check: null, state: 'draft' }).where('transfer_id', '=', t.id).execute();
+        await db.updateTable('transfers').set({ sent_at: null }).where('id', '=', t.id).where('sent_at', '=', sentAt).execute();
+      };
       let mailsQueued = 0;
       let mailsRejected = 0;
-      for (const r of recipients) {
-        const secret = randomBytes(32);
-        const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
-        await db
-          .updateTable('transfer_recipients')
-          .set({ secret_hash: sha256Hex(b64(secret)), key_wrap: wrapWithKey(key, secret, linkContext(t.id, r.id)), email_check: emailCheck(secret, email), state: 'notified' })
-          .where('id', '=', r.id)
-          .execute();
-        const link = `${deps.publicUrl}/app/r/${r.id}#s=${b64(secret)}${r.key_fingerprint ? `&fp=${r.key_fingerprint}` : ''}`;
-        const account = await deps.identity.accountByLogin(email);
-        const mailed = await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: senderLabel, organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
-        if (mailed === 'queued') mailsQueued++;
-        if (mailed === 'rejected') mailsRejected++;
+      try {
+        for (const r of recipients) {
+          const secret = randomBytes(32);
+          const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
+          await db
+            .updateTable('transfer_recipients')
+            .set({ secret_hash: sha256Hex(b64(secret)), key_wrap: wrapWithKey(key, secret, linkContext(t.id, r.id)), email_check: emailCheck(secret, email), state: 'notified' })
+            .where('id', '=', r.id)
+            .execute();
+          const link = `${deps.publicUrl}/app/r/${r.id}#s=${b64(secret)}${r.key_fingerprint ? `&fp=${r.key_fingerprint}` : ''}`;
+          const account = await deps.identity.accountByLogin(email);
+          const mailed = await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: senderLabel, organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
+          if (mailed === 'queued') mailsQueued++;
+          if (mailed === 'rejected') mailsRejected++;
+        }
+      } catch (error) {
+        await unclaim();
+        throw error;
       }
-      // Sent only if nobody withdrew it meanwhile: a withdrawal running beside this send deleted the link
+      // The sender may withdraw even a sent transfer: a withdrawal running beside this send deleted the link
       // keys before they were written above, so they are deleted again and the links mailed lead nowhere.
-      const marked = await db.updateTable('transfers').set({ sent_at: nowIso() }).where('id', '=', t.id).where('sent_at', 'is', null).where('withdrawn_at', 'is', null).where('deleted_at', 'is', null).executeTakeFirst();
-      if (Number(marked.numUpdatedRows) !== 1) {
-        const now = await db.selectFrom('transfers').selectAll().where('id', '=', t.id).executeTakeFirst();
-        if (now && (now.withdrawn_at !== null || now.deleted_at !== null)) await purge(x.tenantId, now, 'withdrawn', x.actor);
-        throw new ConflictError('this transfer was withdrawn or sent while it was being sent');
+      const now = await db.selectFrom('transfers').selectAll().where('id', '=', t.id).executeTakeFirst();
+      if (!now || now.withdrawn_at !== null || now.deleted_at !== null) {
+        await unclaim();
+        if (now) await purge(x.tenantId, { ...now, sent_at: null }, 'withdrawn', x.actor);
+        throw new ConflictError('this transfer was withdrawn while it was being sent');
       }
       if (t.request_id) await db.updateTable('file_requests').set({ uploads: sql<number>`uploads + 1` }).where('id', '=', t.request_id).execute();
       await record(x.tenantId, { actor: x.actor, action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
-      return { ...(await viewOf(db, key, { ...t, sent_at: nowIso() })), ...(mailsQueued > 0 ? { mailsQueued } : {}), ...(mailsRejected > 0 ? { mailsRejected } : {}) };
+      return { ...(await viewOf(db, key, { ...t, sent_at: sentAt })), ...(mailsQueued > 0 ? { mailsQueued } : {}), ...(mailsRejected > 0 ? { mailsRejected } : {}) };
     },
 
     async send(s: SenderSession, transferId: string): Promise<TransferView> {
