@@ -393,6 +393,16 @@ describe('tresor send / receive (CLI, real server)', () => {
     const short = await upload(link, [join(folder, 'scan.bin')]);
     expect(short.code).toBe(6);
     expect(short.stderr).toContain(`give these files again: nachtrag.txt (${note.length} bytes)`);
+    // A file that was never part of the upload is refused too (it would stay behind unnoticed).
+    const extra = await upload(link, [join(folder, 'scan.bin'), join(folder, 'nachtrag.txt'), join(dir, 'befund.txt')]);
+    expect(extra.code).toBe(6);
+    expect(extra.stderr).toContain(`not part of the interrupted transfer: befund.txt (${SECRET_TEXT.length} bytes)`);
+    // One upload per link at a time: another one running (this test's process holds the lock) is waited for.
+    writeFileSync(`${file}.lock`, String(process.pid));
+    const twice = await upload(link, [join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')]);
+    expect(twice.code).toBe(5);
+    expect(twice.stderr).toContain(`another tresor upload with this link is running (process ${process.pid})`);
+    rmSync(`${file}.lock`);
     const wrong = await upload(link, [join(changed, 'scan.bin'), join(folder, 'nachtrag.txt')]);
     expect(wrong.code).toBe(5);
     expect(wrong.stderr).toMatch(/scan\.bin is not the file whose upload was interrupted/);
@@ -432,8 +442,21 @@ describe('tresor send / receive (CLI, real server)', () => {
     const again = await upload(link, [join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')]);
     expect(again.code, again.stderr).toBe(0);
     expect(JSON.parse(again.stdout)).toMatchObject({ id: kept.transferId, alreadySent: true });
-
     expect(readdirSync(outbox).length).toBe(mails);
+    expect(existsSync(file)).toBe(false);
+    // --restart does not send a sent upload a second time either.
+    writeFileSync(file, keptCopy, { mode: 0o600 });
+    const restartSent = await upload(link, [join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')], ['--restart']);
+    expect(restartSent.code, restartSent.stderr).toBe(0);
+    expect(JSON.parse(restartSent.stdout)).toMatchObject({ id: kept.transferId, alreadySent: true });
+    expect(readdirSync(outbox).length).toBe(mails);
+    expect(existsSync(file)).toBe(false);
+    // A link that no longer works (closed by the requester): what was kept for it is deleted.
+    writeFileSync(file, keptCopy, { mode: 0o600 });
+    expect(curl(tokens.sender, 'DELETE', `/api/v1/file-requests/${requestId[1]}`)).toBeLessThan(300);
+    const closed = await upload(link, [join(folder, 'scan.bin'), join(folder, 'nachtrag.txt')]);
+    expect(closed.code).not.toBe(0);
+    expect(closed.stderr).toContain('the upload kept for this link on this machine was deleted');
     expect(existsSync(file)).toBe(false);
 
     // --restart: a level-1 upload cut off, then given up: its bytes go at once, the files are sent anew.

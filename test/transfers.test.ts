@@ -349,9 +349,11 @@ describe.each(engines)('transfers (%s)', (engine) => {
       racing.mockRestore();
     }
     const [transfer] = await rowsOf('transfers', 'id', d.id);
-    expect(transfer).toMatchObject({ sent_at: null });
+    expect(transfer!['withdrawn_at']).not.toBeNull();
     expect(transfer!['deleted_at']).not.toBeNull();
     for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null });
+    const link = mailedTransferLink(outbox(), 'wettlauf@example.org');
+    expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'wettlauf@example.org' })).statusCode).toBe(404);
   });
 
   it('two sends of one draft at the same moment (two tabs): one mails, the other is refused before anything is mailed', async () => {
@@ -382,23 +384,31 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'zweimal@example.org' })).statusCode).toBe(200);
   });
 
-  it('a send whose mailing fails is not sent: the draft stays a draft, no link opens, and the send works again', async () => {
-    const d = await draftOf(1000, 'spaeter-gesendet@example.org');
+  it('a notification that cannot be handed over at all: the transfer is sent, the sender is told, the ledger has it without the address', async () => {
+    const d = await draftOf(1000, 'nicht-zugestellt@example.org');
     const up = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Buffer.concat([...bytesOf(0, d.cipherSize)]) });
     expect(up.statusCode, up.body).toBe(200);
-    const failing = vi.spyOn(core.mail, 'send').mockRejectedValueOnce(new Error('the mail queue is unavailable'));
+    const before = readOutbox(outbox()).length;
+    const failing = vi.spyOn(core.mail, 'send').mockRejectedValueOnce(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    let sent;
     try {
-      expect((await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`)).statusCode).toBe(500);
+      sent = await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`);
     } finally {
       failing.mockRestore();
     }
-    const [transfer] = await rowsOf('transfers', 'id', d.id);
-    expect(transfer).toMatchObject({ sent_at: null, deleted_at: null });
-    for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null, state: 'draft' });
+    expect(sent.statusCode, sent.body).toBe(200);
+    expect(sent.json()).toMatchObject({ id: d.id, sentAt: expect.any(String), mailsFailed: 1 });
+    expect(readOutbox(outbox()).length).toBe(before);
+    const ledger = await core.ledgers.tenant(tenantId);
+    const notify = (await ledger.query({ action: 'transfer.notify' })).filter((e) => JSON.stringify(e.resource).includes(d.id));
+    expect(notify.map((e) => e.outcome)).toEqual(['failure']);
+    expect(notify[0]!.payload).toMatchObject({ details: { code: 'ENOSPC' } });
+    expect(JSON.stringify(notify)).not.toContain('nicht-zugestellt');
+    // Sent is sent: a second send is refused and mails nothing.
     const again = await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`);
-    expect(again.statusCode, again.body).toBe(200);
-    const link = mailedTransferLink(outbox(), 'spaeter-gesendet@example.org');
-    expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'spaeter-gesendet@example.org' })).statusCode).toBe(200);
+    expect(again.statusCode).toBe(409);
+    expect(again.json()).toMatchObject({ details: { state: 'sent' } });
+    expect(readOutbox(outbox()).length).toBe(before);
   });
 
   it('an upload during which the disk fails to sync counts for nothing: the sender is told and sends it again', async () => {

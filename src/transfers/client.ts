@@ -37,7 +37,7 @@ import {
 } from '../shared-e2e/index.js';
 import { decryptTransform, encryptTransform } from '../shared-e2e/node.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
-import { forgetUpload, keepUpload, type KeptUpload, readKeptUpload } from './kept-upload.js';
+import { forgetUpload, keepUpload, type KeptUpload, lockUpload, readKeptUpload } from './kept-upload.js';
 
 /**
  * The Node side of the secure exchange, for `tresor send`, `tresor receive` and `tresor secupass`: the
@@ -370,15 +370,20 @@ type Planned = { f: HeldFile; local: Awaited<ReturnType<typeof localFile>> };
  * the one its manifest describes (the whole file: it is encrypted again under the same header). All is
  * checked before anything goes up, so a refusal leaves the server as it was.
  */
-async function matchRest(transferId: string, open: HeldFile[], label: (f: HeldFile) => { name: string | null; shown: string }, keyOf: (fileId: string) => Uint8Array, paths: string[], cannot: (why: string) => Error): Promise<Planned[]> {
+async function matchRest(transferId: string, all: HeldFile[], open: HeldFile[], label: (f: HeldFile) => { name: string | null; shown: string }, keyOf: (fileId: string) => Uint8Array, paths: string[], cannot: (why: string) => Error): Promise<Planned[]> {
   const chosen = await Promise.all(paths.map(localFile));
-  const plan = open.map((f) => {
+  const take = (f: HeldFile) => {
     const { name } = label(f);
     const at = chosen.findIndex((c) => c.size === f.size && (name === null || c.name === name));
-    return { f, local: at < 0 ? undefined : chosen.splice(at, 1)[0] };
-  });
+    return at < 0 ? undefined : chosen.splice(at, 1)[0];
+  };
+  const plan = open.map((f) => ({ f, local: take(f) }));
   const missing = plan.filter((p) => !p.local).map((p) => `${label(p.f).shown} (${p.f.size} bytes)`);
   if (missing.length > 0) throw new DomainError('VALIDATION', `give these files again: ${missing.join(', ')}`);
+  // The files that arrived whole may be given again (they are not uploaded twice); any other file given is
+  // not part of this transfer and would silently stay behind: refused.
+  for (const f of all) if (f.kind === 'file' && !open.includes(f)) take(f);
+  if (chosen.length > 0) throw new DomainError('VALIDATION', `not part of the interrupted transfer: ${chosen.map((c) => `${c.name} (${c.size} bytes)`).join(', ')}; send these separately`);
   const planned = plan as Planned[];
   for (const p of planned) if (p.f.cipherSize !== ciphertextSize(p.local.size)) throw cannot('the server states another encrypted size');
   for (const p of planned) {
@@ -442,7 +447,7 @@ export async function resumeTransfer(remote: TransferRemote, transferId: string,
       const name = f.name ?? names[files.indexOf(f)] ?? null;
       return { name, shown: name ?? `file ${files.indexOf(f) + 1}` };
     };
-    const plan = await matchRest(transferId, open, label, keyOf, paths, cannot);
+    const plan = await matchRest(transferId, state.files, open, label, keyOf, paths, cannot);
     const holders = own ? await checkedHolders(recipientKeys(state.recipients)) : [];
     if (own) {
       const fresh = plan.filter((p) => p.f.received === 0).map((p) => {
@@ -569,7 +574,7 @@ async function resumeUpload(server: TransferRemote, via: Via, requester: { publi
       const name = kept.files.find((k) => k.id === f.id)!.name;
       return { name, shown: name };
     };
-    const plan = await matchRest(kept.transferId, open, label, keyOf, paths, cannot);
+    const plan = await matchRest(kept.transferId, state.files, open, label, keyOf, paths, cannot);
     if (kept.level >= 3 && (!kept.recipientId || !requester.publicKey || !requester.fingerprint)) throw cannot('the requester has no key to encrypt for');
     const holders = kept.level >= 3 ? await checkedHolders([{ holder: kept.recipientId!, publicKey: requester.publicKey!, fingerprint: requester.fingerprint! }], via) : [];
     onProgress(`going on with the upload kept since ${kept.createdAt}: ${plan.length} of ${kept.files.length} file(s) still to upload`);
@@ -602,23 +607,58 @@ export async function uploadToRequest(
   opts: { keptIn?: string | undefined; restart?: boolean | undefined } = {},
 ) {
   const parsed = parseRequestLink(link);
+  const dir = opts.keptIn;
+  const release = dir ? await lockUpload(dir, parsed.requestId) : undefined;
+  try {
+    return await uploadThrough(remote, parsed, input, onProgress, dir, opts.restart === true);
+  } finally {
+    await release?.();
+  }
+}
+
+async function uploadThrough(
+  remote: Omit<TransferRemote, 'url'> & { url?: string | undefined },
+  parsed: ReturnType<typeof parseRequestLink>,
+  input: { from: string; subject: string; message?: string | undefined; files: string[] },
+  onProgress: (line: string) => void,
+  dir: string | undefined,
+  restart: boolean,
+) {
   const server: TransferRemote = { caFile: remote.caFile, url: remote.url ?? parsed.base };
-  const info = await call<{ level: 1 | 2 | 3 | 4; requester: string; publicKey?: string; fingerprint?: string }>(server, 'POST', `/api/v1/u/${parsed.requestId}/open`, { secret: parsed.secret });
+  const kept = dir ? await readKeptUpload(dir, parsed.requestId) : undefined;
+  let info: { level: 1 | 2 | 3 | 4; requester: string; publicKey?: string; fingerprint?: string };
+  try {
+    info = await call(server, 'POST', `/api/v1/u/${parsed.requestId}/open`, { secret: parsed.secret });
+  } catch (error) {
+    // The link no longer works (expired, closed, or never this one): what was kept for it can never go on.
+    if (dir && kept && error instanceof DomainError && error.code === 'NOT_FOUND') {
+      await forgetUpload(dir, parsed.requestId);
+      error.message += ' — the upload kept for this link on this machine was deleted';
+    }
+    throw error;
+  }
   if (info.level >= 3 && (!parsed.fingerprint || info.fingerprint !== parsed.fingerprint)) {
     throw new DomainError('CONFLICT', `the requester's key (${info.fingerprint ?? 'none'}) is not the one the link names: refusing to encrypt for it`);
   }
   const via: Via = { requestId: parsed.requestId, secret: parsed.secret, fingerprint: parsed.fingerprint };
   const done = (id: string, extra: { alreadySent?: boolean } = {}) => ({ id, requester: info.requester, level: info.level, ...extra });
-  const dir = opts.keptIn;
   const hint = (error: unknown) => {
     if (error instanceof Error) error.message += ' — the upload is kept on this machine: run the same command again to go on (only what is missing goes up), or add --restart to start over';
     return error;
   };
-  const kept = dir ? await readKeptUpload(dir, parsed.requestId) : undefined;
-  if (dir && kept && opts.restart) {
+  /** The kept upload turned out to be sent already (the command ended between the send and forgetting it). */
+  const sentAlready = async (transferId: string) => {
+    await forgetUpload(dir!, parsed.requestId);
+    onProgress(`the upload kept here was sent already (${transferId}); nothing more was sent`);
+    return done(transferId, { alreadySent: true });
+  };
+  if (dir && kept && restart) {
+    let gone: ReturnType<typeof draftGone>;
     await call(server, 'POST', `/api/v1/u/${parsed.requestId}/transfers/${kept.transferId}/withdraw`, { secret: parsed.secret }).catch((error: unknown) => {
-      if (!draftGone(error)) throw error;
+      gone = draftGone(error);
+      if (!gone) throw error;
     });
+    if (gone! === 'sent') return sentAlready(kept.transferId);
     await forgetUpload(dir, parsed.requestId);
     onProgress('the interrupted upload was given up (what had arrived is deleted); sending anew');
   } else if (dir && kept) {
@@ -629,11 +669,8 @@ export async function uploadToRequest(
     } catch (error) {
       const gone = draftGone(error);
       if (!gone) throw hint(error);
+      if (gone === 'sent') return sentAlready(kept.transferId);
       await forgetUpload(dir, parsed.requestId);
-      if (gone === 'sent') {
-        onProgress(`the upload kept here was sent already (${kept.transferId}); nothing more was sent`);
-        return done(kept.transferId, { alreadySent: true });
-      }
       onProgress('the upload kept here is gone from the server (given up or expired); sending anew');
     }
   }

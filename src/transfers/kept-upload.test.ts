@@ -1,8 +1,9 @@
-import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { forgetUpload, keepUpload, keptUploadsDir, readKeptUpload, type KeptUpload } from './kept-upload.js';
+import { forgetUpload, keepUpload, keptUploadsDir, lockUpload, readKeptUpload, type KeptUpload } from './kept-upload.js';
 
 describe('the upload `tresor upload` keeps between runs', () => {
   const root = mkdtempSync(join(tmpdir(), 'tresor-kept-'));
@@ -46,5 +47,43 @@ describe('the upload `tresor upload` keeps between runs', () => {
       await expect(readKeptUpload(dir, requestId)).rejects.toThrow(/is not a kept upload of this link: delete it to start over/);
     }
     await expect(readKeptUpload(dir, '../../etc/passwd')).rejects.toThrow(/not a request id/);
+  });
+
+  it('reads no kept file through a symbolic link and keeps none in a folder that is a link', async () => {
+    const elsewhere = join(root, 'elsewhere.json');
+    writeFileSync(elsewhere, JSON.stringify(kept), { mode: 0o600 });
+    const file = join(dir, `${requestId}.json`);
+    rmSync(file, { force: true });
+    symlinkSync(elsewhere, file);
+    await expect(readKeptUpload(dir, requestId)).rejects.toThrow(/is a symbolic link: refusing to read file keys through it/);
+    rmSync(file);
+    const real = join(root, 'real-folder');
+    mkdirSync(real);
+    const linked = join(root, 'linked-folder');
+    symlinkSync(real, linked);
+    await expect(keepUpload(linked, kept)).rejects.toThrow(/is not a folder \(a symbolic link\?\)/);
+    expect(readdirSync(real)).toEqual([]);
+  });
+
+  it('forgets the temporary files a crash left, and nothing of other links', async () => {
+    await keepUpload(dir, kept);
+    writeFileSync(join(dir, `${requestId}.json.0123456789abcdef.tmp`), '{', { mode: 0o600 });
+    const other = '0a1b2c3d-0000-4000-8000-00000000ffff';
+    await keepUpload(dir, { ...kept, requestId: other });
+    await forgetUpload(dir, requestId);
+    expect(readdirSync(dir).sort()).toEqual([`${other}.json`]);
+    await forgetUpload(dir, other);
+  });
+
+  it('lets one upload per link run at a time; a lock of a process that is gone is taken over', async () => {
+    const release = await lockUpload(dir, requestId);
+    await expect(lockUpload(dir, requestId)).rejects.toThrow(new RegExp(`another tresor upload with this link is running \\(process ${process.pid}\\)`));
+    await release();
+    // A process that has ended: its id is free (not reused within this test's moment).
+    const ended = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+    writeFileSync(join(dir, `${requestId}.json.lock`), ended);
+    const again = await lockUpload(dir, requestId);
+    await again();
+    expect(existsSync(join(dir, `${requestId}.json.lock`))).toBe(false);
   });
 });

@@ -1,4 +1,6 @@
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DomainError } from '../shared/errors.js';
@@ -45,16 +47,41 @@ const isKept = (x: unknown): x is KeptUpload => {
   );
 };
 
-/** The unsent upload kept for this link, if any. A file others can read, or one that is not ours, is refused. */
+/** Ours alone: no one else's file or folder (uid) and nothing others may read. */
+function checkOwn(path: string, s: { uid: number; mode: number }, what: 'file' | 'folder') {
+  const uid = process.getuid?.();
+  if (uid !== undefined && s.uid !== uid) throw new DomainError('CONFLICT', `${path} is not your ${what} (owner ${s.uid}): refusing to keep or read file keys there`);
+  if (what === 'file' && (s.mode & 0o077) !== 0) throw new DomainError('CONFLICT', `${path} holds file keys but others may read it (mode ${(s.mode & 0o777).toString(8)}): delete it or make it 600`);
+}
+
+/** The folder, made if missing: a real folder (not a link to one) of ours, 0700. */
+async function ownFolder(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const s = await lstat(dir);
+  if (!s.isDirectory()) throw new DomainError('CONFLICT', `${dir} is not a folder (a symbolic link?): refusing to keep file keys there`);
+  checkOwn(dir, s, 'folder');
+  if ((s.mode & 0o777) !== 0o700) await chmod(dir, 0o700);
+}
+
+/** The unsent upload kept for this link, if any. A file others may read, or one that is not ours, is refused. */
 export async function readKeptUpload(dir: string, requestId: string): Promise<KeptUpload | undefined> {
   const path = fileOf(dir, requestId);
   let text: string;
   try {
-    const s = await stat(path);
-    if ((s.mode & 0o077) !== 0) throw new DomainError('CONFLICT', `${path} holds file keys but others may read it (mode ${(s.mode & 0o777).toString(8)}): delete it or make it 600`);
-    text = await readFile(path, 'utf8');
+    // Not through a symbolic link; what is checked is the file that is read.
+    const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      const s = await handle.stat();
+      if (!s.isFile()) throw new DomainError('CONFLICT', `${path} is not a file: delete it to start over`);
+      checkOwn(path, s, 'file');
+      text = await handle.readFile('utf8');
+    } finally {
+      await handle.close();
+    }
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ELOOP') throw new DomainError('CONFLICT', `${path} is a symbolic link: refusing to read file keys through it`);
     throw error;
   }
   let parsed: unknown;
@@ -67,17 +94,63 @@ export async function readKeptUpload(dir: string, requestId: string): Promise<Ke
   return parsed;
 }
 
-/** Writes the kept upload (a temporary file renamed over the old one: never half written). */
+/**
+ * Writes the kept upload: a new file of a random name (created, never reused: 0600 from the start), synced,
+ * then renamed over the old one and the folder synced, so that after a crash or power loss the file is the
+ * old one or the new one, never empty.
+ */
 export async function keepUpload(dir: string, kept: KeptUpload): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await chmod(dir, 0o700);
+  await ownFolder(dir);
   const path = fileOf(dir, kept.requestId);
-  const temporary = `${path}.${process.pid}.tmp`;
-  await writeFile(temporary, JSON.stringify(kept), { mode: 0o600, flag: 'w' });
+  const temporary = `${path}.${randomBytes(8).toString('hex')}.tmp`;
+  const handle = await open(temporary, 'wx', 0o600);
+  try {
+    await handle.writeFile(JSON.stringify(kept));
+    await handle.sync();
+  } catch (error) {
+    await handle.close();
+    await rm(temporary, { force: true });
+    throw error;
+  }
+  await handle.close();
   await rename(temporary, path);
+  const folder = await open(dir, 'r');
+  await folder.sync().finally(() => folder.close());
 }
 
-/** Forgets the kept upload (sent, or given up). */
+/** Forgets the kept upload (sent, or given up), with any temporary file a crash left of it. */
 export async function forgetUpload(dir: string, requestId: string): Promise<void> {
-  await rm(fileOf(dir, requestId), { force: true });
+  const path = fileOf(dir, requestId);
+  await rm(path, { force: true });
+  const prefix = `${requestId}.json.`;
+  for (const name of await readdir(dir).catch(() => [] as string[])) if (name.startsWith(prefix) && name.endsWith('.tmp')) await rm(join(dir, name), { force: true });
 }
+
+/**
+ * One `tresor upload` per link at a time on this machine: a lock file with the process id, created
+ * exclusively; one left by a process that is gone is taken over. Returns the release.
+ */
+export async function lockUpload(dir: string, requestId: string): Promise<() => Promise<void>> {
+  await ownFolder(dir);
+  const path = `${fileOf(dir, requestId)}.lock`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(path, String(process.pid), { flag: 'wx', mode: 0o600 });
+      return () => rm(path, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw error;
+    }
+    const pid = Number(await readFile(path, 'utf8').catch(() => ''));
+    if (Number.isSafeInteger(pid) && pid > 0 && alive(pid)) throw new DomainError('CONFLICT', `another tresor upload with this link is running (process ${pid}); wait for it, or delete ${path} if it is not`);
+    await rm(path, { force: true });
+  }
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};

@@ -42,6 +42,7 @@ const transferView = {
       },
     },
     mailsRejected: { type: 'integer', description: 'in the answer to "send" only: how many recipients the relay refused for good (no such mailbox); they got no link' },
+    mailsFailed: { type: 'integer', description: 'in the answer to "send" only: how many notifications could not be handed to the mail queue or relay at all (an error of this server, in the ledger as transfer.notify); they got no link: withdraw and send again' },
     mailsQueued: { type: 'integer', description: 'in the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (they are retried)' },
   },
 } as const;

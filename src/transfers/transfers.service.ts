@@ -52,6 +52,7 @@ export interface TransferView {
   /** In the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (retried). */
   mailsQueued?: number;
   mailsRejected?: number;
+  mailsFailed?: number;
 }
 
 export interface OpenedTransfer {
@@ -872,53 +873,54 @@ export function createTransferService(deps: {
       const organisation = await deps.tenantName(x.tenantId);
       const subject = unseal(key, t.subject_ct, `transfer|${t.id}|subject`);
       const fileCount = files.filter((f) => f.kind === 'file').length;
-      // The send claims the draft before any link exists (one conditional update): a second send of it at the
-      // same moment (two tabs of one sender) or a withdrawal through the request link is refused before
-      // anything is mailed, so each recipient gets one mail whose link opens.
+      // Sending and every recipient's link are one transaction, decided by a conditional update: a second send
+      // of the draft at the same moment (two tabs of one sender) or a withdrawal through the request link is
+      // refused (409) before anything is mailed, and a failure on the way leaves a draft with no link key.
+      // Only then the mails go out, each with a link that opens at once.
+      const links = recipients.map((r) => ({ r, email: unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`), secret: randomBytes(32) }));
       const sentAt = nowIso();
-      const claimed = await db.updateTable('transfers').set({ sent_at: sentAt }).where('id', '=', t.id).where('sent_at', 'is', null).where('withdrawn_at', 'is', null).where('deleted_at', 'is', null).executeTakeFirst();
-      if (Number(claimed.numUpdatedRows) !== 1) {
-        const now = await db.selectFrom('transfers').selectAll().where('id', '=', t.id).executeTakeFirst();
-        if (now && now.sent_at !== null) throw new ConflictError('this transfer was sent already', { client: { state: 'sent' } });
-        throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
-      }
-      /** Not sent after all: the links written so far lead nowhere, and the draft is a draft again. */
-      const unclaim = async () => {
-        await db.updateTable('transfer_recipients').set({ secret_hash: null, key_wrap: null, email_check: null, state: 'draft' }).where('transfer_id', '=', t.id).execute();
-        await db.updateTable('transfers').set({ sent_at: null }).where('id', '=', t.id).where('sent_at', '=', sentAt).execute();
-      };
-      let mailsQueued = 0;
-      let mailsRejected = 0;
-      try {
-        for (const r of recipients) {
-          const secret = randomBytes(32);
-          const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
-          await db
+      const claimed = await db.transaction().execute(async (trx) => {
+        const marked = await trx.updateTable('transfers').set({ sent_at: sentAt }).where('id', '=', t.id).where('sent_at', 'is', null).where('withdrawn_at', 'is', null).where('deleted_at', 'is', null).where('expires_at', '>', sentAt).executeTakeFirst();
+        if (Number(marked.numUpdatedRows) !== 1) return false;
+        for (const { r, email, secret } of links) {
+          await trx
             .updateTable('transfer_recipients')
             .set({ secret_hash: sha256Hex(b64(secret)), key_wrap: wrapWithKey(key, secret, linkContext(t.id, r.id)), email_check: emailCheck(secret, email), state: 'notified' })
             .where('id', '=', r.id)
             .execute();
-          const link = `${deps.publicUrl}/app/r/${r.id}#s=${b64(secret)}${r.key_fingerprint ? `&fp=${r.key_fingerprint}` : ''}`;
+        }
+        return true;
+      });
+      if (!claimed) {
+        const now = await db.selectFrom('transfers').select('sent_at').where('id', '=', t.id).executeTakeFirst();
+        if (now && now.sent_at !== null) throw new ConflictError('this transfer was sent already', { client: { state: 'sent' } });
+        throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
+      }
+      let mailsQueued = 0;
+      let mailsRejected = 0;
+      let mailsFailed = 0;
+      for (const { r, email, secret } of links) {
+        const link = `${deps.publicUrl}/app/r/${r.id}#s=${b64(secret)}${r.key_fingerprint ? `&fp=${r.key_fingerprint}` : ''}`;
+        try {
           const account = await deps.identity.accountByLogin(email);
           const mailed = await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: senderLabel, organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
           if (mailed === 'queued') mailsQueued++;
           if (mailed === 'rejected') mailsRejected++;
+        } catch (error) {
+          // Sent is sent (the other recipients' links work): this one's mail could not be handed over at all.
+          // The sender is told; the ledger has the recipient's id and the error's code (never the address).
+          mailsFailed++;
+          const code = typeof (error as { code?: unknown }).code === 'string' ? (error as { code: string }).code : 'error';
+          await record(x.tenantId, { actor: x.actor, action: 'transfer.notify', resource: { type: 'transfer', id: t.id }, outcome: 'failure', details: { recipient: r.id, code } });
         }
-      } catch (error) {
-        await unclaim();
-        throw error;
       }
-      // The sender may withdraw even a sent transfer: a withdrawal running beside this send deleted the link
-      // keys before they were written above, so they are deleted again and the links mailed lead nowhere.
-      const now = await db.selectFrom('transfers').selectAll().where('id', '=', t.id).executeTakeFirst();
-      if (!now || now.withdrawn_at !== null || now.deleted_at !== null) {
-        await unclaim();
-        if (now) await purge(x.tenantId, { ...now, sent_at: null }, 'withdrawn', x.actor);
-        throw new ConflictError('this transfer was withdrawn while it was being sent');
-      }
+      // The sender may withdraw even a sent transfer, also while its mails go out: the withdrawal deleted the
+      // link keys written above (they were committed before), and this send says so.
+      const now = await db.selectFrom('transfers').select(['withdrawn_at', 'deleted_at']).where('id', '=', t.id).executeTakeFirst();
+      if (!now || now.withdrawn_at !== null || now.deleted_at !== null) throw new ConflictError('this transfer was withdrawn while it was being sent', { client: { state: 'expired' } });
       if (t.request_id) await db.updateTable('file_requests').set({ uploads: sql<number>`uploads + 1` }).where('id', '=', t.request_id).execute();
       await record(x.tenantId, { actor: x.actor, action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
-      return { ...(await viewOf(db, key, { ...t, sent_at: sentAt })), ...(mailsQueued > 0 ? { mailsQueued } : {}), ...(mailsRejected > 0 ? { mailsRejected } : {}) };
+      return { ...(await viewOf(db, key, { ...t, sent_at: sentAt })), ...(mailsQueued > 0 ? { mailsQueued } : {}), ...(mailsRejected > 0 ? { mailsRejected } : {}), ...(mailsFailed > 0 ? { mailsFailed } : {}) };
     },
 
     async send(s: SenderSession, transferId: string): Promise<TransferView> {

@@ -193,17 +193,17 @@ function keep(requestId: string, kept: KeptLink): void {
 export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; Page: PageComponent }) {
   const { t, Page } = props;
   const requestId = props.path.slice(UPLOAD_PREFIX.length);
-  const [link] = useState<KeptLink>(() => {
+  const [{ link, replaces }] = useState<{ link: KeptLink; replaces?: KeptLink | undefined }>(() => {
     const fragment = new URLSearchParams(location.hash.slice(1));
     const kept = readKept(requestId);
     const secret = fragment.get('s');
     if (location.hash) history.replaceState(null, '', location.pathname);
-    if (!secret) return kept ?? { s: '' };
+    if (!secret) return { link: kept ?? { s: '' } };
     const fp = fragment.get('fp') ?? undefined;
-    // The link opened again: what this tab began with it goes on; another link starts afresh.
-    const fresh: KeptLink = kept && kept.s === secret && kept.fp === fp ? kept : { s: secret, ...(fp ? { fp } : {}) };
-    keep(requestId, fresh);
-    return fresh;
+    // The link opened again: what this tab began with it goes on. Another link starts afresh once it opens
+    // (below); a link that does not open leaves what the tab kept as it is.
+    if (kept && kept.s === secret && kept.fp === fp) return { link: kept };
+    return { link: { s: secret, ...(fp ? { fp } : {}) }, replaces: kept ?? { s: '' } };
   });
   const via = { requestId, secret: link.s };
   const [info, setInfo] = useState<RequestInfo>();
@@ -223,7 +223,16 @@ export function UploadPage(props: { t: T; language: 'de' | 'en'; path: string; P
   const [error, setError] = useState<string>();
   const input = useRef<HTMLInputElement>(null);
   useEffect(() => {
-    api<RequestInfo>('POST', `/api/v1/u/${requestId}/open`, { secret: link.s }).then(setInfo, () => setError(t('requests.invalid')));
+    api<RequestInfo>('POST', `/api/v1/u/${requestId}/open`, { secret: link.s }).then((opened) => {
+      if (replaces) {
+        keep(requestId, link);
+        // What the tab began with the link it held before cannot go on (its keys are forgotten now): given
+        // up at once rather than left on the server until it expires.
+        const old = replaces.pending;
+        if (old) api('POST', `/api/v1/u/${requestId}/transfers/${old.transferId}/withdraw`, { secret: replaces.s }).catch(() => undefined);
+      }
+      setInfo(opened);
+    }, () => setError(t('requests.invalid')));
   }, []);
 
   /** Levels 3/4: the requester's key, only if it is the one the link names (a key swapped by the server is refused). */
