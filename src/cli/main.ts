@@ -292,6 +292,9 @@ export function buildCli(): Command {
     emit(program, sent, () => {
       out(`Sent transfer ${sent.id}:`);
       for (const r of sent.recipients ?? []) out(`  ${r.email}: ${r.state}${r.keyState === 'pending-key' ? ' (no SecuPass key yet: you approve it when they create one)' : ''}`);
+      if (sent.mailsQueued) out(`${sent.mailsQueued} notification(s) wait in the mail queue and are retried.`);
+      if (sent.mailsRejected) out(`The mail server refused ${sent.mailsRejected} address(es) for good: those recipients got no link.`);
+      if (sent.mailsFailed) out(`${sent.mailsFailed} notification(s) could not be sent (a fault of the server, noted in its ledger): withdraw the transfer and send it again.`);
     });
   program
     .command('send')

@@ -354,7 +354,7 @@ interface ResumeAnswer {
   files: HeldFile[];
   recipients: { id: string; email: string; fingerprint?: string; publicKey?: string }[];
 }
-type Sent = { id: string; recipients?: { email: string; state: string; keyState: string }[] };
+type Sent = { id: string; recipients?: { email: string; state: string; keyState: string }[]; mailsQueued?: number; mailsRejected?: number; mailsFailed?: number };
 
 /** The files of an unsent transfer that still lack bytes; refused when the upload cannot go on from them. */
 function stillOpen(files: HeldFile[], cannot: (why: string) => Error): HeldFile[] {

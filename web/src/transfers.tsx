@@ -1,4 +1,5 @@
 import { Alerts } from './ui.js';
+import { sentNotice, type SendAnswer } from './send-notice.js';
 import { FileRequestsPanel } from './file-requests.js';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type Me } from './api.js';
@@ -233,9 +234,8 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
       bundleKey?.fill(0);
 
       setPhase(t('transfers.phase.send'));
-      await api('POST', `/api/v1/transfers/${created.id}/send`);
-      const pending = e2e ? created.recipients.filter((r) => !r.publicKey).length : 0;
-      setNotice(t('transfers.sent', { count: emails.length }) + (pending > 0 ? ` ${t('transfers.sentPending', { count: pending })}` : ''));
+      const answer = await api<SendAnswer>('POST', `/api/v1/transfers/${created.id}/send`);
+      setNotice(sentNotice(t, answer, emails.length, e2e ? created.recipients.filter((r) => !r.publicKey).length : 0));
       setDraft({ ...draft, recipients: '', subject: '', message: '', limit: '' });
       setFiles([]);
       if (fileInput.current) fileInput.current.value = '';
@@ -377,9 +377,8 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
         await storeWraps(tr.id, state.files.map((f) => ({ fileId: f.id, key: keys.get(f.id)! })), holders);
       }
       setPhase(t('transfers.phase.send'));
-      await api('POST', `/api/v1/transfers/${tr.id}/send`);
-      const pending = state.level >= 3 ? state.recipients.filter((r) => !r.publicKey).length : 0;
-      setNotice(t('transfers.sent', { count: state.recipients.length }) + (pending > 0 ? ` ${t('transfers.sentPending', { count: pending })}` : ''));
+      const answer = await api<SendAnswer>('POST', `/api/v1/transfers/${tr.id}/send`);
+      setNotice(sentNotice(t, answer, state.recipients.length, state.level >= 3 ? state.recipients.filter((r) => !r.publicKey).length : 0));
       setResuming(undefined);
       setResumeFiles([]);
       setSecupass('');

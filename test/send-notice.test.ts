@@ -1,0 +1,25 @@
+import { describe, expect, it } from 'vitest';
+
+// The web app's modules are typed with the DOM (web/tsconfig.json): loaded here without their types.
+type Translate = (language: 'de' | 'en', key: string, vars?: Record<string, string | number>) => string;
+type Notice = (t: (key: string, vars?: Record<string, string | number>) => string, answer: { mailsQueued?: number; mailsRejected?: number; mailsFailed?: number }, count: number, pendingKeys: number) => string;
+const { translate } = (await import('../web/src/i18n.js' as string)) as { translate: Translate };
+const { sentNotice } = (await import('../web/src/send-notice.js' as string)) as { sentNotice: Notice };
+const inLanguage = (language: 'de' | 'en') => (key: string, vars?: Record<string, string | number>) => translate(language, key, vars);
+
+/** The sender's notice after "send" names every notification that did not go out at once, in both languages. */
+describe('the notice after a send', () => {
+  it('says only "sent" when every mail went', () => {
+    expect(sentNotice(inLanguage('en'), {}, 2, 0)).toBe('Sent to 2 recipient(s).');
+  });
+  it('adds keys still to come and queued, refused and failed notifications (en, de)', () => {
+    const answer = { mailsQueued: 1, mailsRejected: 2, mailsFailed: 3 };
+    expect(sentNotice(inLanguage('en'), answer, 6, 1)).toBe(
+      'Sent to 6 recipient(s). 1 recipient(s) have no SecuPass key yet; you approve it here once they have made it. 1 notification(s) wait in the mail queue and are retried. The mail server refused 2 address(es) for good: those recipients got no link. 3 notification(s) could not be sent (a fault of this server, noted in the ledger): withdraw the transfer and send it again.',
+    );
+    const de = sentNotice(inLanguage('de'), answer, 6, 0);
+    expect(de).toContain('3 Benachrichtigung(en) konnten nicht versandt werden');
+    expect(de).toContain('2 Adresse(n) hat der Mailserver endgültig abgelehnt');
+    expect(de).toContain('1 Benachrichtigung(en) warten in der Mail-Warteschlange');
+  });
+});
