@@ -146,8 +146,12 @@ describe.each(engines)('admin/data separation and encrypted address books (%s)',
     expect(byName.json<{ id: string }[]>().map((c) => c.id)).toEqual([contactId]);
     const byPhone = await call('anna', 'GET', `/api/v1/contacts?phone=${encodeURIComponent('0049 30 98765432')}`);
     expect(byPhone.json<{ id: string }[]>().map((c) => c.id)).toEqual([contactId]);
-    // Berta's own values no longer reach her row (the search goes through the index, not a scan).
-    expect((await call('anna', 'GET', `/api/v1/contacts?name=${encodeURIComponent('Berta Beispiel')}`)).json()).toEqual([]);
+    // Berta's own values no longer reach her row (the search goes through the index, not a scan) — unless the
+    // two names' shortened indexes coincide by chance (they are short on purpose: k-anonymity), when her row
+    // is still, rightly, found by her name.
+    const sameByChance = berta.name_bidx === zacharias.name_bidx;
+    const byOwnName = (await call('anna', 'GET', `/api/v1/contacts?name=${encodeURIComponent('Berta Beispiel')}`)).json<{ id: string }[]>();
+    expect(byOwnName.map((c) => c.id)).toEqual(sameByChance ? [berta.id] : []);
     await db.updateTable('contacts').set({ name_bidx: berta.name_bidx, phone_bidx: berta.phone_bidx, email_bidx: berta.email_bidx }).where('id', '=', berta.id).execute();
     expect((await call('anna', 'GET', `/api/v1/contacts?name=${encodeURIComponent('berta beispiel')}`)).json<{ id: string }[]>().map((c) => c.id)).toEqual([berta.id]);
   });
