@@ -34,8 +34,23 @@ export interface ServeProcess {
   stop(): Promise<number | null>;
 }
 
-/** Starts `tresor serve` and waits until it prints its URL. */
+/**
+ * Starts `tresor serve` and waits until it prints its URL. A port chosen earlier with `freePort` can be taken
+ * in the meantime (by any outgoing connection on this machine, which gets an ephemeral port from the same
+ * range): then the server is started on a fresh port, written into `opts.env` for what the test does next.
+ */
 export async function startServe(opts: { cwd: string; env: Record<string, string> }): Promise<ServeProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServeOnce(opts);
+    } catch (error) {
+      if (attempt >= 3 || !opts.env.TRESOR_SERVER_PORT || !/listen EADDRINUSE/.test(String(error))) throw error;
+      opts.env.TRESOR_SERVER_PORT = String(await freePort());
+    }
+  }
+}
+
+async function startServeOnce(opts: { cwd: string; env: Record<string, string> }): Promise<ServeProcess> {
   const child = spawn(process.execPath, [CLI, 'serve'], {
     cwd: opts.cwd,
     env: { PATH: process.env.PATH ?? '', HOME: opts.cwd, ...opts.env },
