@@ -332,10 +332,16 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect(existsSync(folder)).toBe(false); // made again by the upload's last writes, and deleted again
   });
 
-  it('a withdrawal while the send mails its links wins: the send fails and no link key is left behind', async () => {
-    const d = await draftOf(1000, 'wettlauf@example.org');
+  /** A 1000-byte level-1 draft to `to`, its one file uploaded whole: ready to send. */
+  const uploadedDraft = async (to: string) => {
+    const d = await draftOf(1000, to);
     const up = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Buffer.concat([...bytesOf(0, d.cipherSize)]) });
     expect(up.statusCode, up.body).toBe(200);
+    return d;
+  };
+
+  it('a withdrawal while the send mails its links wins: the send fails and no link key is left behind', async () => {
+    const d = await uploadedDraft('wettlauf@example.org');
     // The withdrawal runs while the send is between writing a recipient's link key and marking it sent.
     const mailed = core.mail.send.bind(core.mail);
     const racing = vi.spyOn(core.mail, 'send').mockImplementationOnce(async (mail) => {
@@ -357,9 +363,7 @@ describe.each(engines)('transfers (%s)', (engine) => {
   });
 
   it('two sends of one draft at the same moment (two tabs): one mails, the other is refused before anything is mailed', async () => {
-    const d = await draftOf(1000, 'zweimal@example.org');
-    const up = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Buffer.concat([...bytesOf(0, d.cipherSize)]) });
-    expect(up.statusCode, up.body).toBe(200);
+    const d = await uploadedDraft('zweimal@example.org');
     // The second send is made while the first one mails its link.
     const mailed = core.mail.send.bind(core.mail);
     let raced = false;
@@ -385,9 +389,7 @@ describe.each(engines)('transfers (%s)', (engine) => {
   });
 
   it('a notification that cannot be handed over at all: the transfer is sent, the sender is told, the ledger has it without the address', async () => {
-    const d = await draftOf(1000, 'nicht-zugestellt@example.org');
-    const up = await app.inject({ method: 'PUT', url: d.url(0), headers: octets(), payload: Buffer.concat([...bytesOf(0, d.cipherSize)]) });
-    expect(up.statusCode, up.body).toBe(200);
+    const d = await uploadedDraft('nicht-zugestellt@example.org');
     const before = readOutbox(outbox()).length;
     const failing = vi.spyOn(core.mail, 'send').mockRejectedValueOnce(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
     let sent;

@@ -590,8 +590,8 @@ async function resumeUpload(server: TransferRemote, via: Via, requester: { publi
 const draftGone = (error: unknown): 'sent' | 'gone' | undefined => {
   if (!(error instanceof DomainError)) return undefined;
   if (error.code === 'NOT_FOUND') return 'gone';
-  const state = (error.details.client as { state?: unknown } | undefined)?.state;
-  return error.code === 'CONFLICT' && (state === 'sent' || state === 'expired') ? (state === 'sent' ? 'sent' : 'gone') : undefined;
+  const state = error.code === 'CONFLICT' ? (error.details.client as { state?: unknown } | undefined)?.state : undefined;
+  return state === 'sent' ? 'sent' : state === 'expired' ? 'gone' : undefined;
 };
 
 /**
@@ -653,12 +653,11 @@ async function uploadThrough(
     return done(transferId, { alreadySent: true });
   };
   if (dir && kept && restart) {
-    let gone: ReturnType<typeof draftGone>;
-    await call(server, 'POST', `/api/v1/u/${parsed.requestId}/transfers/${kept.transferId}/withdraw`, { secret: parsed.secret }).catch((error: unknown) => {
-      gone = draftGone(error);
-      if (!gone) throw error;
-    });
-    if (gone! === 'sent') return sentAlready(kept.transferId);
+    const gone = await call(server, 'POST', `/api/v1/u/${parsed.requestId}/transfers/${kept.transferId}/withdraw`, { secret: parsed.secret }).then(
+      () => undefined,
+      (error: unknown) => draftGone(error) ?? Promise.reject(error),
+    );
+    if (gone === 'sent') return sentAlready(kept.transferId);
     await forgetUpload(dir, parsed.requestId);
     onProgress('the interrupted upload was given up (what had arrived is deleted); sending anew');
   } else if (dir && kept) {

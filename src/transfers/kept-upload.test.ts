@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -63,6 +63,20 @@ describe('the upload `tresor upload` keeps between runs', () => {
     symlinkSync(real, linked);
     await expect(keepUpload(linked, kept)).rejects.toThrow(/is not a folder \(a symbolic link\?\)/);
     expect(readdirSync(real)).toEqual([]);
+  });
+
+  // Only root can give a file to another user; CI and this machine run the suite as root.
+  it.skipIf(process.getuid?.() !== 0)("refuses a kept file and a folder that belong to someone else", async () => {
+    await keepUpload(dir, kept);
+    const file = join(dir, `${requestId}.json`);
+    chownSync(file, 4242, 4242);
+    await expect(readKeptUpload(dir, requestId)).rejects.toThrow(/is not your file \(owner 4242\)/);
+    rmSync(file);
+    const foreign = join(root, 'foreign-folder');
+    mkdirSync(foreign, { mode: 0o700 });
+    chownSync(foreign, 4242, 4242);
+    await expect(keepUpload(foreign, kept)).rejects.toThrow(/is not your folder \(owner 4242\)/);
+    expect(readdirSync(foreign)).toEqual([]);
   });
 
   it('forgets the temporary files a crash left, and nothing of other links', async () => {

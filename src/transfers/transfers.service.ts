@@ -13,6 +13,7 @@ import { ledgerActor } from '../ledger/ledgers.js';
 import { MAX_ENTRY_FIELD_LENGTH, type Ledger, type LedgerEvent } from '../ledger/index.js';
 import { ledgerSubjectIndex, type SubjectKeyStore } from '../records/subject-keys.js';
 import type { Mailer } from '../mail/mailer.js';
+import { mailErrorCode } from '../mail/mail.service.js';
 import { renderMail, type MailTemplate } from '../mail/templates.js';
 import { decryptTransform } from '../shared-e2e/node.js';
 import { E2eError } from '../shared-e2e/errors.js';
@@ -892,9 +893,10 @@ export function createTransferService(deps: {
         return true;
       });
       if (!claimed) {
-        const now = await db.selectFrom('transfers').select('sent_at').where('id', '=', t.id).executeTakeFirst();
-        if (now && now.sent_at !== null) throw new ConflictError('this transfer was sent already', { client: { state: 'sent' } });
-        throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
+        // Why not, as every other change of a draft says it (sent, or withdrawn/expired).
+        const now = await db.selectFrom('transfers').selectAll().where('id', '=', t.id).executeTakeFirst();
+        stillDraft(now && now.deleted_at === null ? now : { ...t, withdrawn_at: nowIso() }, 'this transfer was sent already');
+        throw new ConflictError('this transfer changed while it was being sent; try again');
       }
       let mailsQueued = 0;
       let mailsRejected = 0;
@@ -910,8 +912,7 @@ export function createTransferService(deps: {
           // Sent is sent (the other recipients' links work): this one's mail could not be handed over at all.
           // The sender is told; the ledger has the recipient's id and the error's code (never the address).
           mailsFailed++;
-          const code = typeof (error as { code?: unknown }).code === 'string' ? (error as { code: string }).code : 'error';
-          await record(x.tenantId, { actor: x.actor, action: 'transfer.notify', resource: { type: 'transfer', id: t.id }, outcome: 'failure', details: { recipient: r.id, code } });
+          await record(x.tenantId, { actor: x.actor, action: 'transfer.notify', resource: { type: 'transfer', id: t.id }, outcome: 'failure', details: { recipient: r.id, code: mailErrorCode(error) } });
         }
       }
       // The sender may withdraw even a sent transfer, also while its mails go out: the withdrawal deleted the
