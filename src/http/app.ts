@@ -1,6 +1,7 @@
 import cookie from '@fastify/cookie';
 import helmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
+import { SerializerSelector, type Serializer, type SerializerFactory } from '@fastify/fast-json-stringify-compiler';
 import swagger from '@fastify/swagger';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +30,26 @@ export interface AppOptions {
 
 const VERSION = '0.1.0';
 
+/**
+ * Fastify's response serializers, one per distinct schema instead of one per route and status: every
+ * route declares the same error schema for its 4xx answers, and compiling it 480 times held about 7 MiB of
+ * generated source (plus the functions and objects behind it) in every server for nothing. The schema's
+ * JSON is the key; symbol keys (TypeBox's markers) do not change what a serializer writes.
+ */
+export function sharedSerializers(): SerializerFactory {
+  const buildFactory = SerializerSelector();
+  return (externalSchemas, options) => {
+    const compile = buildFactory(externalSchemas, options);
+    const built = new Map<string, Serializer>();
+    return (route) => {
+      const key = JSON.stringify(route.schema);
+      let serializer = built.get(key);
+      if (!serializer) built.set(key, (serializer = compile(route)));
+      return serializer;
+    };
+  };
+}
+
 /** Assembles the Fastify app: security headers, error mapping, OpenAPI, health, metrics hooks and every module's routes. */
 export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -39,6 +60,7 @@ export async function buildApp(core: Core, opts: AppOptions): Promise<FastifyIns
     requestIdHeader: false,
     genReqId: () => crypto.randomUUID(),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    schemaController: { compilersFactory: { buildSerializer: sharedSerializers() } },
   }) as unknown as FastifyInstance;
 
   registerErrorHandling(app);
