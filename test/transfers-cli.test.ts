@@ -102,10 +102,23 @@ describe('tresor send / receive (CLI, real server)', () => {
     expect(got.code, got.stderr).toBe(0);
     expect(JSON.parse(got.stdout)).toMatchObject({ subject: 'Ihre Unterlagen', message: 'Anbei.', level: 1 });
     expect(readFileSync(join(files, 'l1', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
+    // The mail got lost: the sender sends a new link; the earlier one no longer opens, the new one does.
+    const id = (JSON.parse(sent.stdout) as { id: string }).id;
+    const again = tresor(['transfer', 'notify', id, '--recipient', 'Eins@Example.org'], { cwd: dir, env: { ...env, TRESOR_TOKEN: tokens.sender! } });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout.trim()).toBe('A new link was sent to Eins@Example.org; the earlier link no longer opens.');
+    const fresh = mailedTransferLink(outbox, 'eins@example.org');
+    expect(fresh.link).not.toBe(link);
+    expect(cli(undefined, ['receive', link, '--out', join(files, 'l1-old'), '--email', 'eins@example.org']).code).toBe(3);
+    const gotAgain = cli(undefined, ['receive', fresh.link, '--out', join(files, 'l1-again'), '--email', 'eins@example.org']);
+    expect(gotAgain.code, gotAgain.stderr).toBe(0);
+    expect(readFileSync(join(files, 'l1-again', 'befund.txt')).equals(SECRET_TEXT)).toBe(true);
+    expect(cli('sender', ['transfer', 'notify', id, '--recipient', 'niemand@example.org']).code).toBe(3);
     // The server log names the routes it served, never a link secret or a download token.
     for (let i = 0; i < 50 && !server.output().includes('/api/v1/r/'); i++) await new Promise((r) => setTimeout(r, 100)); // pino writes asynchronously
     const log = server.output();
     expect(log).toContain('/api/v1/r/');
+    expect(log).not.toContain(fresh.secret);
     expect(log).not.toContain(mailedTransferLink(outbox, 'eins@example.org').secret);
     expect(log).not.toMatch(/token=[A-Za-z0-9_-]{43}/);
   });

@@ -177,7 +177,7 @@ describe('secure transfers in Chromium', () => {
     });
     expect(readOutbox(outbox).length).toBeGreaterThan(mailsBefore);
     const card = sender.page.getByRole('article', { name: 'Befund Stufe eins' });
-    await card.getByRole('cell', { name: 'lena@extern-transfer.test' }).waitFor();
+    await card.getByRole('cell', { name: 'lena@extern-transfer.test', exact: true }).waitFor();
     await card.getByRole('cell', { name: 'notified' }).waitFor();
     await screenshot(sender.page, 'transfers-sent');
 
@@ -206,6 +206,18 @@ describe('secure transfers in Chromium', () => {
     expect(decryptedBy()).toEqual(['recipient']);
     await sender.page.reload();
     await sender.page.getByRole('article', { name: 'Befund Stufe eins' }).getByRole('cell', { name: 'downloaded' }).waitFor();
+    // Lena lost the mail: "Send link again" mails her a new link; the earlier one no longer opens, the new one does.
+    await card.getByRole('button', { name: 'Send link again to lena@extern-transfer.test (the earlier link then stops opening)' }).click();
+    await sender.page.getByText('A new link was sent to lena@extern-transfer.test; the earlier link no longer opens.').waitFor();
+    const fresh = transferLink(outbox, 'lena@extern-transfer.test');
+    expect(fresh.secret).not.toBe(link.secret);
+    state.level1 = fresh;
+    await lena.page.goto(linkUrl(link));
+    await lena.page.getByRole('alert').filter({ hasText: 'This link is not valid, has expired or was withdrawn.' }).waitFor();
+    await lena.page.goto(linkUrl(fresh));
+    await lena.page.getByLabel('Your e-mail address', { exact: true }).fill('lena@extern-transfer.test');
+    await lena.page.getByRole('button', { name: 'Open' }).click();
+    await lena.page.getByRole('heading', { name: 'Befund Stufe eins' }).waitFor();
     expect(await lena.problems()).toEqual([]);
     expect(await sender.problems()).toEqual([]);
   });

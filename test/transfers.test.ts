@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createReadStream, existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { open } from 'node:fs/promises';
@@ -388,16 +388,20 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'zweimal@example.org' })).statusCode).toBe(200);
   });
 
-  it('a notification that cannot be handed over at all: the transfer is sent, the sender is told, the ledger has it without the address', async () => {
-    const d = await uploadedDraft('nicht-zugestellt@example.org');
-    const before = readOutbox(outbox()).length;
+  /** Sends a draft while handing its (first) notification over fails as a full disk makes it fail. */
+  const sendWithFullDisk = async (id: string) => {
     const failing = vi.spyOn(core.mail, 'send').mockRejectedValueOnce(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
-    let sent;
     try {
-      sent = await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`);
+      return await call('anna', 'POST', `/api/v1/transfers/${id}/send`);
     } finally {
       failing.mockRestore();
     }
+  };
+
+  it('a notification that cannot be handed over at all: the transfer is sent, the sender is told, the ledger has it without the address', async () => {
+    const d = await uploadedDraft('nicht-zugestellt@example.org');
+    const before = readOutbox(outbox()).length;
+    const sent = await sendWithFullDisk(d.id);
     expect(sent.statusCode, sent.body).toBe(200);
     expect(sent.json()).toMatchObject({ id: d.id, sentAt: expect.any(String), mailsFailed: 1 });
     expect(readOutbox(outbox()).length).toBe(before);
@@ -411,6 +415,39 @@ describe.each(engines)('transfers (%s)', (engine) => {
     expect(again.statusCode).toBe(409);
     expect(again.json()).toMatchObject({ details: { state: 'sent' } });
     expect(readOutbox(outbox()).length).toBe(before);
+  });
+
+  it('a recipient whose notification did not go out gets a new link; the earlier one stops opening', async () => {
+    const d = await uploadedDraft('neuer-link@example.org');
+    const notifyUrl = (rid: string) => `/api/v1/transfers/${d.id}/recipients/${rid}/notify`;
+    expect((await call('anna', 'POST', notifyUrl(randomUUID()))).statusCode).toBe(409); // not sent yet
+    const sent = await sendWithFullDisk(d.id);
+    expect(sent.json()).toMatchObject({ mailsFailed: 1 });
+    const rid = sent.json<{ recipients: { id: string }[] }>().recipients[0]!.id;
+    // Only the sender (or the tenant's DPO, as for a withdrawal), only a recipient of this transfer.
+    expect((await call('bert', 'POST', notifyUrl(rid))).statusCode).toBe(403); // no data access
+    expect((await call('anna', 'POST', notifyUrl(randomUUID()))).statusCode).toBe(404);
+    const again = await call('anna', 'POST', notifyUrl(rid));
+    expect(again.statusCode, again.body).toBe(200);
+    expect(again.json()).toEqual({});
+    const first = mailedTransferLink(outbox(), 'neuer-link@example.org');
+    expect(first.recipientId).toBe(rid);
+    const open = (link: { recipientId: string; secret: string }) => call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'neuer-link@example.org' });
+    expect((await open(first)).statusCode).toBe(200);
+    // Again (the mail was lost too): a fresh link, and the one before no longer opens.
+    expect((await call('anna', 'POST', notifyUrl(rid))).statusCode).toBe(200);
+    const second = mailedTransferLink(outbox(), 'neuer-link@example.org');
+    expect(second.secret).not.toBe(first.secret);
+    expect((await open(first)).statusCode).toBe(404);
+    expect((await open(second)).statusCode).toBe(200);
+    const ledger = await core.ledgers.tenant(tenantId);
+    const notify = (await ledger.query({ action: 'transfer.notify' })).filter((e) => JSON.stringify(e.resource).includes(d.id));
+    expect(notify.map((e) => e.outcome)).toEqual(['failure', 'success', 'success']);
+    expect(JSON.stringify(notify)).not.toContain('neuer-link');
+    // Withdrawn: no new link, and none written back.
+    expect((await call('anna', 'DELETE', `/api/v1/transfers/${d.id}`)).statusCode).toBeLessThan(300);
+    expect((await call('anna', 'POST', notifyUrl(rid))).statusCode).toBe(404);
+    for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null });
   });
 
   it('an upload during which the disk fails to sync counts for nothing: the sender is told and sends it again', async () => {
@@ -806,6 +843,12 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const [recipient] = await rowsOf('transfer_recipients', 'id', link.recipientId);
     expect(JSON.parse(recipient!.downloads as string)).toEqual({ [opened.files[0]!.id]: 2 });
     expect((await call(undefined, 'GET', url)).statusCode).toBe(403);
+    // A new link would open nothing: refused, and the link that was mailed stays the one.
+    const transferId = (await rowsOf('transfer_recipients', 'id', link.recipientId))[0]!['transfer_id'] as string;
+    const refused = await call('anna', 'POST', `/api/v1/transfers/${transferId}/recipients/${link.recipientId}/notify`);
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json<{ message: string }>().message).toMatch(/limit/);
+    expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'parallel@example.org' })).statusCode).toBe(200);
   });
 
   it('expiry goes on with the other tenants when one tenant fails, and logs that one without personal data', async () => {

@@ -16,7 +16,8 @@ import type { DeletionReport, ResellerView, TenantView } from '../platform/index
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 import { ACCOUNT_ROLES, type AccountRole } from '../access/index.js';
 import { CHARACTER_CLASSES, POLICY_ROLES, type CharacterClass, type PasswordPolicy } from '../identity/password-policy.js';
-import { approveKey, closeConnections, initSecupass, receiveTransfer, resumeTransfer, sendTransfer, uploadToRequest } from '../transfers/client.js';
+import { approveKey, closeConnections, initSecupass, notifyAgain, receiveTransfer, resumeTransfer, sendTransfer, uploadToRequest } from '../transfers/client.js';
+import { inEnglish, mailNotices, notifiedAgainNotices } from '../transfers/mail-notices.js';
 import { keptUploadsDir } from '../transfers/kept-upload.js';
 import { callApi, callApiLines, localPlatformClient, remotePlatformClient, type PlatformClient } from './platform-client.js';
 import { dirname, join } from 'node:path';
@@ -292,9 +293,8 @@ export function buildCli(): Command {
     emit(program, sent, () => {
       out(`Sent transfer ${sent.id}:`);
       for (const r of sent.recipients ?? []) out(`  ${r.email}: ${r.state}${r.keyState === 'pending-key' ? ' (no SecuPass key yet: you approve it when they create one)' : ''}`);
-      if (sent.mailsQueued) out(`${sent.mailsQueued} notification(s) wait in the mail queue and are retried.`);
-      if (sent.mailsRejected) out(`The mail server refused ${sent.mailsRejected} address(es) for good: those recipients got no link.`);
-      if (sent.mailsFailed) out(`${sent.mailsFailed} notification(s) could not be sent (a fault of the server, noted in its ledger): withdraw the transfer and send it again.`);
+      for (const line of mailNotices(inEnglish, sent)) out(line);
+      if (sent.mailsFailed || sent.mailsRejected) out(`A new link for one of them: tresor transfer notify ${sent.id} --recipient <address>`);
     });
   program
     .command('send')
@@ -420,6 +420,15 @@ export function buildCli(): Command {
     .action(async (id: string, files: string[]) => {
       const sent = await resumeTransfer(remoteOf(true), id, files, secupassOf, (line) => program.opts<GlobalOptions>().json || err(line));
       reportSent(sent);
+    });
+  transfer
+    .command('notify')
+    .description('mail one recipient of a sent transfer a new link (a notification that did not arrive or got lost); the earlier link stops opening')
+    .argument('<transfer-id>', 'transfer id')
+    .requiredOption('--recipient <email>', 'recipient address')
+    .action(async (id: string, opts: { recipient: string }) => {
+      const answer = await notifyAgain(remoteOf(true), id, opts.recipient);
+      emit(program, { notified: opts.recipient, ...answer }, () => notifiedAgainNotices(inEnglish, answer, opts.recipient).forEach((line) => out(line)));
     });
   transfer
     .command('withdraw')

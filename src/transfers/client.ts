@@ -38,6 +38,7 @@ import {
 import { decryptTransform, encryptTransform } from '../shared-e2e/node.js';
 import { DomainError, type ErrorCode } from '../shared/errors.js';
 import { forgetUpload, keepUpload, type KeptUpload, lockUpload, readKeptUpload } from './kept-upload.js';
+import type { MailCounts } from './mail-notices.js';
 
 /**
  * The Node side of the secure exchange, for `tresor send`, `tresor receive` and `tresor secupass`: the
@@ -354,7 +355,7 @@ interface ResumeAnswer {
   files: HeldFile[];
   recipients: { id: string; email: string; fingerprint?: string; publicKey?: string }[];
 }
-type Sent = { id: string; recipients?: { email: string; state: string; keyState: string }[]; mailsQueued?: number; mailsRejected?: number; mailsFailed?: number };
+type Sent = MailCounts & { id: string; recipients?: { email: string; state: string; keyState: string }[] };
 
 /** The files of an unsent transfer that still lack bytes; refused when the upload cannot go on from them. */
 function stillOpen(files: HeldFile[], cannot: (why: string) => Error): HeldFile[] {
@@ -700,14 +701,25 @@ async function uploadThrough(
 }
 
 /** Approves a recipient's new key: re-wraps every file key of the transfer for it. */
+/** One recipient of one of your transfers, found by the address it was sent to (as `tresor transfer list` shows it). */
+async function recipientOf(remote: TransferRemote, transferId: string, recipientEmail: string) {
+  const list = await call<{ id: string; recipients: { id: string; email: string; keyState: string; pendingFingerprint: string | null }[] }[]>(remote, 'GET', '/api/v1/transfers');
+  const r = list.find((x) => x.id === transferId)?.recipients.find((x) => x.email === recipientEmail.trim().toLowerCase());
+  if (!r) throw new DomainError('NOT_FOUND', 'no such transfer or recipient');
+  return r;
+}
+
+/** Mails one recipient of a sent transfer a new link (the earlier one stops opening): what became of the mail. */
+export async function notifyAgain(remote: TransferRemote, transferId: string, recipientEmail: string): Promise<MailCounts> {
+  const r = await recipientOf(remote, transferId, recipientEmail);
+  return call<MailCounts>(remote, 'POST', `/api/v1/transfers/${transferId}/recipients/${r.id}/notify`);
+}
+
 export async function approveKey(remote: TransferRemote, transferId: string, recipientEmail: string, typedFingerprint: string, secupass: string) {
   // As read out by the recipient: case, spaces and dashes do not matter, all 64 digits do.
   const expectedFingerprint = canonicalFingerprint(typedFingerprint);
   if (expectedFingerprint === undefined) throw new DomainError('VALIDATION', 'a fingerprint has 64 hex digits in 16 groups of 4, as `tresor secupass` prints it (case, spaces and dashes do not matter)');
-  const list = await call<{ id: string; recipients: { id: string; email: string; keyState: string; pendingFingerprint: string | null }[] }[]>(remote, 'GET', '/api/v1/transfers');
-  const t = list.find((x) => x.id === transferId);
-  const r = t?.recipients.find((x) => x.email === recipientEmail.trim().toLowerCase());
-  if (!t || !r) throw new DomainError('NOT_FOUND', 'no such transfer or recipient');
+  const r = await recipientOf(remote, transferId, recipientEmail);
   if (r.keyState !== 'approval-needed' || r.pendingFingerprint !== expectedFingerprint) throw new DomainError('CONFLICT', `the recipient's key waiting for approval has the fingerprint ${r.pendingFingerprint ?? '(none)'}, not ${expectedFingerprint}`);
   const { keys } = await call<{ keys: Record<string, { publicKey: string; fingerprint: string } | null> }>(remote, 'POST', '/api/v1/e2e/keys', { emails: [r.email] });
   const theirs = keys[r.email];

@@ -10,6 +10,13 @@ const uuid = { type: 'string', format: 'uuid' } as const;
 const b64url = (min: number, max: number) => ({ type: 'string', pattern: '^[A-Za-z0-9_-]+$', minLength: min, maxLength: max }) as const;
 const email = { type: 'string', minLength: 3, maxLength: 254 } as const;
 
+/** The answer to "send" and "send the link again" counts notifications the relay did not take at once. */
+const mailCounts = {
+  mailsQueued: { type: 'integer', description: 'how many notifications wait in the mail queue (they are retried); only when not 0' },
+  mailsRejected: { type: 'integer', description: 'how many recipients the relay refused for good (no such mailbox): they got no link; only when not 0' },
+  mailsFailed: { type: 'integer', description: 'how many notifications could not be handed to the mail queue or relay at all (an error of this server, in the ledger as transfer.notify): they got no link, send it again (POST …/recipients/{rid}/notify); only when not 0' },
+} as const;
+
 const transferView = {
   type: 'object',
   properties: {
@@ -41,9 +48,7 @@ const transferView = {
         },
       },
     },
-    mailsRejected: { type: 'integer', description: 'in the answer to "send" only: how many recipients the relay refused for good (no such mailbox); they got no link' },
-    mailsFailed: { type: 'integer', description: 'in the answer to "send" only: how many notifications could not be handed to the mail queue or relay at all (an error of this server, in the ledger as transfer.notify); they got no link: withdraw and send again' },
-    mailsQueued: { type: 'integer', description: 'in the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (they are retried)' },
+    ...mailCounts,
   },
 } as const;
 
@@ -298,6 +303,16 @@ export function registerTransferRoutes(
     ...secured,
     schema: { tags: ['transfers'], summary: 'Send: mails every recipient a link of their own', params: { type: 'object', properties: { id: uuid }, required: ['id'] }, response: { 200: transferView, ...errors } },
     handler: async (request) => transfers.send(await senderSession(request), request.params.id),
+  });
+  app.post<{ Params: { id: string; rid: string } }>('/api/v1/transfers/:id/recipients/:rid/notify', {
+    ...secured,
+    schema: {
+      tags: ['transfers'],
+      summary: 'Send one recipient of a sent transfer a new link (a notification that did not arrive); the earlier link stops opening',
+      params: { type: 'object', properties: { id: uuid, rid: uuid }, required: ['id', 'rid'] },
+      response: { 200: { type: 'object', properties: mailCounts }, ...errors },
+    },
+    handler: async (request) => transfers.notifyAgain(await senderSession(request), request.params.id, request.params.rid),
   });
   app.get('/api/v1/transfers', {
     ...secured,

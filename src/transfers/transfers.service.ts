@@ -20,6 +20,7 @@ import { E2eError } from '../shared-e2e/errors.js';
 import { ciphertextSize, decodePublicKey, fingerprint as fingerprintOf, fromBase64Url, HEADER_SIZE, WRAPPED_KEY_SIZE } from '../shared-e2e/index.js';
 import { ConflictError, DomainError, ForbiddenError, NotFoundError, UnauthenticatedError, ValidationError } from '../shared/errors.js';
 import type { TransferControlSchema, TransferFileTable, TransferRecipientTable, TransferSchema, TransferTable } from './transfers.migrations.js';
+import type { MailCounts } from './mail-notices.js';
 
 export type Level = 1 | 2 | 3 | 4;
 export type KeyState = 'none' | 'ok' | 'pending-key' | 'approval-needed';
@@ -36,7 +37,8 @@ export interface CreateTransferInput {
   bundle?: { size: number } | undefined;
 }
 
-export interface TransferView {
+/** A transfer as its sender sees it; the answer to "send" adds the counts of notifications that did not go out at once. */
+export interface TransferView extends MailCounts {
   id: string;
   subject: string;
   level: Level;
@@ -50,11 +52,8 @@ export interface TransferView {
   recipients: { id: string; email: string; state: string; downloads: number; keyState: KeyState; pendingFingerprint: string | null }[];
   /** In the sent list: whether the session's account sent it (a DPO sees everyone's). */
   mine?: boolean;
-  /** In the answer to "send" only, when the relay did not take every notification at once: how many wait in the queue (retried). */
-  mailsQueued?: number;
-  mailsRejected?: number;
-  mailsFailed?: number;
 }
+
 
 export interface OpenedTransfer {
   transferId: string;
@@ -504,6 +503,35 @@ export function createTransferService(deps: {
     await record(tenantId, { actor, action: reason === 'withdrawn' ? 'transfer.withdraw' : 'transfer.expire', resource: { type: 'transfer', id: t.id }, outcome: 'success' });
   };
 
+  /**
+   * Mails one recipient the link with its secret (and the key fingerprint the browser checks): 'sent', or
+   * 'queued'/'rejected' as the mailer says. A mail that cannot even be handed over is 'failed': the send or
+   * the new link stands (the other recipients' links work), the sender is told, and the ledger has the
+   * recipient's id and the error's code — never the address.
+   */
+  const notify = async (
+    x: Pick<Access, 'tenantId' | 't' | 'actor'>,
+    r: { id: string; key_fingerprint: string | null },
+    email: string,
+    secret: Buffer,
+    letter: { senderLabel: string; organisation: string; subject: string; files: number },
+  ): Promise<'sent' | 'queued' | 'rejected' | 'failed'> => {
+    const { t } = x;
+    const link = `${deps.publicUrl}/app/r/${r.id}#s=${b64(secret)}${r.key_fingerprint ? `&fp=${r.key_fingerprint}` : ''}`;
+    try {
+      const account = await deps.identity.accountByLogin(email);
+      const mailed = await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: letter.senderLabel, organisation: letter.organisation, subject: letter.subject, level: t.level, files: letter.files, expiresAt: t.expires_at });
+      return mailed === 'queued' || mailed === 'rejected' ? mailed : 'sent';
+    } catch (error) {
+      await record(x.tenantId, { actor: x.actor, action: 'transfer.notify', resource: { type: 'transfer', id: t.id }, outcome: 'failure', details: { recipient: r.id, code: mailErrorCode(error) } });
+      return 'failed';
+    }
+  };
+  const countMail = (counts: MailCounts, outcome: Awaited<ReturnType<typeof notify>>) => {
+    const field = ({ queued: 'mailsQueued', rejected: 'mailsRejected', failed: 'mailsFailed' } as const)[outcome as 'queued' | 'rejected' | 'failed'];
+    if (field) counts[field] = (counts[field] ?? 0) + 1;
+  };
+
   // ---- the recipient's side: the link -------------------------------------------------------------------
   /** Resolves a link: its tenant, transfer and recipient, with K_tr opened by the link secret. */
   const resolveLink = async (recipientId: string, secret: string) => {
@@ -898,30 +926,16 @@ export function createTransferService(deps: {
         stillDraft(now && now.deleted_at === null ? now : { ...t, withdrawn_at: nowIso() }, 'this transfer was sent already');
         throw new ConflictError('this transfer changed while it was being sent; try again');
       }
-      let mailsQueued = 0;
-      let mailsRejected = 0;
-      let mailsFailed = 0;
-      for (const { r, email, secret } of links) {
-        const link = `${deps.publicUrl}/app/r/${r.id}#s=${b64(secret)}${r.key_fingerprint ? `&fp=${r.key_fingerprint}` : ''}`;
-        try {
-          const account = await deps.identity.accountByLogin(email);
-          const mailed = await mailTo({ login: email, language: account?.language ?? (t.language as 'de' | 'en') }, { kind: 'transfer-notification', link, sender: senderLabel, organisation, subject, level: t.level, files: fileCount, expiresAt: t.expires_at });
-          if (mailed === 'queued') mailsQueued++;
-          if (mailed === 'rejected') mailsRejected++;
-        } catch (error) {
-          // Sent is sent (the other recipients' links work): this one's mail could not be handed over at all.
-          // The sender is told; the ledger has the recipient's id and the error's code (never the address).
-          mailsFailed++;
-          await record(x.tenantId, { actor: x.actor, action: 'transfer.notify', resource: { type: 'transfer', id: t.id }, outcome: 'failure', details: { recipient: r.id, code: mailErrorCode(error) } });
-        }
-      }
+      const counts: MailCounts = {};
+      const letter = { senderLabel, organisation, subject, files: fileCount };
+      for (const { r, email, secret } of links) countMail(counts, await notify(x, r, email, secret, letter));
       // The sender may withdraw even a sent transfer, also while its mails go out: the withdrawal deleted the
       // link keys written above (they were committed before), and this send says so.
       const now = await db.selectFrom('transfers').select(['withdrawn_at', 'deleted_at']).where('id', '=', t.id).executeTakeFirst();
       if (!now || now.withdrawn_at !== null || now.deleted_at !== null) throw new ConflictError('this transfer was withdrawn while it was being sent', { client: { state: 'expired' } });
       if (t.request_id) await db.updateTable('file_requests').set({ uploads: sql<number>`uploads + 1` }).where('id', '=', t.request_id).execute();
       await record(x.tenantId, { actor: x.actor, action: 'transfer.send', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipients: recipients.length } });
-      return { ...(await viewOf(db, key, { ...t, sent_at: sentAt })), ...(mailsQueued > 0 ? { mailsQueued } : {}), ...(mailsRejected > 0 ? { mailsRejected } : {}), ...(mailsFailed > 0 ? { mailsFailed } : {}) };
+      return { ...(await viewOf(db, key, { ...t, sent_at: sentAt })), ...counts };
     },
 
     async send(s: SenderSession, transferId: string): Promise<TransferView> {
@@ -980,6 +994,51 @@ export function createTransferService(deps: {
       const me = await deps.identity.accountInfo(a.accountId);
       await mailTo({ login: email, language: account!.language }, { kind: 'transfer-key-approved', subject: unseal(key, t.subject_ct, `transfer|${t.id}|subject`), sender: me?.login ?? 'Tresor' });
       await record(s.tenantId, { actor: ledgerActor(s.actor), action: 'transfer.approve', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipient: r.id } });
+    },
+
+    /**
+     * A new link for one recipient of a sent transfer, mailed at once: for a notification that never arrived
+     * (refused by the relay, not handed over) or a lost mail. The recipient's link secret exists nowhere but in
+     * the mail, so a fresh one replaces it and the earlier link stops opening. Refused once the transfer is
+     * withdrawn or expired, and for a recipient who has used up the download limit on every file.
+     */
+    async notifyAgain(s: SenderSession, transferId: string, recipientId: string): Promise<MailCounts> {
+      const { db, t, a } = await ownTransfer(s, transferId);
+      if (t.sent_at === null) throw new ConflictError('this transfer has not been sent yet; send it first');
+      if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
+      const r = await db.selectFrom('transfer_recipients').selectAll().where('id', '=', recipientId).where('transfer_id', '=', t.id).executeTakeFirst();
+      if (!r) throw new NotFoundError('recipient');
+      if (t.download_limit !== null) {
+        const downloads = JSON.parse(r.downloads) as Record<string, number>;
+        const files = await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).where('kind', '=', 'file').execute();
+        if (files.every((f) => (downloads[f.id] ?? 0) >= t.download_limit!)) throw new ConflictError(`this recipient has downloaded every file ${t.download_limit} time(s), the transfer's limit; a new link would not open them`);
+      }
+      const key = await transferKeyOf(s, t);
+      const email = unseal(key, r.email_ct, `transfer|${t.id}|recipient|${r.id}`);
+      const secret = randomBytes(32);
+      // Only while the link stands: a withdrawal or expiry deletes the link key (secret_hash), and a new one
+      // must not be written back after it.
+      const replaced = await db
+        .updateTable('transfer_recipients')
+        .set({ secret_hash: sha256Hex(b64(secret)), key_wrap: wrapWithKey(key, secret, linkContext(t.id, r.id)), email_check: emailCheck(secret, email) })
+        .where('id', '=', r.id)
+        .where('secret_hash', 'is not', null)
+        .executeTakeFirst();
+      if (Number(replaced.numUpdatedRows) !== 1) throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
+      const actor = ledgerActor(s.actor);
+      const me = await deps.identity.accountInfo(a.accountId);
+      const letter = {
+        // An upload through a "request files" link is mailed as from its uploader, as when it was sent.
+        senderLabel: t.from_ct ? unseal(key, t.from_ct, `transfer|${t.id}|from`) : (me?.login ?? 'Tresor'),
+        organisation: await deps.tenantName(s.tenantId),
+        subject: unseal(key, t.subject_ct, `transfer|${t.id}|subject`),
+        files: await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).where('kind', '=', 'file').execute().then((f) => f.length),
+      };
+      const counts: MailCounts = {};
+      const outcome = await notify({ tenantId: s.tenantId, t, actor }, r, email, secret, letter);
+      countMail(counts, outcome);
+      if (outcome !== 'failed') await record(s.tenantId, { actor, action: 'transfer.notify', resource: { type: 'transfer', id: t.id }, outcome: 'success', details: { recipient: r.id } });
+      return counts;
     },
 
     // ---- receiving ------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
  * German and English texts. Both dictionaries have the same keys (a unit test checks it); the language
  * comes from the browser, can be switched in the header and is remembered.
  */
+import { fillIn, MAIL_NOTICE_TEXTS } from '../../src/transfers/mail-notices.js';
+
 export type Language = 'de' | 'en';
 
 export const dictionaries = {
@@ -328,9 +330,7 @@ export const dictionaries = {
     'transfers.noSenderWraps': 'Ihr eigener Schlüssel hat sich seit dem Senden geändert: die Dateien lassen sich nicht mehr neu verschlüsseln.',
     'transfers.sent': 'Gesendet an {count} Empfänger.',
     'transfers.sentPending': '{count} Empfänger haben noch keinen SecuPass-Schlüssel; Sie bestätigen ihn hier, sobald er angelegt ist.',
-    'transfers.mailsQueued': '{count} Benachrichtigung(en) warten in der Mail-Warteschlange und werden erneut versucht.',
-    'transfers.mailsRejected': '{count} Adresse(n) hat der Mailserver endgültig abgelehnt: Diese Empfänger haben keinen Link erhalten.',
-    'transfers.mailsFailed': '{count} Benachrichtigung(en) konnten nicht versandt werden (ein Fehler dieses Servers, im Protokoll vermerkt): Ziehen Sie die Übertragung zurück und senden Sie sie erneut.',
+    ...MAIL_NOTICE_TEXTS.de,
     'transfers.withdrawn': '„{subject}“ wurde zurückgezogen; die Dateien sind gelöscht.',
     'transfers.approved': 'Der neue Schlüssel von {email} ist bestätigt.',
     'transfers.sentList': 'Gesendete Übertragungen',
@@ -364,6 +364,8 @@ export const dictionaries = {
     'transfers.yourSecupass': 'Ihr SecuPass',
     'transfers.withdraw': 'Zurückziehen',
     'transfers.withdrawLabel': '„{subject}“ zurückziehen',
+    'transfers.notifyAgain': 'Link erneut senden',
+    'transfers.notifyAgainFor': 'Link erneut senden an {email} (der frühere Link öffnet dann nicht mehr)',
     'receive.title': 'Dateien für Sie',
     'receive.invalid': 'Dieser Link ist ungültig, abgelaufen oder wurde zurückgezogen.',
     'receive.emailTitle': 'E-Mail-Adresse bestätigen',
@@ -728,9 +730,7 @@ export const dictionaries = {
     'transfers.noSenderWraps': 'Your own key changed since sending: the files can no longer be encrypted again.',
     'transfers.sent': 'Sent to {count} recipient(s).',
     'transfers.sentPending': '{count} recipient(s) have no SecuPass key yet; you approve it here once they have made it.',
-    'transfers.mailsQueued': '{count} notification(s) wait in the mail queue and are retried.',
-    'transfers.mailsRejected': 'The mail server refused {count} address(es) for good: those recipients got no link.',
-    'transfers.mailsFailed': '{count} notification(s) could not be sent (a fault of this server, noted in the ledger): withdraw the transfer and send it again.',
+    ...MAIL_NOTICE_TEXTS.en,
     'transfers.withdrawn': '“{subject}” was withdrawn; its files are deleted.',
     'transfers.approved': 'The new key of {email} is approved.',
     'transfers.sentList': 'Sent transfers',
@@ -764,6 +764,8 @@ export const dictionaries = {
     'transfers.yourSecupass': 'Your SecuPass',
     'transfers.withdraw': 'Withdraw',
     'transfers.withdrawLabel': 'Withdraw “{subject}”',
+    'transfers.notifyAgain': 'Send link again',
+    'transfers.notifyAgainFor': 'Send link again to {email} (the earlier link then stops opening)',
     'receive.title': 'Files for you',
     'receive.invalid': 'This link is not valid, has expired or was withdrawn.',
     'receive.emailTitle': 'Confirm your e-mail address',
@@ -823,7 +825,7 @@ export function rememberLanguage(language: Language): void {
 }
 
 export function translate(language: Language, key: TextKey, vars: Record<string, string | number> = {}): string {
-  return dictionaries[language][key].replace(/\{(\w+)\}/g, (_m, name: string) => String(vars[name] ?? `{${name}}`));
+  return fillIn(dictionaries[language][key], vars);
 }
 
 export function formatTime(language: Language, iso: string): string {

@@ -1,5 +1,5 @@
 import { Alerts } from './ui.js';
-import { sentNotice, type SendAnswer } from './send-notice.js';
+import { notifiedNotice, sentNotice, type SendAnswer } from './send-notice.js';
 import { FileRequestsPanel } from './file-requests.js';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type Me } from './api.js';
@@ -254,6 +254,19 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
     try {
       await api('DELETE', `/api/v1/transfers/${transfer.id}`);
       setNotice(t('transfers.withdrawn', { subject: transfer.subject }));
+      await load();
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  };
+
+  /** A new link for one recipient whose notification did not arrive; the earlier link stops opening. */
+  const notifyAgain = async (transfer: SentTransfer, recipient: SentRecipient) => {
+    setError(undefined);
+    setNotice(undefined);
+    try {
+      const answer = await api<SendAnswer>('POST', `/api/v1/transfers/${transfer.id}/recipients/${recipient.id}/notify`);
+      setNotice(notifiedNotice(t, answer, recipient.email));
       await load();
     } catch (e) {
       setError(messageOf(e));
@@ -519,7 +532,17 @@ export function TransfersPage(props: { t: T; me: Me; language: Language; Page: P
                     {tr.recipients.map((r) => (
                       <tr key={r.id}>
                         <td>{r.email}</td>
-                        <td>{t(`transfers.rstate.${r.state}` as TextKey)}</td>
+                        <td>
+                          {t(`transfers.rstate.${r.state}` as TextKey)}
+                          {tr.sentAt && active(tr) ? (
+                            <>
+                              {' '}
+                              <button type="button" class="link" onClick={() => void notifyAgain(tr, r)} aria-label={t('transfers.notifyAgainFor', { email: r.email })}>
+                                {t('transfers.notifyAgain')}
+                              </button>
+                            </>
+                          ) : null}
+                        </td>
                         <td>{r.downloads}</td>
                         {tr.level >= 3 ? (
                           <td>
