@@ -54,7 +54,6 @@ export interface TransferView extends MailCounts {
   mine?: boolean;
 }
 
-
 export interface OpenedTransfer {
   transferId: string;
   level: Level;
@@ -1008,9 +1007,9 @@ export function createTransferService(deps: {
       if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
       const r = await db.selectFrom('transfer_recipients').selectAll().where('id', '=', recipientId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!r) throw new NotFoundError('recipient');
+      const files = await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).where('kind', '=', 'file').execute();
       if (t.download_limit !== null) {
         const downloads = JSON.parse(r.downloads) as Record<string, number>;
-        const files = await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).where('kind', '=', 'file').execute();
         if (files.every((f) => (downloads[f.id] ?? 0) >= t.download_limit!)) throw new ConflictError(`this recipient has downloaded every file ${t.download_limit} time(s), the transfer's limit; a new link would not open them`);
       }
       const key = await transferKeyOf(s, t);
@@ -1032,7 +1031,7 @@ export function createTransferService(deps: {
         senderLabel: t.from_ct ? unseal(key, t.from_ct, `transfer|${t.id}|from`) : (me?.login ?? 'Tresor'),
         organisation: await deps.tenantName(s.tenantId),
         subject: unseal(key, t.subject_ct, `transfer|${t.id}|subject`),
-        files: await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).where('kind', '=', 'file').execute().then((f) => f.length),
+        files: files.length,
       };
       const counts: MailCounts = {};
       const outcome = await notify({ tenantId: s.tenantId, t, actor }, r, email, secret, letter);
