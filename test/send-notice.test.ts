@@ -37,3 +37,10 @@ describe('the notice after sending a link again', () => {
     expect(notifiedNotice(inLanguage('de'), { mailsFailed: 1 }, 'erika@example.org')).toContain('Senden Sie diesen Empfängern den Link erneut');
   });
 });
+
+describe('placeholders', () => {
+  it('fills only the values given, never inherited ones', async () => {
+    const { fillIn } = await import('../src/transfers/mail-notices.js');
+    expect(fillIn('{count} for {email}; {constructor} {toString}', { count: 2, email: 'a@example.org' })).toBe('2 for a@example.org; {constructor} {toString}');
+  });
+});

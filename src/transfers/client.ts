@@ -700,7 +700,6 @@ async function uploadThrough(
   return done(sent.id);
 }
 
-/** Approves a recipient's new key: re-wraps every file key of the transfer for it. */
 /** One recipient of one of your transfers, found by the address it was sent to (as `tresor transfer list` shows it). */
 async function recipientOf(remote: TransferRemote, transferId: string, recipientEmail: string) {
   const list = await call<{ id: string; recipients: { id: string; email: string; keyState: string; pendingFingerprint: string | null }[] }[]>(remote, 'GET', '/api/v1/transfers');
@@ -715,6 +714,7 @@ export async function notifyAgain(remote: TransferRemote, transferId: string, re
   return call<MailCounts>(remote, 'POST', `/api/v1/transfers/${transferId}/recipients/${r.id}/notify`);
 }
 
+/** Approves a recipient's new key: re-wraps every file key of the transfer for it. */
 export async function approveKey(remote: TransferRemote, transferId: string, recipientEmail: string, typedFingerprint: string, secupass: string) {
   // As read out by the recipient: case, spaces and dashes do not matter, all 64 digits do.
   const expectedFingerprint = canonicalFingerprint(typedFingerprint);

@@ -43,7 +43,7 @@ export function notifiedAgainNotices(text: (key: MailNoticeKey, vars: Record<str
 }
 
 /** A text with its `{name}` placeholders filled in (the web app's `translate` does the same for its dictionaries). */
-export const fillIn = (text: string, vars: Record<string, string | number>) => text.replace(/\{(\w+)\}/g, (whole, name: string) => (name in vars ? String(vars[name]) : whole));
+export const fillIn = (text: string, vars: Record<string, string | number>) => text.replace(/\{(\w+)\}/g, (whole, name: string) => (Object.hasOwn(vars, name) ? String(vars[name]) : whole));
 
 /** The English texts, for the CLI. */
 export const inEnglish = (key: MailNoticeKey, vars: Record<string, string | number>) => fillIn(MAIL_NOTICE_TEXTS.en[key], vars);
