@@ -270,10 +270,13 @@ export function createTransferService(deps: {
     return value;
   };
 
+  /** A transfer withdrawn or expired: nothing about it can change any more (`details.state: expired`). */
+  const goneError = () => new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
+
   /** An unsent draft its creator may still change: not sent, withdrawn or expired (`details.state` says which). */
   const stillDraft = (t: TransferSchema['transfers'], whenSent = 'this transfer was sent already; its files cannot change') => {
     if (t.sent_at !== null) throw new ConflictError(whenSent, { client: { state: 'sent' } });
-    if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
+    if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw goneError();
   };
 
   /** A transfer as its creator may change it: a data user's session, or an outsider holding a request link. */
@@ -1004,7 +1007,7 @@ export function createTransferService(deps: {
     async notifyAgain(s: SenderSession, transferId: string, recipientId: string): Promise<MailCounts> {
       const { db, t, a } = await ownTransfer(s, transferId);
       if (t.sent_at === null) throw new ConflictError('this transfer has not been sent yet; send it first');
-      if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
+      if (t.withdrawn_at !== null || t.expires_at <= nowIso()) throw goneError();
       const r = await db.selectFrom('transfer_recipients').selectAll().where('id', '=', recipientId).where('transfer_id', '=', t.id).executeTakeFirst();
       if (!r) throw new NotFoundError('recipient');
       const files = await db.selectFrom('transfer_files').select('id').where('transfer_id', '=', t.id).where('kind', '=', 'file').execute();
@@ -1023,12 +1026,11 @@ export function createTransferService(deps: {
         .where('id', '=', r.id)
         .where('secret_hash', 'is not', null)
         .executeTakeFirst();
-      if (Number(replaced.numUpdatedRows) !== 1) throw new ConflictError('this transfer was withdrawn or has expired; send the files again', { client: { state: 'expired' } });
+      if (Number(replaced.numUpdatedRows) !== 1) throw goneError();
       const actor = ledgerActor(s.actor);
-      const me = await deps.identity.accountInfo(a.accountId);
       const letter = {
         // An upload through a "request files" link is mailed as from its uploader, as when it was sent.
-        senderLabel: t.from_ct ? unseal(key, t.from_ct, `transfer|${t.id}|from`) : (me?.login ?? 'Tresor'),
+        senderLabel: t.from_ct ? unseal(key, t.from_ct, `transfer|${t.id}|from`) : ((await deps.identity.accountInfo(a.accountId))?.login ?? 'Tresor'),
         organisation: await deps.tenantName(s.tenantId),
         subject: unseal(key, t.subject_ct, `transfer|${t.id}|subject`),
         files: files.length,
