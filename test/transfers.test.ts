@@ -5,7 +5,7 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
-import { sql } from 'kysely';
+import { sql, UpdateQueryBuilder } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ensureFirstOperator, type Core } from '../src/core.js';
 import { buildApp } from '../src/http/app.js';
@@ -362,7 +362,7 @@ describe.each(engines)('transfers (%s)', (engine) => {
     const [transfer] = await rowsOf('transfers', 'id', d.id);
     expect(transfer!['withdrawn_at']).not.toBeNull();
     expect(transfer!['deleted_at']).not.toBeNull();
-    for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null });
+    for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null, email_check: null });
     const link = mailedTransferLink(outbox(), 'wettlauf@example.org');
     expect((await call(undefined, 'POST', `/api/v1/r/${link.recipientId}/open`, { secret: link.secret, email: 'wettlauf@example.org' })).statusCode).toBe(404);
   });
@@ -452,7 +452,39 @@ describe.each(engines)('transfers (%s)', (engine) => {
     // Withdrawn: no new link, and none written back.
     expect((await call('anna', 'DELETE', `/api/v1/transfers/${d.id}`)).statusCode).toBeLessThan(300);
     expect((await call('anna', 'POST', notifyUrl(rid))).statusCode).toBe(404);
-    for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null });
+    for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null, email_check: null });
+  });
+
+  it('a withdrawal that lands while a new link is being made wins: nothing is written back, nothing is mailed', async () => {
+    const d = await uploadedDraft('neuer-link-wettlauf@example.org');
+    const sent = await call('anna', 'POST', `/api/v1/transfers/${d.id}/send`);
+    expect(sent.statusCode, sent.body).toBe(200);
+    const rid = sent.json<{ recipients: { id: string }[] }>().recipients[0]!.id;
+    const mailed = readOutbox(outbox()).length;
+    // The withdrawal runs in the window the service cannot close with a check: after the transfer was read
+    // and found standing, right before the new link is written (the first write of a new link).
+    const write = UpdateQueryBuilder.prototype.executeTakeFirst;
+    let withdrawal: Awaited<ReturnType<typeof call>> | undefined;
+    const between = vi.spyOn(UpdateQueryBuilder.prototype, 'executeTakeFirst').mockImplementation(async function (this: UpdateQueryBuilder<never, never, never, never>) {
+      if (!withdrawal && /^update "transfer_recipients" set "secret_hash" = /.test(this.compile().sql)) {
+        withdrawal = await call('anna', 'DELETE', `/api/v1/transfers/${d.id}`);
+      }
+      return write.call(this) as never;
+    });
+    let answer: Awaited<ReturnType<typeof call>>;
+    try {
+      answer = await call('anna', 'POST', `/api/v1/transfers/${d.id}/recipients/${rid}/notify`);
+    } finally {
+      between.mockRestore();
+    }
+    expect(withdrawal?.statusCode, withdrawal?.body).toBeLessThan(300);
+    expect(answer.statusCode, answer.body).toBe(409);
+    expect(answer.json()).toMatchObject({ details: { state: 'expired' } });
+    for (const r of await rowsOf('transfer_recipients', 'transfer_id', d.id)) expect(r).toMatchObject({ secret_hash: null, key_wrap: null, email_check: null });
+    expect(readOutbox(outbox()).length).toBe(mailed);
+    const ledger = await core.ledgers.tenant(tenantId);
+    const notify = (await ledger.query({ action: 'transfer.notify' })).filter((e) => JSON.stringify(e.resource).includes(d.id));
+    expect(notify.map((e) => e.outcome)).toEqual([]); // a send records its notifications as the send
   });
 
   it('an upload during which the disk fails to sync counts for nothing: the sender is told and sends it again', async () => {
@@ -813,7 +845,7 @@ describe.each(engines)('transfers (%s)', (engine) => {
     for (const c of [level1, level3]) {
       expect(existsSync(join(core.config.data_dir, 'blobs', tenantId, c.id))).toBe(false);
       expect((await rowsOf('transfers', 'id', c.id))[0]).toMatchObject({ key_wrap: null, deleted_at: '2026-11-30T08:00:01.000Z' });
-      for (const r of await rowsOf('transfer_recipients', 'transfer_id', c.id)) expect(r).toMatchObject({ key_wrap: null, secret_hash: null });
+      for (const r of await rowsOf('transfer_recipients', 'transfer_id', c.id)) expect(r).toMatchObject({ key_wrap: null, secret_hash: null, email_check: null });
       for (const f of await rowsOf('transfer_files', 'transfer_id', c.id)) expect(f.file_key_ct).toBeNull();
       expect(await rowsOf('transfer_wraps', 'transfer_id', c.id)).toEqual([]);
       expect(await rowsOf('transfer_downloads', 'transfer_id', c.id)).toEqual([]);

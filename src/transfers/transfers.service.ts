@@ -494,7 +494,7 @@ export function createTransferService(deps: {
       await trx.deleteFrom('transfer_wraps').where('transfer_id', '=', t.id).execute();
       await trx.deleteFrom('transfer_downloads').where('transfer_id', '=', t.id).execute();
       await trx.updateTable('transfer_files').set({ file_key_ct: null }).where('transfer_id', '=', t.id).execute();
-      await trx.updateTable('transfer_recipients').set({ key_wrap: null, secret_hash: null }).where('transfer_id', '=', t.id).execute();
+      await trx.updateTable('transfer_recipients').set({ key_wrap: null, secret_hash: null, email_check: null }).where('transfer_id', '=', t.id).execute();
       await trx
         .updateTable('transfers')
         .set({ key_wrap: null, deleted_at: nowIso(), ...(reason === 'withdrawn' && t.withdrawn_at === null ? { withdrawn_at: nowIso() } : {}) })
