@@ -304,3 +304,14 @@ export const transferManifestMigration: Migration = {
     await db.schema.alterTable('transfer_files').addColumn('manifest', 'text').execute();
   },
 };
+
+/**
+ * Withdrawals and expiries before this version left each recipient's level-1 address check (an HMAC of the
+ * address under the link secret) behind; purging now clears it with the link key, and this clears what earlier
+ * purges left.
+ */
+export const purgedAddressChecksMigration: Migration = {
+  async up(db: Kysely<unknown>) {
+    await sql`UPDATE transfer_recipients SET email_check = NULL WHERE email_check IS NOT NULL AND transfer_id IN (SELECT id FROM transfers WHERE deleted_at IS NOT NULL)`.execute(db);
+  },
+};

@@ -5,7 +5,7 @@ import { contactsMigration, contactsSpec } from '../../records/contacts.js';
 import { jobsMigration, jobsSpec } from '../../records/jobs.js';
 import { grantsMigration } from '../../identity/grants.js';
 import { ledgerMigration, ledgerOriginMigration } from '../../ledger/ledger.migrations.js';
-import { fileRequestsTenantMigration, transferDownloadAccountMigration, transferManifestMigration, transfersTenantMigration } from '../../transfers/transfers.migrations.js';
+import { fileRequestsTenantMigration, purgedAddressChecksMigration, transferDownloadAccountMigration, transferManifestMigration, transfersTenantMigration } from '../../transfers/transfers.migrations.js';
 
 /** Migrations applied to every tenant database: forward only. */
 export const tenantMigrations: Record<string, Migration> = {
@@ -31,4 +31,5 @@ export const tenantMigrations: Record<string, Migration> = {
   '0012_book_keys': bookKeysMigration,
   '0013_activation_binding': activationBindingTenantMigration,
   '0014_transfer_manifest': transferManifestMigration,
+  '0015_purged_address_checks': purgedAddressChecksMigration,
 };
