@@ -19,6 +19,7 @@ import { decryptTransform } from '../shared-e2e/node.js';
 import { E2eError } from '../shared-e2e/errors.js';
 import { ciphertextSize, decodePublicKey, fingerprint as fingerprintOf, fromBase64Url, HEADER_SIZE, WRAPPED_KEY_SIZE } from '../shared-e2e/index.js';
 import { ConflictError, DomainError, ForbiddenError, NotFoundError, UnauthenticatedError, ValidationError } from '../shared/errors.js';
+import { countStreamed, streamed } from '../shared/streamed.js';
 import type { TransferControlSchema, TransferFileTable, TransferRecipientTable, TransferSchema, TransferTable } from './transfers.migrations.js';
 import type { MailCounts } from './mail-notices.js';
 
@@ -86,6 +87,12 @@ const MAX_BUNDLE_BYTES = 1024 * 1024;
 const TOKEN = /^[A-Za-z0-9_-]{43}$/;
 /** How many received bytes of an upload may wait before a background data sync starts. */
 const SYNC_EVERY = 64 * 1024 * 1024;
+/** What an upload queues on its way to disk, twice (a stream's buffer and the write stream's). */
+const UPLOAD_QUEUE = 1024 * 1024;
+/** The pieces a download reads from disk. */
+const DOWNLOAD_PIECE = 256 * 1024;
+/** A stored blob as a download sends it, counted for the young-generation collection. */
+const blobReader = (path: string) => pipelineStreams(createReadStream(path, { highWaterMark: DOWNLOAD_PIECE }), countStreamed(), () => undefined);
 
 const normaliseEmail = (email: string) => email.normalize('NFC').trim().toLowerCase();
 const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64url');
@@ -696,8 +703,9 @@ export function createTransferService(deps: {
       await mkdir(blobDir(x.tenantId, t.id), { recursive: true, mode: 0o700 });
       if (onDisk > received) await truncate(path, received); // a torn tail of an interrupted write goes
       // A write stream with a large buffer batches what arrives (writev) instead of one write per TLS
-      // record; with the default 16 KiB the socket waits for every small write (a fifth of the speed).
-      const out = createWriteStream(path, { flags: received === 0 ? 'w' : 'r+', start: received, mode: 0o600, highWaterMark: 4 * 1024 * 1024 });
+      // record; with the default 16 KiB the socket waits for every small write (a fifth of the speed). Not
+      // larger: what waits here must die young (src/shared/streamed.ts).
+      const out = createWriteStream(path, { flags: received === 0 ? 'w' : 'r+', start: received, mode: 0o600, highWaterMark: UPLOAD_QUEUE });
       // The disk writes back while the body still arrives: every 64 MiB a data sync starts in the background
       // (one at a time, through a second descriptor: a sync writes back the file's pages whichever descriptor
       // wrote them), so the sync at the end finds little left to do instead of the whole file.
@@ -738,8 +746,9 @@ export function createTransferService(deps: {
         await pipeline(
           untilBrokenOff(),
           new Transform({
-            highWaterMark: 4 * 1024 * 1024,
+            highWaterMark: UPLOAD_QUEUE,
             transform(chunk: Buffer, _encoding, done) {
+              streamed(chunk.length);
               // Beyond the file (a body without a declared length): nothing more is written; the rest is
               // drained, so that every stream ends the ordinary way, and refused afterwards.
               if (tooLong || position + chunk.length > limit) {
@@ -1199,17 +1208,17 @@ export function createTransferService(deps: {
       deps.billing?.count(index.tenant_id, { bytesTransferred: size });
       const name = f.kind === 'bundle' ? 'bundle.tresor' : f.name_ct === null ? `${f.id}.tresor` : unseal(key, f.name_ct, `transfer|${t.id}|file-name|${f.id}`);
       if (t.level >= 3 || f.file_key_ct === null) {
-        return { stream: createReadStream(path, { highWaterMark: 1024 * 1024 }), name: f.kind === 'file' && t.level === 3 ? `${name}.tresor` : name, length: size, encrypted: true };
+        return { stream: blobReader(path), name: f.kind === 'file' && t.level === 3 ? `${name}.tresor` : name, length: size, encrypted: true };
       }
       const fileKey = aeadOpen(key, Buffer.from(f.file_key_ct, 'base64url'), `transfer|${t.id}|file-key|${f.id}`);
       if (opts.encrypted) {
         const handedOut = fileKey.toString('base64url');
         fileKey.fill(0);
-        return { stream: createReadStream(path, { highWaterMark: 1024 * 1024 }), name, length: size, encrypted: true, fileKey: handedOut, context: fileContext(t.id, f.id) };
+        return { stream: blobReader(path), name, length: size, encrypted: true, fileKey: handedOut, context: fileContext(t.id, f.id) };
       }
       // Decrypted on the way out with Node's crypto (one OpenSSL call per record); an altered blob ends
       // the response with an error instead of passing on unauthenticated bytes.
-      const plain = pipelineStreams(createReadStream(path, { highWaterMark: 1024 * 1024 }), decryptTransform(new Uint8Array(fileKey), fileContext(t.id, f.id)), (error) => {
+      const plain = pipelineStreams(createReadStream(path, { highWaterMark: DOWNLOAD_PIECE }), countStreamed(), decryptTransform(new Uint8Array(fileKey), fileContext(t.id, f.id)), (error) => {
         // A blob that fails authentication on the way out (altered or truncated at rest) is a failure to
         // record; a recipient who breaks off the download is not.
         if (error instanceof E2eError) {
