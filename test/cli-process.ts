@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { delimiter, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
@@ -39,7 +40,11 @@ export interface ServeProcess {
  * in the meantime (by any outgoing connection on this machine, which gets an ephemeral port from the same
  * range): then the server is started on a fresh port, written into `opts.env` for what the test does next.
  */
-export async function startServe(opts: { cwd: string; env: Record<string, string> }): Promise<ServeProcess> {
+/**
+ * `asCommand`: the built file is run as `npm start` and the `tresor` command run it, through its first line
+ * (`env` finds the `node` this test runs on), so the node flags there apply.
+ */
+export async function startServe(opts: { cwd: string; env: Record<string, string>; asCommand?: boolean }): Promise<ServeProcess> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await startServeOnce(opts);
@@ -50,10 +55,10 @@ export async function startServe(opts: { cwd: string; env: Record<string, string
   }
 }
 
-async function startServeOnce(opts: { cwd: string; env: Record<string, string> }): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve'], {
+async function startServeOnce(opts: { cwd: string; env: Record<string, string>; asCommand?: boolean }): Promise<ServeProcess> {
+  const child = spawn(opts.asCommand ? CLI : process.execPath, opts.asCommand ? ['serve'] : [CLI, 'serve'], {
     cwd: opts.cwd,
-    env: { PATH: process.env.PATH ?? '', HOME: opts.cwd, ...opts.env },
+    env: { PATH: opts.asCommand ? `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ''}` : (process.env.PATH ?? ''), HOME: opts.cwd, ...opts.env },
   });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
