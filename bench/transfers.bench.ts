@@ -18,7 +18,7 @@ import { createReadStream, createWriteStream, mkdtempSync, readFileSync, readdir
 import { createServer as createHttpsServer, request } from 'node:https';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { build } from 'vite';
@@ -135,14 +135,21 @@ async function serverPeakRss<T>(pid: number, work: () => Promise<T>): Promise<{ 
 process.stdout.write(`# Transfers benchmark — node ${process.version}, ${new Date().toISOString()}\n`);
 tresor(['init']);
 // BENCH_PROFILE_DIR=/some/dir writes a CPU profile of the server there (to see where its time goes).
-// BENCH_SERVER_FLAGS="--max-semi-space-size=2" gives the server's node these flags (not this process's).
+// BENCH_SERVER_FLAGS="--max-semi-space-size=2" gives the server's node these flags instead of the ones on
+// the tresor command's first line (not this process's).
 const serverFlags = [
   ...(process.env.BENCH_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : []),
   ...(process.env.BENCH_SERVER_FLAGS ?? '').split(' ').filter(Boolean),
 ];
-/** Starts `tresor serve` on the benchmark's data directory and waits until it listens. */
+/**
+ * Starts `tresor serve` on the benchmark's data directory and waits until it listens: as `npm start` and the
+ * `tresor` command run it (through the file's first line, on this process's node), or with the flags above.
+ */
 async function startServer() {
-  const child = spawn(process.execPath, [...serverFlags, CLI, 'serve'], { cwd: dir, env });
+  const child =
+    serverFlags.length > 0
+      ? spawn(process.execPath, [...serverFlags, CLI, 'serve'], { cwd: dir, env })
+      : spawn(CLI, ['serve'], { cwd: dir, env: { ...env, PATH: `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ''}` } });
   let out = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr.on('data', (c: Buffer) => (out += c.toString()));
