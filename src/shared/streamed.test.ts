@@ -1,5 +1,6 @@
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { countStreamed, STEP, streamedCollections } from './streamed.js';
 
@@ -34,5 +35,12 @@ describe('young-generation collection while files stream', () => {
     const uncounted = await streamFresh(total, () => []);
     expect(counted, `peak with collections ${counted.toFixed(1)} MiB, without ${uncounted.toFixed(1)} MiB`).toBeLessThan(uncounted);
     expect(counted).toBeLessThan(48);
+  });
+
+  it('takes V8\'s collector without leaving a global gc behind, here or in contexts made afterwards', async () => {
+    const hadGc = 'gc' in globalThis; // a node started with --expose-gc has one of its own
+    await streamFresh(STEP, () => [countStreamed()]);
+    expect('gc' in globalThis).toBe(hadGc);
+    expect(runInNewContext('typeof gc')).toBe('undefined');
   });
 });

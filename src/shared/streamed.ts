@@ -11,7 +11,7 @@ import { runInNewContext } from 'node:vm';
  *
  * Every {@link STEP} bytes streamed (all transfers together) one young-generation collection (a scavenge:
  * the live young objects are few; 0.2–5 ms measured) frees them. For that the buffers in flight
- * must die young: the transfer streams queue at most about 2 MiB, so a buffer does not live through two
+ * must die young: the transfer streams queue at most about 3 MiB, so a buffer does not live through two
  * collections and move to the old generation, which only a full collection frees.
  */
 export const STEP = 16 * 1024 * 1024;

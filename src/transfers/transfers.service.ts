@@ -87,7 +87,7 @@ const MAX_BUNDLE_BYTES = 1024 * 1024;
 const TOKEN = /^[A-Za-z0-9_-]{43}$/;
 /** How many received bytes of an upload may wait before a background data sync starts. */
 const SYNC_EVERY = 64 * 1024 * 1024;
-/** What an upload queues on its way to disk, twice (a stream's buffer and the write stream's). */
+/** What an upload queues on its way to disk, three times (the transform's two sides and the write stream). */
 const UPLOAD_QUEUE = 1024 * 1024;
 /** The pieces a download reads from disk. */
 const DOWNLOAD_PIECE = 256 * 1024;
